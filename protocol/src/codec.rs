@@ -1,0 +1,219 @@
+//! The legacy framing (spec §1.1) as a tokio-util `Decoder`/`Encoder` pair.
+//!
+//! - [`ServerCodec`] reads requests `[length u32][code u32][payload]` and
+//!   writes replies `[status u32][length u32][payload]`.
+//! - [`ClientCodec`] is the mirror image, used by the SDK and the bench tool.
+//!
+//! A request whose length field is below 4 is not an error that ends the
+//! stream: the 8 header bytes are consumed and [`Inbound::Malformed`] is
+//! yielded, so the server answers 3 and keeps reading (spec §1.1). A declared
+//! length above the configured maximum is an `Err`: the framing can no longer
+//! be trusted and the connection is closed without buffering the payload.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::ErrorCode;
+use crate::body::{Command, WireEncode};
+
+/// Bytes before the payload in both directions.
+pub const HEADER_BYTES: usize = 8;
+/// Default cap on a request's length field (code + payload).
+pub const REQUEST_LENGTH_MAX_DEFAULT: u32 = 64 * 1024;
+/// Default cap on a reply payload read by a client.
+pub const REPLY_LENGTH_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
+
+/// Why a stream can no longer be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("declared frame length {declared} exceeds the maximum {max}")]
+    TooLarge { declared: u32, max: u32 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One request as read off the wire, body not yet decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Request {
+        code: u32,
+        payload: Bytes,
+    },
+    /// The length field was below 4; answer `InvalidCommand` and read on.
+    Malformed {
+        length: u32,
+    },
+}
+
+/// A reply to write: a status with a body, or an error status alone.
+pub enum Reply<'a> {
+    Ok(&'a dyn WireEncode),
+    Err(ErrorCode),
+}
+
+/// Server side: decodes requests, encodes replies.
+#[derive(Debug, Clone)]
+pub struct ServerCodec {
+    length_max: u32,
+}
+
+impl ServerCodec {
+    /// `length_max` caps the request length field (code + payload bytes).
+    pub fn new(length_max: u32) -> Self {
+        ServerCodec {
+            length_max: length_max.max(4),
+        }
+    }
+}
+
+impl Default for ServerCodec {
+    fn default() -> Self {
+        ServerCodec::new(REQUEST_LENGTH_MAX_DEFAULT)
+    }
+}
+
+impl Decoder for ServerCodec {
+    type Item = Inbound;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+        if src.len() < HEADER_BYTES {
+            return Ok(None);
+        }
+        let length = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+        if length < 4 {
+            src.advance(HEADER_BYTES);
+            return Ok(Some(Inbound::Malformed { length }));
+        }
+        if length > self.length_max {
+            return Err(FrameError::TooLarge {
+                declared: length,
+                max: self.length_max,
+            });
+        }
+        let frame_bytes = 4 + length as usize;
+        if src.len() < frame_bytes {
+            src.reserve(frame_bytes - src.len());
+            return Ok(None);
+        }
+        let code = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
+        let mut frame = src.split_to(frame_bytes);
+        frame.advance(HEADER_BYTES);
+        Ok(Some(Inbound::Request {
+            code,
+            payload: frame.freeze(),
+        }))
+    }
+}
+
+impl Encoder<Reply<'_>> for ServerCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, reply: Reply<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_reply(reply, dst);
+        Ok(())
+    }
+}
+
+/// Writes one reply frame. A 1-byte payload would be left unread by the 0.10
+/// SDK and corrupt the stream (spec §1.1), so it is a bug worth stopping for.
+pub fn encode_reply(reply: Reply<'_>, dst: &mut BytesMut) {
+    match reply {
+        Reply::Ok(body) => {
+            let size = body.encoded_size();
+            assert_ne!(
+                size, 1,
+                "a 1-byte reply payload desynchronises Iggy clients"
+            );
+            let length = u32::try_from(size).expect("reply larger than 4 GiB");
+            dst.reserve(HEADER_BYTES + size);
+            dst.put_u32_le(0);
+            dst.put_u32_le(length);
+            let before = dst.len();
+            body.encode(dst);
+            debug_assert_eq!(
+                dst.len() - before,
+                size,
+                "encoded_size disagrees with encode"
+            );
+        }
+        Reply::Err(code) => {
+            dst.put_u32_le(code.code());
+            dst.put_u32_le(0);
+        }
+    }
+}
+
+/// A reply as the client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundReply {
+    pub status: u32,
+    pub payload: Bytes,
+}
+
+/// Client side: encodes requests, decodes replies.
+#[derive(Debug, Clone)]
+pub struct ClientCodec {
+    length_max: u32,
+}
+
+impl ClientCodec {
+    pub fn new(length_max: u32) -> Self {
+        ClientCodec { length_max }
+    }
+}
+
+impl Default for ClientCodec {
+    fn default() -> Self {
+        ClientCodec::new(REPLY_LENGTH_MAX_DEFAULT)
+    }
+}
+
+impl Decoder for ClientCodec {
+    type Item = InboundReply;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<InboundReply>, FrameError> {
+        if src.len() < HEADER_BYTES {
+            return Ok(None);
+        }
+        let status = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+        let length = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
+        if length > self.length_max {
+            return Err(FrameError::TooLarge {
+                declared: length,
+                max: self.length_max,
+            });
+        }
+        let frame_bytes = HEADER_BYTES + length as usize;
+        if src.len() < frame_bytes {
+            src.reserve(frame_bytes - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(frame_bytes);
+        frame.advance(HEADER_BYTES);
+        Ok(Some(InboundReply {
+            status,
+            payload: frame.freeze(),
+        }))
+    }
+}
+
+impl<C: Command> Encoder<&C> for ClientCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, command: &C, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_request(C::CODE, command, dst);
+        Ok(())
+    }
+}
+
+/// Writes one request frame `[4 + len][code][body]`.
+pub fn encode_request(code: u32, body: &dyn WireEncode, dst: &mut BytesMut) {
+    let size = body.encoded_size();
+    let length = u32::try_from(4 + size).expect("request larger than 4 GiB");
+    dst.reserve(HEADER_BYTES + size);
+    dst.put_u32_le(length);
+    dst.put_u32_le(code);
+    body.encode(dst);
+}

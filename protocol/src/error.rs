@@ -1,0 +1,109 @@
+//! The wire error codes: the single place where a code number is written down.
+//!
+//! Every code is an Iggy `IggyError` discriminant (spec §3.12) so that the
+//! published SDKs map it to the same error they would get from Iggy. Latchkey's
+//! own extension codes will live in a range Iggy does not use.
+
+/// Defines [`ErrorCode`] from one table: variant, wire code, Iggy's name and a
+/// human message. Keeping them in one table means a code cannot drift between
+/// the encoder, the decoder and the documentation.
+macro_rules! error_codes {
+    ($( $variant:ident = $code:literal, $message:literal; )+) => {
+        /// A status code carried in a reply header (legacy framing) or in a
+        /// deny / result section (0.11 framing).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+        #[repr(u32)]
+        pub enum ErrorCode {
+            $(
+                #[doc = $message]
+                #[error($message)]
+                $variant = $code,
+            )+
+        }
+
+        impl ErrorCode {
+            /// Every code Latchkey knows, in ascending order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
+
+            /// The number sent on the wire.
+            pub const fn code(self) -> u32 {
+                self as u32
+            }
+
+            /// Iggy's name for the code, e.g. `InvalidCredentials`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => stringify!($variant),)+
+                }
+            }
+
+            /// The code for a wire number, if Latchkey knows it.
+            pub const fn from_code(code: u32) -> Option<ErrorCode> {
+                match code {
+                    $($code => Some(ErrorCode::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    Error = 1, "generic error";
+    InvalidCommand = 3, "invalid command";
+    InvalidFormat = 4, "invalid format";
+    FeatureUnavailable = 5, "feature unavailable";
+    Disconnected = 8, "disconnected";
+    ResourceNotFound = 20, "resource not found";
+    StaleClient = 30, "stale client";
+    Unauthenticated = 40, "unauthenticated";
+    Unauthorized = 41, "unauthorized";
+    InvalidCredentials = 42, "invalid credentials";
+    InvalidUsername = 43, "invalid username";
+    InvalidPassword = 44, "invalid password";
+    InvalidUserStatus = 45, "invalid user status";
+    UserInactive = 47, "user inactive";
+    InvalidPersonalAccessTokenName = 50, "invalid personal access token name";
+    PersonalAccessTokenAlreadyExists = 51, "personal access token already exists";
+    PersonalAccessTokensLimitReached = 52, "personal access tokens limit reached";
+    InvalidPersonalAccessToken = 53, "invalid personal access token";
+    PersonalAccessTokenExpired = 54, "personal access token expired";
+    InvalidPersonalAccessTokenExpiry = 56, "invalid personal access token expiry";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ErrorCode::ALL {
+            assert!(seen.insert(code.code()), "duplicate code {}", code.code());
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(ErrorCode::from_code(2), None);
+    }
+
+    #[test]
+    fn codes_match_the_spec_table() {
+        // Spec §3.12: the numbers the published SDKs decode.
+        assert_eq!(ErrorCode::InvalidCommand.code(), 3);
+        assert_eq!(ErrorCode::InvalidFormat.code(), 4);
+        assert_eq!(ErrorCode::FeatureUnavailable.code(), 5);
+        assert_eq!(ErrorCode::ResourceNotFound.code(), 20);
+        assert_eq!(ErrorCode::Unauthenticated.code(), 40);
+        assert_eq!(ErrorCode::InvalidCredentials.code(), 42);
+        assert_eq!(ErrorCode::InvalidUsername.code(), 43);
+        assert_eq!(ErrorCode::InvalidPassword.code(), 44);
+        assert_eq!(ErrorCode::UserInactive.code(), 47);
+        assert_eq!(ErrorCode::InvalidPersonalAccessTokenName.code(), 50);
+        assert_eq!(ErrorCode::PersonalAccessTokenAlreadyExists.code(), 51);
+        assert_eq!(ErrorCode::PersonalAccessTokensLimitReached.code(), 52);
+        assert_eq!(ErrorCode::InvalidPersonalAccessToken.code(), 53);
+        assert_eq!(ErrorCode::PersonalAccessTokenExpired.code(), 54);
+        assert_eq!(ErrorCode::InvalidPersonalAccessTokenExpiry.code(), 56);
+        assert_eq!(ErrorCode::InvalidCredentials.name(), "InvalidCredentials");
+    }
+}

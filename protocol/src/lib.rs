@@ -1,0 +1,21 @@
+//! Latchkey's wire protocol: Iggy's binary framing, the login and personal
+//! access token bodies, and the error codes. Pure data and codecs: no I/O and
+//! no runtime, so the server, the SDK and the tools share one definition.
+//!
+//! Layout:
+//! - [`codec`]: the legacy length-prefixed framing as a tokio-util codec;
+//! - [`body`]: one type per request and reply body;
+//! - [`request`]: a code plus a decoded body, with the precedence rules;
+//! - [`codes`]: command codes; [`error`]: wire error codes;
+//! - [`token`]: Latchkey's token format (`lk_…`), shared by server and tools.
+
+pub mod body;
+pub mod codec;
+pub mod codes;
+pub mod error;
+pub mod request;
+pub mod token;
+pub mod wire;
+
+pub use error::ErrorCode;
+pub use request::Request;

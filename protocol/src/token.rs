@@ -1,0 +1,165 @@
+//! Latchkey's token format.
+//!
+//! `lk_` + 43 base62 characters + 6 base62 characters, 52 ASCII bytes:
+//! - the 43 characters are a 256-bit secret (32 bytes from the OS CSPRNG) as a
+//!   big-endian base62 number, left-padded with `0`;
+//! - the last 6 are the CRC32 (IEEE) of the 46 characters before them, also
+//!   base62 and left-padded.
+//!
+//! The alphabet is `0-9A-Za-z`, so a token survives URLs, shells and
+//! double-click selection. The prefix lets secret scanners find leaked tokens,
+//! and the checksum lets the server refuse a mistyped or made-up token before
+//! it spends a hash on it. The checksum is not a security measure: the secret
+//! is. Only a keyed hash of the whole string is ever stored.
+
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The fixed prefix.
+pub const PREFIX: &str = "lk_";
+/// Bytes of randomness in a token.
+pub const SECRET_BYTES: usize = 32;
+/// Base62 digits of the secret: 62^43 > 2^256.
+pub const SECRET_DIGITS: usize = 43;
+/// Base62 digits of the CRC32: 62^6 > 2^32.
+pub const CHECKSUM_DIGITS: usize = 6;
+/// Total length of a token string.
+pub const TOKEN_BYTES: usize = PREFIX.len() + SECRET_DIGITS + CHECKSUM_DIGITS;
+
+/// Why a string is not a well-formed Latchkey token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    #[error("token has the wrong length")]
+    Length,
+    #[error("token does not start with lk_")]
+    Prefix,
+    #[error("token contains a character outside 0-9A-Za-z")]
+    Alphabet,
+    #[error("token secret is out of range")]
+    Range,
+    #[error("token checksum does not match")]
+    Checksum,
+}
+
+/// Encodes a 32-byte secret as a token string.
+pub fn encode(secret: &[u8; SECRET_BYTES]) -> String {
+    let mut token = String::with_capacity(TOKEN_BYTES);
+    token.push_str(PREFIX);
+    let digits = base62_encode::<SECRET_DIGITS>(secret);
+    token.push_str(std::str::from_utf8(&digits).expect("base62 is ASCII"));
+    let checksum = crc32fast::hash(token.as_bytes());
+    let digits = base62_encode::<CHECKSUM_DIGITS>(&checksum.to_be_bytes());
+    token.push_str(std::str::from_utf8(&digits).expect("base62 is ASCII"));
+    debug_assert_eq!(token.len(), TOKEN_BYTES);
+    token
+}
+
+/// Checks the shape and checksum of a presented token. Cheap: no hashing.
+pub fn validate(token: &str) -> Result<(), TokenFormatError> {
+    let bytes = token.as_bytes();
+    if bytes.len() != TOKEN_BYTES {
+        return Err(TokenFormatError::Length);
+    }
+    if !token.starts_with(PREFIX) {
+        return Err(TokenFormatError::Prefix);
+    }
+    let (body, checksum) = bytes.split_at(PREFIX.len() + SECRET_DIGITS);
+    let secret = base62_decode::<SECRET_BYTES>(&body[PREFIX.len()..])?;
+    let _ = secret;
+    let presented = base62_decode::<4>(checksum)?;
+    if u32::from_be_bytes(presented) != crc32fast::hash(body) {
+        return Err(TokenFormatError::Checksum);
+    }
+    Ok(())
+}
+
+/// Big-endian bytes to `N` base62 digits, most significant first.
+fn base62_encode<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut number = bytes.to_vec();
+    let mut digits = [b'0'; N];
+    for slot in digits.iter_mut().rev() {
+        // Long division of the big-endian number by 62.
+        let mut remainder = 0u32;
+        for byte in number.iter_mut() {
+            let acc = (remainder << 8) | u32::from(*byte);
+            *byte = (acc / 62) as u8;
+            remainder = acc % 62;
+        }
+        *slot = ALPHABET[remainder as usize];
+    }
+    debug_assert!(
+        number.iter().all(|&b| b == 0),
+        "value does not fit in {N} digits"
+    );
+    digits
+}
+
+/// `digits` base62 (most significant first) to `N` big-endian bytes.
+fn base62_decode<const N: usize>(digits: &[u8]) -> Result<[u8; N], TokenFormatError> {
+    let mut number = [0u8; N];
+    for &digit in digits {
+        let value = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'A'..=b'Z' => digit - b'A' + 10,
+            b'a'..=b'z' => digit - b'a' + 36,
+            _ => return Err(TokenFormatError::Alphabet),
+        };
+        // number = number * 62 + value, detecting overflow of N bytes.
+        let mut carry = u32::from(value);
+        for byte in number.iter_mut().rev() {
+            let acc = u32::from(*byte) * 62 + carry;
+            *byte = (acc & 0xff) as u8;
+            carry = acc >> 8;
+        }
+        if carry != 0 {
+            return Err(TokenFormatError::Range);
+        }
+    }
+    Ok(number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extremes_round_trip() {
+        for secret in [[0u8; 32], [0xff; 32], [0x5a; 32]] {
+            let token = encode(&secret);
+            assert_eq!(token.len(), TOKEN_BYTES);
+            assert!(token.starts_with("lk_"));
+            assert!(token[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+            validate(&token).unwrap();
+            let digits = &token.as_bytes()[3..3 + SECRET_DIGITS];
+            assert_eq!(base62_decode::<32>(digits).unwrap(), secret);
+        }
+        assert_eq!(&encode(&[0; 32])[3..46], "0".repeat(43));
+    }
+
+    #[test]
+    fn any_single_character_change_is_refused() {
+        let token = encode(&[7u8; 32]);
+        for index in 0..token.len() {
+            let mut bytes = token.clone().into_bytes();
+            bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(bytes).unwrap();
+            assert!(validate(&changed).is_err(), "index {index} accepted");
+        }
+    }
+
+    #[test]
+    fn malformed_shapes_are_named() {
+        let token = encode(&[1u8; 32]);
+        assert_eq!(validate(&token[1..]), Err(TokenFormatError::Length));
+        assert_eq!(
+            validate(&format!("xx_{}", &token[3..])),
+            Err(TokenFormatError::Prefix)
+        );
+        assert_eq!(
+            validate(&format!("{}-{}", &token[..10], &token[11..])),
+            Err(TokenFormatError::Alphabet)
+        );
+        // All 'z' is 62^43 - 1 > 2^256 - 1.
+        let too_big = format!("lk_{}000000", "z".repeat(43));
+        assert_eq!(validate(&too_big), Err(TokenFormatError::Range));
+    }
+}
