@@ -1,1 +1,19 @@
-pub fn _x() {}
+//! Latchkey server: a personal access token server speaking Iggy's binary
+//! protocol.
+//!
+//! A request's path, in four files: [`connection`] (bytes → frames → replies)
+//! → [`dispatch`] (what each command does; reads from the shard's replica)
+//! → [`writer`] (the single mutation path: check, make durable, apply on
+//! every shard) → [`registry`] (the replicated data structure).
+//! [`server`] wires it together; [`shard`] owns the per-core threads.
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod datadir;
+pub mod dispatch;
+pub mod registry;
+pub mod server;
+pub mod shard;
+pub mod users;
+pub mod writer;

@@ -1,1 +1,116 @@
-fn main() {}
+//! The `latchkey-server` binary: flags, config loading, logging.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use latchkey_server::config::Config;
+use latchkey_server::server::{self, Options};
+use latchkey_server::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
+
+/// Config file read when `--config` is not given (if it exists).
+const DEFAULT_CONFIG_PATH: &str = "configs/server.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "latchkey-server",
+    version,
+    about = "Personal access token server speaking Iggy's binary protocol"
+)]
+struct Cli {
+    /// Config file (default: configs/server.toml if present, else built-in defaults).
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// On a data directory with no root user yet, make root iggy/iggy.
+    #[arg(long)]
+    with_default_root_credentials: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a password from standard input and print its Argon2 PHC hash,
+    /// for `password_hash` in `[[users]]`.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password_command();
+    }
+    init_logging();
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("latchkey-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = Options {
+        config,
+        with_default_root_credentials: cli.with_default_root_credentials,
+        root_username: std::env::var("LATCHKEY_ROOT_USERNAME").ok(),
+        root_password: std::env::var("LATCHKEY_ROOT_PASSWORD").ok(),
+    };
+    match server::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("latchkey-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let default = Path::new(DEFAULT_CONFIG_PATH);
+    let path = match path {
+        Some(path) => Some(path),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    let mut config = Config::from_file(path).map_err(|e| e.to_string())?;
+    config
+        .apply_env(|key| std::env::var(key).ok())
+        .map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
+    match path {
+        Some(path) => tracing::info!(path = %path.display(), "config loaded"),
+        None => tracing::info!("no config file; using built-in defaults"),
+    }
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+fn hash_password_command() -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        eprintln!("Password (input is echoed; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("latchkey-server: cannot read password: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
+        eprintln!(
+            "latchkey-server: password must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
+        );
+        return ExitCode::from(2);
+    }
+    println!("{}", hash_password(password));
+    ExitCode::SUCCESS
+}

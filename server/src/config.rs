@@ -1,0 +1,389 @@
+//! Server configuration: `configs/server.toml` (every key documented there),
+//! then `LATCHKEY_<SECTION>_<KEY>` environment overrides for scalar keys.
+//!
+//! Key names follow Iggy's where Iggy has one (`max_tokens_per_user`,
+//! `[personal_access_token.cleaner] interval`) so settings carry over.
+//! Users come from the file only, never from the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used. Always names the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Env {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid config: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub system: SystemConfig,
+    pub tcp: TcpConfig,
+    pub personal_access_token: PersonalAccessTokenConfig,
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    /// Data directory: lock, server key, root credentials, token log.
+    pub path: PathBuf,
+    /// Shard count; 0 means one per available core.
+    pub shards: usize,
+    /// Threads that run Argon2 password checks; 0 means one per core.
+    pub password_threads: usize,
+    /// Password checks allowed to wait for a thread before logins queue up.
+    pub password_queue: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Listen address.
+    pub address: String,
+    /// Largest request length field (code + payload bytes) accepted; a larger
+    /// declared length closes the connection before anything is buffered.
+    pub max_frame_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonalAccessTokenConfig {
+    /// Tokens one user may hold, expired-but-uncleaned ones included.
+    pub max_tokens_per_user: u32,
+    pub cleaner: CleanerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanerConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+/// A user from `[[users]]`. The root user (id 0) is not configured here: its
+/// credentials live in the data directory (see README).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Stable id, ≥ 1 and unique: tokens are owned by this id.
+    pub id: u32,
+    pub username: String,
+    /// Argon2 PHC string, e.g. from `latchkey-server hash-password`.
+    pub password_hash: String,
+    #[serde(default = "default_true")]
+    pub active: bool,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            path: PathBuf::from("local_data"),
+            shards: 0,
+            password_threads: 0,
+            password_queue: 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            address: "127.0.0.1:8090".to_owned(),
+            max_frame_size: latchkey_protocol::codec::REQUEST_LENGTH_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Default for PersonalAccessTokenConfig {
+    fn default() -> Self {
+        PersonalAccessTokenConfig {
+            max_tokens_per_user: 100,
+            cleaner: CleanerConfig::default(),
+        }
+    }
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enabled: true,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            system: SystemConfig::default(),
+            tcp: TcpConfig::default(),
+            personal_access_token: PersonalAccessTokenConfig::default(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// Parses a human duration such as `1 m`, `90s` or `1h 30m` (Iggy's style:
+/// a space between number and unit is allowed).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut compact = String::with_capacity(text.len());
+    let mut tokens = text.split_whitespace().peekable();
+    while let Some(token) = tokens.next() {
+        compact.push_str(token);
+        // "1 m" → "1m", but keep "1m 30s" separated.
+        let ends_in_digit = token.ends_with(|c: char| c.is_ascii_digit());
+        if !ends_in_digit && tokens.peek().is_some() {
+            compact.push(' ');
+        }
+    }
+    humantime::parse_duration(&compact).map_err(|error| error.to_string())
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One environment override: its variable name and how it sets the config.
+struct EnvKey {
+    name: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|error| error.to_string())
+}
+
+/// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
+const ENV_KEYS: &[EnvKey] = &[
+    EnvKey {
+        name: "LATCHKEY_SYSTEM_PATH",
+        apply: |c, v| Ok(c.system.path = PathBuf::from(v)),
+    },
+    EnvKey {
+        name: "LATCHKEY_SYSTEM_SHARDS",
+        apply: |c, v| Ok(c.system.shards = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_SYSTEM_PASSWORD_THREADS",
+        apply: |c, v| Ok(c.system.password_threads = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_SYSTEM_PASSWORD_QUEUE",
+        apply: |c, v| Ok(c.system.password_queue = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT",
+        apply: |c, v| Ok(c.system.shutdown_timeout = parse_duration(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_TCP_ADDRESS",
+        apply: |c, v| Ok(c.tcp.address = v.to_owned()),
+    },
+    EnvKey {
+        name: "LATCHKEY_TCP_MAX_FRAME_SIZE",
+        apply: |c, v| Ok(c.tcp.max_frame_size = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
+        apply: |c, v| Ok(c.personal_access_token.max_tokens_per_user = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED",
+        apply: |c, v| Ok(c.personal_access_token.cleaner.enabled = parse(v)?),
+    },
+    EnvKey {
+        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
+        apply: |c, v| Ok(c.personal_access_token.cleaner.interval = parse_duration(v)?),
+    },
+];
+
+impl Config {
+    /// Reads `path`, or the defaults when `path` is `None`.
+    pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// Applies `LATCHKEY_*` overrides read through `lookup` (the process
+    /// environment in production, a map in tests).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for key in ENV_KEYS {
+            if let Some(value) = lookup(key.name) {
+                (key.apply)(self, &value).map_err(|reason| ConfigError::Env {
+                    key: key.name,
+                    value: value.clone(),
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if self.personal_access_token.max_tokens_per_user == 0 {
+            return invalid(
+                "personal_access_token.max_tokens_per_user",
+                "must be at least 1",
+            );
+        }
+        if self.personal_access_token.cleaner.interval.is_zero() {
+            return invalid("personal_access_token.cleaner.interval", "must be positive");
+        }
+        if self.tcp.max_frame_size < 4 {
+            return invalid("tcp.max_frame_size", "must be at least 4");
+        }
+        if self.system.password_queue == 0 {
+            return invalid("system.password_queue", "must be at least 1");
+        }
+        if self.tcp.address.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("tcp.address", "must be IP:PORT, e.g. 127.0.0.1:8090");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_equals_the_defaults() {
+        let text = include_str!("../../configs/server.toml");
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn durations_accept_iggy_spelling() {
+        assert_eq!(parse_duration("1 m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("1 h 30 m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn env_overrides_apply_and_name_the_bad_key() {
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("LATCHKEY_TCP_ADDRESS", "127.0.0.1:9999"),
+            ("LATCHKEY_SYSTEM_SHARDS", "3"),
+            ("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL", "5 s"),
+        ]);
+        let mut config = Config::default();
+        config
+            .apply_env(|key| env.get(key).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(config.tcp.address, "127.0.0.1:9999");
+        assert_eq!(config.system.shards, 3);
+        assert_eq!(
+            config.personal_access_token.cleaner.interval,
+            Duration::from_secs(5)
+        );
+
+        let error = Config::default()
+            .apply_env(|key| (key == "LATCHKEY_SYSTEM_SHARDS").then(|| "many".to_owned()))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("LATCHKEY_SYSTEM_SHARDS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_limits_are_refused() {
+        assert!(Config::from_toml("[tcp]\nadress = \"x\"").is_err());
+        let mut config = Config::default();
+        config.personal_access_token.max_tokens_per_user = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_tokens_per_user")
+        );
+    }
+
+    #[test]
+    fn users_parse_with_active_defaulting_to_true() {
+        let config = Config::from_toml(
+            "[[users]]\nid = 1\nusername = \"alice\"\npassword_hash = \"$argon2id$x\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.users.len(), 1);
+        assert!(config.users[0].active);
+    }
+}

@@ -1,0 +1,279 @@
+//! Start-up and shutdown: everything between `main` and the shards.
+//!
+//! Order matters and is deliberate:
+//! 1. lock the data directory (before any port is bound, so a second server
+//!    on the same directory exits without ever listening);
+//! 2. load the server key and the root credentials (creating them once);
+//! 3. recover the registry, start the writer and the shards;
+//! 4. bind, log the address, accept until SIGINT/SIGTERM;
+//! 5. stop accepting, let in-flight requests finish (bounded), stop the
+//!    writer after its last batch is durable, exit 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::datadir::{DataDir, DataDirError, RootCredentials};
+use crate::registry::{Mutation, Replica};
+use crate::shard::{self, Shards, Shared};
+use crate::users::{
+    PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, PasswordVerifier, USERNAME_BYTES_MAX,
+    USERNAME_BYTES_MIN, UserError, Users, hash_password,
+};
+use crate::writer::{self, Journal, WriterLimits};
+
+/// Root username when none is given.
+pub const DEFAULT_ROOT_USERNAME: &str = "iggy";
+/// Length of a generated root password.
+const GENERATED_PASSWORD_CHARS: usize = 24;
+
+/// Everything `run` needs besides the config file.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: Config,
+    /// `--with-default-root-credentials`: root is iggy/iggy on a new data directory.
+    pub with_default_root_credentials: bool,
+    /// `LATCHKEY_ROOT_USERNAME` / `LATCHKEY_ROOT_PASSWORD`.
+    pub root_username: Option<String>,
+    pub root_password: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error("{0}")]
+    RootCredentials(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server until SIGINT or SIGTERM. Blocks the calling thread.
+pub fn run(options: Options) -> Result<(), StartError> {
+    let config = &options.config;
+    let data_dir = DataDir::open(&config.system.path)?;
+    let token_key = data_dir.server_key()?;
+    let root = root_credentials(&data_dir, &options)?;
+    let users = Arc::new(Users::new(&root, &config.users)?);
+    tracing::info!(users = users.len(), path = %data_dir.path().display(), "data directory ready");
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shard_count = if config.system.shards == 0 {
+        cores
+    } else {
+        config.system.shards
+    };
+    let password_threads = if config.system.password_threads == 0 {
+        cores
+    } else {
+        config.system.password_threads
+    };
+    let verifier = Arc::new(PasswordVerifier::new(
+        password_threads,
+        config.system.password_queue,
+    ));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| StartError::Io {
+            what: "cannot start runtime",
+            source,
+        })?;
+    // Handlers first, so a signal during start-up is not the default "die".
+    let _guard = runtime.enter();
+    let mut terminate = signal(SignalKind::terminate()).map_err(|source| StartError::Io {
+        what: "cannot install SIGTERM handler",
+        source,
+    })?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| StartError::Io {
+        what: "cannot install SIGINT handler",
+        source,
+    })?;
+
+    let replica = Replica::new();
+    let next_id = 1;
+    let (publisher, receivers) = shard::channels(shard_count);
+    let limits = WriterLimits {
+        max_tokens_per_user: config.personal_access_token.max_tokens_per_user,
+    };
+    let (writer, writer_join) = writer::spawn(
+        replica.clone(),
+        next_id,
+        limits,
+        VolatileJournal,
+        publisher.clone(),
+    );
+
+    let std_listener =
+        std::net::TcpListener::bind(&config.tcp.address).map_err(|source| StartError::Bind {
+            address: config.tcp.address.clone(),
+            source,
+        })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Io {
+            what: "cannot configure listener",
+            source,
+        })?;
+    let local_addr = std_listener.local_addr().map_err(|source| StartError::Io {
+        what: "cannot read listener address",
+        source,
+    })?;
+    let listener =
+        tokio::net::TcpListener::from_std(std_listener).map_err(|source| StartError::Io {
+            what: "cannot register listener",
+            source,
+        })?;
+
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        users,
+        verifier: Arc::clone(&verifier),
+        token_key,
+        writer: writer.clone(),
+        max_frame_size: config.tcp.max_frame_size,
+        local_addr,
+        client_ids: AtomicU32::new(1),
+        connections: AtomicUsize::new(0),
+        shutdown,
+    });
+    let mut shards = Shards::start(&publisher, receivers, &replica, &shared).map_err(|source| {
+        StartError::Io {
+            what: "cannot start shard threads",
+            source,
+        }
+    })?;
+    drop(publisher);
+
+    tracing::info!(address = %local_addr, shards = shards.len(), "Latchkey listening on {local_addr}");
+    runtime.block_on(async {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => match stream.into_std() {
+                        Ok(stream) => shards.dispatch(stream, peer),
+                        Err(error) => tracing::warn!(%peer, %error, "cannot hand over connection"),
+                    },
+                    Err(error) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+    });
+    drop(listener);
+    tracing::info!("shutting down: no new connections");
+    let _ = shutdown_tx.send(true);
+    let deadline = Instant::now() + config.system.shutdown_timeout;
+    while shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let open = shared.connections.load(Ordering::Relaxed);
+    if open > 0 {
+        tracing::warn!(open, "shutdown timeout reached; dropping open connections");
+    }
+    writer.stop();
+    let _ = writer_join.join();
+    shards.stop();
+    verifier.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Keeps nothing: changes live only in memory until the process exits.
+struct VolatileJournal;
+
+impl Journal for VolatileJournal {
+    fn append(&mut self, _batch: &[Mutation], _commit_at_us: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The root user's credentials: stored ones if the data directory has them,
+/// otherwise chosen once (environment, default flag, or generated) and stored.
+fn root_credentials(dir: &DataDir, options: &Options) -> Result<RootCredentials, StartError> {
+    let from_env = match (&options.root_username, &options.root_password) {
+        (Some(username), Some(password)) => Some((username.clone(), password.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(StartError::RootCredentials(
+                "LATCHKEY_ROOT_USERNAME and LATCHKEY_ROOT_PASSWORD must be set together".into(),
+            ));
+        }
+    };
+    if let Some(stored) = dir.root_credentials()? {
+        if from_env.is_some() || options.with_default_root_credentials {
+            tracing::warn!(
+                username = %stored.username,
+                "root credentials already exist in the data directory; the ones given now are ignored"
+            );
+        }
+        return Ok(stored);
+    }
+    let (username, password, generated) = match from_env {
+        Some((username, password)) => (username, password, false),
+        None if options.with_default_root_credentials => (
+            DEFAULT_ROOT_USERNAME.to_owned(),
+            DEFAULT_ROOT_USERNAME.to_owned(),
+            false,
+        ),
+        None => {
+            let password: String = rand::rng()
+                .sample_iter(Alphanumeric)
+                .take(GENERATED_PASSWORD_CHARS)
+                .map(char::from)
+                .collect();
+            (DEFAULT_ROOT_USERNAME.to_owned(), password, true)
+        }
+    };
+    if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&username.len()) {
+        return Err(StartError::RootCredentials(format!(
+            "LATCHKEY_ROOT_USERNAME must be {USERNAME_BYTES_MIN}-{USERNAME_BYTES_MAX} bytes"
+        )));
+    }
+    if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
+        return Err(StartError::RootCredentials(format!(
+            "LATCHKEY_ROOT_PASSWORD must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
+        )));
+    }
+    let root = RootCredentials {
+        username,
+        password_hash: hash_password(&password),
+    };
+    dir.store_root_credentials(&root)?;
+    if generated {
+        // Straight to stderr, once, never through the log.
+        eprintln!(
+            "Generated root credentials (shown once, not stored): username {} password {password}",
+            root.username
+        );
+    }
+    tracing::info!(username = %root.username, "root credentials created");
+    Ok(root)
+}
+
+/// The address a server listens on, for callers that only have the config.
+pub fn listen_address(config: &Config) -> Option<SocketAddr> {
+    config.tcp.address.parse().ok()
+}

@@ -1,0 +1,210 @@
+//! Shards: one thread each, with a current-thread runtime, its connections,
+//! and its own [`Replica`] of the token registry.
+//!
+//! A connection lives its whole life on one shard, and every read it makes
+//! (token login, list) is a plain borrow of that shard's replica: no lock,
+//! no message to another thread, no disk. The writer reaches a shard only
+//! through its channel, to apply a committed batch between two requests.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::registry::{Mutation, Replica};
+use crate::users::{PasswordVerifier, Users};
+use crate::writer::{Publish, WriterHandle};
+
+/// What every shard shares, read-only.
+pub struct Shared {
+    pub users: Arc<Users>,
+    pub verifier: Arc<PasswordVerifier>,
+    /// Key for `blake3::keyed_hash` of tokens.
+    pub token_key: [u8; 32],
+    pub writer: WriterHandle,
+    pub max_frame_size: u32,
+    pub local_addr: SocketAddr,
+    /// Source of GetMe client ids.
+    pub client_ids: AtomicU32,
+    /// Connections open right now, over all shards.
+    pub connections: AtomicUsize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A shard as its connections see it.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    replica: RefCell<Replica>,
+}
+
+impl Shard {
+    /// Runs `read` against this shard's replica. The borrow cannot outlive
+    /// the call, so no await point can hold it while the writer applies.
+    pub fn read<R>(&self, read: impl FnOnce(&Replica) -> R) -> R {
+        read(&self.replica.borrow())
+    }
+}
+
+pub enum ShardMessage {
+    Connection(std::net::TcpStream, SocketAddr),
+    Apply(Arc<[Mutation]>, std_mpsc::Sender<()>),
+    Stop,
+}
+
+/// The running shards, as the acceptor and the writer see them.
+pub struct Shards {
+    senders: Vec<mpsc::UnboundedSender<ShardMessage>>,
+    joins: Vec<JoinHandle<()>>,
+    next: usize,
+}
+
+/// The writer's view of the shards: a set of channels to publish through.
+#[derive(Clone)]
+pub struct ShardPublisher {
+    senders: Vec<mpsc::UnboundedSender<ShardMessage>>,
+}
+
+impl Publish for ShardPublisher {
+    fn publish(&mut self, batch: Arc<[Mutation]>) {
+        let (ack, acks) = std_mpsc::channel();
+        let mut expected = 0;
+        for sender in &self.senders {
+            if sender
+                .send(ShardMessage::Apply(Arc::clone(&batch), ack.clone()))
+                .is_ok()
+            {
+                expected += 1;
+            }
+        }
+        drop(ack);
+        // A shard that stopped drops its sender clone, so this cannot hang.
+        for _ in 0..expected {
+            if acks.recv().is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Creates the channels first: the writer needs the publisher before the
+/// shards (which need the writer's handle) can start.
+pub fn channels(count: usize) -> (ShardPublisher, Vec<mpsc::UnboundedReceiver<ShardMessage>>) {
+    let (senders, receivers) = (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+    (ShardPublisher { senders }, receivers)
+}
+
+impl Shards {
+    /// Starts one thread per receiver, each with a copy of `replica`.
+    pub fn start(
+        publisher: &ShardPublisher,
+        receivers: Vec<mpsc::UnboundedReceiver<ShardMessage>>,
+        replica: &Replica,
+        shared: &Arc<Shared>,
+    ) -> std::io::Result<Shards> {
+        let mut joins = Vec::with_capacity(receivers.len());
+        for (id, receiver) in receivers.into_iter().enumerate() {
+            let shard = ShardSeed {
+                id,
+                replica: replica.clone(),
+                shared: Arc::clone(shared),
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("latchkey-shard-{id}"))
+                .spawn(move || shard.run(receiver))?;
+            joins.push(join);
+        }
+        Ok(Shards {
+            senders: publisher.senders.clone(),
+            joins,
+            next: 0,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// Hands a new connection to the next shard, round-robin.
+    pub fn dispatch(&mut self, stream: std::net::TcpStream, peer: SocketAddr) {
+        let index = self.next % self.senders.len();
+        self.next = self.next.wrapping_add(1);
+        if self.senders[index]
+            .send(ShardMessage::Connection(stream, peer))
+            .is_err()
+        {
+            tracing::warn!(shard = index, %peer, "shard stopped; connection dropped");
+        }
+    }
+
+    /// Stops every shard (open connections are dropped) and joins the threads.
+    pub fn stop(self) {
+        for sender in &self.senders {
+            let _ = sender.send(ShardMessage::Stop);
+        }
+        for join in self.joins {
+            let _ = join.join();
+        }
+    }
+}
+
+/// What a shard thread starts from.
+struct ShardSeed {
+    id: usize,
+    replica: Replica,
+    shared: Arc<Shared>,
+}
+
+impl ShardSeed {
+    fn run(self, mut receiver: mpsc::UnboundedReceiver<ShardMessage>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(shard = self.id, %error, "cannot start shard runtime");
+                return;
+            }
+        };
+        let shard = Rc::new(Shard {
+            id: self.id,
+            shared: self.shared,
+            replica: RefCell::new(self.replica),
+        });
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    ShardMessage::Connection(stream, peer) => {
+                        let shard = Rc::clone(&shard);
+                        shard.shared.connections.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::spawn_local(async move {
+                            crate::connection::serve(stream, peer, &shard).await;
+                            shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    ShardMessage::Apply(batch, ack) => {
+                        let mut replica = shard.replica.borrow_mut();
+                        for mutation in batch.iter() {
+                            replica.apply(mutation);
+                        }
+                        drop(replica);
+                        let _ = ack.send(());
+                    }
+                    ShardMessage::Stop => break,
+                }
+            }
+        });
+        // Dropping the LocalSet drops connections still open after the grace period.
+    }
+}
