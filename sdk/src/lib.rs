@@ -30,6 +30,8 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+pub use latchkey_protocol::ErrorCode;
+pub use latchkey_protocol::body::PersonalAccessTokenInfo;
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, Command, CreatePersonalAccessToken, DeletePersonalAccessToken,
     GetClusterMetadata, GetMe, GetPersonalAccessTokens, IdentityInfo, LoginUser,
@@ -37,8 +39,6 @@ use latchkey_protocol::body::{
     decode_exact,
 };
 use latchkey_protocol::codec::{ClientCodec, FrameError, InboundReply, encode_request};
-pub use latchkey_protocol::ErrorCode;
-pub use latchkey_protocol::body::PersonalAccessTokenInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Decoder;
@@ -111,9 +111,9 @@ impl Expiry {
         match self {
             Expiry::ServerDefault => 0,
             Expiry::Never => u64::MAX,
-            Expiry::After(duration) => {
-                u64::try_from(duration.as_micros()).unwrap_or(u64::MAX - 1).clamp(1, u64::MAX - 1)
-            }
+            Expiry::After(duration) => u64::try_from(duration.as_micros())
+                .unwrap_or(u64::MAX - 1)
+                .clamp(1, u64::MAX - 1),
         }
     }
 }
@@ -128,9 +128,10 @@ pub enum Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credentials::UsernamePassword { username, .. } => {
-                f.debug_struct("UsernamePassword").field("username", username).finish_non_exhaustive()
-            }
+            Credentials::UsernamePassword { username, .. } => f
+                .debug_struct("UsernamePassword")
+                .field("username", username)
+                .finish_non_exhaustive(),
             Credentials::PersonalAccessToken(_) => f.write_str("PersonalAccessToken(<redacted>)"),
         }
     }
@@ -149,7 +150,11 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(address: impl Into<String>) -> ClientConfig {
-        ClientConfig { address: address.into(), request_timeout: REQUEST_TIMEOUT_DEFAULT, login: None }
+        ClientConfig {
+            address: address.into(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            login: None,
+        }
     }
 }
 
@@ -167,7 +172,9 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("peer", &self.stream.peer_addr().ok()).finish()
+        f.debug_struct("Client")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish()
     }
 }
 
@@ -246,7 +253,9 @@ impl Client {
 
     /// Logs in with a personal access token; returns the owner's user id.
     pub async fn login_with_personal_access_token(&mut self, token: &str) -> Result<u32, Error> {
-        let request = LoginWithPersonalAccessToken { token: wire_name(token, "token")? };
+        let request = LoginWithPersonalAccessToken {
+            token: wire_name(token, "token")?,
+        };
         let reply = self.call(&request).await?;
         Ok(decode::<IdentityInfo>(&reply)?.user_id)
     }
@@ -277,14 +286,23 @@ impl Client {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn create_personal_access_token(&mut self, name: &str, expiry: Expiry) -> Result<String, Error> {
-        let request = CreatePersonalAccessToken { name: wire_name(name, "name")?, expiry_us: expiry.as_wire_us() };
+    pub async fn create_personal_access_token(
+        &mut self,
+        name: &str,
+        expiry: Expiry,
+    ) -> Result<String, Error> {
+        let request = CreatePersonalAccessToken {
+            name: wire_name(name, "name")?,
+            expiry_us: expiry.as_wire_us(),
+        };
         let reply = self.call(&request).await?;
         Ok(decode::<RawPersonalAccessToken>(&reply)?.token)
     }
 
     /// The caller's tokens, sorted by name (never their secrets).
-    pub async fn get_personal_access_tokens(&mut self) -> Result<Vec<PersonalAccessTokenInfo>, Error> {
+    pub async fn get_personal_access_tokens(
+        &mut self,
+    ) -> Result<Vec<PersonalAccessTokenInfo>, Error> {
         let reply = self.call(&GetPersonalAccessTokens).await?;
         let mut entries = decode::<latchkey_protocol::body::PersonalAccessTokens>(&reply)?.0;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -292,7 +310,9 @@ impl Client {
     }
 
     pub async fn delete_personal_access_token(&mut self, name: &str) -> Result<(), Error> {
-        let request = DeletePersonalAccessToken { name: wire_name(name, "name")? };
+        let request = DeletePersonalAccessToken {
+            name: wire_name(name, "name")?,
+        };
         self.call(&request).await.map(drop)
     }
 
@@ -321,7 +341,9 @@ impl Client {
 
     async fn exchange(&mut self, frame: Bytes) -> Result<Bytes, Error> {
         if self.broken {
-            return Err(Error::Protocol("connection unusable after an earlier failure".into()));
+            return Err(Error::Protocol(
+                "connection unusable after an earlier failure".into(),
+            ));
         }
         let timeout = self.request_timeout;
         let result = tokio::time::timeout(timeout, async {
@@ -347,12 +369,17 @@ impl Client {
                 return Err(Error::Timeout(timeout));
             }
         };
-        if reply.status == 0 { Ok(reply.payload) } else { Err(Error::from_status(reply.status)) }
+        if reply.status == 0 {
+            Ok(reply.payload)
+        } else {
+            Err(Error::from_status(reply.status))
+        }
     }
 }
 
 fn decode<T: WireDecode>(payload: &[u8]) -> Result<T, Error> {
-    decode_exact(payload).map_err(|code| Error::Protocol(format!("reply does not decode ({})", code.name())))
+    decode_exact(payload)
+        .map_err(|code| Error::Protocol(format!("reply does not decode ({})", code.name())))
 }
 
 /// Names and tokens travel as 1–255 byte WireNames; refuse others locally.
@@ -379,7 +406,10 @@ mod tests {
     fn expiry_wire_values() {
         assert_eq!(Expiry::ServerDefault.as_wire_us(), 0);
         assert_eq!(Expiry::Never.as_wire_us(), u64::MAX);
-        assert_eq!(Expiry::After(Duration::from_secs(3600)).as_wire_us(), 3_600_000_000);
+        assert_eq!(
+            Expiry::After(Duration::from_secs(3600)).as_wire_us(),
+            3_600_000_000
+        );
         // A zero duration must not turn into "server default".
         assert_eq!(Expiry::After(Duration::ZERO).as_wire_us(), 1);
     }
@@ -389,6 +419,9 @@ mod tests {
         let error = Error::from_status(42);
         assert_eq!(error.to_string(), "server error 42 (InvalidCredentials)");
         assert_eq!(error.code(), Some(ErrorCode::InvalidCredentials));
-        assert_eq!(Error::from_status(9999).to_string(), "server error 9999 (Unknown)");
+        assert_eq!(
+            Error::from_status(9999).to_string(),
+            "server error 9999 (Unknown)"
+        );
     }
 }

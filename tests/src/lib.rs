@@ -1,1 +1,301 @@
-//! Integration tests live in tests/.
+//! Test harness: runs the real `latchkey-server` binary on a temporary data
+//! directory and an OS-chosen port, and talks to it over real TCP.
+//!
+//! The binary is found next to the test executable's profile directory
+//! (`target/<profile>/latchkey-server`), or at `LATCHKEY_SERVER_BIN`. If it
+//! is missing it is built once with `cargo build -p latchkey-server`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Time allowed for a server to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the server binary, building it if needed.
+pub fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("LATCHKEY_SERVER_BIN") {
+                return PathBuf::from(path);
+            }
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> → target/<profile>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target profile dir");
+            let binary = profile_dir.join("latchkey-server");
+            if !binary.exists() {
+                let release = profile_dir
+                    .file_name()
+                    .is_some_and(|name| name == "release");
+                let mut build =
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                build.args(["build", "-p", "latchkey-server", "--bin", "latchkey-server"]);
+                if release {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("run cargo build");
+                assert!(status.success(), "cargo build -p latchkey-server failed");
+            }
+            binary
+        })
+        .clone()
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSpec {
+    /// Extra config file content (TOML). `[system] path` and `[tcp] address`
+    /// are set through the environment and must not be repeated here.
+    pub config: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Start with `--with-default-root-credentials` (iggy/iggy).
+    pub default_root: bool,
+    /// Listen address; default `127.0.0.1:0`.
+    pub address: Option<String>,
+}
+
+impl ServerSpec {
+    /// Root iggy/iggy, defaults otherwise.
+    pub fn default_root() -> ServerSpec {
+        ServerSpec {
+            default_root: true,
+            ..ServerSpec::default()
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> ServerSpec {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn config(mut self, toml: &str) -> ServerSpec {
+        self.config = Some(toml.to_owned());
+        self
+    }
+}
+
+/// A running server process. Killed (SIGKILL) when dropped.
+pub struct TestServer {
+    child: Option<Child>,
+    pub address: SocketAddr,
+    /// The data directory (kept across restarts of the same `DataHome`).
+    pub data_dir: PathBuf,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// A temporary directory that outlives server restarts.
+pub struct DataHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl DataHome {
+    pub fn new() -> DataHome {
+        DataHome {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Default for DataHome {
+    fn default() -> Self {
+        DataHome::new()
+    }
+}
+
+/// Output of a server that exited.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestServer {
+    /// Starts a server on `home`'s data directory and waits until it listens.
+    pub fn start(home: &DataHome, spec: &ServerSpec) -> TestServer {
+        match TestServer::try_start(home, spec) {
+            Ok(server) => server,
+            Err(exited) => panic!(
+                "server exited during start with {}\nstdout:\n{}\nstderr:\n{}",
+                exited.status, exited.stdout, exited.stderr
+            ),
+        }
+    }
+
+    /// Starts a server; `Err` carries the output if it exits before listening.
+    pub fn try_start(home: &DataHome, spec: &ServerSpec) -> Result<TestServer, Exited> {
+        let mut command = Command::new(server_binary());
+        let config_path = home.dir.path().join("server.toml");
+        std::fs::write(&config_path, spec.config.as_deref().unwrap_or("")).expect("write config");
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .args(&spec.args)
+            .env("LATCHKEY_SYSTEM_PATH", home.data_dir())
+            .env(
+                "LATCHKEY_TCP_ADDRESS",
+                spec.address.as_deref().unwrap_or("127.0.0.1:0"),
+            )
+            .env("LATCHKEY_LOG", "info")
+            .env_remove("LATCHKEY_ROOT_USERNAME")
+            .env_remove("LATCHKEY_ROOT_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if spec.default_root {
+            command.arg("--with-default-root-credentials");
+        }
+        for (key, value) in &spec.env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn latchkey-server");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(address) = listening_address(&line) {
+                    let _ = address_tx.send(address);
+                }
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(read) = err.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(address) = address_rx.recv_timeout(Duration::from_millis(20)) {
+                return Ok(TestServer {
+                    child: Some(child),
+                    address,
+                    data_dir: home.data_dir(),
+                    stdout,
+                    stderr,
+                });
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(Exited {
+                    status,
+                    stdout: stdout.lock().unwrap().clone(),
+                    stderr: stderr.lock().unwrap().clone(),
+                });
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start listening in time"
+            );
+        }
+    }
+
+    /// Everything the server logged so far (stdout).
+    pub fn logs(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` and waits for the exit; returns the status.
+    pub fn stop_with(mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let status = child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(50));
+        status
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// SIGKILL and wait: a crash.
+    pub fn kill(self) -> ExitStatus {
+        self.stop_with(libc::SIGKILL)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Parses the address from the server's "Latchkey listening on ADDR" line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("Latchkey listening on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read_dir") {
+                stack.push(entry.expect("entry").path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            files.push((path, bytes));
+        }
+    }
+    files
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+/// An Argon2 PHC hash for a config `[[users]]` entry.
+pub fn password_hash(password: &str) -> String {
+    latchkey_server::users::hash_password(password)
+}
