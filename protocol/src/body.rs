@@ -34,11 +34,7 @@ pub trait Command: WireEncode {
 /// Decodes a whole body: a missing byte or a byte too many is `InvalidCommand`.
 pub fn decode_exact<T: WireDecode>(src: &[u8]) -> Result<T, ErrorCode> {
     let (value, used) = T::decode(src)?;
-    if used == src.len() {
-        Ok(value)
-    } else {
-        Err(ErrorCode::InvalidCommand)
-    }
+    if used == src.len() { Ok(value) } else { Err(ErrorCode::InvalidCommand) }
 }
 
 /// Encodes a body into a fresh buffer (tests, tools; the server encodes in place).
@@ -164,15 +160,7 @@ impl WireDecode for LoginUser {
         };
         let version = optional()?;
         let context = optional()?;
-        Ok((
-            LoginUser {
-                username,
-                password,
-                version,
-                context,
-            },
-            reader.consumed(),
-        ))
+        Ok((LoginUser { username, password, version, context }, reader.consumed()))
     }
 }
 
@@ -251,10 +239,7 @@ impl WireDecode for CreatePersonalAccessToken {
         let mut reader = Reader::new(src);
         let name = reader.wire_name()?;
         let expiry_us = reader.u64()?;
-        Ok((
-            CreatePersonalAccessToken { name, expiry_us },
-            reader.consumed(),
-        ))
+        Ok((CreatePersonalAccessToken { name, expiry_us }, reader.consumed()))
     }
 }
 
@@ -308,10 +293,7 @@ impl WireDecode for PersonalAccessTokenInfo {
         let mut reader = Reader::new(src);
         let name = reader.wire_name()?;
         let expiry_at_us = Some(reader.u64()?).filter(|&at| at != 0);
-        Ok((
-            PersonalAccessTokenInfo { name, expiry_at_us },
-            reader.consumed(),
-        ))
+        Ok((PersonalAccessTokenInfo { name, expiry_at_us }, reader.consumed()))
     }
 }
 
@@ -393,13 +375,7 @@ impl WireDecode for ClientDetails {
         for _ in 0..count {
             consumer_groups.push([reader.u32()?, reader.u32()?, reader.u32()?]);
         }
-        let details = ClientDetails {
-            client_id,
-            user_id,
-            transport,
-            address,
-            consumer_groups,
-        };
+        let details = ClientDetails { client_id, user_id, transport, address, consumer_groups };
         Ok((details, reader.consumed()))
     }
 }
@@ -434,11 +410,7 @@ pub struct ClusterMetadata {
 
 impl WireEncode for ClusterMetadata {
     fn encoded_size(&self) -> usize {
-        let nodes: usize = self
-            .nodes
-            .iter()
-            .map(|n| 4 + n.name.len() + 4 + n.ip.len() + 10)
-            .sum();
+        let nodes: usize = self.nodes.iter().map(|n| 4 + n.name.len() + 4 + n.ip.len() + 10).sum();
         4 + self.name.len() + 4 + nodes
     }
     fn encode(&self, dst: &mut BytesMut) {

@@ -60,9 +60,7 @@ pub struct ServerCodec {
 impl ServerCodec {
     /// `length_max` caps the request length field (code + payload bytes).
     pub fn new(length_max: u32) -> Self {
-        ServerCodec {
-            length_max: length_max.max(4),
-        }
+        ServerCodec { length_max: length_max.max(4) }
     }
 }
 
@@ -86,10 +84,7 @@ impl Decoder for ServerCodec {
             return Ok(Some(Inbound::Malformed { length }));
         }
         if length > self.length_max {
-            return Err(FrameError::TooLarge {
-                declared: length,
-                max: self.length_max,
-            });
+            return Err(FrameError::TooLarge { declared: length, max: self.length_max });
         }
         let frame_bytes = 4 + length as usize;
         if src.len() < frame_bytes {
@@ -99,10 +94,7 @@ impl Decoder for ServerCodec {
         let code = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
         let mut frame = src.split_to(frame_bytes);
         frame.advance(HEADER_BYTES);
-        Ok(Some(Inbound::Request {
-            code,
-            payload: frame.freeze(),
-        }))
+        Ok(Some(Inbound::Request { code, payload: frame.freeze() }))
     }
 }
 
@@ -121,21 +113,14 @@ pub fn encode_reply(reply: Reply<'_>, dst: &mut BytesMut) {
     match reply {
         Reply::Ok(body) => {
             let size = body.encoded_size();
-            assert_ne!(
-                size, 1,
-                "a 1-byte reply payload desynchronises Iggy clients"
-            );
+            assert_ne!(size, 1, "a 1-byte reply payload desynchronises Iggy clients");
             let length = u32::try_from(size).expect("reply larger than 4 GiB");
             dst.reserve(HEADER_BYTES + size);
             dst.put_u32_le(0);
             dst.put_u32_le(length);
             let before = dst.len();
             body.encode(dst);
-            debug_assert_eq!(
-                dst.len() - before,
-                size,
-                "encoded_size disagrees with encode"
-            );
+            debug_assert_eq!(dst.len() - before, size, "encoded_size disagrees with encode");
         }
         Reply::Err(code) => {
             dst.put_u32_le(code.code());
@@ -180,10 +165,7 @@ impl Decoder for ClientCodec {
         let status = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
         let length = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
         if length > self.length_max {
-            return Err(FrameError::TooLarge {
-                declared: length,
-                max: self.length_max,
-            });
+            return Err(FrameError::TooLarge { declared: length, max: self.length_max });
         }
         let frame_bytes = HEADER_BYTES + length as usize;
         if src.len() < frame_bytes {
@@ -192,10 +174,7 @@ impl Decoder for ClientCodec {
         }
         let mut frame = src.split_to(frame_bytes);
         frame.advance(HEADER_BYTES);
-        Ok(Some(InboundReply {
-            status,
-            payload: frame.freeze(),
-        }))
+        Ok(Some(InboundReply { status, payload: frame.freeze() }))
     }
 }
 

@@ -29,19 +29,11 @@ impl Request {
     /// Decodes a legacy request payload for `code`.
     pub fn decode(code: u32, payload: &[u8]) -> Result<Request, ErrorCode> {
         let empty = |request: Request| {
-            if payload.is_empty() {
-                Ok(request)
-            } else {
-                Err(ErrorCode::InvalidCommand)
-            }
+            if payload.is_empty() { Ok(request) } else { Err(ErrorCode::InvalidCommand) }
         };
         // Iggy's decoders refuse an empty body with 3 before reading any field.
         let non_empty = || {
-            if payload.is_empty() {
-                Err(ErrorCode::InvalidCommand)
-            } else {
-                Ok(payload)
-            }
+            if payload.is_empty() { Err(ErrorCode::InvalidCommand) } else { Ok(payload) }
         };
         match code {
             codes::PING => empty(Request::Ping),
@@ -66,9 +58,6 @@ impl Request {
 
     /// Commands served on a connection that is not logged in (spec §1.6).
     pub fn allowed_before_login(&self) -> bool {
-        matches!(
-            self,
-            Request::Ping | Request::LoginUser(_) | Request::LoginWithPersonalAccessToken(_)
-        )
+        matches!(self, Request::Ping | Request::LoginUser(_) | Request::LoginWithPersonalAccessToken(_))
     }
 }

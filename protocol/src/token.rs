@@ -86,10 +86,7 @@ fn base62_encode<const N: usize>(bytes: &[u8]) -> [u8; N] {
         }
         *slot = ALPHABET[remainder as usize];
     }
-    debug_assert!(
-        number.iter().all(|&b| b == 0),
-        "value does not fit in {N} digits"
-    );
+    debug_assert!(number.iter().all(|&b| b == 0), "value does not fit in {N} digits");
     digits
 }
 
@@ -150,14 +147,8 @@ mod tests {
     fn malformed_shapes_are_named() {
         let token = encode(&[1u8; 32]);
         assert_eq!(validate(&token[1..]), Err(TokenFormatError::Length));
-        assert_eq!(
-            validate(&format!("xx_{}", &token[3..])),
-            Err(TokenFormatError::Prefix)
-        );
-        assert_eq!(
-            validate(&format!("{}-{}", &token[..10], &token[11..])),
-            Err(TokenFormatError::Alphabet)
-        );
+        assert_eq!(validate(&format!("xx_{}", &token[3..])), Err(TokenFormatError::Prefix));
+        assert_eq!(validate(&format!("{}-{}", &token[..10], &token[11..])), Err(TokenFormatError::Alphabet));
         // All 'z' is 62^43 - 1 > 2^256 - 1.
         let too_big = format!("lk_{}000000", "z".repeat(43));
         assert_eq!(validate(&too_big), Err(TokenFormatError::Range));

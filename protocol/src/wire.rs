@@ -91,18 +91,12 @@ impl<'a> Reader<'a> {
     /// Fails with `InvalidCommand` if any bytes are left: the spec gives no
     /// body trailing bytes, so extra input is a malformed request.
     pub fn finish(self) -> Result<usize, ErrorCode> {
-        if self.is_empty() {
-            Ok(self.offset)
-        } else {
-            Err(ErrorCode::InvalidCommand)
-        }
+        if self.is_empty() { Ok(self.offset) } else { Err(ErrorCode::InvalidCommand) }
     }
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, ErrorCode> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| ErrorCode::InvalidFormat)
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| ErrorCode::InvalidFormat)
 }
 
 /// Writes `[len u8][bytes]`. The caller guarantees `value.len() ≤ 255`; a

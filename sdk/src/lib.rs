@@ -35,8 +35,7 @@ pub use latchkey_protocol::body::PersonalAccessTokenInfo;
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, Command, CreatePersonalAccessToken, DeletePersonalAccessToken,
     GetClusterMetadata, GetMe, GetPersonalAccessTokens, IdentityInfo, LoginUser,
-    LoginWithPersonalAccessToken, LogoutUser, Ping, RawPersonalAccessToken, WireDecode,
-    decode_exact,
+    LoginWithPersonalAccessToken, LogoutUser, Ping, RawPersonalAccessToken, WireDecode, decode_exact,
 };
 use latchkey_protocol::codec::{ClientCodec, FrameError, InboundReply, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,9 +110,9 @@ impl Expiry {
         match self {
             Expiry::ServerDefault => 0,
             Expiry::Never => u64::MAX,
-            Expiry::After(duration) => u64::try_from(duration.as_micros())
-                .unwrap_or(u64::MAX - 1)
-                .clamp(1, u64::MAX - 1),
+            Expiry::After(duration) => {
+                u64::try_from(duration.as_micros()).unwrap_or(u64::MAX - 1).clamp(1, u64::MAX - 1)
+            }
         }
     }
 }
@@ -128,10 +127,9 @@ pub enum Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credentials::UsernamePassword { username, .. } => f
-                .debug_struct("UsernamePassword")
-                .field("username", username)
-                .finish_non_exhaustive(),
+            Credentials::UsernamePassword { username, .. } => {
+                f.debug_struct("UsernamePassword").field("username", username).finish_non_exhaustive()
+            }
             Credentials::PersonalAccessToken(_) => f.write_str("PersonalAccessToken(<redacted>)"),
         }
     }
@@ -150,11 +148,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(address: impl Into<String>) -> ClientConfig {
-        ClientConfig {
-            address: address.into(),
-            request_timeout: REQUEST_TIMEOUT_DEFAULT,
-            login: None,
-        }
+        ClientConfig { address: address.into(), request_timeout: REQUEST_TIMEOUT_DEFAULT, login: None }
     }
 }
 
@@ -172,9 +166,7 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("peer", &self.stream.peer_addr().ok())
-            .finish()
+        f.debug_struct("Client").field("peer", &self.stream.peer_addr().ok()).finish()
     }
 }
 
@@ -253,9 +245,7 @@ impl Client {
 
     /// Logs in with a personal access token; returns the owner's user id.
     pub async fn login_with_personal_access_token(&mut self, token: &str) -> Result<u32, Error> {
-        let request = LoginWithPersonalAccessToken {
-            token: wire_name(token, "token")?,
-        };
+        let request = LoginWithPersonalAccessToken { token: wire_name(token, "token")? };
         let reply = self.call(&request).await?;
         Ok(decode::<IdentityInfo>(&reply)?.user_id)
     }
@@ -291,18 +281,14 @@ impl Client {
         name: &str,
         expiry: Expiry,
     ) -> Result<String, Error> {
-        let request = CreatePersonalAccessToken {
-            name: wire_name(name, "name")?,
-            expiry_us: expiry.as_wire_us(),
-        };
+        let request =
+            CreatePersonalAccessToken { name: wire_name(name, "name")?, expiry_us: expiry.as_wire_us() };
         let reply = self.call(&request).await?;
         Ok(decode::<RawPersonalAccessToken>(&reply)?.token)
     }
 
     /// The caller's tokens, sorted by name (never their secrets).
-    pub async fn get_personal_access_tokens(
-        &mut self,
-    ) -> Result<Vec<PersonalAccessTokenInfo>, Error> {
+    pub async fn get_personal_access_tokens(&mut self) -> Result<Vec<PersonalAccessTokenInfo>, Error> {
         let reply = self.call(&GetPersonalAccessTokens).await?;
         let mut entries = decode::<latchkey_protocol::body::PersonalAccessTokens>(&reply)?.0;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -310,9 +296,7 @@ impl Client {
     }
 
     pub async fn delete_personal_access_token(&mut self, name: &str) -> Result<(), Error> {
-        let request = DeletePersonalAccessToken {
-            name: wire_name(name, "name")?,
-        };
+        let request = DeletePersonalAccessToken { name: wire_name(name, "name")? };
         self.call(&request).await.map(drop)
     }
 
@@ -341,9 +325,7 @@ impl Client {
 
     async fn exchange(&mut self, frame: Bytes) -> Result<Bytes, Error> {
         if self.broken {
-            return Err(Error::Protocol(
-                "connection unusable after an earlier failure".into(),
-            ));
+            return Err(Error::Protocol("connection unusable after an earlier failure".into()));
         }
         let timeout = self.request_timeout;
         let result = tokio::time::timeout(timeout, async {
@@ -369,17 +351,12 @@ impl Client {
                 return Err(Error::Timeout(timeout));
             }
         };
-        if reply.status == 0 {
-            Ok(reply.payload)
-        } else {
-            Err(Error::from_status(reply.status))
-        }
+        if reply.status == 0 { Ok(reply.payload) } else { Err(Error::from_status(reply.status)) }
     }
 }
 
 fn decode<T: WireDecode>(payload: &[u8]) -> Result<T, Error> {
-    decode_exact(payload)
-        .map_err(|code| Error::Protocol(format!("reply does not decode ({})", code.name())))
+    decode_exact(payload).map_err(|code| Error::Protocol(format!("reply does not decode ({})", code.name())))
 }
 
 /// Names and tokens travel as 1–255 byte WireNames; refuse others locally.
@@ -406,10 +383,7 @@ mod tests {
     fn expiry_wire_values() {
         assert_eq!(Expiry::ServerDefault.as_wire_us(), 0);
         assert_eq!(Expiry::Never.as_wire_us(), u64::MAX);
-        assert_eq!(
-            Expiry::After(Duration::from_secs(3600)).as_wire_us(),
-            3_600_000_000
-        );
+        assert_eq!(Expiry::After(Duration::from_secs(3600)).as_wire_us(), 3_600_000_000);
         // A zero duration must not turn into "server default".
         assert_eq!(Expiry::After(Duration::ZERO).as_wire_us(), 1);
     }
@@ -419,9 +393,6 @@ mod tests {
         let error = Error::from_status(42);
         assert_eq!(error.to_string(), "server error 42 (InvalidCredentials)");
         assert_eq!(error.code(), Some(ErrorCode::InvalidCredentials));
-        assert_eq!(
-            Error::from_status(9999).to_string(),
-            "server error 9999 (Unknown)"
-        );
+        assert_eq!(Error::from_status(9999).to_string(), "server error 9999 (Unknown)");
     }
 }

@@ -14,23 +14,16 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value {value:?} for {key}: {reason}")]
-    Env {
-        key: &'static str,
-        value: String,
-        reason: String,
-    },
+    Env { key: &'static str, value: String, reason: String },
     #[error("invalid config: {key}: {reason}")]
     Invalid { key: String, reason: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub system: SystemConfig,
@@ -53,6 +46,11 @@ pub struct SystemConfig {
     /// How long shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The token log is compacted once it holds at least this many records…
+    pub compaction_min_records: u64,
+    /// …and more than this fraction of them are dead (deleted tokens and
+    /// delete records), in 0.0–1.0.
+    pub compaction_dead_ratio: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -117,6 +115,8 @@ impl Default for SystemConfig {
             password_threads: 0,
             password_queue: 1024,
             shutdown_timeout: Duration::from_secs(5),
+            compaction_min_records: 10_000,
+            compaction_dead_ratio: 0.5,
         }
     }
 }
@@ -132,30 +132,13 @@ impl Default for TcpConfig {
 
 impl Default for PersonalAccessTokenConfig {
     fn default() -> Self {
-        PersonalAccessTokenConfig {
-            max_tokens_per_user: 100,
-            cleaner: CleanerConfig::default(),
-        }
+        PersonalAccessTokenConfig { max_tokens_per_user: 100, cleaner: CleanerConfig::default() }
     }
 }
 
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig {
-            enabled: true,
-            interval: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            system: SystemConfig::default(),
-            tcp: TcpConfig::default(),
-            personal_access_token: PersonalAccessTokenConfig::default(),
-            users: Vec::new(),
-        }
+        CleanerConfig { enabled: true, interval: Duration::from_secs(60) }
     }
 }
 
@@ -199,48 +182,49 @@ where
     value.trim().parse::<T>().map_err(|error| error.to_string())
 }
 
+/// Declares one override: `LATCHKEY_…` name, config field, parser.
+macro_rules! env_key {
+    ($name:literal, $($field:ident).+, $parse:expr) => {
+        EnvKey {
+            name: $name,
+            apply: |config, value| {
+                config.$($field).+ = $parse(value)?;
+                Ok(())
+            },
+        }
+    };
+}
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_owned())
+}
+
+fn path(value: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(value))
+}
+
 /// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
 const ENV_KEYS: &[EnvKey] = &[
-    EnvKey {
-        name: "LATCHKEY_SYSTEM_PATH",
-        apply: |c, v| Ok(c.system.path = PathBuf::from(v)),
-    },
-    EnvKey {
-        name: "LATCHKEY_SYSTEM_SHARDS",
-        apply: |c, v| Ok(c.system.shards = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_SYSTEM_PASSWORD_THREADS",
-        apply: |c, v| Ok(c.system.password_threads = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_SYSTEM_PASSWORD_QUEUE",
-        apply: |c, v| Ok(c.system.password_queue = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT",
-        apply: |c, v| Ok(c.system.shutdown_timeout = parse_duration(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_TCP_ADDRESS",
-        apply: |c, v| Ok(c.tcp.address = v.to_owned()),
-    },
-    EnvKey {
-        name: "LATCHKEY_TCP_MAX_FRAME_SIZE",
-        apply: |c, v| Ok(c.tcp.max_frame_size = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
-        apply: |c, v| Ok(c.personal_access_token.max_tokens_per_user = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED",
-        apply: |c, v| Ok(c.personal_access_token.cleaner.enabled = parse(v)?),
-    },
-    EnvKey {
-        name: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
-        apply: |c, v| Ok(c.personal_access_token.cleaner.interval = parse_duration(v)?),
-    },
+    env_key!("LATCHKEY_SYSTEM_PATH", system.path, path),
+    env_key!("LATCHKEY_SYSTEM_SHARDS", system.shards, parse),
+    env_key!("LATCHKEY_SYSTEM_PASSWORD_THREADS", system.password_threads, parse),
+    env_key!("LATCHKEY_SYSTEM_PASSWORD_QUEUE", system.password_queue, parse),
+    env_key!("LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT", system.shutdown_timeout, parse_duration),
+    env_key!("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", system.compaction_min_records, parse),
+    env_key!("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", system.compaction_dead_ratio, parse),
+    env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
+    env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
+        personal_access_token.max_tokens_per_user,
+        parse
+    ),
+    env_key!("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", personal_access_token.cleaner.enabled, parse),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
+        personal_access_token.cleaner.interval,
+        parse_duration
+    ),
 ];
 
 impl Config {
@@ -249,14 +233,9 @@ impl Config {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
     }
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
@@ -265,10 +244,7 @@ impl Config {
 
     /// Applies `LATCHKEY_*` overrides read through `lookup` (the process
     /// environment in production, a map in tests).
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         for key in ENV_KEYS {
             if let Some(value) = lookup(key.name) {
                 (key.apply)(self, &value).map_err(|reason| ConfigError::Env {
@@ -284,22 +260,20 @@ impl Config {
     /// Checks what serde cannot: ranges and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: &str| {
-            Err(ConfigError::Invalid {
-                key: key.to_owned(),
-                reason: reason.to_owned(),
-            })
+            Err(ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() })
         };
         if self.personal_access_token.max_tokens_per_user == 0 {
-            return invalid(
-                "personal_access_token.max_tokens_per_user",
-                "must be at least 1",
-            );
+            return invalid("personal_access_token.max_tokens_per_user", "must be at least 1");
         }
         if self.personal_access_token.cleaner.interval.is_zero() {
             return invalid("personal_access_token.cleaner.interval", "must be positive");
         }
         if self.tcp.max_frame_size < 4 {
             return invalid("tcp.max_frame_size", "must be at least 4");
+        }
+        let ratio = self.system.compaction_dead_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return invalid("system.compaction_dead_ratio", "must be between 0.0 and 1.0");
         }
         if self.system.password_queue == 0 {
             return invalid("system.password_queue", "must be at least 1");
@@ -329,10 +303,7 @@ mod tests {
         assert_eq!(parse_duration("1 m").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse_duration("1 h 30 m").unwrap(),
-            Duration::from_secs(5400)
-        );
+        assert_eq!(parse_duration("1 h 30 m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("soon").is_err());
     }
 
@@ -344,23 +315,15 @@ mod tests {
             ("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL", "5 s"),
         ]);
         let mut config = Config::default();
-        config
-            .apply_env(|key| env.get(key).map(|v| v.to_string()))
-            .unwrap();
+        config.apply_env(|key| env.get(key).map(|v| v.to_string())).unwrap();
         assert_eq!(config.tcp.address, "127.0.0.1:9999");
         assert_eq!(config.system.shards, 3);
-        assert_eq!(
-            config.personal_access_token.cleaner.interval,
-            Duration::from_secs(5)
-        );
+        assert_eq!(config.personal_access_token.cleaner.interval, Duration::from_secs(5));
 
         let error = Config::default()
             .apply_env(|key| (key == "LATCHKEY_SYSTEM_SHARDS").then(|| "many".to_owned()))
             .unwrap_err();
-        assert!(
-            error.to_string().contains("LATCHKEY_SYSTEM_SHARDS"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("LATCHKEY_SYSTEM_SHARDS"), "{error}");
     }
 
     #[test]
@@ -368,21 +331,14 @@ mod tests {
         assert!(Config::from_toml("[tcp]\nadress = \"x\"").is_err());
         let mut config = Config::default();
         config.personal_access_token.max_tokens_per_user = 0;
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("max_tokens_per_user")
-        );
+        assert!(config.validate().unwrap_err().to_string().contains("max_tokens_per_user"));
     }
 
     #[test]
     fn users_parse_with_active_defaulting_to_true() {
-        let config = Config::from_toml(
-            "[[users]]\nid = 1\nusername = \"alice\"\npassword_hash = \"$argon2id$x\"\n",
-        )
-        .unwrap();
+        let config =
+            Config::from_toml("[[users]]\nid = 1\nusername = \"alice\"\npassword_hash = \"$argon2id$x\"\n")
+                .unwrap();
         assert_eq!(config.users.len(), 1);
         assert!(config.users[0].active);
     }

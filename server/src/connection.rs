@@ -23,10 +23,7 @@ use crate::shard::Shard;
 const READ_BUFFER_BYTES: usize = 4096;
 
 pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard) {
-    let stream = match stream
-        .set_nonblocking(true)
-        .and_then(|()| TcpStream::from_std(stream))
-    {
+    let stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%peer, %error, "cannot register connection");
@@ -34,10 +31,7 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
         }
     };
     let _ = stream.set_nodelay(true);
-    let client_id = shard
-        .shared
-        .client_ids
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let client_id = shard.shared.client_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(client_id, peer);
     tracing::debug!(%peer, shard = shard.id, client_id, "connection opened");
     match run(stream, &mut session, shard).await {
@@ -65,10 +59,7 @@ async fn run(mut stream: TcpStream, session: &mut Session, shard: &Shard) -> Res
             answer(inbound, session, shard, &mut output).await;
         }
         if !output.is_empty() {
-            stream
-                .write_all(&output)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            stream.write_all(&output).await.map_err(|e| format!("write failed: {e}"))?;
             output.clear();
         }
         if *shutdown.borrow() {

@@ -24,21 +24,13 @@ pub enum DataDirError {
     #[error("data directory {path} is in use by another latchkey-server (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("{path} is damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
 }
 
 fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> DataDirError + 'p {
-    move |source| DataDirError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| DataDirError::Io { what, path: path.to_owned(), source }
 }
 
 /// An open, exclusively locked data directory. The lock is released when
@@ -80,23 +72,13 @@ impl DataDir {
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(DataDirError::Locked {
-                    path: path.to_owned(),
-                    lock: lock_path,
-                });
+                return Err(DataDirError::Locked { path: path.to_owned(), lock: lock_path });
             }
             Err(fs::TryLockError::Error(source)) => {
-                return Err(DataDirError::Io {
-                    what: "cannot lock",
-                    path: lock_path,
-                    source,
-                });
+                return Err(DataDirError::Io { what: "cannot lock", path: lock_path, source });
             }
         }
-        Ok(DataDir {
-            path: path.to_owned(),
-            _lock: lock,
-        })
+        Ok(DataDir { path: path.to_owned(), _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -111,13 +93,11 @@ impl DataDir {
             Ok(mut file) => {
                 let mut key = [0u8; SERVER_KEY_BYTES];
                 let mut rest = Vec::new();
-                file.read_exact(&mut key)
-                    .map_err(|_| DataDirError::Damaged {
-                        path: path.clone(),
-                        reason: format!("expected {SERVER_KEY_BYTES} bytes"),
-                    })?;
-                file.read_to_end(&mut rest)
-                    .map_err(io_error("cannot read", &path))?;
+                file.read_exact(&mut key).map_err(|_| DataDirError::Damaged {
+                    path: path.clone(),
+                    reason: format!("expected {SERVER_KEY_BYTES} bytes"),
+                })?;
+                file.read_to_end(&mut rest).map_err(io_error("cannot read", &path))?;
                 if !rest.is_empty() {
                     return Err(DataDirError::Damaged {
                         path,
@@ -128,9 +108,9 @@ impl DataDir {
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let mut key = [0u8; SERVER_KEY_BYTES];
-                rand::rngs::OsRng.try_fill_bytes(&mut key).map_err(|e| {
-                    io_error("cannot read OS randomness for", &path)(io::Error::other(e))
-                })?;
+                rand::rngs::OsRng
+                    .try_fill_bytes(&mut key)
+                    .map_err(|e| io_error("cannot read OS randomness for", &path)(io::Error::other(e)))?;
                 self.write_private(SERVER_KEY_FILE, &key)?;
                 Ok(key)
             }
@@ -144,10 +124,7 @@ impl DataDir {
         match fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text)
                 .map(Some)
-                .map_err(|error| DataDirError::Damaged {
-                    path,
-                    reason: error.to_string(),
-                }),
+                .map_err(|error| DataDirError::Damaged { path, reason: error.to_string() }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io_error("cannot read", &path)(error)),
         }
@@ -173,8 +150,7 @@ impl DataDir {
         // The mode above applies only to new files; make sure of it anyway.
         file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(io_error("cannot set permissions of", &temp))?;
-        file.write_all(bytes)
-            .map_err(io_error("cannot write", &temp))?;
+        file.write_all(bytes).map_err(io_error("cannot write", &temp))?;
         file.sync_all().map_err(io_error("cannot sync", &temp))?;
         fs::rename(&temp, &path).map_err(io_error("cannot rename", &temp))?;
         sync_dir(&self.path)
@@ -183,9 +159,7 @@ impl DataDir {
 
 /// Makes a rename or file creation in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), DataDirError> {
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error("cannot sync directory", dir))
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error("cannot sync directory", dir))
 }
 
 #[cfg(test)]
@@ -212,16 +186,10 @@ mod tests {
         let key = dir.server_key().unwrap();
         assert_ne!(key, [0u8; 32]);
         assert_eq!(dir.server_key().unwrap(), key);
-        let mode = fs::metadata(temp.path().join(SERVER_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(temp.path().join(SERVER_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::write(temp.path().join(SERVER_KEY_FILE), b"short").unwrap();
-        assert!(matches!(
-            dir.server_key(),
-            Err(DataDirError::Damaged { .. })
-        ));
+        assert!(matches!(dir.server_key(), Err(DataDirError::Damaged { .. })));
     }
 
     #[test]
@@ -229,10 +197,7 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(temp.path()).unwrap();
         assert_eq!(dir.root_credentials().unwrap(), None);
-        let root = RootCredentials {
-            username: "iggy".into(),
-            password_hash: "$argon2id$x".into(),
-        };
+        let root = RootCredentials { username: "iggy".into(), password_hash: "$argon2id$x".into() };
         dir.store_root_credentials(&root).unwrap();
         assert_eq!(dir.root_credentials().unwrap(), Some(root));
     }

@@ -9,19 +9,16 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use latchkey_protocol::body::{
-    ClientDetails, ClusterMetadata, ClusterNode, CreatePersonalAccessToken,
-    DeletePersonalAccessToken, IdentityInfo, LoginUser, LoginWithPersonalAccessToken,
-    NODE_ROLE_LEADER, NODE_STATUS_HEALTHY, PersonalAccessTokenInfo, PersonalAccessTokens,
-    RawPersonalAccessToken, TRANSPORT_TCP, WireEncode,
+    ClientDetails, ClusterMetadata, ClusterNode, CreatePersonalAccessToken, DeletePersonalAccessToken,
+    IdentityInfo, LoginUser, LoginWithPersonalAccessToken, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
+    PersonalAccessTokenInfo, PersonalAccessTokens, RawPersonalAccessToken, TRANSPORT_TCP, WireEncode,
 };
 use latchkey_protocol::{ErrorCode, Request, token};
 use rand::TryRngCore;
 
 use crate::clock::now_us;
 use crate::shard::Shard;
-use crate::users::{
-    PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN,
-};
+use crate::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
 use crate::writer::{Change, Outcome};
 
 /// Token name bounds in bytes (Iggy legacy: 3–30, code 50 outside).
@@ -38,11 +35,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(client_id: u32, peer: SocketAddr) -> Session {
-        Session {
-            client_id,
-            peer,
-            user_id: None,
-        }
+        Session { client_id, peer, user_id: None }
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -85,11 +78,7 @@ impl WireEncode for ReplyBody {
 }
 
 /// Runs a request that passed decoding and the login check.
-pub async fn handle(
-    request: Request,
-    session: &mut Session,
-    shard: &Shard,
-) -> Result<ReplyBody, ErrorCode> {
+pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
     match request {
         Request::Ping => Ok(ReplyBody::Empty),
         Request::LoginUser(login) => login_user(login, session, shard).await,
@@ -129,14 +118,8 @@ fn logged_in(session: &Session) -> Result<u32, ErrorCode> {
     session.user_id.ok_or(ErrorCode::Unauthenticated)
 }
 
-async fn login_user(
-    login: LoginUser,
-    session: &mut Session,
-    shard: &Shard,
-) -> Result<ReplyBody, ErrorCode> {
-    let LoginUser {
-        username, password, ..
-    } = login;
+async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
+    let LoginUser { username, password, .. } = login;
     // Bounds first: no lookup and no hashing for a request that cannot match.
     if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&username.len()) {
         return Err(ErrorCode::InvalidUsername);
@@ -181,14 +164,9 @@ fn login_with_token(
     let hash = blake3::keyed_hash(&shard.shared.token_key, login.token.as_bytes());
     let now = now_us();
     let found = shard.read(|replica| {
-        replica.by_hash(hash.as_bytes()).map(|token| {
-            (
-                token.id,
-                token.user_id,
-                token.name.clone(),
-                token.is_expired(now),
-            )
-        })
+        replica
+            .by_hash(hash.as_bytes())
+            .map(|token| (token.id, token.user_id, token.name.clone(), token.is_expired(now)))
     });
     let Some((token_id, user_id, name, expired)) = found else {
         return fail("unknown", ErrorCode::ResourceNotFound);
@@ -224,12 +202,7 @@ async fn create_token(
     }
     let raw = token::encode(&secret);
     let hash = *blake3::keyed_hash(&shard.shared.token_key, raw.as_bytes()).as_bytes();
-    let change = Change::Create {
-        user_id,
-        name: name.clone(),
-        hash,
-        expiry_us,
-    };
+    let change = Change::Create { user_id, name: name.clone(), hash, expiry_us };
     let peer = session.peer;
     match shard.shared.writer.submit(change).await {
         Ok(Outcome::Created(record)) => {
@@ -252,15 +225,7 @@ async fn delete_token(
     let user_id = logged_in(session)?;
     let name = delete.name;
     let peer = session.peer;
-    match shard
-        .shared
-        .writer
-        .submit(Change::Delete {
-            user_id,
-            name: name.clone(),
-        })
-        .await
-    {
+    match shard.shared.writer.submit(Change::Delete { user_id, name: name.clone() }).await {
         Ok(Outcome::Deleted { id }) => {
             tracing::info!(target: "audit", event = "token_deleted", user_id, token_id = id, token_name = %name, %peer);
             Ok(ReplyBody::Empty)

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connection;
 pub mod datadir;
 pub mod dispatch;
+pub mod log;
 pub mod registry;
 pub mod server;
 pub mod shard;

@@ -25,6 +25,11 @@ struct Cli {
     /// On a data directory with no root user yet, make root iggy/iggy.
     #[arg(long)]
     with_default_root_credentials: bool,
+    /// Cut the token log at this byte offset before starting: the way past
+    /// a corruption the server refused to start on (it names the offset).
+    /// Everything recorded from that offset on is lost.
+    #[arg(long, value_name = "OFFSET")]
+    truncate_log_at: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         with_default_root_credentials: cli.with_default_root_credentials,
         root_username: std::env::var("LATCHKEY_ROOT_USERNAME").ok(),
         root_password: std::env::var("LATCHKEY_ROOT_PASSWORD").ok(),
+        truncate_log_at: cli.truncate_log_at,
     };
     match server::run(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,9 +80,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
         None => None,
     };
     let mut config = Config::from_file(path).map_err(|e| e.to_string())?;
-    config
-        .apply_env(|key| std::env::var(key).ok())
-        .map_err(|e| e.to_string())?;
+    config.apply_env(|key| std::env::var(key).ok()).map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
     match path {
         Some(path) => tracing::info!(path = %path.display(), "config loaded"),
@@ -106,9 +110,7 @@ fn hash_password_command() -> ExitCode {
     }
     let password = line.trim_end_matches(['\n', '\r']);
     if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
-        eprintln!(
-            "latchkey-server: password must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
-        );
+        eprintln!("latchkey-server: password must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes");
         return ExitCode::from(2);
     }
     println!("{}", hash_password(password));

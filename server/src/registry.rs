@@ -77,10 +77,7 @@ impl Replica {
                     .remove(id)
                     .unwrap_or_else(|| panic!("replica diverged: delete of unknown token id {id}"));
                 let record = self.by_hash.remove(&hash).expect("hash index in sync");
-                let names = self
-                    .by_user
-                    .get_mut(&record.user_id)
-                    .expect("user index in sync");
+                let names = self.by_user.get_mut(&record.user_id).expect("user index in sync");
                 names.remove(&record.name);
                 if names.is_empty() {
                     self.by_user.remove(&record.user_id);
@@ -94,9 +91,7 @@ impl Replica {
     }
 
     pub fn by_id(&self, id: u64) -> Option<&TokenRecord> {
-        self.hash_by_id
-            .get(&id)
-            .and_then(|hash| self.by_hash.get(hash))
+        self.hash_by_id.get(&id).and_then(|hash| self.by_hash.get(hash))
     }
 
     pub fn by_name(&self, user_id: u32, name: &str) -> Option<&TokenRecord> {
@@ -174,10 +169,7 @@ mod tests {
         let token = record(1, 1, "x");
         assert!(!token.is_expired(99));
         assert!(token.is_expired(100));
-        let never = TokenRecord {
-            expiry_at_us: None,
-            ..token
-        };
+        let never = TokenRecord { expiry_at_us: None, ..token };
         assert!(!never.is_expired(u64::MAX));
     }
 

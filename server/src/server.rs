@@ -20,13 +20,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
-use crate::registry::{Mutation, Replica};
+use crate::log::{self, CompactionPolicy, LogError};
 use crate::shard::{self, Shards, Shared};
 use crate::users::{
-    PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, PasswordVerifier, USERNAME_BYTES_MAX,
-    USERNAME_BYTES_MIN, UserError, Users, hash_password,
+    PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, PasswordVerifier, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN,
+    UserError, Users, hash_password,
 };
-use crate::writer::{self, Journal, WriterLimits};
+use crate::writer::{self, Change, Outcome, WriterHandle, WriterLimits};
 
 /// Root username when none is given.
 pub const DEFAULT_ROOT_USERNAME: &str = "iggy";
@@ -42,6 +42,9 @@ pub struct Options {
     /// `LATCHKEY_ROOT_USERNAME` / `LATCHKEY_ROOT_PASSWORD`.
     pub root_username: Option<String>,
     pub root_password: Option<String>,
+    /// `--truncate-log-at OFFSET`: cut the token log there before replaying it
+    /// (the way past a corruption the server refused to start on).
+    pub truncate_log_at: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,18 +53,14 @@ pub enum StartError {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Log(#[from] LogError),
     #[error("{0}")]
     RootCredentials(String),
     #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
+    Bind { address: String, source: std::io::Error },
     #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Io { what: &'static str, source: std::io::Error },
 }
 
 /// Runs the server until SIGINT or SIGTERM. Blocks the calling thread.
@@ -74,73 +73,60 @@ pub fn run(options: Options) -> Result<(), StartError> {
     tracing::info!(users = users.len(), path = %data_dir.path().display(), "data directory ready");
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shard_count = if config.system.shards == 0 {
-        cores
-    } else {
-        config.system.shards
-    };
-    let password_threads = if config.system.password_threads == 0 {
-        cores
-    } else {
-        config.system.password_threads
-    };
-    let verifier = Arc::new(PasswordVerifier::new(
-        password_threads,
-        config.system.password_queue,
-    ));
+    let shard_count = if config.system.shards == 0 { cores } else { config.system.shards };
+    let password_threads =
+        if config.system.password_threads == 0 { cores } else { config.system.password_threads };
+    let verifier = Arc::new(PasswordVerifier::new(password_threads, config.system.password_queue));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| StartError::Io {
-            what: "cannot start runtime",
-            source,
-        })?;
+        .map_err(|source| StartError::Io { what: "cannot start runtime", source })?;
     // Handlers first, so a signal during start-up is not the default "die".
     let _guard = runtime.enter();
-    let mut terminate = signal(SignalKind::terminate()).map_err(|source| StartError::Io {
-        what: "cannot install SIGTERM handler",
-        source,
-    })?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| StartError::Io {
-        what: "cannot install SIGINT handler",
-        source,
-    })?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|source| StartError::Io { what: "cannot install SIGTERM handler", source })?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|source| StartError::Io { what: "cannot install SIGINT handler", source })?;
 
-    let replica = Replica::new();
-    let next_id = 1;
-    let (publisher, receivers) = shard::channels(shard_count);
-    let limits = WriterLimits {
-        max_tokens_per_user: config.personal_access_token.max_tokens_per_user,
+    if let Some(offset) = options.truncate_log_at {
+        let dropped = log::truncate_at(data_dir.path(), offset)?;
+        tracing::warn!(
+            offset,
+            bytes = dropped,
+            "--truncate-log-at: dropped {dropped} bytes of the token log"
+        );
+    }
+    let started = Instant::now();
+    let policy = CompactionPolicy {
+        min_records: config.system.compaction_min_records,
+        dead_ratio: config.system.compaction_dead_ratio,
     };
-    let (writer, writer_join) = writer::spawn(
-        replica.clone(),
-        next_id,
-        limits,
-        VolatileJournal,
-        publisher.clone(),
+    let recovered = log::open(data_dir.path(), policy)?;
+    tracing::info!(
+        tokens = recovered.report.tokens,
+        records = recovered.report.records,
+        bytes = recovered.report.file_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        path = %recovered.log.path().display(),
+        "token log replayed"
     );
+    let replica = recovered.state;
+    let (publisher, receivers) = shard::channels(shard_count);
+    let limits = WriterLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
+    let (writer, writer_join) =
+        writer::spawn(replica.clone(), recovered.next_id, limits, recovered.log, publisher.clone());
 
-    let std_listener =
-        std::net::TcpListener::bind(&config.tcp.address).map_err(|source| StartError::Bind {
-            address: config.tcp.address.clone(),
-            source,
-        })?;
+    let std_listener = std::net::TcpListener::bind(&config.tcp.address)
+        .map_err(|source| StartError::Bind { address: config.tcp.address.clone(), source })?;
     std_listener
         .set_nonblocking(true)
-        .map_err(|source| StartError::Io {
-            what: "cannot configure listener",
-            source,
-        })?;
-    let local_addr = std_listener.local_addr().map_err(|source| StartError::Io {
-        what: "cannot read listener address",
-        source,
-    })?;
-    let listener =
-        tokio::net::TcpListener::from_std(std_listener).map_err(|source| StartError::Io {
-            what: "cannot register listener",
-            source,
-        })?;
+        .map_err(|source| StartError::Io { what: "cannot configure listener", source })?;
+    let local_addr = std_listener
+        .local_addr()
+        .map_err(|source| StartError::Io { what: "cannot read listener address", source })?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|source| StartError::Io { what: "cannot register listener", source })?;
 
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
@@ -154,14 +140,14 @@ pub fn run(options: Options) -> Result<(), StartError> {
         connections: AtomicUsize::new(0),
         shutdown,
     });
-    let mut shards = Shards::start(&publisher, receivers, &replica, &shared).map_err(|source| {
-        StartError::Io {
-            what: "cannot start shard threads",
-            source,
-        }
-    })?;
+    let mut shards = Shards::start(&publisher, receivers, &replica, &shared)
+        .map_err(|source| StartError::Io { what: "cannot start shard threads", source })?;
     drop(publisher);
 
+    let cleaner = config.personal_access_token.cleaner.clone();
+    if cleaner.enabled {
+        runtime.spawn(clean_expired_tokens(writer.clone(), cleaner.interval));
+    }
     tracing::info!(address = %local_addr, shards = shards.len(), "Latchkey listening on {local_addr}");
     runtime.block_on(async {
         loop {
@@ -194,19 +180,44 @@ pub fn run(options: Options) -> Result<(), StartError> {
         tracing::warn!(open, "shutdown timeout reached; dropping open connections");
     }
     writer.stop();
+    // The writer exits after its last batch is synced; the log is complete.
     let _ = writer_join.join();
+    drop(runtime);
     shards.stop();
     verifier.shutdown();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Keeps nothing: changes live only in memory until the process exits.
-struct VolatileJournal;
+/// Tokens deleted per cleaner commit, so one pass never holds up other
+/// writes for long (Iggy uses the same batch size).
+const CLEANER_BATCH_TOKENS: usize = 256;
 
-impl Journal for VolatileJournal {
-    fn append(&mut self, _batch: &[Mutation], _commit_at_us: u64) -> std::io::Result<()> {
-        Ok(())
+/// Every `interval`, deletes expired tokens through the writer, like any
+/// other delete: logged, synced, applied on every shard.
+async fn clean_expired_tokens(writer: WriterHandle, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        loop {
+            match writer.submit(Change::PurgeExpired { max: CLEANER_BATCH_TOKENS }).await {
+                Ok(Outcome::Purged { ids }) => {
+                    for id in &ids {
+                        tracing::info!(target: "audit", event = "token_expired_deleted", token_id = id);
+                    }
+                    if ids.len() < CLEANER_BATCH_TOKENS {
+                        break;
+                    }
+                }
+                Ok(other) => unreachable!("purge answered with {other:?}"),
+                Err(code) => {
+                    tracing::warn!(code = code.code(), "cleaner could not delete expired tokens");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -233,11 +244,9 @@ fn root_credentials(dir: &DataDir, options: &Options) -> Result<RootCredentials,
     }
     let (username, password, generated) = match from_env {
         Some((username, password)) => (username, password, false),
-        None if options.with_default_root_credentials => (
-            DEFAULT_ROOT_USERNAME.to_owned(),
-            DEFAULT_ROOT_USERNAME.to_owned(),
-            false,
-        ),
+        None if options.with_default_root_credentials => {
+            (DEFAULT_ROOT_USERNAME.to_owned(), DEFAULT_ROOT_USERNAME.to_owned(), false)
+        }
         None => {
             let password: String = rand::rng()
                 .sample_iter(Alphanumeric)
@@ -257,10 +266,7 @@ fn root_credentials(dir: &DataDir, options: &Options) -> Result<RootCredentials,
             "LATCHKEY_ROOT_PASSWORD must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
         )));
     }
-    let root = RootCredentials {
-        username,
-        password_hash: hash_password(&password),
-    };
+    let root = RootCredentials { username, password_hash: hash_password(&password) };
     dir.store_root_credentials(&root)?;
     if generated {
         // Straight to stderr, once, never through the log.

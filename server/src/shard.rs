@@ -75,10 +75,7 @@ impl Publish for ShardPublisher {
         let (ack, acks) = std_mpsc::channel();
         let mut expected = 0;
         for sender in &self.senders {
-            if sender
-                .send(ShardMessage::Apply(Arc::clone(&batch), ack.clone()))
-                .is_ok()
-            {
+            if sender.send(ShardMessage::Apply(Arc::clone(&batch), ack.clone())).is_ok() {
                 expected += 1;
             }
         }
@@ -109,21 +106,13 @@ impl Shards {
     ) -> std::io::Result<Shards> {
         let mut joins = Vec::with_capacity(receivers.len());
         for (id, receiver) in receivers.into_iter().enumerate() {
-            let shard = ShardSeed {
-                id,
-                replica: replica.clone(),
-                shared: Arc::clone(shared),
-            };
+            let shard = ShardSeed { id, replica: replica.clone(), shared: Arc::clone(shared) };
             let join = std::thread::Builder::new()
                 .name(format!("latchkey-shard-{id}"))
                 .spawn(move || shard.run(receiver))?;
             joins.push(join);
         }
-        Ok(Shards {
-            senders: publisher.senders.clone(),
-            joins,
-            next: 0,
-        })
+        Ok(Shards { senders: publisher.senders.clone(), joins, next: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -138,10 +127,7 @@ impl Shards {
     pub fn dispatch(&mut self, stream: std::net::TcpStream, peer: SocketAddr) {
         let index = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
-        if self.senders[index]
-            .send(ShardMessage::Connection(stream, peer))
-            .is_err()
-        {
+        if self.senders[index].send(ShardMessage::Connection(stream, peer)).is_err() {
             tracing::warn!(shard = index, %peer, "shard stopped; connection dropped");
         }
     }
@@ -166,21 +152,14 @@ struct ShardSeed {
 
 impl ShardSeed {
     fn run(self, mut receiver: mpsc::UnboundedReceiver<ShardMessage>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(error) => {
                 tracing::error!(shard = self.id, %error, "cannot start shard runtime");
                 return;
             }
         };
-        let shard = Rc::new(Shard {
-            id: self.id,
-            shared: self.shared,
-            replica: RefCell::new(self.replica),
-        });
+        let shard = Rc::new(Shard { id: self.id, shared: self.shared, replica: RefCell::new(self.replica) });
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
             while let Some(message) = receiver.recv().await {

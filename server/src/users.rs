@@ -61,8 +61,7 @@ impl Users {
             if user.id == ROOT_USER_ID {
                 return Err(UserError {
                     username: user.username.clone(),
-                    reason: "id 0 is the root user's; configured users need an id of 1 or more"
-                        .into(),
+                    reason: "id 0 is the root user's; configured users need an id of 1 or more".into(),
                 });
             }
             users.insert(User {
@@ -76,14 +75,9 @@ impl Users {
     }
 
     fn insert(&mut self, user: User) -> Result<(), UserError> {
-        let error = |reason: String| UserError {
-            username: user.username.clone(),
-            reason,
-        };
+        let error = |reason: String| UserError { username: user.username.clone(), reason };
         if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&user.username.len()) {
-            return Err(error(format!(
-                "username must be {USERNAME_BYTES_MIN}-{USERNAME_BYTES_MAX} bytes"
-            )));
+            return Err(error(format!("username must be {USERNAME_BYTES_MIN}-{USERNAME_BYTES_MAX} bytes")));
         }
         PasswordHash::new(&user.password_hash)
             .map_err(|e| error(format!("password_hash is not an Argon2 PHC string: {e}")))?;
@@ -127,9 +121,7 @@ pub fn hash_password(password: &str) -> String {
 
 fn verify_phc(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
+        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
         Err(_) => false,
     }
 }
@@ -223,10 +215,7 @@ mod tests {
     use super::*;
 
     fn root(password: &str) -> RootCredentials {
-        RootCredentials {
-            username: "iggy".into(),
-            password_hash: hash_password(password),
-        }
+        RootCredentials { username: "iggy".into(), password_hash: hash_password(password) }
     }
 
     #[test]

@@ -40,10 +40,11 @@ pub enum Change {
         user_id: u32,
         name: String,
     },
-    /// The cleaner's delete: by id, and only if that token is still expired,
-    /// so a token re-created under the same name is never touched.
-    DeleteExpired {
-        id: u64,
+    /// The cleaner's delete: up to `max` tokens that are expired at commit
+    /// time, chosen and deleted by id inside the writer, so a token
+    /// re-created under an expired token's name is never touched.
+    PurgeExpired {
+        max: usize,
     },
 }
 
@@ -51,7 +52,13 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Created(TokenRecord),
-    Deleted { id: u64 },
+    Deleted {
+        id: u64,
+    },
+    /// Ids deleted by a `PurgeExpired`.
+    Purged {
+        ids: Vec<u64>,
+    },
 }
 
 /// Durable storage for committed batches.
@@ -92,10 +99,7 @@ impl WriterHandle {
     /// shard (or refused). A stopped writer answers `Error`.
     pub async fn submit(&self, change: Change) -> Result<Outcome, ErrorCode> {
         let (reply, outcome) = oneshot::channel();
-        self.sender
-            .send(Message::Change(change, reply))
-            .await
-            .map_err(|_| ErrorCode::Error)?;
+        self.sender.send(Message::Change(change, reply)).await.map_err(|_| ErrorCode::Error)?;
         outcome.await.unwrap_or(Err(ErrorCode::Error))
     }
 
@@ -133,15 +137,7 @@ pub fn spawn<J: Journal, P: Publish>(
     publish: P,
 ) -> (WriterHandle, JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
-    let writer = Writer {
-        state,
-        next_id,
-        last_commit_us: 0,
-        limits,
-        journal,
-        publish,
-        failed: false,
-    };
+    let writer = Writer { state, next_id, last_commit_us: 0, limits, journal, publish, failed: false };
     let join = std::thread::Builder::new()
         .name("latchkey-writer".into())
         .spawn(move || writer.run(receiver))
@@ -184,15 +180,17 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         for (change, _) in pending.iter() {
             let result = if self.failed {
                 Err(ErrorCode::Error)
+            } else if let Change::PurgeExpired { max } = change {
+                Ok(self.purge_expired(*max, commit_at_us, &mut mutations))
             } else {
-                self.check(change, commit_at_us)
+                self.check(change, commit_at_us).map(|(mutation, outcome)| {
+                    // Later changes in the same batch are checked against this one.
+                    self.state.apply(&mutation);
+                    mutations.push(mutation);
+                    outcome
+                })
             };
-            if let Ok((mutation, _)) = &result {
-                // Later changes in the same batch are checked against this one.
-                self.state.apply(mutation);
-                mutations.push(mutation.clone());
-            }
-            results.push(result.map(|(_, outcome)| outcome));
+            results.push(result);
         }
         if !mutations.is_empty() {
             match self.journal.append(&mutations, commit_at_us) {
@@ -219,18 +217,9 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         }
     }
 
-    fn check(
-        &mut self,
-        change: &Change,
-        commit_at_us: u64,
-    ) -> Result<(Mutation, Outcome), ErrorCode> {
+    fn check(&mut self, change: &Change, commit_at_us: u64) -> Result<(Mutation, Outcome), ErrorCode> {
         match change {
-            Change::Create {
-                user_id,
-                name,
-                hash,
-                expiry_us,
-            } => {
+            Change::Create { user_id, name, hash, expiry_us } => {
                 let limit = self.limits.max_tokens_per_user as usize;
                 if self.state.count_for(*user_id) >= limit {
                     return Err(ErrorCode::PersonalAccessTokensLimitReached);
@@ -264,21 +253,30 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 Ok((Mutation::Create(record.clone()), Outcome::Created(record)))
             }
             Change::Delete { user_id, name } => {
-                let id = self
-                    .state
-                    .by_name(*user_id, name)
-                    .ok_or(ErrorCode::ResourceNotFound)?
-                    .id;
+                let id = self.state.by_name(*user_id, name).ok_or(ErrorCode::ResourceNotFound)?.id;
                 Ok((Mutation::Delete { id }, Outcome::Deleted { id }))
             }
-            Change::DeleteExpired { id } => match self.state.by_id(*id) {
-                Some(token) if token.is_expired(commit_at_us) => {
-                    Ok((Mutation::Delete { id: *id }, Outcome::Deleted { id: *id }))
-                }
-                // Gone already, or not expired: nothing to do, and no record.
-                _ => Err(ErrorCode::ResourceNotFound),
-            },
+            Change::PurgeExpired { .. } => unreachable!("handled by purge_expired"),
         }
+    }
+
+    /// Deletes up to `max` tokens expired at `commit_at_us`. A linear scan of
+    /// the writer's replica: it runs once per cleaner interval, and keeping an
+    /// expiry index in every replica would cost memory on every shard.
+    fn purge_expired(&mut self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
+        let ids: Vec<u64> = self
+            .state
+            .iter()
+            .filter(|token| token.is_expired(commit_at_us))
+            .map(|token| token.id)
+            .take(max)
+            .collect();
+        for &id in &ids {
+            let mutation = Mutation::Delete { id };
+            self.state.apply(&mutation);
+            mutations.push(mutation);
+        }
+        Outcome::Purged { ids }
     }
 }
 
@@ -322,62 +320,31 @@ mod tests {
         let (entered_tx, entered) = std_mpsc::channel();
         let (release, release_rx) = std_mpsc::channel();
         let (published_tx, published) = std_mpsc::channel();
-        let journal = GatedJournal {
-            entered: entered_tx,
-            release: release_rx,
-        };
-        let limits = WriterLimits {
-            max_tokens_per_user,
-        };
+        let journal = GatedJournal { entered: entered_tx, release: release_rx };
+        let limits = WriterLimits { max_tokens_per_user };
         let (handle, _join) = spawn(Replica::new(), 1, limits, journal, Recorder(published_tx));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Harness {
-            handle,
-            entered,
-            release,
-            published,
-            runtime,
-        }
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        Harness { handle, entered, release, published, runtime }
     }
 
     fn create(user_id: u32, name: &str, seed: u8) -> Change {
-        Change::Create {
-            user_id,
-            name: name.into(),
-            hash: [seed; 32],
-            expiry_us: 0,
-        }
+        Change::Create { user_id, name: name.into(), hash: [seed; 32], expiry_us: 0 }
     }
 
     #[test]
     fn a_change_is_not_acknowledged_before_its_sync_returns() {
         let harness = harness(10);
         let handle = harness.handle.clone();
-        let task = harness
-            .runtime
-            .spawn(async move { handle.submit(create(1, "abc", 1)).await });
-        assert_eq!(
-            harness
-                .entered
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap(),
-            1
-        );
+        let task = harness.runtime.spawn(async move { handle.submit(create(1, "abc", 1)).await });
+        assert_eq!(harness.entered.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
         // The journal is blocked in append: nothing may be published or answered.
         std::thread::sleep(Duration::from_millis(50));
         assert!(!task.is_finished(), "acknowledged before the sync returned");
-        assert!(
-            harness.published.try_recv().is_err(),
-            "published before the sync returned"
-        );
+        assert!(harness.published.try_recv().is_err(), "published before the sync returned");
         harness.release.send(Ok(())).unwrap();
         let outcome = harness.runtime.block_on(task).unwrap().unwrap();
-        let Outcome::Created(record) = outcome else {
-            panic!("{outcome:?}")
-        };
+        let Outcome::Created(record) = outcome else { panic!("{outcome:?}") };
         assert_eq!(record.id, 1);
         assert_eq!(harness.published.recv().unwrap().len(), 1);
     }
@@ -386,20 +353,13 @@ mod tests {
     fn a_failed_sync_is_never_acknowledged_and_stops_further_changes() {
         let harness = harness(10);
         let handle = harness.handle.clone();
-        let task = harness
-            .runtime
-            .spawn(async move { handle.submit(create(1, "abc", 1)).await });
+        let task = harness.runtime.spawn(async move { handle.submit(create(1, "abc", 1)).await });
         harness.entered.recv().unwrap();
         harness.release.send(Err(io::Error::other("EIO"))).unwrap();
-        assert_eq!(
-            harness.runtime.block_on(task).unwrap(),
-            Err(ErrorCode::Error)
-        );
+        assert_eq!(harness.runtime.block_on(task).unwrap(), Err(ErrorCode::Error));
         assert!(harness.published.try_recv().is_err());
         // The writer now refuses everything without touching the journal.
-        let result = harness
-            .runtime
-            .block_on(harness.handle.submit(create(1, "def", 2)));
+        let result = harness.runtime.block_on(harness.handle.submit(create(1, "def", 2)));
         assert_eq!(result, Err(ErrorCode::Error));
         assert!(harness.entered.try_recv().is_err());
     }
@@ -412,81 +372,44 @@ mod tests {
             harness.release.send(Ok(())).unwrap();
         }
         let submit = |change| harness.runtime.block_on(harness.handle.submit(change));
-        assert!(matches!(
-            submit(create(1, "one", 1)),
-            Ok(Outcome::Created(_))
-        ));
-        assert_eq!(
-            submit(create(1, "one", 2)),
-            Err(ErrorCode::PersonalAccessTokenAlreadyExists)
-        );
-        assert!(matches!(
-            submit(create(1, "two", 3)),
-            Ok(Outcome::Created(_))
-        ));
-        assert_eq!(
-            submit(create(1, "one", 4)),
-            Err(ErrorCode::PersonalAccessTokensLimitReached)
-        );
-        assert_eq!(
-            submit(create(1, "new", 5)),
-            Err(ErrorCode::PersonalAccessTokensLimitReached)
-        );
-        assert!(matches!(
-            submit(create(2, "one", 6)),
-            Ok(Outcome::Created(_))
-        ));
-        let deleted = submit(Change::Delete {
-            user_id: 1,
-            name: "one".into(),
-        });
+        assert!(matches!(submit(create(1, "one", 1)), Ok(Outcome::Created(_))));
+        assert_eq!(submit(create(1, "one", 2)), Err(ErrorCode::PersonalAccessTokenAlreadyExists));
+        assert!(matches!(submit(create(1, "two", 3)), Ok(Outcome::Created(_))));
+        assert_eq!(submit(create(1, "one", 4)), Err(ErrorCode::PersonalAccessTokensLimitReached));
+        assert_eq!(submit(create(1, "new", 5)), Err(ErrorCode::PersonalAccessTokensLimitReached));
+        assert!(matches!(submit(create(2, "one", 6)), Ok(Outcome::Created(_))));
+        let deleted = submit(Change::Delete { user_id: 1, name: "one".into() });
         assert_eq!(deleted, Ok(Outcome::Deleted { id: 1 }));
         assert_eq!(
-            submit(Change::Delete {
-                user_id: 1,
-                name: "one".into()
-            }),
+            submit(Change::Delete { user_id: 1, name: "one".into() }),
             Err(ErrorCode::ResourceNotFound)
         );
-        let overflow = Change::Create {
-            user_id: 3,
-            name: "x".into(),
-            hash: [9; 32],
-            expiry_us: u64::MAX - 1,
-        };
-        assert_eq!(
-            submit(overflow),
-            Err(ErrorCode::InvalidPersonalAccessTokenExpiry)
-        );
+        let overflow =
+            Change::Create { user_id: 3, name: "x".into(), hash: [9; 32], expiry_us: u64::MAX - 1 };
+        assert_eq!(submit(overflow), Err(ErrorCode::InvalidPersonalAccessTokenExpiry));
     }
 
     #[test]
-    fn cleaner_delete_skips_tokens_that_are_not_expired() {
+    fn purge_deletes_only_expired_tokens_and_never_a_recreated_one() {
         let harness = harness(10);
-        for _ in 0..4 {
+        for _ in 0..8 {
             harness.release.send(Ok(())).unwrap();
         }
         let submit = |change| harness.runtime.block_on(harness.handle.submit(change));
-        let Ok(Outcome::Created(record)) = submit(create(1, "abc", 1)) else {
-            panic!()
-        };
-        assert_eq!(
-            submit(Change::DeleteExpired { id: record.id }),
-            Err(ErrorCode::ResourceNotFound)
-        );
-        let short = Change::Create {
-            user_id: 1,
-            name: "short".into(),
-            hash: [2; 32],
-            expiry_us: 1,
-        };
-        let Ok(Outcome::Created(short)) = submit(short) else {
-            panic!()
-        };
+        let Ok(Outcome::Created(keep)) = submit(create(1, "keep", 1)) else { panic!() };
+        let short =
+            |seed| Change::Create { user_id: 1, name: "short".into(), hash: [seed; 32], expiry_us: 1 };
+        let Ok(Outcome::Created(expired)) = submit(short(2)) else { panic!() };
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(
-            submit(Change::DeleteExpired { id: short.id }),
-            Ok(Outcome::Deleted { id: short.id })
-        );
+        assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![expired.id] }));
+        // Re-created under the same name, not expired: the next purge leaves it.
+        let recreated = Change::Create { user_id: 1, name: "short".into(), hash: [3; 32], expiry_us: 0 };
+        let Ok(Outcome::Created(recreated)) = submit(recreated) else { panic!() };
+        assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![] }));
+        assert_ne!(recreated.id, expired.id);
+        assert_ne!(keep.id, expired.id);
+        let published: Vec<_> = harness.published.try_iter().flat_map(|b| b.to_vec()).collect();
+        assert!(published.contains(&Mutation::Delete { id: expired.id }));
+        assert!(!published.contains(&Mutation::Delete { id: recreated.id }));
     }
 }

@@ -25,17 +25,11 @@ pub fn server_binary() -> PathBuf {
             }
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> → target/<profile>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target profile dir");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
             let binary = profile_dir.join("latchkey-server");
             if !binary.exists() {
-                let release = profile_dir
-                    .file_name()
-                    .is_some_and(|name| name == "release");
-                let mut build =
-                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                let release = profile_dir.file_name().is_some_and(|name| name == "release");
+                let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                 build.args(["build", "-p", "latchkey-server", "--bin", "latchkey-server"]);
                 if release {
                     build.arg("--release");
@@ -67,10 +61,7 @@ pub struct ServerSpec {
 impl ServerSpec {
     /// Root iggy/iggy, defaults otherwise.
     pub fn default_root() -> ServerSpec {
-        ServerSpec {
-            default_root: true,
-            ..ServerSpec::default()
-        }
+        ServerSpec { default_root: true, ..ServerSpec::default() }
     }
 
     pub fn env(mut self, key: &str, value: &str) -> ServerSpec {
@@ -101,9 +92,7 @@ pub struct DataHome {
 
 impl DataHome {
     pub fn new() -> DataHome {
-        DataHome {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        DataHome { dir: tempfile::tempdir().expect("temp dir") }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -147,10 +136,7 @@ impl TestServer {
             .arg(&config_path)
             .args(&spec.args)
             .env("LATCHKEY_SYSTEM_PATH", home.data_dir())
-            .env(
-                "LATCHKEY_TCP_ADDRESS",
-                spec.address.as_deref().unwrap_or("127.0.0.1:0"),
-            )
+            .env("LATCHKEY_TCP_ADDRESS", spec.address.as_deref().unwrap_or("127.0.0.1:0"))
             .env("LATCHKEY_LOG", "info")
             .env_remove("LATCHKEY_ROOT_USERNAME")
             .env_remove("LATCHKEY_ROOT_PASSWORD")
@@ -171,12 +157,16 @@ impl TestServer {
         let sink = Arc::clone(&stdout);
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(address) = listening_address(&line) {
+                let address = listening_address(&line);
+                {
+                    let mut sink = sink.lock().unwrap();
+                    sink.push_str(&line);
+                    sink.push('\n');
+                }
+                // Only after the line is in `logs()`, so a test sees it.
+                if let Some(address) = address {
                     let _ = address_tx.send(address);
                 }
-                let mut sink = sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
             }
         });
         let mut err = child.stderr.take().expect("stderr");
@@ -187,9 +177,7 @@ impl TestServer {
                 if read == 0 {
                     break;
                 }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
@@ -212,10 +200,7 @@ impl TestServer {
                     stderr: stderr.lock().unwrap().clone(),
                 });
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start listening in time"
-            );
+            assert!(Instant::now() < deadline, "server did not start listening in time");
         }
     }
 
@@ -289,10 +274,7 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Whether `needle` occurs anywhere in `haystack`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
+    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 /// An Argon2 PHC hash for a config `[[users]]` entry.

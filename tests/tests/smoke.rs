@@ -10,17 +10,8 @@ async fn password_login_create_and_token_login() {
     let mut client = Client::connect(server.address).await.unwrap();
     client.ping().await.unwrap();
     assert_eq!(client.login_user("iggy", "iggy").await.unwrap(), 0);
-    let token = client
-        .create_personal_access_token("smoke", Expiry::Never)
-        .await
-        .unwrap();
+    let token = client.create_personal_access_token("smoke", Expiry::Never).await.unwrap();
     let mut other = Client::connect(server.address).await.unwrap();
-    assert_eq!(
-        other
-            .login_with_personal_access_token(&token)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(other.login_with_personal_access_token(&token).await.unwrap(), 0);
     assert_eq!(server.stop().code(), Some(0));
 }

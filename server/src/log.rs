@@ -1,0 +1,625 @@
+//! The token log: an append-only file that is the source of truth.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header  := magic "LKTOKLOG" (8) | format version u32 | crc32c(magic ‖ version) u32
+//! record  := marker u32 = 0x1BC5_A7E3 | length u32 | crc32c(length ‖ payload) u32 | payload
+//! payload := seq u64 | commit_at_us u64 | type u8 | body            (length = payload bytes)
+//! body    := Create   (1): id u64 | user_id u32 | name u8-len | hash [32] | created_at_us u64 | expiry_at_us u64 (0 = never)
+//!          | Delete   (2): id u64
+//!          | Snapshot (3): next_id u64 | last_seq u64 | tokens u64
+//! ```
+//!
+//! Sequence numbers rise by exactly one from record to record, so a lost
+//! record is detected even when every checksum holds. A compacted file starts
+//! with a Snapshot record (seq = the last sequence number it covers) followed
+//! by exactly `tokens` Create records with seq 0; appends continue at
+//! `last_seq + 1`. The Snapshot also carries `next_id`, so token ids are never
+//! reused, even for tokens deleted before a compaction.
+//!
+//! Recovery reads the whole file. A bad record with nothing valid after it is
+//! a torn tail (a crash mid-append): it is cut off with a warning naming the
+//! bytes dropped. A bad record followed by any record that checks out is
+//! corruption: the server refuses to start and names the file and offset
+//! (`--truncate-log-at OFFSET` drops everything from there on, knowingly).
+//!
+//! Only keyed hashes are stored, never a raw token or a password.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::num::NonZeroU64;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::registry::{Mutation, Replica, TokenRecord};
+use crate::writer::Journal;
+
+pub const LOG_FILE: &str = "tokens.log";
+const COMPACT_FILE: &str = "tokens.log.compact";
+const MAGIC: &[u8; 8] = b"LKTOKLOG";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_BYTES: usize = 16;
+const MARKER: u32 = 0x1BC5_A7E3;
+/// Marker, length and checksum.
+const RECORD_HEADER_BYTES: usize = 12;
+/// seq, commit_at_us and type.
+const PAYLOAD_PREFIX_BYTES: usize = 17;
+/// Largest payload a valid record can have (a Create with a 255-byte name is
+/// 17 + 8 + 4 + 256 + 32 + 16 = 333); anything longer is damage.
+const RECORD_PAYLOAD_BYTES_MAX: usize = 512;
+
+const TYPE_CREATE: u8 = 1;
+const TYPE_DELETE: u8 = 2;
+const TYPE_SNAPSHOT: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("{path} is not a Latchkey token log (bad header)")]
+    NotALog { path: PathBuf },
+    #[error("{path} has format version {version}; this build reads version {FORMAT_VERSION}")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error(
+        "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
+         not a torn write. Refusing to start. To discard everything from that offset on, restart \
+         with --truncate-log-at {offset} (tokens recorded after it are lost)"
+    )]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error("--truncate-log-at {offset}: {reason}")]
+    BadTruncate { offset: u64, reason: String },
+}
+
+fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> LogError + 'p {
+    move |source| LogError::Io { what, path: path.to_owned(), source }
+}
+
+/// When to compact: the file holds at least `min_records` records and more
+/// than `dead_ratio` of them no longer describe a live token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionPolicy {
+    pub min_records: u64,
+    pub dead_ratio: f64,
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub records: u64,
+    pub tokens: usize,
+    pub file_bytes: u64,
+    /// `(offset, bytes)` of a torn tail that was cut off.
+    pub truncated: Option<(u64, u64)>,
+}
+
+/// A recovered registry and the log, open for appends.
+pub struct Recovered {
+    pub state: Replica,
+    pub next_id: u64,
+    pub log: TokenLog,
+    pub report: RecoveryReport,
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    Create(TokenRecord),
+    Delete { id: u64 },
+    Snapshot { next_id: u64, last_seq: u64, tokens: u64 },
+}
+
+/// The open log, appended to by the writer thread only.
+pub struct TokenLog {
+    path: PathBuf,
+    dir: PathBuf,
+    file: File,
+    /// Sequence number of the last record written.
+    seq: u64,
+    /// Records in the current file (a measure of its size for compaction).
+    records: u64,
+    policy: CompactionPolicy,
+    scratch: Vec<u8>,
+    compaction: Option<Compaction>,
+}
+
+/// A compaction in progress on its own thread.
+struct Compaction {
+    /// Records appended since the snapshot was taken, to hand over.
+    since_snapshot: Vec<u8>,
+    since_snapshot_records: u64,
+    snapshot_records: u64,
+    done: mpsc::Receiver<io::Result<File>>,
+    join: JoinHandle<()>,
+}
+
+/// Opens (or creates) the log in `dir` and replays it.
+pub fn open(dir: &Path, policy: CompactionPolicy) -> Result<Recovered, LogError> {
+    let path = dir.join(LOG_FILE);
+    let compact = dir.join(COMPACT_FILE);
+    // A compaction that did not finish its rename never became the log.
+    if compact.exists() {
+        fs::remove_file(&compact).map_err(io_error("cannot remove stale", &compact))?;
+        tracing::warn!(path = %compact.display(), "removed an unfinished compaction file");
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("cannot open", &path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error("cannot read", &path))?;
+    if bytes.len() < HEADER_BYTES {
+        // New, or a crash while writing the header: nothing was ever
+        // acknowledged from this file, so (re)write the header.
+        if !bytes.is_empty() {
+            tracing::warn!(path = %path.display(), bytes = bytes.len(), "log header was torn; rewriting it");
+        }
+        file.set_len(0).map_err(io_error("cannot truncate", &path))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error("cannot seek", &path))?;
+        file.write_all(&header()).map_err(io_error("cannot write", &path))?;
+        file.sync_all().map_err(io_error("cannot sync", &path))?;
+        fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
+        bytes = header().to_vec();
+    }
+    let replay = replay(&path, &bytes)?;
+    let mut report = RecoveryReport {
+        records: replay.records,
+        tokens: replay.state.len(),
+        file_bytes: bytes.len() as u64,
+        truncated: None,
+    };
+    if replay.valid_bytes < bytes.len() as u64 {
+        let dropped = bytes.len() as u64 - replay.valid_bytes;
+        tracing::warn!(
+            path = %path.display(),
+            offset = replay.valid_bytes,
+            bytes = dropped,
+            "torn tail: the last record was incomplete (crash during an append); dropping {dropped} bytes from offset {}",
+            replay.valid_bytes
+        );
+        file.set_len(replay.valid_bytes).map_err(io_error("cannot truncate", &path))?;
+        file.sync_all().map_err(io_error("cannot sync", &path))?;
+        report.truncated = Some((replay.valid_bytes, dropped));
+    }
+    file.seek(SeekFrom::Start(replay.valid_bytes)).map_err(io_error("cannot seek", &path))?;
+    let log = TokenLog {
+        path,
+        dir: dir.to_owned(),
+        file,
+        seq: replay.seq,
+        records: replay.records,
+        policy,
+        scratch: Vec::with_capacity(64 * 1024),
+        compaction: None,
+    };
+    Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report })
+}
+
+/// `--truncate-log-at OFFSET`: cuts the log at a record boundary the
+/// operator chose from a corruption message. Returns the bytes dropped.
+pub fn truncate_at(dir: &Path, offset: u64) -> Result<u64, LogError> {
+    let path = dir.join(LOG_FILE);
+    let file = OpenOptions::new().write(true).open(&path).map_err(io_error("cannot open", &path))?;
+    let len = file.metadata().map_err(io_error("cannot stat", &path))?.len();
+    if offset < HEADER_BYTES as u64 || offset > len {
+        return Err(LogError::BadTruncate {
+            offset,
+            reason: format!("must be between {HEADER_BYTES} and the file size {len}"),
+        });
+    }
+    file.set_len(offset).map_err(io_error("cannot truncate", &path))?;
+    file.sync_all().map_err(io_error("cannot sync", &path))?;
+    Ok(len - offset)
+}
+
+fn header() -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+struct Replay {
+    state: Replica,
+    next_id: u64,
+    seq: u64,
+    records: u64,
+    valid_bytes: u64,
+}
+
+/// Why one record does not check out.
+type RecordFault = String;
+
+fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
+    if &bytes[..8] != MAGIC || crc32c::crc32c(&bytes[..12]) != read_u32(bytes, 12) {
+        return Err(LogError::NotALog { path: path.to_owned() });
+    }
+    let version = read_u32(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
+    }
+    let mut replay =
+        Replay { state: Replica::new(), next_id: 1, seq: 0, records: 0, valid_bytes: HEADER_BYTES as u64 };
+    // Snapshot Create records still expected (seq 0).
+    let mut snapshot_left = 0u64;
+    let mut offset = HEADER_BYTES;
+    while offset < bytes.len() {
+        let fault = match parse_record(bytes, offset) {
+            Ok((seq, record, used)) => match apply(&mut replay, &mut snapshot_left, seq, record) {
+                Ok(()) => {
+                    offset += used;
+                    replay.records += 1;
+                    replay.valid_bytes = offset as u64;
+                    continue;
+                }
+                Err(fault) => fault,
+            },
+            Err(fault) => fault,
+        };
+        // A bad record. Anything valid after it means damage, not a torn append.
+        if let Some(next) = next_valid_record(bytes, offset + 1) {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                offset: offset as u64,
+                reason: format!("{fault} (a valid record follows at offset {next})"),
+            });
+        }
+        return Ok(replay);
+    }
+    if snapshot_left > 0 {
+        // The snapshot's creates were cut short: the compacted file is not
+        // whole, and a compacted file is only renamed into place once whole.
+        return Err(LogError::Corrupt {
+            path: path.to_owned(),
+            offset: bytes.len() as u64,
+            reason: format!("snapshot is missing {snapshot_left} token records"),
+        });
+    }
+    Ok(replay)
+}
+
+/// Checks a decoded record against the replayed state and applies it.
+fn apply(replay: &mut Replay, snapshot_left: &mut u64, seq: u64, record: Record) -> Result<(), RecordFault> {
+    if *snapshot_left > 0 {
+        let Record::Create(token) = record else {
+            return Err("snapshot ended before all its token records".into());
+        };
+        if seq != 0 {
+            return Err(format!("snapshot token record has seq {seq}, expected 0"));
+        }
+        *snapshot_left -= 1;
+        return create(replay, token, true);
+    }
+    match record {
+        Record::Snapshot { next_id, last_seq, tokens } => {
+            if replay.records != 0 {
+                return Err("snapshot record in the middle of the log".into());
+            }
+            replay.next_id = next_id;
+            replay.seq = last_seq;
+            *snapshot_left = tokens;
+            if seq != last_seq {
+                return Err(format!("snapshot seq {seq} differs from its last_seq {last_seq}"));
+            }
+            Ok(())
+        }
+        record => {
+            if seq != replay.seq + 1 {
+                return Err(format!("sequence number {seq} where {} was expected", replay.seq + 1));
+            }
+            replay.seq = seq;
+            match record {
+                Record::Create(token) => create(replay, token, false),
+                Record::Delete { id } => {
+                    if replay.state.by_id(id).is_none() {
+                        return Err(format!("delete of unknown token id {id}"));
+                    }
+                    replay.state.apply(&Mutation::Delete { id });
+                    Ok(())
+                }
+                Record::Snapshot { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// `from_snapshot`: snapshot tokens have ids below the snapshot's `next_id`;
+/// any other create must use a fresh id, since ids are never reused.
+fn create(replay: &mut Replay, token: TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
+    if replay.state.by_id(token.id).is_some() || (!from_snapshot && token.id < replay.next_id) {
+        return Err(format!("token id {} reused", token.id));
+    }
+    if replay.state.by_name(token.user_id, &token.name).is_some() {
+        return Err(format!("token name {:?} of user {} created twice", token.name, token.user_id));
+    }
+    if replay.state.by_hash(&token.hash).is_some() {
+        return Err("token hash created twice".into());
+    }
+    replay.next_id = replay.next_id.max(token.id + 1);
+    replay.state.apply(&Mutation::Create(token));
+    Ok(())
+}
+
+/// The offset of the first record at or after `from` that checks out.
+fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
+    let marker = MARKER.to_le_bytes();
+    let mut offset = from;
+    while offset + RECORD_HEADER_BYTES <= bytes.len() {
+        let found = bytes[offset..].windows(4).position(|window| window == marker)?;
+        offset += found;
+        if parse_record(bytes, offset).is_ok() {
+            return Some(offset);
+        }
+        offset += 1;
+    }
+    None
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses and checksums one record at `offset`: `(seq, record, bytes used)`.
+fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize), RecordFault> {
+    let rest = &bytes[offset..];
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Err(format!("incomplete record header ({} bytes)", rest.len()));
+    }
+    if read_u32(rest, 0) != MARKER {
+        return Err("missing record marker".into());
+    }
+    let length = read_u32(rest, 4) as usize;
+    if !(PAYLOAD_PREFIX_BYTES..=RECORD_PAYLOAD_BYTES_MAX).contains(&length) {
+        return Err(format!("record length {length} out of range"));
+    }
+    if rest.len() < RECORD_HEADER_BYTES + length {
+        return Err(format!("incomplete record ({} of {} bytes)", rest.len(), RECORD_HEADER_BYTES + length));
+    }
+    let payload = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&rest[4..8]), payload);
+    if crc != read_u32(rest, 8) {
+        return Err("checksum mismatch".into());
+    }
+    let seq = read_u64(payload, 0);
+    let _commit_at_us = read_u64(payload, 8);
+    let body = &payload[PAYLOAD_PREFIX_BYTES..];
+    let record = decode_body(payload[16], body)?;
+    Ok((seq, record, RECORD_HEADER_BYTES + length))
+}
+
+fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
+    let exact = |expected: usize| {
+        if body.len() == expected {
+            Ok(())
+        } else {
+            Err(format!("record type {kind} has {} body bytes", body.len()))
+        }
+    };
+    match kind {
+        TYPE_CREATE => {
+            if body.len() < 13 {
+                return Err("create record too short".into());
+            }
+            let name_len = usize::from(body[12]);
+            exact(13 + name_len + 32 + 16)?;
+            let name =
+                std::str::from_utf8(&body[13..13 + name_len]).map_err(|_| "token name is not UTF-8")?;
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&body[13 + name_len..45 + name_len]);
+            Ok(Record::Create(TokenRecord {
+                id: read_u64(body, 0),
+                user_id: read_u32(body, 8),
+                name: name.into(),
+                hash,
+                created_at_us: read_u64(body, 45 + name_len),
+                expiry_at_us: NonZeroU64::new(read_u64(body, 53 + name_len)),
+            }))
+        }
+        TYPE_DELETE => {
+            exact(8)?;
+            Ok(Record::Delete { id: read_u64(body, 0) })
+        }
+        TYPE_SNAPSHOT => {
+            exact(24)?;
+            Ok(Record::Snapshot {
+                next_id: read_u64(body, 0),
+                last_seq: read_u64(body, 8),
+                tokens: read_u64(body, 16),
+            })
+        }
+        other => Err(format!("unknown record type {other}")),
+    }
+}
+
+/// Appends one encoded record to `out`.
+fn encode_record(out: &mut Vec<u8>, seq: u64, commit_at_us: u64, record: &Record) {
+    let start = out.len();
+    out.extend_from_slice(&MARKER.to_le_bytes());
+    out.extend_from_slice(&[0; 8]); // length and crc, filled in below
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&commit_at_us.to_le_bytes());
+    match record {
+        Record::Create(token) => {
+            out.push(TYPE_CREATE);
+            out.extend_from_slice(&token.id.to_le_bytes());
+            out.extend_from_slice(&token.user_id.to_le_bytes());
+            let name = token.name.as_bytes();
+            out.push(u8::try_from(name.len()).expect("token names are at most 255 bytes"));
+            out.extend_from_slice(name);
+            out.extend_from_slice(&token.hash);
+            out.extend_from_slice(&token.created_at_us.to_le_bytes());
+            out.extend_from_slice(&token.expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+        }
+        Record::Delete { id } => {
+            out.push(TYPE_DELETE);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        Record::Snapshot { next_id, last_seq, tokens } => {
+            out.push(TYPE_SNAPSHOT);
+            out.extend_from_slice(&next_id.to_le_bytes());
+            out.extend_from_slice(&last_seq.to_le_bytes());
+            out.extend_from_slice(&tokens.to_le_bytes());
+        }
+    }
+    let length = u32::try_from(out.len() - start - RECORD_HEADER_BYTES).expect("small record");
+    out[start + 4..start + 8].copy_from_slice(&length.to_le_bytes());
+    let crc =
+        crc32c::crc32c_append(crc32c::crc32c(&length.to_le_bytes()), &out[start + RECORD_HEADER_BYTES..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(
+        matches!(parse_record(out, start), Ok((s, ref r, _)) if s == seq && r == record),
+        "a record about to be written must decode back to itself"
+    );
+}
+
+impl TokenLog {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Encodes a whole compacted file: header, Snapshot, one Create per token.
+    fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + 32 + tokens.len() * 96);
+        out.extend_from_slice(&header());
+        let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
+        encode_record(&mut out, last_seq, commit_at_us, &snapshot);
+        for token in tokens {
+            encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
+        }
+        out
+    }
+
+    fn start_compaction(&mut self, state: &Replica, next_id: u64) {
+        let tokens: Vec<TokenRecord> = state.iter().cloned().collect();
+        let snapshot_records = tokens.len() as u64 + 1;
+        let (last_seq, dir) = (self.seq, self.dir.clone());
+        let (done_tx, done) = mpsc::channel();
+        tracing::info!(records = self.records, live = tokens.len(), "compacting the token log");
+        let join = std::thread::Builder::new().name("latchkey-compactor".into()).spawn(move || {
+            let bytes = TokenLog::encode_snapshot(&tokens, next_id, last_seq, crate::clock::now_us());
+            drop(tokens);
+            let _ = done_tx.send(write_compacted(&dir, &bytes));
+        });
+        match join {
+            Ok(join) => {
+                self.compaction = Some(Compaction {
+                    since_snapshot: Vec::new(),
+                    since_snapshot_records: 0,
+                    snapshot_records,
+                    done,
+                    join,
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
+        }
+    }
+
+    /// Called on the writer thread: if the compactor is done, append what was
+    /// written meanwhile to the new file, sync it, and rename it into place.
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        let Some(compaction) = &self.compaction else { return Ok(()) };
+        let result = match compaction.done.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(io::Error::other("compaction thread died")),
+        };
+        let compaction = self.compaction.take().expect("checked above");
+        let _ = compaction.join.join();
+        let mut file = match result {
+            Ok(file) => file,
+            Err(error) => {
+                // The old log is untouched and still complete: keep using it.
+                tracing::warn!(%error, "compaction failed; the current log stays in use");
+                let _ = fs::remove_file(self.dir.join(COMPACT_FILE));
+                return Ok(());
+            }
+        };
+        file.write_all(&compaction.since_snapshot)?;
+        file.sync_data()?;
+        fs::rename(self.dir.join(COMPACT_FILE), &self.path)?;
+        fsync_dir(&self.dir)?;
+        let old_records = self.records;
+        self.file = file;
+        self.records = compaction.snapshot_records + compaction.since_snapshot_records;
+        tracing::info!(before = old_records, after = self.records, "token log compacted");
+        Ok(())
+    }
+
+    /// Whether the current file is mostly dead records.
+    fn wants_compaction(&self, live: usize) -> bool {
+        let dead = self.records.saturating_sub(live as u64);
+        self.records >= self.policy.min_records && dead as f64 > self.policy.dead_ratio * self.records as f64
+    }
+}
+
+/// Makes a rename or creation in `dir` durable.
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes a compacted file next to the log and syncs it; returns it open
+/// for appends, positioned at its end.
+fn write_compacted(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+    let path = dir.join(COMPACT_FILE);
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+impl Journal for TokenLog {
+    fn append(&mut self, batch: &[Mutation], commit_at_us: u64) -> io::Result<()> {
+        self.scratch.clear();
+        for mutation in batch {
+            self.seq += 1;
+            let record = match mutation {
+                Mutation::Create(token) => Record::Create(token.clone()),
+                Mutation::Delete { id } => Record::Delete { id: *id },
+            };
+            encode_record(&mut self.scratch, self.seq, commit_at_us, &record);
+        }
+        self.file.write_all(&self.scratch)?;
+        self.file.sync_data()?;
+        self.records += batch.len() as u64;
+        if let Some(compaction) = &mut self.compaction {
+            compaction.since_snapshot.extend_from_slice(&self.scratch);
+            compaction.since_snapshot_records += batch.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn after_append(&mut self, state: &Replica, next_id: u64) -> io::Result<()> {
+        self.finish_compaction()?;
+        if self.compaction.is_none() && self.wants_compaction(state.len()) {
+            self.start_compaction(state, next_id);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TokenLog {
+    fn drop(&mut self) {
+        // An unfinished compaction is abandoned; its file is removed at the
+        // next start. The log itself is always complete and synced.
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join.join();
+            let _ = fs::remove_file(self.dir.join(COMPACT_FILE));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

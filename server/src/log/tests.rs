@@ -1,0 +1,270 @@
+//! Log format, recovery and compaction tests on real files.
+
+use std::num::NonZeroU64;
+
+use super::*;
+
+fn policy_never() -> CompactionPolicy {
+    CompactionPolicy { min_records: u64::MAX, dead_ratio: 1.0 }
+}
+
+fn token(id: u64, user_id: u32, name: &str, expiry: u64) -> TokenRecord {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&id.to_le_bytes());
+    hash[8..12].copy_from_slice(&user_id.to_le_bytes());
+    TokenRecord {
+        id,
+        user_id,
+        name: name.into(),
+        hash,
+        created_at_us: 1_700_000_000_000_000 + id,
+        expiry_at_us: NonZeroU64::new(expiry),
+    }
+}
+
+/// A deterministic history: creates, a delete, more creates.
+fn history() -> Vec<Vec<Mutation>> {
+    vec![
+        vec![Mutation::Create(token(1, 0, "root-ci", 0))],
+        vec![
+            Mutation::Create(token(2, 1, "alice-one", 1_800_000_000_000_000)),
+            Mutation::Create(token(3, 1, "alice-two", 0)),
+        ],
+        vec![Mutation::Delete { id: 2 }],
+        vec![Mutation::Create(token(4, 2, "bob", 1_900_000_000_000_000))],
+    ]
+}
+
+fn write_history(dir: &Path) -> Replica {
+    let mut recovered = open(dir, policy_never()).unwrap();
+    let mut expected = Replica::new();
+    for (index, batch) in history().into_iter().enumerate() {
+        recovered.log.append(&batch, 1_700_000_000_000_000 + index as u64).unwrap();
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    expected
+}
+
+#[test]
+fn replay_rebuilds_what_was_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_history(dir.path());
+    let recovered = open(dir.path(), policy_never()).unwrap();
+    assert_eq!(recovered.state, expected);
+    assert_eq!(recovered.next_id, 5);
+    assert_eq!(recovered.report.records, 5);
+    assert_eq!(recovered.report.truncated, None);
+    let mode = fs::metadata(dir.path().join(LOG_FILE)).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+}
+
+#[test]
+fn ids_are_not_reused_after_the_newest_token_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recovered = open(dir.path(), policy_never()).unwrap();
+    recovered.log.append(&[Mutation::Create(token(7, 0, "x", 0))], 1).unwrap();
+    recovered.log.append(&[Mutation::Delete { id: 7 }], 2).unwrap();
+    drop(recovered);
+    assert_eq!(open(dir.path(), policy_never()).unwrap().next_id, 8);
+}
+
+#[test]
+fn a_cut_anywhere_in_the_last_record_keeps_every_earlier_token() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    let path = dir.path().join(LOG_FILE);
+    let full = fs::read(&path).unwrap();
+    // The last record is the create of token 4; find where it starts.
+    let last_start = {
+        let mut offset = HEADER_BYTES;
+        let mut last = offset;
+        while offset < full.len() {
+            last = offset;
+            offset += parse_record(&full, offset).unwrap().2;
+        }
+        last
+    };
+    let mut expected = Replica::new();
+    for batch in &history()[..3] {
+        for mutation in batch {
+            expected.apply(mutation);
+        }
+    }
+    for cut in last_start..full.len() {
+        fs::write(&path, &full[..cut]).unwrap();
+        let recovered = open(dir.path(), policy_never()).unwrap();
+        assert_eq!(recovered.state, expected, "cut at {cut}");
+        let dropped = (cut - last_start) as u64;
+        let truncated = if dropped == 0 { None } else { Some((last_start as u64, dropped)) };
+        assert_eq!(recovered.report.truncated, truncated, "cut at {cut}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), last_start as u64);
+        // Appending after the repair works and replays.
+        let mut log = recovered.log;
+        log.append(&[Mutation::Create(token(9, 3, "after", 0))], 5).unwrap();
+        drop(log);
+        let again = open(dir.path(), policy_never()).unwrap();
+        assert!(again.state.by_id(9).is_some(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_before_valid_records_refuses_to_start_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    let path = dir.path().join(LOG_FILE);
+    let full = fs::read(&path).unwrap();
+    let first_len = parse_record(&full, HEADER_BYTES).unwrap().2;
+    // Every byte of the second record: damage there is followed by records 3–5.
+    let second = HEADER_BYTES + first_len;
+    let second_len = parse_record(&full, second).unwrap().2;
+    for at in second..second + second_len {
+        let mut damaged = full.clone();
+        damaged[at] ^= 0x40;
+        fs::write(&path, &damaged).unwrap();
+        match open(dir.path(), policy_never()) {
+            Err(LogError::Corrupt { offset, path: reported, .. }) => {
+                assert_eq!(offset, second as u64, "flip at {at}");
+                assert_eq!(reported, path);
+            }
+            Err(other) => panic!("flip at {at}: {other}"),
+            Ok(_) => panic!("flip at {at} was accepted"),
+        }
+    }
+    // The documented way out: cut there, losing that record and what follows.
+    fs::write(&path, &{
+        let mut damaged = full.clone();
+        damaged[second + 20] ^= 1;
+        damaged
+    })
+    .unwrap();
+    let message = open(dir.path(), policy_never()).err().unwrap().to_string();
+    assert!(message.contains(&format!("--truncate-log-at {second}")), "{message}");
+    assert_eq!(truncate_at(dir.path(), second as u64).unwrap(), (full.len() - second) as u64);
+    let recovered = open(dir.path(), policy_never()).unwrap();
+    assert_eq!(recovered.state.len(), 1);
+}
+
+#[test]
+fn garbage_appended_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_history(dir.path());
+    let path = dir.path().join(LOG_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    let len = bytes.len();
+    bytes.extend_from_slice(b"\x00garbage that is no record");
+    fs::write(&path, &bytes).unwrap();
+    let recovered = open(dir.path(), policy_never()).unwrap();
+    assert_eq!(recovered.state, expected);
+    assert_eq!(recovered.report.truncated, Some((len as u64, 26)));
+}
+
+#[test]
+fn a_missing_record_is_detected_by_its_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    let path = dir.path().join(LOG_FILE);
+    let full = fs::read(&path).unwrap();
+    let first_len = parse_record(&full, HEADER_BYTES).unwrap().2;
+    let second_len = parse_record(&full, HEADER_BYTES + first_len).unwrap().2;
+    // Remove the second record whole: every checksum still holds.
+    let mut spliced = full[..HEADER_BYTES + first_len].to_vec();
+    spliced.extend_from_slice(&full[HEADER_BYTES + first_len + second_len..]);
+    fs::write(&path, &spliced).unwrap();
+    let error = open(dir.path(), policy_never()).err().unwrap();
+    assert!(error.to_string().contains("sequence number"), "{error}");
+}
+
+#[test]
+fn foreign_files_and_newer_versions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LOG_FILE);
+    fs::write(&path, b"this is not a token log at all").unwrap();
+    assert!(matches!(open(dir.path(), policy_never()), Err(LogError::NotALog { .. })));
+    let mut newer = header();
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c(&newer[..12]);
+    newer[12..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, newer).unwrap();
+    assert!(matches!(open(dir.path(), policy_never()), Err(LogError::UnsupportedVersion { version: 2, .. })));
+}
+
+#[test]
+fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = CompactionPolicy { min_records: 10, dead_ratio: 0.5 };
+    let mut recovered = open(dir.path(), policy).unwrap();
+    let mut state = Replica::new();
+    let mut next_id = 1u64;
+    let commit = |log: &mut TokenLog, state: &mut Replica, batch: Vec<Mutation>, next_id: u64| {
+        log.append(&batch, 7).unwrap();
+        for mutation in &batch {
+            state.apply(mutation);
+        }
+        log.after_append(state, next_id).unwrap();
+    };
+    // 40 creates and 30 deletes: mostly dead records, so compaction starts.
+    for id in 1..=40u64 {
+        next_id = id + 1;
+        commit(
+            &mut recovered.log,
+            &mut state,
+            vec![Mutation::Create(token(id, 1, &format!("t{id}"), 0))],
+            next_id,
+        );
+    }
+    for id in 1..=30u64 {
+        commit(&mut recovered.log, &mut state, vec![Mutation::Delete { id }], next_id);
+    }
+    // Keep writing until the compactor's result has been handed over.
+    let mut id = 41;
+    while recovered.log.compaction.is_some() || recovered.log.records > 40 {
+        next_id = id + 1;
+        commit(
+            &mut recovered.log,
+            &mut state,
+            vec![Mutation::Create(token(id, 2, &format!("u{id}"), 0))],
+            next_id,
+        );
+        id += 1;
+        assert!(id < 10_000, "compaction never finished");
+    }
+    let size = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
+    drop(recovered);
+    let reopened = open(dir.path(), policy_never()).unwrap();
+    assert_eq!(reopened.state, state);
+    assert!(reopened.next_id >= next_id, "ids must never be reused");
+    assert!(!dir.path().join(COMPACT_FILE).exists());
+    assert!(size < 40 * 80, "log did not shrink: {size} bytes");
+}
+
+/// Bytes of a log written by format version 1, committed to the repository.
+/// Later format versions must keep reading it.
+const FIXTURE_V1: &[u8] = include_bytes!("fixture-v1.log");
+
+#[test]
+fn the_committed_v1_fixture_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(LOG_FILE), FIXTURE_V1).unwrap();
+    let recovered = open(dir.path(), policy_never()).unwrap();
+    let mut expected = Replica::new();
+    for batch in history() {
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    assert_eq!(recovered.state, expected);
+    assert_eq!(recovered.next_id, 5);
+}
+
+#[test]
+fn this_build_writes_the_fixture_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path());
+    let written = fs::read(dir.path().join(LOG_FILE)).unwrap();
+    if std::env::var_os("LATCHKEY_WRITE_FIXTURE").is_some() {
+        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/fixture-v1.log"), &written).unwrap();
+    }
+    assert_eq!(written, FIXTURE_V1, "format v1 changed: bump FORMAT_VERSION and keep reading v1");
+}

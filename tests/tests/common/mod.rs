@@ -1,0 +1,263 @@
+//! Helpers shared by the end-to-end test files: raw frames over a plain
+//! `TcpStream`, request bodies built by hand, status extraction from SDK
+//! results, config users and randomness.
+//!
+//! Each test file includes this with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use latchkey_sdk::{Client, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Guard against a hung server: no test waits longer than this for a reply.
+/// Exceeding it fails the test as a hang; it is not a timing assertion.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+pub const PING: u32 = 1;
+pub const GET_STATS: u32 = 10;
+pub const GET_CLUSTER_METADATA: u32 = 12;
+pub const GET_ME: u32 = 20;
+pub const LOGIN_USER: u32 = 38;
+pub const LOGOUT_USER: u32 = 39;
+pub const GET_PATS: u32 = 41;
+pub const CREATE_PAT: u32 = 42;
+pub const DELETE_PAT: u32 = 43;
+pub const LOGIN_WITH_PAT: u32 = 44;
+pub const GET_STREAMS: u32 = 201;
+/// A code Iggy does not define.
+pub const UNKNOWN_CODE: u32 = 9999;
+
+/// The status of an SDK call: 0 on success, the server's code otherwise.
+/// Anything other than a server status (I/O, protocol) fails the test.
+pub fn status<T: Debug>(result: Result<T, Error>) -> u32 {
+    match result {
+        Ok(_) => 0,
+        Err(Error::Server { code, .. }) => code,
+        Err(other) => panic!("expected a server status, got {other:?}"),
+    }
+}
+
+/// Sends a hand-built request through the SDK and returns its status.
+pub async fn raw_status(client: &mut Client, code: u32, payload: &[u8]) -> u32 {
+    status(client.send_raw(code, payload).await)
+}
+
+/// `[len u8][bytes]`: a WireName (or any short string).
+pub fn short(bytes: &[u8]) -> Vec<u8> {
+    let len = u8::try_from(bytes.len()).expect("short string over 255 bytes");
+    let mut out = vec![len];
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// CreatePersonalAccessToken body: `[name WireName][expiry u64]`.
+pub fn create_body(name: &[u8], expiry_us: u64) -> Vec<u8> {
+    let mut out = short(name);
+    out.extend_from_slice(&expiry_us.to_le_bytes());
+    out
+}
+
+/// LoginUser body with a version string and an empty context, as the 0.10
+/// SDK sends it.
+pub fn login_body(username: &[u8], password: &[u8]) -> Vec<u8> {
+    let mut out = short(username);
+    out.extend_from_slice(&short(password));
+    let version = b"0.10.0";
+    out.extend_from_slice(&(version.len() as u32).to_le_bytes());
+    out.extend_from_slice(version);
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out
+}
+
+/// A request frame `[4 + len][code][payload]`.
+pub fn frame(code: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&(4 + payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A plain TCP connection speaking frames by hand.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub async fn connect(address: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(address).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one reply `[status][length][payload]`.
+    pub async fn read_reply(&mut self) -> (u32, Vec<u8>) {
+        let read = async {
+            let mut header = [0u8; 8];
+            self.stream.read_exact(&mut header).await?;
+            let status = u32::from_le_bytes(header[..4].try_into().unwrap());
+            let length = u32::from_le_bytes(header[4..].try_into().unwrap());
+            let mut payload = vec![0u8; length as usize];
+            self.stream.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>((status, payload))
+        };
+        tokio::time::timeout(HANG_GUARD, read)
+            .await
+            .expect("no reply from the server (hang guard)")
+            .expect("reading a reply")
+    }
+
+    /// Sends one request and reads its reply.
+    pub async fn call(&mut self, code: u32, payload: &[u8]) -> (u32, Vec<u8>) {
+        self.write(&frame(code, payload)).await;
+        self.read_reply().await
+    }
+
+    /// Sends one request and returns only the status.
+    pub async fn status(&mut self, code: u32, payload: &[u8]) -> u32 {
+        self.call(code, payload).await.0
+    }
+
+    /// Reads until the server closes the connection; returns what it sent
+    /// before closing. Fails the test if the server keeps it open.
+    pub async fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut received = Vec::new();
+        let read = async {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buffer).await {
+                    Ok(0) => return,
+                    Ok(n) => received.extend_from_slice(&buffer[..n]),
+                    // A reset is a close too.
+                    Err(_) => return,
+                }
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, read)
+            .await
+            .expect("the server did not close the connection (hang guard)");
+        received
+    }
+}
+
+/// Connects with the SDK.
+pub async fn connect(address: SocketAddr) -> Client {
+    Client::connect(address).await.expect("connect")
+}
+
+/// Connects and logs in as iggy/iggy (the server must run with the default root).
+pub async fn root(address: SocketAddr) -> Client {
+    let mut client = connect(address).await;
+    assert_eq!(client.login_user("iggy", "iggy").await.expect("root login"), 0);
+    client
+}
+
+/// Connects and logs in with a token.
+pub async fn with_token(address: SocketAddr, token: &str) -> Client {
+    let mut client = connect(address).await;
+    client.login_with_personal_access_token(token).await.expect("token login");
+    client
+}
+
+/// Bytes from the OS random source.
+pub fn random_bytes(count: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; count];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes
+}
+
+/// `count` random characters from `0-9A-Za-z`.
+pub fn random_alphanumeric(count: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(count);
+    while out.len() < count {
+        for byte in random_bytes(64) {
+            // 248 = 4 × 62: reject the rest so every character is equally likely.
+            if byte < 248 && out.len() < count {
+                out.push(char::from(ALPHABET[usize::from(byte % 62)]));
+            }
+        }
+    }
+    out
+}
+
+/// A well-formed Latchkey token (right prefix, length and checksum) that the
+/// server never issued.
+pub fn unissued_token() -> String {
+    let secret: [u8; 32] = random_bytes(32).try_into().unwrap();
+    latchkey_protocol::token::encode(&secret)
+}
+
+/// Whether `token` has Latchkey's shape: `lk_` + 49 base62 characters.
+pub fn assert_token_shape(token: &str) {
+    assert_eq!(token.len(), 52, "token length: {token:?}");
+    assert!(token.starts_with("lk_"), "token prefix: {token:?}");
+    assert!(token[3..].bytes().all(|b| b.is_ascii_alphanumeric()), "token alphabet: {token:?}");
+    latchkey_protocol::token::validate(token).expect("token checksum");
+}
+
+/// One `[[users]]` entry.
+pub struct TestUser<'a> {
+    pub id: u32,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub active: bool,
+}
+
+/// Config text for `users`, hashing each password.
+pub fn users_config(users: &[TestUser<'_>]) -> String {
+    let mut text = String::new();
+    for user in users {
+        text.push_str(&format!(
+            "[[users]]\nid = {}\nusername = \"{}\"\npassword_hash = \"{}\"\nactive = {}\n\n",
+            user.id,
+            user.username,
+            latchkey_tests::password_hash(user.password),
+            user.active
+        ));
+    }
+    text
+}
+
+/// Now, in µs since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros() as u64
+}
+
+/// Waits (bounded by the hang guard) until `check` holds for the server's
+/// stderr, which a reader thread collects asynchronously.
+pub fn wait_for_stderr(server: &latchkey_tests::TestServer, check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let stderr = server.stderr();
+        if check(&stderr) {
+            return stderr;
+        }
+        assert!(std::time::Instant::now() < deadline, "expected output never appeared on stderr:\n{stderr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Same as [`wait_for_stderr`] for the log (stdout).
+pub fn wait_for_logs(server: &latchkey_tests::TestServer, check: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let logs = server.logs();
+        if check(&logs) {
+            return logs;
+        }
+        assert!(std::time::Instant::now() < deadline, "expected output never appeared in the log:\n{logs}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
