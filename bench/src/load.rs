@@ -1,0 +1,334 @@
+//! The load generator: N connections on one current-thread runtime, each
+//! sending precomputed request frames (a burst of `depth` per write) and
+//! parsing replies in place. Nothing is allocated per request, so the
+//! client's own CPU cost stays small next to the server's on a shared
+//! 2-core machine; that cost is measured and reported with every figure.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use latchkey_protocol::body::{
+    Command, CreatePersonalAccessToken, DeletePersonalAccessToken, GetPersonalAccessTokens, LoginUser,
+    LoginWithPersonalAccessToken, Ping, RawPersonalAccessToken, WireDecode,
+};
+use latchkey_protocol::codec::encode_request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// LoginWithPersonalAccessToken, repeated on open connections.
+    Login,
+    /// Connect, log in with a token, close; repeated.
+    LoginNewconn,
+    /// GetPersonalAccessTokens of a user holding 10 tokens.
+    List,
+    /// Create a token, then delete it: two durable writes.
+    Churn,
+    /// Ping.
+    Ping,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Login => "login",
+            Scenario::LoginNewconn => "login-newconn",
+            Scenario::List => "list",
+            Scenario::Churn => "churn",
+            Scenario::Ping => "ping",
+        }
+    }
+}
+
+/// Credentials and setup shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub user: String,
+    pub password: String,
+    /// Server process to sample CPU time from, if known.
+    pub server_pid: Option<u32>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub histogram: Histogram<u64>,
+    pub client_cpu: f64,
+    pub server_cpu: Option<f64>,
+}
+
+impl RunResult {
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn quantile_us(&self, quantile: f64) -> u64 {
+        self.histogram.value_at_quantile(quantile)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// Name of the tokens the setup creates; `bench-t0` is the login token.
+const SETUP_TOKENS: usize = 10;
+
+fn frame<C: Command>(command: &C) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_request(C::CODE, command, &mut out);
+    out.to_vec()
+}
+
+/// Sends one request and waits for its reply; for setup only.
+async fn call(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+    stream.write_all(request).await?;
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await?;
+    let status = u32::from_le_bytes(header[..4].try_into().unwrap());
+    let length = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await?;
+    Ok((status, payload))
+}
+
+fn setup_error(what: &str, status: u32) -> std::io::Error {
+    std::io::Error::other(format!("setup: {what} failed with status {status}"))
+}
+
+/// Logs in with the password and (re)creates the setup tokens; returns the
+/// login token. The user then holds at least 10 tokens for `list`.
+pub async fn prepare(target: &Target) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(target.address).await?;
+    let login = LoginUser {
+        username: target.user.clone(),
+        password: target.password.clone(),
+        version: Some("latchkey-bench".into()),
+        context: None,
+    };
+    let (status, _) = call(&mut stream, &frame(&login)).await?;
+    if status != 0 {
+        return Err(setup_error("password login", status));
+    }
+    let mut login_token = String::new();
+    for index in 0..SETUP_TOKENS {
+        let name = format!("bench-t{index}");
+        // Absent (20) is fine; anything else is a real failure.
+        let (status, _) = call(&mut stream, &frame(&DeletePersonalAccessToken { name: name.clone() })).await?;
+        if status != 0 && status != 20 {
+            return Err(setup_error("delete of a setup token", status));
+        }
+        let create = CreatePersonalAccessToken { name, expiry_us: u64::MAX };
+        let (status, payload) = call(&mut stream, &frame(&create)).await?;
+        if status != 0 {
+            return Err(setup_error("create of a setup token", status));
+        }
+        let (token, _) = RawPersonalAccessToken::decode(&payload)
+            .map_err(|_| std::io::Error::other("setup: create reply does not decode"))?;
+        if index == 0 {
+            login_token = token.token;
+        }
+    }
+    Ok(login_token)
+}
+
+/// The frames one connection sends per burst.
+fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Vec<u8> {
+    let login = frame(&LoginWithPersonalAccessToken { token: token.to_owned() });
+    let one: Vec<u8> = match scenario {
+        Scenario::Ping => frame(&Ping),
+        Scenario::Login | Scenario::LoginNewconn => login,
+        Scenario::List => frame(&GetPersonalAccessTokens),
+        Scenario::Churn => {
+            let name = format!("bench-c{connection}");
+            let mut pair = frame(&CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX });
+            pair.extend_from_slice(&frame(&DeletePersonalAccessToken { name }));
+            pair
+        }
+    };
+    one.repeat(depth)
+}
+
+/// Requests per burst (churn sends create + delete per depth unit).
+fn requests_per_burst(scenario: Scenario, depth: usize) -> usize {
+    if scenario == Scenario::Churn { 2 * depth } else { depth }
+}
+
+struct Phase {
+    measure_from: Instant,
+    end: Instant,
+}
+
+#[derive(Default)]
+struct ConnectionStats {
+    ops: u64,
+    errors: u64,
+    histogram: Option<Histogram<u64>>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// Runs one measured run of `scenario` with `connections` connections.
+pub fn run(
+    target: &Target,
+    scenario: Scenario,
+    connections: usize,
+    depth: usize,
+    timing: Timing,
+    token: &str,
+) -> std::io::Result<RunResult> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let start = Instant::now();
+        let phase = Rc::new(Phase { measure_from: start + timing.warmup, end: start + timing.warmup + timing.duration });
+        let mut tasks = Vec::with_capacity(connections);
+        for connection in 0..connections {
+            let phase = Rc::clone(&phase);
+            let bytes = burst(scenario, token, connection, depth);
+            let per_burst = requests_per_burst(scenario, depth);
+            let address = target.address;
+            let login = frame(&LoginWithPersonalAccessToken { token: token.to_owned() });
+            tasks.push(tokio::task::spawn_local(async move {
+                if scenario == Scenario::LoginNewconn {
+                    new_connections(address, &login, &phase).await
+                } else {
+                    let needs_login = matches!(scenario, Scenario::List | Scenario::Churn);
+                    open_connection(address, needs_login.then_some(&login[..]), &bytes, per_burst, &phase).await
+                }
+            }));
+        }
+        // CPU is sampled at the edges of the measured window.
+        tokio::time::sleep_until(phase.measure_from.into()).await;
+        let client_before = sys::own_cpu();
+        let server_before = target.server_pid.and_then(sys::process_cpu);
+        tokio::time::sleep_until(phase.end.into()).await;
+        let client_cpu = sys::own_cpu().saturating_sub(client_before);
+        let server_cpu = target
+            .server_pid
+            .and_then(sys::process_cpu)
+            .zip(server_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        let mut total = RunResult {
+            ops: 0,
+            errors: 0,
+            elapsed: timing.duration,
+            histogram: new_histogram(),
+            client_cpu: client_cpu.as_secs_f64() / timing.duration.as_secs_f64(),
+            server_cpu: server_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
+        };
+        for task in tasks {
+            let stats = task.await.map_err(std::io::Error::other)??;
+            total.ops += stats.ops;
+            total.errors += stats.errors;
+            if let Some(histogram) = &stats.histogram {
+                total.histogram.add(histogram).expect("same bounds");
+            }
+        }
+        Ok(total)
+    })
+}
+
+/// Keeps one connection busy: write a burst, read its replies, repeat.
+async fn open_connection(
+    address: SocketAddr,
+    login: Option<&[u8]>,
+    burst: &[u8],
+    per_burst: usize,
+    phase: &Phase,
+) -> std::io::Result<ConnectionStats> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    if let Some(login) = login {
+        let (status, _) = call(&mut stream, login).await?;
+        if status != 0 {
+            return Err(setup_error("token login", status));
+        }
+    }
+    let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
+    let histogram = stats.histogram.as_mut().expect("set above");
+    let mut input = vec![0u8; 256 * 1024];
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= phase.end {
+            return Ok(stats);
+        }
+        stream.write_all(burst).await?;
+        // Parse replies in place: [status u32][length u32][payload].
+        let (mut filled, mut offset, mut replies) = (0usize, 0usize, 0usize);
+        while replies < per_burst {
+            while filled - offset >= 8 {
+                let header = &input[offset..offset + 8];
+                let status = u32::from_le_bytes(header[..4].try_into().unwrap());
+                let length = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
+                if filled - offset < 8 + length {
+                    break;
+                }
+                offset += 8 + length;
+                replies += 1;
+                let done = Instant::now();
+                if done >= phase.measure_from && done < phase.end {
+                    stats.ops += 1;
+                    if status != 0 {
+                        stats.errors += 1;
+                    }
+                    let _ = histogram.record((done - sent_at).as_micros().max(1) as u64);
+                }
+            }
+            if replies == per_burst {
+                break;
+            }
+            if offset == filled {
+                (filled, offset) = (0, 0);
+            } else if filled == input.len() {
+                input.copy_within(offset..filled, 0);
+                (filled, offset) = (filled - offset, 0);
+            }
+            let read = stream.read(&mut input[filled..]).await?;
+            if read == 0 {
+                return Err(std::io::Error::other("server closed the connection"));
+            }
+            filled += read;
+        }
+    }
+}
+
+/// Connect, send one login, read its reply, close; repeat.
+async fn new_connections(address: SocketAddr, login: &[u8], phase: &Phase) -> std::io::Result<ConnectionStats> {
+    let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
+    let histogram = stats.histogram.as_mut().expect("set above");
+    loop {
+        let started = Instant::now();
+        if started >= phase.end {
+            return Ok(stats);
+        }
+        let mut stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (status, _) = call(&mut stream, login).await?;
+        // Reset instead of FIN: a closing client would otherwise park one
+        // ephemeral port in TIME_WAIT per iteration and run out of them.
+        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+        drop(stream);
+        let done = Instant::now();
+        if done >= phase.measure_from && done < phase.end {
+            stats.ops += 1;
+            if status != 0 {
+                stats.errors += 1;
+            }
+            let _ = histogram.record((done - started).as_micros().max(1) as u64);
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `latchkey-bench`: measures Latchkey (or any server speaking Iggy's legacy
+//! framing) honestly, next to baselines taken on the same machine in the
+//! same session. See BENCHMARKS.md for the figures and exact commands.
+
+mod disk;
+mod load;
+mod null_server;
+mod report;
+mod scale;
+mod sys;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::load::{Scenario, Target, Timing};
+
+#[derive(Parser)]
+#[command(name = "latchkey-bench", version, about = "Benchmarks for Latchkey and its baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| error.to_string())
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios against a server (and optionally a baseline).
+    Run {
+        /// Server under test.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        /// Label for the server under test in the output.
+        #[arg(long, default_value = "latchkey")]
+        label: String,
+        /// A baseline (e.g. `latchkey-bench null-server`), measured in the
+        /// same session, interleaved run by run; ratios are against it.
+        #[arg(long)]
+        baseline: Option<SocketAddr>,
+        #[arg(long, default_value = "null")]
+        baseline_label: String,
+        #[arg(long, default_value = "iggy")]
+        user: String,
+        #[arg(long, default_value = "iggy")]
+        pass: String,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "login")]
+        scenarios: Vec<Scenario>,
+        /// Connection counts, e.g. 1,16,64.
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        connections: Vec<usize>,
+        /// Requests in flight per connection (pipelining depth).
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        duration: Duration,
+        #[arg(long, value_parser = duration, default_value = "1s")]
+        warmup: Duration,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// PID of the server under test, for its CPU use.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// PID of the baseline server, for its CPU use.
+        #[arg(long)]
+        baseline_pid: Option<u32>,
+        /// Print one JSON line per scenario and connection count.
+        #[arg(long)]
+        json: bool,
+        /// Draw throughput and p99 against connections into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Serve the same framing and do no work at all: the physical limit.
+    NullServer {
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        addr: SocketAddr,
+        #[arg(long, value_enum, default_value = "multi-thread")]
+        shape: null_server::Shape,
+        /// Worker threads (multi-thread) or runtimes (per-core); 0 = cores.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// One writer: append + fdatasync per record, on DIR's disk.
+    Disk {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        record_bytes: usize,
+        #[arg(long, value_parser = duration, default_value = "5s")]
+        duration: Duration,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Create many tokens, then report the server's RSS per token.
+    Fill {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "iggy")]
+        user: String,
+        #[arg(long, default_value = "iggy")]
+        pass: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        tokens: u64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        depth: usize,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// Hold many idle connections, then report the server's RSS per connection.
+    Idle {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, value_parser = duration, default_value = "2s")]
+        hold: Duration,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("latchkey-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn run(cli: Cli) -> std::io::Result<()> {
+    match cli.command {
+        Command::NullServer { addr, shape, threads } => {
+            null_server::run(addr, shape, if threads == 0 { cores() } else { threads })
+        }
+        Command::Disk { dir, record_bytes, duration, runs } => {
+            let mut results = Vec::new();
+            for index in 0..runs {
+                let result = disk::run(&dir, record_bytes, duration)?;
+                println!(
+                    "  run {index}: {:.0} records/s  p50 {} µs  p99 {} µs",
+                    result.records_per_sec, result.p50_us, result.p99_us
+                );
+                results.push(result);
+            }
+            results.sort_by(|a, b| a.records_per_sec.total_cmp(&b.records_per_sec));
+            let median = &results[results.len() / 2];
+            println!(
+                "disk (append {record_bytes} B + fdatasync, 1 writer, {}): median {:.0} records/s  p50 {} µs  p99 {} µs",
+                dir.display(),
+                median.records_per_sec,
+                median.p50_us,
+                median.p99_us
+            );
+            Ok(())
+        }
+        Command::Fill { addr, user, pass, tokens, connections, depth, server_pid } => {
+            let before = server_pid.and_then(sys::process_rss);
+            let result = scale::fill(addr, &user, &pass, tokens, connections, depth)?;
+            // Let allocator and page state settle before sampling.
+            std::thread::sleep(Duration::from_millis(500));
+            let after = server_pid.and_then(sys::process_rss);
+            println!(
+                "fill: created {} tokens ({} refused) in {:.1} s = {:.0} creates/s",
+                result.created,
+                result.refused,
+                result.elapsed.as_secs_f64(),
+                result.created as f64 / result.elapsed.as_secs_f64()
+            );
+            if let (Some(before), Some(after)) = (before, after) {
+                println!(
+                    "server RSS {:.1} MiB → {:.1} MiB: {:.0} bytes per token (all shards and the writer together)",
+                    before as f64 / 1048576.0,
+                    after as f64 / 1048576.0,
+                    after.saturating_sub(before) as f64 / result.created.max(1) as f64
+                );
+            }
+            Ok(())
+        }
+        Command::Idle { addr, connections, hold, server_pid } => {
+            let result = scale::idle(addr, connections, hold, server_pid)?;
+            match (result.rss_before, result.rss_after) {
+                (Some(before), Some(after)) => println!(
+                    "idle: {} connections; server RSS {:.1} MiB → {:.1} MiB: {:.0} bytes per connection",
+                    result.opened,
+                    before as f64 / 1048576.0,
+                    after as f64 / 1048576.0,
+                    after.saturating_sub(before) as f64 / result.opened.max(1) as f64
+                ),
+                _ => println!("idle: {} connections held (pass --server-pid for RSS)", result.opened),
+            }
+            Ok(())
+        }
+        Command::Run {
+            addr,
+            label,
+            baseline,
+            baseline_label,
+            user,
+            pass,
+            scenarios,
+            connections,
+            depth,
+            duration,
+            warmup,
+            runs,
+            server_pid,
+            baseline_pid,
+            json,
+            plot,
+        } => {
+            let timing = Timing { warmup, duration };
+            let target = Target { address: addr, user: user.clone(), password: pass.clone(), server_pid };
+            let base = baseline.map(|address| Target { address, user, password: pass, server_pid: baseline_pid });
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let token = runtime.block_on(load::prepare(&target))?;
+            let base_token = match &base {
+                Some(base) => Some(runtime.block_on(load::prepare(base))?),
+                None => None,
+            };
+            drop(runtime);
+            let mut summaries = Vec::new();
+            eprintln!("{}", report::table_header());
+            for &scenario in &scenarios {
+                for &conns in &connections {
+                    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                    for index in 0..runs.max(1) {
+                        if let (Some(base), Some(base_token)) = (&base, &base_token) {
+                            let run = load::run(base, scenario, conns, depth, timing, base_token)?;
+                            eprintln!("{}", report::run_line(&baseline_label, scenario.name(), conns, depth, index, &run));
+                            theirs.push(run);
+                        }
+                        let run = load::run(&target, scenario, conns, depth, timing, &token)?;
+                        eprintln!("{}", report::run_line(&label, scenario.name(), conns, depth, index, &run));
+                        mine.push(run);
+                    }
+                    let mut summary = report::summarize(&label, scenario.name(), conns, depth, &mine);
+                    if !theirs.is_empty() {
+                        let base = report::summarize(&baseline_label, scenario.name(), conns, depth, &theirs);
+                        summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
+                        summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
+                        println!("{}", if json { report::json_line(&base) } else { report::table_row(&base) });
+                        summaries.push(base);
+                    }
+                    println!("{}", if json { report::json_line(&summary) } else { report::table_row(&summary) });
+                    summaries.push(summary);
+                }
+            }
+            if let Some(path) = plot {
+                let title = format!("latchkey-bench, depth {depth}, {}s runs, median of {runs}", duration.as_secs());
+                std::fs::write(&path, report::plot_svg(&summaries, &title))?;
+                eprintln!("plot written to {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Summaries: the median run, the text table, JSON lines and the SVG plot.
+
+use std::fmt::Write as _;
+
+use crate::load::RunResult;
+
+/// The figures of one (target, scenario, connections, depth) cell.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub target: String,
+    pub scenario: String,
+    pub connections: usize,
+    pub depth: usize,
+    /// Every run's ops/s, in run order.
+    pub runs_ops: Vec<f64>,
+    /// The median run (by ops/s).
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub client_cpu: f64,
+    pub server_cpu: Option<f64>,
+    pub errors: u64,
+    /// Against the baseline measured in the same session, if any.
+    pub ratio_ops: Option<f64>,
+    pub ratio_p99: Option<f64>,
+}
+
+pub fn summarize(target: &str, scenario: &str, connections: usize, depth: usize, runs: &[RunResult]) -> Summary {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[a].ops_per_sec().total_cmp(&runs[b].ops_per_sec()));
+    let median = &runs[order[order.len() / 2]];
+    Summary {
+        target: target.to_owned(),
+        scenario: scenario.to_owned(),
+        connections,
+        depth,
+        runs_ops: runs.iter().map(RunResult::ops_per_sec).collect(),
+        ops_per_sec: median.ops_per_sec(),
+        p50_us: median.quantile_us(0.5),
+        p99_us: median.quantile_us(0.99),
+        p999_us: median.quantile_us(0.999),
+        client_cpu: median.client_cpu,
+        server_cpu: median.server_cpu,
+        errors: runs.iter().map(|run| run.errors).sum(),
+        ratio_ops: None,
+        ratio_p99: None,
+    }
+}
+
+pub fn run_line(target: &str, scenario: &str, connections: usize, depth: usize, index: usize, run: &RunResult) -> String {
+    format!(
+        "  run {index}: {target:<10} {scenario:<13} conns {connections:>5} depth {depth:>3}  {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  client cpu {:.2}  server cpu {}  errors {}",
+        run.ops_per_sec(),
+        run.quantile_us(0.5),
+        run.quantile_us(0.99),
+        run.quantile_us(0.999),
+        run.client_cpu,
+        run.server_cpu.map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+        run.errors
+    )
+}
+
+pub fn table_header() -> String {
+    "target     scenario      conns depth       ops/s   p50 µs   p99 µs p99.9 µs  cl.cpu  sv.cpu  vs-null ops  vs-null p99  errors".to_owned()
+}
+
+pub fn table_row(summary: &Summary) -> String {
+    let ratio = |value: Option<f64>| value.map_or("-".to_owned(), |ratio| format!("{ratio:.2}"));
+    format!(
+        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7.2} {:>7} {:>12} {:>12} {:>7}",
+        summary.target,
+        summary.scenario,
+        summary.connections,
+        summary.depth,
+        summary.ops_per_sec,
+        summary.p50_us,
+        summary.p99_us,
+        summary.p999_us,
+        summary.client_cpu,
+        summary.server_cpu.map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+        ratio(summary.ratio_ops),
+        ratio(summary.ratio_p99),
+        summary.errors
+    )
+}
+
+/// One JSON object on one line (hand-written: the fields are all plain).
+pub fn json_line(summary: &Summary) -> String {
+    let option = |value: Option<f64>| value.map_or("null".to_owned(), |v| format!("{v:.4}"));
+    let runs: Vec<String> = summary.runs_ops.iter().map(|ops| format!("{ops:.1}")).collect();
+    format!(
+        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{:.3},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}]}}",
+        summary.target,
+        summary.scenario,
+        summary.connections,
+        summary.depth,
+        summary.ops_per_sec,
+        summary.p50_us,
+        summary.p99_us,
+        summary.p999_us,
+        summary.client_cpu,
+        option(summary.server_cpu),
+        summary.errors,
+        option(summary.ratio_ops),
+        option(summary.ratio_p99),
+        runs.join(",")
+    )
+}
+
+const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+/// Two panels (ops/s and p99 against connections, log-scaled x), one line
+/// per (target, scenario). Plain SVG, readable in any browser.
+pub fn plot_svg(summaries: &[Summary], title: &str) -> String {
+    let mut series: Vec<(String, Vec<&Summary>)> = Vec::new();
+    for summary in summaries {
+        let key = format!("{} {} d{}", summary.target, summary.scenario, summary.depth);
+        match series.iter_mut().find(|(name, _)| *name == key) {
+            Some((_, points)) => points.push(summary),
+            None => series.push((key, vec![summary])),
+        }
+    }
+    for (_, points) in &mut series {
+        points.sort_by_key(|summary| summary.connections);
+    }
+    let (width, height, panel_w, panel_h, left, top) = (1000.0, 460.0, 400.0, 300.0, 70.0, 50.0);
+    let conns: Vec<f64> = summaries.iter().map(|s| s.connections.max(1) as f64).collect();
+    let (x_min, x_max) = (
+        conns.iter().cloned().fold(f64::MAX, f64::min).ln(),
+        conns.iter().cloned().fold(1.0, f64::max).ln().max(0.1),
+    );
+    let x_span = (x_max - x_min).max(0.1);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"24\" font-size=\"16\" text-anchor=\"middle\">{}</text>\n",
+        width / 2.0,
+        escape(title)
+    );
+    let panels: [(&str, fn(&Summary) -> f64); 2] =
+        [("throughput (ops/s)", |s| s.ops_per_sec), ("p99 latency (µs)", |s| s.p99_us as f64)];
+    for (index, (label, value)) in panels.iter().enumerate() {
+        let x0 = left + index as f64 * (panel_w + 110.0);
+        let y_max = summaries.iter().map(value).fold(1.0, f64::max) * 1.1;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x0}\" y=\"{top}\" width=\"{panel_w}\" height=\"{panel_h}\" fill=\"none\" stroke=\"#888\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">connections</text>\n",
+            x0 + panel_w / 2.0,
+            top - 8.0,
+            x0 + panel_w / 2.0,
+            top + panel_h + 34.0
+        );
+        for tick in 0..=4 {
+            let y_value = y_max * tick as f64 / 4.0;
+            let y = top + panel_h - panel_h * tick as f64 / 4.0;
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}</text><line x1=\"{x0}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#eee\"/>",
+                x0 - 4.0,
+                y + 4.0,
+                y_value,
+                x0 + panel_w
+            );
+        }
+        let mut ticks: Vec<usize> = summaries.iter().map(|s| s.connections).collect();
+        ticks.sort_unstable();
+        ticks.dedup();
+        for conns in ticks {
+            let x = x0 + panel_w * ((conns.max(1) as f64).ln() - x_min) / x_span;
+            let _ = writeln!(svg, "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{conns}</text>", top + panel_h + 16.0);
+        }
+        for (series_index, (_, points)) in series.iter().enumerate() {
+            let color = COLORS[series_index % COLORS.len()];
+            let coords: Vec<String> = points
+                .iter()
+                .map(|summary| {
+                    let x = x0 + panel_w * ((summary.connections.max(1) as f64).ln() - x_min) / x_span;
+                    let y = top + panel_h - panel_h * value(summary) / y_max;
+                    format!("{x:.1},{y:.1}")
+                })
+                .collect();
+            let _ = writeln!(
+                svg,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+                coords.join(" ")
+            );
+            for point in &coords {
+                let (x, y) = point.split_once(',').expect("x,y");
+                let _ = writeln!(svg, "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{color}\"/>");
+            }
+        }
+    }
+    for (series_index, (name, _)) in series.iter().enumerate() {
+        let color = COLORS[series_index % COLORS.len()];
+        let x = left + (series_index % 4) as f64 * 230.0;
+        let y = top + panel_h + 60.0 + (series_index / 4) as f64 * 18.0;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{color}\"/><text x=\"{}\" y=\"{y}\">{}</text>",
+            y - 5.0,
+            x + 20.0,
+            escape(name)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
