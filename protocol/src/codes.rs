@@ -13,6 +13,10 @@ pub const GET_PERSONAL_ACCESS_TOKENS: u32 = 41;
 pub const CREATE_PERSONAL_ACCESS_TOKEN: u32 = 42;
 pub const DELETE_PERSONAL_ACCESS_TOKEN: u32 = 43;
 pub const LOGIN_WITH_PERSONAL_ACCESS_TOKEN: u32 = 44;
+/// The 0.11 logins (spec §2.8). Both travel as operation Register, so these
+/// codes never appear on the wire; Latchkey refuses them as NonReplicated.
+pub const LOGIN_REGISTER: u32 = 40;
+pub const LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN: u32 = 45;
 
 /// Every command code in Iggy's code table (spec §2.8), served or not.
 /// Codes 40 and 45 are the 0.11 login codes; they are in Iggy's table, so
@@ -48,6 +52,8 @@ pub fn name(code: u32) -> &'static str {
         CREATE_PERSONAL_ACCESS_TOKEN => "CreatePersonalAccessToken",
         DELETE_PERSONAL_ACCESS_TOKEN => "DeletePersonalAccessToken",
         LOGIN_WITH_PERSONAL_ACCESS_TOKEN => "LoginWithPersonalAccessToken",
+        LOGIN_REGISTER => "LoginRegister",
+        LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN => "LoginRegisterWithPat",
         code if is_iggy_code(code) => "unserved Iggy command",
         _ => "unknown",
     }

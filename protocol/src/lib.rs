@@ -4,6 +4,8 @@
 //!
 //! Layout:
 //! - [`codec`]: the legacy length-prefixed framing as a tokio-util codec;
+//! - [`vsr`]: the 0.11 framing (256-byte headers, Register logins, result
+//!   sections, the version gate);
 //! - [`body`]: one type per request and reply body;
 //! - [`request`]: a code plus a decoded body, with the precedence rules;
 //! - [`codes`]: command codes; [`error`]: wire error codes;
@@ -15,6 +17,7 @@ pub mod codes;
 pub mod error;
 pub mod request;
 pub mod token;
+pub mod vsr;
 pub mod wire;
 
 pub use error::ErrorCode;

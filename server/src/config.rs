@@ -60,7 +60,57 @@ pub struct TcpConfig {
     pub address: String,
     /// Largest request length field (code + payload bytes) accepted; a larger
     /// declared length closes the connection before anything is buffered.
+    /// The 0.11 framing applies the same body limit (see [`TcpConfig::vsr_size_max`]).
     pub max_frame_size: u32,
+    /// Which framing connections on this listener speak.
+    pub framing: Framing,
+}
+
+impl TcpConfig {
+    /// The largest 0.11 frame (`size`, header included) accepted: the same
+    /// largest body a legacy frame may carry (`max_frame_size` − 4 bytes for
+    /// the code), behind a 256-byte header instead of an 8-byte one.
+    pub fn vsr_size_max(&self) -> u32 {
+        let body_max = self.max_frame_size.saturating_sub(4);
+        body_max.saturating_add(latchkey_protocol::vsr::HEADER_BYTES as u32)
+    }
+}
+
+/// The framing a listener speaks (spec §0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    /// Decide per connection from its first 4 bytes: all zero is the 0.11
+    /// framing, anything else legacy (spec §0.2).
+    #[default]
+    Auto,
+    /// Length-prefixed frames only (`iggy` ≤ 0.10, `iggy-cli` ≤ 0.13).
+    Legacy,
+    /// 256-byte-header frames only (`iggy` 0.11, `iggy-cli` 0.14).
+    Vsr,
+}
+
+impl std::str::FromStr for Framing {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Framing, String> {
+        match value.trim() {
+            "auto" => Ok(Framing::Auto),
+            "legacy" => Ok(Framing::Legacy),
+            "vsr" => Ok(Framing::Vsr),
+            other => Err(format!("unknown framing {other:?}; expected auto, legacy or vsr")),
+        }
+    }
+}
+
+impl std::fmt::Display for Framing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Framing::Auto => "auto",
+            Framing::Legacy => "legacy",
+            Framing::Vsr => "vsr",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -126,6 +176,7 @@ impl Default for TcpConfig {
         TcpConfig {
             address: "127.0.0.1:8090".to_owned(),
             max_frame_size: latchkey_protocol::codec::REQUEST_LENGTH_MAX_DEFAULT,
+            framing: Framing::Auto,
         }
     }
 }
@@ -214,6 +265,7 @@ const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", system.compaction_dead_ratio, parse),
     env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
     env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
+    env_key!("LATCHKEY_TCP_FRAMING", tcp.framing, parse),
     env_key!(
         "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
         personal_access_token.max_tokens_per_user,
@@ -324,6 +376,33 @@ mod tests {
             .apply_env(|key| (key == "LATCHKEY_SYSTEM_SHARDS").then(|| "many".to_owned()))
             .unwrap_err();
         assert!(error.to_string().contains("LATCHKEY_SYSTEM_SHARDS"), "{error}");
+    }
+
+    #[test]
+    fn framing_parses_from_the_file_and_the_environment() {
+        assert_eq!(Config::default().tcp.framing, Framing::Auto);
+        for framing in [Framing::Auto, Framing::Legacy, Framing::Vsr] {
+            let config = Config::from_toml(&format!("[tcp]\nframing = \"{framing}\"\n")).unwrap();
+            assert_eq!(config.tcp.framing, framing);
+            let mut config = Config::default();
+            config.apply_env(|key| (key == "LATCHKEY_TCP_FRAMING").then(|| framing.to_string())).unwrap();
+            assert_eq!(config.tcp.framing, framing);
+        }
+        assert!(Config::from_toml("[tcp]\nframing = \"0.11\"\n").is_err());
+        let error = Config::default()
+            .apply_env(|key| (key == "LATCHKEY_TCP_FRAMING").then(|| "tls".to_owned()))
+            .unwrap_err();
+        assert!(error.to_string().contains("LATCHKEY_TCP_FRAMING"), "{error}");
+    }
+
+    #[test]
+    fn the_vsr_frame_limit_allows_the_same_body_as_the_legacy_one() {
+        let mut tcp = TcpConfig::default();
+        assert_eq!(tcp.vsr_size_max(), 65_536 - 4 + 256);
+        tcp.max_frame_size = 4;
+        assert_eq!(tcp.vsr_size_max(), 256);
+        tcp.max_frame_size = u32::MAX;
+        assert_eq!(tcp.vsr_size_max(), u32::MAX);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! One client connection: read frames, answer each in order, write replies
-//! in one syscall per burst.
+//! One client connection: tell its framing apart, read frames, answer each
+//! in order, write replies in one syscall per burst.
 //!
 //! Reading is "decode what is buffered, else read more". Every request that
 //! is already buffered is answered before the replies are written, so a
@@ -7,6 +7,19 @@
 //! lockstep client (every Iggy SDK) sees one reply per request at once.
 //! The connection closes only when the framing itself is broken (a declared
 //! length over the limit), when the peer closes, or at shutdown.
+//!
+//! **Framing detection** (spec §0.2), once per connection, before the first
+//! frame is decoded, when `[tcp] framing = "auto"`: read the first 4 bytes
+//! (never more, so an 8-byte legacy Ping is answered at once).
+//! - All zero: the 0.11 framing ([`crate::vsr`]). Those bytes are the low
+//!   word of the header checksum, which the 0.11 SDK and CLI leave at 0; no
+//!   legacy frame starts with them, as a legacy length is at least 4.
+//! - Anything else: legacy. A length of 1–3 is a malformed legacy frame,
+//!   answered with 3 as before.
+//!
+//! A forced framing skips detection. The legacy loop below is the hot path
+//! the bench measures: detection runs once per connection, before it, and
+//! adds nothing per request.
 
 use std::net::SocketAddr;
 
@@ -16,14 +29,18 @@ use latchkey_protocol::{ErrorCode, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::Framing;
 use crate::dispatch::{self, Session};
 use crate::shard::Shard;
 
 /// Initial read buffer; grows only for a frame larger than this.
-const READ_BUFFER_BYTES: usize = 4096;
+pub(crate) const READ_BUFFER_BYTES: usize = 4096;
+/// Bytes read before the framing is decided: one legacy length field, or the
+/// low word of a 0.11 header checksum.
+const FRAMING_PREFIX_BYTES: usize = 4;
 
 pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard) {
-    let stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+    let mut stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(%peer, %error, "cannot register connection");
@@ -34,15 +51,66 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
     let client_id = shard.shared.client_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(client_id, peer);
     tracing::debug!(%peer, shard = shard.id, client_id, "connection opened");
-    match run(stream, &mut session, shard).await {
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let framing = match shard.shared.framing {
+        Framing::Auto => detect(&mut stream, &mut input, shard).await,
+        forced => Ok(Some(forced)),
+    };
+    let result = match framing {
+        Ok(Some(Framing::Vsr)) => {
+            tracing::debug!(%peer, client_id, "0.11 framing");
+            crate::vsr::run(stream, input, &mut session, shard).await
+        }
+        Ok(Some(_)) => run(stream, input, &mut session, shard).await,
+        Ok(None) => Ok(()),
+        Err(reason) => Err(reason),
+    };
+    match result {
         Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
         Err(reason) => tracing::info!(%peer, client_id, %reason, "connection closed"),
     }
 }
 
-async fn run(mut stream: TcpStream, session: &mut Session, shard: &Shard) -> Result<(), String> {
+/// The framing a connection's first bytes announce (spec §0.2).
+fn classify(prefix: [u8; FRAMING_PREFIX_BYTES]) -> Framing {
+    if u32::from_le_bytes(prefix) == 0 { Framing::Vsr } else { Framing::Legacy }
+}
+
+/// Reads until the first [`FRAMING_PREFIX_BYTES`] bytes are in `input` and
+/// classifies them. `Ok(None)`: the peer left (or shutdown began) first.
+async fn detect(
+    stream: &mut TcpStream,
+    input: &mut BytesMut,
+    shard: &Shard,
+) -> Result<Option<Framing>, String> {
+    let mut shutdown = shard.shared.shutdown.clone();
+    while input.len() < FRAMING_PREFIX_BYTES {
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
+        tokio::select! {
+            read = stream.read_buf(input) => match read {
+                Ok(0) if input.is_empty() => return Ok(None),
+                Ok(0) => return Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
+                Ok(_) => {}
+                Err(error) => return Err(format!("read failed: {error}")),
+            },
+            _ = shutdown.changed() => return Ok(None),
+        }
+    }
+    let mut prefix = [0u8; FRAMING_PREFIX_BYTES];
+    prefix.copy_from_slice(&input[..FRAMING_PREFIX_BYTES]);
+    Ok(Some(classify(prefix)))
+}
+
+/// The legacy loop. `input` may already hold the bytes detection read.
+async fn run(
+    mut stream: TcpStream,
+    mut input: BytesMut,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<(), String> {
     let mut codec = ServerCodec::new(shard.shared.max_frame_size);
-    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut shutdown = shard.shared.shutdown.clone();
     loop {
@@ -94,5 +162,29 @@ async fn answer(inbound: Inbound, session: &mut Session, shard: &Shard, output: 
     match &reply {
         Ok(body) => encode_reply(Reply::Ok(body), output),
         Err(code) => encode_reply(Reply::Err(*code), output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_first_word_is_the_0_11_framing_and_anything_else_legacy() {
+        assert_eq!(classify([0, 0, 0, 0]), Framing::Vsr);
+        // The smallest legacy frame (Ping) and other lengths.
+        assert_eq!(classify([4, 0, 0, 0]), Framing::Legacy);
+        assert_eq!(classify([0x1c, 0, 0, 0]), Framing::Legacy);
+        // 1–3: malformed legacy lengths, still legacy (answered with 3).
+        for length in 1u32..4 {
+            assert_eq!(classify(length.to_le_bytes()), Framing::Legacy);
+        }
+        // A nonzero byte anywhere in the word.
+        for index in 0..4 {
+            let mut prefix = [0u8; 4];
+            prefix[index] = 1;
+            assert_eq!(classify(prefix), Framing::Legacy, "byte {index}");
+        }
+        assert_eq!(classify(*b"GET "), Framing::Legacy);
     }
 }

@@ -41,6 +41,16 @@ impl Session {
     pub fn is_logged_in(&self) -> bool {
         self.user_id.is_some()
     }
+
+    /// The client's address, for logs.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Ends the login (the connection stays open), as Logout does.
+    pub fn log_out(&mut self) {
+        self.user_id = None;
+    }
 }
 
 /// Every reply body a served command can produce.
@@ -84,7 +94,7 @@ pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> R
         Request::LoginUser(login) => login_user(login, session, shard).await,
         Request::LoginWithPersonalAccessToken(login) => login_with_token(login, session, shard),
         Request::LogoutUser => {
-            session.user_id = None;
+            session.log_out();
             Ok(ReplyBody::Empty)
         }
         Request::GetMe => Ok(ReplyBody::Me(ClientDetails {

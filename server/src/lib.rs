@@ -1,10 +1,11 @@
 //! Latchkey server: a personal access token server speaking Iggy's binary
 //! protocol.
 //!
-//! A request's path, in four files: [`connection`] (bytes → frames → replies)
-//! → [`dispatch`] (what each command does; reads from the shard's replica)
-//! → [`writer`] (the single mutation path: check, make durable, apply on
-//! every shard) → [`registry`] (the replicated data structure).
+//! A request's path, in four files: [`connection`] (bytes → frames → replies;
+//! [`vsr`] for the 0.11 framing) → [`dispatch`] (what each command does;
+//! reads from the shard's replica) → [`writer`] (the single mutation path:
+//! check, make durable, apply on every shard) → [`registry`] (the replicated
+//! data structure).
 //! [`server`] wires it together; [`shard`] owns the per-core threads.
 
 pub mod clock;
@@ -17,4 +18,5 @@ pub mod registry;
 pub mod server;
 pub mod shard;
 pub mod users;
+pub mod vsr;
 pub mod writer;

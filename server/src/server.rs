@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -135,8 +135,11 @@ pub fn run(options: Options) -> Result<(), StartError> {
         token_key,
         writer: writer.clone(),
         max_frame_size: config.tcp.max_frame_size,
+        vsr_size_max: config.tcp.vsr_size_max(),
+        framing: config.tcp.framing,
         local_addr,
         client_ids: AtomicU32::new(1),
+        vsr_sessions: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
         shutdown,
     });
@@ -148,7 +151,12 @@ pub fn run(options: Options) -> Result<(), StartError> {
     if cleaner.enabled {
         runtime.spawn(clean_expired_tokens(writer.clone(), cleaner.interval));
     }
-    tracing::info!(address = %local_addr, shards = shards.len(), "Latchkey listening on {local_addr}");
+    tracing::info!(
+        address = %local_addr,
+        shards = shards.len(),
+        framing = %config.tcp.framing,
+        "Latchkey listening on {local_addr}"
+    );
     runtime.block_on(async {
         loop {
             tokio::select! {

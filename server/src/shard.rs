@@ -10,12 +10,13 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::config::Framing;
 use crate::registry::{Mutation, Replica};
 use crate::users::{PasswordVerifier, Users};
 use crate::writer::{Publish, WriterHandle};
@@ -28,9 +29,15 @@ pub struct Shared {
     pub token_key: [u8; 32],
     pub writer: WriterHandle,
     pub max_frame_size: u32,
+    /// Largest 0.11 frame (`size`, header included).
+    pub vsr_size_max: u32,
+    /// The framing this listener speaks, or `Auto` to decide per connection.
+    pub framing: Framing,
     pub local_addr: SocketAddr,
     /// Source of GetMe client ids.
     pub client_ids: AtomicU32,
+    /// Source of 0.11 session numbers; starts at 1 (the SDK refuses 0).
+    pub vsr_sessions: AtomicU64,
     /// Connections open right now, over all shards.
     pub connections: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
