@@ -125,7 +125,8 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
     for index in 0..SETUP_TOKENS {
         let name = format!("bench-t{index}");
         // Absent (20) is fine; anything else is a real failure.
-        let (status, _) = call(&mut stream, &frame(&DeletePersonalAccessToken { name: name.clone() })).await?;
+        let (status, _) =
+            call(&mut stream, &frame(&DeletePersonalAccessToken { name: name.clone() })).await?;
         if status != 0 && status != 20 {
             return Err(setup_error("delete of a setup token", status));
         }
@@ -194,7 +195,10 @@ pub fn run(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let start = Instant::now();
-        let phase = Rc::new(Phase { measure_from: start + timing.warmup, end: start + timing.warmup + timing.duration });
+        let phase = Rc::new(Phase {
+            measure_from: start + timing.warmup,
+            end: start + timing.warmup + timing.duration,
+        });
         let mut tasks = Vec::with_capacity(connections);
         for connection in 0..connections {
             let phase = Rc::clone(&phase);
@@ -207,7 +211,8 @@ pub fn run(
                     new_connections(address, &login, &phase).await
                 } else {
                     let needs_login = matches!(scenario, Scenario::List | Scenario::Churn);
-                    open_connection(address, needs_login.then_some(&login[..]), &bytes, per_burst, &phase).await
+                    open_connection(address, needs_login.then_some(&login[..]), &bytes, per_burst, &phase)
+                        .await
                 }
             }));
         }
@@ -307,7 +312,11 @@ async fn open_connection(
 }
 
 /// Connect, send one login, read its reply, close; repeat.
-async fn new_connections(address: SocketAddr, login: &[u8], phase: &Phase) -> std::io::Result<ConnectionStats> {
+async fn new_connections(
+    address: SocketAddr,
+    login: &[u8],
+    phase: &Phase,
+) -> std::io::Result<ConnectionStats> {
     let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
     let histogram = stats.histogram.as_mut().expect("set above");
     loop {

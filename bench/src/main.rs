@@ -224,7 +224,8 @@ fn run(cli: Cli) -> std::io::Result<()> {
         } => {
             let timing = Timing { warmup, duration };
             let target = Target { address: addr, user: user.clone(), password: pass.clone(), server_pid };
-            let base = baseline.map(|address| Target { address, user, password: pass, server_pid: baseline_pid });
+            let base =
+                baseline.map(|address| Target { address, user, password: pass, server_pid: baseline_pid });
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let token = runtime.block_on(load::prepare(&target))?;
             let base_token = match &base {
@@ -240,7 +241,10 @@ fn run(cli: Cli) -> std::io::Result<()> {
                     for index in 0..runs.max(1) {
                         if let (Some(base), Some(base_token)) = (&base, &base_token) {
                             let run = load::run(base, scenario, conns, depth, timing, base_token)?;
-                            eprintln!("{}", report::run_line(&baseline_label, scenario.name(), conns, depth, index, &run));
+                            eprintln!(
+                                "{}",
+                                report::run_line(&baseline_label, scenario.name(), conns, depth, index, &run)
+                            );
                             theirs.push(run);
                         }
                         let run = load::run(&target, scenario, conns, depth, timing, &token)?;
@@ -252,15 +256,22 @@ fn run(cli: Cli) -> std::io::Result<()> {
                         let base = report::summarize(&baseline_label, scenario.name(), conns, depth, &theirs);
                         summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
                         summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
-                        println!("{}", if json { report::json_line(&base) } else { report::table_row(&base) });
+                        println!(
+                            "{}",
+                            if json { report::json_line(&base) } else { report::table_row(&base) }
+                        );
                         summaries.push(base);
                     }
-                    println!("{}", if json { report::json_line(&summary) } else { report::table_row(&summary) });
+                    println!(
+                        "{}",
+                        if json { report::json_line(&summary) } else { report::table_row(&summary) }
+                    );
                     summaries.push(summary);
                 }
             }
             if let Some(path) = plot {
-                let title = format!("latchkey-bench, depth {depth}, {}s runs, median of {runs}", duration.as_secs());
+                let title =
+                    format!("latchkey-bench, depth {depth}, {}s runs, median of {runs}", duration.as_secs());
                 std::fs::write(&path, report::plot_svg(&summaries, &title))?;
                 eprintln!("plot written to {}", path.display());
             }

@@ -22,8 +22,11 @@ pub enum Shape {
     /// One work-stealing runtime with a worker per core.
     MultiThread,
     /// One current-thread runtime per core, each accepting on its own
-    /// SO_REUSEPORT socket.
+    /// SO_REUSEPORT socket (the kernel picks the runtime).
     PerCore,
+    /// One current-thread runtime per core, fed round-robin by a single
+    /// acceptor thread: Latchkey's shard shape.
+    RoundRobin,
 }
 
 /// Canned replies by command code.
@@ -95,6 +98,34 @@ pub fn run(address: SocketAddr, shape: Shape, threads: usize) -> std::io::Result
             }
             for join in joins {
                 join.join().map_err(|_| std::io::Error::other("null server thread panicked"))??;
+            }
+            Ok(())
+        }
+        Shape::RoundRobin => {
+            let mut senders = Vec::new();
+            for _ in 0..threads {
+                let canned = Arc::clone(&canned);
+                let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+                senders.push(sender);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(async move {
+                        while let Some(stream) = receiver.recv().await {
+                            let canned = Arc::clone(&canned);
+                            let stream = TcpStream::from_std(stream)?;
+                            tokio::spawn(async move {
+                                let _ = serve(stream, &canned).await;
+                            });
+                        }
+                        Ok::<_, std::io::Error>(())
+                    })
+                });
+            }
+            let listener = std::net::TcpListener::bind(address)?;
+            for (index, stream) in listener.incoming().enumerate() {
+                let stream = stream?;
+                stream.set_nonblocking(true)?;
+                let _ = senders[index % senders.len()].send(stream);
             }
             Ok(())
         }

@@ -26,7 +26,13 @@ pub struct Summary {
     pub ratio_p99: Option<f64>,
 }
 
-pub fn summarize(target: &str, scenario: &str, connections: usize, depth: usize, runs: &[RunResult]) -> Summary {
+pub fn summarize(
+    target: &str,
+    scenario: &str,
+    connections: usize,
+    depth: usize,
+    runs: &[RunResult],
+) -> Summary {
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by(|&a, &b| runs[a].ops_per_sec().total_cmp(&runs[b].ops_per_sec()));
     let median = &runs[order[order.len() / 2]];
@@ -48,7 +54,14 @@ pub fn summarize(target: &str, scenario: &str, connections: usize, depth: usize,
     }
 }
 
-pub fn run_line(target: &str, scenario: &str, connections: usize, depth: usize, index: usize, run: &RunResult) -> String {
+pub fn run_line(
+    target: &str,
+    scenario: &str,
+    connections: usize,
+    depth: usize,
+    index: usize,
+    run: &RunResult,
+) -> String {
     format!(
         "  run {index}: {target:<10} {scenario:<13} conns {connections:>5} depth {depth:>3}  {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  client cpu {:.2}  server cpu {}  errors {}",
         run.ops_per_sec(),
@@ -108,7 +121,8 @@ pub fn json_line(summary: &Summary) -> String {
     )
 }
 
-const COLORS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLORS: &[&str] =
+    &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 /// Two panels (ops/s and p99 against connections, log-scaled x), one line
 /// per (target, scenario). Plain SVG, readable in any browser.
@@ -168,7 +182,11 @@ pub fn plot_svg(summaries: &[Summary], title: &str) -> String {
         ticks.dedup();
         for conns in ticks {
             let x = x0 + panel_w * ((conns.max(1) as f64).ln() - x_min) / x_span;
-            let _ = writeln!(svg, "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{conns}</text>", top + panel_h + 16.0);
+            let _ = writeln!(
+                svg,
+                "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{conns}</text>",
+                top + panel_h + 16.0
+            );
         }
         for (series_index, (_, points)) in series.iter().enumerate() {
             let color = COLORS[series_index % COLORS.len()];

@@ -33,9 +33,12 @@ pub fn fill(
     let results = runtime.block_on(async {
         let mut tasks = Vec::new();
         for connection in 0..connections {
-            let share = tokens / connections as u64 + u64::from((connection as u64) < tokens % connections as u64);
+            let share =
+                tokens / connections as u64 + u64::from((connection as u64) < tokens % connections as u64);
             let (user, password) = (user.to_owned(), password.to_owned());
-            tasks.push(tokio::spawn(async move { fill_one(address, &user, &password, connection, share, depth).await }));
+            tasks.push(tokio::spawn(async move {
+                fill_one(address, &user, &password, connection, share, depth).await
+            }));
         }
         let mut totals = (0u64, 0u64);
         for task in tasks {
@@ -75,7 +78,8 @@ async fn fill_one(
         out.clear();
         let burst = (count - next).min(depth as u64);
         for _ in 0..burst {
-            let create = CreatePersonalAccessToken { name: format!("f{connection}-{next}"), expiry_us: u64::MAX };
+            let create =
+                CreatePersonalAccessToken { name: format!("f{connection}-{next}"), expiry_us: u64::MAX };
             encode_request(42, &create, &mut out);
             next += 1;
         }
@@ -99,7 +103,12 @@ pub struct IdleResult {
 
 /// Opens `connections` connections, sends each a Ping (so the server has
 /// set it up fully), holds them for `hold`, and samples the server's RSS.
-pub fn idle(address: SocketAddr, connections: usize, hold: Duration, server_pid: Option<u32>) -> std::io::Result<IdleResult> {
+pub fn idle(
+    address: SocketAddr,
+    connections: usize,
+    hold: Duration,
+    server_pid: Option<u32>,
+) -> std::io::Result<IdleResult> {
     let limit = sys::raise_nofile();
     if (limit as usize) < connections + 64 {
         return Err(std::io::Error::other(format!(

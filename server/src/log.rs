@@ -70,6 +70,12 @@ pub enum LogError {
          with --truncate-log-at {offset} (tokens recorded after it are lost)"
     )]
     Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error(
+        "{path} ends at byte offset {offset} inside its compacted snapshot, {missing} token records \
+         short; refusing to start. To keep the tokens before that offset and lose the rest, restart \
+         with --truncate-log-at {offset}"
+    )]
+    Incomplete { path: PathBuf, offset: u64, missing: u64 },
     #[error("--truncate-log-at {offset}: {reason}")]
     BadTruncate { offset: u64, reason: String },
 }
@@ -137,7 +143,11 @@ struct Compaction {
 }
 
 /// Opens (or creates) the log in `dir` and replays it.
-pub fn open(dir: &Path, policy: CompactionPolicy) -> Result<Recovered, LogError> {
+///
+/// `truncate_at` is the operator's `--truncate-log-at`: applied only when the
+/// log does not replay as it is (corruption, or a short snapshot), so a flag
+/// left in a service definition cannot cut a healthy log on a later start.
+pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> Result<Recovered, LogError> {
     let path = dir.join(LOG_FILE);
     let compact = dir.join(COMPACT_FILE);
     // A compaction that did not finish its rename never became the log.
@@ -168,7 +178,76 @@ pub fn open(dir: &Path, policy: CompactionPolicy) -> Result<Recovered, LogError>
         fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
         bytes = header().to_vec();
     }
-    let replay = replay(&path, &bytes)?;
+    let mut replayed = replay(&path, &bytes);
+    let mut repaired = false;
+    if let Some(offset) = truncate_at {
+        let damaged = match &replayed {
+            Err(LogError::Corrupt { .. }) => true,
+            Ok(replay) => replay.snapshot_missing > 0,
+            Err(_) => false,
+        };
+        if damaged {
+            let len = bytes.len() as u64;
+            if offset < HEADER_BYTES as u64 || offset > len {
+                return Err(LogError::BadTruncate {
+                    offset,
+                    reason: format!("must be between {HEADER_BYTES} and the file size {len}"),
+                });
+            }
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                bytes = len - offset,
+                "--truncate-log-at: dropping {} bytes from offset {offset}, as asked",
+                len - offset
+            );
+            bytes.truncate(offset as usize);
+            file.set_len(offset).map_err(io_error("cannot truncate", &path))?;
+            file.sync_all().map_err(io_error("cannot sync", &path))?;
+            replayed = replay(&path, &bytes);
+            repaired = true;
+        } else if replayed.is_ok() {
+            tracing::warn!(
+                offset,
+                "the token log replays cleanly; --truncate-log-at {offset} ignored (remove it)"
+            );
+        }
+    }
+    let replay = replayed?;
+    if replay.snapshot_missing > 0 {
+        if !repaired {
+            return Err(LogError::Incomplete {
+                path,
+                offset: replay.valid_bytes,
+                missing: replay.snapshot_missing,
+            });
+        }
+        // Keep what the operator kept, as a whole snapshot the next start reads.
+        let tokens: Vec<TokenRecord> = replay.state.iter().cloned().collect();
+        let snapshot = TokenLog::encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
+        let mut compacted = write_compacted(dir, &snapshot).map_err(io_error("cannot write", &path))?;
+        fs::rename(dir.join(COMPACT_FILE), &path).map_err(io_error("cannot rename over", &path))?;
+        fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
+        compacted.seek(SeekFrom::End(0)).map_err(io_error("cannot seek", &path))?;
+        tracing::warn!(tokens = tokens.len(), "rewrote the shortened snapshot as a whole one");
+        let log = TokenLog {
+            path,
+            dir: dir.to_owned(),
+            file: compacted,
+            seq: replay.seq,
+            records: tokens.len() as u64 + 1,
+            policy,
+            scratch: Vec::with_capacity(64 * 1024),
+            compaction: None,
+        };
+        let report = RecoveryReport {
+            records: replay.records,
+            tokens: replay.state.len(),
+            file_bytes: snapshot.len() as u64,
+            truncated: None,
+        };
+        return Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report });
+    }
     let mut report = RecoveryReport {
         records: replay.records,
         tokens: replay.state.len(),
@@ -202,23 +281,6 @@ pub fn open(dir: &Path, policy: CompactionPolicy) -> Result<Recovered, LogError>
     Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report })
 }
 
-/// `--truncate-log-at OFFSET`: cuts the log at a record boundary the
-/// operator chose from a corruption message. Returns the bytes dropped.
-pub fn truncate_at(dir: &Path, offset: u64) -> Result<u64, LogError> {
-    let path = dir.join(LOG_FILE);
-    let file = OpenOptions::new().write(true).open(&path).map_err(io_error("cannot open", &path))?;
-    let len = file.metadata().map_err(io_error("cannot stat", &path))?.len();
-    if offset < HEADER_BYTES as u64 || offset > len {
-        return Err(LogError::BadTruncate {
-            offset,
-            reason: format!("must be between {HEADER_BYTES} and the file size {len}"),
-        });
-    }
-    file.set_len(offset).map_err(io_error("cannot truncate", &path))?;
-    file.sync_all().map_err(io_error("cannot sync", &path))?;
-    Ok(len - offset)
-}
-
 fn header() -> [u8; HEADER_BYTES] {
     let mut header = [0u8; HEADER_BYTES];
     header[..8].copy_from_slice(MAGIC);
@@ -234,6 +296,8 @@ struct Replay {
     seq: u64,
     records: u64,
     valid_bytes: u64,
+    /// Token records a snapshot announced that the file does not hold.
+    snapshot_missing: u64,
 }
 
 /// Why one record does not check out.
@@ -247,8 +311,14 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     if version != FORMAT_VERSION {
         return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
     }
-    let mut replay =
-        Replay { state: Replica::new(), next_id: 1, seq: 0, records: 0, valid_bytes: HEADER_BYTES as u64 };
+    let mut replay = Replay {
+        state: Replica::new(),
+        next_id: 1,
+        seq: 0,
+        records: 0,
+        valid_bytes: HEADER_BYTES as u64,
+        snapshot_missing: 0,
+    };
     // Snapshot Create records still expected (seq 0).
     let mut snapshot_left = 0u64;
     let mut offset = HEADER_BYTES;
@@ -273,17 +343,12 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
                 reason: format!("{fault} (a valid record follows at offset {next})"),
             });
         }
-        return Ok(replay);
+        // A torn tail; if it falls inside the snapshot, `open` decides.
+        break;
     }
-    if snapshot_left > 0 {
-        // The snapshot's creates were cut short: the compacted file is not
-        // whole, and a compacted file is only renamed into place once whole.
-        return Err(LogError::Corrupt {
-            path: path.to_owned(),
-            offset: bytes.len() as u64,
-            reason: format!("snapshot is missing {snapshot_left} token records"),
-        });
-    }
+    // A compacted file is renamed into place only when whole, so a short
+    // snapshot is damage, never a torn append.
+    replay.snapshot_missing = snapshot_left;
     Ok(replay)
 }
 

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
+use std::sync::Arc;
 
 /// A keyed BLAKE3 hash of a raw token; the only form a token is kept in.
 pub type TokenHash = [u8; 32];
@@ -21,7 +22,8 @@ pub struct TokenRecord {
     /// Unique and never reused, even after delete or compaction.
     pub id: u64,
     pub user_id: u32,
-    pub name: Box<str>,
+    /// Shared: every replica and index points at one allocation per name.
+    pub name: Arc<str>,
     pub hash: TokenHash,
     pub created_at_us: u64,
     /// Absolute expiry, µs since the Unix epoch; `None` never expires.
@@ -47,7 +49,7 @@ pub struct Replica {
     by_hash: HashMap<TokenHash, TokenRecord>,
     hash_by_id: HashMap<u64, TokenHash>,
     /// Per user, name → id; ordered so lists come out sorted by name.
-    by_user: HashMap<u32, BTreeMap<Box<str>, u64>>,
+    by_user: HashMap<u32, BTreeMap<Arc<str>, u64>>,
 }
 
 impl Replica {

@@ -89,20 +89,12 @@ pub fn run(options: Options) -> Result<(), StartError> {
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| StartError::Io { what: "cannot install SIGINT handler", source })?;
 
-    if let Some(offset) = options.truncate_log_at {
-        let dropped = log::truncate_at(data_dir.path(), offset)?;
-        tracing::warn!(
-            offset,
-            bytes = dropped,
-            "--truncate-log-at: dropped {dropped} bytes of the token log"
-        );
-    }
     let started = Instant::now();
     let policy = CompactionPolicy {
         min_records: config.system.compaction_min_records,
         dead_ratio: config.system.compaction_dead_ratio,
     };
-    let recovered = log::open(data_dir.path(), policy)?;
+    let recovered = log::open(data_dir.path(), policy, options.truncate_log_at)?;
     tracing::info!(
         tokens = recovered.report.tokens,
         records = recovered.report.records,

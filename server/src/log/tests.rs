@@ -36,7 +36,7 @@ fn history() -> Vec<Vec<Mutation>> {
 }
 
 fn write_history(dir: &Path) -> Replica {
-    let mut recovered = open(dir, policy_never()).unwrap();
+    let mut recovered = open(dir, policy_never(), None).unwrap();
     let mut expected = Replica::new();
     for (index, batch) in history().into_iter().enumerate() {
         recovered.log.append(&batch, 1_700_000_000_000_000 + index as u64).unwrap();
@@ -51,7 +51,7 @@ fn write_history(dir: &Path) -> Replica {
 fn replay_rebuilds_what_was_appended() {
     let dir = tempfile::tempdir().unwrap();
     let expected = write_history(dir.path());
-    let recovered = open(dir.path(), policy_never()).unwrap();
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
     assert_eq!(recovered.state, expected);
     assert_eq!(recovered.next_id, 5);
     assert_eq!(recovered.report.records, 5);
@@ -63,11 +63,11 @@ fn replay_rebuilds_what_was_appended() {
 #[test]
 fn ids_are_not_reused_after_the_newest_token_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut recovered = open(dir.path(), policy_never()).unwrap();
+    let mut recovered = open(dir.path(), policy_never(), None).unwrap();
     recovered.log.append(&[Mutation::Create(token(7, 0, "x", 0))], 1).unwrap();
     recovered.log.append(&[Mutation::Delete { id: 7 }], 2).unwrap();
     drop(recovered);
-    assert_eq!(open(dir.path(), policy_never()).unwrap().next_id, 8);
+    assert_eq!(open(dir.path(), policy_never(), None).unwrap().next_id, 8);
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn a_cut_anywhere_in_the_last_record_keeps_every_earlier_token() {
     }
     for cut in last_start..full.len() {
         fs::write(&path, &full[..cut]).unwrap();
-        let recovered = open(dir.path(), policy_never()).unwrap();
+        let recovered = open(dir.path(), policy_never(), None).unwrap();
         assert_eq!(recovered.state, expected, "cut at {cut}");
         let dropped = (cut - last_start) as u64;
         let truncated = if dropped == 0 { None } else { Some((last_start as u64, dropped)) };
@@ -104,7 +104,7 @@ fn a_cut_anywhere_in_the_last_record_keeps_every_earlier_token() {
         let mut log = recovered.log;
         log.append(&[Mutation::Create(token(9, 3, "after", 0))], 5).unwrap();
         drop(log);
-        let again = open(dir.path(), policy_never()).unwrap();
+        let again = open(dir.path(), policy_never(), None).unwrap();
         assert!(again.state.by_id(9).is_some(), "cut at {cut}");
     }
 }
@@ -123,7 +123,7 @@ fn a_flipped_byte_before_valid_records_refuses_to_start_with_the_offset() {
         let mut damaged = full.clone();
         damaged[at] ^= 0x40;
         fs::write(&path, &damaged).unwrap();
-        match open(dir.path(), policy_never()) {
+        match open(dir.path(), policy_never(), None) {
             Err(LogError::Corrupt { offset, path: reported, .. }) => {
                 assert_eq!(offset, second as u64, "flip at {at}");
                 assert_eq!(reported, path);
@@ -139,11 +139,18 @@ fn a_flipped_byte_before_valid_records_refuses_to_start_with_the_offset() {
         damaged
     })
     .unwrap();
-    let message = open(dir.path(), policy_never()).err().unwrap().to_string();
+    let message = open(dir.path(), policy_never(), None).err().unwrap().to_string();
     assert!(message.contains(&format!("--truncate-log-at {second}")), "{message}");
-    assert_eq!(truncate_at(dir.path(), second as u64).unwrap(), (full.len() - second) as u64);
-    let recovered = open(dir.path(), policy_never()).unwrap();
+    let recovered = open(dir.path(), policy_never(), Some(second as u64)).unwrap();
     assert_eq!(recovered.state.len(), 1);
+    assert_eq!(fs::metadata(&path).unwrap().len(), second as u64);
+    drop(recovered);
+    // The flag left on a later start must not cut the now healthy log.
+    let mut recovered = open(dir.path(), policy_never(), Some(HEADER_BYTES as u64)).unwrap();
+    assert_eq!(recovered.state.len(), 1);
+    recovered.log.append(&[Mutation::Create(token(9, 3, "after", 0))], 5).unwrap();
+    drop(recovered);
+    assert_eq!(open(dir.path(), policy_never(), None).unwrap().state.len(), 2);
 }
 
 #[test]
@@ -155,7 +162,7 @@ fn garbage_appended_after_the_last_record_is_a_torn_tail() {
     let len = bytes.len();
     bytes.extend_from_slice(b"\x00garbage that is no record");
     fs::write(&path, &bytes).unwrap();
-    let recovered = open(dir.path(), policy_never()).unwrap();
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
     assert_eq!(recovered.state, expected);
     assert_eq!(recovered.report.truncated, Some((len as u64, 26)));
 }
@@ -172,7 +179,7 @@ fn a_missing_record_is_detected_by_its_sequence_number() {
     let mut spliced = full[..HEADER_BYTES + first_len].to_vec();
     spliced.extend_from_slice(&full[HEADER_BYTES + first_len + second_len..]);
     fs::write(&path, &spliced).unwrap();
-    let error = open(dir.path(), policy_never()).err().unwrap();
+    let error = open(dir.path(), policy_never(), None).err().unwrap();
     assert!(error.to_string().contains("sequence number"), "{error}");
 }
 
@@ -181,20 +188,23 @@ fn foreign_files_and_newer_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(LOG_FILE);
     fs::write(&path, b"this is not a token log at all").unwrap();
-    assert!(matches!(open(dir.path(), policy_never()), Err(LogError::NotALog { .. })));
+    assert!(matches!(open(dir.path(), policy_never(), None), Err(LogError::NotALog { .. })));
     let mut newer = header();
     newer[8..12].copy_from_slice(&2u32.to_le_bytes());
     let crc = crc32c::crc32c(&newer[..12]);
     newer[12..].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, newer).unwrap();
-    assert!(matches!(open(dir.path(), policy_never()), Err(LogError::UnsupportedVersion { version: 2, .. })));
+    assert!(matches!(
+        open(dir.path(), policy_never(), None),
+        Err(LogError::UnsupportedVersion { version: 2, .. })
+    ));
 }
 
 #[test]
 fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let policy = CompactionPolicy { min_records: 10, dead_ratio: 0.5 };
-    let mut recovered = open(dir.path(), policy).unwrap();
+    let mut recovered = open(dir.path(), policy, None).unwrap();
     let mut state = Replica::new();
     let mut next_id = 1u64;
     let commit = |log: &mut TokenLog, state: &mut Replica, batch: Vec<Mutation>, next_id: u64| {
@@ -232,7 +242,7 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
     }
     let size = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
     drop(recovered);
-    let reopened = open(dir.path(), policy_never()).unwrap();
+    let reopened = open(dir.path(), policy_never(), None).unwrap();
     assert_eq!(reopened.state, state);
     assert!(reopened.next_id >= next_id, "ids must never be reused");
     assert!(!dir.path().join(COMPACT_FILE).exists());
@@ -247,7 +257,7 @@ const FIXTURE_V1: &[u8] = include_bytes!("fixture-v1.log");
 fn the_committed_v1_fixture_still_loads() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(LOG_FILE), FIXTURE_V1).unwrap();
-    let recovered = open(dir.path(), policy_never()).unwrap();
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
     let mut expected = Replica::new();
     for batch in history() {
         for mutation in &batch {
@@ -267,4 +277,40 @@ fn this_build_writes_the_fixture_byte_for_byte() {
         fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/fixture-v1.log"), &written).unwrap();
     }
     assert_eq!(written, FIXTURE_V1, "format v1 changed: bump FORMAT_VERSION and keep reading v1");
+}
+
+#[test]
+fn a_snapshot_cut_short_is_refused_then_repaired_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: Vec<TokenRecord> = (1..=4).map(|id| token(id, 1, &format!("s{id}"), 0)).collect();
+    let snapshot = TokenLog::encode_snapshot(&tokens, 10, 42, 7);
+    let path = dir.path().join(LOG_FILE);
+    // Whole snapshot plus one appended record replays.
+    fs::write(&path, &snapshot).unwrap();
+    let mut recovered = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(recovered.state.len(), 4);
+    assert_eq!(recovered.next_id, 10);
+    recovered.log.append(&[Mutation::Create(token(10, 1, "late", 0))], 8).unwrap();
+    drop(recovered);
+    assert_eq!(open(dir.path(), policy_never(), None).unwrap().state.len(), 5);
+    // Cut inside the second snapshot token: refused, naming the offset.
+    let full = fs::read(&path).unwrap();
+    let first = HEADER_BYTES + parse_record(&full, HEADER_BYTES).unwrap().2;
+    let second = first + parse_record(&full, first).unwrap().2;
+    fs::write(&path, &full[..second + 5]).unwrap();
+    let error = open(dir.path(), policy_never(), None).err().unwrap();
+    assert!(
+        matches!(error, LogError::Incomplete { offset, missing: 3, .. } if offset == second as u64),
+        "{error}"
+    );
+    // The suggested offset works, keeps the token before it, and the log it
+    // leaves behind keeps working across restarts.
+    let mut recovered = open(dir.path(), policy_never(), Some(second as u64)).unwrap();
+    assert_eq!(recovered.state.len(), 1);
+    assert!(recovered.next_id >= 10, "ids must never be reused");
+    recovered.log.append(&[Mutation::Create(token(11, 1, "after-repair", 0))], 9).unwrap();
+    drop(recovered);
+    let reopened = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(reopened.state.len(), 2);
+    assert!(reopened.state.by_id(11).is_some());
 }
