@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Interop tests: the published Iggy SDK (iggy = "=0.10.0") against a freshly
-# built latchkey-server. Works from any directory; extra arguments are passed
-# to `cargo test` (e.g. a test name filter, or `-- --nocapture`).
+# Interop tests: the published Iggy SDKs against a freshly built
+# latchkey-server on one port:
+#   interop/iggy010  iggy = "=0.10.0", the legacy framing;
+#   interop/iggy011  iggy = "=0.11.0", the 0.11 (VSR) framing.
+# Works from any directory. Extra arguments are passed to every
+# `cargo test` (e.g. a test name filter, or `-- --nocapture`); set
+# INTEROP_SUITES="iggy011" to run only some suites.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,5 +25,10 @@ if [[ ! -x "$server_bin" ]]; then
     exit 1
 fi
 
-LATCHKEY_SERVER_BIN="$server_bin" \
-    cargo test --manifest-path interop/iggy010/Cargo.toml "$@"
+# Each suite is its own workspace with its own target directory, so the two
+# SDK versions never share (or invalidate) each other's build.
+for suite in ${INTEROP_SUITES:-iggy010 iggy011}; do
+    echo "== interop/$suite"
+    LATCHKEY_SERVER_BIN="$server_bin" \
+        cargo test --manifest-path "interop/$suite/Cargo.toml" "$@"
+done
