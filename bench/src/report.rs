@@ -152,7 +152,8 @@ pub fn plot_svg(summaries: &[Summary], title: &str) -> String {
         width / 2.0,
         escape(title)
     );
-    let panels: [(&str, fn(&Summary) -> f64); 2] =
+    type Panel = (&'static str, fn(&Summary) -> f64);
+    let panels: [Panel; 2] =
         [("throughput (ops/s)", |s| s.ops_per_sec), ("p99 latency (µs)", |s| s.p99_us as f64)];
     for (index, (label, value)) in panels.iter().enumerate() {
         let x0 = left + index as f64 * (panel_w + 110.0);

@@ -2,7 +2,7 @@
 //!
 //! Every code is an Iggy `IggyError` discriminant (spec §3.12) so that the
 //! published SDKs map it to the same error they would get from Iggy. Latchkey's
-//! own extension codes will live in a range Iggy does not use.
+//! own codes live in 20000-20999, a range Iggy does not use.
 
 /// Defines [`ErrorCode`] from one table: variant, wire code, Iggy's name and a
 /// human message. Keeping them in one table means a code cannot drift between
@@ -69,6 +69,10 @@ error_codes! {
     InvalidPersonalAccessToken = 53, "invalid personal access token";
     PersonalAccessTokenExpired = 54, "personal access token expired";
     InvalidPersonalAccessTokenExpiry = 56, "invalid personal access token expiry";
+    // Latchkey's own codes, 20000-20999: a range Iggy's error table leaves
+    // unused (its highest code is 14003). Iggy SDKs report them as Error (1).
+    TooManyFailedLogins = 20001, "too many failed logins from this address or for this user; try again later";
+    StorageUnavailable = 20002, "the token log cannot be written; changes are refused until the server restarts";
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub struct Config {
     pub system: SystemConfig,
     pub tcp: TcpConfig,
     pub personal_access_token: PersonalAccessTokenConfig,
+    pub login_throttle: LoginThrottleConfig,
     pub users: Vec<UserConfig>,
 }
 
@@ -64,6 +65,22 @@ pub struct TcpConfig {
     pub max_frame_size: u32,
     /// Which framing connections on this listener speak.
     pub framing: Framing,
+    /// Connections open at once, over all addresses; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to log in (from connect, or from its logout);
+    /// "0 s" disables.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// A logged-in connection that sends nothing for this long is closed;
+    /// "0 s" disables.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Requests answered from one read before the replies must be written:
+    /// a client that pipelines without reading meets TCP backpressure
+    /// instead of an ever-growing reply buffer.
+    pub max_requests_in_flight: usize,
 }
 
 impl TcpConfig {
@@ -177,6 +194,42 @@ impl Default for TcpConfig {
             address: "127.0.0.1:8090".to_owned(),
             max_frame_size: latchkey_protocol::codec::REQUEST_LENGTH_MAX_DEFAULT,
             framing: Framing::Auto,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            login_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            max_requests_in_flight: 64,
+        }
+    }
+}
+
+/// Failed-login throttling: token buckets per client address and per
+/// username. Each failed login takes a token; an attempt that finds its
+/// bucket empty is refused (code 20001) before any lookup or Argon2.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginThrottleConfig {
+    pub enabled: bool,
+    /// Failed logins one address may make in a burst…
+    pub per_address_burst: u32,
+    /// …and how many more it earns per minute.
+    pub per_address_per_minute: u32,
+    /// Failed password logins for one username in a burst (from any
+    /// address)… An address with no failures of its own is never throttled
+    /// by this bucket, so the real user is not locked out by an attacker.
+    pub per_user_burst: u32,
+    /// …and how many more per minute.
+    pub per_user_per_minute: u32,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        LoginThrottleConfig {
+            enabled: true,
+            per_address_burst: 20,
+            per_address_per_minute: 30,
+            per_user_burst: 10,
+            per_user_per_minute: 10,
         }
     }
 }
@@ -266,6 +319,16 @@ const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
     env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
     env_key!("LATCHKEY_TCP_FRAMING", tcp.framing, parse),
+    env_key!("LATCHKEY_TCP_MAX_CONNECTIONS", tcp.max_connections, parse),
+    env_key!("LATCHKEY_TCP_MAX_CONNECTIONS_PER_IP", tcp.max_connections_per_ip, parse),
+    env_key!("LATCHKEY_TCP_LOGIN_TIMEOUT", tcp.login_timeout, parse_duration),
+    env_key!("LATCHKEY_TCP_IDLE_TIMEOUT", tcp.idle_timeout, parse_duration),
+    env_key!("LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT", tcp.max_requests_in_flight, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_ENABLED", login_throttle.enabled, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", login_throttle.per_address_burst, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", login_throttle.per_address_per_minute, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_BURST", login_throttle.per_user_burst, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_PER_MINUTE", login_throttle.per_user_per_minute, parse),
     env_key!(
         "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
         personal_access_token.max_tokens_per_user,
@@ -322,6 +385,16 @@ impl Config {
         }
         if self.tcp.max_frame_size < 4 {
             return invalid("tcp.max_frame_size", "must be at least 4");
+        }
+        if self.tcp.max_connections == 0 || self.tcp.max_connections_per_ip == 0 {
+            return invalid("tcp.max_connections", "connection limits must be at least 1");
+        }
+        if self.tcp.max_requests_in_flight == 0 {
+            return invalid("tcp.max_requests_in_flight", "must be at least 1");
+        }
+        let throttle = &self.login_throttle;
+        if throttle.enabled && (throttle.per_address_burst == 0 || throttle.per_user_burst == 0) {
+            return invalid("login_throttle", "bursts must be at least 1 (or set enabled = false)");
         }
         let ratio = self.system.compaction_dead_ratio;
         if !(0.0..=1.0).contains(&ratio) {

@@ -26,8 +26,13 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use latchkey_protocol::codec::{Inbound, Reply, ServerCodec, encode_reply};
 use latchkey_protocol::{ErrorCode, Request};
+use std::pin::Pin;
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::Framing;
 use crate::dispatch::{self, Session};
@@ -52,22 +57,25 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
     let mut session = Session::new(client_id, peer);
     tracing::debug!(%peer, shard = shard.id, client_id, "connection opened");
     let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    // The login timeout runs from here, so a silent client cannot hold a
+    // connection by never sending its first bytes.
+    let mut waiting = Waiting::new(shard);
     let framing = match shard.shared.framing {
-        Framing::Auto => detect(&mut stream, &mut input, shard).await,
+        Framing::Auto => detect(&mut stream, &mut input, &mut waiting).await,
         forced => Ok(Some(forced)),
     };
     let result = match framing {
         Ok(Some(Framing::Vsr)) => {
             tracing::debug!(%peer, client_id, "0.11 framing");
-            crate::vsr::run(stream, input, &mut session, shard).await
+            crate::vsr::run(stream, input, &mut session, shard, waiting).await
         }
-        Ok(Some(_)) => run(stream, input, &mut session, shard).await,
+        Ok(Some(_)) => run(stream, input, &mut session, shard, waiting).await,
         Ok(None) => Ok(()),
         Err(reason) => Err(reason),
     };
     match result {
         Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
-        Err(reason) => tracing::info!(%peer, client_id, %reason, "connection closed"),
+        Err(reason) => tracing::debug!(%peer, client_id, %reason, "connection closed"),
     }
 }
 
@@ -81,21 +89,11 @@ fn classify(prefix: [u8; FRAMING_PREFIX_BYTES]) -> Framing {
 async fn detect(
     stream: &mut TcpStream,
     input: &mut BytesMut,
-    shard: &Shard,
+    waiting: &mut Waiting,
 ) -> Result<Option<Framing>, String> {
-    let mut shutdown = shard.shared.shutdown.clone();
     while input.len() < FRAMING_PREFIX_BYTES {
-        if *shutdown.borrow() {
+        if !waiting.read_more(stream, input, false).await? {
             return Ok(None);
-        }
-        tokio::select! {
-            read = stream.read_buf(input) => match read {
-                Ok(0) if input.is_empty() => return Ok(None),
-                Ok(0) => return Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read failed: {error}")),
-            },
-            _ = shutdown.changed() => return Ok(None),
         }
     }
     let mut prefix = [0u8; FRAMING_PREFIX_BYTES];
@@ -109,12 +107,14 @@ async fn run(
     mut input: BytesMut,
     session: &mut Session,
     shard: &Shard,
+    mut waiting: Waiting,
 ) -> Result<(), String> {
     let mut codec = ServerCodec::new(shard.shared.max_frame_size);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let mut shutdown = shard.shared.shutdown.clone();
+    let in_flight_max = shard.shared.limits.max_requests_in_flight;
     loop {
-        loop {
+        let mut answered = 0;
+        while answered < in_flight_max {
             let inbound = match tokio_util::codec::Decoder::decode(&mut codec, &mut input) {
                 Ok(Some(inbound)) => inbound,
                 Ok(None) => break,
@@ -125,23 +125,113 @@ async fn run(
                 }
             };
             answer(inbound, session, shard, &mut output).await;
+            answered += 1;
         }
         if !output.is_empty() {
             stream.write_all(&output).await.map_err(|e| format!("write failed: {e}"))?;
             output.clear();
         }
-        if *shutdown.borrow() {
+        if answered == in_flight_max {
+            // More may be buffered: answer it before reading again.
+            continue;
+        }
+        if !waiting.read_more(&mut stream, &mut input, session.is_logged_in()).await? {
             return Ok(());
         }
-        tokio::select! {
-            read = stream.read_buf(&mut input) => match read {
-                Ok(0) if input.is_empty() => return Ok(()),
-                Ok(0) => return Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read failed: {error}")),
-            },
-            _ = shutdown.changed() => return Ok(()),
+    }
+}
+
+/// Waiting for a client's next bytes, bounded by shutdown and by the login
+/// and idle timeouts. Shared by both framings' loops.
+pub(crate) struct Waiting {
+    shutdown: watch::Receiver<bool>,
+    timer: Pin<Box<Sleep>>,
+    /// When the connection last became unauthenticated (connect or logout).
+    unauthenticated_since: Instant,
+    was_logged_in: bool,
+    /// The real deadline and what it is for; the timer may be armed earlier
+    /// (it is moved forward lazily, so a busy connection costs no timer work).
+    deadline: Option<(Instant, &'static str)>,
+    login_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Waiting {
+    pub(crate) fn new(shard: &Shard) -> Waiting {
+        let now = Instant::now();
+        let limits = shard.shared.limits;
+        Waiting {
+            shutdown: shard.shared.shutdown.clone(),
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            unauthenticated_since: now,
+            was_logged_in: false,
+            deadline: None,
+            login_timeout: limits.login_timeout,
+            idle_timeout: limits.idle_timeout,
         }
+    }
+
+    /// Reads more input. `Ok(false)`: a clean end (the peer closed between
+    /// frames, or shutdown began); `Err`: why the connection must close.
+    pub(crate) async fn read_more(
+        &mut self,
+        stream: &mut TcpStream,
+        input: &mut BytesMut,
+        logged_in: bool,
+    ) -> Result<bool, String> {
+        if *self.shutdown.borrow() {
+            return Ok(false);
+        }
+        self.rearm(logged_in);
+        tokio::select! {
+            read = stream.read_buf(input) => match read {
+                Ok(0) if input.is_empty() => Ok(false),
+                Ok(0) => Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
+                Ok(_) => Ok(true),
+                Err(error) => Err(format!("read failed: {error}")),
+            },
+            _ = self.shutdown.changed() => Ok(false),
+            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
+        }
+    }
+
+    fn rearm(&mut self, logged_in: bool) {
+        let now = Instant::now();
+        if logged_in != self.was_logged_in {
+            if !logged_in {
+                self.unauthenticated_since = now;
+            }
+            self.was_logged_in = logged_in;
+        }
+        let (timeout, since, reason) = if logged_in {
+            (self.idle_timeout, now, "idle timeout")
+        } else {
+            (self.login_timeout, self.unauthenticated_since, "login timeout")
+        };
+        let deadline = (!timeout.is_zero()).then(|| (since + timeout, reason));
+        // Move the timer only when the deadline comes earlier than it is set
+        // for; a later deadline is handled when the timer fires.
+        if let Some((at, _)) = deadline
+            && self.deadline.is_none_or(|(armed, _)| at < armed)
+        {
+            self.timer.as_mut().reset(at);
+        }
+        self.deadline = deadline;
+    }
+}
+
+/// Resolves once the real deadline has passed (re-arming the timer if it
+/// fired early); never, if there is none.
+async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'static str)>) -> &'static str {
+    let Some((at, reason)) = deadline else {
+        return std::future::pending().await;
+    };
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= at {
+            return reason;
+        }
+        timer.as_mut().reset(at);
     }
 }
 

@@ -18,6 +18,7 @@ use rand::TryRngCore;
 
 use crate::clock::now_us;
 use crate::shard::Shard;
+use crate::throttle::Attempt;
 use crate::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
 use crate::writer::{Change, Outcome};
 
@@ -138,12 +139,18 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
         return Err(ErrorCode::InvalidPassword);
     }
     let shared = &shard.shared;
+    let peer = session.peer;
+    let attempt = Attempt::Password { address: peer.ip(), username: &username };
+    if !shared.throttle.allows(attempt) {
+        tracing::warn!(target: "audit", event = "login_throttled", method = "password", %username, %peer);
+        return Err(ErrorCode::TooManyFailedLogins);
+    }
     let user = shared.users.by_name(&username).cloned();
     let verified = shared.verifier.verify(user.as_deref(), password).await;
-    let peer = session.peer;
     let user = match user {
         Some(user) if verified => user,
         _ => {
+            shared.throttle.failed(attempt);
             tracing::warn!(target: "audit", event = "login_failed", method = "password", %username, %peer);
             return Err(ErrorCode::InvalidCredentials);
         }
@@ -153,7 +160,9 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
         return Err(ErrorCode::UserInactive);
     }
     session.user_id = Some(user.id);
-    tracing::info!(target: "audit", event = "login", method = "password", user_id = user.id, %username, %peer);
+    // Successful logins are debug-level audit events: a sidecar answers tens
+    // of thousands a second. `LATCHKEY_LOG=info,audit=debug` records them.
+    tracing::debug!(target: "audit", event = "login", method = "password", user_id = user.id, %username, %peer);
     Ok(ReplyBody::Identity(IdentityInfo { user_id: user.id }))
 }
 
@@ -163,7 +172,17 @@ fn login_with_token(
     shard: &Shard,
 ) -> Result<ReplyBody, ErrorCode> {
     let peer = session.peer;
+    let throttle = &shard.shared.throttle;
+    let attempt = Attempt::Token { address: peer.ip() };
+    if !throttle.allows(attempt) {
+        tracing::warn!(target: "audit", event = "login_throttled", method = "token", %peer);
+        return Err(ErrorCode::TooManyFailedLogins);
+    }
     let fail = |reason: &str, code: ErrorCode| {
+        // Inactive owners hold real tokens: that is no guess.
+        if code != ErrorCode::UserInactive {
+            throttle.failed(attempt);
+        }
         tracing::warn!(target: "audit", event = "login_failed", method = "token", reason, %peer);
         Err(code)
     };
@@ -191,7 +210,7 @@ fn login_with_token(
         return fail("inactive", ErrorCode::UserInactive);
     }
     session.user_id = Some(user_id);
-    tracing::info!(target: "audit", event = "login", method = "token", user_id, token_id, token_name = %name, %peer);
+    tracing::debug!(target: "audit", event = "login", method = "token", user_id, token_id, token_name = %name, %peer);
     Ok(ReplyBody::Identity(IdentityInfo { user_id }))
 }
 

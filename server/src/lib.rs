@@ -17,6 +17,7 @@ pub mod log;
 pub mod registry;
 pub mod server;
 pub mod shard;
+pub mod throttle;
 pub mod users;
 pub mod vsr;
 pub mod writer;

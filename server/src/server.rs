@@ -9,8 +9,10 @@
 //! 5. stop accepting, let in-flight requests finish (bounded), stop the
 //!    writer after its last batch is durable, exit 0.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
 use crate::log::{self, CompactionPolicy, LogError};
-use crate::shard::{self, Shards, Shared};
+use crate::shard::{self, ConnectionLimits, Refusal, Shards, Shared};
+use crate::throttle::LoginThrottle;
 use crate::users::{
     PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, PasswordVerifier, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN,
     UserError, Users, hash_password,
@@ -133,6 +136,15 @@ pub fn run(options: Options) -> Result<(), StartError> {
         client_ids: AtomicU32::new(1),
         vsr_sessions: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
+        connections_per_ip: Mutex::new(HashMap::new()),
+        limits: ConnectionLimits {
+            max_connections: config.tcp.max_connections,
+            max_connections_per_ip: config.tcp.max_connections_per_ip,
+            login_timeout: config.tcp.login_timeout,
+            idle_timeout: config.tcp.idle_timeout,
+            max_requests_in_flight: config.tcp.max_requests_in_flight,
+        },
+        throttle: LoginThrottle::new(&config.login_throttle),
         shutdown,
     });
     let mut shards = Shards::start(&publisher, receivers, &replica, &shared)
@@ -149,14 +161,25 @@ pub fn run(options: Options) -> Result<(), StartError> {
         framing = %config.tcp.framing,
         "Latchkey listening on {local_addr}"
     );
+    let mut refused = RefusalLog::default();
     runtime.block_on(async {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => match stream.into_std() {
-                        Ok(stream) => shards.dispatch(stream, peer),
-                        Err(error) => tracing::warn!(%peer, %error, "cannot hand over connection"),
-                    },
+                    Ok((stream, peer)) => {
+                        if let Err(refusal) = shared.admit(peer.ip()) {
+                            // Closed at once; counted, and logged at most once a second.
+                            refused.note(refusal, peer);
+                            continue;
+                        }
+                        match stream.into_std() {
+                            Ok(stream) => shards.dispatch(stream, peer, &shared),
+                            Err(error) => {
+                                shared.release(peer.ip());
+                                tracing::warn!(%peer, %error, "cannot hand over connection");
+                            }
+                        }
+                    }
                     Err(error) => {
                         // Usually EMFILE: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
@@ -187,6 +210,26 @@ pub fn run(options: Options) -> Result<(), StartError> {
     verifier.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connections refused at accept, logged at most once a second so a flood
+/// cannot flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    since_last: u64,
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
+        self.since_last += 1;
+        let now = Instant::now();
+        if self.last.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1)) {
+            tracing::warn!(%peer, reason = ?refusal, refused = self.since_last, "connection refused: limit reached");
+            self.since_last = 0;
+            self.last = Some(now);
+        }
+    }
 }
 
 /// Tokens deleted per cleaner commit, so one pass never holds up other

@@ -7,17 +7,21 @@
 //! through its channel, to apply a committed batch between two requests.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Framing;
 use crate::registry::{Mutation, Replica};
+use crate::throttle::LoginThrottle;
 use crate::users::{PasswordVerifier, Users};
 use crate::writer::{Publish, WriterHandle};
 
@@ -40,7 +44,60 @@ pub struct Shared {
     pub vsr_sessions: AtomicU64,
     /// Connections open right now, over all shards.
     pub connections: AtomicUsize,
+    /// Connections open right now per client IP (touched at connect and
+    /// close only, never per request).
+    pub connections_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub limits: ConnectionLimits,
+    pub throttle: LoginThrottle,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// Per-connection limits from `[tcp]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Zero disables.
+    pub login_timeout: Duration,
+    /// Zero disables.
+    pub idle_timeout: Duration,
+    pub max_requests_in_flight: usize,
+}
+
+/// Why the acceptor turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    TooManyConnections,
+    TooManyFromAddress,
+}
+
+impl Shared {
+    /// Counts a new connection in, or says why it is refused.
+    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.connections.load(Ordering::Relaxed) >= self.limits.max_connections {
+            return Err(Refusal::TooManyConnections);
+        }
+        let mut per_ip = self.connections_per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= self.limits.max_connections_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *open += 1;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts a connection out.
+    pub fn release(&self, ip: IpAddr) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.connections_per_ip.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = per_ip.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
 }
 
 /// A shard as its connections see it.
@@ -130,12 +187,13 @@ impl Shards {
         self.senders.is_empty()
     }
 
-    /// Hands a new connection to the next shard, round-robin.
-    pub fn dispatch(&mut self, stream: std::net::TcpStream, peer: SocketAddr) {
+    /// Hands a new (admitted) connection to the next shard, round-robin.
+    pub fn dispatch(&mut self, stream: std::net::TcpStream, peer: SocketAddr, shared: &Shared) {
         let index = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
         if self.senders[index].send(ShardMessage::Connection(stream, peer)).is_err() {
             tracing::warn!(shard = index, %peer, "shard stopped; connection dropped");
+            shared.release(peer.ip());
         }
     }
 
@@ -172,11 +230,11 @@ impl ShardSeed {
             while let Some(message) = receiver.recv().await {
                 match message {
                     ShardMessage::Connection(stream, peer) => {
+                        // Admitted (and counted) by the acceptor; released here.
                         let shard = Rc::clone(&shard);
-                        shard.shared.connections.fetch_add(1, Ordering::Relaxed);
                         tokio::task::spawn_local(async move {
                             crate::connection::serve(stream, peer, &shard).await;
-                            shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                            shard.shared.release(peer.ip());
                         });
                     }
                     ShardMessage::Apply(batch, ack) => {

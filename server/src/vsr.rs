@@ -38,11 +38,11 @@ use latchkey_protocol::vsr::{
     encode_reply, operation,
 };
 use latchkey_protocol::{ErrorCode, Request, codes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
-use crate::connection::READ_BUFFER_BYTES;
+use crate::connection::{READ_BUFFER_BYTES, Waiting};
 use crate::dispatch::{self, ReplyBody, Session};
 use crate::shard::Shard;
 
@@ -81,18 +81,20 @@ impl Binding {
 /// The 0.11 loop. `input` may already hold the bytes framing detection read.
 /// Same shape as the legacy loop: answer every buffered frame in order, then
 /// write all replies at once.
-pub async fn run(
+pub(crate) async fn run(
     mut stream: TcpStream,
     mut input: BytesMut,
     session: &mut Session,
     shard: &Shard,
+    mut waiting: Waiting,
 ) -> Result<(), String> {
     let mut codec = RequestCodec::new(shard.shared.vsr_size_max);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let mut shutdown = shard.shared.shutdown.clone();
     let mut binding = Binding { session: 0 };
+    let in_flight_max = shard.shared.limits.max_requests_in_flight;
     loop {
-        loop {
+        let mut answered = 0;
+        while answered < in_flight_max {
             let frame = match codec.decode(&mut input) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -104,22 +106,18 @@ pub async fn run(
             };
             let answer = respond(&frame, session, &mut binding, shard).await;
             encode_answer(&frame.header, &answer, binding.session, &mut output);
+            answered += 1;
         }
         if !output.is_empty() {
             stream.write_all(&output).await.map_err(|e| format!("write failed: {e}"))?;
             output.clear();
         }
-        if *shutdown.borrow() {
-            return Ok(());
+        if answered == in_flight_max {
+            // More may be buffered: answer it before reading again.
+            continue;
         }
-        tokio::select! {
-            read = stream.read_buf(&mut input) => match read {
-                Ok(0) if input.is_empty() => return Ok(()),
-                Ok(0) => return Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read failed: {error}")),
-            },
-            _ = shutdown.changed() => return Ok(()),
+        if !waiting.read_more(&mut stream, &mut input, session.is_logged_in()).await? {
+            return Ok(());
         }
     }
 }
