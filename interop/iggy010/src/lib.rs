@@ -103,7 +103,8 @@ impl Server {
             .arg("--with-default-root-credentials")
             .env("LATCHKEY_SYSTEM_PATH", home.path().join("data"))
             .env("LATCHKEY_TCP_ADDRESS", "127.0.0.1:0")
-            .env("LATCHKEY_LOG", "info")
+            // Successful logins are debug-level audit events; the tests count them.
+            .env("LATCHKEY_LOG", "info,audit=debug")
             .env_remove("LATCHKEY_ROOT_USERNAME")
             .env_remove("LATCHKEY_ROOT_PASSWORD")
             .stdin(Stdio::null())
