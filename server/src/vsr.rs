@@ -14,7 +14,7 @@
 //! | login refused, or a mutation while not logged in | eviction (reason below) |
 //!
 //! Register evictions: a password login refused for any reason (dispatch's
-//! 42/43/44/47) → 9; a PAT login with an unknown, deleted, expired or
+//! 42/43/44/47) → 9, except the failed-login throttle's 20001, a deny; a PAT login with an unknown, deleted, expired or
 //! malformed token (dispatch's 20/54) → 10; its owner inactive (47) → 11;
 //! a body that is neither login shape, or the legacy login codes 38/44 sent
 //! as NonReplicated → 15; a protocol version outside the window → 14.
@@ -190,6 +190,7 @@ async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, sha
         let request = Request::LoginUser(LoginUser { username, password, version: None, context });
         match dispatch::handle(request, session, shard).await {
             Ok(reply) => return registered(&reply, binding, shard),
+            Err(ErrorCode::TooManyFailedLogins) => return throttled(),
             // 42, 43, 44 and 47 alike: Iggy collapses them into one reason.
             Err(_) => credentials_rejected = true,
         }
@@ -199,6 +200,7 @@ async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, sha
             Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken { token: login.token });
         return match dispatch::handle(request, session, shard).await {
             Ok(reply) => registered(&reply, binding, shard),
+            Err(ErrorCode::TooManyFailedLogins) => throttled(),
             Err(ErrorCode::UserInactive) => Answer::Evicted(EvictionReason::UserInactive),
             // Unknown, deleted, expired (20, 54) or malformed: one reason, 53 to the SDK.
             Err(_) => Answer::Evicted(EvictionReason::InvalidToken),
@@ -210,6 +212,14 @@ async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, sha
         tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
         Answer::Evicted(EvictionReason::MalformedLogin)
     }
+}
+
+/// A login refused by the failed-login throttle before any check: a
+/// pre-commit refusal, so a deny carrying Latchkey's own code (as on the
+/// legacy path) rather than an eviction that would claim bad credentials.
+/// The 0.11 SDK reports an unknown code as a generic error.
+fn throttled() -> Answer {
+    Answer::Denied(ErrorCode::TooManyFailedLogins)
 }
 
 /// Binds a new session number to a successful login.

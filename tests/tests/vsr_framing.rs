@@ -613,6 +613,25 @@ async fn password_failures_are_eviction_9_and_the_socket_stays_open() {
 }
 
 #[tokio::test]
+async fn a_throttled_login_is_a_deny_with_the_throttle_code() {
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_LOGIN_THROTTLE_ENABLED", "true")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", "2")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", "1");
+    let server = TestServer::start(&home, &spec);
+    let mut vsr = Vsr::connect(server.address).await;
+    for _ in 0..2 {
+        assert_evicted(&vsr.register(&password_body(V0_11_0, b"iggy", b"wrong")).await, INVALID_CREDENTIALS);
+    }
+    // The bucket is empty: refused before any check, passwords and tokens alike.
+    let too_many = 20001;
+    deny(too_many, REGISTER)(&vsr.register(&password_body(V0_11_0, b"iggy", b"iggy")).await);
+    deny(too_many, REGISTER)(&vsr.register(&token_body(unissued_token().as_bytes())).await);
+    deny(40, NON_REPLICATED)(&vsr.nr(GET_ME, &[]).await);
+}
+
+#[tokio::test]
 async fn inactive_users_are_evicted_9_for_passwords_and_11_for_tokens() {
     let home = DataHome::new();
     let alice = |active| users_config(&[TestUser { id: 1, username: "alice", password: "alice-pw", active }]);
