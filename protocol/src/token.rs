@@ -53,7 +53,8 @@ pub fn encode(secret: &[u8; SECRET_BYTES]) -> String {
     token
 }
 
-/// Checks the shape and checksum of a presented token. Cheap: no hashing.
+/// Checks the shape and checksum of a presented token. Cheap: no hashing,
+/// no big-number arithmetic (it runs on every token login).
 pub fn validate(token: &str) -> Result<(), TokenFormatError> {
     let bytes = token.as_bytes();
     if bytes.len() != TOKEN_BYTES {
@@ -62,14 +63,36 @@ pub fn validate(token: &str) -> Result<(), TokenFormatError> {
     if !token.starts_with(PREFIX) {
         return Err(TokenFormatError::Prefix);
     }
+    if !bytes[PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric) {
+        return Err(TokenFormatError::Alphabet);
+    }
     let (body, checksum) = bytes.split_at(PREFIX.len() + SECRET_DIGITS);
-    let secret = base62_decode::<SECRET_BYTES>(&body[PREFIX.len()..])?;
-    let _ = secret;
+    // Fixed-width base62 in this alphabet sorts like the numbers it encodes
+    // (ASCII puts 0-9 before A-Z before a-z), so the range check is a
+    // string comparison with the largest 256-bit value.
+    if &body[PREFIX.len()..] > secret_digits_max().as_slice() {
+        return Err(TokenFormatError::Range);
+    }
+    if checksum > checksum_digits_max().as_slice() {
+        return Err(TokenFormatError::Range);
+    }
     let presented = base62_decode::<4>(checksum)?;
     if u32::from_be_bytes(presented) != crc32fast::hash(body) {
         return Err(TokenFormatError::Checksum);
     }
     Ok(())
+}
+
+/// The 43 digits of 2^256 − 1.
+fn secret_digits_max() -> &'static [u8; SECRET_DIGITS] {
+    static MAX: std::sync::OnceLock<[u8; SECRET_DIGITS]> = std::sync::OnceLock::new();
+    MAX.get_or_init(|| base62_encode::<SECRET_DIGITS>(&[0xff; SECRET_BYTES]))
+}
+
+/// The 6 digits of 2^32 − 1.
+fn checksum_digits_max() -> &'static [u8; CHECKSUM_DIGITS] {
+    static MAX: std::sync::OnceLock<[u8; CHECKSUM_DIGITS]> = std::sync::OnceLock::new();
+    MAX.get_or_init(|| base62_encode::<CHECKSUM_DIGITS>(&u32::MAX.to_be_bytes()))
 }
 
 /// Big-endian bytes to `N` base62 digits, most significant first.
@@ -140,6 +163,20 @@ mod tests {
             bytes[index] = if bytes[index] == b'A' { b'B' } else { b'A' };
             let changed = String::from_utf8(bytes).unwrap();
             assert!(validate(&changed).is_err(), "index {index} accepted");
+        }
+    }
+
+    #[test]
+    fn the_string_range_check_agrees_with_arithmetic() {
+        // Just below, at and just above 2^256 - 1.
+        let max = std::str::from_utf8(secret_digits_max()).unwrap().to_owned();
+        assert!(base62_decode::<32>(max.as_bytes()).is_ok());
+        let mut above = max.clone().into_bytes();
+        let last = above.len() - 1;
+        above[last] += 1;
+        assert!(base62_decode::<32>(&above).is_err());
+        for secret in [[0xffu8; 32], [0xfe; 32], [0x80; 32]] {
+            validate(&encode(&secret)).unwrap();
         }
     }
 

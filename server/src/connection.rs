@@ -161,7 +161,7 @@ impl Waiting {
         let now = Instant::now();
         let limits = shard.shared.limits;
         Waiting {
-            shutdown: shard.shared.shutdown.clone(),
+            shutdown: shard.shutdown.clone(),
             timer: Box::pin(tokio::time::sleep_until(now)),
             unauthenticated_since: now,
             was_logged_in: false,

@@ -105,6 +105,10 @@ pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     replica: RefCell<Replica>,
+    /// This shard's own copy of the shutdown signal. Every waiting connection
+    /// registers with it, so it must not be shared across threads: one
+    /// channel for all shards would put a cross-thread lock on every read.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Shard {
@@ -224,9 +228,25 @@ impl ShardSeed {
                 return;
             }
         };
-        let shard = Rc::new(Shard { id: self.id, shared: self.shared, replica: RefCell::new(self.replica) });
+        let (local_shutdown, shutdown) = watch::channel(false);
+        let mut global_shutdown = self.shared.shutdown.clone();
+        let shard = Rc::new(Shard {
+            id: self.id,
+            shared: self.shared,
+            replica: RefCell::new(self.replica),
+            shutdown,
+        });
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
+            // The one task on this shard that waits on the process-wide signal.
+            tokio::task::spawn_local(async move {
+                while !*global_shutdown.borrow_and_update() {
+                    if global_shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+                let _ = local_shutdown.send(true);
+            });
             while let Some(message) = receiver.recv().await {
                 match message {
                     ShardMessage::Connection(stream, peer) => {
