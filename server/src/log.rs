@@ -26,6 +26,7 @@
 //!
 //! Only keyed hashes are stored, never a raw token or a password.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::registry::{Mutation, Replica, TokenRecord};
+use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
 use crate::writer::Journal;
 
 pub const LOG_FILE: &str = "tokens.log";
@@ -223,7 +224,7 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
             });
         }
         // Keep what the operator kept, as a whole snapshot the next start reads.
-        let tokens: Vec<TokenRecord> = replay.state.iter().cloned().collect();
+        let tokens: Vec<TokenRecord> = replay.state.records().collect();
         let snapshot = TokenLog::encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
         let mut compacted = write_compacted(dir, &snapshot).map_err(io_error("cannot write", &path))?;
         fs::rename(dir.join(COMPACT_FILE), &path).map_err(io_error("cannot rename over", &path))?;
@@ -292,6 +293,9 @@ fn header() -> [u8; HEADER_BYTES] {
 
 struct Replay {
     state: Replica,
+    /// Live token ids → hashes, for resolving Delete records (which carry
+    /// the id only). Lives only during replay; replicas keep no id index.
+    ids: HashMap<u64, TokenHash>,
     next_id: u64,
     seq: u64,
     records: u64,
@@ -313,6 +317,7 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     }
     let mut replay = Replay {
         state: Replica::new(),
+        ids: HashMap::new(),
         next_id: 1,
         seq: 0,
         records: 0,
@@ -385,10 +390,10 @@ fn apply(replay: &mut Replay, snapshot_left: &mut u64, seq: u64, record: Record)
             match record {
                 Record::Create(token) => create(replay, token, false),
                 Record::Delete { id } => {
-                    if replay.state.by_id(id).is_none() {
+                    let Some(hash) = replay.ids.remove(&id) else {
                         return Err(format!("delete of unknown token id {id}"));
-                    }
-                    replay.state.apply(&Mutation::Delete { id });
+                    };
+                    replay.state.apply(&Mutation::Delete { id, hash });
                     Ok(())
                 }
                 Record::Snapshot { .. } => unreachable!("handled above"),
@@ -400,7 +405,7 @@ fn apply(replay: &mut Replay, snapshot_left: &mut u64, seq: u64, record: Record)
 /// `from_snapshot`: snapshot tokens have ids below the snapshot's `next_id`;
 /// any other create must use a fresh id, since ids are never reused.
 fn create(replay: &mut Replay, token: TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
-    if replay.state.by_id(token.id).is_some() || (!from_snapshot && token.id < replay.next_id) {
+    if replay.ids.contains_key(&token.id) || (!from_snapshot && token.id < replay.next_id) {
         return Err(format!("token id {} reused", token.id));
     }
     if replay.state.by_name(token.user_id, &token.name).is_some() {
@@ -410,6 +415,7 @@ fn create(replay: &mut Replay, token: TokenRecord, from_snapshot: bool) -> Resul
         return Err("token hash created twice".into());
     }
     replay.next_id = replay.next_id.max(token.id + 1);
+    replay.ids.insert(token.id, token.hash);
     replay.state.apply(&Mutation::Create(token));
     Ok(())
 }
@@ -568,7 +574,7 @@ impl TokenLog {
     }
 
     fn start_compaction(&mut self, state: &Replica, next_id: u64) {
-        let tokens: Vec<TokenRecord> = state.iter().cloned().collect();
+        let tokens: Vec<TokenRecord> = state.records().collect();
         let snapshot_records = tokens.len() as u64 + 1;
         let (last_seq, dir) = (self.seq, self.dir.clone());
         let (done_tx, done) = mpsc::channel();
@@ -652,7 +658,7 @@ impl Journal for TokenLog {
             self.seq += 1;
             let record = match mutation {
                 Mutation::Create(token) => Record::Create(token.clone()),
-                Mutation::Delete { id } => Record::Delete { id: *id },
+                Mutation::Delete { id, .. } => Record::Delete { id: *id },
             };
             encode_record(&mut self.scratch, self.seq, commit_at_us, &record);
         }

@@ -36,13 +36,53 @@ impl TokenRecord {
     pub fn is_expired(&self, now_us: u64) -> bool {
         self.expiry_at_us.is_some_and(|at| at.get() <= now_us)
     }
+
+    fn entry(&self) -> TokenEntry {
+        TokenEntry {
+            id: self.id,
+            user_id: self.user_id,
+            name: Arc::clone(&self.name),
+            created_at_us: self.created_at_us,
+            expiry_at_us: self.expiry_at_us,
+        }
+    }
 }
 
-/// A committed change.
+/// A token as a replica keeps it: everything but the hash, which is its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub id: u64,
+    pub user_id: u32,
+    pub name: Arc<str>,
+    pub created_at_us: u64,
+    pub expiry_at_us: Option<NonZeroU64>,
+}
+
+impl TokenEntry {
+    /// Iggy's rule: expired when `expiry_at ≤ now`.
+    pub fn is_expired(&self, now_us: u64) -> bool {
+        self.expiry_at_us.is_some_and(|at| at.get() <= now_us)
+    }
+
+    pub fn record(&self, hash: &TokenHash) -> TokenRecord {
+        TokenRecord {
+            id: self.id,
+            user_id: self.user_id,
+            name: Arc::clone(&self.name),
+            hash: *hash,
+            created_at_us: self.created_at_us,
+            expiry_at_us: self.expiry_at_us,
+        }
+    }
+}
+
+/// A committed change. A delete carries the token's hash as well as its id
+/// so replicas need no id index (the log stores the id only; replay resolves
+/// it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     Create(TokenRecord),
-    Delete { id: u64 },
+    Delete { id: u64, hash: TokenHash },
 }
 
 /// Hashes a [`TokenHash`] by its first 8 bytes. The keys are keyed BLAKE3
@@ -65,14 +105,16 @@ impl Hasher for TokenHashHasher {
     }
 }
 
-type ByHash = HashMap<TokenHash, TokenRecord, BuildHasherDefault<TokenHashHasher>>;
+type ByHash = HashMap<TokenHash, TokenEntry, BuildHasherDefault<TokenHashHasher>>;
 
+/// One replica: tokens by hash (the login lookup), and per user by name.
+/// Memory matters here (one copy per shard): there is no id index, and
+/// names are shared `Arc<str>`s.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replica {
     by_hash: ByHash,
-    hash_by_id: HashMap<u64, TokenHash>,
-    /// Per user, name → id; ordered so lists come out sorted by name.
-    by_user: HashMap<u32, BTreeMap<Arc<str>, u64>>,
+    /// Per user, name → hash; ordered so lists come out sorted by name.
+    by_user: HashMap<u32, BTreeMap<Arc<str>, TokenHash>>,
 }
 
 impl Replica {
@@ -87,41 +129,42 @@ impl Replica {
         match mutation {
             Mutation::Create(record) => {
                 let names = self.by_user.entry(record.user_id).or_default();
-                let previous_name = names.insert(record.name.clone(), record.id);
-                let previous_id = self.hash_by_id.insert(record.id, record.hash);
-                let previous_hash = self.by_hash.insert(record.hash, record.clone());
+                let previous_name = names.insert(Arc::clone(&record.name), record.hash);
+                let previous_hash = self.by_hash.insert(record.hash, record.entry());
                 assert!(
-                    previous_name.is_none() && previous_id.is_none() && previous_hash.is_none(),
+                    previous_name.is_none() && previous_hash.is_none(),
                     "replica diverged: create of token id {} conflicts",
                     record.id
                 );
             }
-            Mutation::Delete { id } => {
-                let hash = self
-                    .hash_by_id
-                    .remove(id)
+            Mutation::Delete { id, hash } => {
+                let entry = self
+                    .by_hash
+                    .remove(hash)
+                    .filter(|entry| entry.id == *id)
                     .unwrap_or_else(|| panic!("replica diverged: delete of unknown token id {id}"));
-                let record = self.by_hash.remove(&hash).expect("hash index in sync");
-                let names = self.by_user.get_mut(&record.user_id).expect("user index in sync");
-                names.remove(&record.name);
+                let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
+                names.remove(&entry.name);
                 if names.is_empty() {
-                    self.by_user.remove(&record.user_id);
+                    self.by_user.remove(&entry.user_id);
                 }
             }
         }
     }
 
-    pub fn by_hash(&self, hash: &TokenHash) -> Option<&TokenRecord> {
+    pub fn by_hash(&self, hash: &TokenHash) -> Option<&TokenEntry> {
         self.by_hash.get(hash)
     }
 
-    pub fn by_id(&self, id: u64) -> Option<&TokenRecord> {
-        self.hash_by_id.get(&id).and_then(|hash| self.by_hash.get(hash))
+    /// `user_id`'s token called `name`, with its hash.
+    pub fn by_name(&self, user_id: u32, name: &str) -> Option<(&TokenHash, &TokenEntry)> {
+        let hash = self.by_user.get(&user_id)?.get(name)?;
+        self.by_hash.get_key_value(hash)
     }
 
-    pub fn by_name(&self, user_id: u32, name: &str) -> Option<&TokenRecord> {
-        let id = self.by_user.get(&user_id)?.get(name)?;
-        self.by_id(*id)
+    /// Whether a token with this id exists. A scan: for tests and cold paths.
+    pub fn contains_id(&self, id: u64) -> bool {
+        self.by_hash.values().any(|entry| entry.id == id)
     }
 
     /// Tokens `user_id` holds, expired ones included.
@@ -130,17 +173,22 @@ impl Replica {
     }
 
     /// `user_id`'s tokens, sorted by name.
-    pub fn list_for(&self, user_id: u32) -> impl Iterator<Item = &TokenRecord> {
+    pub fn list_for(&self, user_id: u32) -> impl Iterator<Item = &TokenEntry> {
         self.by_user
             .get(&user_id)
             .into_iter()
             .flat_map(|names| names.values())
-            .filter_map(|id| self.by_id(*id))
+            .filter_map(|hash| self.by_hash.get(hash))
     }
 
-    /// Every token, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &TokenRecord> {
-        self.by_hash.values()
+    /// Every token with its hash, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
+        self.by_hash.iter()
+    }
+
+    /// Every token as a full record (compaction snapshots).
+    pub fn records(&self) -> impl Iterator<Item = TokenRecord> + '_ {
+        self.by_hash.iter().map(|(hash, entry)| entry.record(hash))
     }
 
     pub fn len(&self) -> usize {
@@ -169,24 +217,32 @@ mod tests {
         }
     }
 
+    fn delete(record: &TokenRecord) -> Mutation {
+        Mutation::Delete { id: record.id, hash: record.hash }
+    }
+
     #[test]
     fn create_list_delete_keeps_indexes_in_step() {
         let mut replica = Replica::new();
-        replica.apply(&Mutation::Create(record(1, 7, "b")));
-        replica.apply(&Mutation::Create(record(2, 7, "a")));
-        replica.apply(&Mutation::Create(record(3, 8, "a")));
+        let (b, a, other) = (record(1, 7, "b"), record(2, 7, "a"), record(3, 8, "a"));
+        for token in [&b, &a, &other] {
+            replica.apply(&Mutation::Create(token.clone()));
+        }
         let names: Vec<_> = replica.list_for(7).map(|r| &*r.name).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(replica.count_for(7), 2);
         assert_eq!(replica.count_for(8), 1);
-        assert_eq!(replica.by_name(8, "a").unwrap().id, 3);
-        replica.apply(&Mutation::Delete { id: 2 });
+        assert_eq!(replica.by_name(8, "a").unwrap().1.id, 3);
+        assert_eq!(replica.by_name(8, "a").unwrap().0, &other.hash);
+        replica.apply(&delete(&a));
         assert!(replica.by_name(7, "a").is_none());
-        assert!(replica.by_hash(&record(2, 7, "a").hash).is_none());
+        assert!(replica.by_hash(&a.hash).is_none());
+        assert!(!replica.contains_id(2));
         assert_eq!(replica.count_for(7), 1);
-        replica.apply(&Mutation::Delete { id: 1 });
+        replica.apply(&delete(&b));
         assert_eq!(replica.count_for(7), 0);
         assert_eq!(replica.len(), 1);
+        assert_eq!(replica.records().collect::<Vec<_>>(), vec![other]);
     }
 
     #[test]
@@ -204,5 +260,14 @@ mod tests {
         let mut replica = Replica::new();
         replica.apply(&Mutation::Create(record(1, 1, "x")));
         replica.apply(&Mutation::Create(record(2, 1, "x")));
+    }
+
+    #[test]
+    #[should_panic(expected = "diverged")]
+    fn a_delete_whose_id_and_hash_disagree_is_a_divergence() {
+        let mut replica = Replica::new();
+        let token = record(1, 1, "x");
+        replica.apply(&Mutation::Create(token.clone()));
+        replica.apply(&Mutation::Delete { id: 2, hash: token.hash });
     }
 }

@@ -253,8 +253,9 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 Ok((Mutation::Create(record.clone()), Outcome::Created(record)))
             }
             Change::Delete { user_id, name } => {
-                let id = self.state.by_name(*user_id, name).ok_or(ErrorCode::ResourceNotFound)?.id;
-                Ok((Mutation::Delete { id }, Outcome::Deleted { id }))
+                let (hash, entry) = self.state.by_name(*user_id, name).ok_or(ErrorCode::ResourceNotFound)?;
+                let id = entry.id;
+                Ok((Mutation::Delete { id, hash: *hash }, Outcome::Deleted { id }))
             }
             Change::PurgeExpired { .. } => unreachable!("handled by purge_expired"),
         }
@@ -264,19 +265,19 @@ impl<J: Journal, P: Publish> Writer<J, P> {
     /// the writer's replica: it runs once per cleaner interval, and keeping an
     /// expiry index in every replica would cost memory on every shard.
     fn purge_expired(&mut self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
-        let ids: Vec<u64> = self
+        let expired: Vec<(u64, TokenHash)> = self
             .state
             .iter()
-            .filter(|token| token.is_expired(commit_at_us))
-            .map(|token| token.id)
+            .filter(|(_, token)| token.is_expired(commit_at_us))
+            .map(|(hash, token)| (token.id, *hash))
             .take(max)
             .collect();
-        for &id in &ids {
-            let mutation = Mutation::Delete { id };
+        for &(id, hash) in &expired {
+            let mutation = Mutation::Delete { id, hash };
             self.state.apply(&mutation);
             mutations.push(mutation);
         }
-        Outcome::Purged { ids }
+        Outcome::Purged { ids: expired.into_iter().map(|(id, _)| id).collect() }
     }
 }
 
@@ -409,7 +410,7 @@ mod tests {
         assert_ne!(recreated.id, expired.id);
         assert_ne!(keep.id, expired.id);
         let published: Vec<_> = harness.published.try_iter().flat_map(|b| b.to_vec()).collect();
-        assert!(published.contains(&Mutation::Delete { id: expired.id }));
-        assert!(!published.contains(&Mutation::Delete { id: recreated.id }));
+        assert!(published.contains(&Mutation::Delete { id: expired.id, hash: expired.hash }));
+        assert!(!published.iter().any(|m| matches!(m, Mutation::Delete { id, .. } if *id == recreated.id)));
     }
 }

@@ -30,7 +30,7 @@ fn history() -> Vec<Vec<Mutation>> {
             Mutation::Create(token(2, 1, "alice-one", 1_800_000_000_000_000)),
             Mutation::Create(token(3, 1, "alice-two", 0)),
         ],
-        vec![Mutation::Delete { id: 2 }],
+        vec![Mutation::Delete { id: 2, hash: token(2, 1, "alice-one", 0).hash }],
         vec![Mutation::Create(token(4, 2, "bob", 1_900_000_000_000_000))],
     ]
 }
@@ -65,7 +65,7 @@ fn ids_are_not_reused_after_the_newest_token_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut recovered = open(dir.path(), policy_never(), None).unwrap();
     recovered.log.append(&[Mutation::Create(token(7, 0, "x", 0))], 1).unwrap();
-    recovered.log.append(&[Mutation::Delete { id: 7 }], 2).unwrap();
+    recovered.log.append(&[Mutation::Delete { id: 7, hash: token(7, 0, "x", 0).hash }], 2).unwrap();
     drop(recovered);
     assert_eq!(open(dir.path(), policy_never(), None).unwrap().next_id, 8);
 }
@@ -105,7 +105,7 @@ fn a_cut_anywhere_in_the_last_record_keeps_every_earlier_token() {
         log.append(&[Mutation::Create(token(9, 3, "after", 0))], 5).unwrap();
         drop(log);
         let again = open(dir.path(), policy_never(), None).unwrap();
-        assert!(again.state.by_id(9).is_some(), "cut at {cut}");
+        assert!(again.state.contains_id(9), "cut at {cut}");
     }
 }
 
@@ -225,7 +225,12 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
         );
     }
     for id in 1..=30u64 {
-        commit(&mut recovered.log, &mut state, vec![Mutation::Delete { id }], next_id);
+        commit(
+            &mut recovered.log,
+            &mut state,
+            vec![Mutation::Delete { id, hash: token(id, 1, "", 0).hash }],
+            next_id,
+        );
     }
     // Keep writing until the compactor's result has been handed over.
     let mut id = 41;
@@ -312,5 +317,5 @@ fn a_snapshot_cut_short_is_refused_then_repaired_only_when_asked() {
     drop(recovered);
     let reopened = open(dir.path(), policy_never(), None).unwrap();
     assert_eq!(reopened.state.len(), 2);
-    assert!(reopened.state.by_id(11).is_some());
+    assert!(reopened.state.contains_id(11));
 }
