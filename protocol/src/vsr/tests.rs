@@ -176,7 +176,7 @@ fn pat_bodies_from_the_spec_decode_with_the_shared_codecs() {
 fn create_reply_is_the_raw_token_behind_an_accepted_section() {
     // §2.14: with a 68-character token the body is 73 bytes (size 329).
     let token = RawPersonalAccessToken { token: "A".repeat(67) + "=" };
-    let body = encode_to_vec(&AcceptedOwned(&token));
+    let body = encode_to_vec(&Accepted(&token));
     assert_eq!(body.len(), 73);
     assert_eq!(&body[..5], &[0, 0, 0, 0, 68]);
     let request = RequestHeader {
@@ -192,23 +192,11 @@ fn create_reply_is_the_raw_token_behind_an_accepted_section() {
     assert_eq!(frame[offset::REPLY_OPERATION], 146);
 }
 
-/// `Accepted` borrows a trait object; this adapter lets `encode_to_vec` take it.
-struct AcceptedOwned<'a>(&'a dyn WireEncode);
-
-impl WireEncode for AcceptedOwned<'_> {
-    fn encoded_size(&self) -> usize {
-        Accepted(self.0).encoded_size()
-    }
-    fn encode(&self, dst: &mut BytesMut) {
-        Accepted(self.0).encode(dst);
-    }
-}
-
 // --- result sections ------------------------------------------------------
 
 #[test]
 fn result_sections_encode_as_the_spec_shows() {
-    assert_eq!(encode_to_vec(&AcceptedOwned(&Empty)), [0, 0, 0, 0]);
+    assert_eq!(encode_to_vec(&Accepted(&Empty)), [0, 0, 0, 0]);
     let rejected = encode_to_vec(&Rejected(ErrorCode::PersonalAccessTokenAlreadyExists));
     assert_eq!(rejected, [1, 0, 0, 0, 0, 0, 0, 0, 51, 0, 0, 0]);
 
