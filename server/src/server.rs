@@ -23,6 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
 use crate::log::{self, CompactionPolicy, LogError};
+use crate::registry::Replica;
 use crate::shard::{self, ConnectionLimits, Refusal, Shards, Shared};
 use crate::throttle::LoginThrottle;
 use crate::users::{
@@ -106,11 +107,10 @@ pub fn run(options: Options) -> Result<(), StartError> {
         path = %recovered.log.path().display(),
         "token log replayed"
     );
-    let replica = recovered.state;
+    let replica = Arc::new(recovered.state);
     let (publisher, receivers) = shard::channels(shard_count);
     let limits = WriterLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
-    let (writer, writer_join) =
-        writer::spawn(replica.clone(), recovered.next_id, limits, recovered.log, publisher.clone());
+    let (writer, inbox) = writer::channel();
 
     let std_listener = std::net::TcpListener::bind(&config.tcp.address)
         .map_err(|source| StartError::Bind { address: config.tcp.address.clone(), source })?;
@@ -149,6 +149,9 @@ pub fn run(options: Options) -> Result<(), StartError> {
     });
     let mut shards = Shards::start(&publisher, receivers, &replica, &shared)
         .map_err(|source| StartError::Io { what: "cannot start shard threads", source })?;
+    // The shards have their copies; the writer takes the original.
+    let state = Arc::try_unwrap(replica).unwrap_or_else(|shared| Replica::clone(&shared));
+    let writer_join = writer::start(inbox, state, recovered.next_id, limits, recovered.log, publisher.clone());
     drop(publisher);
 
     let cleaner = config.personal_access_token.cleaner.clone();

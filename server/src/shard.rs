@@ -169,16 +169,25 @@ impl Shards {
     pub fn start(
         publisher: &ShardPublisher,
         receivers: Vec<mpsc::UnboundedReceiver<ShardMessage>>,
-        replica: &Replica,
+        replica: &Arc<Replica>,
         shared: &Arc<Shared>,
     ) -> std::io::Result<Shards> {
         let mut joins = Vec::with_capacity(receivers.len());
+        let (ready, readiness) = std_mpsc::channel();
         for (id, receiver) in receivers.into_iter().enumerate() {
-            let shard = ShardSeed { id, replica: replica.clone(), shared: Arc::clone(shared) };
+            let shard = ShardSeed { id, replica: Arc::clone(replica), shared: Arc::clone(shared), ready: ready.clone() };
             let join = std::thread::Builder::new()
                 .name(format!("latchkey-shard-{id}"))
                 .spawn(move || shard.run(receiver))?;
             joins.push(join);
+        }
+        // Each shard copies the recovered registry on its own thread, in
+        // parallel; wait until all have, so "listening" means ready.
+        drop(ready);
+        for _ in 0..joins.len() {
+            if readiness.recv().is_err() {
+                break;
+            }
         }
         Ok(Shards { senders: publisher.senders.clone(), joins, next: 0 })
     }
@@ -215,12 +224,16 @@ impl Shards {
 /// What a shard thread starts from.
 struct ShardSeed {
     id: usize,
-    replica: Replica,
+    replica: Arc<Replica>,
     shared: Arc<Shared>,
+    ready: std_mpsc::Sender<()>,
 }
 
 impl ShardSeed {
     fn run(self, mut receiver: mpsc::UnboundedReceiver<ShardMessage>) {
+        let replica = Replica::clone(&self.replica);
+        drop(self.replica);
+        let _ = self.ready.send(());
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -233,7 +246,7 @@ impl ShardSeed {
         let shard = Rc::new(Shard {
             id: self.id,
             shared: self.shared,
-            replica: RefCell::new(self.replica),
+            replica: RefCell::new(replica),
             shutdown,
         });
         let local = tokio::task::LocalSet::new();

@@ -128,7 +128,33 @@ struct Writer<J, P> {
     failed: bool,
 }
 
+/// The writer's end of its queue, before the writer runs.
+pub struct Inbox(mpsc::Receiver<Message>);
+
+/// Creates the queue. Handles can be given out (and changes queued) before
+/// the writer starts, so shards can start while it waits for its state.
+pub fn channel() -> (WriterHandle, Inbox) {
+    let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
+    (WriterHandle { sender }, Inbox(receiver))
+}
+
 /// Starts the writer thread. `state` and `next_id` come from log recovery.
+pub fn start<J: Journal, P: Publish>(
+    inbox: Inbox,
+    state: Replica,
+    next_id: u64,
+    limits: WriterLimits,
+    journal: J,
+    publish: P,
+) -> JoinHandle<()> {
+    let writer = Writer { state, next_id, last_commit_us: 0, limits, journal, publish, failed: false };
+    std::thread::Builder::new()
+        .name("latchkey-writer".into())
+        .spawn(move || writer.run(inbox.0))
+        .expect("spawn writer thread")
+}
+
+/// [`channel`] and [`start`] in one.
 pub fn spawn<J: Journal, P: Publish>(
     state: Replica,
     next_id: u64,
@@ -136,13 +162,8 @@ pub fn spawn<J: Journal, P: Publish>(
     journal: J,
     publish: P,
 ) -> (WriterHandle, JoinHandle<()>) {
-    let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
-    let writer = Writer { state, next_id, last_commit_us: 0, limits, journal, publish, failed: false };
-    let join = std::thread::Builder::new()
-        .name("latchkey-writer".into())
-        .spawn(move || writer.run(receiver))
-        .expect("spawn writer thread");
-    (WriterHandle { sender }, join)
+    let (handle, inbox) = channel();
+    (handle, start(inbox, state, next_id, limits, journal, publish))
 }
 
 type Pending = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
