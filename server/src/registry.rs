@@ -9,7 +9,7 @@
 //! timestamps), so applying it is deterministic: replaying the log rebuilds
 //! exactly the state that was acknowledged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -126,28 +126,47 @@ impl Replica {
     /// writer against the same state, so a conflict here means replicas have
     /// diverged: that would corrupt answers, so it stops the process.
     pub fn apply(&mut self, mutation: &Mutation) {
+        if let Err(conflict) = self.try_apply(mutation) {
+            panic!("replica diverged: {conflict}");
+        }
+    }
+
+    /// Applies a mutation if it fits the state, and changes nothing if it
+    /// does not (log replay turns that into a corruption report). Each index
+    /// is searched once.
+    pub fn try_apply(&mut self, mutation: &Mutation) -> Result<(), String> {
         match mutation {
             Mutation::Create(record) => {
+                if self.by_hash.contains_key(&record.hash) {
+                    return Err(format!("create of token id {}: its hash exists", record.id));
+                }
                 let names = self.by_user.entry(record.user_id).or_default();
-                let previous_name = names.insert(Arc::clone(&record.name), record.hash);
-                let previous_hash = self.by_hash.insert(record.hash, record.entry());
-                assert!(
-                    previous_name.is_none() && previous_hash.is_none(),
-                    "replica diverged: create of token id {} conflicts",
-                    record.id
-                );
+                match names.entry(Arc::clone(&record.name)) {
+                    btree_map::Entry::Vacant(slot) => {
+                        slot.insert(record.hash);
+                    }
+                    btree_map::Entry::Occupied(_) => {
+                        return Err(format!(
+                            "create of token id {}: user {} already has a token named {:?}",
+                            record.id, record.user_id, record.name
+                        ));
+                    }
+                }
+                self.by_hash.insert(record.hash, record.entry());
+                Ok(())
             }
             Mutation::Delete { id, hash } => {
-                let entry = self
-                    .by_hash
-                    .remove(hash)
-                    .filter(|entry| entry.id == *id)
-                    .unwrap_or_else(|| panic!("replica diverged: delete of unknown token id {id}"));
+                match self.by_hash.get(hash) {
+                    Some(entry) if entry.id == *id => {}
+                    _ => return Err(format!("delete of unknown token id {id}")),
+                }
+                let entry = self.by_hash.remove(hash).expect("checked above");
                 let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
                 names.remove(&entry.name);
                 if names.is_empty() {
                     self.by_user.remove(&entry.user_id);
                 }
+                Ok(())
             }
         }
     }
