@@ -151,7 +151,8 @@ pub fn run(options: Options) -> Result<(), StartError> {
         .map_err(|source| StartError::Io { what: "cannot start shard threads", source })?;
     // The shards have their copies; the writer takes the original.
     let state = Arc::try_unwrap(replica).unwrap_or_else(|shared| Replica::clone(&shared));
-    let writer_join = writer::start(inbox, state, recovered.next_id, limits, recovered.log, publisher.clone());
+    let writer_join =
+        writer::start(inbox, state, recovered.next_id, limits, recovered.log, publisher.clone());
     drop(publisher);
 
     let cleaner = config.personal_access_token.cleaner.clone();

@@ -175,7 +175,12 @@ impl Shards {
         let mut joins = Vec::with_capacity(receivers.len());
         let (ready, readiness) = std_mpsc::channel();
         for (id, receiver) in receivers.into_iter().enumerate() {
-            let shard = ShardSeed { id, replica: Arc::clone(replica), shared: Arc::clone(shared), ready: ready.clone() };
+            let shard = ShardSeed {
+                id,
+                replica: Arc::clone(replica),
+                shared: Arc::clone(shared),
+                ready: ready.clone(),
+            };
             let join = std::thread::Builder::new()
                 .name(format!("latchkey-shard-{id}"))
                 .spawn(move || shard.run(receiver))?;
@@ -243,12 +248,8 @@ impl ShardSeed {
         };
         let (local_shutdown, shutdown) = watch::channel(false);
         let mut global_shutdown = self.shared.shutdown.clone();
-        let shard = Rc::new(Shard {
-            id: self.id,
-            shared: self.shared,
-            replica: RefCell::new(replica),
-            shutdown,
-        });
+        let shard =
+            Rc::new(Shard { id: self.id, shared: self.shared, replica: RefCell::new(replica), shutdown });
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
             // The one task on this shard that waits on the process-wide signal.

@@ -200,7 +200,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         let mut results = Vec::with_capacity(pending.len());
         for (change, _) in pending.iter() {
             let result = if self.failed {
-                Err(ErrorCode::Error)
+                Err(ErrorCode::StorageUnavailable)
             } else if let Change::PurgeExpired { max } = change {
                 Ok(self.purge_expired(*max, commit_at_us, &mut mutations))
             } else {
@@ -227,7 +227,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                     self.failed = true;
                     for result in results.iter_mut() {
                         if result.is_ok() {
-                            *result = Err(ErrorCode::Error);
+                            *result = Err(ErrorCode::StorageUnavailable);
                         }
                     }
                 }
@@ -378,11 +378,11 @@ mod tests {
         let task = harness.runtime.spawn(async move { handle.submit(create(1, "abc", 1)).await });
         harness.entered.recv().unwrap();
         harness.release.send(Err(io::Error::other("EIO"))).unwrap();
-        assert_eq!(harness.runtime.block_on(task).unwrap(), Err(ErrorCode::Error));
+        assert_eq!(harness.runtime.block_on(task).unwrap(), Err(ErrorCode::StorageUnavailable));
         assert!(harness.published.try_recv().is_err());
         // The writer now refuses everything without touching the journal.
         let result = harness.runtime.block_on(harness.handle.submit(create(1, "def", 2)));
-        assert_eq!(result, Err(ErrorCode::Error));
+        assert_eq!(result, Err(ErrorCode::StorageUnavailable));
         assert!(harness.entered.try_recv().is_err());
     }
 
