@@ -54,6 +54,17 @@ pub struct Target {
     pub password: String,
     /// Server process to sample CPU time from, if known.
     pub server_pid: Option<u32>,
+    /// Local address to connect from.
+    pub bind: Option<std::net::IpAddr>,
+}
+
+/// Connects from `bind` if given.
+async fn connect(address: SocketAddr, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = bind else { return TcpStream::connect(address).await };
+    let socket =
+        if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(address).await
 }
 
 /// One measured run.
@@ -110,7 +121,7 @@ fn setup_error(what: &str, status: u32) -> std::io::Error {
 /// Logs in with the password and (re)creates the setup tokens; returns the
 /// login token. The user then holds at least 10 tokens for `list`.
 pub async fn prepare(target: &Target) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(target.address).await?;
+    let mut stream = connect(target.address, target.bind).await?;
     let login = LoginUser {
         username: target.user.clone(),
         password: target.password.clone(),
@@ -205,14 +216,15 @@ pub fn run(
             let bytes = burst(scenario, token, connection, depth);
             let per_burst = requests_per_burst(scenario, depth);
             let address = target.address;
+            let bind = target.bind;
             let login = frame(&LoginWithPersonalAccessToken { token: token.to_owned() });
             tasks.push(tokio::task::spawn_local(async move {
                 if scenario == Scenario::LoginNewconn {
-                    new_connections(address, &login, &phase).await
+                    new_connections(address, bind, &login, &phase).await
                 } else {
                     let needs_login = matches!(scenario, Scenario::List | Scenario::Churn);
-                    open_connection(address, needs_login.then_some(&login[..]), &bytes, per_burst, &phase)
-                        .await
+                    let login = needs_login.then_some(&login[..]);
+                    open_connection(address, bind, login, &bytes, per_burst, &phase).await
                 }
             }));
         }
@@ -250,12 +262,13 @@ pub fn run(
 /// Keeps one connection busy: write a burst, read its replies, repeat.
 async fn open_connection(
     address: SocketAddr,
+    bind: Option<std::net::IpAddr>,
     login: Option<&[u8]>,
     burst: &[u8],
     per_burst: usize,
     phase: &Phase,
 ) -> std::io::Result<ConnectionStats> {
-    let mut stream = TcpStream::connect(address).await?;
+    let mut stream = connect(address, bind).await?;
     stream.set_nodelay(true)?;
     if let Some(login) = login {
         let (status, _) = call(&mut stream, login).await?;
@@ -314,6 +327,7 @@ async fn open_connection(
 /// Connect, send one login, read its reply, close; repeat.
 async fn new_connections(
     address: SocketAddr,
+    bind: Option<std::net::IpAddr>,
     login: &[u8],
     phase: &Phase,
 ) -> std::io::Result<ConnectionStats> {
@@ -324,7 +338,7 @@ async fn new_connections(
         if started >= phase.end {
             return Ok(stats);
         }
-        let mut stream = TcpStream::connect(address).await?;
+        let mut stream = connect(address, bind).await?;
         stream.set_nodelay(true)?;
         let (status, _) = call(&mut stream, login).await?;
         // Reset instead of FIN: a closing client would otherwise park one

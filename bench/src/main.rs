@@ -2,6 +2,7 @@
 //! framing) honestly, next to baselines taken on the same machine in the
 //! same session. See BENCHMARKS.md for the figures and exact commands.
 
+mod attack;
 mod disk;
 mod load;
 mod null_server;
@@ -66,6 +67,10 @@ enum Command {
         /// PID of the server under test, for its CPU use.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Local address to connect from (e.g. 127.0.0.2, so the server
+        /// sees honest clients apart from an attack on 127.0.0.1).
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
         /// PID of the baseline server, for its CPU use.
         #[arg(long)]
         baseline_pid: Option<u32>,
@@ -113,6 +118,16 @@ enum Command {
         depth: usize,
         #[arg(long)]
         server_pid: Option<u32>,
+    },
+    /// Hostile clients (garbage, truncated, oversized, one byte per second)
+    /// against ADDR for a bounded time: the soak test's attack side.
+    Attack {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 400)]
+        connections: usize,
+        #[arg(long, value_parser = duration, default_value = "20s")]
+        duration: Duration,
     },
     /// Hold many idle connections, then report the server's RSS per connection.
     Idle {
@@ -190,6 +205,16 @@ fn run(cli: Cli) -> std::io::Result<()> {
             }
             Ok(())
         }
+        Command::Attack { addr, connections, duration } => {
+            let stats = attack::run(addr, connections, duration)?;
+            println!(
+                "attack: {connections} hostile connections for {:.0} s: {} connections opened, {:.1} MiB sent",
+                duration.as_secs_f64(),
+                stats.connections_opened,
+                stats.bytes_sent as f64 / 1048576.0
+            );
+            Ok(())
+        }
         Command::Idle { addr, connections, hold, server_pid } => {
             let result = scale::idle(addr, connections, hold, server_pid)?;
             match (result.rss_before, result.rss_after) {
@@ -218,14 +243,21 @@ fn run(cli: Cli) -> std::io::Result<()> {
             warmup,
             runs,
             server_pid,
+            bind,
             baseline_pid,
             json,
             plot,
         } => {
             let timing = Timing { warmup, duration };
-            let target = Target { address: addr, user: user.clone(), password: pass.clone(), server_pid };
-            let base =
-                baseline.map(|address| Target { address, user, password: pass, server_pid: baseline_pid });
+            let target =
+                Target { address: addr, user: user.clone(), password: pass.clone(), server_pid, bind };
+            let base = baseline.map(|address| Target {
+                address,
+                user,
+                password: pass,
+                server_pid: baseline_pid,
+                bind,
+            });
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let token = runtime.block_on(load::prepare(&target))?;
             let base_token = match &base {
