@@ -70,6 +70,7 @@ pub enum StartError {
 /// Runs the server until SIGINT or SIGTERM. Blocks the calling thread.
 pub fn run(options: Options) -> Result<(), StartError> {
     let config = &options.config;
+    raise_open_files_limit(config.tcp.max_connections);
     let data_dir = DataDir::open(&config.system.path)?;
     let token_key = data_dir.server_key()?;
     let root = root_credentials(&data_dir, &options)?;
@@ -233,6 +234,42 @@ impl RefusalLog {
             self.since_last = 0;
             self.last = Some(now);
         }
+    }
+}
+
+/// File descriptors the server needs besides connections (log, lock,
+/// listener, runtime internals), with room to spare.
+const FILES_RESERVED: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one, and says so at start if
+/// even that is too low for `max_connections` (connections past it would fail
+/// at accept with EMFILE, which the acceptor survives but cannot serve).
+fn raise_open_files_limit(max_connections: usize) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    let limit = unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    };
+    let needed = max_connections as u64 + FILES_RESERVED;
+    if limit < needed {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections,
+            "the open-files limit is too low for [tcp] max_connections: at most about {} connections \
+             can be served; raise the limit (ulimit -n / LimitNOFILE) or lower max_connections",
+            limit.saturating_sub(FILES_RESERVED)
+        );
+    } else {
+        tracing::debug!(open_files_limit = limit, "open-files limit");
     }
 }
 
