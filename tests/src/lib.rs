@@ -4,11 +4,17 @@
 //! The binary is found next to the test executable's profile directory
 //! (`target/<profile>/latchkey-server`), or at `LATCHKEY_SERVER_BIN`. If it
 //! is missing it is built once with `cargo build -p latchkey-server`.
+//! [`ServerSpec::binary`] names another binary explicitly (the interop suites
+//! and the crash harness use that).
+//!
+//! [`password_hash`] links the server library (feature `server-lib`, on by
+//! default); without it this crate needs only `libc` and `tempfile`, so crates
+//! outside the workspace (interop/) can use the process harness cheaply.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +62,8 @@ pub struct ServerSpec {
     pub default_root: bool,
     /// Listen address; default `127.0.0.1:0`.
     pub address: Option<String>,
+    /// Server binary; default [`server_binary()`].
+    pub binary: Option<PathBuf>,
 }
 
 impl ServerSpec {
@@ -71,6 +79,11 @@ impl ServerSpec {
 
     pub fn config(mut self, toml: &str) -> ServerSpec {
         self.config = Some(toml.to_owned());
+        self
+    }
+
+    pub fn binary(mut self, path: PathBuf) -> ServerSpec {
+        self.binary = Some(path);
         self
     }
 }
@@ -128,7 +141,7 @@ impl TestServer {
 
     /// Starts a server; `Err` carries the output if it exits before listening.
     pub fn try_start(home: &DataHome, spec: &ServerSpec) -> Result<TestServer, Exited> {
-        let mut command = Command::new(server_binary());
+        let mut command = Command::new(spec.binary.clone().unwrap_or_else(server_binary));
         let config_path = home.dir.path().join("server.toml");
         std::fs::write(&config_path, spec.config.as_deref().unwrap_or("")).expect("write config");
         command
@@ -218,6 +231,19 @@ impl TestServer {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Panics (with the server's output) if the process has exited.
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "latchkey-server exited unexpectedly with {status}\nstdout:\n{}\nstderr:\n{}",
+                self.logs(),
+                self.stderr()
+            );
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -255,7 +281,7 @@ impl Drop for TestServer {
 }
 
 /// Parses the address from the server's "Latchkey listening on ADDR" line.
-fn listening_address(line: &str) -> Option<SocketAddr> {
+pub fn listening_address(line: &str) -> Option<SocketAddr> {
     let rest = line.split("Latchkey listening on ").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()
 }
@@ -281,7 +307,44 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
 }
 
+/// Runs `binary hash-password` with `input` on stdin.
+pub fn hash_password_command(binary: &Path, input: &str) -> Output {
+    let mut child = Command::new(binary)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run latchkey-server hash-password");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write password");
+    child.wait_with_output().expect("wait for hash-password")
+}
+
 /// An Argon2 PHC hash for a config `[[users]]` entry.
+#[cfg(feature = "server-lib")]
 pub fn password_hash(password: &str) -> String {
     latchkey_server::users::hash_password(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_address;
+
+    // Moved here with the parser from tools/crash-test/src/server.rs and
+    // interop/iggy01{0,1}/src/lib.rs, which now use this one.
+    #[test]
+    fn parses_the_listening_line() {
+        for line in [
+            "2025-01-01T00:00:00Z  INFO latchkey_server::server: Latchkey listening on 127.0.0.1:40123 \
+             address=127.0.0.1:40123 shards=2",
+            "2025-01-01T00:00:00Z  INFO latchkey_server::server: Latchkey listening on 127.0.0.1:40123 \
+             address=127.0.0.1:40123 shards=4",
+            "2025-01-01T00:00:00Z  INFO latchkey_server::server: Latchkey listening on 127.0.0.1:40123 \
+             address=127.0.0.1:40123 shards=4 framing=auto",
+        ] {
+            assert_eq!(listening_address(line), Some("127.0.0.1:40123".parse().unwrap()));
+        }
+        assert_eq!(listening_address("token log replayed"), None);
+        assert_eq!(listening_address("something else"), None);
+    }
 }

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use latchkey_tests::{DataHome, ServerSpec, TestServer, server_binary};
@@ -187,15 +186,7 @@ fn version_flag_prints_the_version() {
 
 /// Runs `latchkey-server hash-password` with `input` on stdin.
 fn hash_password_command(input: &str) -> std::process::Output {
-    let mut child = Command::new(server_binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run latchkey-server hash-password");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    latchkey_tests::hash_password_command(&server_binary(), input)
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use latchkey_tests::listening_address;
+
 /// Time allowed for a (re)start to reach "Latchkey listening on".
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of server output quoted in a start failure.
@@ -209,23 +211,4 @@ fn copy_lines(
             }
         }
     })
-}
-
-/// Parses the address from the server's "Latchkey listening on ADDR" line.
-fn listening_address(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("Latchkey listening on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_address_in_the_listening_line() {
-        let line = "2025-01-01T00:00:00Z  INFO latchkey_server::server: Latchkey listening on 127.0.0.1:40123 \
-                    address=127.0.0.1:40123 shards=2";
-        assert_eq!(listening_address(line), Some("127.0.0.1:40123".parse().unwrap()));
-        assert_eq!(listening_address("token log replayed"), None);
-    }
 }

@@ -1,41 +1,16 @@
 //! Runs the `crash-test` binary against the real server: a few cycles must
 //! pass, and a server that forgets its token log must be caught.
 //!
-//! The server binary is found like `tests/src/lib.rs` finds it: at
-//! `LATCHKEY_SERVER_BIN`, or next to this test's profile directory
-//! (`target/<profile>/latchkey-server`), built with `cargo build -p
-//! latchkey-server` if missing.
+//! The server binary is found by the shared harness
+//! (`latchkey_tests::server_binary`): at `LATCHKEY_SERVER_BIN`, or next to
+//! this test's profile directory (`target/<profile>/latchkey-server`), built
+//! with `cargo build -p latchkey-server` if missing.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-fn server_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("LATCHKEY_SERVER_BIN") {
-                return PathBuf::from(path);
-            }
-            let exe = std::env::current_exe().expect("test executable path");
-            // target/<profile>/deps/<test> → target/<profile>
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
-            let binary = profile_dir.join("latchkey-server");
-            if !binary.exists() {
-                let release = profile_dir.file_name().is_some_and(|name| name == "release");
-                let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-                build.args(["build", "-p", "latchkey-server", "--bin", "latchkey-server"]);
-                if release {
-                    build.arg("--release");
-                }
-                let status = build.status().expect("run cargo build");
-                assert!(status.success(), "cargo build -p latchkey-server failed");
-            }
-            binary
-        })
-        .clone()
-}
+use latchkey_tests::server_binary;
 
 fn crash_test(server: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crash-test"))
