@@ -14,7 +14,9 @@ use latchkey_protocol::body::{
     Command, CreatePersonalAccessToken, DeletePersonalAccessToken, GetPersonalAccessTokens, LoginUser,
     LoginWithPersonalAccessToken, Ping, RawPersonalAccessToken, WireDecode,
 };
+use latchkey_protocol::body::{Empty, WireEncode};
 use latchkey_protocol::codec::encode_request;
+use latchkey_protocol::vsr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,6 +48,16 @@ impl Scenario {
     }
 }
 
+/// Which Iggy framing the load speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framing {
+    /// `[length][code][payload]` (iggy ≤ 0.10).
+    Legacy,
+    /// 256-byte headers (iggy 0.11), logins as Register.
+    #[value(name = "0.11")]
+    Vsr,
+}
+
 /// Credentials and setup shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -56,6 +68,7 @@ pub struct Target {
     pub server_pid: Option<u32>,
     /// Local address to connect from.
     pub bind: Option<std::net::IpAddr>,
+    pub framing: Framing,
 }
 
 /// Connects from `bind` if given.
@@ -217,9 +230,13 @@ pub fn run(
             let per_burst = requests_per_burst(scenario, depth);
             let address = target.address;
             let bind = target.bind;
-            let login = frame(&LoginWithPersonalAccessToken { token: token.to_owned() });
+            let framing = target.framing;
+            let token = token.to_owned();
+            let login = frame(&LoginWithPersonalAccessToken { token: token.clone() });
             tasks.push(tokio::task::spawn_local(async move {
-                if scenario == Scenario::LoginNewconn {
+                if framing == Framing::Vsr {
+                    vsr_connection(address, bind, scenario, &token, connection, depth, &phase).await
+                } else if scenario == Scenario::LoginNewconn {
                     new_connections(address, bind, &login, &phase).await
                 } else {
                     let needs_login = matches!(scenario, Scenario::List | Scenario::Churn);
@@ -352,6 +369,124 @@ async fn new_connections(
                 stats.errors += 1;
             }
             let _ = histogram.record((done - started).as_micros().max(1) as u64);
+        }
+    }
+}
+
+/// One 0.11 request frame (request_checksum stamped as the SDK does).
+fn vsr_frame(client: u128, operation: u8, code: u32, session: u64, body: &dyn WireEncode) -> Vec<u8> {
+    let request = if operation == vsr::operation::REGISTER { 0 } else { 1 };
+    let header = vsr::RequestHeader { client, operation, code, session, request, ..Default::default() };
+    let mut out = BytesMut::new();
+    vsr::encode_request(&header, body, &mut out);
+    out.to_vec()
+}
+
+/// Parses complete 0.11 replies at `input[offset..filled]`: `(replies, bytes,
+/// errors)`. A reply is an error if its status is set, it is an eviction, or
+/// it carries a result-section rejection.
+fn vsr_replies(input: &[u8]) -> (usize, usize, usize) {
+    let (mut offset, mut replies, mut errors) = (0, 0, 0);
+    while input.len() - offset >= vsr::HEADER_BYTES {
+        let header = &input[offset..offset + vsr::HEADER_BYTES];
+        let size = u32::from_le_bytes(header[48..52].try_into().unwrap()) as usize;
+        if size < vsr::HEADER_BYTES || input.len() - offset < size {
+            break;
+        }
+        let status = u32::from_le_bytes(header[216..220].try_into().unwrap());
+        let rejected = matches!(header[208], 146 | 147 | 1)
+            && size >= vsr::HEADER_BYTES + 4
+            && input[offset + vsr::HEADER_BYTES..offset + vsr::HEADER_BYTES + 4] != [0, 0, 0, 0];
+        if status != 0 || header[60] != vsr::COMMAND_REPLY || rejected {
+            errors += 1;
+        }
+        offset += size;
+        replies += 1;
+    }
+    (replies, offset, errors)
+}
+
+/// The 0.11 twin of `open_connection`: Register with the token (session
+/// from the reply), then bursts of the scenario's frames.
+async fn vsr_connection(
+    address: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+    scenario: Scenario,
+    token: &str,
+    connection: usize,
+    depth: usize,
+    phase: &Phase,
+) -> std::io::Result<ConnectionStats> {
+    let client = 0x4c4b_0000_0000_0000_0000_0000_0000_0000u128 | (connection as u128 + 1);
+    let version = vsr::ClientVersionInfo {
+        protocol_version: vsr::PROTOCOL_VERSION,
+        sdk_name: "latchkey-bench".into(),
+        sdk_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let register = vsr_frame(
+        client,
+        vsr::operation::REGISTER,
+        0,
+        0,
+        &vsr::LoginRegisterWithPat { client_version: version, token: token.to_owned(), context: None },
+    );
+    let mut stream = connect(address, bind).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&register).await?;
+    let mut header = [0u8; vsr::HEADER_BYTES];
+    stream.read_exact(&mut header).await?;
+    let size = u32::from_le_bytes(header[48..52].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; size.saturating_sub(vsr::HEADER_BYTES)];
+    stream.read_exact(&mut body).await?;
+    if header[60] != vsr::COMMAND_REPLY || body.len() < 16 {
+        return Err(setup_error("0.11 token login", u32::from(header[255])));
+    }
+    let session = u64::from_le_bytes(body[8..16].try_into().unwrap());
+    let nr = |code| vsr_frame(client, vsr::operation::NON_REPLICATED, code, session, &Empty);
+    let one = match scenario {
+        Scenario::Ping => nr(latchkey_protocol::codes::PING),
+        Scenario::List => nr(latchkey_protocol::codes::GET_PERSONAL_ACCESS_TOKENS),
+        Scenario::Login | Scenario::LoginNewconn => register,
+        Scenario::Churn => {
+            let name = format!("bench-v{connection}");
+            let create = CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX };
+            let mut pair =
+                vsr_frame(client, vsr::operation::CREATE_PERSONAL_ACCESS_TOKEN, 0, session, &create);
+            let delete = DeletePersonalAccessToken { name };
+            pair.extend(vsr_frame(client, vsr::operation::DELETE_PERSONAL_ACCESS_TOKEN, 0, session, &delete));
+            pair
+        }
+    };
+    let burst = one.repeat(depth);
+    let per_burst = requests_per_burst(scenario, depth);
+    let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
+    let histogram = stats.histogram.as_mut().expect("set above");
+    let mut input = vec![0u8; 256 * 1024];
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= phase.end {
+            return Ok(stats);
+        }
+        stream.write_all(&burst).await?;
+        let (mut filled, mut replies) = (0usize, 0usize);
+        while replies < per_burst {
+            let read = stream.read(&mut input[filled..]).await?;
+            if read == 0 {
+                return Err(std::io::Error::other("server closed the connection"));
+            }
+            filled += read;
+            let (parsed, used, errors) = vsr_replies(&input[..filled]);
+            input.copy_within(used..filled, 0);
+            filled -= used;
+            replies += parsed;
+            let done = Instant::now();
+            if done >= phase.measure_from && done < phase.end {
+                stats.ops += parsed as u64;
+                stats.errors += errors as u64;
+                for _ in 0..parsed {
+                    let _ = histogram.record((done - sent_at).as_micros().max(1) as u64);
+                }
+            }
         }
     }
 }

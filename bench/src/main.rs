@@ -69,6 +69,10 @@ enum Command {
         /// PID of the server under test, for its CPU use.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Framing of the measured load: `legacy` or `0.11` (setup is legacy;
+        /// the server serves both on one port).
+        #[arg(long, value_enum, default_value = "legacy")]
+        framing: load::Framing,
         /// Local address to connect from (e.g. 127.0.0.2, so the server
         /// sees honest clients apart from an attack on 127.0.0.1).
         #[arg(long)]
@@ -245,20 +249,29 @@ fn run(cli: Cli) -> std::io::Result<()> {
             warmup,
             runs,
             server_pid,
+            framing,
             bind,
             baseline_pid,
             json,
             plot,
         } => {
             let timing = Timing { warmup, duration };
-            let target =
-                Target { address: addr, user: user.clone(), password: pass.clone(), server_pid, bind };
+            let target = Target {
+                address: addr,
+                user: user.clone(),
+                password: pass.clone(),
+                server_pid,
+                bind,
+                framing,
+            };
             let base = baseline.map(|address| Target {
                 address,
                 user,
                 password: pass,
                 server_pid: baseline_pid,
                 bind,
+                // The null server speaks the legacy framing only.
+                framing: load::Framing::Legacy,
             });
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let token = runtime.block_on(load::prepare(&target))?;
