@@ -127,15 +127,11 @@ async fn run(
             answer(inbound, session, shard, &mut output).await;
             answered += 1;
         }
-        if !output.is_empty() {
-            stream.write_all(&output).await.map_err(|e| format!("write failed: {e}"))?;
-            output.clear();
-        }
-        if answered == in_flight_max {
-            // More may be buffered: answer it before reading again.
-            continue;
-        }
-        if !waiting.read_more(&mut stream, &mut input, session.is_logged_in()).await? {
+        let more_buffered = answered == in_flight_max;
+        if !waiting
+            .next_burst(&mut stream, &mut output, &mut input, more_buffered, session.is_logged_in())
+            .await?
+        {
             return Ok(());
         }
     }
@@ -169,6 +165,28 @@ impl Waiting {
             login_timeout: limits.login_timeout,
             idle_timeout: limits.idle_timeout,
         }
+    }
+
+    /// Ends a burst, for both framings' loops: writes the replies in
+    /// `output` (one syscall), then, unless `more_buffered` (the in-flight
+    /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
+    pub(crate) async fn next_burst(
+        &mut self,
+        stream: &mut TcpStream,
+        output: &mut BytesMut,
+        input: &mut BytesMut,
+        more_buffered: bool,
+        logged_in: bool,
+    ) -> Result<bool, String> {
+        if !output.is_empty() {
+            stream.write_all(output).await.map_err(|e| format!("write failed: {e}"))?;
+            output.clear();
+        }
+        if more_buffered {
+            // Answer what is already buffered before reading again.
+            return Ok(true);
+        }
+        self.read_more(stream, input, logged_in).await
     }
 
     /// Reads more input. `Ok(false)`: a clean end (the peer closed between

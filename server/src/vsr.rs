@@ -108,15 +108,11 @@ pub(crate) async fn run(
             encode_answer(&frame.header, &answer, binding.session, &mut output);
             answered += 1;
         }
-        if !output.is_empty() {
-            stream.write_all(&output).await.map_err(|e| format!("write failed: {e}"))?;
-            output.clear();
-        }
-        if answered == in_flight_max {
-            // More may be buffered: answer it before reading again.
-            continue;
-        }
-        if !waiting.read_more(&mut stream, &mut input, session.is_logged_in()).await? {
+        let more_buffered = answered == in_flight_max;
+        if !waiting
+            .next_burst(&mut stream, &mut output, &mut input, more_buffered, session.is_logged_in())
+            .await?
+        {
             return Ok(());
         }
     }
