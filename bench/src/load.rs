@@ -293,6 +293,35 @@ async fn open_connection(
             return Err(setup_error("token login", status));
         }
     }
+    drive(&mut stream, burst, per_burst, phase, legacy_replies).await
+}
+
+/// Parses complete legacy replies `[status u32][length u32][payload]` at the
+/// start of `input`: `(replies, bytes, errors)`.
+fn legacy_replies(input: &[u8]) -> (usize, usize, usize) {
+    let (mut offset, mut replies, mut errors) = (0, 0, 0);
+    while input.len() - offset >= 8 {
+        let status = u32::from_le_bytes(input[offset..offset + 4].try_into().unwrap());
+        let length = u32::from_le_bytes(input[offset + 4..offset + 8].try_into().unwrap()) as usize;
+        if input.len() - offset < 8 + length {
+            break;
+        }
+        offset += 8 + length;
+        replies += 1;
+        errors += usize::from(status != 0);
+    }
+    (replies, offset, errors)
+}
+
+/// Keeps one connection busy until the phase ends: write a burst, parse its
+/// `per_burst` replies with `parse` as they arrive, record each one.
+async fn drive(
+    stream: &mut TcpStream,
+    burst: &[u8],
+    per_burst: usize,
+    phase: &Phase,
+    parse: fn(&[u8]) -> (usize, usize, usize),
+) -> std::io::Result<ConnectionStats> {
     let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
     let histogram = stats.histogram.as_mut().expect("set above");
     let mut input = vec![0u8; 256 * 1024];
@@ -302,41 +331,25 @@ async fn open_connection(
             return Ok(stats);
         }
         stream.write_all(burst).await?;
-        // Parse replies in place: [status u32][length u32][payload].
-        let (mut filled, mut offset, mut replies) = (0usize, 0usize, 0usize);
+        let (mut filled, mut replies) = (0usize, 0usize);
         while replies < per_burst {
-            while filled - offset >= 8 {
-                let header = &input[offset..offset + 8];
-                let status = u32::from_le_bytes(header[..4].try_into().unwrap());
-                let length = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
-                if filled - offset < 8 + length {
-                    break;
-                }
-                offset += 8 + length;
-                replies += 1;
-                let done = Instant::now();
-                if done >= phase.measure_from && done < phase.end {
-                    stats.ops += 1;
-                    if status != 0 {
-                        stats.errors += 1;
-                    }
-                    let _ = histogram.record((done - sent_at).as_micros().max(1) as u64);
-                }
-            }
-            if replies == per_burst {
-                break;
-            }
-            if offset == filled {
-                (filled, offset) = (0, 0);
-            } else if filled == input.len() {
-                input.copy_within(offset..filled, 0);
-                (filled, offset) = (filled - offset, 0);
-            }
             let read = stream.read(&mut input[filled..]).await?;
             if read == 0 {
                 return Err(std::io::Error::other("server closed the connection"));
             }
             filled += read;
+            let (parsed, used, errors) = parse(&input[..filled]);
+            input.copy_within(used..filled, 0);
+            filled -= used;
+            replies += parsed;
+            let done = Instant::now();
+            if done >= phase.measure_from && done < phase.end {
+                stats.ops += parsed as u64;
+                stats.errors += errors as u64;
+                for _ in 0..parsed {
+                    let _ = histogram.record((done - sent_at).as_micros().max(1) as u64);
+                }
+            }
         }
     }
 }
@@ -382,7 +395,7 @@ fn vsr_frame(client: u128, operation: u8, code: u32, session: u64, body: &dyn Wi
     out.to_vec()
 }
 
-/// Parses complete 0.11 replies at `input[offset..filled]`: `(replies, bytes,
+/// Parses complete 0.11 replies at the start of `input`: `(replies, bytes,
 /// errors)`. A reply is an error if its status is set, it is an eviction, or
 /// it carries a result-section rejection.
 fn vsr_replies(input: &[u8]) -> (usize, usize, usize) {
@@ -459,34 +472,5 @@ async fn vsr_connection(
     };
     let burst = one.repeat(depth);
     let per_burst = requests_per_burst(scenario, depth);
-    let mut stats = ConnectionStats { histogram: Some(new_histogram()), ..ConnectionStats::default() };
-    let histogram = stats.histogram.as_mut().expect("set above");
-    let mut input = vec![0u8; 256 * 1024];
-    loop {
-        let sent_at = Instant::now();
-        if sent_at >= phase.end {
-            return Ok(stats);
-        }
-        stream.write_all(&burst).await?;
-        let (mut filled, mut replies) = (0usize, 0usize);
-        while replies < per_burst {
-            let read = stream.read(&mut input[filled..]).await?;
-            if read == 0 {
-                return Err(std::io::Error::other("server closed the connection"));
-            }
-            filled += read;
-            let (parsed, used, errors) = vsr_replies(&input[..filled]);
-            input.copy_within(used..filled, 0);
-            filled -= used;
-            replies += parsed;
-            let done = Instant::now();
-            if done >= phase.measure_from && done < phase.end {
-                stats.ops += parsed as u64;
-                stats.errors += errors as u64;
-                for _ in 0..parsed {
-                    let _ = histogram.record((done - sent_at).as_micros().max(1) as u64);
-                }
-            }
-        }
-    }
+    drive(&mut stream, &burst, per_burst, phase, vsr_replies).await
 }
