@@ -18,6 +18,22 @@ pub const LOGIN_WITH_PERSONAL_ACCESS_TOKEN: u32 = 44;
 pub const LOGIN_REGISTER: u32 = 40;
 pub const LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN: u32 = 45;
 
+/// Latchkey's extension commands (the token lifecycle and Authorize) use
+/// codes 9100–9199, a range Iggy's code table leaves empty (its highest code
+/// is 606). They are served in the legacy framing only; `docs/protocol.md`
+/// documents their bodies.
+pub const EXTENSION_CODES: std::ops::RangeInclusive<u32> = 9100..=9199;
+pub const CREATE_TOKEN: u32 = 9100;
+pub const GET_TOKEN: u32 = 9101;
+pub const LIST_TOKENS: u32 = 9102;
+pub const UPDATE_TOKEN: u32 = 9103;
+pub const REVOKE_TOKEN: u32 = 9104;
+pub const ROTATE_TOKEN: u32 = 9105;
+pub const DELETE_TOKEN: u32 = 9106;
+pub const REVOKE_ALL_TOKENS: u32 = 9107;
+pub const DELETE_ALL_TOKENS: u32 = 9108;
+pub const AUTHORIZE: u32 = 9110;
+
 /// Every command code in Iggy's code table (spec §2.8), served or not.
 /// Codes 40 and 45 are the 0.11 login codes; they are in Iggy's table, so
 /// the legacy path treats them as known but not served.
@@ -54,6 +70,16 @@ pub fn name(code: u32) -> &'static str {
         LOGIN_WITH_PERSONAL_ACCESS_TOKEN => "LoginWithPersonalAccessToken",
         LOGIN_REGISTER => "LoginRegister",
         LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN => "LoginRegisterWithPat",
+        CREATE_TOKEN => "CreateToken",
+        GET_TOKEN => "GetToken",
+        LIST_TOKENS => "ListTokens",
+        UPDATE_TOKEN => "UpdateToken",
+        REVOKE_TOKEN => "RevokeToken",
+        ROTATE_TOKEN => "RotateToken",
+        DELETE_TOKEN => "DeleteToken",
+        REVOKE_ALL_TOKENS => "RevokeAllTokens",
+        DELETE_ALL_TOKENS => "DeleteAllTokens",
+        AUTHORIZE => "Authorize",
         code if is_iggy_code(code) => "unserved Iggy command",
         _ => "unknown",
     }
@@ -75,6 +101,15 @@ mod tests {
         }
         for code in [0, 2, 9, 99, 1000, u32::MAX] {
             assert!(!is_iggy_code(code), "{code}");
+        }
+        for code in EXTENSION_CODES {
+            assert!(!is_iggy_code(code), "{code}");
+        }
+        for code in [CREATE_TOKEN, GET_TOKEN, LIST_TOKENS, UPDATE_TOKEN, REVOKE_TOKEN, ROTATE_TOKEN] {
+            assert!(EXTENSION_CODES.contains(&code), "{code}");
+        }
+        for code in [DELETE_TOKEN, REVOKE_ALL_TOKENS, DELETE_ALL_TOKENS, AUTHORIZE] {
+            assert!(EXTENSION_CODES.contains(&code), "{code}");
         }
     }
 }

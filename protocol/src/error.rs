@@ -73,6 +73,15 @@ error_codes! {
     // unused (its highest code is 14003). Iggy SDKs report them as Error (1).
     TooManyFailedLogins = 20001, "too many failed logins from this address or for this user; try again later";
     StorageUnavailable = 20002, "the token log cannot be written; changes are refused until the server restarts";
+    PersonalAccessTokenRevoked = 20003, "personal access token revoked";
+    AddressNotAllowed = 20004, "this token may not be used from this client address";
+    InsufficientScope = 20005, "the token this session logged in with lacks the scope this command needs";
+    LifetimeNotAllowed = 20006, "the requested token lifetime exceeds the server's maximum";
+    InvalidScope = 20007, "invalid scope (built-in, or <type>:<id>:<action>)";
+    InvalidNetwork = 20008, "invalid network (an IPv4 or IPv6 address or CIDR)";
+    InvalidDescription = 20009, "invalid token description (at most 256 bytes of UTF-8)";
+    TokenManagementNotAllowed = 20010, "sessions that logged in with a token may not manage tokens (server policy)";
+    AuthorizeNotPermitted = 20011, "the user lacks the authorize permission";
 }
 
 #[cfg(test)]

@@ -9,13 +9,17 @@
 //! - [`body`]: one type per request and reply body;
 //! - [`request`]: a code plus a decoded body, with the precedence rules;
 //! - [`codes`]: command codes; [`error`]: wire error codes;
-//! - [`token`]: Latchkey's token format (`lk_…`), shared by server and tools.
+//! - [`token`]: Latchkey's token format (`lk_…`), shared by server and tools;
+//! - [`ext`]: Latchkey's extension commands (token lifecycle, Authorize);
+//!   [`scope`]: scope syntax and matching.
 
 pub mod body;
 pub mod codec;
 pub mod codes;
 pub mod error;
+pub mod ext;
 pub mod request;
+pub mod scope;
 pub mod token;
 pub mod vsr;
 pub mod wire;

@@ -8,6 +8,9 @@ use crate::body::{
     CreatePersonalAccessToken, DeletePersonalAccessToken, LoginUser, LoginWithPersonalAccessToken,
     decode_exact,
 };
+use crate::ext::{
+    Authorize, CreateToken, DeleteToken, GetToken, ListTokens, RevokeToken, RotateToken, UpdateToken,
+};
 use crate::{ErrorCode, codes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,17 @@ pub enum Request {
     LoginWithPersonalAccessToken(LoginWithPersonalAccessToken),
     /// A command Iggy defines that Latchkey does not serve; its body is not read.
     Unserved(u32),
+    // Latchkey's extensions (codes 9100–9199, legacy framing only).
+    CreateToken(CreateToken),
+    GetToken(GetToken),
+    ListTokens(ListTokens),
+    UpdateToken(UpdateToken),
+    RevokeToken(RevokeToken),
+    RotateToken(RotateToken),
+    DeleteToken(DeleteToken),
+    RevokeAllTokens,
+    DeleteAllTokens,
+    Authorize(Authorize),
 }
 
 impl Request {
@@ -51,9 +65,36 @@ impl Request {
             codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN => {
                 decode_exact(non_empty()?).map(Request::LoginWithPersonalAccessToken)
             }
+            codes::CREATE_TOKEN => decode_exact(non_empty()?).map(Request::CreateToken),
+            codes::GET_TOKEN => decode_exact(non_empty()?).map(Request::GetToken),
+            codes::LIST_TOKENS => decode_exact(non_empty()?).map(Request::ListTokens),
+            codes::UPDATE_TOKEN => decode_exact(non_empty()?).map(Request::UpdateToken),
+            codes::REVOKE_TOKEN => decode_exact(non_empty()?).map(Request::RevokeToken),
+            codes::ROTATE_TOKEN => decode_exact(non_empty()?).map(Request::RotateToken),
+            codes::DELETE_TOKEN => decode_exact(non_empty()?).map(Request::DeleteToken),
+            codes::REVOKE_ALL_TOKENS => empty(Request::RevokeAllTokens),
+            codes::DELETE_ALL_TOKENS => empty(Request::DeleteAllTokens),
+            codes::AUTHORIZE => decode_exact(non_empty()?).map(Request::Authorize),
             code if codes::is_iggy_code(code) => Ok(Request::Unserved(code)),
             _ => Err(ErrorCode::InvalidCommand),
         }
+    }
+
+    /// Whether this is one of Latchkey's extension commands.
+    pub fn is_extension(&self) -> bool {
+        matches!(
+            self,
+            Request::CreateToken(_)
+                | Request::GetToken(_)
+                | Request::ListTokens(_)
+                | Request::UpdateToken(_)
+                | Request::RevokeToken(_)
+                | Request::RotateToken(_)
+                | Request::DeleteToken(_)
+                | Request::RevokeAllTokens
+                | Request::DeleteAllTokens
+                | Request::Authorize(_)
+        )
     }
 
     /// Commands served on a connection that is not logged in (spec §1.6).

@@ -25,9 +25,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Beyond Iggy's four token commands, the client has Latchkey's extensions
+//! (the token lifecycle and Authorize): [`Client::create_token`] with
+//! scopes, networks and a description, [`Client::get_token`],
+//! [`Client::list_tokens`], [`Client::update_token`],
+//! [`Client::revoke_token`], [`Client::rotate_token`],
+//! [`Client::delete_token`], [`Client::revoke_all_tokens`],
+//! [`Client::delete_all_tokens`] and [`Client::authorize`].
 
 use std::fmt;
 use std::time::Duration;
+
+mod ext;
+pub use ext::{
+    AuthorizeDecision, Decision, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenPage,
+    TokenSelector, TokenStatus,
+};
 
 use bytes::{Bytes, BytesMut};
 pub use latchkey_protocol::ErrorCode;

@@ -135,6 +135,22 @@ impl std::fmt::Display for Framing {
 pub struct PersonalAccessTokenConfig {
     /// Tokens one user may hold, expired-but-uncleaned ones included.
     pub max_tokens_per_user: u32,
+    /// Longest lifetime a create or rotate may ask for; `None` ("never" in
+    /// the file) sets no maximum. With a maximum, asking for a token that
+    /// never expires is refused too (code 20006).
+    #[serde(with = "optional_duration")]
+    pub max_lifetime: Option<Duration>,
+    /// Lifetime given to a token created with expiry 0 ("server default");
+    /// `None` ("never") means such tokens never expire, as in Iggy.
+    #[serde(with = "optional_duration")]
+    pub default_lifetime: Option<Duration>,
+    /// Whether a session that logged in with a token may create, change and
+    /// remove tokens (Iggy: yes). `false` leaves that to password sessions.
+    pub token_sessions_manage_tokens: bool,
+    /// How often each shard writes the last-use times it has gathered to the
+    /// log. A crash loses at most this much last-use data; nothing else.
+    #[serde(with = "humantime_serde")]
+    pub last_used_flush_interval: Duration,
     pub cleaner: CleanerConfig,
 }
 
@@ -158,6 +174,10 @@ pub struct UserConfig {
     pub password_hash: String,
     #[serde(default = "default_true")]
     pub active: bool,
+    /// Extra permissions: `"authorize"` lets the user call Authorize (a
+    /// broker's service account). Root has every permission.
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -166,9 +186,14 @@ impl std::fmt::Debug for UserConfig {
             .field("id", &self.id)
             .field("username", &self.username)
             .field("active", &self.active)
+            .field("permissions", &self.permissions)
             .finish_non_exhaustive()
     }
 }
+
+/// Permissions a configured user may be given.
+pub const PERMISSIONS: &[&str] = &[PERMISSION_AUTHORIZE];
+pub const PERMISSION_AUTHORIZE: &str = "authorize";
 
 fn default_true() -> bool {
     true
@@ -236,7 +261,14 @@ impl Default for LoginThrottleConfig {
 
 impl Default for PersonalAccessTokenConfig {
     fn default() -> Self {
-        PersonalAccessTokenConfig { max_tokens_per_user: 100, cleaner: CleanerConfig::default() }
+        PersonalAccessTokenConfig {
+            max_tokens_per_user: 100,
+            max_lifetime: None,
+            default_lifetime: None,
+            token_sessions_manage_tokens: true,
+            last_used_flush_interval: Duration::from_secs(5),
+            cleaner: CleanerConfig::default(),
+        }
     }
 }
 
@@ -271,6 +303,23 @@ mod humantime_serde {
         let text = String::deserialize(deserializer)?;
         super::parse_duration(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// A duration, or "never" for none.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_optional_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `"never"` is `None`; anything else is a duration.
+pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim() == "never" { Ok(None) } else { parse_duration(text).map(Some) }
 }
 
 /// One environment override: its variable name and how it sets the config.
@@ -334,6 +383,26 @@ const ENV_KEYS: &[EnvKey] = &[
         personal_access_token.max_tokens_per_user,
         parse
     ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_LIFETIME",
+        personal_access_token.max_lifetime,
+        parse_optional_duration
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_DEFAULT_LIFETIME",
+        personal_access_token.default_lifetime,
+        parse_optional_duration
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_TOKEN_SESSIONS_MANAGE_TOKENS",
+        personal_access_token.token_sessions_manage_tokens,
+        parse
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_LAST_USED_FLUSH_INTERVAL",
+        personal_access_token.last_used_flush_interval,
+        parse_duration
+    ),
     env_key!("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", personal_access_token.cleaner.enabled, parse),
     env_key!(
         "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
@@ -379,6 +448,32 @@ impl Config {
         };
         if self.personal_access_token.max_tokens_per_user == 0 {
             return invalid("personal_access_token.max_tokens_per_user", "must be at least 1");
+        }
+        let tokens = &self.personal_access_token;
+        if tokens.max_lifetime.is_some_and(|max| max.is_zero()) {
+            return invalid("personal_access_token.max_lifetime", "must be positive (or \"never\")");
+        }
+        if tokens.default_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
+            return invalid("personal_access_token.default_lifetime", "must be positive (or \"never\")");
+        }
+        if let Some(max) = tokens.max_lifetime {
+            if tokens.default_lifetime.is_none_or(|lifetime| lifetime > max) {
+                return invalid(
+                    "personal_access_token.default_lifetime",
+                    "must be set and at most max_lifetime when max_lifetime is set",
+                );
+            }
+        }
+        if tokens.last_used_flush_interval.is_zero() {
+            return invalid("personal_access_token.last_used_flush_interval", "must be positive");
+        }
+        for user in &self.users {
+            if let Some(unknown) = user.permissions.iter().find(|p| !PERMISSIONS.contains(&p.as_str())) {
+                return invalid(
+                    "users.permissions",
+                    &format!("unknown permission {unknown:?} (known: authorize)"),
+                );
+            }
         }
         if self.personal_access_token.cleaner.interval.is_zero() {
             return invalid("personal_access_token.cleaner.interval", "must be positive");
@@ -493,5 +588,37 @@ mod tests {
                 .unwrap();
         assert_eq!(config.users.len(), 1);
         assert!(config.users[0].active);
+        assert!(config.users[0].permissions.is_empty());
+    }
+
+    #[test]
+    fn token_policy_parses_and_is_checked() {
+        let config = Config::from_toml(
+            "[personal_access_token]\nmax_lifetime = \"90 days\"\ndefault_lifetime = \"30 days\"\n\
+             token_sessions_manage_tokens = false\n",
+        )
+        .unwrap();
+        let tokens = &config.personal_access_token;
+        assert_eq!(tokens.max_lifetime, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(tokens.default_lifetime, Some(Duration::from_secs(30 * 86_400)));
+        assert!(!tokens.token_sessions_manage_tokens);
+        config.validate().unwrap();
+        let mut config = Config::default();
+        config.personal_access_token.max_lifetime = Some(Duration::from_secs(60));
+        assert!(config.validate().unwrap_err().to_string().contains("default_lifetime"));
+        config.personal_access_token.default_lifetime = Some(Duration::from_secs(61));
+        assert!(config.validate().is_err());
+        config.personal_access_token.default_lifetime = Some(Duration::from_secs(60));
+        config.validate().unwrap();
+        let mut config = Config::default();
+        config
+            .apply_env(|key| (key == "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_LIFETIME").then(|| "never".into()))
+            .unwrap();
+        assert_eq!(config.personal_access_token.max_lifetime, None);
+        let bad = Config::from_toml(
+            "[[users]]\nid = 1\nusername = \"alice\"\npassword_hash = \"x\"\npermissions = [\"admin\"]\n",
+        )
+        .unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("admin"));
     }
 }

@@ -6,17 +6,26 @@
 //! tracing target: user, token name and id, peer; never a secret.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use latchkey_protocol::body::{
-    ClientDetails, ClusterMetadata, ClusterNode, CreatePersonalAccessToken, DeletePersonalAccessToken,
-    IdentityInfo, LoginUser, LoginWithPersonalAccessToken, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
-    PersonalAccessTokenInfo, PersonalAccessTokens, RawPersonalAccessToken, TRANSPORT_TCP, WireEncode,
+    ClientDetails, ClusterMetadata, ClusterNode, CreatePersonalAccessToken, IdentityInfo, LoginUser,
+    LoginWithPersonalAccessToken, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY, PersonalAccessTokenInfo,
+    PersonalAccessTokens, RawPersonalAccessToken, TRANSPORT_TCP, WireEncode,
 };
-use latchkey_protocol::{ErrorCode, Request, token};
+use latchkey_protocol::ext::{
+    Authorize, AuthorizeDecision, Count, CreateToken, Decision, IssuedToken, ListTokens, RotateToken,
+    TokenDetails, TokenPage, TokenSelector, UpdateToken,
+};
+use latchkey_protocol::{ErrorCode, Request, scope, token};
 use rand::TryRngCore;
 
 use crate::clock::now_us;
+use crate::policy::{
+    DESCRIPTION_BYTES_MAX, LIST_PAGE_TOKENS_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, parse_network,
+};
+use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 use crate::shard::Shard;
 use crate::throttle::Attempt;
 use crate::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
@@ -32,11 +41,29 @@ pub struct Session {
     client_id: u32,
     peer: SocketAddr,
     user_id: Option<u32>,
+    /// Set when the session logged in with a token: which one, so every
+    /// later command can check it still stands and what its scopes allow.
+    token: Option<SessionToken>,
+}
+
+#[derive(Debug)]
+struct SessionToken {
+    id: u64,
+    hash: TokenHash,
+    /// The token's scopes and networks at login; still in force if the
+    /// token is deleted during the session.
+    extras: Option<Arc<TokenExtras>>,
+}
+
+impl SessionToken {
+    fn scopes(&self) -> &[Box<str>] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
 }
 
 impl Session {
     pub fn new(client_id: u32, peer: SocketAddr) -> Session {
-        Session { client_id, peer, user_id: None }
+        Session { client_id, peer, user_id: None, token: None }
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -51,6 +78,7 @@ impl Session {
     /// Ends the login (the connection stays open), as Logout does.
     pub fn log_out(&mut self) {
         self.user_id = None;
+        self.token = None;
     }
 }
 
@@ -62,6 +90,11 @@ pub enum ReplyBody {
     Tokens(PersonalAccessTokens),
     Me(ClientDetails),
     Cluster(ClusterMetadata),
+    Issued(IssuedToken),
+    Details(TokenDetails),
+    Page(TokenPage),
+    Count(Count),
+    Decision(AuthorizeDecision),
 }
 
 impl ReplyBody {
@@ -73,6 +106,11 @@ impl ReplyBody {
             ReplyBody::Tokens(body) => Some(body),
             ReplyBody::Me(body) => Some(body),
             ReplyBody::Cluster(body) => Some(body),
+            ReplyBody::Issued(body) => Some(body),
+            ReplyBody::Details(body) => Some(body),
+            ReplyBody::Page(body) => Some(body),
+            ReplyBody::Count(body) => Some(body),
+            ReplyBody::Decision(body) => Some(body),
         }
     }
 }
@@ -88,6 +126,15 @@ impl WireEncode for ReplyBody {
     }
 }
 
+/// What a command needs from a session that logged in with a token.
+#[derive(Clone, Copy)]
+enum Need {
+    /// A built-in scope.
+    Scope(&'static str),
+    /// `tokens:write`, and the policy must let token sessions manage tokens.
+    Manage,
+}
+
 /// Runs a request that passed decoding and the login check.
 pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
     match request {
@@ -100,14 +147,14 @@ pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> R
         }
         Request::GetMe => Ok(ReplyBody::Me(ClientDetails {
             client_id: session.client_id,
-            user_id: logged_in(session)?,
+            user_id: allowed(session, shard, Need::Scope(scope::ME_READ))?,
             transport: TRANSPORT_TCP,
             address: session.peer.to_string(),
             consumer_groups: Vec::new(),
         })),
         Request::GetClusterMetadata => Ok(ReplyBody::Cluster(cluster_metadata(shard))),
         Request::GetPersonalAccessTokens => {
-            let user_id = logged_in(session)?;
+            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
             let entries = shard.read(|replica| {
                 replica
                     .list_for(user_id)
@@ -120,13 +167,104 @@ pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> R
             Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
         }
         Request::CreatePersonalAccessToken(create) => create_token(create, session, shard).await,
-        Request::DeletePersonalAccessToken(delete) => delete_token(delete, session, shard).await,
+        Request::DeletePersonalAccessToken(delete) => {
+            let change =
+                |user_id| Change::Delete { user_id, token: TokenSelector::Name(delete.name.clone()) };
+            change_token(change, "token_deleted", session, shard).await.map(|_| ReplyBody::Empty)
+        }
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
+        Request::CreateToken(create) => create_extended(create, session, shard).await,
+        Request::GetToken(get) => {
+            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
+            let now = now_us();
+            shard.read(|replica| {
+                let found = match &get.token {
+                    TokenSelector::Id(id) => replica.by_user_and_id(user_id, *id),
+                    TokenSelector::Name(name) => replica.by_name(user_id, name),
+                };
+                let (_, entry) = found.ok_or(ErrorCode::ResourceNotFound)?;
+                Ok(ReplyBody::Details(details(entry, shard.last_used(replica, entry.id), now)))
+            })
+        }
+        Request::ListTokens(list) => {
+            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
+            Ok(ReplyBody::Page(list_tokens(list, user_id, shard)))
+        }
+        Request::UpdateToken(update) => update_token(update, session, shard).await,
+        Request::RevokeToken(revoke) => {
+            let change = |user_id| Change::Revoke { user_id, token: revoke.token.clone() };
+            change_token(change, "token_revoked", session, shard).await.map(|_| ReplyBody::Empty)
+        }
+        Request::RotateToken(rotate) => rotate_token(rotate, session, shard).await,
+        Request::DeleteToken(delete) => {
+            let change = |user_id| Change::Delete { user_id, token: delete.token.clone() };
+            change_token(change, "token_deleted", session, shard).await.map(|_| ReplyBody::Empty)
+        }
+        Request::RevokeAllTokens => {
+            let change = |user_id| Change::RevokeAll { user_id };
+            change_token(change, "tokens_revoked_all", session, shard).await
+        }
+        Request::DeleteAllTokens => {
+            let change = |user_id| Change::DeleteAll { user_id };
+            change_token(change, "tokens_deleted_all", session, shard).await
+        }
+        Request::Authorize(authorize) => authorize_token(authorize, session, shard),
     }
 }
 
 fn logged_in(session: &Session) -> Result<u32, ErrorCode> {
     session.user_id.ok_or(ErrorCode::Unauthenticated)
+}
+
+/// The session's user id, if the session still stands and may do `need`.
+///
+/// A session ends (40) once its user is inactive or gone, or once the token
+/// it logged in with is revoked or rotated: credentials stopped on purpose
+/// do not keep working through an open connection. A token that is deleted
+/// or expires leaves the session open, as in Iggy (whose clients rely on
+/// it), with the token's scopes still in force. A token session must hold
+/// the scope the command needs.
+fn allowed(session: &mut Session, shard: &Shard, need: Need) -> Result<u32, ErrorCode> {
+    let user_id = logged_in(session)?;
+    let users = shard.shared.users.load();
+    if !users.by_id(user_id).is_some_and(|user| user.active) {
+        tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %session.peer);
+        session.log_out();
+        return Err(ErrorCode::Unauthenticated);
+    }
+    let Some(token) = &session.token else { return Ok(user_id) };
+    let stopped = shard.read(|replica| match replica.by_hash(&token.hash) {
+        Some(entry) if entry.id == token.id => entry.revoked_at_us.is_some(),
+        // Gone under this hash: rotated if the id is still there, else deleted.
+        _ => replica.by_user_and_id(user_id, token.id).is_some(),
+    });
+    if stopped {
+        tracing::info!(target: "audit", event = "session_ended", reason = "token_revoked_or_rotated", user_id, token_id = token.id, peer = %session.peer);
+        session.log_out();
+        return Err(ErrorCode::Unauthenticated);
+    }
+    let needed = match need {
+        Need::Scope(needed) => needed,
+        Need::Manage => scope::TOKENS_WRITE,
+    };
+    if !scope::allows(token.scopes(), needed) {
+        return Err(ErrorCode::InsufficientScope);
+    }
+    if matches!(need, Need::Manage) && !shard.shared.policy.load().token_sessions_manage_tokens {
+        return Err(ErrorCode::TokenManagementNotAllowed);
+    }
+    Ok(user_id)
+}
+
+/// A token session may only mint tokens it could itself stand in for: every
+/// scope asked for must be covered by the session token's scopes (a full
+/// access token needs a full access session).
+fn may_grant(session: &Session, scopes: &[Box<str>]) -> Result<(), ErrorCode> {
+    let Some(token) = &session.token else { return Ok(()) };
+    let own = token.scopes();
+    let covered =
+        own.is_empty() || (!scopes.is_empty() && scopes.iter().all(|wanted| scope::allows(own, wanted)));
+    if covered { Ok(()) } else { Err(ErrorCode::InsufficientScope) }
 }
 
 async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
@@ -145,7 +283,7 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
         tracing::warn!(target: "audit", event = "login_throttled", method = "password", %username, %peer);
         return Err(ErrorCode::TooManyFailedLogins);
     }
-    let user = shared.users.by_name(&username).cloned();
+    let user = shared.users.load().by_name(&username).cloned();
     let verified = shared.verifier.verify(user.as_deref(), password).await;
     let user = match user {
         Some(user) if verified => user,
@@ -160,6 +298,7 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
         return Err(ErrorCode::UserInactive);
     }
     session.user_id = Some(user.id);
+    session.token = None;
     // Successful logins are debug-level audit events: a sidecar answers tens
     // of thousands a second. `LATCHKEY_LOG=info,audit=debug` records them.
     tracing::debug!(target: "audit", event = "login", method = "password", user_id = user.id, %username, %peer);
@@ -192,38 +331,42 @@ fn login_with_token(
     }
     let hash = blake3::keyed_hash(&shard.shared.token_key, login.token.as_bytes());
     let now = now_us();
+    let hash = *hash.as_bytes();
     let found = shard.read(|replica| {
-        replica
-            .by_hash(hash.as_bytes())
-            .map(|token| (token.id, token.user_id, token.name.clone(), token.is_expired(now)))
+        replica.by_hash(&hash).map(|token| {
+            let status = (token.revoked_at_us.is_some(), token.is_expired(now), token.admits(peer.ip()));
+            (token.id, token.user_id, token.name.clone(), token.extras.clone(), status)
+        })
     });
-    let Some((token_id, user_id, name, expired)) = found else {
+    let Some((token_id, user_id, name, extras, (revoked, expired, admitted))) = found else {
         return fail("unknown", ErrorCode::ResourceNotFound);
     };
-    let Some(owner) = shard.shared.users.by_id(user_id) else {
+    let users = shard.shared.users.load();
+    let Some(owner) = users.by_id(user_id) else {
         return fail("owner_removed", ErrorCode::ResourceNotFound);
     };
+    if revoked {
+        return fail("revoked", ErrorCode::PersonalAccessTokenRevoked);
+    }
     if expired {
         return fail("expired", ErrorCode::PersonalAccessTokenExpired);
     }
     if !owner.active {
         return fail("inactive", ErrorCode::UserInactive);
     }
+    if !admitted {
+        tracing::warn!(target: "audit", event = "login_denied_network", method = "token", user_id, token_id, token_name = %name, %peer);
+        return fail("network", ErrorCode::AddressNotAllowed);
+    }
     session.user_id = Some(user_id);
+    session.token = Some(SessionToken { id: token_id, hash, extras });
+    shard.note_use(token_id, hash, LastUsed { at_us: now, peer });
     tracing::debug!(target: "audit", event = "login", method = "token", user_id, token_id, token_name = %name, %peer);
     Ok(ReplyBody::Identity(IdentityInfo { user_id }))
 }
 
-async fn create_token(
-    create: CreatePersonalAccessToken,
-    session: &mut Session,
-    shard: &Shard,
-) -> Result<ReplyBody, ErrorCode> {
-    let user_id = logged_in(session)?;
-    let CreatePersonalAccessToken { name, expiry_us } = create;
-    if !(TOKEN_NAME_BYTES_MIN..=TOKEN_NAME_BYTES_MAX).contains(&name.len()) {
-        return Err(ErrorCode::InvalidPersonalAccessTokenName);
-    }
+/// A fresh random token and its keyed hash.
+fn mint(shard: &Shard) -> Result<(String, TokenHash), ErrorCode> {
     let mut secret = [0u8; token::SECRET_BYTES];
     if let Err(error) = rand::rngs::OsRng.try_fill_bytes(&mut secret) {
         tracing::error!(%error, "OS random source failed; cannot mint a token");
@@ -231,12 +374,95 @@ async fn create_token(
     }
     let raw = token::encode(&secret);
     let hash = *blake3::keyed_hash(&shard.shared.token_key, raw.as_bytes()).as_bytes();
-    let change = Change::Create { user_id, name: name.clone(), hash, expiry_us };
+    Ok((raw, hash))
+}
+
+fn check_name(name: &str) -> Result<(), ErrorCode> {
+    if (TOKEN_NAME_BYTES_MIN..=TOKEN_NAME_BYTES_MAX).contains(&name.len()) {
+        Ok(())
+    } else {
+        Err(ErrorCode::InvalidPersonalAccessTokenName)
+    }
+}
+
+fn check_description(description: &str) -> Result<(), ErrorCode> {
+    if description.len() <= DESCRIPTION_BYTES_MAX { Ok(()) } else { Err(ErrorCode::InvalidDescription) }
+}
+
+/// Iggy's code 42: a full access token, unless the policy or the session's
+/// own scopes forbid it.
+async fn create_token(
+    create: CreatePersonalAccessToken,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<ReplyBody, ErrorCode> {
+    let CreatePersonalAccessToken { name, expiry_us } = create;
+    let request = CreateToken { name, expiry_us, ..CreateToken::default() };
+    let issued = create_checked(request, None, session, shard).await?;
+    Ok(ReplyBody::Token(RawPersonalAccessToken { token: issued.token }))
+}
+
+/// Code 9100.
+async fn create_extended(
+    create: CreateToken,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<ReplyBody, ErrorCode> {
+    check_description(&create.description)?;
+    if create.scopes.len() > TOKEN_SCOPES_MAX {
+        return Err(ErrorCode::InvalidScope);
+    }
+    let mut scopes: Vec<Box<str>> = Vec::with_capacity(create.scopes.len());
+    for wanted in &create.scopes {
+        scope::validate_granted(wanted).map_err(|_| ErrorCode::InvalidScope)?;
+        if !scopes.iter().any(|have| **have == **wanted) {
+            scopes.push(wanted.as_str().into());
+        }
+    }
+    if create.networks.len() > TOKEN_NETWORKS_MAX {
+        return Err(ErrorCode::InvalidNetwork);
+    }
+    let mut networks = Vec::with_capacity(create.networks.len());
+    for text in &create.networks {
+        let network = parse_network(text)?;
+        if !networks.contains(&network) {
+            networks.push(network);
+        }
+    }
+    let extras = TokenExtras {
+        description: create.description.as_str().into(),
+        scopes: scopes.into(),
+        networks: networks.into(),
+    }
+    .shared();
+    let issued = create_checked(create, extras, session, shard).await?;
+    Ok(ReplyBody::Issued(issued))
+}
+
+async fn create_checked(
+    create: CreateToken,
+    extras: Option<Arc<TokenExtras>>,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<IssuedToken, ErrorCode> {
+    let user_id = allowed(session, shard, Need::Manage)?;
+    check_name(&create.name)?;
+    let scopes = extras.as_deref().map_or(&[][..], |extras| &extras.scopes[..]);
+    may_grant(session, scopes)?;
+    let lifetime_us = shard.shared.policy.load().create_lifetime(create.expiry_us)?;
+    let (raw, hash) = mint(shard)?;
+    let name = create.name;
+    let change = Change::Create { user_id, name: name.clone(), hash, expiry_us: lifetime_us, extras };
     let peer = session.peer;
     match shard.shared.writer.submit(change).await {
         Ok(Outcome::Created(record)) => {
             tracing::info!(target: "audit", event = "token_created", user_id, token_id = record.id, token_name = %name, expiry_at_us = record.expiry_at_us.map_or(0, |at| at.get()), %peer);
-            Ok(ReplyBody::Token(RawPersonalAccessToken { token: raw }))
+            Ok(IssuedToken {
+                id: record.id,
+                token: raw,
+                created_at_us: record.created_at_us,
+                expires_at_us: record.expiry_at_us.map_or(0, |at| at.get()),
+            })
         }
         Ok(other) => unreachable!("create answered with {other:?}"),
         Err(code) => {
@@ -246,22 +472,181 @@ async fn create_token(
     }
 }
 
-async fn delete_token(
-    delete: DeletePersonalAccessToken,
+/// Submits a change to one or all of the caller's tokens. Replies with a
+/// count for the all-token changes, empty otherwise.
+async fn change_token(
+    change: impl FnOnce(u32) -> Change,
+    event: &'static str,
     session: &mut Session,
     shard: &Shard,
 ) -> Result<ReplyBody, ErrorCode> {
-    let user_id = logged_in(session)?;
-    let name = delete.name;
+    let user_id = allowed(session, shard, Need::Manage)?;
     let peer = session.peer;
-    match shard.shared.writer.submit(Change::Delete { user_id, name: name.clone() }).await {
-        Ok(Outcome::Deleted { id }) => {
-            tracing::info!(target: "audit", event = "token_deleted", user_id, token_id = id, token_name = %name, %peer);
+    match shard.shared.writer.submit(change(user_id)).await {
+        Ok(Outcome::Deleted { id } | Outcome::Revoked { id } | Outcome::Updated { id }) => {
+            tracing::info!(target: "audit", event, user_id, token_id = id, %peer);
             Ok(ReplyBody::Empty)
         }
-        Ok(other) => unreachable!("delete answered with {other:?}"),
+        Ok(Outcome::Count(count)) => {
+            tracing::info!(target: "audit", event, user_id, count, %peer);
+            Ok(ReplyBody::Count(Count { count }))
+        }
+        Ok(other) => unreachable!("token change answered with {other:?}"),
         Err(code) => Err(code),
     }
+}
+
+/// Code 9103.
+async fn update_token(
+    update: UpdateToken,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<ReplyBody, ErrorCode> {
+    if let Some(name) = &update.name {
+        check_name(name)?;
+    }
+    if let Some(description) = &update.description {
+        check_description(description)?;
+    }
+    let UpdateToken { token, name, description } = update;
+    let change = |user_id| Change::Update { user_id, token, name, description };
+    change_token(change, "token_updated", session, shard).await
+}
+
+/// Code 9105.
+async fn rotate_token(
+    rotate: RotateToken,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<ReplyBody, ErrorCode> {
+    let user_id = allowed(session, shard, Need::Manage)?;
+    let expiry_us = shard.shared.policy.load().rotate_lifetime(rotate.expiry_us)?;
+    let (raw, new_hash) = mint(shard)?;
+    let change = Change::Rotate { user_id, token: rotate.token, new_hash, expiry_us };
+    let peer = session.peer;
+    match shard.shared.writer.submit(change).await {
+        Ok(Outcome::Rotated(record)) => {
+            tracing::info!(target: "audit", event = "token_rotated", user_id, token_id = record.id, token_name = %record.name, %peer);
+            Ok(ReplyBody::Issued(IssuedToken {
+                id: record.id,
+                token: raw,
+                created_at_us: record.created_at_us,
+                expires_at_us: record.expiry_at_us.map_or(0, |at| at.get()),
+            }))
+        }
+        Ok(other) => unreachable!("rotate answered with {other:?}"),
+        Err(code) => Err(code),
+    }
+}
+
+/// Everything about a token but its secret.
+fn details(entry: &TokenEntry, last_used: Option<LastUsed>, now_us: u64) -> TokenDetails {
+    TokenDetails {
+        id: entry.id,
+        name: entry.name.to_string(),
+        description: entry.description().to_owned(),
+        status: entry.status(now_us),
+        created_at_us: entry.created_at_us,
+        expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        revoked_at_us: entry.revoked_at_us.map_or(0, |at| at.get()),
+        last_used_at_us: last_used.map_or(0, |used| used.at_us),
+        last_used_address: last_used.map_or_else(String::new, |used| used.peer.to_string()),
+        scopes: entry.scopes().iter().map(|scope| scope.to_string()).collect(),
+        networks: entry.networks().iter().map(|network| network.to_string()).collect(),
+    }
+}
+
+/// Code 9102: one page of the caller's tokens in id order.
+fn list_tokens(list: ListTokens, user_id: u32, shard: &Shard) -> TokenPage {
+    let limit = match list.limit as usize {
+        0 => LIST_PAGE_TOKENS_MAX,
+        limit => limit.min(LIST_PAGE_TOKENS_MAX),
+    };
+    let now = now_us();
+    shard.read(|replica| {
+        let mut entries: Vec<&TokenEntry> = replica
+            .list_for(user_id)
+            .filter(|entry| entry.id > list.after_id && list.filter.admits(entry.status(now)))
+            .collect();
+        entries.sort_unstable_by_key(|entry| entry.id);
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_after_id = if more { entries.last().map_or(0, |entry| entry.id) } else { 0 };
+        let tokens = entries
+            .into_iter()
+            .map(|entry| details(entry, shard.last_used(replica, entry.id), now))
+            .collect();
+        TokenPage { tokens, next_after_id }
+    })
+}
+
+/// Code 9110: answered from this shard's replica; no disk, no session bound.
+fn authorize_token(
+    authorize: Authorize,
+    session: &mut Session,
+    shard: &Shard,
+) -> Result<ReplyBody, ErrorCode> {
+    let caller = allowed(session, shard, Need::Scope(scope::AUTHORIZE))?;
+    let users = shard.shared.users.load();
+    if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
+        return Err(ErrorCode::AuthorizeNotPermitted);
+    }
+    if !authorize.scope.is_empty() {
+        scope::validate_required(&authorize.scope).map_err(|_| ErrorCode::InvalidScope)?;
+    }
+    let address: Option<SocketAddr> = match authorize.address.as_str() {
+        "" => None,
+        text => Some(match text.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
+        }),
+    };
+    let unknown = AuthorizeDecision {
+        decision: Decision::Unknown,
+        user_id: 0,
+        username: String::new(),
+        token_id: 0,
+        expires_at_us: 0,
+    };
+    if token::validate(&authorize.token).is_err() {
+        return Ok(ReplyBody::Decision(unknown));
+    }
+    let hash = *blake3::keyed_hash(&shard.shared.token_key, authorize.token.as_bytes()).as_bytes();
+    let now = now_us();
+    let decided = shard.read(|replica| {
+        let entry = replica.by_hash(&hash)?;
+        let owner = users.by_id(entry.user_id)?;
+        let decision = if entry.revoked_at_us.is_some() {
+            Decision::Revoked
+        } else if entry.is_expired(now) {
+            Decision::Expired
+        } else if !owner.active {
+            Decision::InactiveUser
+        } else if !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip())) {
+            Decision::Network
+        } else if !authorize.scope.is_empty() && !scope::allows(entry.scopes(), &authorize.scope) {
+            Decision::Scope
+        } else {
+            Decision::Allowed
+        };
+        Some(AuthorizeDecision {
+            decision,
+            user_id: entry.user_id,
+            username: owner.username.clone(),
+            token_id: entry.id,
+            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        })
+    });
+    let decided = decided.unwrap_or(unknown);
+    let peer = session.peer;
+    if decided.allowed() {
+        let used_from = address.unwrap_or(peer);
+        shard.note_use(decided.token_id, hash, LastUsed { at_us: now, peer: used_from });
+        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
+    } else {
+        tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
+    }
+    Ok(ReplyBody::Decision(decided))
 }
 
 /// A one-node roster naming this server as the healthy leader (spec §1.5),

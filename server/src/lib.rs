@@ -14,6 +14,7 @@ pub mod connection;
 pub mod datadir;
 pub mod dispatch;
 pub mod log;
+pub mod policy;
 pub mod registry;
 pub mod server;
 pub mod shard;

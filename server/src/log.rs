@@ -9,7 +9,23 @@
 //! body    := Create   (1): id u64 | user_id u32 | name u8-len | hash [32] | created_at_us u64 | expiry_at_us u64 (0 = never)
 //!          | Delete   (2): id u64
 //!          | Snapshot (3): next_id u64 | last_seq u64 | tokens u64
+//!          | Token    (4): Create body | revoked_at_us u64 | last_used_at_us u64 | last_used_peer
+//!                          | description u16-len | scopes u8-count × u8-len | networks u8-count × net
+//!          | Revoke   (5): id u64 | revoked_at_us u64
+//!          | Update   (6): id u64 | name u8-len | description u16-len
+//!          | Rotate   (7): id u64 | hash [32] | expiry_at_us u64
+//!          | Touch    (8): id u64 | last_used_at_us u64 | last_used_peer
+//! peer    := family u8 (0 none | 4 | 6) | address [4 or 16] | port u16   (family 0: nothing follows)
+//! net     := family u8 (4 | 6) | address [4 or 16] | prefix u8
 //! ```
+//!
+//! Format history: version 1 had record types 1–3 only. Version 2 added
+//! types 4–8 (token lifecycle: descriptions, scopes, networks, revoke,
+//! rotate, rename, last use). A Create (1) is still written for a token with
+//! none of the new fields, a Token (4) otherwise. A version 1 file is read
+//! as it is and then rewritten once, at start, as a version 2 snapshot
+//! (written beside it, synced, renamed over it), so a file never mixes
+//! versions.
 //!
 //! Sequence numbers rise by exactly one from record to record, so a lost
 //! record is detected even when every checksum holds. A compacted file starts
@@ -35,27 +51,40 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 use crate::writer::Journal;
 
 pub const LOG_FILE: &str = "tokens.log";
 const COMPACT_FILE: &str = "tokens.log.compact";
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build reads (older ones are upgraded at start).
+const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 pub const HEADER_BYTES: usize = 16;
 const MARKER: u32 = 0x1BC5_A7E3;
 /// Marker, length and checksum.
 const RECORD_HEADER_BYTES: usize = 12;
 /// seq, commit_at_us and type.
 const PAYLOAD_PREFIX_BYTES: usize = 17;
-/// Largest payload a valid record can have (a Create with a 255-byte name is
-/// 17 + 8 + 4 + 256 + 32 + 16 = 333); anything longer is damage.
-const RECORD_PAYLOAD_BYTES_MAX: usize = 512;
+/// Largest payload a record may have. The largest real one is a Token with
+/// every field at its server limit (about 9 KiB: 32 scopes of up to 255
+/// bytes); anything longer is damage.
+const RECORD_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
 
 const TYPE_CREATE: u8 = 1;
 const TYPE_DELETE: u8 = 2;
 const TYPE_SNAPSHOT: u8 = 3;
+const TYPE_TOKEN: u8 = 4;
+const TYPE_REVOKE: u8 = 5;
+const TYPE_UPDATE: u8 = 6;
+const TYPE_ROTATE: u8 = 7;
+const TYPE_TOUCH: u8 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -63,7 +92,7 @@ pub enum LogError {
     Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("{path} is not a Latchkey token log (bad header)")]
     NotALog { path: PathBuf },
-    #[error("{path} has format version {version}; this build reads version {FORMAT_VERSION}")]
+    #[error("{path} has format version {version}; this build reads versions 1 to {FORMAT_VERSION}")]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error(
         "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
@@ -114,9 +143,34 @@ pub struct Recovered {
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Record {
+    /// Types 1 and 4.
     Create(TokenRecord),
-    Delete { id: u64 },
-    Snapshot { next_id: u64, last_seq: u64, tokens: u64 },
+    Delete {
+        id: u64,
+    },
+    Snapshot {
+        next_id: u64,
+        last_seq: u64,
+        tokens: u64,
+    },
+    Revoke {
+        id: u64,
+        at_us: NonZeroU64,
+    },
+    Update {
+        id: u64,
+        name: Arc<str>,
+        description: Box<str>,
+    },
+    Rotate {
+        id: u64,
+        hash: TokenHash,
+        expiry_at_us: Option<NonZeroU64>,
+    },
+    Touch {
+        id: u64,
+        used: LastUsed,
+    },
 }
 
 /// The open log, appended to by the writer thread only.
@@ -216,22 +270,28 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
         }
     }
     let replay = replayed?;
-    if replay.snapshot_missing > 0 {
-        if !repaired {
-            return Err(LogError::Incomplete {
-                path,
-                offset: replay.valid_bytes,
-                missing: replay.snapshot_missing,
-            });
-        }
-        // Keep what the operator kept, as a whole snapshot the next start reads.
+    if replay.snapshot_missing > 0 && !repaired {
+        return Err(LogError::Incomplete {
+            path,
+            offset: replay.valid_bytes,
+            missing: replay.snapshot_missing,
+        });
+    }
+    if replay.snapshot_missing > 0 || replay.version < FORMAT_VERSION {
+        // Keep what the operator kept as a whole snapshot, or upgrade an
+        // older format: either way, rewrite the state as a current file.
+        let reason = if replay.snapshot_missing > 0 {
+            "the shortened snapshot"
+        } else {
+            "a version 1 log as version 2"
+        };
         let tokens: Vec<TokenRecord> = replay.state.records().collect();
         let snapshot = TokenLog::encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
         let mut compacted = write_compacted(dir, &snapshot).map_err(io_error("cannot write", &path))?;
         fs::rename(dir.join(COMPACT_FILE), &path).map_err(io_error("cannot rename over", &path))?;
         fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
         compacted.seek(SeekFrom::End(0)).map_err(io_error("cannot seek", &path))?;
-        tracing::warn!(tokens = tokens.len(), "rewrote the shortened snapshot as a whole one");
+        tracing::warn!(tokens = tokens.len(), "rewrote {reason} as a whole snapshot");
         let log = TokenLog {
             path,
             dir: dir.to_owned(),
@@ -293,6 +353,8 @@ fn header() -> [u8; HEADER_BYTES] {
 }
 
 struct Replay {
+    /// The file's format version.
+    version: u32,
     state: Replica,
     /// Live token ids → hashes, for resolving Delete records (which carry
     /// the id only). Lives only during replay; replicas keep no id index.
@@ -313,10 +375,11 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
         return Err(LogError::NotALog { path: path.to_owned() });
     }
     let version = read_u32(bytes, 8);
-    if version != FORMAT_VERSION {
+    if !FORMAT_VERSIONS_READ.contains(&version) {
         return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
     }
     let mut replay = Replay {
+        version,
         state: Replica::new(),
         // A create record is about 100 bytes: size the id index once.
         ids: HashMap::with_capacity(bytes.len() / 128),
@@ -331,6 +394,9 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     let mut offset = HEADER_BYTES;
     while offset < bytes.len() {
         let fault = match parse_record(bytes, offset) {
+            Ok((_, record, _)) if version == 1 && record.needs_version_2() => {
+                format!("record type of format version 2 in a version {version} file")
+            }
             Ok((seq, record, used)) => match apply(&mut replay, &mut snapshot_left, seq, record) {
                 Ok(()) => {
                     offset += used;
@@ -398,10 +464,54 @@ fn apply(replay: &mut Replay, snapshot_left: &mut u64, seq: u64, record: Record)
                     replay.state.apply(&Mutation::Delete { id, hash });
                     Ok(())
                 }
+                Record::Revoke { id, at_us } => {
+                    let hash = replay.hash_of(id, "revoke")?;
+                    replay.state.try_apply(&Mutation::Revoke { id, hash, at_us })
+                }
+                Record::Update { id, name, description } => {
+                    let hash = replay.hash_of(id, "update")?;
+                    let entry = replay.state.by_hash(&hash).ok_or("id index out of step")?;
+                    let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                    extras.description = description;
+                    let extras = extras.shared();
+                    replay.state.try_apply(&Mutation::Update { id, hash, name, extras })
+                }
+                Record::Rotate { id, hash: new_hash, expiry_at_us } => {
+                    let hash = replay.hash_of(id, "rotate")?;
+                    replay.state.try_apply(&Mutation::Rotate { id, hash, new_hash, expiry_at_us })?;
+                    replay.ids.insert(id, new_hash);
+                    Ok(())
+                }
+                Record::Touch { id, used } => {
+                    let hash = replay.hash_of(id, "last-used update")?;
+                    replay.state.try_apply(&Mutation::Touch { id, hash, used })
+                }
                 Record::Snapshot { .. } => unreachable!("handled above"),
             }
         }
     }
+}
+
+impl Replay {
+    fn hash_of(&self, id: u64, what: &str) -> Result<TokenHash, RecordFault> {
+        self.ids.get(&id).copied().ok_or_else(|| format!("{what} of unknown token id {id}"))
+    }
+}
+
+impl Record {
+    /// Record types a version 1 file cannot hold.
+    fn needs_version_2(&self) -> bool {
+        match self {
+            Record::Create(token) => needs_token_record(token),
+            Record::Delete { .. } | Record::Snapshot { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// Whether a token needs a Token (4) record rather than a Create (1).
+fn needs_token_record(token: &TokenRecord) -> bool {
+    token.extras.is_some() || token.revoked_at_us.is_some() || token.last_used.is_some()
 }
 
 /// `from_snapshot`: snapshot tokens have ids below the snapshot's `next_id`;
@@ -470,47 +580,181 @@ fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize), Rec
 }
 
 fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
-    let exact = |expected: usize| {
-        if body.len() == expected {
-            Ok(())
-        } else {
-            Err(format!("record type {kind} has {} body bytes", body.len()))
+    let mut cursor = Cursor { bytes: body, at: 0, kind };
+    let record = match kind {
+        TYPE_CREATE => Record::Create(cursor.create()?),
+        TYPE_TOKEN => {
+            let mut token = cursor.create()?;
+            token.revoked_at_us = NonZeroU64::new(cursor.u64()?);
+            let last_used_at_us = cursor.u64()?;
+            let peer = cursor.peer()?;
+            token.last_used = match (last_used_at_us, peer) {
+                (0, None) => None,
+                (at_us, Some(peer)) if at_us != 0 => Some(LastUsed { at_us, peer }),
+                _ => return Err("token record: last use time and address disagree".into()),
+            };
+            let description = cursor.text16()?;
+            let scopes = (0..cursor.u8()?).map(|_| cursor.text8()).collect::<Result<_, _>>()?;
+            let networks = (0..cursor.u8()?).map(|_| cursor.network()).collect::<Result<_, _>>()?;
+            token.extras = TokenExtras { description, scopes, networks }.shared();
+            Record::Create(token)
         }
-    };
-    match kind {
-        TYPE_CREATE => {
-            if body.len() < 13 {
-                return Err("create record too short".into());
-            }
-            let name_len = usize::from(body[12]);
-            exact(13 + name_len + 32 + 16)?;
-            let name =
-                std::str::from_utf8(&body[13..13 + name_len]).map_err(|_| "token name is not UTF-8")?;
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&body[13 + name_len..45 + name_len]);
-            Ok(Record::Create(TokenRecord {
-                id: read_u64(body, 0),
-                user_id: read_u32(body, 8),
-                name: name.into(),
-                hash,
-                created_at_us: read_u64(body, 45 + name_len),
-                expiry_at_us: NonZeroU64::new(read_u64(body, 53 + name_len)),
-            }))
-        }
-        TYPE_DELETE => {
-            exact(8)?;
-            Ok(Record::Delete { id: read_u64(body, 0) })
-        }
+        TYPE_DELETE => Record::Delete { id: cursor.u64()? },
         TYPE_SNAPSHOT => {
-            exact(24)?;
-            Ok(Record::Snapshot {
-                next_id: read_u64(body, 0),
-                last_seq: read_u64(body, 8),
-                tokens: read_u64(body, 16),
-            })
+            Record::Snapshot { next_id: cursor.u64()?, last_seq: cursor.u64()?, tokens: cursor.u64()? }
         }
-        other => Err(format!("unknown record type {other}")),
+        TYPE_REVOKE => {
+            let id = cursor.u64()?;
+            let at_us = NonZeroU64::new(cursor.u64()?).ok_or("revoke record without a time")?;
+            Record::Revoke { id, at_us }
+        }
+        TYPE_UPDATE => {
+            Record::Update { id: cursor.u64()?, name: cursor.text8()?.into(), description: cursor.text16()? }
+        }
+        TYPE_ROTATE => {
+            let id = cursor.u64()?;
+            let hash = cursor.hash()?;
+            Record::Rotate { id, hash, expiry_at_us: NonZeroU64::new(cursor.u64()?) }
+        }
+        TYPE_TOUCH => {
+            let id = cursor.u64()?;
+            let at_us = cursor.u64()?;
+            let peer = cursor.peer()?.ok_or("last-used record without an address")?;
+            Record::Touch { id, used: LastUsed { at_us, peer } }
+        }
+        other => return Err(format!("unknown record type {other}")),
+    };
+    if cursor.at != body.len() {
+        return Err(format!("record type {kind} has {} body bytes", body.len()));
     }
+    Ok(record)
+}
+
+/// Checked reads of a record body; every fault names the record type.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    kind: u8,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], RecordFault> {
+        let end = self.at + len;
+        let Some(slice) = self.bytes.get(self.at..end) else {
+            return Err(format!("record type {} too short ({} body bytes)", self.kind, self.bytes.len()));
+        };
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordFault> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, RecordFault> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordFault> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordFault> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn hash(&mut self) -> Result<TokenHash, RecordFault> {
+        Ok(self.take(32)?.try_into().expect("32 bytes"))
+    }
+
+    fn utf8(&mut self, len: usize) -> Result<Box<str>, RecordFault> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(Box::from)
+            .map_err(|_| format!("record type {}: text is not UTF-8", self.kind))
+    }
+
+    fn text8(&mut self) -> Result<Box<str>, RecordFault> {
+        let len = self.u8()?;
+        self.utf8(usize::from(len))
+    }
+
+    fn text16(&mut self) -> Result<Box<str>, RecordFault> {
+        let len = self.u16()?;
+        self.utf8(usize::from(len))
+    }
+
+    fn ip(&mut self, family: u8) -> Result<IpAddr, RecordFault> {
+        match family {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).expect("4 bytes")))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(self.take(16)?).expect("16 bytes")))),
+            other => Err(format!("record type {}: address family {other}", self.kind)),
+        }
+    }
+
+    fn peer(&mut self) -> Result<Option<SocketAddr>, RecordFault> {
+        match self.u8()? {
+            0 => Ok(None),
+            family => {
+                let ip = self.ip(family)?;
+                Ok(Some(SocketAddr::new(ip, self.u16()?)))
+            }
+        }
+    }
+
+    fn network(&mut self) -> Result<IpNet, RecordFault> {
+        let family = self.u8()?;
+        let ip = self.ip(family)?;
+        let prefix = self.u8()?;
+        IpNet::new(ip, prefix).map_err(|_| format!("record type {}: prefix /{prefix} for {ip}", self.kind))
+    }
+
+    /// The fields of a Create (1), which a Token (4) starts with.
+    fn create(&mut self) -> Result<TokenRecord, RecordFault> {
+        let id = self.u64()?;
+        let user_id = self.u32()?;
+        let name = self.text8()?;
+        let hash = self.hash()?;
+        let created_at_us = self.u64()?;
+        let expiry_at_us = NonZeroU64::new(self.u64()?);
+        Ok(TokenRecord {
+            id,
+            user_id,
+            name: name.into(),
+            hash,
+            created_at_us,
+            expiry_at_us,
+            revoked_at_us: None,
+            extras: None,
+            last_used: None,
+        })
+    }
+}
+
+fn put_peer(out: &mut Vec<u8>, peer: Option<SocketAddr>) {
+    match peer.map(|peer| (peer.ip(), peer.port())) {
+        None => out.push(0),
+        Some((IpAddr::V4(ip), port)) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&port.to_le_bytes());
+        }
+        Some((IpAddr::V6(ip), port)) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&port.to_le_bytes());
+        }
+    }
+}
+
+fn put_text8(out: &mut Vec<u8>, text: &str) {
+    out.push(u8::try_from(text.len()).expect("text8 fields are at most 255 bytes"));
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_text16(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&u16::try_from(text.len()).expect("text16 fields are bounded").to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// Appends one encoded record to `out`.
@@ -522,15 +766,62 @@ fn encode_record(out: &mut Vec<u8>, seq: u64, commit_at_us: u64, record: &Record
     out.extend_from_slice(&commit_at_us.to_le_bytes());
     match record {
         Record::Create(token) => {
-            out.push(TYPE_CREATE);
+            let full = needs_token_record(token);
+            out.push(if full { TYPE_TOKEN } else { TYPE_CREATE });
             out.extend_from_slice(&token.id.to_le_bytes());
             out.extend_from_slice(&token.user_id.to_le_bytes());
-            let name = token.name.as_bytes();
-            out.push(u8::try_from(name.len()).expect("token names are at most 255 bytes"));
-            out.extend_from_slice(name);
+            put_text8(out, &token.name);
             out.extend_from_slice(&token.hash);
             out.extend_from_slice(&token.created_at_us.to_le_bytes());
             out.extend_from_slice(&token.expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+            if full {
+                out.extend_from_slice(&token.revoked_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+                out.extend_from_slice(&token.last_used.map_or(0, |used| used.at_us).to_le_bytes());
+                put_peer(out, token.last_used.map(|used| used.peer));
+                let extras = token.extras.as_deref().cloned().unwrap_or_default();
+                put_text16(out, &extras.description);
+                out.push(u8::try_from(extras.scopes.len()).expect("scopes are bounded"));
+                for scope in &extras.scopes {
+                    put_text8(out, scope);
+                }
+                out.push(u8::try_from(extras.networks.len()).expect("networks are bounded"));
+                for network in &extras.networks {
+                    match network.addr() {
+                        IpAddr::V4(ip) => {
+                            out.push(4);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        IpAddr::V6(ip) => {
+                            out.push(6);
+                            out.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    out.push(network.prefix_len());
+                }
+            }
+        }
+        Record::Revoke { id, at_us } => {
+            out.push(TYPE_REVOKE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&at_us.get().to_le_bytes());
+        }
+        Record::Update { id, name, description } => {
+            out.push(TYPE_UPDATE);
+            out.extend_from_slice(&id.to_le_bytes());
+            put_text8(out, name);
+            put_text16(out, description);
+        }
+        Record::Rotate { id, hash, expiry_at_us } => {
+            out.push(TYPE_ROTATE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(hash);
+            out.extend_from_slice(&expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+        }
+        Record::Touch { id, used } => {
+            out.push(TYPE_TOUCH);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&used.at_us.to_le_bytes());
+            put_peer(out, Some(used.peer));
         }
         Record::Delete { id } => {
             out.push(TYPE_DELETE);
@@ -657,6 +948,18 @@ impl Journal for TokenLog {
             let record = match mutation {
                 Mutation::Create(token) => Record::Create(token.clone()),
                 Mutation::Delete { id, .. } => Record::Delete { id: *id },
+                Mutation::Revoke { id, at_us, .. } => Record::Revoke { id: *id, at_us: *at_us },
+                Mutation::Update { id, name, extras, .. } => Record::Update {
+                    id: *id,
+                    name: Arc::clone(name),
+                    description: extras
+                        .as_deref()
+                        .map_or_else(Box::default, |extras| extras.description.clone()),
+                },
+                Mutation::Rotate { id, new_hash, expiry_at_us, .. } => {
+                    Record::Rotate { id: *id, hash: *new_hash, expiry_at_us: *expiry_at_us }
+                }
+                Mutation::Touch { id, used, .. } => Record::Touch { id: *id, used: *used },
             };
             encode_record(&mut self.scratch, self.seq, commit_at_us, &record);
         }

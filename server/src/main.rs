@@ -47,8 +47,8 @@ fn main() -> ExitCode {
         return hash_password_command();
     }
     init_logging();
-    let config = match load_config(cli.config.as_deref()) {
-        Ok(config) => config,
+    let (config, config_path) = match load_config(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("latchkey-server: {error}");
@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     };
     let options = Options {
         config,
+        config_path,
         with_default_root_credentials: cli.with_default_root_credentials,
         root_username: std::env::var("LATCHKEY_ROOT_USERNAME").ok(),
         root_password: std::env::var("LATCHKEY_ROOT_PASSWORD").ok(),
@@ -72,7 +73,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
+/// The config and the file it came from (re-read on SIGHUP).
+fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String> {
     let default = Path::new(DEFAULT_CONFIG_PATH);
     let path = match path {
         Some(path) => Some(path),
@@ -86,7 +88,7 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
         Some(path) => tracing::info!(path = %path.display(), "config loaded"),
         None => tracing::info!("no config file; using built-in defaults"),
     }
-    Ok(config)
+    Ok((config, path.map(Path::to_owned)))
 }
 
 fn init_logging() {

@@ -11,11 +11,41 @@
 
 use std::collections::{BTreeMap, HashMap, btree_map};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+use latchkey_protocol::ext::TokenStatus;
+
 /// A keyed BLAKE3 hash of a raw token; the only form a token is kept in.
 pub type TokenHash = [u8; 32];
+
+/// What a token made with an extension command carries beyond Iggy's fields.
+/// Shared by every replica; `None` on a plain token keeps those at 8 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenExtras {
+    /// 0–256 bytes.
+    pub description: Box<str>,
+    /// Validated scopes (`latchkey_protocol::scope`); empty = full access.
+    pub scopes: Box<[Box<str>]>,
+    /// Client networks allowed to use the token; empty = any address.
+    pub networks: Box<[IpNet]>,
+}
+
+impl TokenExtras {
+    /// `None` when there is nothing beyond a plain token.
+    pub fn shared(self) -> Option<Arc<TokenExtras>> {
+        (self != TokenExtras::default()).then(|| Arc::new(self))
+    }
+}
+
+/// When and from where a token was last used (login or Authorize).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastUsed {
+    pub at_us: u64,
+    pub peer: SocketAddr,
+}
 
 /// One stored token. Never holds the raw token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +59,10 @@ pub struct TokenRecord {
     pub created_at_us: u64,
     /// Absolute expiry, µs since the Unix epoch; `None` never expires.
     pub expiry_at_us: Option<NonZeroU64>,
+    pub revoked_at_us: Option<NonZeroU64>,
+    pub extras: Option<Arc<TokenExtras>>,
+    /// Set only in compaction snapshots; a create never carries it.
+    pub last_used: Option<LastUsed>,
 }
 
 impl TokenRecord {
@@ -44,11 +78,14 @@ impl TokenRecord {
             name: Arc::clone(&self.name),
             created_at_us: self.created_at_us,
             expiry_at_us: self.expiry_at_us,
+            revoked_at_us: self.revoked_at_us,
+            extras: self.extras.clone(),
         }
     }
 }
 
-/// A token as a replica keeps it: everything but the hash, which is its key.
+/// A token as a replica keeps it: everything but the hash, which is its key,
+/// and the last use, which is kept apart (only used tokens pay for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenEntry {
     pub id: u64,
@@ -56,6 +93,8 @@ pub struct TokenEntry {
     pub name: Arc<str>,
     pub created_at_us: u64,
     pub expiry_at_us: Option<NonZeroU64>,
+    pub revoked_at_us: Option<NonZeroU64>,
+    pub extras: Option<Arc<TokenExtras>>,
 }
 
 impl TokenEntry {
@@ -64,7 +103,36 @@ impl TokenEntry {
         self.expiry_at_us.is_some_and(|at| at.get() <= now_us)
     }
 
-    pub fn record(&self, hash: &TokenHash) -> TokenRecord {
+    /// Revoked wins over expired: a revoked token was stopped on purpose.
+    pub fn status(&self, now_us: u64) -> TokenStatus {
+        if self.revoked_at_us.is_some() {
+            TokenStatus::Revoked
+        } else if self.is_expired(now_us) {
+            TokenStatus::Expired
+        } else {
+            TokenStatus::Active
+        }
+    }
+
+    pub fn scopes(&self) -> &[Box<str>] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
+
+    pub fn networks(&self) -> &[IpNet] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.networks)
+    }
+
+    pub fn description(&self) -> &str {
+        self.extras.as_deref().map_or("", |extras| &extras.description)
+    }
+
+    /// Whether `peer` may use this token. v4-mapped v6 peers count as v4.
+    pub fn admits(&self, peer: IpAddr) -> bool {
+        let networks = self.networks();
+        networks.is_empty() || networks.iter().any(|network| network.contains(&peer.to_canonical()))
+    }
+
+    pub fn record(&self, hash: &TokenHash, last_used: Option<LastUsed>) -> TokenRecord {
         TokenRecord {
             id: self.id,
             user_id: self.user_id,
@@ -72,17 +140,47 @@ impl TokenEntry {
             hash: *hash,
             created_at_us: self.created_at_us,
             expiry_at_us: self.expiry_at_us,
+            revoked_at_us: self.revoked_at_us,
+            extras: self.extras.clone(),
+            last_used,
         }
     }
 }
 
-/// A committed change. A delete carries the token's hash as well as its id
-/// so replicas need no id index (the log stores the id only; replay resolves
-/// it).
+/// A committed change. Each carries the token's current hash as well as its
+/// id, so replicas need no id index (the log stores the id only; replay
+/// resolves it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mutation {
     Create(TokenRecord),
-    Delete { id: u64, hash: TokenHash },
+    Delete {
+        id: u64,
+        hash: TokenHash,
+    },
+    Revoke {
+        id: u64,
+        hash: TokenHash,
+        at_us: NonZeroU64,
+    },
+    /// New name and extras (description changed; scopes and networks kept).
+    Update {
+        id: u64,
+        hash: TokenHash,
+        name: Arc<str>,
+        extras: Option<Arc<TokenExtras>>,
+    },
+    /// A new secret (and expiry) for the same token.
+    Rotate {
+        id: u64,
+        hash: TokenHash,
+        new_hash: TokenHash,
+        expiry_at_us: Option<NonZeroU64>,
+    },
+    Touch {
+        id: u64,
+        hash: TokenHash,
+        used: LastUsed,
+    },
 }
 
 /// Hashes a [`TokenHash`] by its first 8 bytes. The keys are keyed BLAKE3
@@ -115,6 +213,9 @@ pub struct Replica {
     by_hash: ByHash,
     /// Per user, name → hash; ordered so lists come out sorted by name.
     by_user: HashMap<u32, BTreeMap<Arc<str>, TokenHash>>,
+    /// Last use by token id, for tokens that have been used (kept across
+    /// a rotation: the id stays).
+    last_used: HashMap<u64, LastUsed>,
 }
 
 impl Replica {
@@ -153,22 +254,83 @@ impl Replica {
                     }
                 }
                 self.by_hash.insert(record.hash, record.entry());
+                if let Some(used) = record.last_used {
+                    self.last_used.insert(record.id, used);
+                }
                 Ok(())
             }
             Mutation::Delete { id, hash } => {
-                match self.by_hash.get(hash) {
-                    Some(entry) if entry.id == *id => {}
-                    _ => return Err(format!("delete of unknown token id {id}")),
-                }
-                let entry = self.by_hash.remove(hash).expect("checked above");
+                let entry = self.take(*id, hash, "delete")?;
                 let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
                 names.remove(&entry.name);
                 if names.is_empty() {
                     self.by_user.remove(&entry.user_id);
                 }
+                self.last_used.remove(id);
+                Ok(())
+            }
+            Mutation::Revoke { id, hash, at_us } => {
+                let entry = self.entry_mut(*id, hash, "revoke")?;
+                entry.revoked_at_us.get_or_insert(*at_us);
+                Ok(())
+            }
+            Mutation::Update { id, hash, name, extras } => {
+                let entry = self.entry(*id, hash, "update")?;
+                let (user_id, old_name) = (entry.user_id, Arc::clone(&entry.name));
+                let names = self.by_user.get_mut(&user_id).expect("user index in sync");
+                if *name != old_name {
+                    if names.contains_key(name) {
+                        return Err(format!(
+                            "rename of token id {id}: user {user_id} has a token named {name:?}"
+                        ));
+                    }
+                    names.remove(&old_name);
+                    names.insert(Arc::clone(name), *hash);
+                }
+                let entry = self.by_hash.get_mut(hash).expect("checked above");
+                entry.name = Arc::clone(name);
+                entry.extras = extras.clone();
+                Ok(())
+            }
+            Mutation::Rotate { id, hash, new_hash, expiry_at_us } => {
+                if self.by_hash.contains_key(new_hash) {
+                    return Err(format!("rotate of token id {id}: the new hash exists"));
+                }
+                let mut entry = self.take(*id, hash, "rotate")?;
+                entry.expiry_at_us = *expiry_at_us;
+                let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
+                *names.get_mut(&entry.name).expect("name index in sync") = *new_hash;
+                self.by_hash.insert(*new_hash, entry);
+                Ok(())
+            }
+            Mutation::Touch { id, hash, used } => {
+                self.entry(*id, hash, "last-used update")?;
+                let slot = self.last_used.entry(*id).or_insert(*used);
+                if used.at_us >= slot.at_us {
+                    *slot = *used;
+                }
                 Ok(())
             }
         }
+    }
+
+    fn entry(&self, id: u64, hash: &TokenHash, what: &str) -> Result<&TokenEntry, String> {
+        match self.by_hash.get(hash) {
+            Some(entry) if entry.id == id => Ok(entry),
+            _ => Err(format!("{what} of unknown token id {id}")),
+        }
+    }
+
+    fn entry_mut(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<&mut TokenEntry, String> {
+        match self.by_hash.get_mut(hash) {
+            Some(entry) if entry.id == id => Ok(entry),
+            _ => Err(format!("{what} of unknown token id {id}")),
+        }
+    }
+
+    fn take(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<TokenEntry, String> {
+        self.entry(id, hash, what)?;
+        Ok(self.by_hash.remove(hash).expect("checked above"))
     }
 
     pub fn by_hash(&self, hash: &TokenHash) -> Option<&TokenEntry> {
@@ -184,6 +346,30 @@ impl Replica {
     /// Whether a token with this id exists. A scan: for tests and cold paths.
     pub fn contains_id(&self, id: u64) -> bool {
         self.by_hash.values().any(|entry| entry.id == id)
+    }
+
+    /// `user_id`'s token with this id, with its hash: a scan of that user's
+    /// tokens (at most `max_tokens_per_user`).
+    pub fn by_user_and_id(&self, user_id: u32, id: u64) -> Option<(&TokenHash, &TokenEntry)> {
+        self.by_user
+            .get(&user_id)?
+            .values()
+            .filter_map(|hash| self.by_hash.get_key_value(hash))
+            .find(|(_, entry)| entry.id == id)
+    }
+
+    /// `user_id`'s tokens with their hashes, sorted by name.
+    pub fn owned_by(&self, user_id: u32) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
+        self.by_user
+            .get(&user_id)
+            .into_iter()
+            .flat_map(|names| names.values())
+            .filter_map(|hash| self.by_hash.get_key_value(hash))
+    }
+
+    /// The last recorded use of a token, if any.
+    pub fn last_used(&self, id: u64) -> Option<LastUsed> {
+        self.last_used.get(&id).copied()
     }
 
     /// Tokens `user_id` holds, expired ones included.
@@ -205,9 +391,9 @@ impl Replica {
         self.by_hash.iter()
     }
 
-    /// Every token as a full record (compaction snapshots).
+    /// Every token as a full record, last use included (compaction snapshots).
     pub fn records(&self) -> impl Iterator<Item = TokenRecord> + '_ {
-        self.by_hash.iter().map(|(hash, entry)| entry.record(hash))
+        self.by_hash.iter().map(|(hash, entry)| entry.record(hash, self.last_used(entry.id)))
     }
 
     pub fn len(&self) -> usize {
@@ -233,6 +419,9 @@ mod tests {
             hash,
             created_at_us: 1,
             expiry_at_us: NonZeroU64::new(100),
+            revoked_at_us: None,
+            extras: None,
+            last_used: None,
         }
     }
 

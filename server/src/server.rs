@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
 use crate::log::{self, CompactionPolicy, LogError};
+use crate::policy::TokenPolicy;
 use crate::registry::Replica;
 use crate::shard::{self, ConnectionLimits, Refusal, Shards, Shared};
 use crate::throttle::LoginThrottle;
@@ -41,6 +43,9 @@ const GENERATED_PASSWORD_CHARS: usize = 24;
 #[derive(Debug, Default)]
 pub struct Options {
     pub config: Config,
+    /// The file `config` was read from, re-read on SIGHUP (`None`: defaults
+    /// and the environment only).
+    pub config_path: Option<std::path::PathBuf>,
     /// `--with-default-root-credentials`: root is iggy/iggy on a new data directory.
     pub with_default_root_credentials: bool,
     /// `LATCHKEY_ROOT_USERNAME` / `LATCHKEY_ROOT_PASSWORD`.
@@ -93,6 +98,8 @@ pub fn run(options: Options) -> Result<(), StartError> {
         .map_err(|source| StartError::Io { what: "cannot install SIGTERM handler", source })?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|source| StartError::Io { what: "cannot install SIGINT handler", source })?;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|source| StartError::Io { what: "cannot install SIGHUP handler", source })?;
 
     let started = Instant::now();
     let policy = CompactionPolicy {
@@ -126,7 +133,9 @@ pub fn run(options: Options) -> Result<(), StartError> {
 
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
-        users,
+        users: ArcSwap::new(users),
+        policy: ArcSwap::from_pointee(TokenPolicy::from_config(&config.personal_access_token)),
+        last_used_flush_interval: config.personal_access_token.last_used_flush_interval,
         verifier: Arc::clone(&verifier),
         token_key,
         writer: writer.clone(),
@@ -191,6 +200,7 @@ pub fn run(options: Options) -> Result<(), StartError> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                _ = hangup.recv() => reload(options.config_path.as_deref(), &root, &shared),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }
@@ -215,6 +225,33 @@ pub fn run(options: Options) -> Result<(), StartError> {
     verifier.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: re-reads the config file and the environment and applies the
+/// users and the token policy. A config that does not load or validate
+/// changes nothing; the error is logged.
+fn reload(path: Option<&std::path::Path>, root: &RootCredentials, shared: &Shared) {
+    let loaded = (|| -> Result<(Users, TokenPolicy), String> {
+        let mut config = Config::from_file(path).map_err(|error| error.to_string())?;
+        config.apply_env(|key| std::env::var(key).ok()).map_err(|error| error.to_string())?;
+        config.validate().map_err(|error| error.to_string())?;
+        let users = Users::new(root, &config.users).map_err(|error| error.to_string())?;
+        Ok((users, TokenPolicy::from_config(&config.personal_access_token)))
+    })();
+    match loaded {
+        Ok((users, policy)) => {
+            let (count, inactive) = (users.len(), users.inactive());
+            shared.users.store(Arc::new(users));
+            shared.policy.store(Arc::new(policy));
+            tracing::info!(
+                users = count,
+                inactive,
+                ?policy,
+                "SIGHUP: configuration reloaded (users, token policy)"
+            );
+        }
+        Err(error) => tracing::error!(%error, "SIGHUP: configuration not reloaded; the running one stays"),
+    }
 }
 
 /// Connections refused at accept, logged at most once a second so a flood

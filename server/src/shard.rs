@@ -17,17 +17,24 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Framing;
-use crate::registry::{Mutation, Replica};
+use crate::policy::TokenPolicy;
+use crate::registry::{LastUsed, Mutation, Replica, TokenHash};
 use crate::throttle::LoginThrottle;
 use crate::users::{PasswordVerifier, Users};
-use crate::writer::{Publish, WriterHandle};
+use crate::writer::{Change, Publish, WriterHandle};
 
 /// What every shard shares, read-only.
 pub struct Shared {
-    pub users: Arc<Users>,
+    /// The user directory; SIGHUP swaps in a new one. Loads take no lock.
+    pub users: ArcSwap<Users>,
+    /// The token policy; SIGHUP swaps it too.
+    pub policy: ArcSwap<TokenPolicy>,
+    /// How often shards write gathered last uses to the log.
+    pub last_used_flush_interval: Duration,
     pub verifier: Arc<PasswordVerifier>,
     /// Key for `blake3::keyed_hash` of tokens.
     pub token_key: [u8; 32],
@@ -105,6 +112,8 @@ pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     replica: RefCell<Replica>,
+    /// Last uses seen on this shard since the last flush, by token id.
+    last_used: RefCell<HashMap<u64, (TokenHash, LastUsed)>>,
     /// This shard's own copy of the shutdown signal. Every waiting connection
     /// registers with it, so it must not be shared across threads: one
     /// channel for all shards would put a cross-thread lock on every read.
@@ -116,6 +125,34 @@ impl Shard {
     /// the call, so no await point can hold it while the writer applies.
     pub fn read<R>(&self, read: impl FnOnce(&Replica) -> R) -> R {
         read(&self.replica.borrow())
+    }
+
+    /// Notes a successful use of a token; written to the log in the next
+    /// flush. Costs one map insert: no lock, no I/O.
+    pub fn note_use(&self, id: u64, hash: TokenHash, used: LastUsed) {
+        self.last_used.borrow_mut().insert(id, (hash, used));
+    }
+
+    /// The freshest last use this shard knows for a token: its own unflushed
+    /// one, or what the log has (flushed by any shard).
+    pub fn last_used(&self, replica: &Replica, id: u64) -> Option<LastUsed> {
+        let local = self.last_used.borrow().get(&id).map(|(_, used)| *used);
+        match (local, replica.last_used(id)) {
+            (Some(local), Some(logged)) => Some(if local.at_us >= logged.at_us { local } else { logged }),
+            (local, logged) => local.or(logged),
+        }
+    }
+
+    /// Sends the gathered last uses to the writer.
+    async fn flush_last_used(&self) {
+        let uses: Vec<_> =
+            self.last_used.borrow_mut().drain().map(|(id, (hash, used))| (id, hash, used)).collect();
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(code) = self.shared.writer.submit(Change::Touch(uses)).await {
+            tracing::warn!(shard = self.id, code = code.code(), "could not record last token uses");
+        }
     }
 }
 
@@ -248,8 +285,13 @@ impl ShardSeed {
         };
         let (local_shutdown, shutdown) = watch::channel(false);
         let mut global_shutdown = self.shared.shutdown.clone();
-        let shard =
-            Rc::new(Shard { id: self.id, shared: self.shared, replica: RefCell::new(replica), shutdown });
+        let shard = Rc::new(Shard {
+            id: self.id,
+            shared: self.shared,
+            replica: RefCell::new(replica),
+            last_used: RefCell::new(HashMap::new()),
+            shutdown,
+        });
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
             // The one task on this shard that waits on the process-wide signal.
@@ -260,6 +302,22 @@ impl ShardSeed {
                     }
                 }
                 let _ = local_shutdown.send(true);
+            });
+            // Last uses go to the log every interval, and once more at shutdown.
+            let flusher = Rc::clone(&shard);
+            tokio::task::spawn_local(async move {
+                let mut shutdown = flusher.shutdown.clone();
+                let mut ticks = tokio::time::interval(flusher.shared.last_used_flush_interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => flusher.flush_last_used().await,
+                        _ = shutdown.wait_for(|stop| *stop) => {
+                            flusher.flush_last_used().await;
+                            break;
+                        }
+                    }
+                }
             });
             while let Some(message) = receiver.recv().await {
                 match message {

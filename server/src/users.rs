@@ -31,6 +31,8 @@ pub struct User {
     pub id: u32,
     pub username: String,
     pub active: bool,
+    /// May call Authorize (root, and users given the `authorize` permission).
+    pub can_authorize: bool,
     password_hash: String,
 }
 
@@ -55,6 +57,7 @@ impl Users {
             id: ROOT_USER_ID,
             username: root.username.clone(),
             active: true,
+            can_authorize: true,
             password_hash: root.password_hash.clone(),
         })?;
         for user in configured {
@@ -68,6 +71,7 @@ impl Users {
                 id: user.id,
                 username: user.username.clone(),
                 active: user.active,
+                can_authorize: user.permissions.iter().any(|p| p == crate::config::PERMISSION_AUTHORIZE),
                 password_hash: user.password_hash.clone(),
             })?;
         }
@@ -102,6 +106,11 @@ impl Users {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Users marked inactive.
+    pub fn inactive(&self) -> usize {
+        self.by_id.values().filter(|user| !user.active).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,6 +234,7 @@ mod tests {
             username: name.into(),
             password_hash: hash.into(),
             active: true,
+            permissions: Vec::new(),
         };
         let hash = hash_password("secret");
         assert!(Users::new(&root("pw"), &[config(1, "alice", &hash)]).is_ok());

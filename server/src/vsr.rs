@@ -246,6 +246,8 @@ async fn non_replicated(code: u32, body: &[u8], session: &mut Session, shard: &S
         | codes::LOGOUT_USER
         | codes::CREATE_PERSONAL_ACCESS_TOKEN
         | codes::DELETE_PERSONAL_ACCESS_TOKEN => return Answer::Denied(ErrorCode::InvalidCommand),
+        // Latchkey's extensions are served in the legacy framing only.
+        code if codes::EXTENSION_CODES.contains(&code) => return Answer::Denied(ErrorCode::InvalidCommand),
         _ => {}
     }
     // The legacy decoder: unknown codes and non-empty bodies get 3 before

@@ -20,7 +20,9 @@ use latchkey_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_us;
-use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+use latchkey_protocol::ext::TokenSelector;
+
+use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 
 /// Changes committed together at most (one journal append, one sync).
 pub const BATCH_CHANGES_MAX: usize = 4096;
@@ -30,16 +32,46 @@ pub const QUEUE_CHANGES_MAX: usize = 16 * 1024;
 /// A change a caller asks for, not yet checked.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// `expiry_us` is a lifetime: 0 and `u64::MAX` mean never (the caller
+    /// has already put the server's default in place of 0 if there is one).
     Create {
         user_id: u32,
         name: String,
         hash: TokenHash,
         expiry_us: u64,
+        extras: Option<Arc<TokenExtras>>,
     },
     Delete {
         user_id: u32,
-        name: String,
+        token: TokenSelector,
     },
+    Revoke {
+        user_id: u32,
+        token: TokenSelector,
+    },
+    Update {
+        user_id: u32,
+        token: TokenSelector,
+        name: Option<String>,
+        description: Option<String>,
+    },
+    /// `expiry_us`: 0 keeps the current expiry, `u64::MAX` is never, else a
+    /// lifetime from the commit.
+    Rotate {
+        user_id: u32,
+        token: TokenSelector,
+        new_hash: TokenHash,
+        expiry_us: u64,
+    },
+    RevokeAll {
+        user_id: u32,
+    },
+    DeleteAll {
+        user_id: u32,
+    },
+    /// Last uses gathered by a shard. Entries for tokens that are gone or
+    /// were rotated since are dropped; nothing is refused.
+    Touch(Vec<(u64, TokenHash, LastUsed)>),
     /// The cleaner's delete: up to `max` tokens that are expired at commit
     /// time, chosen and deleted by id inside the writer, so a token
     /// re-created under an expired token's name is never touched.
@@ -55,6 +87,17 @@ pub enum Outcome {
     Deleted {
         id: u64,
     },
+    /// `at_us` is when it was first revoked (an earlier revoke wins).
+    Revoked {
+        id: u64,
+    },
+    Updated {
+        id: u64,
+    },
+    Rotated(TokenRecord),
+    /// Tokens affected by a revoke-all or delete-all.
+    Count(u32),
+    Touched,
     /// Ids deleted by a `PurgeExpired`.
     Purged {
         ids: Vec<u64>,
@@ -201,15 +244,10 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         for (change, _) in pending.iter() {
             let result = if self.failed {
                 Err(ErrorCode::StorageUnavailable)
-            } else if let Change::PurgeExpired { max } = change {
-                Ok(self.purge_expired(*max, commit_at_us, &mut mutations))
             } else {
-                self.check(change, commit_at_us).map(|(mutation, outcome)| {
-                    // Later changes in the same batch are checked against this one.
-                    self.state.apply(&mutation);
-                    mutations.push(mutation);
-                    outcome
-                })
+                // Later changes in the same batch are checked against this one:
+                // `check` applies what it resolves to the writer's state.
+                self.check(change, commit_at_us, &mut mutations)
             };
             results.push(result);
         }
@@ -238,9 +276,20 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         }
     }
 
-    fn check(&mut self, change: &Change, commit_at_us: u64) -> Result<(Mutation, Outcome), ErrorCode> {
+    /// Resolves a change against the state, applies the resulting mutations
+    /// to it and queues them for the journal. A refused change queues nothing.
+    fn check(
+        &mut self,
+        change: &Change,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let mut push = |state: &mut Replica, mutation: Mutation| {
+            state.apply(&mutation);
+            mutations.push(mutation);
+        };
         match change {
-            Change::Create { user_id, name, hash, expiry_us } => {
+            Change::Create { user_id, name, hash, expiry_us, extras } => {
                 let limit = self.limits.max_tokens_per_user as usize;
                 if self.state.count_for(*user_id) >= limit {
                     return Err(ErrorCode::PersonalAccessTokensLimitReached);
@@ -248,20 +297,8 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 if self.state.by_name(*user_id, name).is_some() {
                     return Err(ErrorCode::PersonalAccessTokenAlreadyExists);
                 }
-                let expiry_at_us = match *expiry_us {
-                    0 | u64::MAX => None,
-                    duration => Some(
-                        commit_at_us
-                            .checked_add(duration)
-                            .and_then(NonZeroU64::new)
-                            .ok_or(ErrorCode::InvalidPersonalAccessTokenExpiry)?,
-                    ),
-                };
-                if self.state.by_hash(hash).is_some() {
-                    // 2^-256: a broken random source, not bad luck.
-                    tracing::error!("minted token hash already exists; is the OS CSPRNG broken?");
-                    return Err(ErrorCode::Error);
-                }
+                let expiry_at_us = expiry_at(commit_at_us, *expiry_us)?;
+                self.check_fresh(hash)?;
                 let record = TokenRecord {
                     id: self.next_id,
                     user_id: *user_id,
@@ -269,17 +306,118 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                     hash: *hash,
                     created_at_us: commit_at_us,
                     expiry_at_us,
+                    revoked_at_us: None,
+                    extras: extras.clone(),
+                    last_used: None,
                 };
                 self.next_id += 1;
-                Ok((Mutation::Create(record.clone()), Outcome::Created(record)))
+                push(&mut self.state, Mutation::Create(record.clone()));
+                Ok(Outcome::Created(record))
             }
-            Change::Delete { user_id, name } => {
-                let (hash, entry) = self.state.by_name(*user_id, name).ok_or(ErrorCode::ResourceNotFound)?;
-                let id = entry.id;
-                Ok((Mutation::Delete { id, hash: *hash }, Outcome::Deleted { id }))
+            Change::Delete { user_id, token } => {
+                let (hash, id) = self.find(*user_id, token)?;
+                push(&mut self.state, Mutation::Delete { id, hash });
+                Ok(Outcome::Deleted { id })
             }
-            Change::PurgeExpired { .. } => unreachable!("handled by purge_expired"),
+            Change::Revoke { user_id, token } => {
+                let (hash, id) = self.find(*user_id, token)?;
+                let already = self.state.by_hash(&hash).is_some_and(|entry| entry.revoked_at_us.is_some());
+                if !already {
+                    let at_us = NonZeroU64::new(commit_at_us).ok_or(ErrorCode::Error)?;
+                    push(&mut self.state, Mutation::Revoke { id, hash, at_us });
+                }
+                Ok(Outcome::Revoked { id })
+            }
+            Change::Update { user_id, token, name, description } => {
+                let (hash, id) = self.find(*user_id, token)?;
+                let entry = self.state.by_hash(&hash).expect("found above");
+                let new_name: Arc<str> = match name {
+                    Some(name) if **name != *entry.name => {
+                        if self.state.by_name(*user_id, name).is_some() {
+                            return Err(ErrorCode::PersonalAccessTokenAlreadyExists);
+                        }
+                        name.as_str().into()
+                    }
+                    _ => Arc::clone(&entry.name),
+                };
+                let extras = match description {
+                    Some(description) => {
+                        let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                        extras.description = description.as_str().into();
+                        extras.shared()
+                    }
+                    None => entry.extras.clone(),
+                };
+                push(&mut self.state, Mutation::Update { id, hash, name: new_name, extras });
+                Ok(Outcome::Updated { id })
+            }
+            Change::Rotate { user_id, token, new_hash, expiry_us } => {
+                let (hash, id) = self.find(*user_id, token)?;
+                let entry = self.state.by_hash(&hash).expect("found above");
+                if entry.revoked_at_us.is_some() {
+                    return Err(ErrorCode::PersonalAccessTokenRevoked);
+                }
+                let expiry_at_us = match *expiry_us {
+                    0 => entry.expiry_at_us,
+                    lifetime => expiry_at(commit_at_us, lifetime)?,
+                };
+                self.check_fresh(new_hash)?;
+                let mutation = Mutation::Rotate { id, hash, new_hash: *new_hash, expiry_at_us };
+                push(&mut self.state, mutation);
+                let entry = self.state.by_hash(new_hash).expect("just rotated");
+                Ok(Outcome::Rotated(entry.record(new_hash, None)))
+            }
+            Change::RevokeAll { user_id } => {
+                let at_us = NonZeroU64::new(commit_at_us).ok_or(ErrorCode::Error)?;
+                let active: Vec<(TokenHash, u64)> = self
+                    .state
+                    .owned_by(*user_id)
+                    .filter(|(_, entry)| entry.revoked_at_us.is_none())
+                    .map(|(hash, entry)| (*hash, entry.id))
+                    .collect();
+                for &(hash, id) in &active {
+                    push(&mut self.state, Mutation::Revoke { id, hash, at_us });
+                }
+                Ok(Outcome::Count(count(active.len())))
+            }
+            Change::DeleteAll { user_id } => {
+                let all: Vec<(TokenHash, u64)> =
+                    self.state.owned_by(*user_id).map(|(hash, entry)| (*hash, entry.id)).collect();
+                for &(hash, id) in &all {
+                    push(&mut self.state, Mutation::Delete { id, hash });
+                }
+                Ok(Outcome::Count(count(all.len())))
+            }
+            Change::Touch(uses) => {
+                for &(id, hash, used) in uses {
+                    let current = self.state.by_hash(&hash).is_some_and(|entry| entry.id == id);
+                    let newer = self.state.last_used(id).is_none_or(|last| used.at_us > last.at_us);
+                    if current && newer {
+                        push(&mut self.state, Mutation::Touch { id, hash, used });
+                    }
+                }
+                Ok(Outcome::Touched)
+            }
+            Change::PurgeExpired { max } => Ok(self.purge_expired(*max, commit_at_us, mutations)),
         }
+    }
+
+    /// The caller's token named by `token`: its hash and id.
+    fn find(&self, user_id: u32, token: &TokenSelector) -> Result<(TokenHash, u64), ErrorCode> {
+        let found = match token {
+            TokenSelector::Name(name) => self.state.by_name(user_id, name),
+            TokenSelector::Id(id) => self.state.by_user_and_id(user_id, *id),
+        };
+        found.map(|(hash, entry)| (*hash, entry.id)).ok_or(ErrorCode::ResourceNotFound)
+    }
+
+    fn check_fresh(&self, hash: &TokenHash) -> Result<(), ErrorCode> {
+        if self.state.by_hash(hash).is_some() {
+            // 2^-256: a broken random source, not bad luck.
+            tracing::error!("minted token hash already exists; is the OS CSPRNG broken?");
+            return Err(ErrorCode::Error);
+        }
+        Ok(())
     }
 
     /// Deletes up to `max` tokens expired at `commit_at_us`. A linear scan of
@@ -300,6 +438,22 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         }
         Outcome::Purged { ids: expired.into_iter().map(|(id, _)| id).collect() }
     }
+}
+
+/// An absolute expiry from a lifetime (0 and `u64::MAX`: never).
+fn expiry_at(commit_at_us: u64, lifetime_us: u64) -> Result<Option<NonZeroU64>, ErrorCode> {
+    match lifetime_us {
+        0 | u64::MAX => Ok(None),
+        lifetime => commit_at_us
+            .checked_add(lifetime)
+            .and_then(NonZeroU64::new)
+            .map(Some)
+            .ok_or(ErrorCode::InvalidPersonalAccessTokenExpiry),
+    }
+}
+
+fn count(tokens: usize) -> u32 {
+    u32::try_from(tokens).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -351,7 +505,7 @@ mod tests {
     }
 
     fn create(user_id: u32, name: &str, seed: u8) -> Change {
-        Change::Create { user_id, name: name.into(), hash: [seed; 32], expiry_us: 0 }
+        Change::Create { user_id, name: name.into(), hash: [seed; 32], expiry_us: 0, extras: None }
     }
 
     #[test]
@@ -400,14 +554,19 @@ mod tests {
         assert_eq!(submit(create(1, "one", 4)), Err(ErrorCode::PersonalAccessTokensLimitReached));
         assert_eq!(submit(create(1, "new", 5)), Err(ErrorCode::PersonalAccessTokensLimitReached));
         assert!(matches!(submit(create(2, "one", 6)), Ok(Outcome::Created(_))));
-        let deleted = submit(Change::Delete { user_id: 1, name: "one".into() });
+        let deleted = submit(Change::Delete { user_id: 1, token: TokenSelector::Name("one".into()) });
         assert_eq!(deleted, Ok(Outcome::Deleted { id: 1 }));
         assert_eq!(
-            submit(Change::Delete { user_id: 1, name: "one".into() }),
+            submit(Change::Delete { user_id: 1, token: TokenSelector::Name("one".into()) }),
             Err(ErrorCode::ResourceNotFound)
         );
-        let overflow =
-            Change::Create { user_id: 3, name: "x".into(), hash: [9; 32], expiry_us: u64::MAX - 1 };
+        let overflow = Change::Create {
+            user_id: 3,
+            name: "x".into(),
+            hash: [9; 32],
+            expiry_us: u64::MAX - 1,
+            extras: None,
+        };
         assert_eq!(submit(overflow), Err(ErrorCode::InvalidPersonalAccessTokenExpiry));
     }
 
@@ -419,13 +578,19 @@ mod tests {
         }
         let submit = |change| harness.runtime.block_on(harness.handle.submit(change));
         let Ok(Outcome::Created(keep)) = submit(create(1, "keep", 1)) else { panic!() };
-        let short =
-            |seed| Change::Create { user_id: 1, name: "short".into(), hash: [seed; 32], expiry_us: 1 };
+        let short = |seed| Change::Create {
+            user_id: 1,
+            name: "short".into(),
+            hash: [seed; 32],
+            expiry_us: 1,
+            extras: None,
+        };
         let Ok(Outcome::Created(expired)) = submit(short(2)) else { panic!() };
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![expired.id] }));
         // Re-created under the same name, not expired: the next purge leaves it.
-        let recreated = Change::Create { user_id: 1, name: "short".into(), hash: [3; 32], expiry_us: 0 };
+        let recreated =
+            Change::Create { user_id: 1, name: "short".into(), hash: [3; 32], expiry_us: 0, extras: None };
         let Ok(Outcome::Created(recreated)) = submit(recreated) else { panic!() };
         assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![] }));
         assert_ne!(recreated.id, expired.id);

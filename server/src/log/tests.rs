@@ -19,6 +19,9 @@ fn token(id: u64, user_id: u32, name: &str, expiry: u64) -> TokenRecord {
         hash,
         created_at_us: 1_700_000_000_000_000 + id,
         expiry_at_us: NonZeroU64::new(expiry),
+        revoked_at_us: None,
+        extras: None,
+        last_used: None,
     }
 }
 
@@ -190,13 +193,13 @@ fn foreign_files_and_newer_versions_are_refused() {
     fs::write(&path, b"this is not a token log at all").unwrap();
     assert!(matches!(open(dir.path(), policy_never(), None), Err(LogError::NotALog { .. })));
     let mut newer = header();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let crc = crc32c::crc32c(&newer[..12]);
     newer[12..].copy_from_slice(&crc.to_le_bytes());
     fs::write(&path, newer).unwrap();
     assert!(matches!(
         open(dir.path(), policy_never(), None),
-        Err(LogError::UnsupportedVersion { version: 2, .. })
+        Err(LogError::UnsupportedVersion { version, .. }) if version == FORMAT_VERSION + 1
     ));
 }
 
@@ -259,10 +262,10 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
 const FIXTURE_V1: &[u8] = include_bytes!("fixture-v1.log");
 
 #[test]
-fn the_committed_v1_fixture_still_loads() {
+fn the_committed_v1_fixture_still_loads_and_is_upgraded_once() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(LOG_FILE), FIXTURE_V1).unwrap();
-    let recovered = open(dir.path(), policy_never(), None).unwrap();
+    let mut recovered = open(dir.path(), policy_never(), None).unwrap();
     let mut expected = Replica::new();
     for batch in history() {
         for mutation in &batch {
@@ -271,17 +274,141 @@ fn the_committed_v1_fixture_still_loads() {
     }
     assert_eq!(recovered.state, expected);
     assert_eq!(recovered.next_id, 5);
+    // Rewritten as a version 2 file that takes version 2 records.
+    let bytes = fs::read(dir.path().join(LOG_FILE)).unwrap();
+    assert_eq!(read_u32(&bytes, 8), FORMAT_VERSION);
+    recovered.log.append(&v2_history()[0], 1_800_000_000_000_000).unwrap();
+    for mutation in &v2_history()[0] {
+        expected.apply(mutation);
+    }
+    drop(recovered);
+    let reopened = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(reopened.state, expected);
 }
 
 #[test]
-fn this_build_writes_the_fixture_byte_for_byte() {
+fn a_version_2_record_in_a_version_1_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write_history(dir.path());
+    let mut bytes = FIXTURE_V1.to_vec();
+    // A Revoke record (type 5) with the next sequence number, then a valid
+    // Delete after it, so it is not mistaken for a torn tail.
+    let mut seq = 0;
+    let mut offset = HEADER_BYTES;
+    while offset < bytes.len() {
+        let (record_seq, _, used) = parse_record(&bytes, offset).unwrap();
+        seq = record_seq;
+        offset += used;
+    }
+    let revoke = Record::Revoke { id: 3, at_us: NonZeroU64::new(5).unwrap() };
+    encode_record(&mut bytes, seq + 1, 9, &revoke);
+    encode_record(&mut bytes, seq + 2, 9, &Record::Delete { id: 3 });
+    fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+    let error = open(dir.path(), policy_never(), None).err().unwrap();
+    assert!(
+        matches!(error, LogError::Corrupt { offset, .. } if offset == FIXTURE_V1.len() as u64),
+        "{error}"
+    );
+}
+
+fn used(at_us: u64, peer: &str) -> LastUsed {
+    LastUsed { at_us, peer: peer.parse().unwrap() }
+}
+
+/// A history using every record type of format version 2.
+fn v2_history() -> Vec<Vec<Mutation>> {
+    let extras = TokenExtras {
+        description: "deploys from CI".into(),
+        scopes: vec!["stream:orders:write".into(), "tokens:read".into()].into(),
+        networks: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()].into(),
+    };
+    let mut rich = token(10, 1, "rich", 1_900_000_000_000_000);
+    rich.extras = extras.clone().shared();
+    let plain = token(11, 1, "plain", 0);
+    let mut renamed_extras = extras;
+    renamed_extras.description = "renamed".into();
+    vec![
+        vec![Mutation::Create(rich.clone()), Mutation::Create(plain.clone())],
+        vec![
+            Mutation::Touch { id: 10, hash: rich.hash, used: used(1_800_000_000_000_001, "10.1.2.3:4000") },
+            Mutation::Touch {
+                id: 11,
+                hash: plain.hash,
+                used: used(1_800_000_000_000_002, "[2001:db8::1]:5"),
+            },
+        ],
+        vec![Mutation::Rotate {
+            id: 10,
+            hash: rich.hash,
+            new_hash: [0xAB; 32],
+            expiry_at_us: NonZeroU64::new(1_950_000_000_000_000),
+        }],
+        vec![Mutation::Update {
+            id: 10,
+            hash: [0xAB; 32],
+            name: "rich-renamed".into(),
+            extras: renamed_extras.shared(),
+        }],
+        vec![Mutation::Revoke {
+            id: 11,
+            hash: plain.hash,
+            at_us: NonZeroU64::new(1_800_000_000_000_009).unwrap(),
+        }],
+    ]
+}
+
+fn write_v2_history(dir: &Path) -> Replica {
+    let mut expected = write_history(dir);
+    let mut recovered = open(dir, policy_never(), None).unwrap();
+    for (index, batch) in v2_history().into_iter().enumerate() {
+        recovered.log.append(&batch, 1_800_000_000_000_000 + index as u64).unwrap();
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    expected
+}
+
+#[test]
+fn every_version_2_record_replays_and_survives_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_v2_history(dir.path());
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(recovered.state, expected);
+    let (hash, rich) = recovered.state.by_name(1, "rich-renamed").unwrap();
+    assert_eq!(hash, &[0xAB; 32]);
+    assert_eq!(rich.description(), "renamed");
+    assert_eq!(rich.scopes().len(), 2);
+    assert_eq!(rich.networks().len(), 2);
+    assert_eq!(rich.expiry_at_us, NonZeroU64::new(1_950_000_000_000_000));
+    assert_eq!(recovered.state.last_used(10), Some(used(1_800_000_000_000_001, "10.1.2.3:4000")));
+    let plain = recovered.state.by_name(1, "plain").unwrap().1;
+    assert_eq!(plain.revoked_at_us, NonZeroU64::new(1_800_000_000_000_009));
+    // A snapshot of that state (as compaction writes it) replays to the same state.
+    let tokens: Vec<TokenRecord> = recovered.state.records().collect();
+    let snapshot = TokenLog::encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
+    drop(recovered);
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
+    assert_eq!(open(other.path(), policy_never(), None).unwrap().state, expected);
+}
+
+/// Bytes of a log written by format version 2 (every record type),
+/// committed to the repository. Later format versions must keep reading it.
+const FIXTURE_V2: &[u8] = include_bytes!("fixture-v2.log");
+
+#[test]
+fn this_build_writes_the_v2_fixture_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v2_history(dir.path());
     let written = fs::read(dir.path().join(LOG_FILE)).unwrap();
     if std::env::var_os("LATCHKEY_WRITE_FIXTURE").is_some() {
-        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/fixture-v1.log"), &written).unwrap();
+        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/fixture-v2.log"), &written).unwrap();
     }
-    assert_eq!(written, FIXTURE_V1, "format v1 changed: bump FORMAT_VERSION and keep reading v1");
+    assert_eq!(written, FIXTURE_V2, "format v2 changed: bump FORMAT_VERSION and keep reading v2");
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    fs::write(reference.path().join(LOG_FILE), FIXTURE_V2).unwrap();
+    assert_eq!(open(reference.path(), policy_never(), None).unwrap().state, recovered.state);
 }
 
 #[test]
