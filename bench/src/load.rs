@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
+use latchkey_protocol::Secret;
 use latchkey_protocol::body::{
     Command, CreatePersonalAccessToken, DeletePersonalAccessToken, GetPersonalAccessTokens, LoginUser,
     LoginWithPersonalAccessToken, Ping, RawPersonalAccessToken, WireDecode,
@@ -137,7 +138,7 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
     let mut stream = connect(target.address, target.bind).await?;
     let login = LoginUser {
         username: target.user.clone(),
-        password: target.password.clone(),
+        password: Secret::from(target.password.clone()),
         version: Some("latchkey-bench".into()),
         context: None,
     };
@@ -162,7 +163,7 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
         let (token, _) = RawPersonalAccessToken::decode(&payload)
             .map_err(|_| std::io::Error::other("setup: create reply does not decode"))?;
         if index == 0 {
-            login_token = token.token;
+            login_token = token.token.to_string();
         }
     }
     Ok(login_token)
@@ -170,7 +171,7 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
 
 /// The frames one connection sends per burst.
 fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Vec<u8> {
-    let login = frame(&LoginWithPersonalAccessToken { token: token.to_owned() });
+    let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.to_owned()) });
     let one: Vec<u8> = match scenario {
         Scenario::Ping => frame(&Ping),
         Scenario::Login | Scenario::LoginNewconn => login,
@@ -232,7 +233,7 @@ pub fn run(
             let bind = target.bind;
             let framing = target.framing;
             let token = token.to_owned();
-            let login = frame(&LoginWithPersonalAccessToken { token: token.clone() });
+            let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });
             tasks.push(tokio::task::spawn_local(async move {
                 if framing == Framing::Vsr {
                     vsr_connection(address, bind, scenario, &token, connection, depth, &phase).await
@@ -441,7 +442,11 @@ async fn vsr_connection(
         vsr::operation::REGISTER,
         0,
         0,
-        &vsr::LoginRegisterWithPat { client_version: version, token: token.to_owned(), context: None },
+        &vsr::LoginRegisterWithPat {
+            client_version: version,
+            token: Secret::from(token.to_owned()),
+            context: None,
+        },
     );
     let mut stream = connect(address, bind).await?;
     stream.set_nodelay(true)?;

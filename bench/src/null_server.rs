@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use latchkey_protocol::Secret;
 use latchkey_protocol::body::{
     IdentityInfo, PersonalAccessTokenInfo, PersonalAccessTokens, RawPersonalAccessToken,
 };
@@ -45,7 +46,7 @@ impl Canned {
             encode_reply(reply, &mut out);
             out.to_vec()
         };
-        let raw = RawPersonalAccessToken { token: token::encode(&[7u8; token::SECRET_BYTES]) };
+        let raw = RawPersonalAccessToken { token: Secret::from(token::encode(&[7u8; token::SECRET_BYTES])) };
         let list = PersonalAccessTokens(
             (0..10)
                 .map(|i| PersonalAccessTokenInfo { name: format!("bench-t{i}"), expiry_at_us: None })

@@ -62,7 +62,12 @@ async fn fill_one(
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let mut out = BytesMut::new();
-    let login = LoginUser { username: user.into(), password: password.into(), version: None, context: None };
+    let login = LoginUser {
+        username: user.into(),
+        password: password.to_owned().into(),
+        version: None,
+        context: None,
+    };
     encode_request(38, &login, &mut out);
     stream.write_all(&out).await?;
     let mut header = [0u8; 8];

@@ -10,8 +10,8 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::ErrorCode;
 use crate::wire::{Reader, put_long, put_short};
+use crate::{ErrorCode, Secret};
 
 /// A body that can be written to the wire.
 pub trait WireEncode {
@@ -107,7 +107,7 @@ empty_requests! {
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginUser {
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub version: Option<String>,
     pub context: Option<String>,
 }
@@ -151,7 +151,7 @@ impl WireDecode for LoginUser {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let username = reader.short_string()?;
-        let password = reader.short_string()?;
+        let password = Secret::new(reader.short_string()?);
         let mut optional = || -> Result<Option<String>, ErrorCode> {
             if reader.is_empty() {
                 return Ok(None);
@@ -170,11 +170,11 @@ impl Command for LoginUser {
 
 /// Declares a body that is a single WireName field.
 macro_rules! single_name_body {
-    ($( $(#[$doc:meta])* $name:ident { $field:ident } $( = $code:expr )?, redact = $redact:literal; )+) => {$(
+    ($( $(#[$doc:meta])* $name:ident { $field:ident: $kind:ty } $( = $code:expr )?, redact = $redact:literal; )+) => {$(
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq)]
         pub struct $name {
-            pub $field: String,
+            pub $field: $kind,
         }
 
         impl fmt::Debug for $name {
@@ -196,7 +196,7 @@ macro_rules! single_name_body {
         impl WireDecode for $name {
             fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
                 let mut reader = Reader::new(src);
-                let $field = reader.wire_name()?;
+                let $field = <$kind>::from(reader.wire_name()?);
                 Ok(($name { $field }, reader.consumed()))
             }
         }
@@ -209,11 +209,11 @@ macro_rules! single_name_body {
 
 single_name_body! {
     /// Code 44 (spec §1.3): `[token WireName]`.
-    LoginWithPersonalAccessToken { token } = crate::codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN, redact = true;
+    LoginWithPersonalAccessToken { token: Secret } = crate::codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN, redact = true;
     /// Code 43 (spec §1.4): `[name WireName]`.
-    DeletePersonalAccessToken { name } = crate::codes::DELETE_PERSONAL_ACCESS_TOKEN, redact = false;
+    DeletePersonalAccessToken { name: String } = crate::codes::DELETE_PERSONAL_ACCESS_TOKEN, redact = false;
     /// Reply to code 42: `[token WireName]`, the raw token, sent exactly once.
-    RawPersonalAccessToken { token }, redact = true;
+    RawPersonalAccessToken { token: Secret }, redact = true;
 }
 
 /// Code 42 (spec §1.4): `[name WireName][expiry u64]`, expiry a duration in µs

@@ -18,10 +18,10 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::ErrorCode;
 use crate::body::{Command, WireDecode, WireEncode};
 use crate::codes;
 use crate::wire::{Reader, put_short};
+use crate::{ErrorCode, Secret};
 
 /// Expiry value meaning "the server's default lifetime" in [`CreateToken`]
 /// (and in Iggy's code 42).
@@ -268,7 +268,7 @@ impl Command for CreateToken {
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub id: u64,
-    pub token: String,
+    pub token: Secret,
     pub created_at_us: u64,
     pub expires_at_us: u64,
 }
@@ -300,7 +300,7 @@ impl WireDecode for IssuedToken {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let id = reader.u64()?;
-        let token = reader.wire_name()?;
+        let token = Secret::new(reader.wire_name()?);
         let created_at_us = reader.u64()?;
         let expires_at_us = reader.u64()?;
         Ok((IssuedToken { id, token, created_at_us, expires_at_us }, reader.consumed()))
@@ -645,7 +645,7 @@ impl WireDecode for Count {
 /// Reply: [`AuthorizeDecision`] with status 0 whether allowed or denied.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Authorize {
-    pub token: String,
+    pub token: Secret,
     pub scope: String,
     pub address: String,
 }
@@ -674,7 +674,7 @@ impl WireEncode for Authorize {
 impl WireDecode for Authorize {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
-        let token = reader.wire_name()?;
+        let token = Secret::new(reader.wire_name()?);
         let scope = reader.short_string()?;
         let address = reader.short_string()?;
         Ok((Authorize { token, scope, address }, reader.consumed()))

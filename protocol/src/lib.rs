@@ -25,4 +25,8 @@ pub mod vsr;
 pub mod wire;
 
 pub use error::ErrorCode;
+
+/// A password or raw token held in memory: wiped (zeroed) when dropped, and
+/// dereferences to `String` for reading.
+pub type Secret = zeroize::Zeroizing<String>;
 pub use request::Request;

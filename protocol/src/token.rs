@@ -44,8 +44,11 @@ pub enum TokenFormatError {
 pub fn encode(secret: &[u8; SECRET_BYTES]) -> String {
     let mut token = String::with_capacity(TOKEN_BYTES);
     token.push_str(PREFIX);
-    let digits = base62_encode::<SECRET_DIGITS>(secret);
+    let mut digits = base62_encode::<SECRET_DIGITS>(secret);
     token.push_str(std::str::from_utf8(&digits).expect("base62 is ASCII"));
+    // The secret's digits were on the stack; leave no copy behind. (The
+    // division in base62_encode leaves its working copy all zero.)
+    zeroize::Zeroize::zeroize(&mut digits);
     let checksum = crc32fast::hash(token.as_bytes());
     let digits = base62_encode::<CHECKSUM_DIGITS>(&checksum.to_be_bytes());
     token.push_str(std::str::from_utf8(&digits).expect("base62 is ASCII"));

@@ -16,9 +16,9 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::ErrorCode;
 use crate::body::{WireDecode, WireEncode};
 use crate::wire::{Reader, put_long, put_short};
+use crate::{ErrorCode, Secret};
 
 /// Every frame starts with a header of exactly this many bytes; the header's
 /// `size` field counts it.
@@ -773,7 +773,7 @@ fn context_size(context: &Option<String>) -> usize {
 pub struct LoginRegister {
     pub client_version: ClientVersionInfo,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub context: Option<String>,
 }
 
@@ -810,7 +810,7 @@ impl WireDecode for LoginRegister {
         let mut reader = Reader::new(src);
         let client_version = ClientVersionInfo::read(&mut reader)?;
         let username = reader.wire_name()?;
-        let password = reader.short_string()?;
+        let password = Secret::new(reader.short_string()?);
         let context = read_context(&mut reader)?;
         Ok((LoginRegister { client_version, username, password, context }, reader.consumed()))
     }
@@ -821,7 +821,7 @@ impl WireDecode for LoginRegister {
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginRegisterWithPat {
     pub client_version: ClientVersionInfo,
-    pub token: String,
+    pub token: Secret,
     pub context: Option<String>,
 }
 
@@ -850,7 +850,7 @@ impl WireDecode for LoginRegisterWithPat {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let client_version = ClientVersionInfo::read(&mut reader)?;
-        let token = reader.short_string()?;
+        let token = Secret::new(reader.short_string()?);
         let context = read_context(&mut reader)?;
         Ok((LoginRegisterWithPat { client_version, token, context }, reader.consumed()))
     }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 
 use latchkey_protocol::ErrorCode;
+use latchkey_protocol::Secret;
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, ClusterNode, Command, CreatePersonalAccessToken,
     DeletePersonalAccessToken, Empty, GetClusterMetadata, GetMe, GetPersonalAccessTokens, IdentityInfo,
@@ -88,7 +89,7 @@ fn decode_err<T: WireDecode + Debug>(bytes: &[u8]) -> ErrorCode {
 fn login(username: &str, password: &str, version: Option<&str>, context: Option<&str>) -> LoginUser {
     LoginUser {
         username: username.to_owned(),
-        password: password.to_owned(),
+        password: Secret::from(password.to_owned()),
         version: version.map(str::to_owned),
         context: context.map(str::to_owned),
     }
@@ -213,7 +214,7 @@ fn login_user_spec_payload_decodes_and_re_encodes_byte_for_byte() {
     let (value, used) = LoginUser::decode(&LOGIN_IGGY_IGGY).unwrap();
     assert_eq!(used, 24);
     assert_eq!(value.username, "iggy");
-    assert_eq!(value.password, "iggy");
+    assert_eq!(value.password.as_str(), "iggy");
     assert_eq!(value.version.as_deref(), Some("0.10.0"));
     assert_eq!(value.context, None);
     assert_eq!(value.encoded_size(), 24);
@@ -309,7 +310,7 @@ where
 
 #[test]
 fn login_with_personal_access_token_body() {
-    check_single_name(|token| LoginWithPersonalAccessToken { token: token.to_owned() });
+    check_single_name(|token| LoginWithPersonalAccessToken { token: Secret::from(token.to_owned()) });
 }
 
 #[test]
@@ -319,13 +320,13 @@ fn delete_personal_access_token_body() {
 
 #[test]
 fn raw_personal_access_token_body() {
-    check_single_name(|token| RawPersonalAccessToken { token: token.to_owned() });
+    check_single_name(|token| RawPersonalAccessToken { token: Secret::from(token.to_owned()) });
 }
 
 #[test]
 fn raw_personal_access_token_of_a_latchkey_token_is_53_bytes() {
     let token = token::encode(&[9; token::SECRET_BYTES]);
-    let body = RawPersonalAccessToken { token: token.clone() };
+    let body = RawPersonalAccessToken { token: Secret::from(token.clone()) };
     let bytes = round_trip(&body);
     assert_eq!(bytes.len(), 1 + token::TOKEN_BYTES);
     assert_eq!(bytes[0], token::TOKEN_BYTES as u8);
@@ -340,9 +341,9 @@ fn encoding_a_256_byte_wire_name_panics_rather_than_truncating() {
 #[test]
 fn secrets_are_redacted_from_debug_output() {
     let secret = "lk_SuperSecretValue";
-    let shown = format!("{:?}", LoginWithPersonalAccessToken { token: secret.to_owned() });
+    let shown = format!("{:?}", LoginWithPersonalAccessToken { token: Secret::from(secret.to_owned()) });
     assert!(!shown.contains(secret), "{shown}");
-    let shown = format!("{:?}", RawPersonalAccessToken { token: secret.to_owned() });
+    let shown = format!("{:?}", RawPersonalAccessToken { token: Secret::from(secret.to_owned()) });
     assert!(!shown.contains(secret), "{shown}");
     let shown = format!("{:?}", login("iggy", secret, Some("0.10.0"), None));
     assert!(!shown.contains(secret), "{shown}");

@@ -4,6 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use latchkey_protocol::Secret;
 use latchkey_protocol::body::{
     Command, CreatePersonalAccessToken, DeletePersonalAccessToken, Empty, GetClusterMetadata, GetMe,
     GetPersonalAccessTokens, IdentityInfo, LoginUser, LoginWithPersonalAccessToken, LogoutUser, Ping,
@@ -72,7 +73,7 @@ fn request_bytes<C: Command>(command: &C) -> Vec<u8> {
 fn login(username: &str, password: &str, version: Option<&str>) -> LoginUser {
     LoginUser {
         username: username.to_owned(),
-        password: password.to_owned(),
+        password: Secret::from(password.to_owned()),
         version: version.map(str::to_owned),
         context: None,
     }
@@ -190,12 +191,12 @@ fn create_personal_access_token_frame_bytes() {
 fn create_personal_access_token_reply_bytes() {
     // Spec §1.10: status 0, length 69, then a 68-character token as a WireName.
     let token: String = (0..68).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-    let bytes = reply_bytes(Reply::Ok(&RawPersonalAccessToken { token: token.clone() }));
+    let bytes = reply_bytes(Reply::Ok(&RawPersonalAccessToken { token: Secret::from(token.clone()) }));
     assert_eq!(&bytes[..9], [0, 0, 0, 0, 0x45, 0, 0, 0, 0x44]);
     assert_eq!(&bytes[9..], token.as_bytes());
     // A Latchkey token: 52 characters, 53-byte payload.
     let token = latchkey_protocol::token::encode(&[5; 32]);
-    let bytes = reply_bytes(Reply::Ok(&RawPersonalAccessToken { token: token.clone() }));
+    let bytes = reply_bytes(Reply::Ok(&RawPersonalAccessToken { token: Secret::from(token.clone()) }));
     assert_eq!(&bytes[..9], [0, 0, 0, 0, 53, 0, 0, 0, 52]);
     assert_eq!(&bytes[9..], token.as_bytes());
 }
@@ -292,7 +293,9 @@ fn client_codec_encodes_length_code_body() {
     check_command(&login("üser", "", None));
     check_command(&CreatePersonalAccessToken { name: "n".repeat(255), expiry_us: 0 });
     check_command(&DeletePersonalAccessToken { name: "tok-1h".to_owned() });
-    check_command(&LoginWithPersonalAccessToken { token: latchkey_protocol::token::encode(&[1; 32]) });
+    check_command(&LoginWithPersonalAccessToken {
+        token: Secret::from(latchkey_protocol::token::encode(&[1; 32])),
+    });
 }
 
 #[test]
@@ -309,7 +312,9 @@ fn client_encode_server_decode_request_decode_round_trip() {
             expiry_us: 3_600_000_000,
         }),
         Request::DeletePersonalAccessToken(DeletePersonalAccessToken { name: "tok".to_owned() }),
-        Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken { token: "lk_x".to_owned() }),
+        Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken {
+            token: Secret::from("lk_x".to_owned()),
+        }),
     ];
     let mut codec = ClientCodec::default();
     let mut buf = BytesMut::new();
@@ -628,7 +633,7 @@ fn client_too_large_is_an_error_without_buffering() {
 fn server_replies_decode_on_the_client() {
     let mut buf = BytesMut::new();
     encode_reply(Reply::Ok(&IdentityInfo { user_id: 12 }), &mut buf);
-    encode_reply(Reply::Ok(&RawPersonalAccessToken { token: "lk_abc".to_owned() }), &mut buf);
+    encode_reply(Reply::Ok(&RawPersonalAccessToken { token: Secret::from("lk_abc".to_owned()) }), &mut buf);
     encode_reply(Reply::Err(ErrorCode::PersonalAccessTokenExpired), &mut buf);
     assert_eq!(
         drain(&mut ClientCodec::default(), &mut buf),
@@ -792,7 +797,9 @@ fn only_ping_and_the_logins_are_allowed_before_login() {
     let allowed = [
         Request::Ping,
         Request::LoginUser(login("iggy", "iggy", None)),
-        Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken { token: "lk_x".to_owned() }),
+        Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken {
+            token: Secret::from("lk_x".to_owned()),
+        }),
     ];
     for request in &allowed {
         assert!(request.allowed_before_login(), "{request:?}");

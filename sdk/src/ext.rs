@@ -13,6 +13,8 @@ pub use latchkey_protocol::ext::{
     TokenStatus,
 };
 
+use latchkey_protocol::Secret;
+
 use crate::{Client, Error, Expiry, decode, wire_name};
 
 /// What a new token should be. Built with [`NewToken::named`] and the
@@ -126,13 +128,14 @@ fn selector(token: TokenSelector) -> Result<TokenSelector, Error> {
 
 impl Client {
     /// Creates a token (code 9100). The reply is the only time its secret
-    /// is ever sent.
+    /// is ever sent; `IssuedToken::token` is wiped from memory when dropped
+    /// (read it with `as_str()`).
     ///
     /// ```no_run
     /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
     /// use latchkey_sdk::NewToken;
     /// let issued = client.create_token(&NewToken::named("ci").with_scope("tokens:read")).await?;
-    /// println!("token {} (id {}) expires at {}", issued.token, issued.id, issued.expires_at_us);
+    /// println!("token {} (id {}) expires at {}", issued.token.as_str(), issued.id, issued.expires_at_us);
     /// # Ok(())
     /// # }
     /// ```
@@ -226,7 +229,7 @@ impl Client {
     /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
     /// use latchkey_sdk::RotateExpiry;
     /// let fresh = client.rotate_token("ci", RotateExpiry::Keep).await?;
-    /// println!("new secret: {}", fresh.token);
+    /// println!("new secret: {}", fresh.token.as_str());
     /// # Ok(())
     /// # }
     /// ```
@@ -278,7 +281,7 @@ impl Client {
         address: Option<&str>,
     ) -> Result<AuthorizeDecision, Error> {
         let request = Authorize {
-            token: wire_name(token, "token")?,
+            token: Secret::from(wire_name(token, "token")?),
             scope: text8(scope, "scope")?,
             address: text8(address.unwrap_or(""), "address")?,
         };

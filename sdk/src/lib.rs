@@ -45,6 +45,7 @@ pub use ext::{
 
 use bytes::{Bytes, BytesMut};
 pub use latchkey_protocol::ErrorCode;
+use latchkey_protocol::Secret;
 pub use latchkey_protocol::body::PersonalAccessTokenInfo;
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, Command, CreatePersonalAccessToken, DeletePersonalAccessToken,
@@ -249,7 +250,7 @@ impl Client {
     pub async fn login_user(&mut self, username: &str, password: &str) -> Result<u32, Error> {
         let request = LoginUser {
             username: bounded(username, "username")?,
-            password: bounded(password, "password")?,
+            password: Secret::from(bounded(password, "password")?),
             version: Some(CLIENT_VERSION.to_owned()),
             context: None,
         };
@@ -259,7 +260,7 @@ impl Client {
 
     /// Logs in with a personal access token; returns the owner's user id.
     pub async fn login_with_personal_access_token(&mut self, token: &str) -> Result<u32, Error> {
-        let request = LoginWithPersonalAccessToken { token: wire_name(token, "token")? };
+        let request = LoginWithPersonalAccessToken { token: Secret::from(wire_name(token, "token")?) };
         let reply = self.call(&request).await?;
         Ok(decode::<IdentityInfo>(&reply)?.user_id)
     }
@@ -298,7 +299,7 @@ impl Client {
         let request =
             CreatePersonalAccessToken { name: wire_name(name, "name")?, expiry_us: expiry.as_wire_us() };
         let reply = self.call(&request).await?;
-        Ok(decode::<RawPersonalAccessToken>(&reply)?.token)
+        Ok(decode::<RawPersonalAccessToken>(&reply)?.token.to_string())
     }
 
     /// The caller's tokens, sorted by name (never their secrets).

@@ -18,8 +18,9 @@ use latchkey_protocol::ext::{
     Authorize, AuthorizeDecision, Count, CreateToken, Decision, IssuedToken, ListTokens, RotateToken,
     TokenDetails, TokenPage, TokenSelector, UpdateToken,
 };
-use latchkey_protocol::{ErrorCode, Request, scope, token};
+use latchkey_protocol::{ErrorCode, Request, Secret, scope, token};
 use rand::TryRngCore;
+use zeroize::Zeroize;
 
 use crate::clock::now_us;
 use crate::policy::{
@@ -366,13 +367,14 @@ fn login_with_token(
 }
 
 /// A fresh random token and its keyed hash.
-fn mint(shard: &Shard) -> Result<(String, TokenHash), ErrorCode> {
+fn mint(shard: &Shard) -> Result<(Secret, TokenHash), ErrorCode> {
     let mut secret = [0u8; token::SECRET_BYTES];
     if let Err(error) = rand::rngs::OsRng.try_fill_bytes(&mut secret) {
         tracing::error!(%error, "OS random source failed; cannot mint a token");
         return Err(ErrorCode::Error);
     }
-    let raw = token::encode(&secret);
+    let raw = Secret::new(token::encode(&secret));
+    secret.zeroize();
     let hash = *blake3::keyed_hash(&shard.shared.token_key, raw.as_bytes()).as_bytes();
     Ok((raw, hash))
 }

@@ -183,7 +183,7 @@ impl PasswordVerifier {
     /// Verifies `password` for `user`. For an unknown user the password is
     /// checked against a dummy hash and `false` is returned, so both cases
     /// take the same time.
-    pub async fn verify(&self, user: Option<&User>, password: String) -> bool {
+    pub async fn verify(&self, user: Option<&User>, password: latchkey_protocol::Secret) -> bool {
         let (phc, known) = match user {
             Some(user) => (user.password_hash.clone(), true),
             None => {
@@ -250,11 +250,11 @@ mod tests {
         let users = Users::new(&root("right"), &[]).unwrap();
         let verifier = PasswordVerifier::new(1, 4);
         let root_user = users.by_name("iggy").map(|u| u.as_ref());
-        assert!(verifier.verify(root_user, "right".into()).await);
-        assert!(!verifier.verify(root_user, "wrong".into()).await);
+        assert!(verifier.verify(root_user, "right".to_owned().into()).await);
+        assert!(!verifier.verify(root_user, "wrong".to_owned().into()).await);
         assert_eq!(verifier.dummy_verifications(), 0);
         // Even the dummy hash's own password must not log an unknown user in.
-        assert!(!verifier.verify(None, "right".into()).await);
+        assert!(!verifier.verify(None, "right".to_owned().into()).await);
         assert_eq!(verifier.dummy_verifications(), 1);
     }
 }

@@ -175,7 +175,7 @@ fn pat_bodies_from_the_spec_decode_with_the_shared_codecs() {
 #[test]
 fn create_reply_is_the_raw_token_behind_an_accepted_section() {
     // §2.14: with a 68-character token the body is 73 bytes (size 329).
-    let token = RawPersonalAccessToken { token: "A".repeat(67) + "=" };
+    let token = RawPersonalAccessToken { token: Secret::from("A".repeat(67) + "=") };
     let body = encode_to_vec(&Accepted(&token));
     assert_eq!(body.len(), 73);
     assert_eq!(&body[..5], &[0, 0, 0, 0, 68]);
@@ -220,23 +220,23 @@ fn login_bodies_round_trip_and_fail_at_every_truncation() {
     round_trip(&LoginRegister {
         client_version: rust_sdk_version(),
         username: "alice".into(),
-        password: "secret-password".into(),
+        password: "secret-password".to_owned().into(),
         context: None,
     });
     round_trip(&LoginRegister {
         client_version: rust_sdk_version(),
         username: "alice".into(),
-        password: String::new(),
+        password: Secret::from(String::new()),
         context: Some("ctx".into()),
     });
     round_trip(&LoginRegisterWithPat {
         client_version: rust_sdk_version(),
-        token: "lk_".to_owned() + &"a".repeat(49),
+        token: Secret::from("lk_".to_owned() + &"a".repeat(49)),
         context: None,
     });
     round_trip(&LoginRegisterWithPat {
         client_version: rust_sdk_version(),
-        token: String::new(),
+        token: Secret::from(String::new()),
         context: Some("c".into()),
     });
     let response = LoginRegisterResponse {
@@ -270,7 +270,7 @@ fn the_two_login_shapes_do_not_parse_as_each_other() {
     for token_len in [0usize, 1, 3, 52, 68, 255] {
         let pat = LoginRegisterWithPat {
             client_version: rust_sdk_version(),
-            token: "t".repeat(token_len),
+            token: Secret::from("t".repeat(token_len)),
             context: None,
         };
         let bytes = encode_to_vec(&pat);
@@ -280,7 +280,7 @@ fn the_two_login_shapes_do_not_parse_as_each_other() {
         let login = LoginRegister {
             client_version: rust_sdk_version(),
             username: "iggy".into(),
-            password: password.into(),
+            password: password.to_owned().into(),
             context: None,
         };
         let bytes = encode_to_vec(&login);
@@ -293,12 +293,12 @@ fn secrets_are_redacted_in_debug_output() {
     let login = LoginRegister {
         client_version: rust_sdk_version(),
         username: "iggy".into(),
-        password: "hunter2-secret".into(),
+        password: "hunter2-secret".to_owned().into(),
         context: None,
     };
     let pat = LoginRegisterWithPat {
         client_version: rust_sdk_version(),
-        token: "lk_secret-token".into(),
+        token: "lk_secret-token".to_owned().into(),
         context: None,
     };
     assert!(!format!("{login:?}").contains("hunter2"));
