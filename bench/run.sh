@@ -43,13 +43,13 @@ common=(--duration "$duration" --warmup "$warmup" --runs "$runs" --depth "$depth
 for shape_port in multi-thread:8091 per-core:8092 round-robin:8093; do
     shape="${shape_port%%:*}"; port="${shape_port##*:}"
     echo "== null server, $shape"
-    "$bench" run --addr "127.0.0.1:$port" --label "null-$shape" --scenarios ping,login,list \
+    "$bench" run --addr "127.0.0.1:$port" --label "null-$shape" --scenarios ping,login,list,authorize \
         --connections "$conns" "${common[@]}" | tee "$out/null-$shape.jsonl"
 done
 
 echo "== latchkey vs null (work-stealing), same session"
 "$bench" run --addr 127.0.0.1:8090 --server-pid "$server_pid" --baseline 127.0.0.1:8091 \
-    --baseline-label null-multi-thread --scenarios ping,login,list,login-newconn,churn \
+    --baseline-label null-multi-thread --scenarios ping,login,list,authorize,login-newconn,churn \
     --connections "$conns" "${common[@]}" --plot "$out/plot.svg" | tee "$out/latchkey.jsonl"
 
 echo "== disk baseline (one writer, append + fdatasync per record)"

@@ -35,6 +35,10 @@ pub enum Scenario {
     Churn,
     /// Ping.
     Ping,
+    /// Latchkey's Authorize (9110) of the login token for a resource scope
+    /// and client address, on connections logged in as the bench user (who
+    /// needs the `authorize` permission; root has it). Legacy framing only.
+    Authorize,
 }
 
 impl Scenario {
@@ -45,6 +49,7 @@ impl Scenario {
             Scenario::List => "list",
             Scenario::Churn => "churn",
             Scenario::Ping => "ping",
+            Scenario::Authorize => "authorize",
         }
     }
 }
@@ -176,6 +181,11 @@ fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Ve
         Scenario::Ping => frame(&Ping),
         Scenario::Login | Scenario::LoginNewconn => login,
         Scenario::List => frame(&GetPersonalAccessTokens),
+        Scenario::Authorize => frame(&latchkey_protocol::ext::Authorize {
+            token: Secret::from(token.to_owned()),
+            scope: "stream:bench:read".into(),
+            address: "127.0.0.1:40000".into(),
+        }),
         Scenario::Churn => {
             let name = format!("bench-c{connection}");
             let mut pair = frame(&CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX });
@@ -240,7 +250,8 @@ pub fn run(
                 } else if scenario == Scenario::LoginNewconn {
                     new_connections(address, bind, &login, &phase).await
                 } else {
-                    let needs_login = matches!(scenario, Scenario::List | Scenario::Churn);
+                    let needs_login =
+                        matches!(scenario, Scenario::List | Scenario::Churn | Scenario::Authorize);
                     let login = needs_login.then_some(&login[..]);
                     open_connection(address, bind, login, &bytes, per_burst, &phase).await
                 }
@@ -465,6 +476,9 @@ async fn vsr_connection(
         Scenario::Ping => nr(latchkey_protocol::codes::PING),
         Scenario::List => nr(latchkey_protocol::codes::GET_PERSONAL_ACCESS_TOKENS),
         Scenario::Login | Scenario::LoginNewconn => register,
+        Scenario::Authorize => {
+            return Err(std::io::Error::other("authorize is served in the legacy framing only"));
+        }
         Scenario::Churn => {
             let name = format!("bench-v{connection}");
             let create = CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX };

@@ -36,6 +36,7 @@ struct Canned {
     identity: Vec<u8>,
     token: Vec<u8>,
     list: Vec<u8>,
+    decision: Vec<u8>,
     unknown: Vec<u8>,
 }
 
@@ -57,6 +58,13 @@ impl Canned {
             identity: encode(Reply::Ok(&IdentityInfo { user_id: 0 })),
             token: encode(Reply::Ok(&raw)),
             list: encode(Reply::Ok(&list)),
+            decision: encode(Reply::Ok(&latchkey_protocol::ext::AuthorizeDecision {
+                decision: latchkey_protocol::ext::Decision::Allowed,
+                user_id: 0,
+                username: "iggy".into(),
+                token_id: 1,
+                expires_at_us: 0,
+            })),
             unknown: encode(Reply::Err(ErrorCode::InvalidCommand)),
         }
     }
@@ -65,6 +73,7 @@ impl Canned {
         match code {
             codes::PING | codes::LOGOUT_USER | codes::DELETE_PERSONAL_ACCESS_TOKEN => &self.empty,
             codes::LOGIN_USER | codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN => &self.identity,
+            codes::AUTHORIZE => &self.decision,
             codes::CREATE_PERSONAL_ACCESS_TOKEN => &self.token,
             codes::GET_PERSONAL_ACCESS_TOKENS => &self.list,
             _ => &self.unknown,
