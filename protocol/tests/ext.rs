@@ -1,0 +1,1105 @@
+//! Latchkey's extension bodies (`ext.rs`, codes 9100–9110): round trips,
+//! every truncation point, the error codes of malformed input, the enums'
+//! wire values, `Request::decode` for every extension code, and redaction of
+//! secrets from `Debug` output.
+
+use std::fmt::Debug;
+
+use latchkey_protocol::body::{Command, WireDecode, WireEncode, decode_exact, encode_to_vec};
+use latchkey_protocol::ext::{
+    Authorize, AuthorizeDecision, Count, CreateToken, Decision, DeleteAllTokens, DeleteToken, EXPIRY_KEEP,
+    EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken, LIST8_ITEMS_MAX, ListTokens, RevokeAllTokens,
+    RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenPage, TokenSelector, TokenStatus, UpdateToken,
+};
+use latchkey_protocol::{ErrorCode, Request, codes, token};
+
+// ---------------------------------------------------------------------------
+// Helpers (the same checks as bodies.rs)
+// ---------------------------------------------------------------------------
+
+/// Encodes `value`, checks the size, decodes it back and checks the value and
+/// the bytes consumed. Returns the encoding.
+fn round_trip<T>(value: &T) -> Vec<u8>
+where
+    T: WireEncode + WireDecode + PartialEq + Debug,
+{
+    let bytes = encode_to_vec(value);
+    assert_eq!(bytes.len(), value.encoded_size(), "encoded_size of {value:?}");
+    let (decoded, used) = T::decode(&bytes).unwrap_or_else(|e| panic!("decode {value:?}: {e:?}"));
+    assert_eq!(&decoded, value);
+    assert_eq!(used, bytes.len(), "consumed for {value:?}");
+    assert_eq!(&decode_exact::<T>(&bytes).unwrap(), value);
+    bytes
+}
+
+/// Trailing input is left unread by `decode` and refused by `decode_exact`.
+fn assert_trailing_left_unread<T>(value: &T)
+where
+    T: WireEncode + WireDecode + PartialEq + Debug,
+{
+    let bytes = encode_to_vec(value);
+    for extra in [&[0u8][..], &[0xff, 0xff, 0xff, 0xff, 0xff], &[7; 64]] {
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(extra);
+        let (decoded, used) = T::decode(&longer).unwrap();
+        assert_eq!(&decoded, value);
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            decode_exact::<T>(&longer).err(),
+            Some(ErrorCode::InvalidCommand),
+            "decode_exact with {} trailing bytes",
+            extra.len()
+        );
+    }
+}
+
+/// Every proper prefix of `bytes` fails with InvalidCommand. No extension
+/// body has optional trailing fields, so no prefix is a complete body.
+fn assert_truncations<T: WireDecode + Debug>(bytes: &[u8]) {
+    for i in 0..bytes.len() {
+        match T::decode(&bytes[..i]) {
+            Err(e) => assert_eq!(e, ErrorCode::InvalidCommand, "prefix {i} of {bytes:02x?}"),
+            Ok((value, used)) => panic!("prefix {i} of {bytes:02x?} decoded as {value:?} ({used} bytes)"),
+        }
+    }
+}
+
+/// Round trip, trailing bytes and every truncation, in one call.
+fn check_body<T>(value: &T) -> Vec<u8>
+where
+    T: WireEncode + WireDecode + PartialEq + Debug,
+{
+    let bytes = round_trip(value);
+    assert_trailing_left_unread(value);
+    assert_truncations::<T>(&bytes);
+    bytes
+}
+
+fn decode_err<T: WireDecode + Debug>(bytes: &[u8]) -> ErrorCode {
+    match T::decode(bytes) {
+        Ok((value, used)) => panic!("{bytes:02x?} decoded as {value:?} ({used} bytes)"),
+        Err(e) => e,
+    }
+}
+
+/// Byte sequences that are not UTF-8: a lone continuation byte, an overlong
+/// NUL, a UTF-16 surrogate, a truncated 3-byte sequence, 0xff.
+const NOT_UTF8: &[&[u8]] =
+    &[&[0x80], &[0xc0, 0x80], &[0xed, 0xa0, 0x80], &[b'a', 0xe2, 0x82], &[0xff, b'a', b'b']];
+
+/// How a string field is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// `[len u8][UTF-8]`, len ≥ 1.
+    WireName,
+    /// `[len u8][UTF-8]`, len may be 0.
+    Text8,
+    /// `[len u16][UTF-8]`, len may be 0.
+    Text16,
+}
+
+impl Field {
+    fn prefix_bytes(self) -> usize {
+        match self {
+            Field::WireName | Field::Text8 => 1,
+            Field::Text16 => 2,
+        }
+    }
+}
+
+/// A marker put into one string field of a value, so the field can be found
+/// in the encoding and its contents replaced.
+const MARKER: &str = "~marker~";
+
+/// `bytes` with the field holding [`MARKER`] replaced by `contents` (its
+/// length prefix rewritten to match).
+fn splice(bytes: &[u8], field: Field, contents: &[u8]) -> Vec<u8> {
+    let marker = MARKER.as_bytes();
+    let starts: Vec<usize> =
+        bytes.windows(marker.len()).enumerate().filter(|(_, w)| *w == marker).map(|(i, _)| i).collect();
+    assert_eq!(starts.len(), 1, "the marker must occur exactly once in {bytes:02x?}");
+    let at = starts[0];
+    let prefix = at - field.prefix_bytes();
+    let declared = match field {
+        Field::WireName | Field::Text8 => usize::from(bytes[prefix]),
+        Field::Text16 => usize::from(u16::from_le_bytes([bytes[prefix], bytes[prefix + 1]])),
+    };
+    assert_eq!(declared, marker.len(), "length prefix before the marker");
+    let mut out = bytes[..prefix].to_vec();
+    match field {
+        Field::WireName | Field::Text8 => out.push(u8::try_from(contents.len()).unwrap()),
+        Field::Text16 => out.extend_from_slice(&u16::try_from(contents.len()).unwrap().to_le_bytes()),
+    }
+    out.extend_from_slice(contents);
+    out.extend_from_slice(&bytes[at + marker.len()..]);
+    out
+}
+
+/// Checks one string field of a body: invalid UTF-8 is InvalidFormat (4); an
+/// empty string is InvalidFormat for a WireName and a valid value otherwise;
+/// any valid UTF-8, multi-byte included, decodes and re-encodes to the same
+/// bytes.
+fn check_string_field<T>(value_with_marker: &T, field: Field)
+where
+    T: WireEncode + WireDecode + PartialEq + Debug,
+{
+    let bytes = round_trip(value_with_marker);
+    for bad in NOT_UTF8 {
+        let spliced = splice(&bytes, field, bad);
+        assert_eq!(decode_err::<T>(&spliced), ErrorCode::InvalidFormat, "{field:?} holding {bad:02x?}");
+        assert_eq!(decode_exact::<T>(&spliced).err(), Some(ErrorCode::InvalidFormat));
+    }
+    let empty = splice(&bytes, field, b"");
+    if field == Field::WireName {
+        assert_eq!(decode_err::<T>(&empty), ErrorCode::InvalidFormat, "zero-length WireName");
+    } else {
+        let decoded: T = decode_exact(&empty).unwrap_or_else(|e| panic!("empty {field:?}: {e:?}"));
+        assert_eq!(encode_to_vec(&decoded), empty);
+    }
+    for good in ["ñame-✓-名", "x", "with space"] {
+        let spliced = splice(&bytes, field, good.as_bytes());
+        let decoded: T = decode_exact(&spliced).unwrap_or_else(|e| panic!("{good:?} in {field:?}: {e:?}"));
+        assert_eq!(encode_to_vec(&decoded), spliced);
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// Selector kinds other than 1 (id) and 2 (name).
+fn unknown_selector_kinds() -> impl Iterator<Item = u8> {
+    (0..=u8::MAX).filter(|kind| !matches!(kind, 1 | 2))
+}
+
+fn selectors() -> Vec<TokenSelector> {
+    vec![
+        TokenSelector::Id(0),
+        TokenSelector::Id(7),
+        TokenSelector::Id(0x0102_0304_0506_0708),
+        TokenSelector::Id(u64::MAX),
+        TokenSelector::Name("a".to_owned()),
+        TokenSelector::Name("ci-deploy".to_owned()),
+        TokenSelector::Name("ñame-✓-名".to_owned()),
+        TokenSelector::Name("n".repeat(255)),
+    ]
+}
+
+fn raw_token(seed: u8) -> String {
+    token::encode(&[seed; token::SECRET_BYTES])
+}
+
+// ---------------------------------------------------------------------------
+// TokenSelector, and the bodies that are one selector: GetToken (9101),
+// RevokeToken (9104), DeleteToken (9106)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn token_selector_round_trips_and_truncations_fail() {
+    for selector in selectors() {
+        let bytes = check_body(&selector);
+        match &selector {
+            TokenSelector::Id(id) => {
+                assert_eq!(bytes[0], 1);
+                assert_eq!(bytes[1..], id.to_le_bytes());
+            }
+            TokenSelector::Name(name) => {
+                assert_eq!(bytes[0], 2);
+                assert_eq!(usize::from(bytes[1]), name.len());
+                assert_eq!(&bytes[2..], name.as_bytes());
+            }
+        }
+    }
+}
+
+#[test]
+fn token_selector_layout() {
+    assert_eq!(encode_to_vec(&TokenSelector::Id(7)), [1, 7, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(encode_to_vec(&TokenSelector::Name("laptop".to_owned())), *b"\x02\x06laptop");
+}
+
+#[test]
+fn token_selector_unknown_kind_is_invalid_format() {
+    for kind in unknown_selector_kinds() {
+        // Alone, followed by an id's worth of bytes, and followed by a name.
+        assert_eq!(decode_err::<TokenSelector>(&[kind]), ErrorCode::InvalidFormat, "kind {kind}");
+        assert_eq!(decode_err::<TokenSelector>(&[kind, 7, 0, 0, 0, 0, 0, 0, 0]), ErrorCode::InvalidFormat);
+        assert_eq!(decode_err::<TokenSelector>(&[kind, 2, b'a', b'b']), ErrorCode::InvalidFormat);
+    }
+    assert_eq!(decode_err::<TokenSelector>(&[]), ErrorCode::InvalidCommand);
+}
+
+#[test]
+fn token_selector_name_strings() {
+    check_string_field(&TokenSelector::Name(MARKER.to_owned()), Field::WireName);
+    // A zero-length name, alone and followed by bytes.
+    assert_eq!(decode_err::<TokenSelector>(&[2, 0]), ErrorCode::InvalidFormat);
+    assert_eq!(decode_err::<TokenSelector>(&[2, 0, b'a', b'b']), ErrorCode::InvalidFormat);
+    // A length promising more than is there.
+    assert_eq!(decode_err::<TokenSelector>(&[2, 255, b'a']), ErrorCode::InvalidCommand);
+}
+
+#[test]
+fn token_selector_conversions_and_display() {
+    assert_eq!(TokenSelector::from(7), TokenSelector::Id(7));
+    assert_eq!(TokenSelector::from("laptop"), TokenSelector::Name("laptop".to_owned()));
+    assert_eq!(TokenSelector::from("laptop".to_owned()), TokenSelector::Name("laptop".to_owned()));
+    assert_eq!(TokenSelector::Id(7).to_string(), "id 7");
+    assert_eq!(TokenSelector::from("laptop").to_string(), "name \"laptop\"");
+}
+
+/// Checks a body that is exactly one selector.
+fn check_selector_body<T>(make: impl Fn(TokenSelector) -> T)
+where
+    T: WireEncode + WireDecode + PartialEq + Debug,
+{
+    for selector in selectors() {
+        let bytes = check_body(&make(selector.clone()));
+        assert_eq!(bytes, encode_to_vec(&selector));
+    }
+    check_string_field(&make(TokenSelector::Name(MARKER.to_owned())), Field::WireName);
+    for kind in unknown_selector_kinds() {
+        assert_eq!(decode_err::<T>(&[kind, 7, 0, 0, 0, 0, 0, 0, 0]), ErrorCode::InvalidFormat);
+    }
+    assert_eq!(decode_err::<T>(&[]), ErrorCode::InvalidCommand);
+}
+
+#[test]
+fn get_token_body() {
+    check_selector_body(|token| GetToken { token });
+}
+
+#[test]
+fn revoke_token_body() {
+    check_selector_body(|token| RevokeToken { token });
+}
+
+#[test]
+fn delete_token_body() {
+    check_selector_body(|token| DeleteToken { token });
+}
+
+// ---------------------------------------------------------------------------
+// RevokeAllTokens (9107) and DeleteAllTokens (9108): empty bodies
+// ---------------------------------------------------------------------------
+
+#[test]
+fn revoke_all_and_delete_all_bodies_are_empty() {
+    fn check<T: WireEncode + WireDecode + PartialEq + Debug>(value: T) {
+        assert_eq!(value.encoded_size(), 0);
+        assert!(encode_to_vec(&value).is_empty());
+        assert_eq!(T::decode(&[]).unwrap(), (value, 0));
+        // `decode` takes a prefix and consumes nothing; `decode_exact` refuses leftovers.
+        assert_eq!(T::decode(&[1, 2, 3]).unwrap().1, 0);
+        assert_eq!(decode_exact::<T>(&[0]).err(), Some(ErrorCode::InvalidCommand));
+    }
+    check(RevokeAllTokens);
+    check(DeleteAllTokens);
+}
+
+// ---------------------------------------------------------------------------
+// CreateToken (9100)
+// ---------------------------------------------------------------------------
+
+fn create(name: &str, description: &str, expiry_us: u64, scopes: &[&str], networks: &[&str]) -> CreateToken {
+    CreateToken {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        expiry_us,
+        scopes: strings(scopes),
+        networks: strings(networks),
+    }
+}
+
+fn create_values() -> Vec<CreateToken> {
+    let mut values = Vec::new();
+    for expiry in [EXPIRY_SERVER_DEFAULT, 1, 2_592_000_000_000, EXPIRY_NEVER - 1, EXPIRY_NEVER] {
+        values.push(create("abc", "", expiry, &[], &[]));
+    }
+    values.push(create(
+        "ci-deploy",
+        "GitHub Actions deploys",
+        2_592_000_000_000,
+        &["stream:orders:write", "tokens:read"],
+        &["10.0.0.0/8", "2001:db8::/32"],
+    ));
+    values.push(create("only-scopes", "", 0, &["tokens:read", "topic:*:*"], &[]));
+    values.push(create("only-networks", "ñ ✓ 名", 0, &[], &["::ffff:10.0.0.0/104"]));
+    // A description longer than 255 bytes needs both bytes of its length.
+    values.push(CreateToken {
+        name: "n".repeat(255),
+        description: "d".repeat(300),
+        expiry_us: 7,
+        scopes: vec!["s".repeat(255); 3],
+        networks: vec!["192.0.2.7".to_owned(); 16],
+    });
+    values
+}
+
+#[test]
+fn create_token_round_trips_and_truncations_fail() {
+    for value in create_values() {
+        let bytes = check_body(&value);
+        assert_eq!(bytes.len(), value.encoded_size());
+        assert_eq!(
+            bytes.len(),
+            1 + value.name.len()
+                + 2
+                + value.description.len()
+                + 8
+                + 1
+                + value.scopes.iter().map(|s| 1 + s.len()).sum::<usize>()
+                + 1
+                + value.networks.iter().map(|n| 1 + n.len()).sum::<usize>()
+        );
+    }
+}
+
+#[test]
+fn create_token_carries_the_wire_maxima() {
+    // 65535 description bytes and 255 items per list: round trips only (the
+    // truncation loop over 70 KB is quadratic and adds nothing).
+    let value = CreateToken {
+        name: "max".to_owned(),
+        description: "é".repeat(32_767) + "x",
+        expiry_us: EXPIRY_NEVER,
+        scopes: (0..LIST8_ITEMS_MAX).map(|i| format!("stream:s{i}:read")).collect(),
+        networks: (0..LIST8_ITEMS_MAX).map(|i| format!("10.0.{i}.0/24")).collect(),
+    };
+    assert_eq!(value.description.len(), 65_535);
+    round_trip(&value);
+}
+
+#[test]
+fn create_token_strings() {
+    let base = create("ci-deploy", "about", 5, &["tokens:read", "me:read"], &["10.0.0.0/8", "::1"]);
+    check_string_field(&CreateToken { name: MARKER.to_owned(), ..base.clone() }, Field::WireName);
+    check_string_field(&CreateToken { description: MARKER.to_owned(), ..base.clone() }, Field::Text16);
+    for index in 0..2 {
+        let mut value = base.clone();
+        value.scopes[index] = MARKER.to_owned();
+        check_string_field(&value, Field::WireName);
+        let mut value = base.clone();
+        value.networks[index] = MARKER.to_owned();
+        check_string_field(&value, Field::WireName);
+    }
+}
+
+#[test]
+fn create_token_list_counts_must_match_the_items() {
+    let bytes = encode_to_vec(&create("abc", "", 0, &["tokens:read"], &["10.0.0.0/8"]));
+    let scopes_at = 1 + 3 + 2 + 8;
+    let networks_at = scopes_at + 1 + 1 + "tokens:read".len();
+    assert_eq!((bytes[scopes_at], bytes[networks_at]), (1, 1));
+    // More networks than the body holds: it runs out.
+    for count in [2, 255] {
+        let mut bad = bytes.clone();
+        bad[networks_at] = count;
+        assert_eq!(decode_err::<CreateToken>(&bad), ErrorCode::InvalidCommand, "{count} networks");
+    }
+    // One scope too many: the network count (1) is read as a scope's length
+    // and what follows is not a whole body.
+    let mut bad = bytes.clone();
+    bad[scopes_at] = 2;
+    assert_eq!(decode_err::<CreateToken>(&bad), ErrorCode::InvalidCommand);
+    // One scope too few: the scope's bytes are misread as the networks.
+    let mut bad = bytes;
+    bad[scopes_at] = 0;
+    assert_eq!(decode_exact::<CreateToken>(&bad).err(), Some(ErrorCode::InvalidCommand));
+}
+
+#[test]
+#[should_panic(expected = "Text16 longer than 65535 bytes")]
+fn encoding_a_description_over_65535_bytes_panics_rather_than_truncating() {
+    let _ = encode_to_vec(&create("abc", &"d".repeat(65_536), 0, &[], &[]));
+}
+
+#[test]
+#[should_panic(expected = "List8 with more than 255 items")]
+fn encoding_a_list_of_256_items_panics_rather_than_truncating() {
+    let value = CreateToken { scopes: vec!["tokens:read".to_owned(); 256], ..create("abc", "", 0, &[], &[]) };
+    let _ = encode_to_vec(&value);
+}
+
+// ---------------------------------------------------------------------------
+// IssuedToken (reply to 9100 and 9105)
+// ---------------------------------------------------------------------------
+
+fn issued(id: u64, token: &str, created_at_us: u64, expires_at_us: u64) -> IssuedToken {
+    IssuedToken { id, token: token.to_owned().into(), created_at_us, expires_at_us }
+}
+
+#[test]
+fn issued_token_round_trips_and_truncations_fail() {
+    for value in [
+        issued(1, &raw_token(0x11), 1_772_443_800_000_000, 0),
+        issued(u64::MAX, &raw_token(0xff), u64::MAX, u64::MAX),
+        issued(0, "x", 0, 0),
+        issued(9, &"t".repeat(255), 1, 2),
+    ] {
+        let bytes = check_body(&value);
+        assert_eq!(bytes.len(), 8 + 1 + value.token.len() + 8 + 8);
+    }
+    // A Latchkey token makes a 77-byte reply.
+    assert_eq!(issued(7, &raw_token(1), 1, 0).encoded_size(), 77);
+}
+
+#[test]
+fn issued_token_strings() {
+    check_string_field(&issued(7, MARKER, 1, 2), Field::WireName);
+}
+
+// ---------------------------------------------------------------------------
+// TokenStatus, StatusFilter and Decision: wire values and their bounds
+// ---------------------------------------------------------------------------
+
+#[test]
+fn token_status_values_and_bounds() {
+    let all = [TokenStatus::Active, TokenStatus::Revoked, TokenStatus::Expired];
+    for (value, status) in (1u8..=3).zip(all) {
+        assert_eq!(status as u8, value);
+        assert_eq!(TokenStatus::from_u8(value), Some(status));
+    }
+    for value in (0..=u8::MAX).filter(|value| !(1..=3).contains(value)) {
+        assert_eq!(TokenStatus::from_u8(value), None, "{value}");
+    }
+    let names: Vec<&str> = all.iter().map(|status| status.as_str()).collect();
+    assert_eq!(names, ["active", "revoked", "expired"]);
+}
+
+#[test]
+fn status_filter_values_bounds_and_admission() {
+    let all = [StatusFilter::All, StatusFilter::Active, StatusFilter::Revoked, StatusFilter::Expired];
+    for (value, filter) in (0u8..=3).zip(all) {
+        assert_eq!(filter as u8, value);
+        assert_eq!(StatusFilter::from_u8(value), Some(filter));
+    }
+    for value in 4..=u8::MAX {
+        assert_eq!(StatusFilter::from_u8(value), None, "{value}");
+    }
+    assert_eq!(StatusFilter::default(), StatusFilter::All);
+    let statuses = [TokenStatus::Active, TokenStatus::Revoked, TokenStatus::Expired];
+    for status in statuses {
+        assert!(StatusFilter::All.admits(status));
+        for filter in [StatusFilter::Active, StatusFilter::Revoked, StatusFilter::Expired] {
+            assert_eq!(filter.admits(status), filter as u8 == status as u8, "{filter:?} {status:?}");
+        }
+    }
+}
+
+#[test]
+fn decision_values_and_bounds() {
+    let all = [
+        Decision::Allowed,
+        Decision::Unknown,
+        Decision::Expired,
+        Decision::Revoked,
+        Decision::Scope,
+        Decision::Network,
+        Decision::InactiveUser,
+    ];
+    for (value, decision) in (0u8..=6).zip(all) {
+        assert_eq!(decision as u8, value);
+        assert_eq!(Decision::from_u8(value), Some(decision));
+    }
+    for value in 7..=u8::MAX {
+        assert_eq!(Decision::from_u8(value), None, "{value}");
+    }
+    let names: Vec<&str> = all.iter().map(|decision| decision.as_str()).collect();
+    assert_eq!(names, ["allowed", "unknown", "expired", "revoked", "scope", "network", "inactive_user"]);
+}
+
+// ---------------------------------------------------------------------------
+// TokenDetails (reply to 9101) and TokenPage (reply to 9102)
+// ---------------------------------------------------------------------------
+
+fn laptop() -> TokenDetails {
+    TokenDetails {
+        id: 3,
+        name: "laptop".to_owned(),
+        description: String::new(),
+        status: TokenStatus::Active,
+        created_at_us: 1_768_032_000_000_000,
+        expires_at_us: 0,
+        revoked_at_us: 0,
+        last_used_at_us: 0,
+        last_used_address: String::new(),
+        scopes: vec![],
+        networks: vec![],
+    }
+}
+
+fn details_values() -> Vec<TokenDetails> {
+    vec![
+        laptop(),
+        TokenDetails {
+            id: 7,
+            name: "ci-deploy".to_owned(),
+            description: "GitHub Actions deploys".to_owned(),
+            status: TokenStatus::Active,
+            created_at_us: 1_772_443_800_000_000,
+            expires_at_us: 1_775_035_800_000_000,
+            revoked_at_us: 0,
+            last_used_at_us: 1_772_719_927_123_456,
+            last_used_address: "10.1.2.3:50412".to_owned(),
+            scopes: strings(&["stream:orders:write", "tokens:read"]),
+            networks: strings(&["10.0.0.0/8", "2001:db8::/32"]),
+        },
+        TokenDetails {
+            id: u64::MAX,
+            name: "ñame-✓".to_owned(),
+            description: "d".repeat(256),
+            status: TokenStatus::Revoked,
+            created_at_us: 1,
+            expires_at_us: 2,
+            revoked_at_us: 3,
+            last_used_at_us: 4,
+            last_used_address: "[2001:db8::1]:443".to_owned(),
+            scopes: strings(&["a:*:*"]),
+            networks: strings(&["::1/128"]),
+        },
+        TokenDetails {
+            status: TokenStatus::Expired,
+            name: "n".repeat(255),
+            expires_at_us: 1_700_000_000_000_000,
+            ..laptop()
+        },
+    ]
+}
+
+#[test]
+fn token_details_round_trip_and_truncations_fail() {
+    for value in details_values() {
+        check_body(&value);
+    }
+}
+
+#[test]
+fn token_details_smallest_entry_is_48_bytes() {
+    // id, a 1-byte name, empty description, status, four timestamps, no
+    // address, no scopes, no networks.
+    let smallest = TokenDetails { name: "n".to_owned(), ..laptop() };
+    assert_eq!(round_trip(&smallest).len(), 8 + 2 + 2 + 1 + 32 + 1 + 1 + 1);
+    assert_eq!(smallest.encoded_size(), 48);
+}
+
+#[test]
+fn token_details_unknown_status_is_invalid_format() {
+    let bytes = encode_to_vec(&laptop());
+    let status_at = 8 + 1 + "laptop".len() + 2;
+    assert_eq!(bytes[status_at], TokenStatus::Active as u8);
+    for status in (0..=u8::MAX).filter(|status| TokenStatus::from_u8(*status).is_none()) {
+        let mut bad = bytes.clone();
+        bad[status_at] = status;
+        assert_eq!(decode_err::<TokenDetails>(&bad), ErrorCode::InvalidFormat, "status {status}");
+        // Refused as soon as it is read: nothing after it is needed.
+        assert_eq!(decode_err::<TokenDetails>(&bad[..=status_at]), ErrorCode::InvalidFormat);
+    }
+}
+
+#[test]
+fn token_details_strings() {
+    let base = details_values()[1].clone();
+    check_string_field(&TokenDetails { name: MARKER.to_owned(), ..base.clone() }, Field::WireName);
+    check_string_field(&TokenDetails { description: MARKER.to_owned(), ..base.clone() }, Field::Text16);
+    check_string_field(&TokenDetails { last_used_address: MARKER.to_owned(), ..base.clone() }, Field::Text8);
+    for index in 0..2 {
+        let mut value = base.clone();
+        value.scopes[index] = MARKER.to_owned();
+        check_string_field(&value, Field::WireName);
+        let mut value = base.clone();
+        value.networks[index] = MARKER.to_owned();
+        check_string_field(&value, Field::WireName);
+    }
+}
+
+fn pages() -> Vec<TokenPage> {
+    vec![
+        TokenPage { tokens: vec![], next_after_id: 0 },
+        TokenPage { tokens: vec![laptop()], next_after_id: 3 },
+        TokenPage { tokens: details_values(), next_after_id: 0 },
+    ]
+}
+
+#[test]
+fn token_page_round_trips_and_truncations_fail() {
+    for page in pages() {
+        let bytes = check_body(&page);
+        assert_eq!(bytes[..4], u32::try_from(page.tokens.len()).unwrap().to_le_bytes());
+        assert_eq!(bytes[4..12], page.next_after_id.to_le_bytes());
+    }
+    assert_eq!(encode_to_vec(&TokenPage::default()), [0; 12]);
+}
+
+#[test]
+fn token_page_count_beyond_the_input_is_invalid_command() {
+    // However large the count, decoding fails cleanly (and allocates only
+    // for entries that fit in the input).
+    for count in [1u32, 2, 1000, u32::MAX] {
+        let mut bytes = count.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 8]);
+        assert_eq!(decode_err::<TokenPage>(&bytes), ErrorCode::InvalidCommand, "count {count}");
+        // One entry present, the rest missing.
+        if count > 1 {
+            bytes.extend_from_slice(&encode_to_vec(&laptop()));
+            assert_eq!(decode_err::<TokenPage>(&bytes), ErrorCode::InvalidCommand, "count {count}");
+        }
+    }
+}
+
+#[test]
+fn token_page_bad_entry_fails_the_whole_page() {
+    let good = encode_to_vec(&TokenPage { tokens: vec![laptop(), laptop()], next_after_id: 0 });
+    let second_at = 12 + laptop().encoded_size();
+    // A zero-length name in the second entry.
+    let mut bytes = good.clone();
+    bytes[second_at + 8] = 0;
+    assert_eq!(decode_err::<TokenPage>(&bytes), ErrorCode::InvalidFormat);
+    // An unknown status in the second entry.
+    let mut bytes = good.clone();
+    bytes[second_at + 8 + 7 + 2] = 9;
+    assert_eq!(decode_err::<TokenPage>(&bytes), ErrorCode::InvalidFormat);
+    // Invalid UTF-8 in the second entry's name.
+    let mut bytes = good;
+    bytes[second_at + 9] = 0xff;
+    assert_eq!(decode_err::<TokenPage>(&bytes), ErrorCode::InvalidFormat);
+}
+
+// ---------------------------------------------------------------------------
+// ListTokens (9102)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn list_tokens_round_trips_and_truncations_fail() {
+    for filter in [StatusFilter::All, StatusFilter::Active, StatusFilter::Revoked, StatusFilter::Expired] {
+        for (after_id, limit) in [(0, 0), (3, 1), (u64::MAX, u32::MAX), (0x0102_0304_0506_0708, 1000)] {
+            let value = ListTokens { filter, after_id, limit };
+            let bytes = check_body(&value);
+            assert_eq!(bytes.len(), 13);
+            assert_eq!(bytes[0], filter as u8);
+            assert_eq!(bytes[1..9], after_id.to_le_bytes());
+            assert_eq!(bytes[9..], limit.to_le_bytes());
+        }
+    }
+    assert_eq!(encode_to_vec(&ListTokens::default()), [0; 13]);
+}
+
+#[test]
+fn list_tokens_unknown_filter_is_invalid_format() {
+    for filter in 4..=u8::MAX {
+        let mut bytes = vec![filter];
+        assert_eq!(decode_err::<ListTokens>(&bytes), ErrorCode::InvalidFormat, "filter {filter}");
+        bytes.extend_from_slice(&[0; 12]);
+        assert_eq!(decode_err::<ListTokens>(&bytes), ErrorCode::InvalidFormat, "filter {filter}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// UpdateToken (9103)
+// ---------------------------------------------------------------------------
+
+fn update_values() -> Vec<UpdateToken> {
+    let mut values = Vec::new();
+    for token in [TokenSelector::Id(7), TokenSelector::Name("ci-deploy".to_owned())] {
+        for name in [None, Some("ci-deploy-prod"), Some("ñ")] {
+            for description in [None, Some(""), Some("deploys to production"), Some(&*"d".repeat(300))] {
+                values.push(UpdateToken {
+                    token: token.clone(),
+                    name: name.map(str::to_owned),
+                    description: description.map(str::to_owned),
+                });
+            }
+        }
+    }
+    values
+}
+
+#[test]
+fn update_token_every_combination_of_fields_round_trips() {
+    for value in update_values() {
+        let bytes = check_body(&value);
+        let fields_at = value.token.encoded_size();
+        let expected = u8::from(value.name.is_some()) | (u8::from(value.description.is_some()) << 1);
+        assert_eq!(bytes[fields_at], expected, "{value:?}");
+        assert_eq!(
+            bytes.len(),
+            fields_at
+                + 1
+                + value.name.as_ref().map_or(0, |name| 1 + name.len())
+                + value.description.as_ref().map_or(0, |text| 2 + text.len())
+        );
+    }
+}
+
+#[test]
+fn update_token_unknown_field_bits_are_invalid_format() {
+    let selector = encode_to_vec(&TokenSelector::Id(7));
+    for fields in (0..=u8::MAX).filter(|fields| fields & !0b11 != 0) {
+        let mut bytes = selector.clone();
+        bytes.push(fields);
+        // Refused on the flags byte, before any field is read.
+        assert_eq!(decode_err::<UpdateToken>(&bytes), ErrorCode::InvalidFormat, "fields {fields:#010b}");
+        bytes.extend_from_slice(b"\x03abc\x00\x00");
+        assert_eq!(decode_err::<UpdateToken>(&bytes), ErrorCode::InvalidFormat, "fields {fields:#010b}");
+    }
+}
+
+#[test]
+fn update_token_announced_fields_must_be_present() {
+    let selector = encode_to_vec(&TokenSelector::Id(7));
+    for fields in [0b01u8, 0b10, 0b11] {
+        let mut bytes = selector.clone();
+        bytes.push(fields);
+        assert_eq!(decode_err::<UpdateToken>(&bytes), ErrorCode::InvalidCommand, "fields {fields}");
+    }
+}
+
+#[test]
+fn update_token_strings_and_selectors() {
+    let base = UpdateToken {
+        token: TokenSelector::Id(7),
+        name: Some("ci-deploy-prod".to_owned()),
+        description: Some("about".to_owned()),
+    };
+    check_string_field(&UpdateToken { name: Some(MARKER.to_owned()), ..base.clone() }, Field::WireName);
+    check_string_field(&UpdateToken { description: Some(MARKER.to_owned()), ..base.clone() }, Field::Text16);
+    check_string_field(
+        &UpdateToken { token: TokenSelector::Name(MARKER.to_owned()), ..base },
+        Field::WireName,
+    );
+    for kind in unknown_selector_kinds() {
+        assert_eq!(decode_err::<UpdateToken>(&[kind, 7, 0, 0, 0, 0, 0, 0, 0, 0]), ErrorCode::InvalidFormat);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RotateToken (9105)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn rotate_token_round_trips_and_truncations_fail() {
+    for token in selectors() {
+        for expiry_us in [EXPIRY_KEEP, 1, 3_600_000_000, EXPIRY_NEVER] {
+            let value = RotateToken { token: token.clone(), expiry_us };
+            let bytes = check_body(&value);
+            assert_eq!(bytes[..bytes.len() - 8], encode_to_vec(&token));
+            assert_eq!(bytes[bytes.len() - 8..], expiry_us.to_le_bytes());
+        }
+    }
+}
+
+#[test]
+fn rotate_token_strings_and_selectors() {
+    let value = RotateToken { token: TokenSelector::Name(MARKER.to_owned()), expiry_us: 0 };
+    check_string_field(&value, Field::WireName);
+    for kind in unknown_selector_kinds() {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(&[0; 16]);
+        assert_eq!(decode_err::<RotateToken>(&bytes), ErrorCode::InvalidFormat);
+    }
+}
+
+#[test]
+fn expiry_constants() {
+    // 0 means "server default" on create and "keep" on rotate; u64::MAX is never.
+    assert_eq!(EXPIRY_SERVER_DEFAULT, 0);
+    assert_eq!(EXPIRY_KEEP, 0);
+    assert_eq!(EXPIRY_NEVER, u64::MAX);
+}
+
+// ---------------------------------------------------------------------------
+// Count (reply to 9107 and 9108)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn count_round_trips_and_truncations_fail() {
+    for count in [0, 1, 2, 0x0102_0304, u32::MAX] {
+        let bytes = check_body(&Count { count });
+        assert_eq!(bytes, count.to_le_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Authorize (9110) and AuthorizeDecision (its reply)
+// ---------------------------------------------------------------------------
+
+fn authorize(token: &str, scope: &str, address: &str) -> Authorize {
+    Authorize { token: token.to_owned().into(), scope: scope.to_owned(), address: address.to_owned() }
+}
+
+#[test]
+fn authorize_round_trips_and_truncations_fail() {
+    for value in [
+        authorize(&raw_token(0x11), "stream:orders:write", "10.1.2.3:50412"),
+        authorize(&raw_token(0x22), "", ""),
+        authorize(&raw_token(0x33), "tokens:read", "[2001:db8::1]:443"),
+        authorize(&raw_token(0x44), "", "192.0.2.7"),
+        authorize("x", &"s".repeat(255), &"a".repeat(255)),
+    ] {
+        let bytes = check_body(&value);
+        assert_eq!(bytes.len(), 3 + value.token.len() + value.scope.len() + value.address.len());
+    }
+}
+
+#[test]
+fn authorize_strings() {
+    let token = raw_token(0x11);
+    check_string_field(&authorize(MARKER, "tokens:read", "10.1.2.3:1"), Field::WireName);
+    check_string_field(&authorize(&token, MARKER, "10.1.2.3:1"), Field::Text8);
+    check_string_field(&authorize(&token, "tokens:read", MARKER), Field::Text8);
+    // Empty input and a zero-length token.
+    assert_eq!(decode_err::<Authorize>(&[]), ErrorCode::InvalidCommand);
+    assert_eq!(decode_err::<Authorize>(&[0, 0, 0]), ErrorCode::InvalidFormat);
+}
+
+fn decision(
+    decision: Decision,
+    user_id: u32,
+    username: &str,
+    token_id: u64,
+    expires_at_us: u64,
+) -> AuthorizeDecision {
+    AuthorizeDecision { decision, user_id, username: username.to_owned(), token_id, expires_at_us }
+}
+
+#[test]
+fn authorize_decision_every_decision_round_trips_and_truncations_fail() {
+    for value in 0..=6 {
+        let kind = Decision::from_u8(value).unwrap();
+        for body in [
+            decision(kind, 1, "alice", 7, 1_775_035_800_000_000),
+            decision(kind, u32::MAX, &"u".repeat(255), u64::MAX, u64::MAX),
+            decision(kind, 0, "", 0, 0),
+        ] {
+            let bytes = check_body(&body);
+            assert_eq!(bytes[0], value);
+            assert_eq!(bytes.len(), 1 + 4 + 1 + body.username.len() + 8 + 8);
+            assert_eq!(body.allowed(), kind == Decision::Allowed);
+        }
+    }
+}
+
+#[test]
+fn authorize_decision_unknown_value_is_invalid_format() {
+    let bytes = encode_to_vec(&decision(Decision::Allowed, 1, "alice", 7, 0));
+    for value in 7..=u8::MAX {
+        let mut bad = bytes.clone();
+        bad[0] = value;
+        assert_eq!(decode_err::<AuthorizeDecision>(&bad), ErrorCode::InvalidFormat, "decision {value}");
+        assert_eq!(decode_err::<AuthorizeDecision>(&[value]), ErrorCode::InvalidFormat);
+    }
+}
+
+#[test]
+fn authorize_decision_strings() {
+    check_string_field(&decision(Decision::Scope, 1, MARKER, 7, 0), Field::Text8);
+}
+
+// ---------------------------------------------------------------------------
+// Secrets stay out of Debug output
+// ---------------------------------------------------------------------------
+
+#[test]
+fn raw_tokens_are_redacted_from_debug_output() {
+    let secret = raw_token(0x5a);
+    let shown = format!("{:?}", issued(7, &secret, 1_772_443_800_000_000, 0));
+    assert!(!shown.contains(&secret), "{shown}");
+    assert!(!shown.contains(&secret[3..20]), "{shown}");
+    assert!(shown.contains("1772443800000000"), "{shown}");
+    let shown = format!("{:#?}", issued(7, &secret, 1, 0));
+    assert!(!shown.contains(&secret), "{shown}");
+
+    let shown = format!("{:?}", authorize(&secret, "stream:orders:write", "10.1.2.3:50412"));
+    assert!(!shown.contains(&secret), "{shown}");
+    assert!(!shown.contains(&secret[3..20]), "{shown}");
+    // The scope and address are not secrets and help debugging.
+    assert!(shown.contains("stream:orders:write") && shown.contains("10.1.2.3:50412"), "{shown}");
+
+    // Nor through the request that carries it.
+    let request = Request::decode(codes::AUTHORIZE, &encode_to_vec(&authorize(&secret, "", ""))).unwrap();
+    let shown = format!("{request:?}");
+    assert!(!shown.contains(&secret), "{shown}");
+}
+
+// ---------------------------------------------------------------------------
+// Request::decode for the extension codes
+// ---------------------------------------------------------------------------
+
+/// One valid body per extension code that takes a body, and the request it
+/// decodes to.
+fn extension_requests() -> Vec<(u32, Vec<u8>, Request)> {
+    let create = create("ci-deploy", "d", 0, &["tokens:read"], &["10.0.0.0/8"]);
+    let get = GetToken { token: TokenSelector::Id(7) };
+    let list = ListTokens { filter: StatusFilter::Active, after_id: 3, limit: 10 };
+    let update = UpdateToken { token: TokenSelector::Id(7), name: Some("abc".to_owned()), description: None };
+    let revoke = RevokeToken { token: TokenSelector::Name("laptop".to_owned()) };
+    let rotate = RotateToken { token: TokenSelector::Id(7), expiry_us: EXPIRY_KEEP };
+    let delete = DeleteToken { token: TokenSelector::Id(3) };
+    let check = authorize(&raw_token(0x11), "stream:orders:write", "10.1.2.3:50412");
+    vec![
+        (codes::CREATE_TOKEN, encode_to_vec(&create), Request::CreateToken(create)),
+        (codes::GET_TOKEN, encode_to_vec(&get), Request::GetToken(get)),
+        (codes::LIST_TOKENS, encode_to_vec(&list), Request::ListTokens(list)),
+        (codes::UPDATE_TOKEN, encode_to_vec(&update), Request::UpdateToken(update)),
+        (codes::REVOKE_TOKEN, encode_to_vec(&revoke), Request::RevokeToken(revoke)),
+        (codes::ROTATE_TOKEN, encode_to_vec(&rotate), Request::RotateToken(rotate)),
+        (codes::DELETE_TOKEN, encode_to_vec(&delete), Request::DeleteToken(delete)),
+        (codes::AUTHORIZE, encode_to_vec(&check), Request::Authorize(check)),
+    ]
+}
+
+#[test]
+fn extension_codes_decode_their_bodies() {
+    for (code, body, expected) in extension_requests() {
+        let request = Request::decode(code, &body).unwrap_or_else(|e| panic!("code {code}: {e:?}"));
+        assert_eq!(request, expected, "code {code}");
+        assert!(request.is_extension(), "code {code}");
+        assert!(!request.allowed_before_login(), "code {code}");
+    }
+    for (code, expected) in [
+        (codes::REVOKE_ALL_TOKENS, Request::RevokeAllTokens),
+        (codes::DELETE_ALL_TOKENS, Request::DeleteAllTokens),
+    ] {
+        let request = Request::decode(code, &[]).unwrap();
+        assert_eq!(request, expected);
+        assert!(request.is_extension());
+        assert!(!request.allowed_before_login());
+    }
+}
+
+#[test]
+fn extension_codes_that_take_a_body_refuse_an_empty_one_with_3() {
+    for (code, _, _) in extension_requests() {
+        assert_eq!(Request::decode(code, &[]), Err(ErrorCode::InvalidCommand), "code {code}");
+    }
+}
+
+#[test]
+fn extension_bodies_truncated_or_with_trailing_bytes_are_3() {
+    for (code, body, _) in extension_requests() {
+        for cut in 1..body.len() {
+            assert_eq!(
+                Request::decode(code, &body[..cut]),
+                Err(ErrorCode::InvalidCommand),
+                "code {code} cut {cut}"
+            );
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(Request::decode(code, &longer), Err(ErrorCode::InvalidCommand), "code {code}");
+    }
+}
+
+#[test]
+fn extension_bodies_with_malformed_fields_are_4() {
+    // A zero-length WireName first (name, selector name, token) or an
+    // unknown selector kind or filter.
+    let cases: [(u32, &[u8]); 8] = [
+        (codes::CREATE_TOKEN, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (codes::GET_TOKEN, &[3, 7, 0, 0, 0, 0, 0, 0, 0]),
+        (codes::LIST_TOKENS, &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (codes::UPDATE_TOKEN, &[1, 7, 0, 0, 0, 0, 0, 0, 0, 0b100]),
+        (codes::REVOKE_TOKEN, &[2, 0]),
+        (codes::ROTATE_TOKEN, &[0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (codes::DELETE_TOKEN, &[2, 2, 0xc3, 0x28]),
+        (codes::AUTHORIZE, &[0, 0, 0]),
+    ];
+    for (code, body) in cases {
+        assert_eq!(Request::decode(code, body), Err(ErrorCode::InvalidFormat), "code {code}");
+    }
+}
+
+#[test]
+fn revoke_all_and_delete_all_refuse_a_body_with_3() {
+    for code in [codes::REVOKE_ALL_TOKENS, codes::DELETE_ALL_TOKENS] {
+        for body in [&[0u8][..], &[1, 2, 3, 4], &[0; 9]] {
+            assert_eq!(Request::decode(code, body), Err(ErrorCode::InvalidCommand), "code {code}");
+        }
+    }
+}
+
+#[test]
+fn extension_range_is_outside_iggy_and_unassigned_codes_are_3() {
+    assert_eq!(codes::EXTENSION_CODES, 9100..=9199);
+    let assigned = [
+        codes::CREATE_TOKEN,
+        codes::GET_TOKEN,
+        codes::LIST_TOKENS,
+        codes::UPDATE_TOKEN,
+        codes::REVOKE_TOKEN,
+        codes::ROTATE_TOKEN,
+        codes::DELETE_TOKEN,
+        codes::REVOKE_ALL_TOKENS,
+        codes::DELETE_ALL_TOKENS,
+        codes::AUTHORIZE,
+    ];
+    assert_eq!(assigned, [9100, 9101, 9102, 9103, 9104, 9105, 9106, 9107, 9108, 9110]);
+    for code in codes::EXTENSION_CODES {
+        assert!(!codes::is_iggy_code(code), "{code} is an Iggy code");
+        if !assigned.contains(&code) {
+            // 9109 and 9111–9199 are reserved: unknown commands, like any
+            // code Iggy does not define.
+            assert_eq!(Request::decode(code, &[]), Err(ErrorCode::InvalidCommand), "code {code}");
+            assert_eq!(Request::decode(code, &[1, 2, 3]), Err(ErrorCode::InvalidCommand), "code {code}");
+            assert_eq!(codes::name(code), "unknown");
+        }
+    }
+    // Just outside the range, and Iggy's highest code.
+    assert!(!codes::is_iggy_code(9099) && !codes::is_iggy_code(9200));
+    assert!(codes::is_iggy_code(606));
+    let names: Vec<&str> = assigned.iter().map(|&code| codes::name(code)).collect();
+    assert_eq!(
+        names,
+        [
+            "CreateToken",
+            "GetToken",
+            "ListTokens",
+            "UpdateToken",
+            "RevokeToken",
+            "RotateToken",
+            "DeleteToken",
+            "RevokeAllTokens",
+            "DeleteAllTokens",
+            "Authorize"
+        ]
+    );
+}
+
+#[test]
+fn request_types_carry_their_codes() {
+    assert_eq!(CreateToken::CODE, 9100);
+    assert_eq!(GetToken::CODE, 9101);
+    assert_eq!(ListTokens::CODE, 9102);
+    assert_eq!(UpdateToken::CODE, 9103);
+    assert_eq!(RevokeToken::CODE, 9104);
+    assert_eq!(RotateToken::CODE, 9105);
+    assert_eq!(DeleteToken::CODE, 9106);
+    assert_eq!(RevokeAllTokens::CODE, 9107);
+    assert_eq!(DeleteAllTokens::CODE, 9108);
+    assert_eq!(Authorize::CODE, 9110);
+}
+
+#[test]
+fn latchkey_error_codes_are_20001_to_20011() {
+    let ours: Vec<(u32, &str)> = ErrorCode::ALL
+        .iter()
+        .filter(|code| code.code() >= 20_000)
+        .map(|code| (code.code(), code.name()))
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            (20001, "TooManyFailedLogins"),
+            (20002, "StorageUnavailable"),
+            (20003, "PersonalAccessTokenRevoked"),
+            (20004, "AddressNotAllowed"),
+            (20005, "InsufficientScope"),
+            (20006, "LifetimeNotAllowed"),
+            (20007, "InvalidScope"),
+            (20008, "InvalidNetwork"),
+            (20009, "InvalidDescription"),
+            (20010, "TokenManagementNotAllowed"),
+            (20011, "AuthorizeNotPermitted"),
+        ]
+    );
+}
