@@ -593,8 +593,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
                 (at_us, Some(peer)) if at_us != 0 => Some(LastUsed { at_us, peer }),
                 _ => return Err("token record: last use time and address disagree".into()),
             };
-            let description = cursor.text16()?;
-            let scopes = (0..cursor.u8()?).map(|_| cursor.text8()).collect::<Result<_, _>>()?;
+            let description = cursor.text16()?.into();
+            let scopes =
+                (0..cursor.u8()?).map(|_| cursor.text8().map(Box::from)).collect::<Result<_, _>>()?;
             let networks = (0..cursor.u8()?).map(|_| cursor.network()).collect::<Result<_, _>>()?;
             token.extras = TokenExtras { description, scopes, networks }.shared();
             Record::Create(token)
@@ -608,9 +609,11 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
             let at_us = NonZeroU64::new(cursor.u64()?).ok_or("revoke record without a time")?;
             Record::Revoke { id, at_us }
         }
-        TYPE_UPDATE => {
-            Record::Update { id: cursor.u64()?, name: cursor.text8()?.into(), description: cursor.text16()? }
-        }
+        TYPE_UPDATE => Record::Update {
+            id: cursor.u64()?,
+            name: cursor.text8()?.into(),
+            description: cursor.text16()?.into(),
+        },
         TYPE_ROTATE => {
             let id = cursor.u64()?;
             let hash = cursor.hash()?;
@@ -667,19 +670,17 @@ impl<'a> Cursor<'a> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
     }
 
-    fn utf8(&mut self, len: usize) -> Result<Box<str>, RecordFault> {
+    fn utf8(&mut self, len: usize) -> Result<&'a str, RecordFault> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(Box::from)
-            .map_err(|_| format!("record type {}: text is not UTF-8", self.kind))
+        std::str::from_utf8(bytes).map_err(|_| format!("record type {}: text is not UTF-8", self.kind))
     }
 
-    fn text8(&mut self) -> Result<Box<str>, RecordFault> {
+    fn text8(&mut self) -> Result<&'a str, RecordFault> {
         let len = self.u8()?;
         self.utf8(usize::from(len))
     }
 
-    fn text16(&mut self) -> Result<Box<str>, RecordFault> {
+    fn text16(&mut self) -> Result<&'a str, RecordFault> {
         let len = self.u16()?;
         self.utf8(usize::from(len))
     }

@@ -217,6 +217,9 @@ pub fn run(options: Options) -> Result<(), StartError> {
     if open > 0 {
         tracing::warn!(open, "shutdown timeout reached; dropping open connections");
     }
+    // Last uses gathered since the last flush go to the log before the
+    // writer stops (a crash would lose them; a clean stop does not).
+    shards.flush_last_used(Duration::from_secs(5));
     writer.stop();
     // The writer exits after its last batch is synced; the log is complete.
     let _ = writer_join.join();

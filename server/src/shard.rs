@@ -159,6 +159,8 @@ impl Shard {
 pub enum ShardMessage {
     Connection(std::net::TcpStream, SocketAddr),
     Apply(Arc<[Mutation]>, std_mpsc::Sender<()>),
+    /// Send the gathered last uses to the writer now; ack once it answered.
+    FlushLastUsed(std_mpsc::Sender<()>),
     Stop,
 }
 
@@ -252,6 +254,27 @@ impl Shards {
         }
     }
 
+    /// Has every shard send its gathered last uses to the writer, and waits
+    /// (at most `timeout`) until the writer has answered them all. Called at
+    /// shutdown, before the writer stops.
+    pub fn flush_last_used(&self, timeout: Duration) {
+        let (ack, acks) = std_mpsc::channel();
+        let sent = self
+            .senders
+            .iter()
+            .filter(|sender| sender.send(ShardMessage::FlushLastUsed(ack.clone())).is_ok())
+            .count();
+        drop(ack);
+        let deadline = std::time::Instant::now() + timeout;
+        for _ in 0..sent {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if acks.recv_timeout(left).is_err() {
+                tracing::warn!("last-used flush at shutdown did not finish in time");
+                break;
+            }
+        }
+    }
+
     /// Stops every shard (open connections are dropped) and joins the threads.
     pub fn stop(self) {
         for sender in &self.senders {
@@ -303,7 +326,8 @@ impl ShardSeed {
                 }
                 let _ = local_shutdown.send(true);
             });
-            // Last uses go to the log every interval, and once more at shutdown.
+            // Last uses go to the log every interval; at shutdown the server
+            // asks for a last flush (FlushLastUsed) before the writer stops.
             let flusher = Rc::clone(&shard);
             tokio::task::spawn_local(async move {
                 let mut shutdown = flusher.shutdown.clone();
@@ -312,10 +336,7 @@ impl ShardSeed {
                 loop {
                     tokio::select! {
                         _ = ticks.tick() => flusher.flush_last_used().await,
-                        _ = shutdown.wait_for(|stop| *stop) => {
-                            flusher.flush_last_used().await;
-                            break;
-                        }
+                        _ = shutdown.wait_for(|stop| *stop) => break,
                     }
                 }
             });
@@ -336,6 +357,13 @@ impl ShardSeed {
                         }
                         drop(replica);
                         let _ = ack.send(());
+                    }
+                    ShardMessage::FlushLastUsed(ack) => {
+                        let shard = Rc::clone(&shard);
+                        tokio::task::spawn_local(async move {
+                            shard.flush_last_used().await;
+                            let _ = ack.send(());
+                        });
                     }
                     ShardMessage::Stop => break,
                 }

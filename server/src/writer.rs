@@ -372,7 +372,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 let active: Vec<(TokenHash, u64)> = self
                     .state
                     .owned_by(*user_id)
-                    .filter(|(_, entry)| entry.revoked_at_us.is_none())
+                    .filter(|(_, entry)| entry.revoked_at_us.is_none() && !entry.is_expired(commit_at_us))
                     .map(|(hash, entry)| (*hash, entry.id))
                     .collect();
                 for &(hash, id) in &active {

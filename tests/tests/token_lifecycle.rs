@@ -511,7 +511,6 @@ async fn revoke_keeps_the_token_listed_and_delete_removes_it() {
 /// Protocol doc of 9107: "revokes every active token of the caller". An
 /// expired token is not active: it keeps its status and is not counted.
 #[tokio::test]
-#[ignore = "bug: writer.rs RevokeAll revokes (and counts) expired tokens too, not only active ones as documented for 9107"]
 async fn revoke_all_leaves_expired_tokens_alone() {
     let home = DataHome::new();
     let spec = ServerSpec::default_root().env("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", "false");
@@ -763,7 +762,6 @@ async fn restarts_keep_every_new_field_and_flushed_last_uses() {
 /// (server/src/shard.rs), so a clean restart loses no last use even when
 /// the flush interval never came round.
 #[tokio::test]
-#[ignore = "bug: server.rs stops the writer before the shards' final last-used flush is queued; the Touch is refused (code 1) and the last use is lost"]
 async fn a_graceful_stop_writes_last_uses_not_yet_flushed() {
     let home = DataHome::new();
     let spec = ServerSpec::default_root()
