@@ -18,13 +18,18 @@ pub const EXIT_CONNECTION: u8 = 4;
 pub const EXIT_AUTHENTICATION: u8 = 5;
 
 /// Codes that, as the answer to a login, mean "these credentials do not
-/// work": unauthenticated, invalid credentials, no such token (Latchkey
-/// answers a token it does not know, such as a rotated one's old secret,
-/// with ResourceNotFound), invalid or expired token, revoked token, an
-/// address outside the token's networks, and an inactive user.
-const LOGIN_REFUSALS: [ErrorCode; 8] = [
+/// work": unauthenticated, invalid credentials, a username or password
+/// outside the lengths any user can have, no such token (Latchkey answers a
+/// token it does not know, such as a rotated one's old secret, with
+/// ResourceNotFound), invalid or expired token, revoked token, an address
+/// outside the token's networks, and an inactive user. TooManyFailedLogins
+/// is not among them: the credentials may be right, and a retry later may
+/// pass, so it is a plain refusal (exit 1).
+const LOGIN_REFUSALS: [ErrorCode; 10] = [
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,
+    ErrorCode::InvalidUsername,
+    ErrorCode::InvalidPassword,
     ErrorCode::ResourceNotFound,
     ErrorCode::InvalidPersonalAccessToken,
     ErrorCode::PersonalAccessTokenExpired,
@@ -123,12 +128,13 @@ mod tests {
 
     #[test]
     fn login_refusals_are_authentication_failures_only_at_login() {
-        for code in [40, 42, 20, 53, 54, 20003, 20004, 47] {
+        for code in [40, 42, 43, 44, 20, 53, 54, 20003, 20004, 47] {
             assert_eq!(Failure::from_login("a:1", server(code)).exit_code(), EXIT_AUTHENTICATION, "{code}");
             assert_eq!(Failure::from_sdk("a:1", server(code)).exit_code(), EXIT_REFUSED, "{code}");
         }
         // Refusals that are not about the credentials stay refusals.
         assert_eq!(Failure::from_login("a:1", server(20002)).exit_code(), EXIT_REFUSED);
+        assert_eq!(Failure::from_login("a:1", server(20001)).exit_code(), EXIT_REFUSED);
         assert!(Failure::from_login("a:1", server(42)).to_string().starts_with("login failed: error 42 "));
     }
 
