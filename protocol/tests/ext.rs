@@ -1,11 +1,15 @@
 //! Latchkey's extension bodies (`ext.rs`, codes 9100–9110): round trips,
 //! every truncation point, the error codes of malformed input, the enums'
-//! wire values, `Request::decode` for every extension code, and redaction of
-//! secrets from `Debug` output.
+//! wire values, `Request::decode` for every extension code, redaction of
+//! secrets from `Debug` output, and the byte-level examples of
+//! `docs/protocol.md`, pinned here and read back from the document.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use latchkey_protocol::body::{Command, WireDecode, WireEncode, decode_exact, encode_to_vec};
+use bytes::BytesMut;
+use latchkey_protocol::body::{Command, Empty, WireDecode, WireEncode, decode_exact, encode_to_vec};
+use latchkey_protocol::codec::{Reply, encode_reply, encode_request};
 use latchkey_protocol::ext::{
     Authorize, AuthorizeDecision, Count, CreateToken, Decision, DeleteAllTokens, DeleteToken, EXPIRY_KEEP,
     EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken, LIST8_ITEMS_MAX, ListTokens, RevokeAllTokens,
@@ -1102,4 +1106,351 @@ fn latchkey_error_codes_are_20001_to_20011() {
             (20011, "AuthorizeNotPermitted"),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------
+// The byte-level examples of docs/protocol.md
+//
+// Each example is pinned three ways: the hex below, what the encoder writes
+// for the example's values, and the example block in the document. The hex
+// here is the document's, so neither the code nor the document can drift.
+// ---------------------------------------------------------------------------
+
+/// The document, read at compile time.
+const PROTOCOL_MD: &str = include_str!("../../docs/protocol.md");
+
+/// The tokens of the examples: made up, but well formed (length, alphabet,
+/// checksum), the encodings of two fixed secrets.
+const EXAMPLE_TOKEN: &str = "lk_42un7GJ8wIAbHDnhePy2Mqo9gkXYFS7sXjeCn1f4haT0QM1Eh";
+const ROTATED_TOKEN: &str = "lk_85paEWcHsaLCYRbPIpw4jhcJNV56UuFl5TIPa3K9PAw4gH7yl";
+
+/// 2026-03-02T09:30:00Z.
+const CREATED_AT_US: u64 = 1_772_443_800_000_000;
+const THIRTY_DAYS_US: u64 = 30 * 86_400 * 1_000_000;
+/// 2026-04-01T09:30:00Z.
+const EXPIRES_AT_US: u64 = CREATED_AT_US + THIRTY_DAYS_US;
+/// 2026-03-05T14:12:07.123456Z.
+const LAST_USED_AT_US: u64 = 1_772_719_927_123_456;
+
+const CREATE_REQUEST: &str = "\
+    69 00 00 00 8c 23 00 00 09 63 69 2d 64 65 70 6c 6f 79 16 00 47 69 74 48 75 62 20 41 63 74 69 6f \
+    6e 73 20 64 65 70 6c 6f 79 73 00 40 3d 7f 5b 02 00 00 02 13 73 74 72 65 61 6d 3a 6f 72 64 65 72 \
+    73 3a 77 72 69 74 65 0b 74 6f 6b 65 6e 73 3a 72 65 61 64 02 0a 31 30 2e 30 2e 30 2e 30 2f 38 0d \
+    32 30 30 31 3a 64 62 38 3a 3a 2f 33 32
+";
+const CREATE_REPLY: &str = "\
+    00 00 00 00 4d 00 00 00 07 00 00 00 00 00 00 00 34 6c 6b 5f 34 32 75 6e 37 47 4a 38 77 49 41 62 \
+    48 44 6e 68 65 50 79 32 4d 71 6f 39 67 6b 58 59 46 53 37 73 58 6a 65 43 6e 31 66 34 68 61 54 30 \
+    51 4d 31 45 68 00 56 15 3b 07 4c 06 00 00 96 52 ba 62 4e 06 00
+";
+const CREATE_ERROR: &str = "26 4e 00 00 00 00 00 00";
+const GET_REQUEST: &str = "0d 00 00 00 8d 23 00 00 01 07 00 00 00 00 00 00 00";
+const GET_REPLY: &str = "\
+    00 00 00 00 95 00 00 00 07 00 00 00 00 00 00 00 09 63 69 2d 64 65 70 6c 6f 79 16 00 47 69 74 48 \
+    75 62 20 41 63 74 69 6f 6e 73 20 64 65 70 6c 6f 79 73 01 00 56 15 3b 07 4c 06 00 00 96 52 ba 62 \
+    4e 06 00 00 00 00 00 00 00 00 00 00 de 8a 85 47 4c 06 00 0e 31 30 2e 31 2e 32 2e 33 3a 35 30 34 \
+    31 32 02 13 73 74 72 65 61 6d 3a 6f 72 64 65 72 73 3a 77 72 69 74 65 0b 74 6f 6b 65 6e 73 3a 72 \
+    65 61 64 02 0a 31 30 2e 30 2e 30 2e 30 2f 38 0d 32 30 30 31 3a 64 62 38 3a 3a 2f 33 32
+";
+const GET_ERROR: &str = "14 00 00 00 00 00 00 00";
+const LIST_REQUEST: &str = "11 00 00 00 8e 23 00 00 01 00 00 00 00 00 00 00 00 01 00 00 00";
+const LIST_REPLY: &str = "\
+    00 00 00 00 41 00 00 00 01 00 00 00 03 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 06 6c 61 70 \
+    74 6f 70 00 00 01 00 c0 4f 07 04 48 06 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 \
+    00 00 00 00 00 00 00 00 00
+";
+const UPDATE_REQUEST: &str = "\
+    34 00 00 00 8f 23 00 00 01 07 00 00 00 00 00 00 00 03 0e 63 69 2d 64 65 70 6c 6f 79 2d 70 72 6f \
+    64 15 00 64 65 70 6c 6f 79 73 20 74 6f 20 70 72 6f 64 75 63 74 69 6f 6e
+";
+const UPDATE_REPLY: &str = "00 00 00 00 00 00 00 00";
+const UPDATE_ERROR: &str = "33 00 00 00 00 00 00 00";
+const REVOKE_REQUEST: &str = "0c 00 00 00 90 23 00 00 02 06 6c 61 70 74 6f 70";
+const REVOKE_REPLY: &str = "00 00 00 00 00 00 00 00";
+const ROTATE_REQUEST: &str = "15 00 00 00 91 23 00 00 01 07 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+const ROTATE_REPLY: &str = "\
+    00 00 00 00 4d 00 00 00 07 00 00 00 00 00 00 00 34 6c 6b 5f 38 35 70 61 45 57 63 48 73 61 4c 43 \
+    59 52 62 50 49 70 77 34 6a 68 63 4a 4e 56 35 36 55 75 46 6c 35 54 49 50 61 33 4b 39 50 41 77 34 \
+    67 48 37 79 6c 00 56 15 3b 07 4c 06 00 00 96 52 ba 62 4e 06 00
+";
+const ROTATE_ERROR: &str = "23 4e 00 00 00 00 00 00";
+const DELETE_REQUEST: &str = "0d 00 00 00 92 23 00 00 01 03 00 00 00 00 00 00 00";
+const DELETE_REPLY: &str = "00 00 00 00 00 00 00 00";
+const REVOKE_ALL_REQUEST: &str = "04 00 00 00 93 23 00 00";
+const REVOKE_ALL_REPLY: &str = "00 00 00 00 04 00 00 00 02 00 00 00";
+const DELETE_ALL_REQUEST: &str = "04 00 00 00 94 23 00 00";
+const DELETE_ALL_REPLY: &str = "00 00 00 00 04 00 00 00 05 00 00 00";
+const DELETE_ALL_ERROR: &str = "2a 4e 00 00 00 00 00 00";
+const AUTHORIZE_REQUEST: &str = "\
+    5c 00 00 00 96 23 00 00 34 6c 6b 5f 34 32 75 6e 37 47 4a 38 77 49 41 62 48 44 6e 68 65 50 79 32 \
+    4d 71 6f 39 67 6b 58 59 46 53 37 73 58 6a 65 43 6e 31 66 34 68 61 54 30 51 4d 31 45 68 13 73 74 \
+    72 65 61 6d 3a 6f 72 64 65 72 73 3a 77 72 69 74 65 0e 31 30 2e 31 2e 32 2e 33 3a 35 30 34 31 32
+";
+const AUTHORIZE_REPLY: &str = "\
+    00 00 00 00 1b 00 00 00 00 01 00 00 00 05 61 6c 69 63 65 07 00 00 00 00 00 00 00 00 96 52 ba 62 \
+    4e 06 00
+";
+const AUTHORIZE_REPLY_NETWORK: &str = "\
+    00 00 00 00 1b 00 00 00 05 01 00 00 00 05 61 6c 69 63 65 07 00 00 00 00 00 00 00 00 96 52 ba 62 \
+    4e 06 00
+";
+const AUTHORIZE_REPLY_UNKNOWN: &str =
+    "00 00 00 00 16 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+const AUTHORIZE_ERROR: &str = "2b 4e 00 00 00 00 00 00";
+const SESSION_ENDED: &str = "28 00 00 00 00 00 00 00";
+
+fn example_create() -> CreateToken {
+    create(
+        "ci-deploy",
+        "GitHub Actions deploys",
+        THIRTY_DAYS_US,
+        &["stream:orders:write", "tokens:read"],
+        &["10.0.0.0/8", "2001:db8::/32"],
+    )
+}
+
+fn example_details() -> TokenDetails {
+    TokenDetails {
+        id: 7,
+        name: "ci-deploy".to_owned(),
+        description: "GitHub Actions deploys".to_owned(),
+        status: TokenStatus::Active,
+        created_at_us: CREATED_AT_US,
+        expires_at_us: EXPIRES_AT_US,
+        revoked_at_us: 0,
+        last_used_at_us: LAST_USED_AT_US,
+        last_used_address: "10.1.2.3:50412".to_owned(),
+        scopes: strings(&["stream:orders:write", "tokens:read"]),
+        networks: strings(&["10.0.0.0/8", "2001:db8::/32"]),
+    }
+}
+
+fn example_list() -> ListTokens {
+    ListTokens { filter: StatusFilter::Active, after_id: 0, limit: 1 }
+}
+
+fn example_page() -> TokenPage {
+    TokenPage { tokens: vec![laptop()], next_after_id: 3 }
+}
+
+fn example_update() -> UpdateToken {
+    UpdateToken {
+        token: TokenSelector::Id(7),
+        name: Some("ci-deploy-prod".to_owned()),
+        description: Some("deploys to production".to_owned()),
+    }
+}
+
+fn example_authorize() -> Authorize {
+    authorize(EXAMPLE_TOKEN, "stream:orders:write", "10.1.2.3:50412")
+}
+
+fn example_decision(kind: Decision) -> AuthorizeDecision {
+    decision(kind, 1, "alice", 7, EXPIRES_AT_US)
+}
+
+fn request_frame<T: Command>(body: &T) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    encode_request(T::CODE, body, &mut dst);
+    dst.to_vec()
+}
+
+fn ok_frame(body: &dyn WireEncode) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    encode_reply(Reply::Ok(body), &mut dst);
+    dst.to_vec()
+}
+
+fn error_frame(code: ErrorCode) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    encode_reply(Reply::Err(code), &mut dst);
+    dst.to_vec()
+}
+
+/// Whitespace-separated pairs of hex digits.
+fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .map(|pair| {
+            assert_eq!(pair.len(), 2, "{pair:?} is not one byte");
+            u8::from_str_radix(pair, 16).unwrap_or_else(|_| panic!("{pair:?} is not hex"))
+        })
+        .collect()
+}
+
+/// The example blocks of the document by label. A block is fenced as
+/// ```` ```text example=<label> ````; each of its lines is a hex column (bytes
+/// separated by single spaces), then two or more spaces and an annotation.
+fn doc_examples() -> BTreeMap<&'static str, Vec<u8>> {
+    let mut examples = BTreeMap::new();
+    let mut lines = PROTOCOL_MD.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line.strip_prefix("```text example=") else { continue };
+        let mut bytes = Vec::new();
+        for line in lines.by_ref() {
+            if line == "```" {
+                break;
+            }
+            let column = line.split("  ").next().unwrap_or_default();
+            assert!(!column.is_empty(), "example {label}: line {line:?} has no bytes");
+            bytes.extend(hex(column));
+        }
+        assert!(examples.insert(label, bytes).is_none(), "example {label} appears twice");
+    }
+    examples
+}
+
+/// Every example: its label in the document, the pinned hex, and the frame
+/// the encoder writes for the example's values.
+fn examples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let issued = |token: &str| issued(7, token, CREATED_AT_US, EXPIRES_AT_US);
+    vec![
+        ("9100-request", CREATE_REQUEST, request_frame(&example_create())),
+        ("9100-reply", CREATE_REPLY, ok_frame(&issued(EXAMPLE_TOKEN))),
+        ("9100-error", CREATE_ERROR, error_frame(ErrorCode::LifetimeNotAllowed)),
+        ("9101-request", GET_REQUEST, request_frame(&GetToken { token: TokenSelector::Id(7) })),
+        ("9101-reply", GET_REPLY, ok_frame(&example_details())),
+        ("9101-error", GET_ERROR, error_frame(ErrorCode::ResourceNotFound)),
+        ("9102-request", LIST_REQUEST, request_frame(&example_list())),
+        ("9102-reply", LIST_REPLY, ok_frame(&example_page())),
+        ("9103-request", UPDATE_REQUEST, request_frame(&example_update())),
+        ("9103-reply", UPDATE_REPLY, ok_frame(&Empty)),
+        ("9103-error", UPDATE_ERROR, error_frame(ErrorCode::PersonalAccessTokenAlreadyExists)),
+        (
+            "9104-request",
+            REVOKE_REQUEST,
+            request_frame(&RevokeToken { token: TokenSelector::from("laptop") }),
+        ),
+        ("9104-reply", REVOKE_REPLY, ok_frame(&Empty)),
+        (
+            "9105-request",
+            ROTATE_REQUEST,
+            request_frame(&RotateToken { token: TokenSelector::Id(7), expiry_us: EXPIRY_KEEP }),
+        ),
+        ("9105-reply", ROTATE_REPLY, ok_frame(&issued(ROTATED_TOKEN))),
+        ("9105-error", ROTATE_ERROR, error_frame(ErrorCode::PersonalAccessTokenRevoked)),
+        ("9106-request", DELETE_REQUEST, request_frame(&DeleteToken { token: TokenSelector::Id(3) })),
+        ("9106-reply", DELETE_REPLY, ok_frame(&Empty)),
+        ("9107-request", REVOKE_ALL_REQUEST, request_frame(&RevokeAllTokens)),
+        ("9107-reply", REVOKE_ALL_REPLY, ok_frame(&Count { count: 2 })),
+        ("9108-request", DELETE_ALL_REQUEST, request_frame(&DeleteAllTokens)),
+        ("9108-reply", DELETE_ALL_REPLY, ok_frame(&Count { count: 5 })),
+        ("9108-error", DELETE_ALL_ERROR, error_frame(ErrorCode::TokenManagementNotAllowed)),
+        ("9110-request", AUTHORIZE_REQUEST, request_frame(&example_authorize())),
+        ("9110-reply", AUTHORIZE_REPLY, ok_frame(&example_decision(Decision::Allowed))),
+        ("9110-reply-network", AUTHORIZE_REPLY_NETWORK, ok_frame(&example_decision(Decision::Network))),
+        ("9110-reply-unknown", AUTHORIZE_REPLY_UNKNOWN, ok_frame(&decision(Decision::Unknown, 0, "", 0, 0))),
+        ("9110-error", AUTHORIZE_ERROR, error_frame(ErrorCode::AuthorizeNotPermitted)),
+        ("session-ended", SESSION_ENDED, error_frame(ErrorCode::Unauthenticated)),
+    ]
+}
+
+#[test]
+fn example_tokens_are_well_formed() {
+    assert_eq!(token::encode(&[0x11; token::SECRET_BYTES]), EXAMPLE_TOKEN);
+    assert_eq!(token::encode(&[0x22; token::SECRET_BYTES]), ROTATED_TOKEN);
+    for raw in [EXAMPLE_TOKEN, ROTATED_TOKEN] {
+        assert_eq!(token::validate(raw), Ok(()));
+        assert_eq!(raw.len(), token::TOKEN_BYTES);
+    }
+    assert_eq!(EXPIRES_AT_US, 1_775_035_800_000_000);
+}
+
+#[test]
+fn pinned_examples_are_what_the_encoders_write() {
+    for (label, pinned, encoded) in examples() {
+        assert_eq!(hex(pinned), encoded, "example {label}: pinned bytes != encoder output");
+    }
+}
+
+#[test]
+fn the_document_shows_exactly_the_pinned_examples() {
+    let documented = doc_examples();
+    let pinned = examples();
+    let documented_labels: Vec<&str> = documented.keys().copied().collect();
+    let mut pinned_labels: Vec<&str> = pinned.iter().map(|(label, _, _)| *label).collect();
+    pinned_labels.sort_unstable();
+    assert_eq!(documented_labels, pinned_labels, "every example in the document is checked here");
+    for (label, hex_text, _) in pinned {
+        assert_eq!(
+            documented[label],
+            hex(hex_text),
+            "docs/protocol.md example {label} differs from the pinned bytes"
+        );
+    }
+}
+
+#[test]
+fn example_requests_decode_to_their_values() {
+    let requests = [
+        (CREATE_REQUEST, Request::CreateToken(example_create())),
+        (GET_REQUEST, Request::GetToken(GetToken { token: TokenSelector::Id(7) })),
+        (LIST_REQUEST, Request::ListTokens(example_list())),
+        (UPDATE_REQUEST, Request::UpdateToken(example_update())),
+        (REVOKE_REQUEST, Request::RevokeToken(RevokeToken { token: TokenSelector::from("laptop") })),
+        (ROTATE_REQUEST, Request::RotateToken(RotateToken { token: TokenSelector::Id(7), expiry_us: 0 })),
+        (DELETE_REQUEST, Request::DeleteToken(DeleteToken { token: TokenSelector::Id(3) })),
+        (REVOKE_ALL_REQUEST, Request::RevokeAllTokens),
+        (DELETE_ALL_REQUEST, Request::DeleteAllTokens),
+        (AUTHORIZE_REQUEST, Request::Authorize(example_authorize())),
+    ];
+    for (frame, expected) in requests {
+        let frame = hex(frame);
+        let length = u32::from_le_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(length as usize, frame.len() - 4, "{expected:?}");
+        let code = u32::from_le_bytes(frame[4..8].try_into().unwrap());
+        assert!(codes::EXTENSION_CODES.contains(&code));
+        assert_eq!(Request::decode(code, &frame[8..]), Ok(expected));
+    }
+}
+
+/// Splits a reply frame into status and payload, checking the length field.
+fn reply_payload(frame: &str) -> (u32, Vec<u8>) {
+    let frame = hex(frame);
+    let status = u32::from_le_bytes(frame[..4].try_into().unwrap());
+    let length = u32::from_le_bytes(frame[4..8].try_into().unwrap());
+    assert_eq!(length as usize, frame.len() - 8);
+    assert_ne!(length, 1, "a 1-byte payload desynchronises Iggy clients");
+    (status, frame[8..].to_vec())
+}
+
+#[test]
+fn example_replies_decode_to_their_values() {
+    let issued = |token: &str| issued(7, token, CREATED_AT_US, EXPIRES_AT_US);
+    let body = |frame: &str| {
+        let (status, payload) = reply_payload(frame);
+        assert_eq!(status, 0);
+        payload
+    };
+    assert_eq!(decode_exact::<IssuedToken>(&body(CREATE_REPLY)), Ok(issued(EXAMPLE_TOKEN)));
+    assert_eq!(decode_exact::<IssuedToken>(&body(ROTATE_REPLY)), Ok(issued(ROTATED_TOKEN)));
+    assert_eq!(decode_exact::<TokenDetails>(&body(GET_REPLY)), Ok(example_details()));
+    assert_eq!(decode_exact::<TokenPage>(&body(LIST_REPLY)), Ok(example_page()));
+    for empty in [UPDATE_REPLY, REVOKE_REPLY, DELETE_REPLY] {
+        assert!(body(empty).is_empty());
+    }
+    assert_eq!(decode_exact::<Count>(&body(REVOKE_ALL_REPLY)), Ok(Count { count: 2 }));
+    assert_eq!(decode_exact::<Count>(&body(DELETE_ALL_REPLY)), Ok(Count { count: 5 }));
+    let allowed = decode_exact::<AuthorizeDecision>(&body(AUTHORIZE_REPLY)).unwrap();
+    assert_eq!(allowed, example_decision(Decision::Allowed));
+    assert!(allowed.allowed());
+    let denied = decode_exact::<AuthorizeDecision>(&body(AUTHORIZE_REPLY_NETWORK)).unwrap();
+    assert_eq!(denied, example_decision(Decision::Network));
+    assert!(!denied.allowed());
+    assert_eq!(
+        decode_exact::<AuthorizeDecision>(&body(AUTHORIZE_REPLY_UNKNOWN)),
+        Ok(decision(Decision::Unknown, 0, "", 0, 0))
+    );
+    for (frame, code) in [
+        (CREATE_ERROR, ErrorCode::LifetimeNotAllowed),
+        (GET_ERROR, ErrorCode::ResourceNotFound),
+        (UPDATE_ERROR, ErrorCode::PersonalAccessTokenAlreadyExists),
+        (ROTATE_ERROR, ErrorCode::PersonalAccessTokenRevoked),
+        (DELETE_ALL_ERROR, ErrorCode::TokenManagementNotAllowed),
+        (AUTHORIZE_ERROR, ErrorCode::AuthorizeNotPermitted),
+        (SESSION_ENDED, ErrorCode::Unauthenticated),
+    ] {
+        let (status, payload) = reply_payload(frame);
+        assert_eq!(ErrorCode::from_code(status), Some(code));
+        assert!(payload.is_empty());
+    }
 }
