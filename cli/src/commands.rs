@@ -37,7 +37,6 @@ struct Session {
     client: Client,
     address: String,
     login: Login,
-    user_id: u32,
     json: bool,
 }
 
@@ -56,19 +55,20 @@ pub async fn run(cli: Cli) -> Result<Report, Failure> {
     if let Command::Ping = cli.command {
         return ping(config, cli.global.json).await;
     }
-    let login = credentials::login(&cli.global, &env, credentials::prompt_on_terminal)?;
-    // Usage errors are found before connecting, so they never wait on the network.
+    // Usage errors come first: before a password prompt, and without
+    // waiting on the network.
     if let Command::Token(command) = &cli.command {
         check_usage(command)?;
     }
+    let login = credentials::login(&cli.global, &env, credentials::prompt_on_terminal)?;
     let mut client =
         Client::connect_with(config).await.map_err(|error| Failure::from_sdk(&address, error))?;
     let logged_in = match &login {
         Login::Password { username, password } => client.login_user(username, password).await,
         Login::Token(token) => client.login_with_personal_access_token(token).await,
     };
-    let user_id = logged_in.map_err(|error| Failure::from_login(&address, error))?;
-    let mut session = Session { client, address, login, user_id, json: cli.global.json };
+    logged_in.map_err(|error| Failure::from_login(&address, error))?;
+    let mut session = Session { client, address, login, json: cli.global.json };
     match cli.command {
         Command::Ping => unreachable!("handled before the login"),
         Command::Me => me(&mut session).await,
@@ -128,7 +128,6 @@ async fn me(session: &mut Session) -> Result<Report, Failure> {
         Login::Password { username, .. } => ("password", Some(username.as_str())),
         Login::Token(_) => ("token", None),
     };
-    debug_assert_eq!(details.user_id, session.user_id, "GetMe names the user the login returned");
     let me = MeJson {
         user_id: details.user_id,
         username,

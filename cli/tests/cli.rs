@@ -51,7 +51,7 @@ fn latchkey(address: SocketAddr) -> Command {
     command
 }
 
-fn run(command: &mut Command, args: &[&str]) -> Run {
+fn run(mut command: Command, args: &[&str]) -> Run {
     let output = command.args(args).output().expect("run latchkey");
     Run {
         code: output.status.code().expect("exited, not killed by a signal"),
@@ -64,14 +64,14 @@ fn run(command: &mut Command, args: &[&str]) -> Run {
 fn root(server: &TestServer, args: &[&str]) -> Run {
     let mut command = latchkey(server.address);
     command.env("LATCHKEY_USERNAME", "iggy").env("LATCHKEY_PASSWORD", "iggy");
-    run(&mut command, args)
+    run(command, args)
 }
 
 /// Runs logged in with a token given on the command line.
 fn with_token(server: &TestServer, token: &str, args: &[&str]) -> Run {
     let mut command = latchkey(server.address);
     command.args(["--token", token]);
-    run(&mut command, args)
+    run(command, args)
 }
 
 /// Creates a token as root with `--json` and returns (id, secret).
@@ -105,9 +105,9 @@ fn start() -> (DataHome, TestServer) {
 #[test]
 fn ping_needs_no_credentials() {
     let (_home, server) = start();
-    let run = run(&mut latchkey(server.address), &["ping"]).ok();
+    let run = run(latchkey(server.address), &["ping"]).ok();
     assert!(run.stdout.starts_with(&format!("pong from {} in ", server.address)), "{run:?}");
-    let json = self::run(&mut latchkey(server.address), &["ping", "--json"]).ok().json();
+    let json = self::run(latchkey(server.address), &["ping", "--json"]).ok().json();
     assert_eq!(json["address"], server.address.to_string());
     assert!(json["round_trip_us"].is_u64(), "{json}");
 }
@@ -122,7 +122,7 @@ fn me_with_a_password_and_with_a_token() {
     assert!(me.stdout.contains("logged in: with a password\n"), "{me:?}");
     // From the command line.
     let json =
-        run(&mut latchkey(server.address), &["me", "--json", "-u", "iggy", "--password", "iggy"]).ok().json();
+        run(latchkey(server.address), &["me", "--json", "-u", "iggy", "--password", "iggy"]).ok().json();
     assert_eq!(
         (json["user_id"].as_u64(), json["username"].as_str(), json["login"].as_str()),
         (Some(0), Some("iggy"), Some("password"))
@@ -136,12 +136,12 @@ fn me_with_a_password_and_with_a_token() {
     // LATCHKEY_TOKEN works too, and beats LATCHKEY_USERNAME with a wrong password.
     let mut command = latchkey(server.address);
     command.env("LATCHKEY_TOKEN", &secret).env("LATCHKEY_USERNAME", "iggy").env("LATCHKEY_PASSWORD", "wrong");
-    let me = run(&mut command, &["me"]).ok();
+    let me = run(command, &["me"]).ok();
     assert!(me.stdout.contains("logged in: with a personal access token\n"), "{me:?}");
     // A username on the command line beats the environment's token.
     let mut command = latchkey(server.address);
     command.env("LATCHKEY_TOKEN", &secret).env("LATCHKEY_PASSWORD", "iggy");
-    assert!(run(&mut command, &["me", "-u", "iggy"]).ok().stdout.contains("username:  iggy\n"));
+    assert!(run(command, &["me", "-u", "iggy"]).ok().stdout.contains("username:  iggy\n"));
 }
 
 #[test]
@@ -486,16 +486,16 @@ fn a_server_refusal_exits_1_with_code_name_and_message() {
 #[test]
 fn a_bad_password_exits_5_without_echoing_it() {
     let (_home, server) = start();
-    let mut command = latchkey(server.address);
-    let refused = run(&mut command, &["me", "-u", "iggy", "--password", "not-the-password"]).exit(5);
+    let command = latchkey(server.address);
+    let refused = run(command, &["me", "-u", "iggy", "--password", "not-the-password"]).exit(5);
     assert_eq!(refused.stderr, "latchkey: login failed: error 42 InvalidCredentials: invalid credentials\n");
     assert!(!refused.output().contains("not-the-password"));
     let mut command = latchkey(server.address);
     command.env("LATCHKEY_USERNAME", "nobody").env("LATCHKEY_PASSWORD", "wrong");
-    run(&mut command, &["token", "list"]).exit(5);
+    run(command, &["token", "list"]).exit(5);
     // A password too short to be anyone's is refused before any lookup (44).
-    let mut command = latchkey(server.address);
-    let refused = run(&mut command, &["me", "-u", "iggy", "--password", "x"]).exit(5);
+    let command = latchkey(server.address);
+    let refused = run(command, &["me", "-u", "iggy", "--password", "x"]).exit(5);
     assert!(refused.stderr.contains("error 44 InvalidPassword"), "{refused:?}");
     with_token(&server, "lk_not_a_real_token", &["me"]).exit(5);
 }
@@ -504,31 +504,36 @@ fn a_bad_password_exits_5_without_echoing_it() {
 fn no_server_listening_exits_4() {
     // A port that was free a moment ago and has no listener now.
     let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let ping = run(&mut latchkey(address), &["ping"]).exit(4);
+    let ping = run(latchkey(address), &["ping"]).exit(4);
     assert!(ping.stderr.starts_with(&format!("latchkey: {address}: connection failed: ")), "{ping:?}");
     let mut command = latchkey(address);
     command.env("LATCHKEY_USERNAME", "iggy").env("LATCHKEY_PASSWORD", "iggy");
-    run(&mut command, &["token", "list"]).exit(4);
-    run(&mut latchkey(address), &["me", "--token", "lk_x"]).exit(4);
+    run(command, &["token", "list"]).exit(4);
+    run(latchkey(address), &["me", "--token", "lk_x"]).exit(4);
 }
 
 #[test]
 fn configuration_errors_exit_2_before_connecting() {
     // Nothing listens here; a usage error must be found without trying.
     let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let no_credentials = run(&mut latchkey(address), &["me"]).exit(2);
+    let no_credentials = run(latchkey(address), &["me"]).exit(2);
     assert!(no_credentials.stderr.contains("no credentials"), "{no_credentials:?}");
     let mut command = latchkey(address);
     command.env("LATCHKEY_USERNAME", "iggy");
-    let no_terminal = run(&mut command, &["me"]).exit(2);
+    let no_terminal = run(command, &["me"]).exit(2);
     assert!(no_terminal.stderr.contains("standard input is not a terminal"), "{no_terminal:?}");
+    // Usage is checked before credentials: no prompt for a command that cannot run.
+    let mut command = latchkey(address);
+    command.env("LATCHKEY_USERNAME", "iggy");
+    let without_yes = run(command, &["token", "delete-all"]).exit(2);
+    assert!(without_yes.stderr.contains("add --yes"), "{without_yes:?}");
     let mut command = latchkey(address);
     command.env("LATCHKEY_USERNAME", "iggy").env("LATCHKEY_PASSWORD", "iggy");
-    let bad_expiry = run(&mut command, &["token", "create", "x", "--expires", "soon"]).exit(2);
+    let bad_expiry = run(command, &["token", "create", "x", "--expires", "soon"]).exit(2);
     assert!(bad_expiry.stderr.contains("--expires"), "{bad_expiry:?}");
-    run(&mut latchkey(address), &["token", "create", "x", "--token", "lk_x", "--expires", "0s"]).exit(2);
-    run(&mut latchkey(address), &["token"]).exit(2);
-    run(&mut latchkey(address), &["no-such-command"]).exit(2);
-    let help = run(&mut latchkey(address), &["--help"]).ok();
+    run(latchkey(address), &["token", "create", "x", "--token", "lk_x", "--expires", "0s"]).exit(2);
+    run(latchkey(address), &["token"]).exit(2);
+    run(latchkey(address), &["no-such-command"]).exit(2);
+    let help = run(latchkey(address), &["--help"]).ok();
     assert!(help.stdout.contains("Exit codes:") && help.stdout.contains("LATCHKEY_TOKEN"), "{help:?}");
 }
