@@ -514,8 +514,8 @@ impl WireDecode for TokenPage {
         let count = reader.u32()?;
         let next_after_id = reader.u64()?;
         let mut offset = reader.consumed();
-        // Each entry is at least 57 bytes: never reserve for more than fit.
-        let mut tokens = Vec::with_capacity((count as usize).min(src.len() / 57));
+        // Each entry is at least 48 bytes: never reserve for more than fit.
+        let mut tokens = Vec::with_capacity((count as usize).min(src.len() / 48));
         for _ in 0..count {
             let (token, used) = TokenDetails::decode(&src[offset..])?;
             tokens.push(token);

@@ -130,6 +130,8 @@ impl WireEncode for ReplyBody {
 /// What a command needs from a session that logged in with a token.
 #[derive(Clone, Copy)]
 enum Need {
+    /// Only a session that still stands.
+    Session,
     /// A built-in scope.
     Scope(&'static str),
     /// `tokens:write`, and the policy must let token sessions manage tokens.
@@ -153,7 +155,10 @@ pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> R
             address: session.peer.to_string(),
             consumer_groups: Vec::new(),
         })),
-        Request::GetClusterMetadata => Ok(ReplyBody::Cluster(cluster_metadata(shard))),
+        Request::GetClusterMetadata => {
+            allowed(session, shard, Need::Session)?;
+            Ok(ReplyBody::Cluster(cluster_metadata(shard)))
+        }
         Request::GetPersonalAccessTokens => {
             let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
             let entries = shard.read(|replica| {
@@ -245,6 +250,7 @@ fn allowed(session: &mut Session, shard: &Shard, need: Need) -> Result<u32, Erro
         return Err(ErrorCode::Unauthenticated);
     }
     let needed = match need {
+        Need::Session => return Ok(user_id),
         Need::Scope(needed) => needed,
         Need::Manage => scope::TOKENS_WRITE,
     };
@@ -410,6 +416,8 @@ async fn create_extended(
     session: &mut Session,
     shard: &Shard,
 ) -> Result<ReplyBody, ErrorCode> {
+    // The session and its rights first, as for every command; then the body.
+    allowed(session, shard, Need::Manage)?;
     check_description(&create.description)?;
     if create.scopes.len() > TOKEN_SCOPES_MAX {
         return Err(ErrorCode::InvalidScope);
@@ -504,6 +512,7 @@ async fn update_token(
     session: &mut Session,
     shard: &Shard,
 ) -> Result<ReplyBody, ErrorCode> {
+    allowed(session, shard, Need::Manage)?;
     if let Some(name) = &update.name {
         check_name(name)?;
     }
@@ -524,7 +533,8 @@ async fn rotate_token(
     let user_id = allowed(session, shard, Need::Manage)?;
     let expiry_us = shard.shared.policy.load().rotate_lifetime(rotate.expiry_us)?;
     let (raw, new_hash) = mint(shard)?;
-    let change = Change::Rotate { user_id, token: rotate.token, new_hash, expiry_us };
+    let max_lifetime_us = shard.shared.policy.load().max_lifetime_us;
+    let change = Change::Rotate { user_id, token: rotate.token, new_hash, expiry_us, max_lifetime_us };
     let peer = session.peer;
     match shard.shared.writer.submit(change).await {
         Ok(Outcome::Rotated(record)) => {

@@ -144,14 +144,28 @@ impl Shard {
     }
 
     /// Sends the gathered last uses to the writer.
+    ///
+    /// The entries stay in the local map until the writer has applied them,
+    /// so a list in between never reports an older last use; afterwards the
+    /// ones not superseded meanwhile are dropped.
     async fn flush_last_used(&self) {
         let uses: Vec<_> =
-            self.last_used.borrow_mut().drain().map(|(id, (hash, used))| (id, hash, used)).collect();
+            self.last_used.borrow().iter().map(|(id, (hash, used))| (*id, *hash, *used)).collect();
         if uses.is_empty() {
             return;
         }
-        if let Err(code) = self.shared.writer.submit(Change::Touch(uses)).await {
-            tracing::warn!(shard = self.id, code = code.code(), "could not record last token uses");
+        match self.shared.writer.submit(Change::Touch(uses.clone())).await {
+            Ok(_) => {
+                let mut pending = self.last_used.borrow_mut();
+                for (id, _, used) in &uses {
+                    if pending.get(id).is_some_and(|(_, now)| now.at_us == used.at_us) {
+                        pending.remove(id);
+                    }
+                }
+            }
+            Err(code) => {
+                tracing::warn!(shard = self.id, code = code.code(), "could not record last token uses")
+            }
         }
     }
 }

@@ -62,6 +62,9 @@ pub enum Change {
         token: TokenSelector,
         new_hash: TokenHash,
         expiry_us: u64,
+        /// The policy's maximum lifetime, which a kept expiry must meet too
+        /// (the policy may have tightened since the token was made).
+        max_lifetime_us: Option<u64>,
     },
     RevokeAll {
         user_id: u32,
@@ -348,17 +351,32 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                     }
                     None => entry.extras.clone(),
                 };
-                push(&mut self.state, Mutation::Update { id, hash, name: new_name, extras });
+                // Nothing to change: answered, but nothing written.
+                if new_name != entry.name || extras != entry.extras {
+                    push(&mut self.state, Mutation::Update { id, hash, name: new_name, extras });
+                }
                 Ok(Outcome::Updated { id })
             }
-            Change::Rotate { user_id, token, new_hash, expiry_us } => {
+            Change::Rotate { user_id, token, new_hash, expiry_us, max_lifetime_us } => {
                 let (hash, id) = self.find(*user_id, token)?;
                 let entry = self.state.by_hash(&hash).expect("found above");
                 if entry.revoked_at_us.is_some() {
                     return Err(ErrorCode::PersonalAccessTokenRevoked);
                 }
                 let expiry_at_us = match *expiry_us {
-                    0 => entry.expiry_at_us,
+                    0 => {
+                        // Keeping an expiry that has passed would issue a dead secret.
+                        if entry.is_expired(commit_at_us) {
+                            return Err(ErrorCode::PersonalAccessTokenExpired);
+                        }
+                        let left_us = entry.expiry_at_us.map(|at| at.get() - commit_at_us);
+                        if let Some(max) = max_lifetime_us
+                            && left_us.is_none_or(|left| left > *max)
+                        {
+                            return Err(ErrorCode::LifetimeNotAllowed);
+                        }
+                        entry.expiry_at_us
+                    }
                     lifetime => expiry_at(commit_at_us, lifetime)?,
                 };
                 self.check_fresh(new_hash)?;
