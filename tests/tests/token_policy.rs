@@ -231,6 +231,10 @@ async fn a_token_session_may_do_only_what_its_scopes_cover() {
     for (code, got) in refused {
         assert_eq!(got, INSUFFICIENT_SCOPE, "command {code} with tokens:read");
     }
+    // The session's rights are checked before the body.
+    let malformed = session.create_token(&NewToken::named("x").with_scope("not a scope")).await;
+    assert_eq!(status(malformed), INSUFFICIENT_SCOPE);
+    assert_eq!(status(session.update_token(me.id, Some("x"), None).await), INSUFFICIENT_SCOPE);
 
     // me:read: GetMe only.
     let mut session = with_token(server.address, &me.token).await;
@@ -593,7 +597,15 @@ fn reload(server: &TestServer, home: &DataHome, config: &str) {
     assert_eq!(sent, 0, "SIGHUP");
 }
 
-const TOKEN_SESSIONS_READ_ONLY: &str = "[personal_access_token]\ntoken_sessions_manage_tokens = false\n\n";
+/// A stricter token policy: lifetimes capped, token sessions read-only.
+const STRICT_POLICY: &str = "[personal_access_token]\nmax_lifetime = \"1 h\"\ndefault_lifetime = \"30 m\"\n\
+                             token_sessions_manage_tokens = false\n\n";
+
+/// Waits until the server has logged one more successful reload than
+/// `before`; it logs once the users and the policy are both in place.
+fn wait_for_reload(server: &TestServer, before: usize) {
+    wait_for_logs(server, |logs| logs.matches("configuration reloaded").count() > before);
+}
 
 #[tokio::test]
 async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the_new_one_is_broken() {
@@ -613,11 +625,12 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     let mut root = root(server.address).await;
     let roots = create(&mut root, NewToken::named("roots")).await;
     let mut root_token = with_token(server.address, &roots.token).await;
+    create(&mut root, NewToken::named("forever").with_expiry(Expiry::Never)).await;
     assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
 
-    // Alice made inactive, and token sessions no longer manage tokens.
+    // Alice made inactive, lifetimes capped, token sessions read-only.
     let inactive = [
-        TOKEN_SESSIONS_READ_ONLY.to_owned(),
+        STRICT_POLICY.to_owned(),
         alice.entry(false, &[]),
         bob.entry(true, &[]),
         broker.entry(true, &["authorize"]),
@@ -628,6 +641,7 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     while alice.login_status(server.address).await != USER_INACTIVE {
         poll.pause().await;
     }
+    wait_for_reload(&server, 0);
     assert_eq!(login_status(server.address, &alices.token).await, USER_INACTIVE);
     let answer = broker_session.authorize(&alices.token, "", None).await.unwrap();
     assert_eq!((answer.decision, answer.user_id, answer.token_id), (Decision::InactiveUser, 1, alices.id));
@@ -640,12 +654,19 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     assert_eq!(login_status(server.address, &bobs.token).await, OK);
     let refused = root_token.create_token(&NewToken::named("from-token")).await;
     assert_eq!(status(refused), MANAGEMENT_NOT_ALLOWED);
-    wait_for_logs(&server, |logs| logs.contains("configuration reloaded"));
+    // The lifetime cap applies to new tokens and to a kept expiry alike.
+    let never = root.create_token(&NewToken::named("never").with_expiry(Expiry::Never)).await;
+    assert_eq!(status(never), LIFETIME_NOT_ALLOWED);
+    assert_eq!(status(root.rotate_token("forever", RotateExpiry::Keep).await), LIFETIME_NOT_ALLOWED);
+    let capped = root.rotate_token("forever", RotateExpiry::After(Duration::from_secs(600))).await.unwrap();
+    assert_ne!(capped.expires_at_us, 0);
+    let defaulted = create(&mut root, NewToken::named("defaulted")).await;
+    assert_eq!(defaulted.expires_at_us - defaulted.created_at_us, HALF_HOUR_US);
 
     // A file that does not parse, then one that does not validate: nothing
     // changes, the error is logged, the server goes on serving.
     let unknown_permission = [
-        TOKEN_SESSIONS_READ_ONLY.to_owned(),
+        STRICT_POLICY.to_owned(),
         alice.entry(false, &[]),
         bob.entry(true, &[]),
         broker.entry(true, &["admin"]),
@@ -661,9 +682,12 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
             status(root_token.create_token(&NewToken::named("from-token")).await),
             MANAGEMENT_NOT_ALLOWED
         );
+        let never = root.create_token(&NewToken::named("never").with_expiry(Expiry::Never)).await;
+        assert_eq!(status(never), LIFETIME_NOT_ALLOWED);
         assert_eq!(bob.login(server.address).await.get_me().await.unwrap().user_id, 2);
         connect(server.address).await.ping().await.unwrap();
     }
+    assert_eq!(server.logs().matches("configuration reloaded").count(), 1);
 
     // Alice back, bob gone, the default policy: each takes effect.
     let changed = [alice.entry(true, &[]), broker.entry(true, &["authorize"])].concat();
@@ -672,6 +696,7 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     while alice.login_status(server.address).await != OK {
         poll.pause().await;
     }
+    wait_for_reload(&server, 1);
     assert_eq!(login_status(server.address, &alices.token).await, OK);
     assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
     assert_eq!(bob.login_status(server.address).await, INVALID_CREDENTIALS);
@@ -679,4 +704,5 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     assert_eq!(decision(&mut broker_session, &bobs.token, "", None).await, Decision::Unknown);
     assert_eq!(status(bob_password.get_me().await), UNAUTHENTICATED);
     create(&mut root_token, NewToken::named("from-token")).await;
+    create(&mut root, NewToken::named("never").with_expiry(Expiry::Never)).await;
 }
