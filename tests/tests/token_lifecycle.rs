@@ -580,9 +580,27 @@ async fn a_token_session_ends_on_rotate_and_revoke_but_not_on_delete() {
     assert_eq!(on_deleted.get_me().await.unwrap().user_id, 0);
     assert_eq!(status(on_deleted.list_tokens(StatusFilter::All, 0, 0).await), INSUFFICIENT_SCOPE);
     assert_eq!(on_deleted.get_me().await.unwrap().user_id, 0);
-    // Other sessions and the password session are unaffected.
+    // Other sessions and the password session are unaffected; so is a
+    // session whose token is only renamed or described.
+    root.update_token(untouched.id, Some("renamed"), Some("same secret")).await.unwrap();
     assert_eq!(on_untouched.get_me().await.unwrap().user_id, 0);
     assert_eq!(root.get_me().await.unwrap().user_id, 0);
+
+    // A token session that rotates its own token gets the new secret, then
+    // its session is over; the same for revoke-all, which includes its own.
+    let own = on_untouched.rotate_token(untouched.id, RotateExpiry::Keep).await.unwrap();
+    assert_eq!(status(on_untouched.get_me().await), UNAUTHENTICATED);
+    assert_eq!(on_untouched.login_with_personal_access_token(&own.token).await.unwrap(), 0);
+    let active = root.list_all_tokens(StatusFilter::Active).await.unwrap().len() as u32;
+    assert_eq!(on_untouched.revoke_all_tokens().await.unwrap(), active);
+    assert_eq!(status(on_untouched.get_me().await), UNAUTHENTICATED);
+    assert_eq!(status(on_rotated.get_me().await), UNAUTHENTICATED);
+    // Delete-all leaves the deleting session open, as a delete does.
+    let last = create(&mut root, NewToken::named("last")).await;
+    let mut on_last = with_token(server.address, &last.token).await;
+    assert_eq!(on_last.delete_all_tokens().await.unwrap(), 4, "rotated, revoked, renamed, last");
+    assert_eq!(on_last.get_me().await.unwrap().user_id, 0);
+    assert!(all_tokens(&mut on_last).await.is_empty());
 }
 
 #[tokio::test]
