@@ -81,6 +81,20 @@ pub struct TcpConfig {
     /// a client that pipelines without reading meets TCP backpressure
     /// instead of an ever-growing reply buffer.
     pub max_requests_in_flight: usize,
+    /// `[tcp.tls]`: TLS on this listener.
+    pub tls: TcpTlsConfig,
+}
+
+/// `[tcp.tls]` (Iggy's section name and keys). When enabled, the listener's
+/// address speaks TLS only; both framings work inside it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpTlsConfig {
+    pub enabled: bool,
+    /// PEM certificate chain, end-entity certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the end-entity certificate.
+    pub key_file: Option<PathBuf>,
 }
 
 impl TcpConfig {
@@ -224,6 +238,7 @@ impl Default for TcpConfig {
             login_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_requests_in_flight: 64,
+            tls: TcpTlsConfig::default(),
         }
     }
 }
@@ -356,6 +371,11 @@ fn path(value: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(value))
 }
 
+/// An optional path; an empty value unsets it.
+fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(value.trim()).filter(|value| !value.is_empty()).map(PathBuf::from))
+}
+
 /// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
 const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_SYSTEM_PATH", system.path, path),
@@ -373,6 +393,9 @@ const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_TCP_LOGIN_TIMEOUT", tcp.login_timeout, parse_duration),
     env_key!("LATCHKEY_TCP_IDLE_TIMEOUT", tcp.idle_timeout, parse_duration),
     env_key!("LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT", tcp.max_requests_in_flight, parse),
+    env_key!("LATCHKEY_TCP_TLS_ENABLED", tcp.tls.enabled, parse),
+    env_key!("LATCHKEY_TCP_TLS_CERT_FILE", tcp.tls.cert_file, optional_path),
+    env_key!("LATCHKEY_TCP_TLS_KEY_FILE", tcp.tls.key_file, optional_path),
     env_key!("LATCHKEY_LOGIN_THROTTLE_ENABLED", login_throttle.enabled, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", login_throttle.per_address_burst, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", login_throttle.per_address_per_minute, parse),
@@ -498,6 +521,13 @@ impl Config {
         if self.system.password_queue == 0 {
             return invalid("system.password_queue", "must be at least 1");
         }
+        let tls = &self.tcp.tls;
+        if tls.enabled && tls.cert_file.is_none() {
+            return invalid("tcp.tls.cert_file", "must be set when [tcp.tls] enabled = true");
+        }
+        if tls.enabled && tls.key_file.is_none() {
+            return invalid("tcp.tls.key_file", "must be set when [tcp.tls] enabled = true");
+        }
         if self.tcp.address.parse::<std::net::SocketAddr>().is_err() {
             return invalid("tcp.address", "must be IP:PORT, e.g. 127.0.0.1:8090");
         }
@@ -561,6 +591,40 @@ mod tests {
             .apply_env(|key| (key == "LATCHKEY_TCP_FRAMING").then(|| "tls".to_owned()))
             .unwrap_err();
         assert!(error.to_string().contains("LATCHKEY_TCP_FRAMING"), "{error}");
+    }
+
+    #[test]
+    fn tls_parses_from_the_file_and_the_environment_and_needs_both_files() {
+        assert!(!Config::default().tcp.tls.enabled);
+        let config = Config::from_toml(
+            "[tcp.tls]\nenabled = true\ncert_file = \"certs/cert.pem\"\nkey_file = \"certs/key.pem\"\n",
+        )
+        .unwrap();
+        let expected = TcpTlsConfig {
+            enabled: true,
+            cert_file: Some(PathBuf::from("certs/cert.pem")),
+            key_file: Some(PathBuf::from("certs/key.pem")),
+        };
+        assert_eq!(config.tcp.tls, expected);
+        config.validate().unwrap();
+
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("LATCHKEY_TCP_TLS_ENABLED", "true"),
+            ("LATCHKEY_TCP_TLS_CERT_FILE", "certs/cert.pem"),
+            ("LATCHKEY_TCP_TLS_KEY_FILE", "certs/key.pem"),
+        ]);
+        let mut config = Config::default();
+        config.apply_env(|key| env.get(key).map(|v| v.to_string())).unwrap();
+        assert_eq!(config.tcp.tls, expected);
+
+        // An empty value unsets a file; enabled without both files is refused.
+        config.apply_env(|key| (key == "LATCHKEY_TCP_TLS_KEY_FILE").then(String::new)).unwrap();
+        assert_eq!(config.tcp.tls.key_file, None);
+        let error = config.validate().unwrap_err();
+        assert!(error.to_string().contains("tcp.tls.key_file"), "{error}");
+        let error = Config::from_toml("[tcp.tls]\nenabled = true\n").unwrap().validate().unwrap_err();
+        assert!(error.to_string().contains("tcp.tls.cert_file"), "{error}");
+        assert!(Config::from_toml("[tcp.tls]\nself_signed = true\n").is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use latchkey_protocol::{ErrorCode, Request};
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -37,6 +37,17 @@ use tokio::time::{Instant, Sleep};
 use crate::config::Framing;
 use crate::dispatch::{self, Session};
 use crate::shard::Shard;
+
+/// A byte stream a connection speaks over: a `TcpStream`, or a TLS stream
+/// over one. The loops are generic over it, so each is compiled once per
+/// transport and the plain path pays nothing for TLS existing.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for S {}
+
+/// How long closing a TLS connection waits to send its close_notify alert
+/// (only a peer that stopped reading makes it wait at all).
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Initial read buffer; grows only for a frame larger than this.
 pub(crate) const READ_BUFFER_BYTES: usize = 4096;
@@ -56,26 +67,52 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
     let client_id = shard.shared.client_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(client_id, peer);
     tracing::debug!(%peer, shard = shard.id, client_id, "connection opened");
-    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
     // The login timeout runs from here, so a silent client cannot hold a
-    // connection by never sending its first bytes.
+    // connection by never sending its first bytes, nor by never finishing
+    // its TLS handshake.
     let mut waiting = Waiting::new(shard);
-    let framing = match shard.shared.framing {
-        Framing::Auto => detect(&mut stream, &mut input, &mut waiting).await,
-        forced => Ok(Some(forced)),
-    };
-    let result = match framing {
-        Ok(Some(Framing::Vsr)) => {
-            tracing::debug!(%peer, client_id, "0.11 framing");
-            crate::vsr::run(stream, input, &mut session, shard, waiting).await
-        }
-        Ok(Some(_)) => run(stream, input, &mut session, shard, waiting).await,
-        Ok(None) => Ok(()),
-        Err(reason) => Err(reason),
+    let result = match &shard.shared.tls {
+        // Each arm is its own monomorphised copy of the loops: the plain
+        // path reads and writes the TcpStream directly, with no indirection.
+        None => converse(&mut stream, &mut session, shard, waiting).await,
+        Some(acceptor) => match waiting.bounded(acceptor.accept(stream)).await {
+            Ok(Some(Ok(mut stream))) => {
+                let result = converse(&mut stream, &mut session, shard, waiting).await;
+                // Best effort: tell the client the close is deliberate, not a truncation.
+                let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.shutdown()).await;
+                result
+            }
+            Ok(Some(Err(error))) => Err(format!("TLS handshake failed: {error}")),
+            Ok(None) => Ok(()),
+            Err(reason) => Err(format!("{reason} during the TLS handshake")),
+        },
     };
     match result {
         Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
         Err(reason) => tracing::debug!(%peer, client_id, %reason, "connection closed"),
+    }
+}
+
+/// Detects the framing (unless forced) and runs its loop, over plain TCP or
+/// TLS alike.
+async fn converse<S: Transport>(
+    stream: &mut S,
+    session: &mut Session,
+    shard: &Shard,
+    mut waiting: Waiting,
+) -> Result<(), String> {
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let framing = match shard.shared.framing {
+        Framing::Auto => detect(stream, &mut input, &mut waiting).await,
+        forced => Ok(Some(forced)),
+    };
+    match framing? {
+        Some(Framing::Vsr) => {
+            tracing::debug!(peer = %session.peer(), "0.11 framing");
+            crate::vsr::run(stream, input, session, shard, waiting).await
+        }
+        Some(_) => run(stream, input, session, shard, waiting).await,
+        None => Ok(()),
     }
 }
 
@@ -86,8 +123,8 @@ fn classify(prefix: [u8; FRAMING_PREFIX_BYTES]) -> Framing {
 
 /// Reads until the first [`FRAMING_PREFIX_BYTES`] bytes are in `input` and
 /// classifies them. `Ok(None)`: the peer left (or shutdown began) first.
-async fn detect(
-    stream: &mut TcpStream,
+async fn detect<S: Transport>(
+    stream: &mut S,
     input: &mut BytesMut,
     waiting: &mut Waiting,
 ) -> Result<Option<Framing>, String> {
@@ -102,8 +139,8 @@ async fn detect(
 }
 
 /// The legacy loop. `input` may already hold the bytes detection read.
-async fn run(
-    mut stream: TcpStream,
+async fn run<S: Transport>(
+    stream: &mut S,
     mut input: BytesMut,
     session: &mut Session,
     shard: &Shard,
@@ -120,7 +157,7 @@ async fn run(
                 Ok(None) => break,
                 Err(error) => {
                     // Answer what came before the bad frame, then close.
-                    let _ = stream.write_all(&output).await;
+                    let _ = write_burst(stream, &mut output).await;
                     return Err(error.to_string());
                 }
             };
@@ -128,9 +165,7 @@ async fn run(
             answered += 1;
         }
         let more_buffered = answered == in_flight_max;
-        if !waiting
-            .next_burst(&mut stream, &mut output, &mut input, more_buffered, session.is_logged_in())
-            .await?
+        if !waiting.next_burst(stream, &mut output, &mut input, more_buffered, session.is_logged_in()).await?
         {
             return Ok(());
         }
@@ -170,18 +205,15 @@ impl Waiting {
     /// Ends a burst, for both framings' loops: writes the replies in
     /// `output` (one syscall), then, unless `more_buffered` (the in-flight
     /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
-    pub(crate) async fn next_burst(
+    pub(crate) async fn next_burst<S: Transport>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         output: &mut BytesMut,
         input: &mut BytesMut,
         more_buffered: bool,
         logged_in: bool,
     ) -> Result<bool, String> {
-        if !output.is_empty() {
-            stream.write_all(output).await.map_err(|e| format!("write failed: {e}"))?;
-            output.clear();
-        }
+        write_burst(stream, output).await.map_err(|e| format!("write failed: {e}"))?;
         if more_buffered {
             // Answer what is already buffered before reading again.
             return Ok(true);
@@ -191,9 +223,9 @@ impl Waiting {
 
     /// Reads more input. `Ok(false)`: a clean end (the peer closed between
     /// frames, or shutdown began); `Err`: why the connection must close.
-    pub(crate) async fn read_more(
+    pub(crate) async fn read_more<S: Transport>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         input: &mut BytesMut,
         logged_in: bool,
     ) -> Result<bool, String> {
@@ -209,6 +241,21 @@ impl Waiting {
                 Err(error) => Err(format!("read failed: {error}")),
             },
             _ = self.shutdown.changed() => Ok(false),
+            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
+        }
+    }
+
+    /// Runs `step` (the TLS handshake) bounded as a read before login is:
+    /// by shutdown and the login timeout. `Ok(None)`: shutdown began first;
+    /// `Err`: the timeout passed (dropping `step` closes its socket).
+    pub(crate) async fn bounded<T>(&mut self, step: impl Future<Output = T>) -> Result<Option<T>, String> {
+        if *self.shutdown.borrow() {
+            return Ok(None);
+        }
+        self.rearm(false);
+        tokio::select! {
+            output = step => Ok(Some(output)),
+            _ = self.shutdown.changed() => Ok(None),
             reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
         }
     }
@@ -236,6 +283,18 @@ impl Waiting {
         }
         self.deadline = deadline;
     }
+}
+
+/// Writes a burst of replies and clears `output`: one `write` on plain TCP;
+/// on TLS, records sealed into rustls's buffer and sent by the flush (one
+/// vectored write). Flushing a TcpStream is a no-op.
+pub(crate) async fn write_burst<S: Transport>(stream: &mut S, output: &mut BytesMut) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(output).await?;
+    output.clear();
+    stream.flush().await
 }
 
 /// Resolves once the real deadline has passed (re-arming the timer if it

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod server;
 pub mod shard;
 pub mod throttle;
+pub mod tls;
 pub mod users;
 pub mod vsr;
 pub mod writer;

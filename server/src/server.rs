@@ -68,6 +68,8 @@ pub enum StartError {
     RootCredentials(String),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
 }
@@ -76,6 +78,9 @@ pub enum StartError {
 pub fn run(options: Options) -> Result<(), StartError> {
     let config = &options.config;
     raise_open_files_limit(config.tcp.max_connections);
+    // First, so a bad certificate or key stops the server before it touches
+    // the data directory.
+    let tls = crate::tls::acceptor(&config.tcp.tls)?;
     let data_dir = DataDir::open(&config.system.path)?;
     let token_key = data_dir.server_key()?;
     let root = root_credentials(&data_dir, &options)?;
@@ -142,6 +147,7 @@ pub fn run(options: Options) -> Result<(), StartError> {
         max_frame_size: config.tcp.max_frame_size,
         vsr_size_max: config.tcp.vsr_size_max(),
         framing: config.tcp.framing,
+        tls,
         local_addr,
         client_ids: AtomicU32::new(1),
         vsr_sessions: AtomicU64::new(1),
@@ -173,6 +179,7 @@ pub fn run(options: Options) -> Result<(), StartError> {
         address = %local_addr,
         shards = shards.len(),
         framing = %config.tcp.framing,
+        tls = config.tcp.tls.enabled,
         "Latchkey listening on {local_addr}"
     );
     let mut refused = RefusalLog::default();

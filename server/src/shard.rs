@@ -44,6 +44,8 @@ pub struct Shared {
     pub vsr_size_max: u32,
     /// The framing this listener speaks, or `Auto` to decide per connection.
     pub framing: Framing,
+    /// `Some` when `[tcp.tls]` is on: every connection handshakes first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub local_addr: SocketAddr,
     /// Source of GetMe client ids.
     pub client_ids: AtomicU32,

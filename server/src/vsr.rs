@@ -38,11 +38,9 @@ use latchkey_protocol::vsr::{
     encode_reply, operation,
 };
 use latchkey_protocol::{ErrorCode, Request, codes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
-use crate::connection::{READ_BUFFER_BYTES, Waiting};
+use crate::connection::{READ_BUFFER_BYTES, Transport, Waiting, write_burst};
 use crate::dispatch::{self, ReplyBody, Session};
 use crate::shard::Shard;
 
@@ -81,8 +79,8 @@ impl Binding {
 /// The 0.11 loop. `input` may already hold the bytes framing detection read.
 /// Same shape as the legacy loop: answer every buffered frame in order, then
 /// write all replies at once.
-pub(crate) async fn run(
-    mut stream: TcpStream,
+pub(crate) async fn run<S: Transport>(
+    stream: &mut S,
     mut input: BytesMut,
     session: &mut Session,
     shard: &Shard,
@@ -100,7 +98,7 @@ pub(crate) async fn run(
                 Ok(None) => break,
                 Err(error) => {
                     // Answer what came before the bad frame, then close.
-                    let _ = stream.write_all(&output).await;
+                    let _ = write_burst(stream, &mut output).await;
                     return Err(error.to_string());
                 }
             };
@@ -109,9 +107,7 @@ pub(crate) async fn run(
             answered += 1;
         }
         let more_buffered = answered == in_flight_max;
-        if !waiting
-            .next_burst(&mut stream, &mut output, &mut input, more_buffered, session.is_logged_in())
-            .await?
+        if !waiting.next_burst(stream, &mut output, &mut input, more_buffered, session.is_logged_in()).await?
         {
             return Ok(());
         }
