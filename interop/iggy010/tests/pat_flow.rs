@@ -616,3 +616,80 @@ async fn iggy_client_many_pat_logins() {
 async fn tcp_client_many_pat_logins() {
     within("TcpClient 300 PAT logins", many_pat_logins(Kind::TcpClient)).await;
 }
+
+// ---------------------------------------------------------------------------
+// TLS (spec §0.3): the SDK's own TLS options against `[tcp.tls]`, with a
+// self-signed certificate for localhost made here and given as the CA file.
+// ---------------------------------------------------------------------------
+
+/// A self-signed certificate for localhost and its key, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("generate certificate");
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), certified.signing_key.serialize_pem()).expect("write key");
+        Pki { dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().expect("UTF-8 temp path").to_owned()
+    }
+
+    /// The server's `[tcp.tls]` section for this certificate.
+    fn server_config(&self) -> String {
+        format!(
+            "[tcp.tls]\nenabled = true\ncert_file = {:?}\nkey_file = {:?}\n",
+            self.file("cert.pem"),
+            self.file("key.pem")
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_password_login_token_create_and_token_login() {
+    within("TLS", async {
+        let pki = Pki::new();
+        let mut server = Server::start_with_config(&pki.server_config());
+        let address = server.address();
+        let config = TcpClientConfig {
+            server_address: address.to_string(),
+            tls_enabled: true,
+            tls_domain: "localhost".to_owned(),
+            tls_ca_file: Some(pki.file("cert.pem")),
+            ..TcpClientConfig::default()
+        };
+        let client = TcpClient::create(Arc::new(config)).expect("create TcpClient");
+        client.connect().await.expect("connect over TLS");
+        let identity = client.login_user(ROOT_USERNAME, ROOT_PASSWORD).await.expect("password login over TLS");
+        assert_eq!(identity.user_id, ROOT_USER_ID);
+        let token = client
+            .create_personal_access_token("tls", PersonalAccessTokenExpiry::NeverExpire)
+            .await
+            .expect("create a token over TLS")
+            .token;
+        assert_latchkey_token(&token);
+        let identity = client.login_with_personal_access_token(&token).await.expect("token login over TLS");
+        assert_eq!(identity.user_id, ROOT_USER_ID);
+
+        // The same options spelled as a connection string, logging in with the token.
+        let by_token = IggyClient::from_connection_string(&format!(
+            "iggy://{token}@{address}?tls=true&tls_domain=localhost&tls_ca_file={}",
+            pki.file("cert.pem")
+        ))
+        .expect("TLS connection string");
+        by_token.connect().await.expect("connect over TLS with token auto-login");
+        assert_me(&by_token, ROOT_USER_ID).await;
+        assert_eq!(token_names(&by_token).await, ["tls"]);
+        assert_never_reconnected(&by_token).await;
+        by_token.shutdown().await.expect("shutdown");
+        client.shutdown().await.expect("shutdown");
+        server.assert_running();
+    })
+    .await;
+}
