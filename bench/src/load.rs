@@ -20,6 +20,8 @@ use latchkey_protocol::codec::encode_request;
 use latchkey_protocol::vsr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use crate::sys;
 
@@ -64,6 +66,12 @@ pub enum Framing {
     Vsr,
 }
 
+impl Target {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint { address: self.address, bind: self.bind, tls: self.tls.clone() }
+    }
+}
+
 /// Credentials and setup shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -75,15 +83,75 @@ pub struct Target {
     /// Local address to connect from.
     pub bind: Option<std::net::IpAddr>,
     pub framing: Framing,
+    /// Connect over TLS (`--tls-ca`): every connection handshakes first.
+    pub tls: Option<Tls>,
 }
 
-/// Connects from `bind` if given.
-async fn connect(address: SocketAddr, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
-    let Some(ip) = bind else { return TcpStream::connect(address).await };
-    let socket =
-        if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.bind(SocketAddr::new(ip, 0))?;
-    socket.connect(address).await
+/// A TLS client setup: the CA to trust and the name to ask for.
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    domain: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("domain", &self.domain).finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Trusts the PEM certificates in `ca_file` (a self-signed server
+    /// certificate itself will do) and asks for `domain`.
+    pub fn new(ca_file: &std::path::Path, domain: &str) -> std::io::Result<Tls> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(std::io::Error::other)? {
+            roots.add(cert.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let domain =
+            rustls::pki_types::ServerName::try_from(domain.to_owned()).map_err(std::io::Error::other)?;
+        Ok(Tls { connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), domain })
+    }
+}
+
+/// Where and how connections go: address, source address, TLS.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    address: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+    tls: Option<Tls>,
+}
+
+/// A connection: plain TCP, or TLS over it.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// Connects (from `bind` if given), sets TCP_NODELAY, and handshakes if TLS.
+async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
+    let stream = match endpoint.bind {
+        None => TcpStream::connect(endpoint.address).await?,
+        Some(ip) => {
+            let address = endpoint.address;
+            let socket = if address.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(address).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    match &endpoint.tls {
+        None => Ok(Either::Left(stream)),
+        Some(tls) => Ok(Either::Right(tls.connector.connect(tls.domain.clone(), stream).await?)),
+    }
 }
 
 /// One measured run.
@@ -122,8 +190,9 @@ fn frame<C: Command>(command: &C) -> Vec<u8> {
 }
 
 /// Sends one request and waits for its reply; for setup only.
-async fn call(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
+async fn call(stream: &mut Stream, request: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
     stream.write_all(request).await?;
+    stream.flush().await?;
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await?;
     let status = u32::from_le_bytes(header[..4].try_into().unwrap());
@@ -140,7 +209,7 @@ fn setup_error(what: &str, status: u32) -> std::io::Error {
 /// Logs in with the password and (re)creates the setup tokens; returns the
 /// login token. The user then holds at least 10 tokens for `list`.
 pub async fn prepare(target: &Target) -> std::io::Result<String> {
-    let mut stream = connect(target.address, target.bind).await?;
+    let mut stream = connect(&target.endpoint()).await?;
     let login = LoginUser {
         username: target.user.clone(),
         password: Secret::from(target.password.clone()),
@@ -239,21 +308,20 @@ pub fn run(
             let phase = Rc::clone(&phase);
             let bytes = burst(scenario, token, connection, depth);
             let per_burst = requests_per_burst(scenario, depth);
-            let address = target.address;
-            let bind = target.bind;
+            let endpoint = target.endpoint();
             let framing = target.framing;
             let token = token.to_owned();
             let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });
             tasks.push(tokio::task::spawn_local(async move {
                 if framing == Framing::Vsr {
-                    vsr_connection(address, bind, scenario, &token, connection, depth, &phase).await
+                    vsr_connection(&endpoint, scenario, &token, connection, depth, &phase).await
                 } else if scenario == Scenario::LoginNewconn {
-                    new_connections(address, bind, &login, &phase).await
+                    new_connections(&endpoint, &login, &phase).await
                 } else {
                     let needs_login =
                         matches!(scenario, Scenario::List | Scenario::Churn | Scenario::Authorize);
                     let login = needs_login.then_some(&login[..]);
-                    open_connection(address, bind, login, &bytes, per_burst, &phase).await
+                    open_connection(&endpoint, login, &bytes, per_burst, &phase).await
                 }
             }));
         }
@@ -290,15 +358,13 @@ pub fn run(
 
 /// Keeps one connection busy: write a burst, read its replies, repeat.
 async fn open_connection(
-    address: SocketAddr,
-    bind: Option<std::net::IpAddr>,
+    endpoint: &Endpoint,
     login: Option<&[u8]>,
     burst: &[u8],
     per_burst: usize,
     phase: &Phase,
 ) -> std::io::Result<ConnectionStats> {
-    let mut stream = connect(address, bind).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = connect(endpoint).await?;
     if let Some(login) = login {
         let (status, _) = call(&mut stream, login).await?;
         if status != 0 {
@@ -328,7 +394,7 @@ fn legacy_replies(input: &[u8]) -> (usize, usize, usize) {
 /// Keeps one connection busy until the phase ends: write a burst, parse its
 /// `per_burst` replies with `parse` as they arrive, record each one.
 async fn drive(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     burst: &[u8],
     per_burst: usize,
     phase: &Phase,
@@ -343,6 +409,7 @@ async fn drive(
             return Ok(stats);
         }
         stream.write_all(burst).await?;
+        stream.flush().await?;
         let (mut filled, mut replies) = (0usize, 0usize);
         while replies < per_burst {
             let read = stream.read(&mut input[filled..]).await?;
@@ -368,8 +435,7 @@ async fn drive(
 
 /// Connect, send one login, read its reply, close; repeat.
 async fn new_connections(
-    address: SocketAddr,
-    bind: Option<std::net::IpAddr>,
+    endpoint: &Endpoint,
     login: &[u8],
     phase: &Phase,
 ) -> std::io::Result<ConnectionStats> {
@@ -380,12 +446,15 @@ async fn new_connections(
         if started >= phase.end {
             return Ok(stats);
         }
-        let mut stream = connect(address, bind).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = connect(endpoint).await?;
         let (status, _) = call(&mut stream, login).await?;
         // Reset instead of FIN: a closing client would otherwise park one
         // ephemeral port in TIME_WAIT per iteration and run out of them.
-        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+        let tcp = match &stream {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO))?;
         drop(stream);
         let done = Instant::now();
         if done >= phase.measure_from && done < phase.end {
@@ -434,8 +503,7 @@ fn vsr_replies(input: &[u8]) -> (usize, usize, usize) {
 /// The 0.11 twin of `open_connection`: Register with the token (session
 /// from the reply), then bursts of the scenario's frames.
 async fn vsr_connection(
-    address: SocketAddr,
-    bind: Option<std::net::IpAddr>,
+    endpoint: &Endpoint,
     scenario: Scenario,
     token: &str,
     connection: usize,
@@ -459,9 +527,9 @@ async fn vsr_connection(
             context: None,
         },
     );
-    let mut stream = connect(address, bind).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = connect(endpoint).await?;
     stream.write_all(&register).await?;
+    stream.flush().await?;
     let mut header = [0u8; vsr::HEADER_BYTES];
     stream.read_exact(&mut header).await?;
     let size = u32::from_le_bytes(header[48..52].try_into().unwrap()) as usize;

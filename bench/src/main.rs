@@ -77,6 +77,13 @@ enum Command {
         /// sees honest clients apart from an attack on 127.0.0.1).
         #[arg(long)]
         bind: Option<std::net::IpAddr>,
+        /// Connect over TLS, trusting the PEM certificate(s) in this file
+        /// (the server under test only; the null server is plaintext).
+        #[arg(long, value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
+        /// Server name asked for in the TLS handshake.
+        #[arg(long, default_value = "localhost")]
+        tls_domain: String,
         /// PID of the baseline server, for its CPU use.
         #[arg(long)]
         baseline_pid: Option<u32>,
@@ -251,11 +258,14 @@ fn run(cli: Cli) -> std::io::Result<()> {
             server_pid,
             framing,
             bind,
+            tls_ca,
+            tls_domain,
             baseline_pid,
             json,
             plot,
         } => {
             let timing = Timing { warmup, duration };
+            let tls = tls_ca.map(|ca_file| load::Tls::new(&ca_file, &tls_domain)).transpose()?;
             let target = Target {
                 address: addr,
                 user: user.clone(),
@@ -263,6 +273,7 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 server_pid,
                 bind,
                 framing,
+                tls,
             };
             let base = baseline.map(|address| Target {
                 address,
@@ -270,8 +281,9 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 password: pass,
                 server_pid: baseline_pid,
                 bind,
-                // The null server speaks the legacy framing only.
+                // The null server speaks the legacy framing only, in plaintext.
                 framing: load::Framing::Legacy,
+                tls: None,
             });
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let token = runtime.block_on(load::prepare(&target))?;
