@@ -35,6 +35,8 @@
 //! [`Client::delete_all_tokens`] and [`Client::authorize`].
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod ext;
@@ -55,7 +57,9 @@ use latchkey_protocol::body::{
 use latchkey_protocol::codec::{ClientCodec, FrameError, InboundReply, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
+use tokio_util::either::Either;
 
 /// Default time allowed for one request and its reply.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -159,18 +163,73 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Log in right after connecting.
     pub login: Option<Credentials>,
+    /// Connect over TLS (a server with `[tcp.tls]` on speaks nothing else).
+    pub tls: Option<TlsConfig>,
 }
 
 impl ClientConfig {
     pub fn new(address: impl Into<String>) -> ClientConfig {
-        ClientConfig { address: address.into(), request_timeout: REQUEST_TIMEOUT_DEFAULT, login: None }
+        ClientConfig {
+            address: address.into(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            login: None,
+            tls: None,
+        }
     }
 }
+
+/// TLS options, as the Iggy SDKs' `tls_ca_file` and `tls_domain`.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), latchkey_sdk::Error> {
+/// use latchkey_sdk::{Client, ClientConfig, TlsConfig};
+/// let mut config = ClientConfig::new("127.0.0.1:8090");
+/// config.tls = Some(TlsConfig { ca_file: "certs/ca.pem".into(), domain: "localhost".into() });
+/// let mut client = Client::connect_with(config).await?;
+/// client.login_user("iggy", "iggy").await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificates to trust: the CA that signed the server's
+    /// certificate, or a self-signed server certificate itself.
+    pub ca_file: PathBuf,
+    /// The name to verify the server's certificate against (and send as SNI).
+    pub domain: String,
+}
+
+impl TlsConfig {
+    async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+        let ca_file = self.ca_file.display();
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(&self.ca_file)
+            .map_err(|error| invalid(format!("TLS CA file {ca_file}: {error}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|error| invalid(format!("TLS CA file {ca_file}: {error}")))?;
+            roots.add(cert).map_err(|error| invalid(format!("TLS CA file {ca_file}: {error}")))?;
+        }
+        let domain = ServerName::try_from(self.domain.clone())
+            .map_err(|error| invalid(format!("TLS domain {:?}: {error}", self.domain)))?;
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(std::io::Error::other)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(domain, tcp).await
+    }
+}
+
+/// The connection: plain TCP, or TLS over it.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
 /// One connection to the server. Requests are sent one at a time, each
 /// waiting for its reply (the protocol has no request ids).
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     input: BytesMut,
     codec: ClientCodec,
     request_timeout: Duration,
@@ -181,7 +240,11 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("peer", &self.stream.peer_addr().ok()).finish()
+        let tcp = match &self.stream {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        f.debug_struct("Client").field("peer", &tcp.peer_addr().ok()).finish()
     }
 }
 
@@ -189,10 +252,12 @@ impl Client {
     /// Connects with default options and no login.
     pub async fn connect(address: impl ToSocketAddrs) -> Result<Client, Error> {
         let stream = TcpStream::connect(address).await?;
-        Ok(Client::from_stream(stream, REQUEST_TIMEOUT_DEFAULT))
+        let _ = stream.set_nodelay(true);
+        Ok(Client::from_stream(Either::Left(stream), REQUEST_TIMEOUT_DEFAULT))
     }
 
-    /// Connects, then logs in if `config.login` is set.
+    /// Connects (over TLS if `config.tls` is set), then logs in if
+    /// `config.login` is set. The handshake counts against `request_timeout`.
     ///
     /// ```no_run
     /// # async fn example(token: String) -> Result<(), latchkey_sdk::Error> {
@@ -206,7 +271,14 @@ impl Client {
     /// # }
     /// ```
     pub async fn connect_with(config: ClientConfig) -> Result<Client, Error> {
-        let connect = TcpStream::connect(config.address.as_str());
+        let connect = async {
+            let tcp = TcpStream::connect(config.address.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            match &config.tls {
+                None => Ok::<_, std::io::Error>(Either::Left(tcp)),
+                Some(tls) => Ok(Either::Right(tls.handshake(tcp).await?)),
+            }
+        };
         let stream = tokio::time::timeout(config.request_timeout, connect)
             .await
             .map_err(|_| Error::Timeout(config.request_timeout))??;
@@ -223,8 +295,7 @@ impl Client {
         Ok(client)
     }
 
-    fn from_stream(stream: TcpStream, request_timeout: Duration) -> Client {
-        let _ = stream.set_nodelay(true);
+    fn from_stream(stream: Stream, request_timeout: Duration) -> Client {
         Client {
             stream,
             input: BytesMut::with_capacity(4096),
@@ -345,6 +416,7 @@ impl Client {
         let timeout = self.request_timeout;
         let result = tokio::time::timeout(timeout, async {
             self.stream.write_all(&frame).await?;
+            self.stream.flush().await?;
             loop {
                 if let Some(reply) = self.codec.decode(&mut self.input)? {
                     return Ok(reply);

@@ -22,6 +22,7 @@ use latchkey_protocol::body::{
 use latchkey_protocol::codec::{ClientCodec, encode_request};
 use latchkey_protocol::vsr::{self, ServerFrame, ServerFrameCodec, operation};
 use latchkey_protocol::{Secret, codes};
+use latchkey_sdk::{Client, ClientConfig, Credentials, Expiry, TlsConfig};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,6 +309,39 @@ async fn the_0_11_framing_runs_the_token_lifecycle_inside_tls() {
         ServerFrame::Eviction(eviction) => assert_eq!(eviction.reason, vsr::EvictionReason::InvalidToken),
         reply => panic!("a deleted token still logs in: {reply:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_latchkey_sdk_connects_over_tls_with_a_ca_file_and_a_domain() {
+    let home = DataHome::new();
+    let pki = Pki::new(&home);
+    let server = TestServer::start(&home, &pki.spec());
+    let tls = TlsConfig { ca_file: pki.cert_file.clone(), domain: "localhost".into() };
+    let config = |login: Credentials| {
+        let mut config = ClientConfig::new(server.address.to_string());
+        config.tls = Some(tls.clone());
+        config.login = Some(login);
+        config
+    };
+    let password = Credentials::UsernamePassword { username: "iggy".into(), password: "iggy".into() };
+    let mut root = Client::connect_with(config(password)).await.expect("password login over TLS");
+    let token = root.create_personal_access_token("tls-sdk", Expiry::Never).await.expect("create");
+    let mut holder = Client::connect_with(config(Credentials::PersonalAccessToken(token.clone())))
+        .await
+        .expect("token login");
+    let listed = holder.get_personal_access_tokens().await.expect("list");
+    assert_eq!(listed.iter().map(|entry| entry.name.as_str()).collect::<Vec<_>>(), ["tls-sdk"]);
+    holder.delete_personal_access_token("tls-sdk").await.expect("delete");
+    assert!(root.get_personal_access_tokens().await.expect("list").is_empty());
+
+    // The certificate names localhost and 127.0.0.1, not this name: refused.
+    let mut wrong = ClientConfig::new(server.address.to_string());
+    wrong.tls = Some(TlsConfig { domain: "example.com".into(), ..tls.clone() });
+    let error = Client::connect_with(wrong).await.expect_err("a certificate for another name was accepted");
+    assert!(matches!(error, latchkey_sdk::Error::Io(_)), "{error:?}");
+    // And a plaintext SDK client gets no reply, only a closed connection.
+    let mut plain = Client::connect(server.address).await.expect("TCP connect");
+    assert!(plain.ping().await.is_err());
 }
 
 /// What a TLS server may send a plaintext client before closing: nothing,
