@@ -479,13 +479,13 @@ impl Config {
         if tokens.default_lifetime.is_some_and(|lifetime| lifetime.is_zero()) {
             return invalid("personal_access_token.default_lifetime", "must be positive (or \"never\")");
         }
-        if let Some(max) = tokens.max_lifetime {
-            if tokens.default_lifetime.is_none_or(|lifetime| lifetime > max) {
-                return invalid(
-                    "personal_access_token.default_lifetime",
-                    "must be set and at most max_lifetime when max_lifetime is set",
-                );
-            }
+        if let Some(max) = tokens.max_lifetime
+            && tokens.default_lifetime.is_none_or(|lifetime| lifetime > max)
+        {
+            return invalid(
+                "personal_access_token.default_lifetime",
+                "must be set and at most max_lifetime when max_lifetime is set",
+            );
         }
         if tokens.last_used_flush_interval.is_zero() {
             return invalid("personal_access_token.last_used_flush_interval", "must be positive");

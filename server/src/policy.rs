@@ -82,13 +82,11 @@ pub fn parse_network(text: &str) -> Result<IpNet, ErrorCode> {
     if network.trunc() != network {
         return Err(ErrorCode::InvalidNetwork);
     }
-    if let IpNet::V6(v6) = network {
-        if let Some(v4) = v6.addr().to_ipv4_mapped() {
-            if v6.prefix_len() >= 96 {
-                return IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96)
-                    .map_err(|_| ErrorCode::InvalidNetwork);
-            }
-        }
+    if let IpNet::V6(v6) = network
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_err(|_| ErrorCode::InvalidNetwork);
     }
     Ok(network)
 }
