@@ -31,12 +31,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Framing;
 use crate::dispatch::{self, Session};
-use crate::shard::Shard;
+use crate::node::{Node, StopSignal};
 
 /// A byte stream a connection speaks over: a `TcpStream`, or a TLS stream
 /// over one. The loops are generic over it, so each is compiled once per
@@ -55,29 +54,22 @@ pub(crate) const READ_BUFFER_BYTES: usize = 4096;
 /// low word of a 0.11 header checksum.
 const FRAMING_PREFIX_BYTES: usize = 4;
 
-pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard) {
-    let mut stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "cannot register connection");
-            return;
-        }
-    };
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, node: &Node) {
     let _ = stream.set_nodelay(true);
-    let client_id = shard.shared.client_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let client_id = node.shared.client_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut session = Session::new(client_id, peer);
-    tracing::debug!(%peer, shard = shard.id, client_id, "connection opened");
+    tracing::debug!(%peer, client_id, "connection opened");
     // The login timeout runs from here, so a silent client cannot hold a
     // connection by never sending its first bytes, nor by never finishing
     // its TLS handshake.
-    let mut waiting = Waiting::new(shard);
-    let result = match &shard.shared.tls {
+    let mut waiting = Waiting::new(node);
+    let result = match &node.shared.tls {
         // Each arm is its own monomorphised copy of the loops: the plain
         // path reads and writes the TcpStream directly, with no indirection.
-        None => converse(&mut stream, &mut session, shard, waiting).await,
+        None => converse(&mut stream, &mut session, node, waiting).await,
         Some(acceptor) => match waiting.bounded(acceptor.accept(stream)).await {
             Ok(Some(Ok(mut stream))) => {
-                let result = converse(&mut stream, &mut session, shard, waiting).await;
+                let result = converse(&mut stream, &mut session, node, waiting).await;
                 // Best effort: tell the client the close is deliberate, not a truncation.
                 let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.shutdown()).await;
                 result
@@ -87,6 +79,8 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
             Err(reason) => Err(format!("{reason} during the TLS handshake")),
         },
     };
+    // Token uses this connection has not handed over yet.
+    node.hand_over_uses(session.take_uses());
     match result {
         Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
         Err(reason) => tracing::debug!(%peer, client_id, %reason, "connection closed"),
@@ -98,20 +92,20 @@ pub async fn serve(stream: std::net::TcpStream, peer: SocketAddr, shard: &Shard)
 async fn converse<S: Transport>(
     stream: &mut S,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
     mut waiting: Waiting,
 ) -> Result<(), String> {
     let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let framing = match shard.shared.framing {
+    let framing = match node.shared.framing {
         Framing::Auto => detect(stream, &mut input, &mut waiting).await,
         forced => Ok(Some(forced)),
     };
     match framing? {
         Some(Framing::Vsr) => {
             tracing::debug!(peer = %session.peer(), "0.11 framing");
-            crate::vsr::run(stream, input, session, shard, waiting).await
+            crate::vsr::run(stream, input, session, node, waiting).await
         }
-        Some(_) => run(stream, input, session, shard, waiting).await,
+        Some(_) => run(stream, input, session, node, waiting).await,
         None => Ok(()),
     }
 }
@@ -143,12 +137,12 @@ async fn run<S: Transport>(
     stream: &mut S,
     mut input: BytesMut,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
     mut waiting: Waiting,
 ) -> Result<(), String> {
-    let mut codec = ServerCodec::new(shard.shared.max_frame_size);
+    let mut codec = ServerCodec::new(node.shared.max_frame_size);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
-    let in_flight_max = shard.shared.limits.max_requests_in_flight;
+    let in_flight_max = node.shared.limits.max_requests_in_flight;
     loop {
         let mut answered = 0;
         while answered < in_flight_max {
@@ -161,7 +155,7 @@ async fn run<S: Transport>(
                     return Err(error.to_string());
                 }
             };
-            answer(inbound, session, shard, &mut output).await;
+            answer(inbound, session, node, &mut output).await;
             answered += 1;
         }
         let more_buffered = answered == in_flight_max;
@@ -175,7 +169,8 @@ async fn run<S: Transport>(
 /// Waiting for a client's next bytes, bounded by shutdown and by the login
 /// and idle timeouts. Shared by both framings' loops.
 pub(crate) struct Waiting {
-    shutdown: watch::Receiver<bool>,
+    /// This connection's own shutdown signal (no lock shared with others).
+    shutdown: StopSignal,
     timer: Pin<Box<Sleep>>,
     /// When the connection last became unauthenticated (connect or logout).
     unauthenticated_since: Instant,
@@ -188,11 +183,11 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    pub(crate) fn new(shard: &Shard) -> Waiting {
+    pub(crate) fn new(node: &Node) -> Waiting {
         let now = Instant::now();
-        let limits = shard.shared.limits;
+        let limits = node.shared.limits;
         Waiting {
-            shutdown: shard.shutdown.clone(),
+            shutdown: node.stop_signal(),
             timer: Box::pin(tokio::time::sleep_until(now)),
             unauthenticated_since: now,
             was_logged_in: false,
@@ -314,7 +309,7 @@ async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'stati
 
 /// Decodes, checks the session, runs the command and encodes its reply.
 /// Order matters (spec §1.6): body errors first, then the login check.
-async fn answer(inbound: Inbound, session: &mut Session, shard: &Shard, output: &mut BytesMut) {
+async fn answer(inbound: Inbound, session: &mut Session, node: &Node, output: &mut BytesMut) {
     let request = match inbound {
         Inbound::Request { code, payload } => Request::decode(code, &payload),
         Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
@@ -324,7 +319,7 @@ async fn answer(inbound: Inbound, session: &mut Session, shard: &Shard, output: 
         Ok(request) if !session.is_logged_in() && !request.allowed_before_login() => {
             Err(ErrorCode::Unauthenticated)
         }
-        Ok(request) => dispatch::handle(request, session, shard).await,
+        Ok(request) => dispatch::handle(request, session, node).await,
     };
     match &reply {
         Ok(body) => encode_reply(Reply::Ok(body), output),

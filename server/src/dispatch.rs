@@ -1,8 +1,8 @@
 //! What each served command does, given a decoded request and the session.
 //!
-//! Reads (token login, list, GetMe) are answered from the shard's replica.
+//! Reads (token login, list, GetMe) are answered from the node's replica.
 //! Creates and deletes go through the writer and are answered only once they
-//! are durable and applied on every shard. Audit events go to the `audit`
+//! are durable and applied on every node. Audit events go to the `audit`
 //! tracing target: user, token name and id, peer; never a secret.
 
 use std::net::SocketAddr;
@@ -23,11 +23,11 @@ use rand::TryRngCore;
 use zeroize::Zeroize;
 
 use crate::clock::now_us;
+use crate::node::{Node, Uses, merge_uses};
 use crate::policy::{
     DESCRIPTION_BYTES_MAX, LIST_PAGE_TOKENS_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, parse_network,
 };
-use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
-use crate::shard::Shard;
+use crate::registry::{LastUsed, Replica, TokenEntry, TokenExtras, TokenHash};
 use crate::throttle::Attempt;
 use crate::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
 use crate::writer::{Change, Outcome};
@@ -45,7 +45,16 @@ pub struct Session {
     /// Set when the session logged in with a token: which one, so every
     /// later command can check it still stands and what its scopes allow.
     token: Option<SessionToken>,
+    /// Token uses (logins, allowed Authorize calls) not yet handed to the
+    /// node: kept here so a busy connection shares nothing per request.
+    uses: Uses,
+    uses_handed_at_us: u64,
 }
+
+/// How often a busy connection hands its token uses over to the node (a
+/// connection's first use goes at once). What lists and GetToken report as
+/// a token's last use is never more than this behind the real one.
+pub const USES_HAND_OVER_INTERVAL_US: u64 = 1_000_000;
 
 #[derive(Debug)]
 struct SessionToken {
@@ -64,7 +73,7 @@ impl SessionToken {
 
 impl Session {
     pub fn new(client_id: u32, peer: SocketAddr) -> Session {
-        Session { client_id, peer, user_id: None, token: None }
+        Session { client_id, peer, user_id: None, token: None, uses: Uses::new(), uses_handed_at_us: 0 }
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -74,6 +83,31 @@ impl Session {
     /// The client's address, for logs.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Records a use of a token, handing this connection's uses over to the
+    /// node when the last hand-over is [`USES_HAND_OVER_INTERVAL_US`] old.
+    fn note_use(&mut self, node: &Node, id: u64, hash: TokenHash, used: LastUsed) {
+        merge_uses(&mut self.uses, [(id, (hash, used))]);
+        if used.at_us >= self.uses_handed_at_us.saturating_add(USES_HAND_OVER_INTERVAL_US) {
+            self.uses_handed_at_us = used.at_us;
+            node.hand_over_uses(self.uses.drain());
+        }
+    }
+
+    /// A token's last use as this connection sees it: its own uses not yet
+    /// handed over included, so a connection never sees its own use missing.
+    fn last_used(&self, node: &Node, replica: &Replica, id: u64) -> Option<LastUsed> {
+        let own = self.uses.get(&id).map(|(_, used)| *used);
+        match (own, node.last_used(replica, id)) {
+            (Some(own), Some(known)) => Some(if own.at_us >= known.at_us { own } else { known }),
+            (own, known) => own.or(known),
+        }
+    }
+
+    /// Uses not yet handed over (at connection close).
+    pub fn take_uses(&mut self) -> Uses {
+        std::mem::take(&mut self.uses)
     }
 
     /// Ends the login (the connection stays open), as Logout does.
@@ -139,29 +173,29 @@ enum Need {
 }
 
 /// Runs a request that passed decoding and the login check.
-pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
+pub async fn handle(request: Request, session: &mut Session, node: &Node) -> Result<ReplyBody, ErrorCode> {
     match request {
         Request::Ping => Ok(ReplyBody::Empty),
-        Request::LoginUser(login) => login_user(login, session, shard).await,
-        Request::LoginWithPersonalAccessToken(login) => login_with_token(login, session, shard),
+        Request::LoginUser(login) => login_user(login, session, node).await,
+        Request::LoginWithPersonalAccessToken(login) => login_with_token(login, session, node),
         Request::LogoutUser => {
             session.log_out();
             Ok(ReplyBody::Empty)
         }
         Request::GetMe => Ok(ReplyBody::Me(ClientDetails {
             client_id: session.client_id,
-            user_id: allowed(session, shard, Need::Scope(scope::ME_READ))?,
+            user_id: allowed(session, node, Need::Scope(scope::ME_READ))?,
             transport: TRANSPORT_TCP,
             address: session.peer.to_string(),
             consumer_groups: Vec::new(),
         })),
         Request::GetClusterMetadata => {
-            allowed(session, shard, Need::Session)?;
-            Ok(ReplyBody::Cluster(cluster_metadata(shard)))
+            allowed(session, node, Need::Session)?;
+            Ok(ReplyBody::Cluster(cluster_metadata(node)))
         }
         Request::GetPersonalAccessTokens => {
-            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
-            let entries = shard.read(|replica| {
+            let user_id = allowed(session, node, Need::Scope(scope::TOKENS_READ))?;
+            let entries = node.read(|replica| {
                 replica
                     .list_for(user_id)
                     .map(|token| PersonalAccessTokenInfo {
@@ -172,49 +206,49 @@ pub async fn handle(request: Request, session: &mut Session, shard: &Shard) -> R
             });
             Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
         }
-        Request::CreatePersonalAccessToken(create) => create_token(create, session, shard).await,
+        Request::CreatePersonalAccessToken(create) => create_token(create, session, node).await,
         Request::DeletePersonalAccessToken(delete) => {
             let change =
                 |user_id| Change::Delete { user_id, token: TokenSelector::Name(delete.name.clone()) };
-            change_token(change, "token_deleted", session, shard).await.map(|_| ReplyBody::Empty)
+            change_token(change, "token_deleted", session, node).await.map(|_| ReplyBody::Empty)
         }
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
-        Request::CreateToken(create) => create_extended(create, session, shard).await,
+        Request::CreateToken(create) => create_extended(create, session, node).await,
         Request::GetToken(get) => {
-            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
+            let user_id = allowed(session, node, Need::Scope(scope::TOKENS_READ))?;
             let now = now_us();
-            shard.read(|replica| {
+            node.read(|replica| {
                 let found = match &get.token {
                     TokenSelector::Id(id) => replica.by_user_and_id(user_id, *id),
                     TokenSelector::Name(name) => replica.by_name(user_id, name),
                 };
                 let (_, entry) = found.ok_or(ErrorCode::ResourceNotFound)?;
-                Ok(ReplyBody::Details(details(entry, shard.last_used(replica, entry.id), now)))
+                Ok(ReplyBody::Details(details(entry, session.last_used(node, replica, entry.id), now)))
             })
         }
         Request::ListTokens(list) => {
-            let user_id = allowed(session, shard, Need::Scope(scope::TOKENS_READ))?;
-            Ok(ReplyBody::Page(list_tokens(list, user_id, shard)))
+            let user_id = allowed(session, node, Need::Scope(scope::TOKENS_READ))?;
+            Ok(ReplyBody::Page(list_tokens(list, user_id, session, node)))
         }
-        Request::UpdateToken(update) => update_token(update, session, shard).await,
+        Request::UpdateToken(update) => update_token(update, session, node).await,
         Request::RevokeToken(revoke) => {
             let change = |user_id| Change::Revoke { user_id, token: revoke.token.clone() };
-            change_token(change, "token_revoked", session, shard).await.map(|_| ReplyBody::Empty)
+            change_token(change, "token_revoked", session, node).await.map(|_| ReplyBody::Empty)
         }
-        Request::RotateToken(rotate) => rotate_token(rotate, session, shard).await,
+        Request::RotateToken(rotate) => rotate_token(rotate, session, node).await,
         Request::DeleteToken(delete) => {
             let change = |user_id| Change::Delete { user_id, token: delete.token.clone() };
-            change_token(change, "token_deleted", session, shard).await.map(|_| ReplyBody::Empty)
+            change_token(change, "token_deleted", session, node).await.map(|_| ReplyBody::Empty)
         }
         Request::RevokeAllTokens => {
             let change = |user_id| Change::RevokeAll { user_id };
-            change_token(change, "tokens_revoked_all", session, shard).await
+            change_token(change, "tokens_revoked_all", session, node).await
         }
         Request::DeleteAllTokens => {
             let change = |user_id| Change::DeleteAll { user_id };
-            change_token(change, "tokens_deleted_all", session, shard).await
+            change_token(change, "tokens_deleted_all", session, node).await
         }
-        Request::Authorize(authorize) => authorize_token(authorize, session, shard),
+        Request::Authorize(authorize) => authorize_token(authorize, session, node),
     }
 }
 
@@ -230,16 +264,16 @@ fn logged_in(session: &Session) -> Result<u32, ErrorCode> {
 /// or expires leaves the session open, as in Iggy (whose clients rely on
 /// it), with the token's scopes still in force. A token session must hold
 /// the scope the command needs.
-fn allowed(session: &mut Session, shard: &Shard, need: Need) -> Result<u32, ErrorCode> {
+fn allowed(session: &mut Session, node: &Node, need: Need) -> Result<u32, ErrorCode> {
     let user_id = logged_in(session)?;
-    let users = shard.shared.users.load();
+    let users = node.shared.users.load();
     if !users.by_id(user_id).is_some_and(|user| user.active) {
         tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %session.peer);
         session.log_out();
         return Err(ErrorCode::Unauthenticated);
     }
     let Some(token) = &session.token else { return Ok(user_id) };
-    let stopped = shard.read(|replica| match replica.by_hash(&token.hash) {
+    let stopped = node.read(|replica| match replica.by_hash(&token.hash) {
         Some(entry) if entry.id == token.id => entry.revoked_at_us.is_some(),
         // Gone under this hash: rotated if the id is still there, else deleted.
         _ => replica.by_user_and_id(user_id, token.id).is_some(),
@@ -257,7 +291,7 @@ fn allowed(session: &mut Session, shard: &Shard, need: Need) -> Result<u32, Erro
     if !scope::allows(token.scopes(), needed) {
         return Err(ErrorCode::InsufficientScope);
     }
-    if matches!(need, Need::Manage) && !shard.shared.policy.load().token_sessions_manage_tokens {
+    if matches!(need, Need::Manage) && !node.shared.policy.load().token_sessions_manage_tokens {
         return Err(ErrorCode::TokenManagementNotAllowed);
     }
     Ok(user_id)
@@ -274,7 +308,7 @@ fn may_grant(session: &Session, scopes: &[Box<str>]) -> Result<(), ErrorCode> {
     if covered { Ok(()) } else { Err(ErrorCode::InsufficientScope) }
 }
 
-async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> Result<ReplyBody, ErrorCode> {
+async fn login_user(login: LoginUser, session: &mut Session, node: &Node) -> Result<ReplyBody, ErrorCode> {
     let LoginUser { username, password, .. } = login;
     // Bounds first: no lookup and no hashing for a request that cannot match.
     if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&username.len()) {
@@ -283,7 +317,7 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
     if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
         return Err(ErrorCode::InvalidPassword);
     }
-    let shared = &shard.shared;
+    let shared = &node.shared;
     let peer = session.peer;
     let attempt = Attempt::Password { address: peer.ip(), username: &username };
     if !shared.throttle.allows(attempt) {
@@ -315,10 +349,10 @@ async fn login_user(login: LoginUser, session: &mut Session, shard: &Shard) -> R
 fn login_with_token(
     login: LoginWithPersonalAccessToken,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
     let peer = session.peer;
-    let throttle = &shard.shared.throttle;
+    let throttle = &node.shared.throttle;
     let attempt = Attempt::Token { address: peer.ip() };
     if !throttle.allows(attempt) {
         tracing::warn!(target: "audit", event = "login_throttled", method = "token", %peer);
@@ -336,10 +370,10 @@ fn login_with_token(
     if token::validate(&login.token).is_err() {
         return fail("malformed", ErrorCode::ResourceNotFound);
     }
-    let hash = blake3::keyed_hash(&shard.shared.token_key, login.token.as_bytes());
+    let hash = blake3::keyed_hash(&node.shared.token_key, login.token.as_bytes());
     let now = now_us();
     let hash = *hash.as_bytes();
-    let found = shard.read(|replica| {
+    let found = node.read(|replica| {
         replica.by_hash(&hash).map(|token| {
             let status = (token.revoked_at_us.is_some(), token.is_expired(now), token.admits(peer.ip()));
             (token.id, token.user_id, token.name.clone(), token.extras.clone(), status)
@@ -348,7 +382,7 @@ fn login_with_token(
     let Some((token_id, user_id, name, extras, (revoked, expired, admitted))) = found else {
         return fail("unknown", ErrorCode::ResourceNotFound);
     };
-    let users = shard.shared.users.load();
+    let users = node.shared.users.load();
     let Some(owner) = users.by_id(user_id) else {
         return fail("owner_removed", ErrorCode::ResourceNotFound);
     };
@@ -367,13 +401,13 @@ fn login_with_token(
     }
     session.user_id = Some(user_id);
     session.token = Some(SessionToken { id: token_id, hash, extras });
-    shard.note_use(token_id, hash, LastUsed { at_us: now, peer });
+    session.note_use(node, token_id, hash, LastUsed { at_us: now, peer });
     tracing::debug!(target: "audit", event = "login", method = "token", user_id, token_id, token_name = %name, %peer);
     Ok(ReplyBody::Identity(IdentityInfo { user_id }))
 }
 
 /// A fresh random token and its keyed hash.
-fn mint(shard: &Shard) -> Result<(Secret, TokenHash), ErrorCode> {
+fn mint(node: &Node) -> Result<(Secret, TokenHash), ErrorCode> {
     let mut secret = [0u8; token::SECRET_BYTES];
     if let Err(error) = rand::rngs::OsRng.try_fill_bytes(&mut secret) {
         tracing::error!(%error, "OS random source failed; cannot mint a token");
@@ -381,7 +415,7 @@ fn mint(shard: &Shard) -> Result<(Secret, TokenHash), ErrorCode> {
     }
     let raw = Secret::new(token::encode(&secret));
     secret.zeroize();
-    let hash = *blake3::keyed_hash(&shard.shared.token_key, raw.as_bytes()).as_bytes();
+    let hash = *blake3::keyed_hash(&node.shared.token_key, raw.as_bytes()).as_bytes();
     Ok((raw, hash))
 }
 
@@ -402,11 +436,11 @@ fn check_description(description: &str) -> Result<(), ErrorCode> {
 async fn create_token(
     create: CreatePersonalAccessToken,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
     let CreatePersonalAccessToken { name, expiry_us } = create;
     let request = CreateToken { name, expiry_us, ..CreateToken::default() };
-    let issued = create_checked(request, None, session, shard).await?;
+    let issued = create_checked(request, None, session, node).await?;
     Ok(ReplyBody::Token(RawPersonalAccessToken { token: issued.token }))
 }
 
@@ -414,10 +448,10 @@ async fn create_token(
 async fn create_extended(
     create: CreateToken,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
     // The session and its rights first, as for every command; then the body.
-    allowed(session, shard, Need::Manage)?;
+    allowed(session, node, Need::Manage)?;
     check_description(&create.description)?;
     if create.scopes.len() > TOKEN_SCOPES_MAX {
         return Err(ErrorCode::InvalidScope);
@@ -445,7 +479,7 @@ async fn create_extended(
         networks: networks.into(),
     }
     .shared();
-    let issued = create_checked(create, extras, session, shard).await?;
+    let issued = create_checked(create, extras, session, node).await?;
     Ok(ReplyBody::Issued(issued))
 }
 
@@ -453,18 +487,18 @@ async fn create_checked(
     create: CreateToken,
     extras: Option<Arc<TokenExtras>>,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<IssuedToken, ErrorCode> {
-    let user_id = allowed(session, shard, Need::Manage)?;
+    let user_id = allowed(session, node, Need::Manage)?;
     check_name(&create.name)?;
     let scopes = extras.as_deref().map_or(&[][..], |extras| &extras.scopes[..]);
     may_grant(session, scopes)?;
-    let lifetime_us = shard.shared.policy.load().create_lifetime(create.expiry_us)?;
-    let (raw, hash) = mint(shard)?;
+    let lifetime_us = node.shared.policy.load().create_lifetime(create.expiry_us)?;
+    let (raw, hash) = mint(node)?;
     let name = create.name;
     let change = Change::Create { user_id, name: name.clone(), hash, expiry_us: lifetime_us, extras };
     let peer = session.peer;
-    match shard.shared.writer.submit(change).await {
+    match node.shared.writer.submit(change).await {
         Ok(Outcome::Created(record)) => {
             tracing::info!(target: "audit", event = "token_created", user_id, token_id = record.id, token_name = %name, expiry_at_us = record.expiry_at_us.map_or(0, |at| at.get()), %peer);
             Ok(IssuedToken {
@@ -488,11 +522,11 @@ async fn change_token(
     change: impl FnOnce(u32) -> Change,
     event: &'static str,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
-    let user_id = allowed(session, shard, Need::Manage)?;
+    let user_id = allowed(session, node, Need::Manage)?;
     let peer = session.peer;
-    match shard.shared.writer.submit(change(user_id)).await {
+    match node.shared.writer.submit(change(user_id)).await {
         Ok(Outcome::Deleted { id } | Outcome::Revoked { id } | Outcome::Updated { id }) => {
             tracing::info!(target: "audit", event, user_id, token_id = id, %peer);
             Ok(ReplyBody::Empty)
@@ -510,9 +544,9 @@ async fn change_token(
 async fn update_token(
     update: UpdateToken,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
-    allowed(session, shard, Need::Manage)?;
+    allowed(session, node, Need::Manage)?;
     if let Some(name) = &update.name {
         check_name(name)?;
     }
@@ -521,22 +555,22 @@ async fn update_token(
     }
     let UpdateToken { token, name, description } = update;
     let change = |user_id| Change::Update { user_id, token, name, description };
-    change_token(change, "token_updated", session, shard).await
+    change_token(change, "token_updated", session, node).await
 }
 
 /// Code 9105.
 async fn rotate_token(
     rotate: RotateToken,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
-    let user_id = allowed(session, shard, Need::Manage)?;
-    let expiry_us = shard.shared.policy.load().rotate_lifetime(rotate.expiry_us)?;
-    let (raw, new_hash) = mint(shard)?;
-    let max_lifetime_us = shard.shared.policy.load().max_lifetime_us;
+    let user_id = allowed(session, node, Need::Manage)?;
+    let expiry_us = node.shared.policy.load().rotate_lifetime(rotate.expiry_us)?;
+    let (raw, new_hash) = mint(node)?;
+    let max_lifetime_us = node.shared.policy.load().max_lifetime_us;
     let change = Change::Rotate { user_id, token: rotate.token, new_hash, expiry_us, max_lifetime_us };
     let peer = session.peer;
-    match shard.shared.writer.submit(change).await {
+    match node.shared.writer.submit(change).await {
         Ok(Outcome::Rotated(record)) => {
             tracing::info!(target: "audit", event = "token_rotated", user_id, token_id = record.id, token_name = %record.name, %peer);
             Ok(ReplyBody::Issued(IssuedToken {
@@ -569,13 +603,13 @@ fn details(entry: &TokenEntry, last_used: Option<LastUsed>, now_us: u64) -> Toke
 }
 
 /// Code 9102: one page of the caller's tokens in id order.
-fn list_tokens(list: ListTokens, user_id: u32, shard: &Shard) -> TokenPage {
+fn list_tokens(list: ListTokens, user_id: u32, session: &Session, node: &Node) -> TokenPage {
     let limit = match list.limit as usize {
         0 => LIST_PAGE_TOKENS_MAX,
         limit => limit.min(LIST_PAGE_TOKENS_MAX),
     };
     let now = now_us();
-    shard.read(|replica| {
+    node.read(|replica| {
         let mut entries: Vec<&TokenEntry> = replica
             .list_for(user_id)
             .filter(|entry| entry.id > list.after_id && list.filter.admits(entry.status(now)))
@@ -586,20 +620,16 @@ fn list_tokens(list: ListTokens, user_id: u32, shard: &Shard) -> TokenPage {
         let next_after_id = if more { entries.last().map_or(0, |entry| entry.id) } else { 0 };
         let tokens = entries
             .into_iter()
-            .map(|entry| details(entry, shard.last_used(replica, entry.id), now))
+            .map(|entry| details(entry, session.last_used(node, replica, entry.id), now))
             .collect();
         TokenPage { tokens, next_after_id }
     })
 }
 
-/// Code 9110: answered from this shard's replica; no disk, no session bound.
-fn authorize_token(
-    authorize: Authorize,
-    session: &mut Session,
-    shard: &Shard,
-) -> Result<ReplyBody, ErrorCode> {
-    let caller = allowed(session, shard, Need::Scope(scope::AUTHORIZE))?;
-    let users = shard.shared.users.load();
+/// Code 9110: answered from this node's replica; no disk, no session bound.
+fn authorize_token(authorize: Authorize, session: &mut Session, node: &Node) -> Result<ReplyBody, ErrorCode> {
+    let caller = allowed(session, node, Need::Scope(scope::AUTHORIZE))?;
+    let users = node.shared.users.load();
     if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
         return Err(ErrorCode::AuthorizeNotPermitted);
     }
@@ -623,9 +653,9 @@ fn authorize_token(
     if token::validate(&authorize.token).is_err() {
         return Ok(ReplyBody::Decision(unknown));
     }
-    let hash = *blake3::keyed_hash(&shard.shared.token_key, authorize.token.as_bytes()).as_bytes();
+    let hash = *blake3::keyed_hash(&node.shared.token_key, authorize.token.as_bytes()).as_bytes();
     let now = now_us();
-    let decided = shard.read(|replica| {
+    let decided = node.read(|replica| {
         let entry = replica.by_hash(&hash)?;
         let owner = users.by_id(entry.user_id)?;
         let decision = if entry.revoked_at_us.is_some() {
@@ -653,7 +683,7 @@ fn authorize_token(
     let peer = session.peer;
     if decided.allowed() {
         let used_from = address.unwrap_or(peer);
-        shard.note_use(decided.token_id, hash, LastUsed { at_us: now, peer: used_from });
+        session.note_use(node, decided.token_id, hash, LastUsed { at_us: now, peer: used_from });
         tracing::debug!(target: "audit", event = "authorize", decision = "allowed", caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
     } else {
         tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
@@ -663,8 +693,8 @@ fn authorize_token(
 
 /// A one-node roster naming this server as the healthy leader (spec §1.5),
 /// so the Iggy SDKs never try to redirect.
-fn cluster_metadata(shard: &Shard) -> ClusterMetadata {
-    let address = shard.shared.local_addr;
+fn cluster_metadata(node: &Node) -> ClusterMetadata {
+    let address = node.shared.local_addr;
     ClusterMetadata {
         name: "latchkey".to_owned(),
         nodes: vec![ClusterNode {

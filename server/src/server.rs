@@ -1,10 +1,10 @@
-//! Start-up and shutdown: everything between `main` and the shards.
+//! Start-up and shutdown: everything between `main` and the connections.
 //!
 //! Order matters and is deliberate:
 //! 1. lock the data directory (before any port is bound, so a second server
 //!    on the same directory exits without ever listening);
 //! 2. load the server key and the root credentials (creating them once);
-//! 3. recover the registry, start the writer and the shards;
+//! 3. recover the registry, start the writer and the worker threads;
 //! 4. bind, log the address, accept until SIGINT/SIGTERM;
 //! 5. stop accepting, let in-flight requests finish (bounded), stop the
 //!    writer after its last batch is durable, exit 0.
@@ -24,9 +24,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
 use crate::log::{self, CompactionPolicy, LogError};
+use crate::node::{ConnectionLimits, Node, Refusal, Shared};
 use crate::policy::TokenPolicy;
-use crate::registry::Replica;
-use crate::shard::{self, ConnectionLimits, Refusal, Shards, Shared};
 use crate::throttle::LoginThrottle;
 use crate::users::{
     PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, PasswordVerifier, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN,
@@ -93,7 +92,11 @@ pub fn run(options: Options) -> Result<(), StartError> {
         if config.system.password_threads == 0 { cores } else { config.system.password_threads };
     let verifier = Arc::new(PasswordVerifier::new(password_threads, config.system.password_queue));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One work-stealing runtime: `shards` worker threads serve every
+    // connection (see node.rs for why this shape).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(shard_count)
+        .thread_name("latchkey-worker")
         .enable_all()
         .build()
         .map_err(|source| StartError::Io { what: "cannot start runtime", source })?;
@@ -120,8 +123,6 @@ pub fn run(options: Options) -> Result<(), StartError> {
         path = %recovered.log.path().display(),
         "token log replayed"
     );
-    let replica = Arc::new(recovered.state);
-    let (publisher, receivers) = shard::channels(shard_count);
     let limits = WriterLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
     let (writer, inbox) = writer::channel();
 
@@ -136,11 +137,9 @@ pub fn run(options: Options) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::from_std(std_listener)
         .map_err(|source| StartError::Io { what: "cannot register listener", source })?;
 
-    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         users: ArcSwap::new(users),
         policy: ArcSwap::from_pointee(TokenPolicy::from_config(&config.personal_access_token)),
-        last_used_flush_interval: config.personal_access_token.last_used_flush_interval,
         verifier: Arc::clone(&verifier),
         token_key,
         writer: writer.clone(),
@@ -161,15 +160,18 @@ pub fn run(options: Options) -> Result<(), StartError> {
             max_requests_in_flight: config.tcp.max_requests_in_flight,
         },
         throttle: LoginThrottle::new(&config.login_throttle),
-        shutdown,
     });
-    let mut shards = Shards::start(&publisher, receivers, &replica, &shared)
-        .map_err(|source| StartError::Io { what: "cannot start shard threads", source })?;
-    // The shards have their copies; the writer takes the original.
-    let state = Arc::try_unwrap(replica).unwrap_or_else(|shared| Replica::clone(&shared));
-    let writer_join =
-        writer::start(inbox, state, recovered.next_id, limits, recovered.log, publisher.clone());
-    drop(publisher);
+    // Three copies of the registry: the readers' two (left-right) and the
+    // writer's own. The writer's is cloned on another thread meanwhile.
+    let state = recovered.state;
+    let (node, publisher, writer_state) = std::thread::scope(|scope| {
+        let writer_copy = scope.spawn(|| state.clone());
+        let (node, publisher) = Node::new(Arc::clone(&shared), state.clone());
+        (node, publisher, writer_copy.join().expect("clone of the registry"))
+    });
+    drop(state);
+    let writer_join = writer::start(inbox, writer_state, recovered.next_id, limits, recovered.log, publisher);
+    runtime.spawn(flush_last_used(Arc::clone(&node), config.personal_access_token.last_used_flush_interval));
 
     let cleaner = config.personal_access_token.cleaner.clone();
     if cleaner.enabled {
@@ -177,7 +179,7 @@ pub fn run(options: Options) -> Result<(), StartError> {
     }
     tracing::info!(
         address = %local_addr,
-        shards = shards.len(),
+        shards = shard_count,
         framing = %config.tcp.framing,
         tls = config.tcp.tls.enabled,
         "Latchkey listening on {local_addr}"
@@ -193,13 +195,11 @@ pub fn run(options: Options) -> Result<(), StartError> {
                             refused.note(refusal, peer);
                             continue;
                         }
-                        match stream.into_std() {
-                            Ok(stream) => shards.dispatch(stream, peer, &shared),
-                            Err(error) => {
-                                shared.release(peer.ip());
-                                tracing::warn!(%peer, %error, "cannot hand over connection");
-                            }
-                        }
+                        let node = Arc::clone(&node);
+                        tokio::spawn(async move {
+                            crate::connection::serve(stream, peer, &node).await;
+                            node.shared.release(peer.ip());
+                        });
                     }
                     Err(error) => {
                         // Usually EMFILE: back off instead of spinning.
@@ -215,7 +215,7 @@ pub fn run(options: Options) -> Result<(), StartError> {
     });
     drop(listener);
     tracing::info!("shutting down: no new connections");
-    let _ = shutdown_tx.send(true);
+    node.stop_connections();
     let deadline = Instant::now() + config.system.shutdown_timeout;
     while shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -224,17 +224,34 @@ pub fn run(options: Options) -> Result<(), StartError> {
     if open > 0 {
         tracing::warn!(open, "shutdown timeout reached; dropping open connections");
     }
-    // Last uses gathered since the last flush go to the log before the
-    // writer stops (a crash would lose them; a clean stop does not).
-    shards.flush_last_used(Duration::from_secs(5));
+    // Last uses gathered since the last flush (closed connections handed
+    // theirs over) go to the log before the writer stops: a crash would lose
+    // them, a clean stop does not.
+    let flushed = runtime.block_on(tokio::time::timeout(Duration::from_secs(5), node.flush_last_used()));
+    if flushed.is_err() {
+        tracing::warn!("last-used flush at shutdown did not finish in time");
+    }
     writer.stop();
     // The writer exits after its last batch is synced; the log is complete.
-    let _ = writer_join.join();
+    let publisher = writer_join.join();
+    // Connections still open past the timeout are dropped with the runtime;
+    // the registry they read goes only after them.
     drop(runtime);
-    shards.stop();
+    drop(publisher);
     verifier.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes the token uses connections handed over to the log, every
+/// `interval` (`[personal_access_token] last_used_flush_interval`).
+async fn flush_last_used(node: Arc<Node>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        node.flush_last_used().await;
+    }
 }
 
 /// SIGHUP: re-reads the config file and the environment and applies the

@@ -9,15 +9,17 @@
 //!   addresses' failures, so an attacker cannot lock the real user out.
 //! - Successful logins take nothing.
 //!
-//! The buckets sit in a few mutex-guarded maps chosen by key hash: logins on
-//! different shards rarely meet on one lock, and a lock is held only for a
-//! map lookup. The maps are bounded; when one is full, buckets that have
+//! The buckets sit in a few mutex-guarded maps chosen by key hash, each with
+//! a lock-free count: a login whose map holds no bucket (no recent failures
+//! near it, the usual case) takes no lock, and a lock is held only for a map
+//! lookup. The maps are bounded; when one is full, buckets that have
 //! refilled completely (they carry no information) are dropped first.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::config::LoginThrottleConfig;
@@ -48,6 +50,10 @@ impl Bucket {
 
 struct Buckets<K> {
     maps: Vec<Mutex<HashMap<K, Bucket>>>,
+    /// Buckets in each map, readable without its lock: a login whose map
+    /// holds none (no recent failures anywhere near it, the usual case)
+    /// takes no lock at all.
+    held: Vec<AtomicUsize>,
     hasher: RandomState,
     rate: Rate,
 }
@@ -56,23 +62,31 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     fn new(burst: u32, per_minute: u32) -> Buckets<K> {
         Buckets {
             maps: (0..MAP_COUNT).map(|_| Mutex::new(HashMap::new())).collect(),
+            held: (0..MAP_COUNT).map(|_| AtomicUsize::new(0)).collect(),
             hasher: RandomState::new(),
             rate: Rate { burst: f64::from(burst), per_sec: f64::from(per_minute) / 60.0 },
         }
     }
 
-    fn map(&self, key: &K) -> &Mutex<HashMap<K, Bucket>> {
-        &self.maps[self.hasher.hash_one(key) as usize & (MAP_COUNT - 1)]
+    fn index(&self, key: &K) -> usize {
+        self.hasher.hash_one(key) as usize & (MAP_COUNT - 1)
     }
 
     /// Tokens left for `key` now; `None` if it has no failures on record.
-    fn tokens(&self, key: &K, now: Instant) -> Option<f64> {
-        let map = self.map(key).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(key).map(|bucket| bucket.refilled(self.rate, now))
+    /// A failure recorded at this very moment may be missed: throttling is
+    /// a rate limit, not an exact count.
+    fn tokens(&self, key: &K, now: impl FnOnce() -> Instant) -> Option<f64> {
+        let index = self.index(key);
+        if self.held[index].load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let map = self.maps[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(key).map(|bucket| bucket.refilled(self.rate, now()))
     }
 
     fn take(&self, key: &K, now: Instant) {
-        let mut map = self.map(key).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = self.index(key);
+        let mut map = self.maps[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if map.len() >= MAP_BUCKETS_MAX && !map.contains_key(key) {
             let rate = self.rate;
             map.retain(|_, bucket| bucket.refilled(rate, now) < rate.burst);
@@ -90,6 +104,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         let bucket = map.entry(key.clone()).or_insert(Bucket { tokens: self.rate.burst, updated: now });
         bucket.tokens = (bucket.refilled(self.rate, now) - 1.0).max(0.0);
         bucket.updated = now;
+        self.held[index].store(map.len(), Ordering::Relaxed);
     }
 }
 
@@ -128,8 +143,7 @@ impl LoginThrottle {
         if !self.enabled {
             return true;
         }
-        let now = Instant::now();
-        let Some(address_tokens) = self.addresses.tokens(&attempt.address(), now) else {
+        let Some(address_tokens) = self.addresses.tokens(&attempt.address(), Instant::now) else {
             // No failures from this address: nothing can hold it back.
             return true;
         };
@@ -138,7 +152,7 @@ impl LoginThrottle {
         }
         match attempt {
             Attempt::Password { username, .. } => {
-                self.users.tokens(&username.to_owned(), now).is_none_or(|tokens| tokens >= 1.0)
+                self.users.tokens(&username.to_owned(), Instant::now).is_none_or(|tokens| tokens >= 1.0)
             }
             Attempt::Token { .. } => true,
         }

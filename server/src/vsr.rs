@@ -42,7 +42,7 @@ use tokio_util::codec::Decoder;
 
 use crate::connection::{READ_BUFFER_BYTES, Transport, Waiting, write_burst};
 use crate::dispatch::{self, ReplyBody, Session};
-use crate::shard::Shard;
+use crate::node::Node;
 
 /// `server_version` in login replies (a WireName: 1–255 bytes).
 const SERVER_VERSION: &str = concat!("latchkey-", env!("CARGO_PKG_VERSION"));
@@ -83,13 +83,13 @@ pub(crate) async fn run<S: Transport>(
     stream: &mut S,
     mut input: BytesMut,
     session: &mut Session,
-    shard: &Shard,
+    node: &Node,
     mut waiting: Waiting,
 ) -> Result<(), String> {
-    let mut codec = RequestCodec::new(shard.shared.vsr_size_max);
+    let mut codec = RequestCodec::new(node.shared.vsr_size_max);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut binding = Binding { session: 0 };
-    let in_flight_max = shard.shared.limits.max_requests_in_flight;
+    let in_flight_max = node.shared.limits.max_requests_in_flight;
     loop {
         let mut answered = 0;
         while answered < in_flight_max {
@@ -102,7 +102,7 @@ pub(crate) async fn run<S: Transport>(
                     return Err(error.to_string());
                 }
             };
-            let answer = respond(&frame, session, &mut binding, shard).await;
+            let answer = respond(&frame, session, &mut binding, node).await;
             encode_answer(&frame.header, &answer, binding.session, &mut output);
             answered += 1;
         }
@@ -116,12 +116,7 @@ pub(crate) async fn run<S: Transport>(
 
 /// Checks the body checksum, routes on the operation, and ends the login
 /// on any eviction.
-async fn respond(
-    frame: &RequestFrame,
-    session: &mut Session,
-    binding: &mut Binding,
-    shard: &Shard,
-) -> Answer {
+async fn respond(frame: &RequestFrame, session: &mut Session, binding: &mut Binding, node: &Node) -> Answer {
     let RequestFrame { header, body } = frame;
     // Zero means "not stamped" (NonReplicated requests, older clients).
     if header.request_checksum != 0 && header.request_checksum != vsr::request_checksum(body) {
@@ -129,8 +124,8 @@ async fn respond(
         return Answer::Denied(ErrorCode::InvalidFormat);
     }
     let answer = match header.operation {
-        operation::REGISTER => register(body, session, binding, shard).await,
-        operation::NON_REPLICATED => non_replicated(header.code, body, session, shard).await,
+        operation::REGISTER => register(body, session, binding, node).await,
+        operation::NON_REPLICATED => non_replicated(header.code, body, session, node).await,
         operation::LOGOUT => {
             // OK whether or not the connection is logged in (Iggy HEAD).
             binding.end(session);
@@ -140,10 +135,10 @@ async fn respond(
             Answer::Evicted(EvictionReason::NoSession)
         }
         operation::CREATE_PERSONAL_ACCESS_TOKEN => {
-            token_mutation(codes::CREATE_PERSONAL_ACCESS_TOKEN, body, session, shard).await
+            token_mutation(codes::CREATE_PERSONAL_ACCESS_TOKEN, body, session, node).await
         }
         operation::DELETE_PERSONAL_ACCESS_TOKEN => {
-            token_mutation(codes::DELETE_PERSONAL_ACCESS_TOKEN, body, session, shard).await
+            token_mutation(codes::DELETE_PERSONAL_ACCESS_TOKEN, body, session, node).await
         }
         op if operation::is_client_replicated(op) => Answer::Denied(ErrorCode::FeatureUnavailable),
         _ => Answer::Denied(ErrorCode::InvalidCommand),
@@ -157,7 +152,7 @@ async fn respond(
 
 /// Register (spec §2.9): version gate, then the password shape, then the
 /// PAT shape. Trailing bytes after a parsed shape are ignored, as in Iggy.
-async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, shard: &Shard) -> Answer {
+async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, node: &Node) -> Answer {
     let peer = session.peer();
     let Ok((client_version, _)) = ClientVersionInfo::decode(body) else {
         tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
@@ -180,8 +175,8 @@ async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, sha
     if let Ok((login, _)) = LoginRegister::decode(body) {
         let LoginRegister { username, password, context, .. } = login;
         let request = Request::LoginUser(LoginUser { username, password, version: None, context });
-        match dispatch::handle(request, session, shard).await {
-            Ok(reply) => return registered(&reply, binding, shard),
+        match dispatch::handle(request, session, node).await {
+            Ok(reply) => return registered(&reply, binding, node),
             Err(ErrorCode::TooManyFailedLogins) => return throttled(),
             // 42, 43, 44 and 47 alike: Iggy collapses them into one reason.
             Err(_) => credentials_rejected = true,
@@ -190,8 +185,8 @@ async fn register(body: &[u8], session: &mut Session, binding: &mut Binding, sha
     if let Ok((login, _)) = LoginRegisterWithPat::decode(body) {
         let request =
             Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken { token: login.token });
-        return match dispatch::handle(request, session, shard).await {
-            Ok(reply) => registered(&reply, binding, shard),
+        return match dispatch::handle(request, session, node).await {
+            Ok(reply) => registered(&reply, binding, node),
             Err(ErrorCode::TooManyFailedLogins) => throttled(),
             Err(ErrorCode::UserInactive) => Answer::Evicted(EvictionReason::UserInactive),
             // Unknown, deleted, expired (20, 54) or malformed: one reason, 53 to the SDK.
@@ -215,11 +210,11 @@ fn throttled() -> Answer {
 }
 
 /// Binds a new session number to a successful login.
-fn registered(reply: &ReplyBody, binding: &mut Binding, shard: &Shard) -> Answer {
+fn registered(reply: &ReplyBody, binding: &mut Binding, node: &Node) -> Answer {
     let ReplyBody::Identity(identity) = reply else {
         unreachable!("a login answered without an identity");
     };
-    binding.session = shard.shared.vsr_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    binding.session = node.shared.vsr_sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     debug_assert!(binding.session >= 1);
     Answer::Registered(LoginRegisterResponse {
         user_id: identity.user_id,
@@ -230,7 +225,7 @@ fn registered(reply: &ReplyBody, binding: &mut Binding, shard: &Shard) -> Answer
 }
 
 /// A NonReplicated request: the command code rides in the header.
-async fn non_replicated(code: u32, body: &[u8], session: &mut Session, shard: &Shard) -> Answer {
+async fn non_replicated(code: u32, body: &[u8], session: &mut Session, node: &Node) -> Answer {
     match code {
         // Iggy HEAD treats the legacy logins inside this framing as malformed logins.
         codes::LOGIN_USER | codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN => {
@@ -255,7 +250,7 @@ async fn non_replicated(code: u32, body: &[u8], session: &mut Session, shard: &S
     if !session.is_logged_in() && request != Request::Ping {
         return Answer::Denied(ErrorCode::Unauthenticated);
     }
-    match dispatch::handle(request, session, shard).await {
+    match dispatch::handle(request, session, node).await {
         Ok(reply) => Answer::Raw(reply),
         Err(code) => Answer::Denied(code),
     }
@@ -263,12 +258,12 @@ async fn non_replicated(code: u32, body: &[u8], session: &mut Session, shard: &S
 
 /// Operations 146 and 147 on a logged-in connection: the legacy body and
 /// dispatch, then Iggy's split between committed and pre-commit errors.
-async fn token_mutation(code: u32, body: &[u8], session: &mut Session, shard: &Shard) -> Answer {
+async fn token_mutation(code: u32, body: &[u8], session: &mut Session, node: &Node) -> Answer {
     let request = match Request::decode(code, body) {
         Ok(request) => request,
         Err(code) => return Answer::Denied(code),
     };
-    match dispatch::handle(request, session, shard).await {
+    match dispatch::handle(request, session, node).await {
         Ok(reply) => Answer::Accepted(reply),
         Err(
             code @ (ErrorCode::PersonalAccessTokenAlreadyExists

@@ -185,6 +185,8 @@ pub fn channel() -> (WriterHandle, Inbox) {
 }
 
 /// Starts the writer thread. `state` and `next_id` come from log recovery.
+/// Joining the thread gives the publisher back, so its owner decides when
+/// the readers' registry goes away.
 pub fn start<J: Journal, P: Publish>(
     inbox: Inbox,
     state: Replica,
@@ -192,7 +194,7 @@ pub fn start<J: Journal, P: Publish>(
     limits: WriterLimits,
     journal: J,
     publish: P,
-) -> JoinHandle<()> {
+) -> JoinHandle<P> {
     let writer = Writer { state, next_id, last_commit_us: 0, limits, journal, publish, failed: false };
     std::thread::Builder::new()
         .name("latchkey-writer".into())
@@ -207,7 +209,7 @@ pub fn spawn<J: Journal, P: Publish>(
     limits: WriterLimits,
     journal: J,
     publish: P,
-) -> (WriterHandle, JoinHandle<()>) {
+) -> (WriterHandle, JoinHandle<P>) {
     let (handle, inbox) = channel();
     (handle, start(inbox, state, next_id, limits, journal, publish))
 }
@@ -215,7 +217,7 @@ pub fn spawn<J: Journal, P: Publish>(
 type Pending = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
 
 impl<J: Journal, P: Publish> Writer<J, P> {
-    fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Message>) -> P {
         let mut pending: Vec<Pending> = Vec::new();
         let mut stopping = false;
         while !stopping {
@@ -237,6 +239,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         }
         // Anything queued after Stop is refused (callers see `Error`).
         receiver.close();
+        self.publish
     }
 
     fn commit(&mut self, pending: &mut Vec<Pending>) {

@@ -888,9 +888,9 @@ async fn compaction_keeps_every_new_field() {
     assert!(before.iter().all(|token| token.id < after.id), "ids are not reused after compaction");
 }
 
-/// The shards write what they gathered once more at a graceful stop
-/// (server/src/shard.rs), so a clean restart loses no last use even when
-/// the flush interval never came round.
+/// Connections hand their uses over when they close and the server writes
+/// them once more at a graceful stop (server/src/server.rs), so a clean
+/// restart loses no last use even when the flush interval never came round.
 #[tokio::test]
 async fn a_graceful_stop_writes_last_uses_not_yet_flushed() {
     let home = DataHome::new();
@@ -912,7 +912,7 @@ async fn a_graceful_stop_writes_last_uses_not_yet_flushed() {
 }
 
 /// A token's last use, as GetToken reports it, never goes back in time:
-/// not even while its shard is handing the gathered uses to the writer.
+/// not even while the gathered uses are being handed to the writer.
 #[tokio::test]
 async fn the_reported_last_use_never_goes_back_while_a_flush_is_in_flight() {
     const LOGINS: usize = 400;
@@ -929,7 +929,12 @@ async fn the_reported_last_use_never_goes_back_while_a_flush_is_in_flight() {
     for login in 0..LOGINS {
         session.login_with_personal_access_token(&used.token).await.unwrap();
         let reported = root.get_token(used.id).await.unwrap().last_used_at_us;
-        assert!(reported > latest_us, "login {login}: last use reported as {reported} after {latest_us}");
+        // A connection's first use shows at once; later ones within
+        // USES_HAND_OVER_INTERVAL_US may lag, but never go back.
+        assert!(
+            reported != 0 && reported >= latest_us,
+            "login {login}: last use reported as {reported} after {latest_us}"
+        );
         latest_us = reported;
     }
 }
