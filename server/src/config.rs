@@ -38,7 +38,7 @@ pub struct Config {
 pub struct SystemConfig {
     /// Data directory: lock, server key, root credentials, token log.
     pub path: PathBuf,
-    /// Shard count; 0 means one per available core.
+    /// Worker threads (Iggy's name for the key); 0 means one per core.
     pub shards: usize,
     /// Threads that run Argon2 password checks; 0 means one per core.
     pub password_threads: usize,
@@ -161,8 +161,8 @@ pub struct PersonalAccessTokenConfig {
     /// Whether a session that logged in with a token may create, change and
     /// remove tokens (Iggy: yes). `false` leaves that to password sessions.
     pub token_sessions_manage_tokens: bool,
-    /// How often each shard writes the last-use times it has gathered to the
-    /// log. A crash loses at most this much last-use data; nothing else.
+    /// How often the last-use times connections handed over are written to
+    /// the log. A crash loses at most this much last-use data; nothing else.
     #[serde(with = "humantime_serde")]
     pub last_used_flush_interval: Duration,
     pub cleaner: CleanerConfig,

@@ -1,8 +1,8 @@
 //! What each served command does, given a decoded request and the session.
 //!
-//! Reads (token login, list, GetMe) are answered from the node's replica.
-//! Creates and deletes go through the writer and are answered only once they
-//! are durable and applied on every node. Audit events go to the `audit`
+//! Reads (token login, list, GetMe, Authorize) are answered from the
+//! registry without a lock. Changes go through the writer and are answered
+//! only once they are durable and visible to every reader. Audit events go to the `audit`
 //! tracing target: user, token name and id, peer; never a secret.
 
 use std::net::SocketAddr;

@@ -1,9 +1,10 @@
 //! The token registry: a plain, single-threaded data structure.
 //!
-//! Every shard owns one [`Replica`] and answers logins and lists from it with
-//! no lock. The log writer owns one more, the authoritative copy it checks
-//! mutations against. All replicas change only through [`Replica::apply`],
-//! fed the same committed [`Mutation`]s in the same order, so they agree.
+//! The readers share a `left_right` pair of [`Replica`]s (see `node.rs`) and
+//! answer logins and lists from it with no lock. The log writer owns one
+//! more, the authoritative copy it checks mutations against. All replicas
+//! change only through [`Replica::apply`], fed the same committed
+//! [`Mutation`]s in the same order, so they agree.
 //!
 //! A mutation is fully resolved before it is committed (id, hash, absolute
 //! timestamps), so applying it is deterministic: replaying the log rebuilds
@@ -206,7 +207,8 @@ impl Hasher for TokenHashHasher {
 type ByHash = HashMap<TokenHash, TokenEntry, BuildHasherDefault<TokenHashHasher>>;
 
 /// One replica: tokens by hash (the login lookup), and per user by name.
-/// Memory matters here (one copy per shard): there is no id index, and
+/// Memory matters here (three copies: the readers' two and the writer's):
+/// there is no id index, and
 /// names are shared `Arc<str>`s.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replica {

@@ -342,7 +342,7 @@ fn raise_open_files_limit(max_connections: usize) {
 const CLEANER_BATCH_TOKENS: usize = 256;
 
 /// Every `interval`, deletes expired tokens through the writer, like any
-/// other delete: logged, synced, applied on every shard.
+/// other delete: logged, synced, visible to every reader.
 async fn clean_expired_tokens(writer: WriterHandle, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

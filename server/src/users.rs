@@ -1,9 +1,9 @@
 //! Users and password verification.
 //!
-//! The user directory is built once at start from the root credentials (data
-//! directory) and `[[users]]` (config file), and shared read-only by every
-//! shard. Argon2 verification runs on a small dedicated thread pool so a
-//! burst of password logins never stalls a shard's event loop; token logins
+//! The user directory is built at start from the root credentials (data
+//! directory) and `[[users]]` (config file), shared read-only by every
+//! connection, and swapped whole on SIGHUP. Argon2 verification runs on a small dedicated thread pool so a
+//! burst of password logins never stalls a worker thread; token logins
 //! never touch it.
 
 use std::collections::HashMap;

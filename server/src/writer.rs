@@ -1,10 +1,10 @@
 //! The single mutation path.
 //!
-//! Every create and delete, from any shard or from the cleaner, is sent to one
+//! Every create and delete, from any connection or from the cleaner, is sent to one
 //! writer thread. It checks each change against its authoritative replica
 //! (token limit before duplicate name, as Iggy does), resolves it into a
 //! [`Mutation`] with an id and absolute timestamps, makes the batch durable
-//! through the [`Journal`], applies it to every shard's replica through the
+//! through the [`Journal`], publishes it to the readers through the
 //! [`Publish`] hook, and only then answers the callers.
 //!
 //! Group commit falls out of the loop's shape: while one batch is being
@@ -72,7 +72,7 @@ pub enum Change {
     DeleteAll {
         user_id: u32,
     },
-    /// Last uses gathered by a shard. Entries for tokens that are gone or
+    /// Last uses gathered by connections. Entries for tokens that are gone or
     /// were rotated since are dropped; nothing is refused.
     Touch(Vec<(u64, TokenHash, LastUsed)>),
     /// The cleaner's delete: up to `max` tokens that are expired at commit
@@ -118,7 +118,8 @@ pub trait Journal: Send + 'static {
     }
 }
 
-/// Applies a committed batch to every shard replica; returns once all have.
+/// Makes a committed batch visible to every reader; returns once every read
+/// that starts from then on sees it.
 pub trait Publish: Send + 'static {
     fn publish(&mut self, batch: Arc<[Mutation]>);
 }
@@ -141,8 +142,8 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Submits a change and waits until it is durable and visible on every
-    /// shard (or refused). A stopped writer answers `Error`.
+    /// Submits a change and waits until it is durable and visible to every
+    /// reader (or refused). A stopped writer answers `Error`.
     pub async fn submit(&self, change: Change) -> Result<Outcome, ErrorCode> {
         let (reply, outcome) = oneshot::channel();
         self.sender.send(Message::Change(change, reply)).await.map_err(|_| ErrorCode::Error)?;
@@ -178,7 +179,7 @@ struct Writer<J, P> {
 pub struct Inbox(mpsc::Receiver<Message>);
 
 /// Creates the queue. Handles can be given out (and changes queued) before
-/// the writer starts, so shards can start while it waits for its state.
+/// the writer starts, so the server can start while the writer waits for its state.
 pub fn channel() -> (WriterHandle, Inbox) {
     let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
     (WriterHandle { sender }, Inbox(receiver))
@@ -443,7 +444,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
 
     /// Deletes up to `max` tokens expired at `commit_at_us`. A linear scan of
     /// the writer's replica: it runs once per cleaner interval, and keeping an
-    /// expiry index in every replica would cost memory on every shard.
+    /// expiry index in every replica would cost memory in every copy.
     fn purge_expired(&mut self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
         let expired: Vec<(u64, TokenHash)> = self
             .state
