@@ -32,12 +32,14 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// One request as read off the wire, body not yet decoded.
+/// One request as read off the wire, body not yet decoded. The payload is
+/// mutable so the server can wipe it once decoded (it may hold a password or
+/// a token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     Request {
         code: u32,
-        payload: Bytes,
+        payload: BytesMut,
     },
     /// The length field was below 4; answer `InvalidCommand` and read on.
     Malformed {
@@ -94,7 +96,7 @@ impl Decoder for ServerCodec {
         let code = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
         let mut frame = src.split_to(frame_bytes);
         frame.advance(HEADER_BYTES);
-        Ok(Some(Inbound::Request { code, payload: frame.freeze() }))
+        Ok(Some(Inbound::Request { code, payload: frame }))
     }
 }
 

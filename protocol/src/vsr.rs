@@ -534,7 +534,10 @@ fn check_size(src: &BytesMut, size_max: u32) -> Result<Option<usize>, FrameError
 }
 
 /// Splits one whole frame off `src` once it is buffered.
-fn split_frame(src: &mut BytesMut, size_max: u32) -> Result<Option<([u8; HEADER_BYTES], Bytes)>, FrameError> {
+fn split_frame(
+    src: &mut BytesMut,
+    size_max: u32,
+) -> Result<Option<([u8; HEADER_BYTES], BytesMut)>, FrameError> {
     let Some(size) = check_size(src, size_max)? else {
         return Ok(None);
     };
@@ -546,14 +549,16 @@ fn split_frame(src: &mut BytesMut, size_max: u32) -> Result<Option<([u8; HEADER_
     let mut header = [0u8; HEADER_BYTES];
     header.copy_from_slice(&frame[..HEADER_BYTES]);
     frame.advance(HEADER_BYTES);
-    Ok(Some((header, frame.freeze())))
+    Ok(Some((header, frame)))
 }
 
-/// One request as read off the wire: a validated header and its body.
+/// One request as read off the wire: a validated header and its body. The
+/// body is mutable so the server can wipe it once decoded (it may hold a
+/// password or a token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFrame {
     pub header: RequestHeader,
-    pub body: Bytes,
+    pub body: BytesMut,
 }
 
 /// Server side: reads request frames. Replies are written with
@@ -634,7 +639,9 @@ impl Decoder for ServerFrameCodec {
             return Ok(None);
         };
         match header[offset::COMMAND] {
-            COMMAND_REPLY => Ok(Some(ServerFrame::Reply { header: ReplyHeader::decode(&header), body })),
+            COMMAND_REPLY => {
+                Ok(Some(ServerFrame::Reply { header: ReplyHeader::decode(&header), body: body.freeze() }))
+            }
             COMMAND_EVICTION => EvictionHeader::decode(&header)
                 .map(|eviction| Some(ServerFrame::Eviction(eviction)))
                 .ok_or(ClientFrameError::UnknownEvictionReason(header[offset::EVICTION_REASON])),

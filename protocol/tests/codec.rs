@@ -39,7 +39,7 @@ fn reply_frame(status: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 fn request(code: u32, payload: &[u8]) -> Inbound {
-    Inbound::Request { code, payload: Bytes::copy_from_slice(payload) }
+    Inbound::Request { code, payload: BytesMut::from(payload) }
 }
 
 fn reply(status: u32, payload: &[u8]) -> InboundReply {

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use zeroize::Zeroize;
 
 use crate::config::Framing;
 use crate::dispatch::{self, Session};
@@ -288,6 +289,8 @@ pub(crate) async fn write_burst<S: Transport>(stream: &mut S, output: &mut Bytes
         return Ok(());
     }
     stream.write_all(output).await?;
+    // Replies may carry a new token's secret: leave no copy in the buffer.
+    output.as_mut().zeroize();
     output.clear();
     stream.flush().await
 }
@@ -311,7 +314,13 @@ async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'stati
 /// Order matters (spec §1.6): body errors first, then the login check.
 async fn answer(inbound: Inbound, session: &mut Session, node: &Node, output: &mut BytesMut) {
     let request = match inbound {
-        Inbound::Request { code, payload } => Request::decode(code, &payload),
+        Inbound::Request { code, mut payload } => {
+            let request = Request::decode(code, &payload);
+            // The payload may hold a password or a token; the decoded request
+            // has its own copy (wiped when dropped), so wipe this one now.
+            payload.as_mut().zeroize();
+            request
+        }
         Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
     };
     let reply = match request {

@@ -77,6 +77,7 @@ pub enum StartError {
 pub fn run(options: Options) -> Result<(), StartError> {
     let config = &options.config;
     raise_open_files_limit(config.tcp.max_connections);
+    disable_core_dumps();
     // First, so a bad certificate or key stops the server before it touches
     // the data directory.
     let tls = crate::tls::acceptor(&config.tcp.tls)?;
@@ -304,6 +305,16 @@ impl RefusalLog {
 /// File descriptors the server needs besides connections (log, lock,
 /// listener, runtime internals), with room to spare.
 const FILES_RESERVED: u64 = 256;
+
+/// Sets the core-dump size limit to 0: a crash must not write the memory of
+/// a process that holds passwords and tokens (however briefly) to disk.
+fn disable_core_dumps() {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit only reads the struct passed in.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+    }
+}
 
 /// Raises the soft open-files limit to the hard one, and says so at start if
 /// even that is too low for `max_connections` (connections past it would fail

@@ -39,6 +39,7 @@ use latchkey_protocol::vsr::{
 };
 use latchkey_protocol::{ErrorCode, Request, codes};
 use tokio_util::codec::Decoder;
+use zeroize::Zeroize;
 
 use crate::connection::{READ_BUFFER_BYTES, Transport, Waiting, write_burst};
 use crate::dispatch::{self, ReplyBody, Session};
@@ -102,7 +103,10 @@ pub(crate) async fn run<S: Transport>(
                     return Err(error.to_string());
                 }
             };
+            let mut frame = frame;
             let answer = respond(&frame, session, &mut binding, node).await;
+            // The body may hold a password or a token: wipe it once answered.
+            frame.body.as_mut().zeroize();
             encode_answer(&frame.header, &answer, binding.session, &mut output);
             answered += 1;
         }

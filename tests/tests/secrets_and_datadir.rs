@@ -141,3 +141,17 @@ async fn the_server_key_and_root_credentials_are_kept_across_restarts() {
     let mut client = root(server.address).await;
     client.ping().await.unwrap();
 }
+
+/// A crash must not write the server's memory (which briefly holds passwords
+/// and tokens) to disk: the server sets its core-dump limit to 0.
+#[tokio::test]
+async fn the_server_disables_its_own_core_dumps() {
+    let home = DataHome::new();
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("read /proc limits");
+    let core = limits.lines().find(|line| line.starts_with("Max core file size")).expect("a core limit line");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    // "Max core file size  <soft>  <hard>  bytes"
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}
