@@ -187,33 +187,61 @@ impl Drop for StopSignal {
     }
 }
 
+/// What the writer hands to the registry pair.
+pub enum RegistryOp {
+    /// A committed batch, applied to each copy in turn.
+    Batch(Arc<[Mutation]>),
+    /// A whole recovered registry, moved into one copy (start-up only; the
+    /// slot is emptied when taken, so the other copy ignores it).
+    Load(Option<Box<Replica>>),
+}
+
 /// The writer's hook: applies committed batches to the registry pair.
-pub struct RegistryPublisher(WriteHandle<Replica, Arc<[Mutation]>>);
+pub struct RegistryPublisher(WriteHandle<Replica, RegistryOp>);
 
 impl Publish for RegistryPublisher {
     fn publish(&mut self, batch: Arc<[Mutation]>) {
-        self.0.append(batch);
+        self.0.append(RegistryOp::Batch(batch));
         self.0.publish();
     }
 }
 
-impl left_right::Absorb<Arc<[Mutation]>> for Replica {
-    fn absorb_first(&mut self, batch: &mut Arc<[Mutation]>, _other: &Self) {
-        for mutation in batch.iter() {
-            self.apply(mutation);
+impl left_right::Absorb<RegistryOp> for Replica {
+    fn absorb_first(&mut self, op: &mut RegistryOp, _other: &Self) {
+        match op {
+            RegistryOp::Batch(batch) => {
+                for mutation in batch.iter() {
+                    self.apply(mutation);
+                }
+            }
+            RegistryOp::Load(slot) => {
+                if let Some(loaded) = slot.take() {
+                    *self = *loaded;
+                }
+            }
         }
     }
 
-    fn sync_with(&mut self, first: &Self) {
-        *self = first.clone();
-    }
+    /// Called once, on the second publish, for the copy that has not been
+    /// loaded yet; [`Node::new`] loads it right after, in the same publish,
+    /// so there is nothing to copy here.
+    fn sync_with(&mut self, _first: &Self) {}
 }
 
 impl Node {
-    /// The node and the writer's end of its registry, from the recovered
-    /// state (cloned once, for the second copy).
-    pub fn new(shared: Arc<Shared>, state: Replica) -> (Arc<Node>, RegistryPublisher) {
-        let (write, read) = left_right::new_from_empty::<Replica, Arc<[Mutation]>>(state);
+    /// The node and the writer's end of its registry, from two equal copies
+    /// of the recovered state (the caller makes them in parallel): each is
+    /// moved into one side of the pair, nothing is cloned here.
+    pub fn new(shared: Arc<Shared>, first: Replica, second: Replica) -> (Arc<Node>, RegistryPublisher) {
+        debug_assert_eq!(first.len(), second.len(), "the two copies must be equal");
+        let (mut write, read) = left_right::new::<Replica, RegistryOp>();
+        // Before the first publish left-right applies an op to one copy at
+        // once; the second publish syncs the other (a no-op, see sync_with)
+        // and then absorbs the second Load into it.
+        write.append(RegistryOp::Load(Some(Box::new(first))));
+        write.publish();
+        write.append(RegistryOp::Load(Some(Box::new(second))));
+        write.publish();
         let node = Node {
             shared,
             id: NODE_IDS.fetch_add(1, Ordering::Relaxed),

@@ -164,13 +164,14 @@ pub fn run(options: Options) -> Result<(), StartError> {
     });
     // Three copies of the registry: the readers' two (left-right) and the
     // writer's own. The writer's is cloned on another thread meanwhile.
-    let state = recovered.state;
-    let (node, publisher, writer_state) = std::thread::scope(|scope| {
-        let writer_copy = scope.spawn(|| state.clone());
-        let (node, publisher) = Node::new(Arc::clone(&shared), state.clone());
-        (node, publisher, writer_copy.join().expect("clone of the registry"))
+    // The readers' two copies are cloned in parallel; the writer keeps the
+    // recovered original.
+    let writer_state = recovered.state;
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| writer_state.clone());
+        (writer_state.clone(), second.join().expect("clone of the registry"))
     });
-    drop(state);
+    let (node, publisher) = Node::new(Arc::clone(&shared), first, second);
     let writer_join = writer::start(inbox, writer_state, recovered.next_id, limits, recovered.log, publisher);
     runtime.spawn(flush_last_used(Arc::clone(&node), config.personal_access_token.last_used_flush_interval));
 
