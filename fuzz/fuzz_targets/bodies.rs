@@ -14,11 +14,15 @@ use latchkey_protocol::body::{
     LoginWithPersonalAccessToken, LogoutUser, PersonalAccessTokenInfo, PersonalAccessTokens, Ping,
     RawPersonalAccessToken,
 };
+use latchkey_protocol::ext::{
+    Authorize, AuthorizeDecision, Count, CreateToken, IssuedToken, ListTokens, RotateToken, TokenDetails,
+    TokenPage, TokenSelector, UpdateToken,
+};
 use latchkey_protocol::vsr::{ClientVersionInfo, LoginRegister, LoginRegisterWithPat};
 use libfuzzer_sys::fuzz_target;
 
 /// Number of selector values in use; the selector byte is taken modulo this.
-const BODY_KINDS: u8 = 21;
+const BODY_KINDS: u8 = 32;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -54,6 +58,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         19 => drop(check_login_response(body)),
-        _ => drop(check_result_section(body)),
+        20 => drop(check_result_section(body)),
+        // Latchkey's extension bodies (codes 9100–9110).
+        21 => drop(check_body_round_trip::<TokenSelector>(body)),
+        22 => drop(check_body_round_trip::<CreateToken>(body)),
+        23 => drop(check_body_round_trip::<IssuedToken>(body)),
+        24 => drop(check_body_round_trip::<TokenDetails>(body)),
+        25 => drop(check_body_round_trip::<ListTokens>(body)),
+        26 => drop(check_body_round_trip::<TokenPage>(body)),
+        27 => drop(check_body_round_trip::<UpdateToken>(body)),
+        28 => drop(check_body_round_trip::<RotateToken>(body)),
+        29 => drop(check_body_round_trip::<Count>(body)),
+        30 => drop(check_body_round_trip::<Authorize>(body)),
+        _ => drop(check_body_round_trip::<AuthorizeDecision>(body)),
     }
 });

@@ -212,11 +212,21 @@ pub fn request_body_bytes(request: &Request) -> Option<Vec<u8>> {
         | Request::GetClusterMetadata
         | Request::GetMe
         | Request::LogoutUser
-        | Request::GetPersonalAccessTokens => Vec::new(),
+        | Request::GetPersonalAccessTokens
+        | Request::RevokeAllTokens
+        | Request::DeleteAllTokens => Vec::new(),
         Request::LoginUser(body) => encode_to_vec(body),
         Request::CreatePersonalAccessToken(body) => encode_to_vec(body),
         Request::DeletePersonalAccessToken(body) => encode_to_vec(body),
         Request::LoginWithPersonalAccessToken(body) => encode_to_vec(body),
+        Request::CreateToken(body) => encode_to_vec(body),
+        Request::GetToken(body) => encode_to_vec(body),
+        Request::ListTokens(body) => encode_to_vec(body),
+        Request::UpdateToken(body) => encode_to_vec(body),
+        Request::RevokeToken(body) => encode_to_vec(body),
+        Request::RotateToken(body) => encode_to_vec(body),
+        Request::DeleteToken(body) => encode_to_vec(body),
+        Request::Authorize(body) => encode_to_vec(body),
         Request::Unserved(_) => return None,
     };
     Some(bytes)
