@@ -35,7 +35,7 @@ use tokio::time::{Instant, Sleep};
 use zeroize::Zeroize;
 
 use crate::config::Framing;
-use crate::dispatch::{self, Session};
+use crate::dispatch::{self, PendingReply, ReplyBody, Session, Started};
 use crate::node::{Node, StopSignal};
 
 /// A byte stream a connection speaks over: a `TcpStream`, or a TLS stream
@@ -144,6 +144,8 @@ async fn run<S: Transport>(
     let mut codec = ServerCodec::new(node.shared.max_frame_size);
     let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let in_flight_max = node.shared.limits.max_requests_in_flight;
+    // Replies of this burst still waiting for the log writer, in order.
+    let mut queued: Vec<Queued> = Vec::new();
     loop {
         let mut answered = 0;
         while answered < in_flight_max {
@@ -152,13 +154,34 @@ async fn run<S: Transport>(
                 Ok(None) => break,
                 Err(error) => {
                     // Answer what came before the bad frame, then close.
+                    finish_queued(&mut queued, &mut output).await;
                     let _ = write_burst(stream, &mut output).await;
                     return Err(error.to_string());
                 }
             };
-            answer(inbound, session, node, &mut output).await;
+            match checked_request(inbound, session) {
+                // Token creates and deletes are queued with the writer at
+                // once, so a pipelined burst of them shares one commit.
+                Ok(request) if dispatch::may_start_ahead(&request) => {
+                    queued.push(match dispatch::start(request, session, node).await {
+                        Started::Done(reply) => Queued::Ready(reply),
+                        Started::Pending(pending) => Queued::Pending(pending),
+                    });
+                }
+                Err(code) if !queued.is_empty() => queued.push(Queued::Ready(Err(code))),
+                // Everything else sees the outcome of what came before it.
+                request => {
+                    finish_queued(&mut queued, &mut output).await;
+                    let reply = match request {
+                        Ok(request) => dispatch::handle(request, session, node).await,
+                        Err(code) => Err(code),
+                    };
+                    encode(&reply, &mut output);
+                }
+            }
             answered += 1;
         }
+        finish_queued(&mut queued, &mut output).await;
         let more_buffered = answered == in_flight_max;
         if !waiting.next_burst(stream, &mut output, &mut input, more_buffered, session.is_logged_in()).await?
         {
@@ -310,9 +333,33 @@ async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'stati
     }
 }
 
-/// Decodes, checks the session, runs the command and encodes its reply.
-/// Order matters (spec §1.6): body errors first, then the login check.
-async fn answer(inbound: Inbound, session: &mut Session, node: &Node, output: &mut BytesMut) {
+/// A reply in a burst: known, or waiting for the log writer.
+enum Queued {
+    Ready(Result<ReplyBody, ErrorCode>),
+    Pending(PendingReply),
+}
+
+/// Waits for the queued replies in order and encodes them.
+async fn finish_queued(queued: &mut Vec<Queued>, output: &mut BytesMut) {
+    for reply in queued.drain(..) {
+        let reply = match reply {
+            Queued::Ready(reply) => reply,
+            Queued::Pending(pending) => pending.reply().await,
+        };
+        encode(&reply, output);
+    }
+}
+
+fn encode(reply: &Result<ReplyBody, ErrorCode>, output: &mut BytesMut) {
+    match reply {
+        Ok(body) => encode_reply(Reply::Ok(body), output),
+        Err(code) => encode_reply(Reply::Err(*code), output),
+    }
+}
+
+/// Decodes a request and checks the session. Order matters (spec §1.6):
+/// body errors first, then the login check.
+fn checked_request(inbound: Inbound, session: &Session) -> Result<Request, ErrorCode> {
     let request = match inbound {
         Inbound::Request { code, mut payload } => {
             let request = Request::decode(code, &payload);
@@ -323,16 +370,11 @@ async fn answer(inbound: Inbound, session: &mut Session, node: &Node, output: &m
         }
         Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
     };
-    let reply = match request {
-        Err(code) => Err(code),
+    match request {
         Ok(request) if !session.is_logged_in() && !request.allowed_before_login() => {
             Err(ErrorCode::Unauthenticated)
         }
-        Ok(request) => dispatch::handle(request, session, node).await,
-    };
-    match &reply {
-        Ok(body) => encode_reply(Reply::Ok(body), output),
-        Err(code) => encode_reply(Reply::Err(*code), output),
+        request => request,
     }
 }
 

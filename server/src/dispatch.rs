@@ -30,7 +30,7 @@ use crate::policy::{
 use crate::registry::{LastUsed, Replica, TokenEntry, TokenExtras, TokenHash};
 use crate::throttle::Attempt;
 use crate::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
-use crate::writer::{Change, Outcome};
+use crate::writer::{Change, Outcome, Ticket};
 
 /// Token name bounds in bytes (Iggy legacy: 3–30, code 50 outside).
 pub const TOKEN_NAME_BYTES_MIN: usize = 3;
@@ -206,14 +206,18 @@ pub async fn handle(request: Request, session: &mut Session, node: &Node) -> Res
             });
             Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
         }
-        Request::CreatePersonalAccessToken(create) => create_token(create, session, node).await,
+        Request::CreatePersonalAccessToken(create) => {
+            start_create_token(create, session, node).await?.reply().await
+        }
         Request::DeletePersonalAccessToken(delete) => {
-            let change =
-                |user_id| Change::Delete { user_id, token: TokenSelector::Name(delete.name.clone()) };
-            change_token(change, "token_deleted", session, node).await.map(|_| ReplyBody::Empty)
+            let token = TokenSelector::Name(delete.name);
+            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node)
+                .await?
+                .reply()
+                .await
         }
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
-        Request::CreateToken(create) => create_extended(create, session, node).await,
+        Request::CreateToken(create) => start_create_extended(create, session, node).await?.reply().await,
         Request::GetToken(get) => {
             let user_id = allowed(session, node, Need::Scope(scope::TOKENS_READ))?;
             let now = now_us();
@@ -237,8 +241,11 @@ pub async fn handle(request: Request, session: &mut Session, node: &Node) -> Res
         }
         Request::RotateToken(rotate) => rotate_token(rotate, session, node).await,
         Request::DeleteToken(delete) => {
-            let change = |user_id| Change::Delete { user_id, token: delete.token.clone() };
-            change_token(change, "token_deleted", session, node).await.map(|_| ReplyBody::Empty)
+            let token = delete.token;
+            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node)
+                .await?
+                .reply()
+                .await
         }
         Request::RevokeAllTokens => {
             let change = |user_id| Change::RevokeAll { user_id };
@@ -433,23 +440,23 @@ fn check_description(description: &str) -> Result<(), ErrorCode> {
 
 /// Iggy's code 42: a full access token, unless the policy or the session's
 /// own scopes forbid it.
-async fn create_token(
+async fn start_create_token(
     create: CreatePersonalAccessToken,
     session: &mut Session,
     node: &Node,
-) -> Result<ReplyBody, ErrorCode> {
+) -> Result<PendingReply, ErrorCode> {
     let CreatePersonalAccessToken { name, expiry_us } = create;
     let request = CreateToken { name, expiry_us, ..CreateToken::default() };
-    let issued = create_checked(request, None, session, node).await?;
-    Ok(ReplyBody::Token(RawPersonalAccessToken { token: issued.token }))
+    let raw_token = |issued: IssuedToken| ReplyBody::Token(RawPersonalAccessToken { token: issued.token });
+    start_create(request, None, raw_token, session, node).await
 }
 
 /// Code 9100.
-async fn create_extended(
+async fn start_create_extended(
     create: CreateToken,
     session: &mut Session,
     node: &Node,
-) -> Result<ReplyBody, ErrorCode> {
+) -> Result<PendingReply, ErrorCode> {
     // The session and its rights first, as for every command; then the body.
     allowed(session, node, Need::Manage)?;
     check_description(&create.description)?;
@@ -479,16 +486,18 @@ async fn create_extended(
         networks: networks.into(),
     }
     .shared();
-    let issued = create_checked(create, extras, session, node).await?;
-    Ok(ReplyBody::Issued(issued))
+    start_create(create, extras, ReplyBody::Issued, session, node).await
 }
 
-async fn create_checked(
+/// Checks a create, mints the token and queues the change; the returned
+/// reply waits for the commit.
+async fn start_create(
     create: CreateToken,
     extras: Option<Arc<TokenExtras>>,
+    wrap: fn(IssuedToken) -> ReplyBody,
     session: &mut Session,
     node: &Node,
-) -> Result<IssuedToken, ErrorCode> {
+) -> Result<PendingReply, ErrorCode> {
     let user_id = allowed(session, node, Need::Manage)?;
     check_name(&create.name)?;
     let scopes = extras.as_deref().map_or(&[][..], |extras| &extras.scopes[..]);
@@ -498,22 +507,87 @@ async fn create_checked(
     let name = create.name;
     let change = Change::Create { user_id, name: name.clone(), hash, expiry_us: lifetime_us, extras };
     let peer = session.peer;
-    match node.shared.writer.submit(change).await {
+    let ticket = node.shared.writer.enqueue(change).await?;
+    let finish = move |outcome: Result<Outcome, ErrorCode>| match outcome {
         Ok(Outcome::Created(record)) => {
             tracing::info!(target: "audit", event = "token_created", user_id, token_id = record.id, token_name = %name, expiry_at_us = record.expiry_at_us.map_or(0, |at| at.get()), %peer);
-            Ok(IssuedToken {
+            Ok(wrap(IssuedToken {
                 id: record.id,
                 token: raw,
                 created_at_us: record.created_at_us,
                 expires_at_us: record.expiry_at_us.map_or(0, |at| at.get()),
-            })
+            }))
         }
         Ok(other) => unreachable!("create answered with {other:?}"),
         Err(code) => {
             tracing::info!(target: "audit", event = "token_create_refused", user_id, token_name = %name, code = code.code(), %peer);
             Err(code)
         }
+    };
+    Ok(PendingReply { ticket, finish: Box::new(finish) })
+}
+
+/// A reply that waits for the log writer: the change is queued, its
+/// outcome not yet known.
+pub struct PendingReply {
+    ticket: Ticket,
+    finish: Box<FinishReply>,
+}
+
+/// Turns a change's outcome into the reply (and its audit event).
+type FinishReply = dyn FnOnce(Result<Outcome, ErrorCode>) -> Result<ReplyBody, ErrorCode> + Send;
+
+impl PendingReply {
+    /// Waits for the commit (or refusal) and builds the reply.
+    pub async fn reply(self) -> Result<ReplyBody, ErrorCode> {
+        let outcome = self.ticket.outcome().await;
+        (self.finish)(outcome)
     }
+}
+
+/// A request begun by [`start`].
+pub enum Started {
+    Done(Result<ReplyBody, ErrorCode>),
+    Pending(PendingReply),
+}
+
+/// Runs a request that passed decoding and the login check, like
+/// [`handle`], except that a token create or delete (42, 43, 9100, 9106)
+/// returns once its change is queued, so a connection can queue the next
+/// one before this one's commit: a client that pipelines creates and
+/// deletes gets them into one batch. Only these may be begun ahead: their
+/// checks do not depend on an earlier create or delete's outcome (the
+/// writer checks the changes in order), and none of them can end the
+/// session.
+pub async fn start(request: Request, session: &mut Session, node: &Node) -> Started {
+    let pending = match request {
+        Request::CreatePersonalAccessToken(create) => start_create_token(create, session, node).await,
+        Request::CreateToken(create) => start_create_extended(create, session, node).await,
+        Request::DeletePersonalAccessToken(delete) => {
+            let token = TokenSelector::Name(delete.name);
+            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node).await
+        }
+        Request::DeleteToken(delete) => {
+            let token = delete.token;
+            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node).await
+        }
+        other => return Started::Done(handle(other, session, node).await),
+    };
+    match pending {
+        Ok(pending) => Started::Pending(pending),
+        Err(code) => Started::Done(Err(code)),
+    }
+}
+
+/// Whether [`start`] may return before the request's commit.
+pub fn may_start_ahead(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreatePersonalAccessToken(_)
+            | Request::CreateToken(_)
+            | Request::DeletePersonalAccessToken(_)
+            | Request::DeleteToken(_)
+    )
 }
 
 /// Submits a change to one or all of the caller's tokens. Replies with a
@@ -524,9 +598,21 @@ async fn change_token(
     session: &mut Session,
     node: &Node,
 ) -> Result<ReplyBody, ErrorCode> {
+    start_change(change, event, session, node).await?.reply().await
+}
+
+/// Checks the session and queues a change to the caller's tokens; the
+/// returned reply waits for the commit.
+async fn start_change(
+    change: impl FnOnce(u32) -> Change,
+    event: &'static str,
+    session: &mut Session,
+    node: &Node,
+) -> Result<PendingReply, ErrorCode> {
     let user_id = allowed(session, node, Need::Manage)?;
     let peer = session.peer;
-    match node.shared.writer.submit(change(user_id)).await {
+    let ticket = node.shared.writer.enqueue(change(user_id)).await?;
+    let finish = move |outcome: Result<Outcome, ErrorCode>| match outcome {
         Ok(Outcome::Deleted { id } | Outcome::Revoked { id } | Outcome::Updated { id }) => {
             tracing::info!(target: "audit", event, user_id, token_id = id, %peer);
             Ok(ReplyBody::Empty)
@@ -537,7 +623,8 @@ async fn change_token(
         }
         Ok(other) => unreachable!("token change answered with {other:?}"),
         Err(code) => Err(code),
-    }
+    };
+    Ok(PendingReply { ticket, finish: Box::new(finish) })
 }
 
 /// Code 9103.

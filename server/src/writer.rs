@@ -145,9 +145,16 @@ impl WriterHandle {
     /// Submits a change and waits until it is durable and visible to every
     /// reader (or refused). A stopped writer answers `Error`.
     pub async fn submit(&self, change: Change) -> Result<Outcome, ErrorCode> {
+        self.enqueue(change).await?.outcome().await
+    }
+
+    /// Queues a change (waiting only for room in the queue) and returns the
+    /// ticket its outcome will arrive on. Changes are committed in the order
+    /// they are queued, each checked against the ones before it.
+    pub async fn enqueue(&self, change: Change) -> Result<Ticket, ErrorCode> {
         let (reply, outcome) = oneshot::channel();
         self.sender.send(Message::Change(change, reply)).await.map_err(|_| ErrorCode::Error)?;
-        outcome.await.unwrap_or(Err(ErrorCode::Error))
+        Ok(Ticket(outcome))
     }
 
     /// Asks the writer to finish what is queued before this call and exit.
@@ -159,6 +166,16 @@ impl WriterHandle {
                 let _ = sender.blocking_send(Message::Stop);
             });
         }
+    }
+}
+
+/// Where a queued change's outcome arrives.
+pub struct Ticket(oneshot::Receiver<Result<Outcome, ErrorCode>>);
+
+impl Ticket {
+    /// Waits until the change is durable and visible (or refused).
+    pub async fn outcome(self) -> Result<Outcome, ErrorCode> {
+        self.0.await.unwrap_or(Err(ErrorCode::Error))
     }
 }
 
