@@ -86,6 +86,9 @@ macro_rules! empty_requests {
     )+};
 }
 
+/// Latchkey's extension requests with empty bodies use it too.
+pub(crate) use empty_requests;
+
 empty_requests! {
     /// Code 1: liveness check, served before login.
     Ping = crate::codes::PING;

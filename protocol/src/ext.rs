@@ -18,7 +18,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::body::{Command, WireDecode, WireEncode};
+use crate::body::{Command, WireDecode, WireEncode, empty_requests};
 use crate::codes;
 use crate::wire::{Reader, put_short};
 use crate::{ErrorCode, Secret};
@@ -182,31 +182,7 @@ selector_requests! {
     DeleteToken = codes::DELETE_TOKEN;
 }
 
-/// Declares a request with an empty body.
-macro_rules! empty_ext_requests {
-    ($( $(#[$doc:meta])* $name:ident = $code:expr; )+) => {$(
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-        pub struct $name;
-
-        impl WireEncode for $name {
-            fn encoded_size(&self) -> usize { 0 }
-            fn encode(&self, _dst: &mut BytesMut) {}
-        }
-
-        impl WireDecode for $name {
-            fn decode(_src: &[u8]) -> Result<(Self, usize), ErrorCode> {
-                Ok(($name, 0))
-            }
-        }
-
-        impl Command for $name {
-            const CODE: u32 = $code;
-        }
-    )+};
-}
-
-empty_ext_requests! {
+empty_requests! {
     /// Code 9107: revokes every active token of the caller. Reply: [`Count`].
     RevokeAllTokens = codes::REVOKE_ALL_TOKENS;
     /// Code 9108: deletes every token of the caller. Reply: [`Count`].

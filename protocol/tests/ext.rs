@@ -17,56 +17,13 @@ use latchkey_protocol::ext::{
 };
 use latchkey_protocol::{ErrorCode, Request, codes, token};
 
+mod common;
+
+use common::{assert_trailing_left_unread, assert_truncations, decode_err, round_trip};
+
 // ---------------------------------------------------------------------------
-// Helpers (the same checks as bodies.rs)
+// Helpers
 // ---------------------------------------------------------------------------
-
-/// Encodes `value`, checks the size, decodes it back and checks the value and
-/// the bytes consumed. Returns the encoding.
-fn round_trip<T>(value: &T) -> Vec<u8>
-where
-    T: WireEncode + WireDecode + PartialEq + Debug,
-{
-    let bytes = encode_to_vec(value);
-    assert_eq!(bytes.len(), value.encoded_size(), "encoded_size of {value:?}");
-    let (decoded, used) = T::decode(&bytes).unwrap_or_else(|e| panic!("decode {value:?}: {e:?}"));
-    assert_eq!(&decoded, value);
-    assert_eq!(used, bytes.len(), "consumed for {value:?}");
-    assert_eq!(&decode_exact::<T>(&bytes).unwrap(), value);
-    bytes
-}
-
-/// Trailing input is left unread by `decode` and refused by `decode_exact`.
-fn assert_trailing_left_unread<T>(value: &T)
-where
-    T: WireEncode + WireDecode + PartialEq + Debug,
-{
-    let bytes = encode_to_vec(value);
-    for extra in [&[0u8][..], &[0xff, 0xff, 0xff, 0xff, 0xff], &[7; 64]] {
-        let mut longer = bytes.clone();
-        longer.extend_from_slice(extra);
-        let (decoded, used) = T::decode(&longer).unwrap();
-        assert_eq!(&decoded, value);
-        assert_eq!(used, bytes.len());
-        assert_eq!(
-            decode_exact::<T>(&longer).err(),
-            Some(ErrorCode::InvalidCommand),
-            "decode_exact with {} trailing bytes",
-            extra.len()
-        );
-    }
-}
-
-/// Every proper prefix of `bytes` fails with InvalidCommand. No extension
-/// body has optional trailing fields, so no prefix is a complete body.
-fn assert_truncations<T: WireDecode + Debug>(bytes: &[u8]) {
-    for i in 0..bytes.len() {
-        match T::decode(&bytes[..i]) {
-            Err(e) => assert_eq!(e, ErrorCode::InvalidCommand, "prefix {i} of {bytes:02x?}"),
-            Ok((value, used)) => panic!("prefix {i} of {bytes:02x?} decoded as {value:?} ({used} bytes)"),
-        }
-    }
-}
 
 /// Round trip, trailing bytes and every truncation, in one call.
 fn check_body<T>(value: &T) -> Vec<u8>
@@ -75,15 +32,9 @@ where
 {
     let bytes = round_trip(value);
     assert_trailing_left_unread(value);
-    assert_truncations::<T>(&bytes);
+    // No extension body has optional trailing fields: no prefix is whole.
+    assert_truncations::<T>(&bytes, &[]);
     bytes
-}
-
-fn decode_err<T: WireDecode + Debug>(bytes: &[u8]) -> ErrorCode {
-    match T::decode(bytes) {
-        Ok((value, used)) => panic!("{bytes:02x?} decoded as {value:?} ({used} bytes)"),
-        Err(e) => e,
-    }
 }
 
 /// Byte sequences that are not UTF-8: a lone continuation byte, an overlong

@@ -99,10 +99,7 @@ impl Session {
     /// handed over included, so a connection never sees its own use missing.
     fn last_used(&self, node: &Node, replica: &Replica, id: u64) -> Option<LastUsed> {
         let own = self.uses.get(&id).map(|(_, used)| *used);
-        match (own, node.last_used(replica, id)) {
-            (Some(own), Some(known)) => Some(if own.at_us >= known.at_us { own } else { known }),
-            (own, known) => own.or(known),
-        }
+        LastUsed::later(own, node.last_used(replica, id))
     }
 
     /// Uses not yet handed over (at connection close).
@@ -206,18 +203,11 @@ pub async fn handle(request: Request, session: &mut Session, node: &Node) -> Res
             });
             Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
         }
-        Request::CreatePersonalAccessToken(create) => {
-            start_create_token(create, session, node).await?.reply().await
-        }
-        Request::DeletePersonalAccessToken(delete) => {
-            let token = TokenSelector::Name(delete.name);
-            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node)
-                .await?
-                .reply()
-                .await
-        }
+        request @ (Request::CreatePersonalAccessToken(_)
+        | Request::CreateToken(_)
+        | Request::DeletePersonalAccessToken(_)
+        | Request::DeleteToken(_)) => begin_write(request, session, node).await?.reply().await,
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
-        Request::CreateToken(create) => start_create_extended(create, session, node).await?.reply().await,
         Request::GetToken(get) => {
             let user_id = allowed(session, node, Need::Scope(scope::TOKENS_READ))?;
             let now = now_us();
@@ -240,13 +230,6 @@ pub async fn handle(request: Request, session: &mut Session, node: &Node) -> Res
             change_token(change, "token_revoked", session, node).await.map(|_| ReplyBody::Empty)
         }
         Request::RotateToken(rotate) => rotate_token(rotate, session, node).await,
-        Request::DeleteToken(delete) => {
-            let token = delete.token;
-            start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node)
-                .await?
-                .reply()
-                .await
-        }
         Request::RevokeAllTokens => {
             let change = |user_id| Change::RevokeAll { user_id };
             change_token(change, "tokens_revoked_all", session, node).await
@@ -560,7 +543,24 @@ pub enum Started {
 /// writer checks the changes in order), and none of them can end the
 /// session.
 pub async fn start(request: Request, session: &mut Session, node: &Node) -> Started {
-    let pending = match request {
+    if !may_start_ahead(&request) {
+        return Started::Done(handle(request, session, node).await);
+    }
+    match begin_write(request, session, node).await {
+        Ok(pending) => Started::Pending(pending),
+        Err(code) => Started::Done(Err(code)),
+    }
+}
+
+/// Checks and queues a token create or delete (the requests
+/// [`may_start_ahead`] admits); the reply waits for the commit. [`handle`]
+/// awaits it at once, [`start`] hands it back.
+async fn begin_write(
+    request: Request,
+    session: &mut Session,
+    node: &Node,
+) -> Result<PendingReply, ErrorCode> {
+    match request {
         Request::CreatePersonalAccessToken(create) => start_create_token(create, session, node).await,
         Request::CreateToken(create) => start_create_extended(create, session, node).await,
         Request::DeletePersonalAccessToken(delete) => {
@@ -571,11 +571,7 @@ pub async fn start(request: Request, session: &mut Session, node: &Node) -> Star
             let token = delete.token;
             start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, node).await
         }
-        other => return Started::Done(handle(other, session, node).await),
-    };
-    match pending {
-        Ok(pending) => Started::Pending(pending),
-        Err(code) => Started::Done(Err(code)),
+        other => unreachable!("{other:?} is not a token create or delete"),
     }
 }
 

@@ -278,12 +278,7 @@ impl Node {
     /// written, or what the log has.
     pub fn last_used(&self, replica: &Replica, id: u64) -> Option<LastUsed> {
         let pending = self.lock_uses().get(&id).map(|(_, used)| *used);
-        match (pending, replica.last_used(id)) {
-            (Some(pending), Some(logged)) => {
-                Some(if pending.at_us >= logged.at_us { pending } else { logged })
-            }
-            (pending, logged) => pending.or(logged),
-        }
+        LastUsed::later(pending, replica.last_used(id))
     }
 
     /// Sends the handed-over last uses to the writer. They stay visible (in

@@ -48,6 +48,16 @@ pub struct LastUsed {
     pub peer: SocketAddr,
 }
 
+impl LastUsed {
+    /// The later of two last uses, either of which may be unknown.
+    pub fn later(a: Option<LastUsed>, b: Option<LastUsed>) -> Option<LastUsed> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if a.at_us >= b.at_us { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// One stored token. Never holds the raw token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {

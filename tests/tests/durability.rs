@@ -25,9 +25,6 @@ const MARKER: [u8; 4] = [0xe3, 0xa7, 0xc5, 0x1b];
 /// Marker, length, crc.
 const RECORD_HEADER_BYTES: usize = 12;
 const TYPE_SNAPSHOT: u8 = 3;
-/// Upper bound for the polling loops (the cleaner); a hang guard, not a
-/// timing assertion.
-const POLL_LIMIT: Duration = Duration::from_secs(10);
 
 /// Status codes the tests expect.
 const OK: u32 = 0;

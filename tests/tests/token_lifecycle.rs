@@ -10,16 +10,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use latchkey_sdk::{
     Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenStatus,
 };
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
-
-/// Bound for every polling loop; a hang guard, not a timing assertion.
-const POLL_LIMIT: Duration = Duration::from_secs(10);
 
 const NOT_FOUND: u32 = 20;
 const UNAUTHENTICATED: u32 = 40;
@@ -40,23 +37,6 @@ const LOG_FILE: &str = "tokens.log";
 const FORMAT_VERSION_OFFSET: usize = 8;
 /// The log written by format version 1, committed before the format changed.
 const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/log/fixture-v1.log");
-
-/// A bounded wait for something the server does in the background.
-struct Poll {
-    until: Instant,
-    what: &'static str,
-}
-
-impl Poll {
-    fn new(what: &'static str) -> Poll {
-        Poll { until: Instant::now() + POLL_LIMIT, what }
-    }
-
-    async fn pause(&self) {
-        assert!(Instant::now() < self.until, "{} did not happen (hang guard)", self.what);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_FILE)

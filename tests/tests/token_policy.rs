@@ -10,14 +10,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use latchkey_sdk::{Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
-
-/// Bound for every polling loop; a hang guard, not a timing assertion.
-const POLL_LIMIT: Duration = Duration::from_secs(10);
 
 const OK: u32 = 0;
 const INVALID_FORMAT: u32 = 4;
@@ -34,23 +31,6 @@ const AUTHORIZE_NOT_PERMITTED: u32 = 20011;
 
 const HOUR: Duration = Duration::from_secs(3_600);
 const HALF_HOUR_US: u64 = 1_800_000_000;
-
-/// A bounded wait for something the server does in the background.
-struct Poll {
-    until: Instant,
-    what: &'static str,
-}
-
-impl Poll {
-    fn new(what: &'static str) -> Poll {
-        Poll { until: Instant::now() + POLL_LIMIT, what }
-    }
-
-    async fn pause(&self) {
-        assert!(Instant::now() < self.until, "{} did not happen (hang guard)", self.what);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A configured user, its password hashed once so the config can be
 /// rewritten for reloads without hashing again.

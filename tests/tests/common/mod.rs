@@ -7,7 +7,7 @@
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_sdk::{Client, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,5 +259,26 @@ pub fn wait_for_logs(server: &latchkey_tests::TestServer, check: impl Fn(&str) -
         }
         assert!(std::time::Instant::now() < deadline, "expected output never appeared in the log:\n{logs}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long a test waits for something the server does in the background
+/// (a reload, a flush) before it calls it a hang. Not a timing assertion.
+pub const POLL_LIMIT: Duration = Duration::from_secs(10);
+
+/// A bounded wait for something the server does in the background.
+pub struct Poll {
+    until: Instant,
+    what: &'static str,
+}
+
+impl Poll {
+    pub fn new(what: &'static str) -> Poll {
+        Poll { until: Instant::now() + POLL_LIMIT, what }
+    }
+
+    pub async fn pause(&self) {
+        assert!(Instant::now() < self.until, "{} did not happen (hang guard)", self.what);
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
