@@ -237,7 +237,7 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
         let (token, _) = RawPersonalAccessToken::decode(&payload)
             .map_err(|_| std::io::Error::other("setup: create reply does not decode"))?;
         if index == 0 {
-            login_token = token.token.to_string();
+            login_token = token.token.expose().to_owned();
         }
     }
     Ok(login_token)

@@ -157,7 +157,7 @@ impl<'a> IssuedJson<'a> {
         IssuedJson {
             id: issued.id,
             name,
-            token: issued.token.as_str(),
+            token: issued.token.expose(),
             created_at: at_rfc3339(issued.created_at_us),
             created_at_us: at(issued.created_at_us),
             expires_at: at_rfc3339(issued.expires_at_us),
@@ -176,7 +176,7 @@ pub fn issued(issued: &IssuedToken, name: Option<&str>, done: &str, now_us: u64)
          Copy the token now: it will not be shown again.\n\n\
          {}\n",
         issued.id,
-        issued.token.as_str()
+        issued.token.expose()
     )
 }
 

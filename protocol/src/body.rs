@@ -6,8 +6,6 @@
 //! itself back, returning the number of bytes consumed. [`WireDecode::decode`]
 //! accepts a prefix; [`decode_exact`] refuses trailing bytes.
 
-use std::fmt;
-
 use bytes::{BufMut, BytesMut};
 
 use crate::wire::{Reader, put_long, put_short};
@@ -107,23 +105,12 @@ empty_requests! {
 /// Version and context are optional trailing fields: the body may end after
 /// the password or after the version. Username and password may be empty on
 /// the wire; their 3–50 / 3–100 bounds are checked by the server (43 / 44).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginUser {
     pub username: String,
     pub password: Secret,
     pub version: Option<String>,
     pub context: Option<String>,
-}
-
-impl fmt::Debug for LoginUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginUser")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("version", &self.version)
-            .field("context", &self.context)
-            .finish()
-    }
 }
 
 impl WireEncode for LoginUser {
@@ -173,18 +160,11 @@ impl Command for LoginUser {
 
 /// Declares a body that is a single WireName field.
 macro_rules! single_name_body {
-    ($( $(#[$doc:meta])* $name:ident { $field:ident: $kind:ty } $( = $code:expr )?, redact = $redact:literal; )+) => {$(
+    ($( $(#[$doc:meta])* $name:ident { $field:ident: $kind:ty } $( = $code:expr )?; )+) => {$(
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq)]
+        #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name {
             pub $field: $kind,
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let shown: &dyn fmt::Debug = if $redact { &"<redacted>" } else { &self.$field };
-                f.debug_struct(stringify!($name)).field(stringify!($field), shown).finish()
-            }
         }
 
         impl WireEncode for $name {
@@ -212,11 +192,11 @@ macro_rules! single_name_body {
 
 single_name_body! {
     /// Code 44 (spec §1.3): `[token WireName]`.
-    LoginWithPersonalAccessToken { token: Secret } = crate::codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN, redact = true;
+    LoginWithPersonalAccessToken { token: Secret } = crate::codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN;
     /// Code 43 (spec §1.4): `[name WireName]`.
-    DeletePersonalAccessToken { name: String } = crate::codes::DELETE_PERSONAL_ACCESS_TOKEN, redact = false;
+    DeletePersonalAccessToken { name: String } = crate::codes::DELETE_PERSONAL_ACCESS_TOKEN;
     /// Reply to code 42: `[token WireName]`, the raw token, sent exactly once.
-    RawPersonalAccessToken { token: Secret }, redact = true;
+    RawPersonalAccessToken { token: Secret };
 }
 
 /// Code 42 (spec §1.4): `[name WireName][expiry u64]`, expiry a duration in µs

@@ -241,23 +241,12 @@ impl Command for CreateToken {
 /// Reply to create (9100) and rotate (9105):
 /// `[id u64][token WireName][created_at u64][expires_at u64]` (0 = never).
 /// The only body that ever carries a raw token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub id: u64,
     pub token: Secret,
     pub created_at_us: u64,
     pub expires_at_us: u64,
-}
-
-impl fmt::Debug for IssuedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedToken")
-            .field("id", &self.id)
-            .field("token", &"<redacted>")
-            .field("created_at_us", &self.created_at_us)
-            .field("expires_at_us", &self.expires_at_us)
-            .finish()
-    }
 }
 
 impl WireEncode for IssuedToken {
@@ -619,21 +608,11 @@ impl WireDecode for Count {
 /// its clients presented. An empty `scope` checks the token only; an empty
 /// `address` is "unknown", which a token limited to networks is denied for.
 /// Reply: [`AuthorizeDecision`] with status 0 whether allowed or denied.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorize {
     pub token: Secret,
     pub scope: String,
     pub address: String,
-}
-
-impl fmt::Debug for Authorize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authorize")
-            .field("token", &"<redacted>")
-            .field("scope", &self.scope)
-            .field("address", &self.address)
-            .finish()
-    }
 }
 
 impl WireEncode for Authorize {

@@ -20,13 +20,11 @@ pub mod error;
 pub mod ext;
 pub mod request;
 pub mod scope;
+mod secret;
 pub mod token;
 pub mod vsr;
 pub mod wire;
 
 pub use error::ErrorCode;
-
-/// A password or raw token held in memory: wiped (zeroed) when dropped, and
-/// dereferences to `String` for reading.
-pub type Secret = zeroize::Zeroizing<String>;
 pub use request::Request;
+pub use secret::Secret;

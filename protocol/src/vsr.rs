@@ -11,8 +11,6 @@
 //! Every integer is little-endian. Offsets are the spec's (§2.3–§2.7) and are
 //! written down once, in [`offset`].
 
-use std::fmt;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
@@ -776,23 +774,12 @@ fn context_size(context: &Option<String>) -> usize {
 
 /// Password login ("LoginRegister", code 40): `[ClientVersionInfo]`
 /// `[username WireName][password u8-len][context u32-len]`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRegister {
     pub client_version: ClientVersionInfo,
     pub username: String,
     pub password: Secret,
     pub context: Option<String>,
-}
-
-impl fmt::Debug for LoginRegister {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginRegister")
-            .field("client_version", &self.client_version)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("context", &self.context)
-            .finish()
-    }
 }
 
 impl WireEncode for LoginRegister {
@@ -825,21 +812,11 @@ impl WireDecode for LoginRegister {
 
 /// PAT login ("LoginRegisterWithPat", code 45): `[ClientVersionInfo]`
 /// `[token u8-len][context u32-len]`. The token may be empty on the wire.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginRegisterWithPat {
     pub client_version: ClientVersionInfo,
     pub token: Secret,
     pub context: Option<String>,
-}
-
-impl fmt::Debug for LoginRegisterWithPat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginRegisterWithPat")
-            .field("client_version", &self.client_version)
-            .field("token", &"<redacted>")
-            .field("context", &self.context)
-            .finish()
-    }
 }
 
 impl WireEncode for LoginRegisterWithPat {

@@ -152,7 +152,7 @@ fn login_user_spec_payload_decodes_and_re_encodes_byte_for_byte() {
     let (value, used) = LoginUser::decode(&LOGIN_IGGY_IGGY).unwrap();
     assert_eq!(used, 24);
     assert_eq!(value.username, "iggy");
-    assert_eq!(value.password.as_str(), "iggy");
+    assert_eq!(value.password.expose(), "iggy");
     assert_eq!(value.version.as_deref(), Some("0.10.0"));
     assert_eq!(value.context, None);
     assert_eq!(value.encoded_size(), 24);

@@ -135,7 +135,7 @@ impl Client {
     /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
     /// use latchkey_sdk::NewToken;
     /// let issued = client.create_token(&NewToken::named("ci").with_scope("tokens:read")).await?;
-    /// println!("token {} (id {}) expires at {}", issued.token.as_str(), issued.id, issued.expires_at_us);
+    /// println!("token {} (id {}) expires at {}", issued.token.expose(), issued.id, issued.expires_at_us);
     /// # Ok(())
     /// # }
     /// ```
@@ -229,7 +229,7 @@ impl Client {
     /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
     /// use latchkey_sdk::RotateExpiry;
     /// let fresh = client.rotate_token("ci", RotateExpiry::Keep).await?;
-    /// println!("new secret: {}", fresh.token.as_str());
+    /// println!("new secret: {}", fresh.token.expose());
     /// # Ok(())
     /// # }
     /// ```

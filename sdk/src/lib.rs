@@ -370,7 +370,7 @@ impl Client {
         let request =
             CreatePersonalAccessToken { name: wire_name(name, "name")?, expiry_us: expiry.as_wire_us() };
         let reply = self.call(&request).await?;
-        Ok(decode::<RawPersonalAccessToken>(&reply)?.token.to_string())
+        Ok(decode::<RawPersonalAccessToken>(&reply)?.token.expose().to_owned())
     }
 
     /// The caller's tokens, sorted by name (never their secrets).

@@ -2,6 +2,8 @@
 //! §2.14), round trips, every truncation point, header validation and the
 //! frame decoders' size checks.
 
+use std::fmt;
+
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
@@ -119,7 +121,7 @@ fn captured_login_body_decodes_and_its_checksum_matches() {
     assert_eq!(request_checksum(&body), 0x8fde_203c_2a3f_8095);
     let login: LoginRegister = decode_exact(&body).unwrap();
     assert_eq!(login.client_version, rust_sdk_version());
-    assert_eq!((login.username.as_str(), login.password.as_str()), ("iggy", "iggy"));
+    assert_eq!((login.username.as_str(), login.password.expose()), ("iggy", "iggy"));
     assert_eq!(login.context, None);
     // And it re-encodes byte for byte.
     assert_eq!(encode_to_vec(&login), body);
