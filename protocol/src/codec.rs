@@ -1,8 +1,10 @@
-//! The legacy framing (spec §1.1) as a tokio-util `Decoder`/`Encoder` pair.
+//! The legacy framing (spec §1.1): a tokio-util `Decoder` for each direction
+//! and a writer for each.
 //!
-//! - [`ServerCodec`] reads requests `[length u32][code u32][payload]` and
-//!   writes replies `[status u32][length u32][payload]`.
-//! - [`ClientCodec`] is the mirror image, used by the SDK and the bench tool.
+//! - [`ServerCodec`] reads requests `[length u32][code u32][payload]`;
+//!   [`encode_reply`] writes replies `[status u32][length u32][payload]`.
+//! - [`ClientCodec`] reads replies and [`encode_request`] writes requests:
+//!   the SDK's and the tests' side.
 //!
 //! A request whose length field is below 4 is not an error that ends the
 //! stream: the 8 header bytes are consumed and [`Inbound::Malformed`] is
@@ -11,10 +13,10 @@
 //! be trusted and the connection is closed without buffering the payload.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::ErrorCode;
-use crate::body::{Command, WireEncode};
+use crate::body::WireEncode;
 
 /// Bytes before the payload in both directions.
 pub const HEADER_BYTES: usize = 8;
@@ -53,7 +55,7 @@ pub enum Reply<'a> {
     Err(ErrorCode),
 }
 
-/// Server side: decodes requests, encodes replies.
+/// Server side: decodes requests.
 #[derive(Debug, Clone)]
 pub struct ServerCodec {
     length_max: u32,
@@ -100,15 +102,6 @@ impl Decoder for ServerCodec {
     }
 }
 
-impl Encoder<Reply<'_>> for ServerCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, reply: Reply<'_>, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_reply(reply, dst);
-        Ok(())
-    }
-}
-
 /// Writes one reply frame. A 1-byte payload would be left unread by the 0.10
 /// SDK and corrupt the stream (spec §1.1), so it is a bug worth stopping for.
 pub fn encode_reply(reply: Reply<'_>, dst: &mut BytesMut) {
@@ -138,7 +131,7 @@ pub struct InboundReply {
     pub payload: Bytes,
 }
 
-/// Client side: encodes requests, decodes replies.
+/// Client side: decodes replies.
 #[derive(Debug, Clone)]
 pub struct ClientCodec {
     length_max: u32,
@@ -180,15 +173,6 @@ impl Decoder for ClientCodec {
     }
 }
 
-impl<C: Command> Encoder<&C> for ClientCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, command: &C, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_request(C::CODE, command, dst);
-        Ok(())
-    }
-}
-
 /// Writes one request frame `[4 + len][code][body]`.
 pub fn encode_request(code: u32, body: &dyn WireEncode, dst: &mut BytesMut) {
     let size = body.encoded_size();
@@ -197,4 +181,20 @@ pub fn encode_request(code: u32, body: &dyn WireEncode, dst: &mut BytesMut) {
     dst.put_u32_le(length);
     dst.put_u32_le(code);
     body.encode(dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_status_and_zero_length() {
+        for &code in ErrorCode::ALL {
+            let mut dst = BytesMut::new();
+            encode_reply(Reply::Err(code), &mut dst);
+            let mut expected = code.code().to_le_bytes().to_vec();
+            expected.extend_from_slice(&[0; 4]);
+            assert_eq!(&dst[..], expected, "{code:?}");
+        }
+    }
 }

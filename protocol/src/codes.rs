@@ -56,35 +56,6 @@ pub fn is_iggy_code(code: u32) -> bool {
     IGGY_CODES.binary_search(&code).is_ok()
 }
 
-/// Iggy's name for a command code, for logs.
-pub fn name(code: u32) -> &'static str {
-    match code {
-        PING => "Ping",
-        GET_CLUSTER_METADATA => "GetClusterMetadata",
-        GET_ME => "GetMe",
-        LOGIN_USER => "LoginUser",
-        LOGOUT_USER => "LogoutUser",
-        GET_PERSONAL_ACCESS_TOKENS => "GetPersonalAccessTokens",
-        CREATE_PERSONAL_ACCESS_TOKEN => "CreatePersonalAccessToken",
-        DELETE_PERSONAL_ACCESS_TOKEN => "DeletePersonalAccessToken",
-        LOGIN_WITH_PERSONAL_ACCESS_TOKEN => "LoginWithPersonalAccessToken",
-        LOGIN_REGISTER => "LoginRegister",
-        LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN => "LoginRegisterWithPat",
-        CREATE_TOKEN => "CreateToken",
-        GET_TOKEN => "GetToken",
-        LIST_TOKENS => "ListTokens",
-        UPDATE_TOKEN => "UpdateToken",
-        REVOKE_TOKEN => "RevokeToken",
-        ROTATE_TOKEN => "RotateToken",
-        DELETE_TOKEN => "DeleteToken",
-        REVOKE_ALL_TOKENS => "RevokeAllTokens",
-        DELETE_ALL_TOKENS => "DeleteAllTokens",
-        AUTHORIZE => "Authorize",
-        code if is_iggy_code(code) => "unserved Iggy command",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

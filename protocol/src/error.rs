@@ -22,7 +22,8 @@ macro_rules! error_codes {
         }
 
         impl ErrorCode {
-            /// Every code Latchkey knows, in ascending order.
+            /// Every code Latchkey knows, in ascending order (tests walk it).
+            #[cfg(test)]
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),+];
 
             /// The number sent on the wire.
@@ -118,5 +119,30 @@ mod tests {
         assert_eq!(ErrorCode::PersonalAccessTokenExpired.code(), 54);
         assert_eq!(ErrorCode::InvalidPersonalAccessTokenExpiry.code(), 56);
         assert_eq!(ErrorCode::InvalidCredentials.name(), "InvalidCredentials");
+    }
+
+    #[test]
+    fn latchkey_error_codes_are_20001_to_20011() {
+        let ours: Vec<(u32, &str)> = ErrorCode::ALL
+            .iter()
+            .filter(|code| code.code() >= 20_000)
+            .map(|code| (code.code(), code.name()))
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                (20001, "TooManyFailedLogins"),
+                (20002, "StorageUnavailable"),
+                (20003, "PersonalAccessTokenRevoked"),
+                (20004, "AddressNotAllowed"),
+                (20005, "InsufficientScope"),
+                (20006, "LifetimeNotAllowed"),
+                (20007, "InvalidScope"),
+                (20008, "InvalidNetwork"),
+                (20009, "InvalidDescription"),
+                (20010, "TokenManagementNotAllowed"),
+                (20011, "AuthorizeNotPermitted"),
+            ]
+        );
     }
 }

@@ -80,23 +80,6 @@ impl Request {
         }
     }
 
-    /// Whether this is one of Latchkey's extension commands.
-    pub fn is_extension(&self) -> bool {
-        matches!(
-            self,
-            Request::CreateToken(_)
-                | Request::GetToken(_)
-                | Request::ListTokens(_)
-                | Request::UpdateToken(_)
-                | Request::RevokeToken(_)
-                | Request::RotateToken(_)
-                | Request::DeleteToken(_)
-                | Request::RevokeAllTokens
-                | Request::DeleteAllTokens
-                | Request::Authorize(_)
-        )
-    }
-
     /// Commands served on a connection that is not logged in (spec §1.6).
     pub fn allowed_before_login(&self) -> bool {
         matches!(self, Request::Ping | Request::LoginUser(_) | Request::LoginWithPersonalAccessToken(_))

@@ -25,11 +25,9 @@ pub const HEADER_BYTES: usize = 256;
 /// Byte offsets of the header fields Latchkey reads or writes (spec §2.3–§2.7).
 pub mod offset {
     // Common prefix, bytes 0–127.
-    pub const CHECKSUM: usize = 0;
     pub const CLUSTER: usize = 32;
     pub const SIZE: usize = 48;
     pub const VIEW: usize = 52;
-    pub const RELEASE: usize = 56;
     pub const COMMAND: usize = 60;
     pub const REPLICA: usize = 61;
 
@@ -46,7 +44,6 @@ pub mod offset {
 
     // ReplyHeader, bytes 128–255.
     pub const REPLY_REQUEST_CHECKSUM: usize = 128;
-    pub const REPLY_CONTEXT: usize = 144;
     pub const REPLY_CLIENT: usize = 160;
     pub const REPLY_OP: usize = 176;
     pub const REPLY_COMMIT: usize = 184;
@@ -570,10 +567,6 @@ impl RequestCodec {
     /// `size_max` caps the `size` field (header included); at least 256.
     pub fn new(size_max: u32) -> RequestCodec {
         RequestCodec { size_max: size_max.max(HEADER_BYTES as u32) }
-    }
-
-    pub fn size_max(&self) -> u32 {
-        self.size_max
     }
 }
 

@@ -87,12 +87,6 @@ impl<'a> Reader<'a> {
         let len = usize::try_from(len).map_err(|_| ErrorCode::InvalidCommand)?;
         utf8(self.take(len)?)
     }
-
-    /// Fails with `InvalidCommand` if any bytes are left: the spec gives no
-    /// body trailing bytes, so extra input is a malformed request.
-    pub fn finish(self) -> Result<usize, ErrorCode> {
-        if self.is_empty() { Ok(self.offset) } else { Err(ErrorCode::InvalidCommand) }
-    }
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, ErrorCode> {

@@ -127,8 +127,8 @@ impl Expiry {
     /// The µs value sent on the wire.
     pub fn as_wire_us(self) -> u64 {
         match self {
-            Expiry::ServerDefault => 0,
-            Expiry::Never => u64::MAX,
+            Expiry::ServerDefault => latchkey_protocol::ext::EXPIRY_SERVER_DEFAULT,
+            Expiry::Never => latchkey_protocol::ext::EXPIRY_NEVER,
             Expiry::After(duration) => {
                 u64::try_from(duration.as_micros()).unwrap_or(u64::MAX - 1).clamp(1, u64::MAX - 1)
             }

@@ -510,8 +510,15 @@ fn the_request_codec_refuses_bad_sizes_as_soon_as_they_are_read() {
     let frame = request_frame(&valid_request(146), &[0u8; 44]);
     assert_eq!(frame.len(), 300);
     assert!(codec.decode(&mut BytesMut::from(&frame[..])).unwrap().is_some());
-    // The floor of the cap is one header.
-    assert_eq!(RequestCodec::new(10).size_max(), 256);
+    // The floor of the cap is one header: a header-only frame passes, one
+    // byte more does not.
+    let mut floored = RequestCodec::new(10);
+    let header_only = request_frame(&valid_request(operation::LOGOUT), &[]);
+    assert_eq!(header_only.len(), HEADER_BYTES);
+    assert!(floored.decode(&mut BytesMut::from(&header_only[..])).unwrap().is_some());
+    let mut buffer = BytesMut::from(&[0u8; 52][..]);
+    buffer[48..52].copy_from_slice(&257u32.to_le_bytes());
+    assert!(matches!(floored.decode(&mut buffer), Err(FrameError::TooLarge { declared: 257, max: 256 })));
 }
 
 #[test]
