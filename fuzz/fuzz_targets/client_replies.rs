@@ -1,5 +1,5 @@
 //! Arbitrary reply streams, in arbitrary reads, through the legacy client
-//! framing ([`ClientCodec`]), and every payload decoded as each reply body.
+//! framing ([`LegacyReplyCodec`]), and every payload decoded as each reply body.
 //!
 //! Input: `[script][stream]` (see `latchkey_fuzz::Script`). Checks, beside
 //! the shared ones in `feed`: a reply consumed `8 + length` bytes within the
@@ -16,14 +16,14 @@ use latchkey_fuzz::{
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, Empty, IdentityInfo, PersonalAccessTokens, RawPersonalAccessToken,
 };
-use latchkey_protocol::codec::{ClientCodec, HEADER_BYTES};
+use latchkey_protocol::codec::{LegacyReplyCodec, HEADER_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some(script) = Script::parse(data) else {
         return;
     };
-    let outcome = feed_both_ways(|| ClientCodec::new(FRAME_BYTES_MAX), &script);
+    let outcome = feed_both_ways(|| LegacyReplyCodec::new(FRAME_BYTES_MAX), &script);
     for (reply, range) in &outcome.items {
         let consumed = &script.stream[range.clone()];
         assert_eq!(consumed[0..4], reply.status.to_le_bytes());

@@ -1,5 +1,5 @@
 //! Arbitrary bytes, in arbitrary reads, through the legacy server framing
-//! ([`ServerCodec`]) and every request it yields through `Request::decode`.
+//! ([`LegacyRequestCodec`]) and every request it yields through `Request::decode`.
 //!
 //! Input: `[script][stream]` (see `latchkey_fuzz::Script`). Checks, beside
 //! the shared ones in `feed`: a `Malformed` item consumed exactly its 8-byte
@@ -10,14 +10,14 @@
 #![no_main]
 
 use latchkey_fuzz::{FRAME_BYTES_MAX, Script, check_request, feed_both_ways};
-use latchkey_protocol::codec::{HEADER_BYTES, Inbound, ServerCodec};
+use latchkey_protocol::codec::{HEADER_BYTES, Inbound, LegacyRequestCodec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some(script) = Script::parse(data) else {
         return;
     };
-    let outcome = feed_both_ways(|| ServerCodec::new(FRAME_BYTES_MAX), &script);
+    let outcome = feed_both_ways(|| LegacyRequestCodec::new(FRAME_BYTES_MAX), &script);
     for (item, range) in &outcome.items {
         let consumed = &script.stream[range.clone()];
         let length = u32::from_le_bytes([consumed[0], consumed[1], consumed[2], consumed[3]]);

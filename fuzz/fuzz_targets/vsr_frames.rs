@@ -6,7 +6,7 @@
 //!
 //! Input: `[script][stream]` (see `latchkey_fuzz::Script`); an even mode
 //! nibble reads requests with [`RequestCodec`], an odd one reads replies and
-//! evictions with [`ServerFrameCodec`]. Checks, beside the shared ones in
+//! evictions with [`ReplyCodec`]. Checks, beside the shared ones in
 //! `feed`: an item consumed exactly its declared `size`; a bad `size` is
 //! refused before anything is consumed; a bad header consumes its frame;
 //! every header decodes back from its own encoding; and every reply or
@@ -27,7 +27,7 @@ use latchkey_protocol::codes;
 use latchkey_protocol::vsr::{
     COMMAND_EVICTION, COMMAND_REPLY, COMMAND_REQUEST, ClientVersionInfo, EvictionHeader, EvictionReason,
     HEADER_BYTES, LoginRegister, LoginRegisterWithPat, PROTOCOL_VERSION, ReplyHeader, RequestCodec,
-    RequestFrame, RequestHeader, ServerFrame, ServerFrameCodec, encode_reply, is_protocol_compatible, offset,
+    RequestFrame, RequestHeader, ReplyFrame, ReplyCodec, encode_reply, is_protocol_compatible, offset,
     operation, pack_version, request_checksum, unpack_version,
 };
 use libfuzzer_sys::fuzz_target;
@@ -110,12 +110,12 @@ fn check_request_round_trip(frame: &RequestFrame) {
 /// Every reply and eviction the server may build for this request reads back
 /// on the client side as it was built.
 fn check_answers(request: &RequestHeader) {
-    let mut codec = ServerFrameCodec::new(FRAME_BYTES_MAX);
+    let mut codec = ReplyCodec::new(FRAME_BYTES_MAX);
     for status in [0, 3, 40] {
         let reply = ReplyHeader::answering(request, request.session, status);
         let mut bytes = BytesMut::new();
         encode_reply(&reply, &Empty, &mut bytes);
-        let expected = ServerFrame::Reply {
+        let expected = ReplyFrame::Reply {
             header: ReplyHeader { size: HEADER_BYTES as u32, ..reply },
             body: Default::default(),
         };
@@ -125,7 +125,7 @@ fn check_answers(request: &RequestHeader) {
         let eviction = EvictionHeader::answering(request, reason);
         let mut bytes = BytesMut::new();
         eviction.encode(&mut bytes);
-        assert_eq!(codec.decode(&mut bytes).ok().flatten(), Some(ServerFrame::Eviction(eviction)));
+        assert_eq!(codec.decode(&mut bytes).ok().flatten(), Some(ReplyFrame::Eviction(eviction)));
     }
 }
 
@@ -175,13 +175,13 @@ fn register(body: &[u8]) {
 // ---------------------------------------------------------------------------
 
 fn replies(script: &Script<'_>) {
-    let outcome = feed_both_ways(|| ServerFrameCodec::new(FRAME_BYTES_MAX), script);
+    let outcome = feed_both_ways(|| ReplyCodec::new(FRAME_BYTES_MAX), script);
     for (frame, range) in &outcome.items {
         let consumed = &script.stream[range.clone()];
         assert_eq!(consumed.len(), declared_size(consumed) as usize);
         assert!(consumed.len() <= FRAME_BYTES_MAX as usize);
         match frame {
-            ServerFrame::Reply { header, body } => {
+            ReplyFrame::Reply { header, body } => {
                 assert_eq!(consumed[offset::COMMAND], COMMAND_REPLY);
                 assert_eq!(consumed.len(), HEADER_BYTES + body.len());
                 assert_eq!(ReplyHeader::decode(header_of(consumed)), *header);
@@ -189,16 +189,16 @@ fn replies(script: &Script<'_>) {
                 let mut bytes = BytesMut::new();
                 header.encode(body.len(), &mut bytes);
                 bytes.extend_from_slice(body);
-                let read = ServerFrameCodec::new(FRAME_BYTES_MAX).decode(&mut bytes);
+                let read = ReplyCodec::new(FRAME_BYTES_MAX).decode(&mut bytes);
                 assert_eq!(read.ok().flatten().as_ref(), Some(frame));
                 reply_body(header.operation, body);
             }
-            ServerFrame::Eviction(eviction) => {
+            ReplyFrame::Eviction(eviction) => {
                 assert_eq!(consumed[offset::COMMAND], COMMAND_EVICTION);
                 assert_eq!(eviction.reason as u8, consumed[offset::EVICTION_REASON]);
                 let mut bytes = BytesMut::new();
                 eviction.encode(&mut bytes);
-                let read = ServerFrameCodec::new(FRAME_BYTES_MAX).decode(&mut bytes);
+                let read = ReplyCodec::new(FRAME_BYTES_MAX).decode(&mut bytes);
                 assert_eq!(read.ok().flatten().as_ref(), Some(frame));
             }
         }

@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use bytes::BytesMut;
 use latchkey_protocol::body::{WireDecode, WireEncode, decode_exact, encode_to_vec};
-use latchkey_protocol::codec::{ServerCodec, encode_request};
+use latchkey_protocol::codec::{LegacyRequestCodec, encode_request};
 use latchkey_protocol::vsr::{LoginRegisterResponse, decode_result};
 use latchkey_protocol::{ErrorCode, Request, codes};
 use tokio_util::codec::Decoder;
@@ -234,7 +234,7 @@ pub fn request_body_bytes(request: &Request) -> Option<Vec<u8>> {
 
 /// Decodes a legacy request payload and checks it: an error is 3 or 4; a
 /// request re-encodes to a body that decodes to the same request, and to a
-/// frame that [`ServerCodec`] reads back to the same code and body.
+/// frame that [`LegacyRequestCodec`] reads back to the same code and body.
 pub fn check_request(code: u32, payload: &[u8]) -> Option<Request> {
     let request = match Request::decode(code, payload) {
         Ok(request) => request,
@@ -254,7 +254,7 @@ pub fn check_request(code: u32, payload: &[u8]) -> Option<Request> {
 
     let mut frame = BytesMut::new();
     encode_request(code, &RawBody(&body), &mut frame);
-    let mut codec = ServerCodec::new(FRAME_BYTES_MAX);
+    let mut codec = LegacyRequestCodec::new(FRAME_BYTES_MAX);
     match codec.decode(&mut frame) {
         Ok(Some(latchkey_protocol::codec::Inbound::Request { code: read_code, payload: read })) => {
             assert_eq!(read_code, code);

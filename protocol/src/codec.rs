@@ -1,10 +1,15 @@
 //! The legacy framing (spec §1.1): a tokio-util `Decoder` for each direction
 //! and a writer for each.
 //!
-//! - [`ServerCodec`] reads requests `[length u32][code u32][payload]`;
-//!   [`encode_reply`] writes replies `[status u32][length u32][payload]`.
-//! - [`ClientCodec`] reads replies and [`encode_request`] writes requests:
-//!   the SDK's and the tests' side.
+//! - [`LegacyRequestCodec`] reads requests `[length u32][code u32][payload]`
+//!   (the server's side); [`encode_reply`] writes replies
+//!   `[status u32][length u32][payload]`.
+//! - [`LegacyReplyCodec`] reads replies and [`encode_request`] writes requests
+//!   (the SDK's, the bench tool's and the tests' side).
+//!
+//! Each decoder is named for what it decodes, as in [`crate::vsr`]
+//! (`RequestCodec`, `ReplyCodec`); the `Legacy` prefix keeps the two
+//! framings' codecs apart where one file uses both.
 //!
 //! A request whose length field is below 4 is not an error that ends the
 //! stream: the 8 header bytes are consumed and [`Inbound::Malformed`] is
@@ -55,26 +60,26 @@ pub enum Reply<'a> {
     Err(ErrorCode),
 }
 
-/// Server side: decodes requests.
+/// Decodes request frames (the server's side).
 #[derive(Debug, Clone)]
-pub struct ServerCodec {
+pub struct LegacyRequestCodec {
     length_max: u32,
 }
 
-impl ServerCodec {
+impl LegacyRequestCodec {
     /// `length_max` caps the request length field (code + payload bytes).
     pub fn new(length_max: u32) -> Self {
-        ServerCodec { length_max: length_max.max(4) }
+        LegacyRequestCodec { length_max: length_max.max(4) }
     }
 }
 
-impl Default for ServerCodec {
+impl Default for LegacyRequestCodec {
     fn default() -> Self {
-        ServerCodec::new(REQUEST_LENGTH_MAX_DEFAULT)
+        LegacyRequestCodec::new(REQUEST_LENGTH_MAX_DEFAULT)
     }
 }
 
-impl Decoder for ServerCodec {
+impl Decoder for LegacyRequestCodec {
     type Item = Inbound;
     type Error = FrameError;
 
@@ -131,25 +136,25 @@ pub struct InboundReply {
     pub payload: Bytes,
 }
 
-/// Client side: decodes replies.
+/// Decodes reply frames (the client's side).
 #[derive(Debug, Clone)]
-pub struct ClientCodec {
+pub struct LegacyReplyCodec {
     length_max: u32,
 }
 
-impl ClientCodec {
+impl LegacyReplyCodec {
     pub fn new(length_max: u32) -> Self {
-        ClientCodec { length_max }
+        LegacyReplyCodec { length_max }
     }
 }
 
-impl Default for ClientCodec {
+impl Default for LegacyReplyCodec {
     fn default() -> Self {
-        ClientCodec::new(REPLY_LENGTH_MAX_DEFAULT)
+        LegacyReplyCodec::new(REPLY_LENGTH_MAX_DEFAULT)
     }
 }
 
-impl Decoder for ClientCodec {
+impl Decoder for LegacyReplyCodec {
     type Item = InboundReply;
     type Error = FrameError;
 

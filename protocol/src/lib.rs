@@ -3,7 +3,8 @@
 //! no runtime, so the server, the SDK and the tools share one definition.
 //!
 //! Layout:
-//! - [`codec`]: the legacy length-prefixed framing as a tokio-util codec;
+//! - [`codec`]: the legacy length-prefixed framing: `LegacyRequestCodec` and
+//!   `LegacyReplyCodec` decode, `encode_request` and `encode_reply` write;
 //! - [`vsr`]: the 0.11 framing (256-byte headers, Register logins, result
 //!   sections, the version gate);
 //! - [`body`]: one type per request and reply body;

@@ -556,8 +556,8 @@ pub struct RequestFrame {
     pub body: BytesMut,
 }
 
-/// Server side: reads request frames. Replies are written with
-/// [`ReplyHeader::encode`] and [`EvictionHeader::encode`].
+/// Decodes request frames (the server's side). Replies are written with
+/// [`encode_reply`] and [`EvictionHeader::encode`].
 #[derive(Debug, Clone)]
 pub struct RequestCodec {
     size_max: u32,
@@ -583,16 +583,17 @@ impl Decoder for RequestCodec {
     }
 }
 
-/// A frame as a client reads it.
+/// A frame from the server as a client reads it: a reply, or an eviction
+/// (a header-only answer that ends the session, spec §2.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerFrame {
+pub enum ReplyFrame {
     Reply { header: ReplyHeader, body: Bytes },
     Eviction(EvictionHeader),
 }
 
-/// Why a client cannot read the server's frame.
+/// Why a client cannot read a frame from the server.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientFrameError {
+pub enum ReplyFrameError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("server frame command {0} is neither Reply (8) nor Eviction (13)")]
@@ -603,40 +604,40 @@ pub enum ClientFrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Client side: reads reply and eviction frames (bench, tools, tests).
+/// Decodes reply and eviction frames (the client's side: bench, tools, tests).
 #[derive(Debug, Clone)]
-pub struct ServerFrameCodec {
+pub struct ReplyCodec {
     size_max: u32,
 }
 
-impl ServerFrameCodec {
-    pub fn new(size_max: u32) -> ServerFrameCodec {
-        ServerFrameCodec { size_max: size_max.max(HEADER_BYTES as u32) }
+impl ReplyCodec {
+    pub fn new(size_max: u32) -> ReplyCodec {
+        ReplyCodec { size_max: size_max.max(HEADER_BYTES as u32) }
     }
 }
 
-impl Default for ServerFrameCodec {
+impl Default for ReplyCodec {
     fn default() -> Self {
-        ServerFrameCodec::new(HEADER_BYTES as u32 + crate::codec::REPLY_LENGTH_MAX_DEFAULT)
+        ReplyCodec::new(HEADER_BYTES as u32 + crate::codec::REPLY_LENGTH_MAX_DEFAULT)
     }
 }
 
-impl Decoder for ServerFrameCodec {
-    type Item = ServerFrame;
-    type Error = ClientFrameError;
+impl Decoder for ReplyCodec {
+    type Item = ReplyFrame;
+    type Error = ReplyFrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ServerFrame>, ClientFrameError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ReplyFrame>, ReplyFrameError> {
         let Some((header, body)) = split_frame(src, self.size_max)? else {
             return Ok(None);
         };
         match header[offset::COMMAND] {
             COMMAND_REPLY => {
-                Ok(Some(ServerFrame::Reply { header: ReplyHeader::decode(&header), body: body.freeze() }))
+                Ok(Some(ReplyFrame::Reply { header: ReplyHeader::decode(&header), body: body.freeze() }))
             }
             COMMAND_EVICTION => EvictionHeader::decode(&header)
-                .map(|eviction| Some(ServerFrame::Eviction(eviction)))
-                .ok_or(ClientFrameError::UnknownEvictionReason(header[offset::EVICTION_REASON])),
-            command => Err(ClientFrameError::UnknownCommand(command)),
+                .map(|eviction| Some(ReplyFrame::Eviction(eviction)))
+                .ok_or(ReplyFrameError::UnknownEvictionReason(header[offset::EVICTION_REASON])),
+            command => Err(ReplyFrameError::UnknownCommand(command)),
         }
     }
 }

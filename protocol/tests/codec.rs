@@ -11,8 +11,8 @@ use latchkey_protocol::body::{
     RawPersonalAccessToken, WireEncode, encode_to_vec,
 };
 use latchkey_protocol::codec::{
-    ClientCodec, FrameError, HEADER_BYTES, Inbound, InboundReply, REPLY_LENGTH_MAX_DEFAULT,
-    REQUEST_LENGTH_MAX_DEFAULT, Reply, ServerCodec, encode_reply, encode_request,
+    FrameError, HEADER_BYTES, Inbound, InboundReply, LegacyReplyCodec, LegacyRequestCodec,
+    REPLY_LENGTH_MAX_DEFAULT, REQUEST_LENGTH_MAX_DEFAULT, Reply, encode_reply, encode_request,
 };
 use latchkey_protocol::{ErrorCode, Request, codes};
 
@@ -138,14 +138,14 @@ fn ping_request_and_reply_bytes() {
     assert_eq!(request_bytes(&Ping), expected);
 
     let mut buf = BytesMut::from(&expected[..]);
-    assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), Some(request(1, &[])));
+    assert_eq!(LegacyRequestCodec::default().decode(&mut buf).unwrap(), Some(request(1, &[])));
     assert!(buf.is_empty());
     assert_eq!(Request::decode(1, &[]), Ok(Request::Ping));
 
     assert_eq!(reply_bytes(Reply::Ok(&Empty)), [0u8; 8]);
     assert_eq!(reply_bytes(Reply::Ok(&Ping)), [0u8; 8]);
     let mut buf = BytesMut::from(&[0u8; 8][..]);
-    assert_eq!(ClientCodec::default().decode(&mut buf).unwrap(), Some(reply(0, &[])));
+    assert_eq!(LegacyReplyCodec::default().decode(&mut buf).unwrap(), Some(reply(0, &[])));
     assert!(buf.is_empty());
 }
 
@@ -158,7 +158,8 @@ fn login_user_frame_bytes() {
     assert_eq!(&dst[..], LOGIN_FRAME);
 
     let mut buf = BytesMut::from(&LOGIN_FRAME[..]);
-    let Some(Inbound::Request { code, payload }) = ServerCodec::default().decode(&mut buf).unwrap() else {
+    let Some(Inbound::Request { code, payload }) = LegacyRequestCodec::default().decode(&mut buf).unwrap()
+    else {
         panic!("no request decoded");
     };
     assert!(buf.is_empty());
@@ -174,7 +175,7 @@ fn login_replies_bytes() {
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
     buf.extend_from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(drain(&mut ClientCodec::default(), &mut buf), [reply(0, &[0, 0, 0, 0]), reply(42, &[])]);
+    assert_eq!(drain(&mut LegacyReplyCodec::default(), &mut buf), [reply(0, &[0, 0, 0, 0]), reply(42, &[])]);
     assert!(buf.is_empty());
 }
 
@@ -187,7 +188,10 @@ fn create_personal_access_token_frame_bytes() {
     assert_eq!(request_bytes(&value), CREATE_FRAME);
 
     let mut buf = BytesMut::from(&CREATE_FRAME[..]);
-    assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), Some(request(42, &CREATE_FRAME[8..])));
+    assert_eq!(
+        LegacyRequestCodec::default().decode(&mut buf).unwrap(),
+        Some(request(42, &CREATE_FRAME[8..]))
+    );
     assert_eq!(Request::decode(42, &CREATE_FRAME[8..]), Ok(Request::CreatePersonalAccessToken(value)));
 }
 
@@ -265,7 +269,7 @@ fn check_command<C: Command>(command: &C) {
     assert_eq!(&bytes[8..], body);
     // The server reads back the same code and payload.
     let mut buf = BytesMut::from(&bytes[..]);
-    assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), Some(request(C::CODE, &body)));
+    assert_eq!(LegacyRequestCodec::default().decode(&mut buf).unwrap(), Some(request(C::CODE, &body)));
     assert!(buf.is_empty());
 }
 
@@ -286,7 +290,7 @@ fn encode_request_writes_length_code_body() {
 }
 
 #[test]
-fn client_encode_server_decode_request_decode_round_trip() {
+fn requests_round_trip_through_encode_request_and_the_request_codec() {
     let requests = [
         Request::Ping,
         Request::GetClusterMetadata,
@@ -318,7 +322,7 @@ fn client_encode_server_decode_request_decode_round_trip() {
             _ => unreachable!("not in this list"),
         }
     }
-    let decoded: Vec<Request> = drain(&mut ServerCodec::default(), &mut buf)
+    let decoded: Vec<Request> = drain(&mut LegacyRequestCodec::default(), &mut buf)
         .into_iter()
         .map(|inbound| match inbound {
             Inbound::Request { code, payload } => Request::decode(code, &payload).unwrap(),
@@ -330,44 +334,44 @@ fn client_encode_server_decode_request_decode_round_trip() {
 }
 
 // ---------------------------------------------------------------------------
-// ServerCodec decode
+// LegacyRequestCodec decode
 // ---------------------------------------------------------------------------
 
 #[test]
-fn server_partial_header_is_none_and_consumes_nothing() {
+fn request_codec_partial_header_is_none_and_consumes_nothing() {
     let bytes = request_frame(38, &LOGIN_FRAME[8..]);
     for i in 0..HEADER_BYTES {
         let mut buf = BytesMut::from(&bytes[..i]);
-        assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), None);
+        assert_eq!(LegacyRequestCodec::default().decode(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], &bytes[..i]);
     }
     // Also for a header whose length field is below 4.
     for i in 0..HEADER_BYTES {
         let mut buf = BytesMut::from(&[2, 0, 0, 0, 1, 0, 0, 0][..i]);
-        assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), None);
+        assert_eq!(LegacyRequestCodec::default().decode(&mut buf).unwrap(), None);
         assert_eq!(buf.len(), i);
     }
 }
 
 #[test]
-fn server_partial_payload_is_none_and_consumes_nothing() {
+fn request_codec_partial_payload_is_none_and_consumes_nothing() {
     let bytes = LOGIN_FRAME;
     for i in HEADER_BYTES..bytes.len() {
         let mut buf = BytesMut::from(&bytes[..i]);
-        assert_eq!(ServerCodec::default().decode(&mut buf).unwrap(), None);
+        assert_eq!(LegacyRequestCodec::default().decode(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], &bytes[..i]);
     }
 }
 
 #[test]
-fn server_length_below_4_is_malformed_and_consumes_the_header() {
+fn request_codec_length_below_4_is_malformed_and_consumes_the_header() {
     for length in 0..4u32 {
         for code in [0u32, 1, 38, 0xdead_beef] {
             let mut buf = BytesMut::new();
             buf.extend_from_slice(&frame(length, code, &[]));
             buf.extend_from_slice(&[0x04, 0, 0, 0, 0x01, 0, 0, 0]); // Ping
             buf.extend_from_slice(&CREATE_FRAME);
-            let mut codec = ServerCodec::default();
+            let mut codec = LegacyRequestCodec::default();
             assert_eq!(codec.decode(&mut buf).unwrap(), Some(Inbound::Malformed { length }));
             // Exactly the 8-byte header was consumed.
             assert_eq!(buf.len(), 8 + CREATE_FRAME.len());
@@ -380,20 +384,20 @@ fn server_length_below_4_is_malformed_and_consumes_the_header() {
 }
 
 #[test]
-fn server_malformed_header_bytes_after_it_are_read_as_a_frame() {
+fn request_codec_malformed_header_bytes_after_it_are_read_as_a_frame() {
     // Spec §1.1: after a length < 4, reading resumes at the next byte,
     // whatever a sender meant to follow.
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&frame(2, 1, &[]));
     buf.extend_from_slice(&request_frame(43, &[3, b'a', b'b', b'c']));
     assert_eq!(
-        drain(&mut ServerCodec::default(), &mut buf),
+        drain(&mut LegacyRequestCodec::default(), &mut buf),
         [Inbound::Malformed { length: 2 }, request(43, &[3, b'a', b'b', b'c'])]
     );
 }
 
 #[test]
-fn server_too_large_is_an_error_without_buffering() {
+fn request_codec_too_large_is_an_error_without_buffering() {
     for (max, declared) in [
         (REQUEST_LENGTH_MAX_DEFAULT, REQUEST_LENGTH_MAX_DEFAULT + 1),
         (REQUEST_LENGTH_MAX_DEFAULT, u32::MAX),
@@ -402,7 +406,7 @@ fn server_too_large_is_an_error_without_buffering() {
     ] {
         let mut buf = BytesMut::from(&frame(declared, 38, &[1, 2, 3])[..]);
         let before = buf.capacity();
-        let mut codec = ServerCodec::new(max);
+        let mut codec = LegacyRequestCodec::new(max);
         match codec.decode(&mut buf) {
             Err(FrameError::TooLarge { declared: got, max: got_max }) => {
                 assert_eq!(got, declared);
@@ -416,11 +420,11 @@ fn server_too_large_is_an_error_without_buffering() {
 }
 
 #[test]
-fn server_length_at_the_max_is_accepted() {
+fn request_codec_length_at_the_max_is_accepted() {
     for max in [4u32, 5, 100, 4096] {
         let payload = vec![0xab; (max - 4) as usize];
         let bytes = request_frame(7777, &payload);
-        let mut codec = ServerCodec::new(max);
+        let mut codec = LegacyRequestCodec::new(max);
         // Header only: waits for the rest.
         let mut buf = BytesMut::from(&bytes[..HEADER_BYTES]);
         if max > 4 {
@@ -435,9 +439,9 @@ fn server_length_at_the_max_is_accepted() {
 }
 
 #[test]
-fn server_max_below_4_is_raised_to_4() {
+fn request_codec_max_below_4_is_raised_to_4() {
     for max in [0u32, 1, 3] {
-        let mut codec = ServerCodec::new(max);
+        let mut codec = LegacyRequestCodec::new(max);
         let mut buf = BytesMut::from(&[0x04, 0, 0, 0, 0x01, 0, 0, 0][..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(request(1, &[])));
         let mut buf = BytesMut::from(&frame(5, 1, &[0])[..]);
@@ -449,7 +453,7 @@ fn server_max_below_4_is_raised_to_4() {
 }
 
 /// A stream of frames of every kind and the items it decodes to.
-fn server_stream() -> (Vec<u8>, Vec<Inbound>) {
+fn request_stream() -> (Vec<u8>, Vec<Inbound>) {
     let parts: Vec<(Vec<u8>, Inbound)> = vec![
         (request_frame(1, &[]), request(1, &[])),
         (LOGIN_FRAME.to_vec(), request(38, &LOGIN_FRAME[8..])),
@@ -471,18 +475,18 @@ fn server_stream() -> (Vec<u8>, Vec<Inbound>) {
 }
 
 #[test]
-fn server_several_frames_in_one_buffer_decode_in_order() {
-    let (bytes, items) = server_stream();
+fn request_codec_several_frames_in_one_buffer_decode_in_order() {
+    let (bytes, items) = request_stream();
     let mut buf = BytesMut::from(&bytes[..]);
-    assert_eq!(drain(&mut ServerCodec::default(), &mut buf), items);
+    assert_eq!(drain(&mut LegacyRequestCodec::default(), &mut buf), items);
     assert!(buf.is_empty());
 }
 
 #[test]
-fn server_stream_split_at_every_byte_decodes_the_same() {
-    let (bytes, items) = server_stream();
+fn request_codec_stream_split_at_every_byte_decodes_the_same() {
+    let (bytes, items) = request_stream();
     for split in 0..=bytes.len() {
-        let mut codec = ServerCodec::default();
+        let mut codec = LegacyRequestCodec::default();
         let mut buf = BytesMut::from(&bytes[..split]);
         let mut got = drain(&mut codec, &mut buf);
         buf.extend_from_slice(&bytes[split..]);
@@ -493,9 +497,9 @@ fn server_stream_split_at_every_byte_decodes_the_same() {
 }
 
 #[test]
-fn server_stream_fed_one_byte_at_a_time() {
-    let (bytes, items) = server_stream();
-    let mut codec = ServerCodec::default();
+fn request_codec_stream_fed_one_byte_at_a_time() {
+    let (bytes, items) = request_stream();
+    let mut codec = LegacyRequestCodec::default();
     let mut buf = BytesMut::new();
     let mut got = Vec::new();
     for &byte in &bytes {
@@ -507,10 +511,10 @@ fn server_stream_fed_one_byte_at_a_time() {
 }
 
 #[test]
-fn server_single_frame_split_at_every_boundary_decodes_once_complete() {
+fn request_codec_single_frame_split_at_every_boundary_decodes_once_complete() {
     for whole in [&LOGIN_FRAME[..], &CREATE_FRAME[..], &[4, 0, 0, 0, 1, 0, 0, 0]] {
         for split in 0..whole.len() {
-            let mut codec = ServerCodec::default();
+            let mut codec = LegacyRequestCodec::default();
             let mut buf = BytesMut::from(&whole[..split]);
             assert_eq!(codec.decode(&mut buf).unwrap(), None, "split {split}");
             assert_eq!(buf.len(), split);
@@ -525,10 +529,10 @@ fn server_single_frame_split_at_every_boundary_decodes_once_complete() {
 }
 
 // ---------------------------------------------------------------------------
-// ClientCodec decode
+// LegacyReplyCodec decode
 // ---------------------------------------------------------------------------
 
-fn client_stream() -> (Vec<u8>, Vec<InboundReply>) {
+fn reply_stream() -> (Vec<u8>, Vec<InboundReply>) {
     let token = vec![b'k'; 69];
     let parts: Vec<(u32, Vec<u8>)> = vec![
         (0, vec![]),
@@ -550,28 +554,28 @@ fn client_stream() -> (Vec<u8>, Vec<InboundReply>) {
 }
 
 #[test]
-fn client_partial_reply_is_none_and_consumes_nothing() {
+fn reply_codec_partial_reply_is_none_and_consumes_nothing() {
     let bytes = reply_frame(0, &[1, 2, 3, 4]);
     for i in 0..bytes.len() {
         let mut buf = BytesMut::from(&bytes[..i]);
-        assert_eq!(ClientCodec::default().decode(&mut buf).unwrap(), None);
+        assert_eq!(LegacyReplyCodec::default().decode(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], &bytes[..i]);
     }
 }
 
 #[test]
-fn client_several_replies_in_one_buffer_decode_in_order() {
-    let (bytes, items) = client_stream();
+fn reply_codec_several_replies_in_one_buffer_decode_in_order() {
+    let (bytes, items) = reply_stream();
     let mut buf = BytesMut::from(&bytes[..]);
-    assert_eq!(drain(&mut ClientCodec::default(), &mut buf), items);
+    assert_eq!(drain(&mut LegacyReplyCodec::default(), &mut buf), items);
     assert!(buf.is_empty());
 }
 
 #[test]
-fn client_stream_split_at_every_byte_decodes_the_same() {
-    let (bytes, items) = client_stream();
+fn reply_codec_stream_split_at_every_byte_decodes_the_same() {
+    let (bytes, items) = reply_stream();
     for split in 0..=bytes.len() {
-        let mut codec = ClientCodec::default();
+        let mut codec = LegacyReplyCodec::default();
         let mut buf = BytesMut::from(&bytes[..split]);
         let mut got = drain(&mut codec, &mut buf);
         buf.extend_from_slice(&bytes[split..]);
@@ -579,7 +583,7 @@ fn client_stream_split_at_every_byte_decodes_the_same() {
         assert_eq!(got, items, "split at {split}");
         assert!(buf.is_empty());
     }
-    let mut codec = ClientCodec::default();
+    let mut codec = LegacyReplyCodec::default();
     let mut buf = BytesMut::new();
     let mut got = Vec::new();
     for &byte in &bytes {
@@ -590,7 +594,7 @@ fn client_stream_split_at_every_byte_decodes_the_same() {
 }
 
 #[test]
-fn client_too_large_is_an_error_without_buffering() {
+fn reply_codec_too_large_is_an_error_without_buffering() {
     for (max, declared) in [
         (REPLY_LENGTH_MAX_DEFAULT, REPLY_LENGTH_MAX_DEFAULT + 1),
         (REPLY_LENGTH_MAX_DEFAULT, u32::MAX),
@@ -599,7 +603,7 @@ fn client_too_large_is_an_error_without_buffering() {
     ] {
         let mut buf = BytesMut::from(&frame(0, declared, &[1, 2])[..]);
         let before = buf.capacity();
-        match ClientCodec::new(max).decode(&mut buf) {
+        match LegacyReplyCodec::new(max).decode(&mut buf) {
             Err(FrameError::TooLarge { declared: got, max: got_max }) => {
                 assert_eq!((got, got_max), (declared, max));
             }
@@ -609,19 +613,19 @@ fn client_too_large_is_an_error_without_buffering() {
     }
     // Exactly the max is read.
     let mut buf = BytesMut::from(&reply_frame(0, &[7; 10])[..]);
-    assert_eq!(ClientCodec::new(10).decode(&mut buf).unwrap(), Some(reply(0, &[7; 10])));
+    assert_eq!(LegacyReplyCodec::new(10).decode(&mut buf).unwrap(), Some(reply(0, &[7; 10])));
     let mut buf = BytesMut::from(&reply_frame(20, &[])[..]);
-    assert_eq!(ClientCodec::new(0).decode(&mut buf).unwrap(), Some(reply(20, &[])));
+    assert_eq!(LegacyReplyCodec::new(0).decode(&mut buf).unwrap(), Some(reply(20, &[])));
 }
 
 #[test]
-fn server_replies_decode_on_the_client() {
+fn encoded_replies_decode_with_the_reply_codec() {
     let mut buf = BytesMut::new();
     encode_reply(Reply::Ok(&IdentityInfo { user_id: 12 }), &mut buf);
     encode_reply(Reply::Ok(&RawPersonalAccessToken { token: Secret::from("lk_abc".to_owned()) }), &mut buf);
     encode_reply(Reply::Err(ErrorCode::PersonalAccessTokenExpired), &mut buf);
     assert_eq!(
-        drain(&mut ClientCodec::default(), &mut buf),
+        drain(&mut LegacyReplyCodec::default(), &mut buf),
         [reply(0, &[12, 0, 0, 0]), reply(0, b"\x06lk_abc"), reply(54, &[]),]
     );
 }

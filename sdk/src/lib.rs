@@ -54,7 +54,7 @@ use latchkey_protocol::body::{
     GetClusterMetadata, GetMe, GetPersonalAccessTokens, IdentityInfo, LoginUser,
     LoginWithPersonalAccessToken, LogoutUser, Ping, RawPersonalAccessToken, WireDecode, decode_exact,
 };
-use latchkey_protocol::codec::{ClientCodec, FrameError, InboundReply, encode_request};
+use latchkey_protocol::codec::{FrameError, InboundReply, LegacyReplyCodec, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_rustls::client::TlsStream;
@@ -231,7 +231,7 @@ type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 pub struct Client {
     stream: Stream,
     input: BytesMut,
-    codec: ClientCodec,
+    codec: LegacyReplyCodec,
     request_timeout: Duration,
     /// Set after a timeout or I/O failure: a late reply would be read as the
     /// answer to the next request, so the connection is not used again.
@@ -299,7 +299,7 @@ impl Client {
         Client {
             stream,
             input: BytesMut::with_capacity(4096),
-            codec: ClientCodec::default(),
+            codec: LegacyReplyCodec::default(),
             request_timeout,
             broken: false,
         }

@@ -19,8 +19,8 @@ use latchkey_protocol::body::{
     CreatePersonalAccessToken, DeletePersonalAccessToken, Empty, IdentityInfo, LoginUser,
     LoginWithPersonalAccessToken, PersonalAccessTokens, RawPersonalAccessToken, WireDecode, WireEncode,
 };
-use latchkey_protocol::codec::{ClientCodec, encode_request};
-use latchkey_protocol::vsr::{self, ServerFrame, ServerFrameCodec, operation};
+use latchkey_protocol::codec::{LegacyReplyCodec, encode_request};
+use latchkey_protocol::vsr::{self, ReplyCodec, ReplyFrame, operation};
 use latchkey_protocol::{Secret, codes};
 use latchkey_sdk::{Client, ClientConfig, Credentials, Expiry, TlsConfig};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
@@ -82,16 +82,20 @@ impl Pki {
     }
 }
 
-/// A legacy-framing client over TLS, with the protocol crate's client codec.
+/// A legacy-framing client over TLS, with the protocol crate's `LegacyReplyCodec`.
 struct Legacy {
     stream: TlsStream<TcpStream>,
-    codec: ClientCodec,
+    codec: LegacyReplyCodec,
     input: BytesMut,
 }
 
 impl Legacy {
     async fn connect(pki: &Pki, address: SocketAddr) -> Legacy {
-        Legacy { stream: pki.connect(address).await, codec: ClientCodec::default(), input: BytesMut::new() }
+        Legacy {
+            stream: pki.connect(address).await,
+            codec: LegacyReplyCodec::default(),
+            input: BytesMut::new(),
+        }
     }
 
     /// One request, one reply: `(status, payload)`.
@@ -168,10 +172,10 @@ async fn the_legacy_framing_runs_the_token_lifecycle_inside_tls() {
     assert!(server.logs().contains("tls=true"), "{}", server.logs());
 }
 
-/// A 0.11-framing client over TLS, with the protocol crate's frame codecs.
+/// A 0.11-framing client over TLS, with the protocol crate's `vsr::ReplyCodec`.
 struct Vsr {
     stream: TlsStream<TcpStream>,
-    codec: ServerFrameCodec,
+    codec: ReplyCodec,
     input: BytesMut,
     client: u128,
     /// From the last Register reply; 0 before login.
@@ -184,7 +188,7 @@ impl Vsr {
     async fn connect(pki: &Pki, address: SocketAddr, client: u128) -> Vsr {
         Vsr {
             stream: pki.connect(address).await,
-            codec: ServerFrameCodec::default(),
+            codec: ReplyCodec::default(),
             input: BytesMut::new(),
             client,
             session: 0,
@@ -194,7 +198,7 @@ impl Vsr {
 
     /// One request, one reply or eviction. Register goes out with session
     /// and request 0, everything else numbered from 1 (spec §2.4).
-    async fn call(&mut self, operation: u8, code: u32, body: &dyn WireEncode) -> ServerFrame {
+    async fn call(&mut self, operation: u8, code: u32, body: &dyn WireEncode) -> ReplyFrame {
         let (session, request) = if operation == operation::REGISTER {
             (0, 0)
         } else {
@@ -231,7 +235,7 @@ impl Vsr {
     /// A reply with status 0; its body.
     async fn ok(&mut self, operation: u8, code: u32, body: &dyn WireEncode) -> Bytes {
         match self.call(operation, code, body).await {
-            ServerFrame::Reply { header, body } => {
+            ReplyFrame::Reply { header, body } => {
                 assert_eq!(header.status, 0, "operation {operation} code {code}");
                 body
             }
@@ -306,7 +310,7 @@ async fn the_0_11_framing_runs_the_token_lifecycle_inside_tls() {
 
     let mut late = Vsr::connect(&pki, server.address, 3).await;
     match late.call(operation::REGISTER, 0, &pat).await {
-        ServerFrame::Eviction(eviction) => assert_eq!(eviction.reason, vsr::EvictionReason::InvalidToken),
+        ReplyFrame::Eviction(eviction) => assert_eq!(eviction.reason, vsr::EvictionReason::InvalidToken),
         reply => panic!("a deleted token still logs in: {reply:?}"),
     }
 }

@@ -530,14 +530,14 @@ fn the_request_codec_refuses_invalid_headers() {
 }
 
 #[test]
-fn the_client_codec_reads_replies_and_evictions() {
+fn the_reply_codec_reads_replies_and_evictions() {
     let request = valid_request(operation::NON_REPLICATED);
     let mut bytes = BytesMut::new();
     encode_reply(&ReplyHeader::answering(&request, 4, 0), &Rejected(ErrorCode::ResourceNotFound), &mut bytes);
     EvictionHeader::answering(&request, EvictionReason::InvalidToken).encode(&mut bytes);
-    let mut codec = ServerFrameCodec::default();
+    let mut codec = ReplyCodec::default();
     match codec.decode(&mut bytes).unwrap() {
-        Some(ServerFrame::Reply { header, body }) => {
+        Some(ReplyFrame::Reply { header, body }) => {
             assert_eq!(header.size, 268);
             assert_eq!(header.op, 4);
             assert_eq!(decode_result(&body), Ok(Err(20)));
@@ -545,7 +545,7 @@ fn the_client_codec_reads_replies_and_evictions() {
         other => panic!("{other:?}"),
     }
     match codec.decode(&mut bytes).unwrap() {
-        Some(ServerFrame::Eviction(eviction)) => assert_eq!(eviction.reason, EvictionReason::InvalidToken),
+        Some(ReplyFrame::Eviction(eviction)) => assert_eq!(eviction.reason, EvictionReason::InvalidToken),
         other => panic!("{other:?}"),
     }
     assert!(codec.decode(&mut bytes).unwrap().is_none());
@@ -553,11 +553,11 @@ fn the_client_codec_reads_replies_and_evictions() {
     let mut unknown = BytesMut::new();
     ReplyHeader::answering(&request, 0, 0).encode(0, &mut unknown);
     unknown[offset::COMMAND] = COMMAND_REQUEST;
-    assert!(matches!(codec.decode(&mut unknown), Err(ClientFrameError::UnknownCommand(5))));
+    assert!(matches!(codec.decode(&mut unknown), Err(ReplyFrameError::UnknownCommand(5))));
     let mut bad_reason = BytesMut::new();
     EvictionHeader::answering(&request, EvictionReason::NoSession).encode(&mut bad_reason);
     bad_reason[255] = 16;
-    assert!(matches!(codec.decode(&mut bad_reason), Err(ClientFrameError::UnknownEvictionReason(16))));
+    assert!(matches!(codec.decode(&mut bad_reason), Err(ReplyFrameError::UnknownEvictionReason(16))));
 }
 
 #[test]
