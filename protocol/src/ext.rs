@@ -36,9 +36,7 @@ pub const LIST8_ITEMS_MAX: usize = u8::MAX as usize;
 
 fn text16(reader: &mut Reader<'_>) -> Result<String, ErrorCode> {
     let len = reader.u16()?;
-    std::str::from_utf8(reader.take(usize::from(len))?)
-        .map(str::to_owned)
-        .map_err(|_| ErrorCode::InvalidFormat)
+    reader.str(usize::from(len)).map(str::to_owned)
 }
 
 fn put_text16(dst: &mut BytesMut, value: &str) {
