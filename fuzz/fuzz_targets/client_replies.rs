@@ -16,7 +16,7 @@ use latchkey_fuzz::{
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, Empty, IdentityInfo, PersonalAccessTokens, RawPersonalAccessToken,
 };
-use latchkey_protocol::codec::{LegacyReplyCodec, HEADER_BYTES};
+use latchkey_protocol::codec::{HEADER_BYTES, LegacyReplyCodec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

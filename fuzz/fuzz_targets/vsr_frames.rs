@@ -26,9 +26,9 @@ use latchkey_protocol::body::{
 use latchkey_protocol::codes;
 use latchkey_protocol::vsr::{
     COMMAND_EVICTION, COMMAND_REPLY, COMMAND_REQUEST, ClientVersionInfo, EvictionHeader, EvictionReason,
-    HEADER_BYTES, LoginRegister, LoginRegisterWithPat, PROTOCOL_VERSION, ReplyHeader, RequestCodec,
-    RequestFrame, RequestHeader, ReplyFrame, ReplyCodec, encode_reply, is_protocol_compatible, offset,
-    operation, pack_version, request_checksum, unpack_version,
+    HEADER_BYTES, LoginRegister, LoginRegisterWithPat, PROTOCOL_VERSION, ReplyCodec, ReplyFrame, ReplyHeader,
+    RequestCodec, RequestFrame, RequestHeader, encode_reply, is_protocol_compatible, offset, operation,
+    pack_version, request_checksum, unpack_version,
 };
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
