@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use latchkey_server::auth::root::RootGiven;
+use latchkey_server::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
 use latchkey_server::config::Config;
 use latchkey_server::server::{self, Options};
-use latchkey_server::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
 
 /// Config file read when `--config` is not given (if it exists).
 const DEFAULT_CONFIG_PATH: &str = "configs/server.toml";
@@ -58,9 +59,11 @@ fn main() -> ExitCode {
     let options = Options {
         config,
         config_path,
-        with_default_root_credentials: cli.with_default_root_credentials,
-        root_username: std::env::var("LATCHKEY_ROOT_USERNAME").ok(),
-        root_password: std::env::var("LATCHKEY_ROOT_PASSWORD").ok(),
+        root: RootGiven {
+            username: std::env::var("LATCHKEY_ROOT_USERNAME").ok(),
+            password: std::env::var("LATCHKEY_ROOT_PASSWORD").ok(),
+            with_default: cli.with_default_root_credentials,
+        },
         truncate_log_at: cli.truncate_log_at,
     };
     match server::run(options) {

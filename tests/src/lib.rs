@@ -323,7 +323,7 @@ pub fn hash_password_command(binary: &Path, input: &str) -> Output {
 /// An Argon2 PHC hash for a config `[[users]]` entry.
 #[cfg(feature = "server-lib")]
 pub fn password_hash(password: &str) -> String {
-    latchkey_server::users::hash_password(password)
+    latchkey_server::auth::users::hash_password(password)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ const BAD_DESCRIPTION: u32 = 20009;
 const LOG_FILE: &str = "tokens.log";
 const FORMAT_VERSION_OFFSET: usize = 8;
 /// The log written by format version 1, committed before the format changed.
-const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/log/fixture-v1.log");
+const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/store/fixture-v1.log");
 
 fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_FILE)

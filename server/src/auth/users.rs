@@ -1,18 +1,15 @@
-//! Users and password verification.
+//! The user directory and password hashing.
 //!
-//! The user directory is built at start from the root credentials (data
+//! The directory is built at start from the root credentials (data
 //! directory) and `[[users]]` (config file), shared read-only by every
-//! connection, and swapped whole on SIGHUP. Argon2 verification runs on a small dedicated thread pool so a
-//! burst of password logins never stalls a worker thread; token logins
-//! never touch it.
+//! connection, and swapped whole on SIGHUP. Checking a password against a
+//! hash is `passwords.rs`'s.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
-use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::UserConfig;
 use crate::datadir::RootCredentials;
@@ -33,7 +30,7 @@ pub struct User {
     pub active: bool,
     /// May call Authorize (root, and users given the `authorize` permission).
     pub can_authorize: bool,
-    password_hash: String,
+    pub(super) password_hash: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,94 +125,10 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
-fn verify_phc(password: &str, phc: &str) -> bool {
+pub(super) fn verify_phc(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
         Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
         Err(_) => false,
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Runs Argon2 verifications on `threads` dedicated threads. At most `queue`
-/// checks wait at once; further callers wait asynchronously for a slot.
-pub struct PasswordVerifier {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    slots: Arc<Semaphore>,
-    dummy_hash: String,
-    dummy_verifications: AtomicU64,
-}
-
-impl PasswordVerifier {
-    pub fn new(threads: usize, queue: usize) -> PasswordVerifier {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..threads.max(1) {
-            let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new()
-                .name(format!("latchkey-argon2-{index}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while taking a job, not while running it.
-                        let job = match receiver.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .expect("spawn password thread");
-        }
-        // A hash of a random password with the same parameters as real users',
-        // so checking an unknown username costs what checking a known one does.
-        let dummy_hash = hash_password(&format!("{:032x}", rand::random::<u128>()));
-        PasswordVerifier {
-            jobs: Mutex::new(Some(sender)),
-            slots: Arc::new(Semaphore::new(queue.max(1))),
-            dummy_hash,
-            dummy_verifications: AtomicU64::new(0),
-        }
-    }
-
-    /// Verifies `password` for `user`. For an unknown user the password is
-    /// checked against a dummy hash and `false` is returned, so both cases
-    /// take the same time.
-    pub async fn verify(&self, user: Option<&User>, password: latchkey_protocol::Secret) -> bool {
-        let (phc, known) = match user {
-            Some(user) => (user.password_hash.clone(), true),
-            None => {
-                self.dummy_verifications.fetch_add(1, Ordering::Relaxed);
-                (self.dummy_hash.clone(), false)
-            }
-        };
-        let Ok(_slot) = self.slots.acquire().await else {
-            return false;
-        };
-        let (reply, result) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let ok = verify_phc(&password, &phc);
-            let _ = reply.send(ok);
-        });
-        let sent = match self.jobs.lock() {
-            Ok(jobs) => jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok()),
-            Err(_) => false,
-        };
-        sent && result.await.unwrap_or(false) && known
-    }
-
-    /// How many times an unknown username was checked against the dummy hash.
-    pub fn dummy_verifications(&self) -> u64 {
-        self.dummy_verifications.load(Ordering::Relaxed)
-    }
-
-    /// Stops the worker threads once queued checks are done.
-    pub fn shutdown(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
     }
 }
 
@@ -243,18 +156,5 @@ mod tests {
         assert!(Users::new(&root("pw"), &[config(1, "a", &hash), config(1, "b", &hash)]).is_err());
         assert!(Users::new(&root("pw"), &[config(1, "alice", "plain")]).is_err());
         assert!(Users::new(&root("pw"), &[config(1, "al", &hash)]).is_err());
-    }
-
-    #[tokio::test]
-    async fn unknown_user_runs_the_dummy_verification() {
-        let users = Users::new(&root("right"), &[]).unwrap();
-        let verifier = PasswordVerifier::new(1, 4);
-        let root_user = users.by_name("iggy").map(|u| u.as_ref());
-        assert!(verifier.verify(root_user, "right".to_owned().into()).await);
-        assert!(!verifier.verify(root_user, "wrong".to_owned().into()).await);
-        assert_eq!(verifier.dummy_verifications(), 0);
-        // Even the dummy hash's own password must not log an unknown user in.
-        assert!(!verifier.verify(None, "right".to_owned().into()).await);
-        assert_eq!(verifier.dummy_verifications(), 1);
     }
 }

@@ -1,8 +1,16 @@
 //! Log format, recovery and compaction tests on real files.
 
+use std::fs;
 use std::num::NonZeroU64;
+use std::path::Path;
 
-use super::*;
+use super::Journal;
+use super::compaction::{COMPACT_FILE, CompactionPolicy, encode_snapshot};
+use super::log::{
+    FORMAT_VERSION, HEADER_BYTES, LOG_FILE, LogError, Record, TokenLog, encode_record, header, parse_record,
+};
+use super::recovery::open;
+use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenRecord};
 
 fn policy_never() -> CompactionPolicy {
     CompactionPolicy { min_records: u64::MAX, dead_ratio: 1.0 }
@@ -276,7 +284,7 @@ fn the_committed_v1_fixture_still_loads_and_is_upgraded_once() {
     assert_eq!(recovered.next_id, 5);
     // Rewritten as a version 2 file that takes version 2 records.
     let bytes = fs::read(dir.path().join(LOG_FILE)).unwrap();
-    assert_eq!(read_u32(&bytes, 8), FORMAT_VERSION);
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION);
     recovered.log.append(&v2_history()[0], 1_800_000_000_000_000).unwrap();
     for mutation in &v2_history()[0] {
         expected.apply(mutation);
@@ -385,7 +393,7 @@ fn every_version_2_record_replays_and_survives_compaction() {
     assert_eq!(plain.revoked_at_us, NonZeroU64::new(1_800_000_000_000_009));
     // A snapshot of that state (as compaction writes it) replays to the same state.
     let tokens: Vec<TokenRecord> = recovered.state.records().collect();
-    let snapshot = TokenLog::encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
+    let snapshot = encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
     drop(recovered);
     let other = tempfile::tempdir().unwrap();
     fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
@@ -402,7 +410,7 @@ fn this_build_writes_the_v2_fixture_byte_for_byte() {
     write_v2_history(dir.path());
     let written = fs::read(dir.path().join(LOG_FILE)).unwrap();
     if std::env::var_os("LATCHKEY_WRITE_FIXTURE").is_some() {
-        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/log/fixture-v2.log"), &written).unwrap();
+        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/fixture-v2.log"), &written).unwrap();
     }
     assert_eq!(written, FIXTURE_V2, "format v2 changed: bump FORMAT_VERSION and keep reading v2");
     let recovered = open(dir.path(), policy_never(), None).unwrap();
@@ -415,7 +423,7 @@ fn this_build_writes_the_v2_fixture_byte_for_byte() {
 fn a_snapshot_cut_short_is_refused_then_repaired_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let tokens: Vec<TokenRecord> = (1..=4).map(|id| token(id, 1, &format!("s{id}"), 0)).collect();
-    let snapshot = TokenLog::encode_snapshot(&tokens, 10, 42, 7);
+    let snapshot = encode_snapshot(&tokens, 10, 42, 7);
     let path = dir.path().join(LOG_FILE);
     // Whole snapshot plus one appended record replays.
     fs::write(&path, &snapshot).unwrap();

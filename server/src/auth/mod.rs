@@ -1,0 +1,82 @@
+//! Who may do what: the user directory, password checks, the failed-login
+//! throttle, the token policy, and the server key tokens are hashed with.
+//!
+//! [`Auth`] is what commands consult. The users and the policy are swapped
+//! whole on SIGHUP and read without a lock; the throttle takes no lock while
+//! it holds no failures. Must never: log or store a password or raw token in
+//! any form but a hash.
+
+pub mod passwords;
+pub mod policy;
+pub mod root;
+pub mod throttle;
+pub mod users;
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::registry::TokenHash;
+use passwords::PasswordVerifier;
+use policy::TokenPolicy;
+use throttle::LoginThrottle;
+use users::Users;
+
+/// The key tokens are hashed with (keyed BLAKE3): a token found in a copy of
+/// the log or a backup is useless without the data directory's server key.
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    pub fn new(key: [u8; 32]) -> TokenKey {
+        TokenKey(key)
+    }
+
+    /// The only form a raw token is kept in.
+    pub fn hash(&self, raw_token: &str) -> TokenHash {
+        *blake3::keyed_hash(&self.0, raw_token.as_bytes()).as_bytes()
+    }
+}
+
+/// Everything commands need to decide who is asking and what they may do.
+pub struct Auth {
+    users: ArcSwap<Users>,
+    policy: ArcSwap<TokenPolicy>,
+    pub passwords: PasswordVerifier,
+    pub throttle: LoginThrottle,
+    pub token_key: TokenKey,
+}
+
+impl Auth {
+    pub fn new(
+        users: Users,
+        policy: TokenPolicy,
+        passwords: PasswordVerifier,
+        throttle: LoginThrottle,
+        token_key: TokenKey,
+    ) -> Auth {
+        Auth {
+            users: ArcSwap::from_pointee(users),
+            policy: ArcSwap::from_pointee(policy),
+            passwords,
+            throttle,
+            token_key,
+        }
+    }
+
+    /// The user directory as it is now (no lock).
+    pub fn users(&self) -> Guard<Arc<Users>> {
+        self.users.load()
+    }
+
+    /// The token policy as it is now (no lock). Load it once per request, so
+    /// a reload cannot pair an old rule with a new one.
+    pub fn policy(&self) -> TokenPolicy {
+        **self.policy.load()
+    }
+
+    /// SIGHUP: a new directory and policy, in force for the next read.
+    pub fn reload(&self, users: Users, policy: TokenPolicy) {
+        self.users.store(Arc::new(users));
+        self.policy.store(Arc::new(policy));
+    }
+}

@@ -1,0 +1,304 @@
+//! What each served command does, given a decoded request and the session.
+//!
+//! A request arrives here from `net/` already decoded and past the login
+//! check. [`handle`] runs it to its reply; [`start`] does the same but
+//! returns a token create or delete as soon as its change is queued with the
+//! writer, so a connection that pipelines them gets one commit for the lot.
+//! Reads (token login, lists, GetMe, Authorize) are answered from the
+//! registry without a lock; changes go through the store's writer and are
+//! answered only once durable and visible to every reader.
+//!
+//! Files: this one holds the [`Context`] commands run in, the [`Session`]
+//! and the checks every command makes of it, and the routing; [`login`]
+//! the two logins; [`write`] every command that changes tokens; [`read`]
+//! the rest. Audit events go to the `audit` tracing target: user, token name
+//! and id, peer; never a secret.
+//!
+//! A session ends (40) once its user is inactive or gone, or once the token
+//! it logged in with is revoked or rotated: credentials stopped on purpose do
+//! not keep working through an open connection. A token that is deleted or
+//! expires leaves the session open, as in Iggy (whose clients rely on it),
+//! with the token's scopes still in force. A token session must hold the
+//! scope the command needs.
+
+mod login;
+mod read;
+mod write;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use latchkey_protocol::body::{
+    ClientDetails, ClusterMetadata, IdentityInfo, PersonalAccessTokens, RawPersonalAccessToken, WireEncode,
+};
+use latchkey_protocol::ext::{AuthorizeDecision, Count, IssuedToken, TokenDetails, TokenPage};
+use latchkey_protocol::{ErrorCode, Request, scope};
+
+use crate::auth::Auth;
+use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
+use crate::store::WriterHandle;
+
+pub use write::PendingReply;
+
+/// What commands run against: shared by every connection, read-only but
+/// for the writer's queue and the use ledger.
+pub struct Context {
+    pub auth: Auth,
+    pub registry: Readers,
+    /// Token uses handed over by connections, until the store has them.
+    pub uses: UseLedger,
+    pub writer: WriterHandle,
+    /// The address clients reach this server on (cluster metadata).
+    pub local_addr: SocketAddr,
+}
+
+/// A request begun by [`start`]: answered, or waiting for its commit.
+pub enum Started {
+    Done(Result<ReplyBody, ErrorCode>),
+    Pending(PendingReply),
+}
+
+/// Runs a request that passed decoding and the login check.
+pub async fn handle(request: Request, session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
+    match start(request, session, ctx).await {
+        Started::Done(reply) => reply,
+        Started::Pending(pending) => pending.reply().await,
+    }
+}
+
+/// Runs a request like [`handle`], except that a token create or delete
+/// (42, 43, 9100, 9106) returns once its change is queued. Those may be
+/// begun ahead: their checks do not depend on an earlier create or delete's
+/// outcome (the writer checks changes in order), and none can end the
+/// session. `Request::may_start_ahead` says which; every other request must
+/// wait for the replies before it.
+pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> Started {
+    let reply = match request {
+        Request::CreatePersonalAccessToken(create) => {
+            return begun(write::create_iggy_token(create, session, ctx).await);
+        }
+        Request::CreateToken(create) => return begun(write::create_token(create, session, ctx).await),
+        Request::DeletePersonalAccessToken(delete) => {
+            return begun(write::delete_iggy_token(delete, session, ctx).await);
+        }
+        Request::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
+        Request::Ping => Ok(ReplyBody::Empty),
+        Request::LoginUser(login) => login::login_user(login, session, ctx).await,
+        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx),
+        Request::LogoutUser => {
+            session.log_out();
+            Ok(ReplyBody::Empty)
+        }
+        Request::GetMe => read::me(session, ctx),
+        Request::GetClusterMetadata => {
+            session.allowed(ctx, Need::Session).map(|_| ReplyBody::Cluster(read::cluster_metadata(ctx)))
+        }
+        Request::GetPersonalAccessTokens => read::iggy_tokens(session, ctx),
+        Request::GetToken(get) => read::get_token(get, session, ctx),
+        Request::ListTokens(list) => read::list_tokens(list, session, ctx),
+        Request::Authorize(authorize) => read::authorize_token(authorize, session, ctx),
+        Request::UpdateToken(update) => write::update_token(update, session, ctx).await,
+        Request::RevokeToken(revoke) => write::revoke_token(revoke, session, ctx).await,
+        Request::RotateToken(rotate) => write::rotate_token(rotate, session, ctx).await,
+        Request::RevokeAllTokens => write::revoke_all(session, ctx).await,
+        Request::DeleteAllTokens => write::delete_all(session, ctx).await,
+        Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
+    };
+    Started::Done(reply)
+}
+
+fn begun(queued: Result<PendingReply, ErrorCode>) -> Started {
+    match queued {
+        Ok(pending) => Started::Pending(pending),
+        Err(code) => Started::Done(Err(code)),
+    }
+}
+
+/// Every reply body a served command can produce.
+pub enum ReplyBody {
+    Empty,
+    Identity(IdentityInfo),
+    Token(RawPersonalAccessToken),
+    Tokens(PersonalAccessTokens),
+    Me(ClientDetails),
+    Cluster(ClusterMetadata),
+    Issued(IssuedToken),
+    Details(TokenDetails),
+    Page(TokenPage),
+    Count(Count),
+    Decision(AuthorizeDecision),
+}
+
+impl ReplyBody {
+    fn inner(&self) -> Option<&dyn WireEncode> {
+        match self {
+            ReplyBody::Empty => None,
+            ReplyBody::Identity(body) => Some(body),
+            ReplyBody::Token(body) => Some(body),
+            ReplyBody::Tokens(body) => Some(body),
+            ReplyBody::Me(body) => Some(body),
+            ReplyBody::Cluster(body) => Some(body),
+            ReplyBody::Issued(body) => Some(body),
+            ReplyBody::Details(body) => Some(body),
+            ReplyBody::Page(body) => Some(body),
+            ReplyBody::Count(body) => Some(body),
+            ReplyBody::Decision(body) => Some(body),
+        }
+    }
+}
+
+impl WireEncode for ReplyBody {
+    fn encoded_size(&self) -> usize {
+        self.inner().map_or(0, WireEncode::encoded_size)
+    }
+    fn encode(&self, dst: &mut BytesMut) {
+        if let Some(body) = self.inner() {
+            body.encode(dst);
+        }
+    }
+}
+
+/// How often a busy connection hands its token uses over (a connection's
+/// first use goes at once). What lists and GetToken report as a token's last
+/// use is never more than this behind the real one.
+pub const USES_HAND_OVER_INTERVAL_US: u64 = 1_000_000;
+
+/// Per-connection login state.
+#[derive(Debug)]
+pub struct Session {
+    client_id: u32,
+    peer: SocketAddr,
+    user_id: Option<u32>,
+    /// Set when the session logged in with a token: which one, so every
+    /// later command can check it still stands and what its scopes allow.
+    token: Option<SessionToken>,
+    /// Token uses (logins, allowed Authorize calls) not yet handed over:
+    /// kept here so a busy connection shares nothing per request.
+    uses: Uses,
+    uses_handed_at_us: u64,
+}
+
+#[derive(Debug)]
+struct SessionToken {
+    pub id: u64,
+    pub hash: TokenHash,
+    /// The token's scopes and networks at login; still in force if the
+    /// token is deleted during the session.
+    pub extras: Option<Arc<TokenExtras>>,
+}
+
+impl SessionToken {
+    fn scopes(&self) -> &[Box<str>] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
+}
+
+/// What a command needs from a session that logged in with a token.
+#[derive(Clone, Copy)]
+enum Need {
+    /// Only a session that still stands.
+    Session,
+    /// A built-in scope.
+    Scope(&'static str),
+    /// `tokens:write`, and the policy must let token sessions manage tokens.
+    Manage,
+}
+
+impl Session {
+    pub fn new(client_id: u32, peer: SocketAddr) -> Session {
+        Session { client_id, peer, user_id: None, token: None, uses: Uses::new(), uses_handed_at_us: 0 }
+    }
+
+    pub fn is_logged_in(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn client_id(&self) -> u32 {
+        self.client_id
+    }
+
+    /// Starts a login as `user_id`, with the token it used if any.
+    fn log_in(&mut self, user_id: u32, token: Option<SessionToken>) {
+        self.user_id = Some(user_id);
+        self.token = token;
+    }
+
+    /// Ends the login (the connection stays open), as Logout does.
+    pub fn log_out(&mut self) {
+        self.user_id = None;
+        self.token = None;
+    }
+
+    /// Records a use of a token, handing this connection's uses over when
+    /// the last hand-over is [`USES_HAND_OVER_INTERVAL_US`] old.
+    fn note_use(&mut self, ctx: &Context, id: u64, hash: TokenHash, used: LastUsed) {
+        merge_uses(&mut self.uses, [(id, (hash, used))]);
+        if used.at_us >= self.uses_handed_at_us.saturating_add(USES_HAND_OVER_INTERVAL_US) {
+            self.uses_handed_at_us = used.at_us;
+            ctx.uses.hand_over(self.uses.drain());
+        }
+    }
+
+    /// A token's last use as this connection sees it: its own uses not yet
+    /// handed over included, so a connection never sees its own use missing.
+    fn last_used(&self, ctx: &Context, replica: &Replica, id: u64) -> Option<LastUsed> {
+        let own = self.uses.get(&id).map(|(_, used)| *used);
+        LastUsed::later(own, ctx.uses.last_used(replica, id))
+    }
+
+    /// Uses not yet handed over (at connection close).
+    pub fn take_uses(&mut self) -> Uses {
+        std::mem::take(&mut self.uses)
+    }
+
+    /// The session's user id, if the session still stands and may do `need`
+    /// (the rules at the top of this file).
+    fn allowed(&mut self, ctx: &Context, need: Need) -> Result<u32, ErrorCode> {
+        let user_id = self.user_id.ok_or(ErrorCode::Unauthenticated)?;
+        if !ctx.auth.users().by_id(user_id).is_some_and(|user| user.active) {
+            tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %self.peer);
+            self.log_out();
+            return Err(ErrorCode::Unauthenticated);
+        }
+        let Some(token) = &self.token else { return Ok(user_id) };
+        let stopped = ctx.registry.read(|replica| match replica.by_hash(&token.hash) {
+            Some(entry) if entry.id == token.id => entry.revoked_at_us.is_some(),
+            // Gone under this hash: rotated if the id is still there, else deleted.
+            _ => replica.by_user_and_id(user_id, token.id).is_some(),
+        });
+        if stopped {
+            tracing::info!(target: "audit", event = "session_ended", reason = "token_revoked_or_rotated", user_id, token_id = token.id, peer = %self.peer);
+            self.log_out();
+            return Err(ErrorCode::Unauthenticated);
+        }
+        let needed = match need {
+            Need::Session => return Ok(user_id),
+            Need::Scope(needed) => needed,
+            Need::Manage => scope::TOKENS_WRITE,
+        };
+        if !scope::allows(token.scopes(), needed) {
+            return Err(ErrorCode::InsufficientScope);
+        }
+        if matches!(need, Need::Manage) && !ctx.auth.policy().token_sessions_manage_tokens {
+            return Err(ErrorCode::TokenManagementNotAllowed);
+        }
+        Ok(user_id)
+    }
+
+    /// A token session may only mint tokens it could itself stand in for:
+    /// every scope asked for must be covered by the session token's scopes
+    /// (a full access token needs a full access session).
+    fn may_grant(&self, scopes: &[Box<str>]) -> Result<(), ErrorCode> {
+        let Some(token) = &self.token else { return Ok(()) };
+        let own = token.scopes();
+        let covered =
+            own.is_empty() || (!scopes.is_empty() && scopes.iter().all(|wanted| scope::allows(own, wanted)));
+        if covered { Ok(()) } else { Err(ErrorCode::InsufficientScope) }
+    }
+}

@@ -1,0 +1,197 @@
+//! The commands that only read: GetMe, cluster metadata, token lists and
+//! details, and Authorize. All are answered from the registry's readers with
+//! no lock, no disk and no message to the writer.
+
+use std::net::SocketAddr;
+
+use latchkey_protocol::body::{
+    ClientDetails, ClusterMetadata, ClusterNode, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
+    PersonalAccessTokenInfo, PersonalAccessTokens, TRANSPORT_TCP,
+};
+use latchkey_protocol::ext::{
+    Authorize, AuthorizeDecision, Decision, GetToken, ListTokens, TokenDetails, TokenPage, TokenSelector,
+};
+use latchkey_protocol::{ErrorCode, scope, token};
+
+use super::{Context, Need, ReplyBody, Session};
+use crate::auth::policy::LIST_PAGE_TOKENS_MAX;
+use crate::clock::now_us;
+use crate::registry::{LastUsed, TokenEntry};
+
+/// GetMe (121): the caller's client id, user and address.
+pub(super) fn me(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
+    Ok(ReplyBody::Me(ClientDetails {
+        client_id: session.client_id(),
+        user_id: session.allowed(ctx, Need::Scope(scope::ME_READ))?,
+        transport: TRANSPORT_TCP,
+        address: session.peer().to_string(),
+        consumer_groups: Vec::new(),
+    }))
+}
+
+/// Iggy's token list (41): names and expiries of the caller's tokens.
+pub(super) fn iggy_tokens(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
+    let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
+    let entries = ctx.registry.read(|replica| {
+        replica
+            .list_for(user_id)
+            .map(|token| PersonalAccessTokenInfo {
+                name: token.name.to_string(),
+                expiry_at_us: token.expiry_at_us.map(|at| at.get()),
+            })
+            .collect()
+    });
+    Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
+}
+
+/// Code 9101: one of the caller's tokens, by id or name.
+pub(super) fn get_token(get: GetToken, session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
+    let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
+    let now = now_us();
+    ctx.registry.read(|replica| {
+        let found = match &get.token {
+            TokenSelector::Id(id) => replica.by_user_and_id(user_id, *id),
+            TokenSelector::Name(name) => replica.by_name(user_id, name),
+        };
+        let (_, entry) = found.ok_or(ErrorCode::ResourceNotFound)?;
+        Ok(ReplyBody::Details(details(entry, session.last_used(ctx, replica, entry.id), now)))
+    })
+}
+
+/// Everything about a token but its secret.
+fn details(entry: &TokenEntry, last_used: Option<LastUsed>, now_us: u64) -> TokenDetails {
+    TokenDetails {
+        id: entry.id,
+        name: entry.name.to_string(),
+        description: entry.description().to_owned(),
+        status: entry.status(now_us),
+        created_at_us: entry.created_at_us,
+        expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        revoked_at_us: entry.revoked_at_us.map_or(0, |at| at.get()),
+        last_used_at_us: last_used.map_or(0, |used| used.at_us),
+        last_used_address: last_used.map_or_else(String::new, |used| used.peer.to_string()),
+        scopes: entry.scopes().iter().map(|scope| scope.to_string()).collect(),
+        networks: entry.networks().iter().map(|network| network.to_string()).collect(),
+    }
+}
+
+/// Code 9102: one page of the caller's tokens in id order.
+pub(super) fn list_tokens(
+    list: ListTokens,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<ReplyBody, ErrorCode> {
+    let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
+    Ok(ReplyBody::Page(page(list, user_id, session, ctx)))
+}
+
+fn page(list: ListTokens, user_id: u32, session: &Session, ctx: &Context) -> TokenPage {
+    let limit = match list.limit as usize {
+        0 => LIST_PAGE_TOKENS_MAX,
+        limit => limit.min(LIST_PAGE_TOKENS_MAX),
+    };
+    let now = now_us();
+    ctx.registry.read(|replica| {
+        let mut entries: Vec<&TokenEntry> = replica
+            .list_for(user_id)
+            .filter(|entry| entry.id > list.after_id && list.filter.admits(entry.status(now)))
+            .collect();
+        entries.sort_unstable_by_key(|entry| entry.id);
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_after_id = if more { entries.last().map_or(0, |entry| entry.id) } else { 0 };
+        let tokens = entries
+            .into_iter()
+            .map(|entry| details(entry, session.last_used(ctx, replica, entry.id), now))
+            .collect();
+        TokenPage { tokens, next_after_id }
+    })
+}
+
+/// Code 9110: answered from this node's replica; no disk, no session bound.
+pub(super) fn authorize_token(
+    authorize: Authorize,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<ReplyBody, ErrorCode> {
+    let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
+    let users = ctx.auth.users();
+    if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
+        return Err(ErrorCode::AuthorizeNotPermitted);
+    }
+    if !authorize.scope.is_empty() {
+        scope::validate_required(&authorize.scope).map_err(|_| ErrorCode::InvalidScope)?;
+    }
+    let address: Option<SocketAddr> = match authorize.address.as_str() {
+        "" => None,
+        text => Some(match text.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
+        }),
+    };
+    let unknown = AuthorizeDecision {
+        decision: Decision::Unknown,
+        user_id: 0,
+        username: String::new(),
+        token_id: 0,
+        expires_at_us: 0,
+    };
+    if token::validate(&authorize.token).is_err() {
+        return Ok(ReplyBody::Decision(unknown));
+    }
+    let hash = ctx.auth.token_key.hash(&authorize.token);
+    let now = now_us();
+    let decided = ctx.registry.read(|replica| {
+        let entry = replica.by_hash(&hash)?;
+        let owner = users.by_id(entry.user_id)?;
+        let decision = if entry.revoked_at_us.is_some() {
+            Decision::Revoked
+        } else if entry.is_expired(now) {
+            Decision::Expired
+        } else if !owner.active {
+            Decision::InactiveUser
+        } else if !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip())) {
+            Decision::Network
+        } else if !authorize.scope.is_empty() && !scope::allows(entry.scopes(), &authorize.scope) {
+            Decision::Scope
+        } else {
+            Decision::Allowed
+        };
+        Some(AuthorizeDecision {
+            decision,
+            user_id: entry.user_id,
+            username: owner.username.clone(),
+            token_id: entry.id,
+            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        })
+    });
+    let decided = decided.unwrap_or(unknown);
+    let peer = session.peer();
+    if decided.allowed() {
+        let used_from = address.unwrap_or(peer);
+        session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now, peer: used_from });
+        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
+    } else {
+        tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
+    }
+    Ok(ReplyBody::Decision(decided))
+}
+
+/// A one-node roster naming this server as the healthy leader (spec §1.5),
+/// so the Iggy SDKs never try to redirect.
+pub(super) fn cluster_metadata(ctx: &Context) -> ClusterMetadata {
+    let address = ctx.local_addr;
+    ClusterMetadata {
+        name: "latchkey".to_owned(),
+        nodes: vec![ClusterNode {
+            name: "latchkey-node".to_owned(),
+            ip: address.ip().to_string(),
+            tcp_port: address.port(),
+            quic_port: 0,
+            http_port: 0,
+            websocket_port: 0,
+            role: NODE_ROLE_LEADER,
+            status: NODE_STATUS_HEALTHY,
+        }],
+    }
+}

@@ -1,0 +1,509 @@
+//! One client connection: tell its framing apart, read frames, answer each
+//! in order, write replies in one syscall per burst. One loop serves both
+//! framings through the [`Framing`] trait; the legacy framing's side of it
+//! is here too (it is the hot path), the 0.11 framing's is `vsr.rs`.
+//!
+//! Reading is "decode what is buffered, else read more". Every request that
+//! is already buffered is answered before the replies are written, so a
+//! pipelining client costs one read and one write per burst, while a
+//! lockstep client (every Iggy SDK) sees one reply per request at once.
+//! The connection closes only when the framing itself is broken (a declared
+//! length over the limit), when the peer closes, or at shutdown.
+//!
+//! **Framing detection** (spec §0.2), once per connection, before the first
+//! frame is decoded, when `[tcp] framing = "auto"`: read the first 4 bytes
+//! (never more, so an 8-byte legacy Ping is answered at once).
+//! - All zero: the 0.11 framing (`vsr.rs`). Those bytes are the low
+//!   word of the header checksum, which the 0.11 SDK and CLI leave at 0; no
+//!   legacy frame starts with them, as a legacy length is at least 4.
+//! - Anything else: legacy. A length of 1–3 is a malformed legacy frame,
+//!   answered with 3 as before.
+//!
+//! A forced framing skips detection. Detection runs once per connection,
+//! before the loop, and adds nothing per request.
+//!
+//! **Pipelined writes.** A token create or delete (`Request::may_start_ahead`)
+//! is queued with the store's writer as soon as it is read; its reply waits
+//! in line. Every other request first waits for the replies queued before
+//! it, so it sees their outcome. Replies go out in request order either
+//! way, equal to one-by-one answers; a pipelined burst of creates and
+//! deletes shares one commit.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use latchkey_protocol::codec::{Inbound, LegacyRequestCodec, Reply, encode_reply};
+use latchkey_protocol::{ErrorCode, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::codec::Decoder;
+use zeroize::Zeroize;
+
+use super::vsr::Vsr;
+use super::{Connections, StopSignal};
+use crate::command::{self, Context, ReplyBody, Session, Started};
+use crate::config::Framing as FramingSetting;
+
+/// A byte stream a connection speaks over: a `TcpStream`, or a TLS stream
+/// over one. The loop is generic over it, so it is compiled once per
+/// transport and the plain path pays nothing for TLS existing.
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for S {}
+
+/// How long closing a TLS connection waits to send its close_notify alert
+/// (only a peer that stopped reading makes it wait at all).
+const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Initial read buffer; grows only for a frame larger than this.
+pub(super) const READ_BUFFER_BYTES: usize = 4096;
+/// Bytes read before the framing is decided: one legacy length field, or the
+/// low word of a 0.11 header checksum.
+const FRAMING_PREFIX_BYTES: usize = 4;
+
+/// One framing's side of the connection loop: how frames are decoded, which
+/// may be begun ahead, and how outcomes are written back.
+pub(super) trait Framing: Send {
+    /// A decoded frame.
+    type Frame: Send;
+    /// What encoding a reply needs besides its outcome (for the 0.11
+    /// framing, the request header it answers).
+    type Reply: Send;
+
+    /// The next whole frame in `input`; `Ok(None)` wants more bytes, `Err`
+    /// means the framing is broken and the connection must close.
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Self::Frame>, String>;
+
+    /// What to do with a frame (see [`Route`]).
+    fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, Self::Reply>;
+
+    /// Answers a frame routed [`Route::InOrder`], appending its reply to
+    /// `output`.
+    fn answer(
+        &mut self,
+        frame: Self::Frame,
+        session: &mut Session,
+        ctx: &Context,
+        output: &mut BytesMut,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Appends the reply to a request routed ahead or known.
+    fn encode(&mut self, reply: Self::Reply, outcome: Result<ReplyBody, ErrorCode>, output: &mut BytesMut);
+}
+
+/// What a framing makes of a frame.
+pub(super) enum Route<F, R> {
+    /// A token create or delete, checked and logged in: begun at once, its
+    /// reply waits in line.
+    Ahead(Request, R),
+    /// A reply known without running anything (a body that does not
+    /// decode): it waits in line only if there is one.
+    Known(R, Result<ReplyBody, ErrorCode>),
+    /// Everything else: runs once every reply before it is known.
+    InOrder(F),
+}
+
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, connections: &Connections, ctx: &Context) {
+    let _ = stream.set_nodelay(true);
+    let client_id = connections.next_client_id();
+    let mut session = Session::new(client_id, peer);
+    tracing::debug!(%peer, client_id, "connection opened");
+    // The login timeout runs from here, so a silent client cannot hold a
+    // connection by never sending its first bytes, nor by never finishing
+    // its TLS handshake.
+    let mut waiting = Waiting::new(connections);
+    let result = match &connections.tls {
+        // Each arm is its own monomorphised copy of the loop: the plain
+        // path reads and writes the TcpStream directly, with no indirection.
+        None => converse(&mut stream, &mut session, connections, ctx, waiting).await,
+        Some(acceptor) => match waiting.bounded(acceptor.accept(stream)).await {
+            Ok(Some(Ok(mut stream))) => {
+                let result = converse(&mut stream, &mut session, connections, ctx, waiting).await;
+                // Best effort: tell the client the close is deliberate, not a truncation.
+                let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.shutdown()).await;
+                result
+            }
+            Ok(Some(Err(error))) => Err(format!("TLS handshake failed: {error}")),
+            Ok(None) => Ok(()),
+            Err(reason) => Err(format!("{reason} during the TLS handshake")),
+        },
+    };
+    // Token uses this connection has not handed over yet.
+    ctx.uses.hand_over(session.take_uses());
+    match result {
+        Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
+        Err(reason) => tracing::debug!(%peer, client_id, %reason, "connection closed"),
+    }
+}
+
+/// Detects the framing (unless forced) and runs the loop in it, over plain
+/// TCP or TLS alike.
+async fn converse<S: Transport>(
+    stream: &mut S,
+    session: &mut Session,
+    connections: &Connections,
+    ctx: &Context,
+    mut waiting: Waiting,
+) -> Result<(), String> {
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let framing = match connections.framing {
+        FramingSetting::Auto => detect(stream, &mut input, &mut waiting).await?,
+        forced => Some(forced),
+    };
+    let conversation = Conversation {
+        stream,
+        input,
+        session,
+        ctx,
+        waiting,
+        in_flight_max: connections.limits.max_requests_in_flight,
+    };
+    match framing {
+        Some(FramingSetting::Vsr) => {
+            tracing::debug!(peer = %conversation.session.peer(), "0.11 framing");
+            conversation.run(Vsr::new(connections)).await
+        }
+        Some(_) => {
+            conversation
+                .run(Legacy { codec: LegacyRequestCodec::new(connections.limits.max_frame_size) })
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// The framing a connection's first bytes announce (spec §0.2).
+fn classify(prefix: [u8; FRAMING_PREFIX_BYTES]) -> FramingSetting {
+    if u32::from_le_bytes(prefix) == 0 { FramingSetting::Vsr } else { FramingSetting::Legacy }
+}
+
+/// Reads until the first [`FRAMING_PREFIX_BYTES`] bytes are in `input` and
+/// classifies them. `Ok(None)`: the peer left (or shutdown began) first.
+async fn detect<S: Transport>(
+    stream: &mut S,
+    input: &mut BytesMut,
+    waiting: &mut Waiting,
+) -> Result<Option<FramingSetting>, String> {
+    while input.len() < FRAMING_PREFIX_BYTES {
+        if !waiting.read_more(stream, input, false).await? {
+            return Ok(None);
+        }
+    }
+    let mut prefix = [0u8; FRAMING_PREFIX_BYTES];
+    prefix.copy_from_slice(&input[..FRAMING_PREFIX_BYTES]);
+    Ok(Some(classify(prefix)))
+}
+
+/// A connection past detection: everything the loop works with.
+struct Conversation<'a, S> {
+    stream: &'a mut S,
+    /// May already hold the bytes detection read.
+    input: BytesMut,
+    session: &'a mut Session,
+    ctx: &'a Context,
+    waiting: Waiting,
+    in_flight_max: usize,
+}
+
+impl<S: Transport> Conversation<'_, S> {
+    /// The loop: answer every buffered frame in order (at most
+    /// `max_requests_in_flight` per burst), then write all replies at once
+    /// and read more. `Ok`: a clean end; `Err`: why the connection closes.
+    async fn run<F: Framing>(mut self, mut framing: F) -> Result<(), String> {
+        let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        // Replies of this burst waiting for the ones before them, in order.
+        let mut queued: Vec<(F::Reply, Started)> = Vec::new();
+        loop {
+            let mut answered = 0;
+            while answered < self.in_flight_max {
+                let frame = match framing.decode(&mut self.input) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(reason) => {
+                        // Answer what came before the bad frame, then close.
+                        finish_queued(&mut framing, &mut queued, &mut output).await;
+                        let _ = write_burst(self.stream, &mut output).await;
+                        return Err(reason);
+                    }
+                };
+                match framing.route(frame, self.session) {
+                    Route::Ahead(request, reply) => {
+                        queued.push((reply, command::start(request, self.session, self.ctx).await));
+                    }
+                    Route::Known(reply, outcome) if queued.is_empty() => {
+                        framing.encode(reply, outcome, &mut output)
+                    }
+                    Route::Known(reply, outcome) => queued.push((reply, Started::Done(outcome))),
+                    Route::InOrder(frame) => {
+                        finish_queued(&mut framing, &mut queued, &mut output).await;
+                        framing.answer(frame, self.session, self.ctx, &mut output).await;
+                    }
+                }
+                answered += 1;
+            }
+            finish_queued(&mut framing, &mut queued, &mut output).await;
+            let more_buffered = answered == self.in_flight_max;
+            let logged_in = self.session.is_logged_in();
+            if !self
+                .waiting
+                .next_burst(self.stream, &mut output, &mut self.input, more_buffered, logged_in)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Waits for the queued replies in order and encodes them.
+async fn finish_queued<F: Framing>(
+    framing: &mut F,
+    queued: &mut Vec<(F::Reply, Started)>,
+    output: &mut BytesMut,
+) {
+    for (reply, started) in queued.drain(..) {
+        let outcome = match started {
+            Started::Done(outcome) => outcome,
+            Started::Pending(pending) => pending.reply().await,
+        };
+        framing.encode(reply, outcome, output);
+    }
+}
+
+/// The legacy length-prefixed framing (spec §1).
+struct Legacy {
+    codec: LegacyRequestCodec,
+}
+
+impl Framing for Legacy {
+    /// Decoded and checked against the session, or the code to answer.
+    type Frame = Result<Request, ErrorCode>;
+    type Reply = ();
+
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Self::Frame>, String> {
+        self.codec.decode(input).map_err(|error| error.to_string()).map(|inbound| inbound.map(decoded))
+    }
+
+    fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, ()> {
+        match checked(frame, session) {
+            Ok(request) if request.may_start_ahead() => Route::Ahead(request, ()),
+            Ok(request) => Route::InOrder(Ok(request)),
+            Err(code) => Route::Known((), Err(code)),
+        }
+    }
+
+    async fn answer(
+        &mut self,
+        frame: Self::Frame,
+        session: &mut Session,
+        ctx: &Context,
+        output: &mut BytesMut,
+    ) {
+        let reply = match frame {
+            Ok(request) => command::handle(request, session, ctx).await,
+            Err(code) => Err(code),
+        };
+        self.encode((), reply, output);
+    }
+
+    fn encode(&mut self, _: (), outcome: Result<ReplyBody, ErrorCode>, output: &mut BytesMut) {
+        match &outcome {
+            Ok(body) => encode_reply(Reply::Ok(body), output),
+            Err(code) => encode_reply(Reply::Err(*code), output),
+        }
+    }
+}
+
+/// Waiting for a client's next bytes, bounded by shutdown and by the login
+/// and idle timeouts. Shared by both framings' loops.
+pub(super) struct Waiting {
+    /// This connection's own shutdown signal (no lock shared with others).
+    shutdown: StopSignal,
+    timer: Pin<Box<Sleep>>,
+    /// When the connection last became unauthenticated (connect or logout).
+    unauthenticated_since: Instant,
+    was_logged_in: bool,
+    /// The real deadline and what it is for; the timer may be armed earlier
+    /// (it is moved forward lazily, so a busy connection costs no timer work).
+    deadline: Option<(Instant, &'static str)>,
+    login_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Waiting {
+    fn new(connections: &Connections) -> Waiting {
+        let now = Instant::now();
+        let limits = connections.limits;
+        Waiting {
+            shutdown: connections.stop_signal(),
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            unauthenticated_since: now,
+            was_logged_in: false,
+            deadline: None,
+            login_timeout: limits.login_timeout,
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+
+    /// Ends a burst, for both framings' loops: writes the replies in
+    /// `output` (one syscall), then, unless `more_buffered` (the in-flight
+    /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
+    pub(super) async fn next_burst<S: Transport>(
+        &mut self,
+        stream: &mut S,
+        output: &mut BytesMut,
+        input: &mut BytesMut,
+        more_buffered: bool,
+        logged_in: bool,
+    ) -> Result<bool, String> {
+        write_burst(stream, output).await.map_err(|e| format!("write failed: {e}"))?;
+        if more_buffered {
+            // Answer what is already buffered before reading again.
+            return Ok(true);
+        }
+        self.read_more(stream, input, logged_in).await
+    }
+
+    /// Reads more input. `Ok(false)`: a clean end (the peer closed between
+    /// frames, or shutdown began); `Err`: why the connection must close.
+    pub(super) async fn read_more<S: Transport>(
+        &mut self,
+        stream: &mut S,
+        input: &mut BytesMut,
+        logged_in: bool,
+    ) -> Result<bool, String> {
+        if *self.shutdown.borrow() {
+            return Ok(false);
+        }
+        self.rearm(logged_in);
+        tokio::select! {
+            read = stream.read_buf(input) => match read {
+                Ok(0) if input.is_empty() => Ok(false),
+                Ok(0) => Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
+                Ok(_) => Ok(true),
+                Err(error) => Err(format!("read failed: {error}")),
+            },
+            _ = self.shutdown.changed() => Ok(false),
+            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
+        }
+    }
+
+    /// Runs `step` (the TLS handshake) bounded as a read before login is:
+    /// by shutdown and the login timeout. `Ok(None)`: shutdown began first;
+    /// `Err`: the timeout passed (dropping `step` closes its socket).
+    pub(super) async fn bounded<T>(&mut self, step: impl Future<Output = T>) -> Result<Option<T>, String> {
+        if *self.shutdown.borrow() {
+            return Ok(None);
+        }
+        self.rearm(false);
+        tokio::select! {
+            output = step => Ok(Some(output)),
+            _ = self.shutdown.changed() => Ok(None),
+            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
+        }
+    }
+
+    fn rearm(&mut self, logged_in: bool) {
+        let now = Instant::now();
+        if logged_in != self.was_logged_in {
+            if !logged_in {
+                self.unauthenticated_since = now;
+            }
+            self.was_logged_in = logged_in;
+        }
+        let (timeout, since, reason) = if logged_in {
+            (self.idle_timeout, now, "idle timeout")
+        } else {
+            (self.login_timeout, self.unauthenticated_since, "login timeout")
+        };
+        let deadline = (!timeout.is_zero()).then(|| (since + timeout, reason));
+        // Move the timer only when the deadline comes earlier than it is set
+        // for; a later deadline is handled when the timer fires.
+        if let Some((at, _)) = deadline
+            && self.deadline.is_none_or(|(armed, _)| at < armed)
+        {
+            self.timer.as_mut().reset(at);
+        }
+        self.deadline = deadline;
+    }
+}
+
+/// Writes a burst of replies and clears `output`: one `write` on plain TCP;
+/// on TLS, records sealed into rustls's buffer and sent by the flush (one
+/// vectored write). Flushing a TcpStream is a no-op.
+pub(super) async fn write_burst<S: Transport>(stream: &mut S, output: &mut BytesMut) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(output).await?;
+    // Replies may carry a new token's secret: leave no copy in the buffer.
+    output.as_mut().zeroize();
+    output.clear();
+    stream.flush().await
+}
+
+/// Resolves once the real deadline has passed (re-arming the timer if it
+/// fired early); never, if there is none.
+async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'static str)>) -> &'static str {
+    let Some((at, reason)) = deadline else {
+        return std::future::pending().await;
+    };
+    loop {
+        timer.as_mut().await;
+        if Instant::now() >= at {
+            return reason;
+        }
+        timer.as_mut().reset(at);
+    }
+}
+
+/// Decodes a legacy request body; the payload is wiped either way.
+fn decoded(inbound: Inbound) -> Result<Request, ErrorCode> {
+    match inbound {
+        Inbound::Request { code, mut payload } => {
+            let request = Request::decode(code, &payload);
+            // The payload may hold a password or a token; the decoded request
+            // has its own copy (wiped when dropped), so wipe this one now.
+            payload.as_mut().zeroize();
+            request
+        }
+        Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
+    }
+}
+
+/// The login check, after the body's (spec §1.6: body errors first).
+fn checked(request: Result<Request, ErrorCode>, session: &Session) -> Result<Request, ErrorCode> {
+    match request {
+        Ok(request) if !session.is_logged_in() && !request.allowed_before_login() => {
+            Err(ErrorCode::Unauthenticated)
+        }
+        request => request,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_first_word_is_the_0_11_framing_and_anything_else_legacy() {
+        assert_eq!(classify([0, 0, 0, 0]), FramingSetting::Vsr);
+        // The smallest legacy frame (Ping) and other lengths.
+        assert_eq!(classify([4, 0, 0, 0]), FramingSetting::Legacy);
+        assert_eq!(classify([0x1c, 0, 0, 0]), FramingSetting::Legacy);
+        // 1–3: malformed legacy lengths, still legacy (answered with 3).
+        for length in 1u32..4 {
+            assert_eq!(classify(length.to_le_bytes()), FramingSetting::Legacy);
+        }
+        // A nonzero byte anywhere in the word.
+        for index in 0..4 {
+            let mut prefix = [0u8; 4];
+            prefix[index] = 1;
+            assert_eq!(classify(prefix), FramingSetting::Legacy, "byte {index}");
+        }
+        assert_eq!(classify(*b"GET "), FramingSetting::Legacy);
+    }
+}

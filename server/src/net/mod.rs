@@ -1,0 +1,242 @@
+//! The TCP front door: accepting connections within the limits, and each
+//! connection's life (`connection.rs`: framing detection, the burst loop,
+//! timeouts; `vsr.rs`: the 0.11 framing; `tls.rs`: the optional TLS layer).
+//!
+//! Admission is an RAII guard: a connection's slot (global and per address)
+//! is given back when its task ends, however it ends. Shutdown reaches every
+//! connection through its own signal, so waiting for it shares no lock.
+//!
+//! Must never: decide what a command does (that is `command/`'s), or close
+//! a connection for anything but broken framing, a timeout, the peer, or
+//! shutdown.
+
+pub mod connection;
+pub mod tls;
+mod vsr;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::command::Context;
+use crate::config::Framing;
+
+/// Per-connection limits and settings from `[tcp]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Zero disables.
+    pub login_timeout: Duration,
+    /// Zero disables.
+    pub idle_timeout: Duration,
+    pub max_requests_in_flight: usize,
+    pub max_frame_size: u32,
+    /// Largest 0.11 frame (`size`, header included).
+    pub vsr_size_max: u32,
+}
+
+/// Why the acceptor turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    TooManyConnections,
+    TooManyFromAddress,
+}
+
+/// The server's connections: their settings, the counts admission keeps,
+/// the sources of client ids and 0.11 session numbers, and their shutdown
+/// signals.
+pub struct Connections {
+    pub limits: ConnectionLimits,
+    /// The framing this listener speaks, or `Auto` to decide per connection.
+    pub framing: Framing,
+    /// `Some` when `[tcp.tls]` is on: every connection handshakes first.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Source of GetMe client ids.
+    client_ids: AtomicU32,
+    /// Source of 0.11 session numbers; starts at 1 (the SDK refuses 0).
+    vsr_sessions: AtomicU64,
+    /// Connections open right now.
+    open: AtomicUsize,
+    /// Connections open right now per client IP (touched at connect and
+    /// close only, never per request).
+    open_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    stops: Arc<Mutex<Stops>>,
+}
+
+/// A connection's place within the limits; given back on drop.
+pub struct Admission {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = lock(&self.connections.open_per_ip);
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(
+        limits: ConnectionLimits,
+        framing: Framing,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Connections {
+        Connections {
+            limits,
+            framing,
+            tls,
+            client_ids: AtomicU32::new(1),
+            vsr_sessions: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            open_per_ip: Mutex::new(HashMap::new()),
+            stops: Arc::new(Mutex::new(Stops::default())),
+        }
+    }
+
+    /// Counts a new connection in, or says why it is refused.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
+        if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
+            return Err(Refusal::TooManyConnections);
+        }
+        let mut per_ip = lock(&self.open_per_ip);
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= self.limits.max_connections_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *open += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Admission { connections: Arc::clone(self), ip })
+    }
+
+    /// Connections open right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn next_client_id(&self) -> u32 {
+        self.client_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn next_vsr_session(&self) -> u64 {
+        self.vsr_sessions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new connection's shutdown signal.
+    fn stop_signal(&self) -> StopSignal {
+        let mut stops = lock(&self.stops);
+        let (sender, receiver) = watch::channel(stops.stopping);
+        let key = stops.next;
+        stops.next += 1;
+        stops.senders.insert(key, sender);
+        StopSignal { receiver, key, stops: Arc::clone(&self.stops) }
+    }
+
+    /// Tells every connection, and every one opened from now on, to finish
+    /// what it has read and close.
+    pub fn stop_all(&self) {
+        let mut stops = lock(&self.stops);
+        stops.stopping = true;
+        for sender in stops.senders.values() {
+            let _ = sender.send(true);
+        }
+    }
+}
+
+/// Accepts one connection and starts serving it, or refuses it (closed at
+/// once, counted, and logged at most once a second).
+pub async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Connections>,
+    ctx: &Arc<Context>,
+    refused: &mut RefusalLog,
+) {
+    match listener.accept().await {
+        Ok((stream, peer)) => match connections.admit(peer.ip()) {
+            Ok(admission) => {
+                let (connections, ctx) = (Arc::clone(connections), Arc::clone(ctx));
+                tokio::spawn(async move {
+                    let _admission = admission;
+                    connection::serve(stream, peer, &connections, &ctx).await;
+                });
+            }
+            Err(refusal) => refused.note(refusal, peer),
+        },
+        Err(error) => {
+            // Usually EMFILE: back off instead of spinning.
+            tracing::warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Connections refused at accept, logged at most once a second so a flood
+/// cannot flood the log too.
+#[derive(Default)]
+pub struct RefusalLog {
+    since_last: u64,
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
+        self.since_last += 1;
+        let now = Instant::now();
+        if self.last.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1)) {
+            tracing::warn!(%peer, reason = ?refusal, refused = self.since_last, "connection refused: limit reached");
+            self.since_last = 0;
+            self.last = Some(now);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stops {
+    stopping: bool,
+    next: u64,
+    senders: HashMap<u64, watch::Sender<bool>>,
+}
+
+/// A connection's own shutdown signal: its own channel, so waiting on it
+/// shares no lock with any other connection. Deregisters on drop.
+struct StopSignal {
+    receiver: watch::Receiver<bool>,
+    key: u64,
+    stops: Arc<Mutex<Stops>>,
+}
+
+impl Deref for StopSignal {
+    type Target = watch::Receiver<bool>;
+    fn deref(&self) -> &watch::Receiver<bool> {
+        &self.receiver
+    }
+}
+
+impl DerefMut for StopSignal {
+    fn deref_mut(&mut self) -> &mut watch::Receiver<bool> {
+        &mut self.receiver
+    }
+}
+
+impl Drop for StopSignal {
+    fn drop(&mut self) {
+        lock(&self.stops).senders.remove(&self.key);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,74 @@
+//! Replica rules: indexes stay in step, conflicts are divergences.
+
+use std::num::NonZeroU64;
+
+use super::*;
+
+fn record(id: u64, user_id: u32, name: &str) -> TokenRecord {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&id.to_le_bytes());
+    TokenRecord {
+        id,
+        user_id,
+        name: name.into(),
+        hash,
+        created_at_us: 1,
+        expiry_at_us: NonZeroU64::new(100),
+        revoked_at_us: None,
+        extras: None,
+        last_used: None,
+    }
+}
+
+fn delete(record: &TokenRecord) -> Mutation {
+    Mutation::Delete { id: record.id, hash: record.hash }
+}
+
+#[test]
+fn create_list_delete_keeps_indexes_in_step() {
+    let mut replica = Replica::new();
+    let (b, a, other) = (record(1, 7, "b"), record(2, 7, "a"), record(3, 8, "a"));
+    for token in [&b, &a, &other] {
+        replica.apply(&Mutation::Create(token.clone()));
+    }
+    let names: Vec<_> = replica.list_for(7).map(|r| &*r.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(replica.count_for(7), 2);
+    assert_eq!(replica.count_for(8), 1);
+    assert_eq!(replica.by_name(8, "a").unwrap().1.id, 3);
+    assert_eq!(replica.by_name(8, "a").unwrap().0, &other.hash);
+    replica.apply(&delete(&a));
+    assert!(replica.by_name(7, "a").is_none());
+    assert!(replica.by_hash(&a.hash).is_none());
+    assert_eq!(replica.count_for(7), 1);
+    replica.apply(&delete(&b));
+    assert_eq!(replica.count_for(7), 0);
+    assert_eq!(replica.len(), 1);
+    assert_eq!(replica.records().collect::<Vec<_>>(), vec![other]);
+}
+
+#[test]
+fn expiry_is_inclusive() {
+    let token = record(1, 1, "x");
+    assert!(!token.is_expired(99));
+    assert!(token.is_expired(100));
+    let never = TokenRecord { expiry_at_us: None, ..token };
+    assert!(!never.is_expired(u64::MAX));
+}
+
+#[test]
+#[should_panic(expected = "diverged")]
+fn a_conflicting_create_is_a_divergence() {
+    let mut replica = Replica::new();
+    replica.apply(&Mutation::Create(record(1, 1, "x")));
+    replica.apply(&Mutation::Create(record(2, 1, "x")));
+}
+
+#[test]
+#[should_panic(expected = "diverged")]
+fn a_delete_whose_id_and_hash_disagree_is_a_divergence() {
+    let mut replica = Replica::new();
+    let token = record(1, 1, "x");
+    replica.apply(&Mutation::Create(token.clone()));
+    replica.apply(&Mutation::Delete { id: 2, hash: token.hash });
+}

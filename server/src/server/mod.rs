@@ -1,0 +1,303 @@
+//! Start-up, serving and shutdown: everything between `main` and the
+//! connections, in three steps that [`run`] takes in order.
+//!
+//! 1. [`start`]: limits, TLS (before the data directory, so a bad
+//!    certificate stops the server before it touches anything), the data
+//!    directory's lock (before any port is bound, so a second server on the
+//!    same directory exits without ever listening), the server key and root
+//!    credentials, recovery of the registry, the writer, the worker
+//!    runtime, the listener;
+//! 2. [`Running::serve`]: accept until SIGINT or SIGTERM; SIGHUP reloads;
+//! 3. [`Running::shutdown`]: stop accepting, let in-flight requests finish
+//!    (bounded), write the last token uses, stop the writer after its last
+//!    batch is durable.
+
+mod limits;
+mod tasks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::auth::passwords::PasswordVerifier;
+use crate::auth::policy::TokenPolicy;
+use crate::auth::root::{RootError, RootGiven, root_credentials};
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::users::{UserError, Users};
+use crate::auth::{Auth, TokenKey};
+use crate::command::Context;
+use crate::config::Config;
+use crate::datadir::{DataDir, DataDirError, RootCredentials};
+use crate::net::{self, ConnectionLimits, Connections, RefusalLog};
+use crate::registry::{Readers, RegistryPublisher, UseLedger};
+use crate::store::{self, CompactionPolicy, LogError, Recovered, StoreLimits, WriterHandle};
+
+/// Everything `run` needs besides the config file.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: Config,
+    /// The file `config` was read from, re-read on SIGHUP (`None`: defaults
+    /// and the environment only).
+    pub config_path: Option<PathBuf>,
+    /// What the operator gave for root (used on a new data directory only).
+    pub root: RootGiven,
+    /// `--truncate-log-at OFFSET`: cut the token log there before replaying it
+    /// (the way past a corruption the server refused to start on).
+    pub truncate_log_at: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+/// Runs the server until SIGINT or SIGTERM. Blocks the calling thread.
+pub fn run(options: Options) -> Result<(), StartError> {
+    let mut running = start(&options)?;
+    running.serve(options.config_path.as_deref());
+    running.shutdown();
+    Ok(())
+}
+
+/// A started server, ready to serve.
+pub struct Running {
+    runtime: Runtime,
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    ctx: Arc<Context>,
+    writer_join: JoinHandle<RegistryPublisher>,
+    signals: Signals,
+    root: RootCredentials,
+    shutdown_timeout: Duration,
+    /// Holds the data directory's lock until the server is gone.
+    _data_dir: DataDir,
+}
+
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+/// Step 1: everything up to a bound listener (see the module doc for the
+/// order and why).
+pub fn start(options: &Options) -> Result<Running, StartError> {
+    let config = &options.config;
+    limits::raise_open_files_limit(config.tcp.max_connections);
+    limits::disable_core_dumps();
+    let tls = net::tls::acceptor(&config.tcp.tls)?;
+    let data_dir = DataDir::open(&config.system.path)?;
+    let token_key = TokenKey::new(data_dir.server_key()?);
+    let root = root_credentials(&data_dir, &options.root)?;
+    let users = Users::new(&root, &config.users)?;
+    tracing::info!(users = users.len(), path = %data_dir.path().display(), "data directory ready");
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let or_cores = |configured: usize| if configured == 0 { cores } else { configured };
+    let workers = or_cores(config.system.shards);
+    let passwords =
+        PasswordVerifier::new(or_cores(config.system.password_threads), config.system.password_queue);
+    let runtime = worker_runtime(workers)?;
+    // Handlers first, so a signal during start-up is not the default "die".
+    let _guard = runtime.enter();
+    let signals = Signals::install()?;
+
+    let recovered = recover(config, &data_dir, options.truncate_log_at)?;
+    let (writer, inbox) = store::writer::channel();
+    let listener = bind(&config.tcp.address)?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Io { what: "cannot read listener address", source })?;
+    let limits = StoreLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
+    let Recovered { state, next_id, log, .. } = recovered;
+    // Three copies of the registry: the readers' two (left-right), cloned
+    // in parallel, and the writer's own, the recovered original.
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(|| state.clone());
+        (state.clone(), second.join().expect("clone of the registry"))
+    });
+    let (readers, publisher) = Readers::new(first, second);
+    let writer_join = store::writer::start(inbox, state, next_id, limits, log, publisher);
+    let auth = Auth::new(
+        users,
+        TokenPolicy::from_config(&config.personal_access_token),
+        passwords,
+        LoginThrottle::new(&config.login_throttle),
+        token_key,
+    );
+    let ctx = Arc::new(Context {
+        auth,
+        registry: readers,
+        uses: UseLedger::default(),
+        writer: writer.clone(),
+        local_addr,
+    });
+    let connections = Arc::new(Connections::new(connection_limits(config), config.tcp.framing, tls));
+    start_tasks(config, &ctx, &writer);
+    tracing::info!(
+        address = %local_addr,
+        shards = workers,
+        framing = %config.tcp.framing,
+        tls = config.tcp.tls.enabled,
+        "Latchkey listening on {local_addr}"
+    );
+    Ok(Running {
+        runtime,
+        listener,
+        connections,
+        ctx,
+        writer_join,
+        signals,
+        root,
+        shutdown_timeout: config.system.shutdown_timeout,
+        _data_dir: data_dir,
+    })
+}
+
+/// One work-stealing runtime: a worker thread per core (`[system] shards`)
+/// serves every connection, so an idle core takes work from a busy one.
+fn worker_runtime(workers: usize) -> Result<Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("latchkey-worker")
+        .enable_all()
+        .build()
+        .map_err(|source| StartError::Io { what: "cannot start runtime", source })
+}
+
+impl Signals {
+    fn install() -> Result<Signals, StartError> {
+        let install = |kind: SignalKind, what: &'static str| {
+            signal(kind).map_err(|source| StartError::Io { what, source })
+        };
+        Ok(Signals {
+            terminate: install(SignalKind::terminate(), "cannot install SIGTERM handler")?,
+            interrupt: install(SignalKind::interrupt(), "cannot install SIGINT handler")?,
+            hangup: install(SignalKind::hangup(), "cannot install SIGHUP handler")?,
+        })
+    }
+}
+
+/// Replays the token log into a registry.
+fn recover(config: &Config, data_dir: &DataDir, truncate_at: Option<u64>) -> Result<Recovered, StartError> {
+    let started = Instant::now();
+    let policy = CompactionPolicy {
+        min_records: config.system.compaction_min_records,
+        dead_ratio: config.system.compaction_dead_ratio,
+    };
+    let recovered = store::open(data_dir.path(), policy, truncate_at)?;
+    tracing::info!(
+        tokens = recovered.report.tokens,
+        records = recovered.report.records,
+        bytes = recovered.report.file_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        path = %recovered.log.path().display(),
+        "token log replayed"
+    );
+    Ok(recovered)
+}
+
+/// Binds the TCP listener (inside the runtime).
+fn bind(address: &str) -> Result<TcpListener, StartError> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|source| StartError::Bind { address: address.to_owned(), source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Io { what: "cannot configure listener", source })?;
+    TcpListener::from_std(listener)
+        .map_err(|source| StartError::Io { what: "cannot register listener", source })
+}
+
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: config.tcp.max_connections,
+        max_connections_per_ip: config.tcp.max_connections_per_ip,
+        login_timeout: config.tcp.login_timeout,
+        idle_timeout: config.tcp.idle_timeout,
+        max_requests_in_flight: config.tcp.max_requests_in_flight,
+        max_frame_size: config.tcp.max_frame_size,
+        vsr_size_max: config.tcp.vsr_size_max(),
+    }
+}
+
+/// The last-use flush and, if enabled, the expired-token cleaner.
+fn start_tasks(config: &Config, ctx: &Arc<Context>, writer: &WriterHandle) {
+    let tokens = &config.personal_access_token;
+    tokio::spawn(tasks::flush_last_used(Arc::clone(ctx), tokens.last_used_flush_interval));
+    if tokens.cleaner.enabled {
+        tokio::spawn(tasks::clean_expired_tokens(writer.clone(), tokens.cleaner.interval));
+    }
+}
+
+impl Running {
+    /// Step 2: accepts connections until SIGINT or SIGTERM; SIGHUP re-reads
+    /// `config_path` and applies the users and the token policy.
+    pub fn serve(&mut self, config_path: Option<&std::path::Path>) {
+        let Running { runtime, listener, connections, ctx, signals, root, .. } = self;
+        let mut refused = RefusalLog::default();
+        runtime.block_on(async {
+            loop {
+                tokio::select! {
+                    () = net::accept(listener, connections, ctx, &mut refused) => {}
+                    _ = signals.hangup.recv() => tasks::reload(config_path, root, ctx),
+                    _ = signals.terminate.recv() => break,
+                    _ = signals.interrupt.recv() => break,
+                }
+            }
+        });
+    }
+
+    /// Step 3: stops accepting, waits (bounded) for open connections to
+    /// finish, writes the last token uses, and stops the writer once its
+    /// last batch is durable.
+    pub fn shutdown(self) {
+        let Running { runtime, listener, connections, ctx, writer_join, shutdown_timeout, _data_dir, .. } =
+            self;
+        drop(listener);
+        tracing::info!("shutting down: no new connections");
+        connections.stop_all();
+        let deadline = Instant::now() + shutdown_timeout;
+        while connections.open() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let open = connections.open();
+        if open > 0 {
+            tracing::warn!(open, "shutdown timeout reached; dropping open connections");
+        }
+        // Last uses gathered since the last flush (closed connections handed
+        // theirs over) go to the log before the writer stops: a crash would
+        // lose them, a clean stop does not.
+        let flushed = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), tasks::write_last_used(&ctx)).await
+        });
+        if flushed.is_err() {
+            tracing::warn!("last-used flush at shutdown did not finish in time");
+        }
+        ctx.writer.stop();
+        // The writer exits after its last batch is synced; the log is complete.
+        let publisher = writer_join.join();
+        // Connections still open past the timeout are dropped with the
+        // runtime; the registry they read goes only after them.
+        drop(runtime);
+        drop(publisher);
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,95 @@
+//! The server's background work on the worker runtime: writing handed-over
+//! token uses to the store, deleting expired tokens, and SIGHUP reloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::policy::TokenPolicy;
+use crate::auth::users::Users;
+use crate::command::Context;
+use crate::config::Config;
+use crate::datadir::RootCredentials;
+use crate::store::{Change, Outcome, WriterHandle};
+
+/// Writes the token uses connections handed over to the log, every
+/// `interval` (`[personal_access_token] last_used_flush_interval`).
+pub(super) async fn flush_last_used(ctx: Arc<Context>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        write_last_used(&ctx).await;
+    }
+}
+
+/// Sends the handed-over last uses to the writer. They stay visible (in
+/// the ledger) until the writer has applied them; then the ones not
+/// superseded meanwhile are dropped.
+pub(super) async fn write_last_used(ctx: &Context) {
+    let uses = ctx.uses.pending();
+    if uses.is_empty() {
+        return;
+    }
+    match ctx.writer.submit(Change::Touch(uses.clone())).await {
+        Ok(_) => ctx.uses.settle(&uses),
+        Err(code) => tracing::warn!(code = code.code(), "could not record last token uses"),
+    }
+}
+
+/// Tokens deleted per cleaner commit, so one pass never holds up other
+/// writes for long (Iggy uses the same batch size).
+const CLEANER_BATCH_TOKENS: usize = 256;
+
+/// Every `interval`, deletes expired tokens through the writer, like any
+/// other delete: logged, synced, visible to every reader.
+pub(super) async fn clean_expired_tokens(writer: WriterHandle, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        loop {
+            match writer.submit(Change::PurgeExpired { max: CLEANER_BATCH_TOKENS }).await {
+                Ok(Outcome::Purged { ids }) => {
+                    for id in &ids {
+                        tracing::info!(target: "audit", event = "token_expired_deleted", token_id = id);
+                    }
+                    if ids.len() < CLEANER_BATCH_TOKENS {
+                        break;
+                    }
+                }
+                Ok(other) => unreachable!("purge answered with {other:?}"),
+                Err(code) => {
+                    tracing::warn!(code = code.code(), "cleaner could not delete expired tokens");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file and the environment and applies the
+/// users and the token policy. A config that does not load or validate
+/// changes nothing; the error is logged.
+pub(super) fn reload(path: Option<&std::path::Path>, root: &RootCredentials, ctx: &Context) {
+    let loaded = (|| -> Result<(Users, TokenPolicy), String> {
+        let mut config = Config::from_file(path).map_err(|error| error.to_string())?;
+        config.apply_env(|key| std::env::var(key).ok()).map_err(|error| error.to_string())?;
+        config.validate().map_err(|error| error.to_string())?;
+        let users = Users::new(root, &config.users).map_err(|error| error.to_string())?;
+        Ok((users, TokenPolicy::from_config(&config.personal_access_token)))
+    })();
+    match loaded {
+        Ok((users, policy)) => {
+            let (count, inactive) = (users.len(), users.inactive());
+            ctx.auth.reload(users, policy);
+            tracing::info!(
+                users = count,
+                inactive,
+                ?policy,
+                "SIGHUP: configuration reloaded (users, token policy)"
+            );
+        }
+        Err(error) => tracing::error!(%error, "SIGHUP: configuration not reloaded; the running one stays"),
+    }
+}

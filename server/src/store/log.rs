@@ -1,0 +1,590 @@
+//! The token log file, the embedded store's source of truth: its record
+//! format, and appending a batch with one write and one sync. Opening it
+//! (replay and repair) is `recovery.rs`'s; rewriting it is `compaction.rs`'s.
+//!
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header  := magic "LKTOKLOG" (8) | format version u32 | crc32c(magic ‖ version) u32
+//! record  := marker u32 = 0x1BC5_A7E3 | length u32 | crc32c(length ‖ payload) u32 | payload
+//! payload := seq u64 | commit_at_us u64 | type u8 | body            (length = payload bytes)
+//! body    := Create   (1): id u64 | user_id u32 | name u8-len | hash [32] | created_at_us u64 | expiry_at_us u64 (0 = never)
+//!          | Delete   (2): id u64
+//!          | Snapshot (3): next_id u64 | last_seq u64 | tokens u64
+//!          | Token    (4): Create body | revoked_at_us u64 | last_used_at_us u64 | last_used_peer
+//!                          | description u16-len | scopes u8-count × u8-len | networks u8-count × net
+//!          | Revoke   (5): id u64 | revoked_at_us u64
+//!          | Update   (6): id u64 | name u8-len | description u16-len
+//!          | Rotate   (7): id u64 | hash [32] | expiry_at_us u64
+//!          | Touch    (8): id u64 | last_used_at_us u64 | last_used_peer
+//! peer    := family u8 (0 none | 4 | 6) | address [4 or 16] | port u16   (family 0: nothing follows)
+//! net     := family u8 (4 | 6) | address [4 or 16] | prefix u8
+//! ```
+//!
+//! Format history: version 1 had record types 1–3 only. Version 2 added
+//! types 4–8 (token lifecycle: descriptions, scopes, networks, revoke,
+//! rotate, rename, last use). A Create (1) is still written for a token with
+//! none of the new fields, a Token (4) otherwise.
+//!
+//! Only keyed hashes are stored, never a raw token or a password.
+
+//!
+//! A version 1 file is read as it is and then rewritten once, at start, as a
+//! version 2 snapshot (written beside it, synced, renamed over it), so a
+//! file never mixes versions.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use latchkey_protocol::wire::Reader;
+
+use super::Journal;
+use super::compaction::{Compaction, CompactionPolicy};
+use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
+
+pub const LOG_FILE: &str = "tokens.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("{path} is not a Latchkey token log (bad header)")]
+    NotALog { path: PathBuf },
+    #[error("{path} has format version {version}; this build reads versions 1 to {FORMAT_VERSION}")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error(
+        "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
+         not a torn write. Refusing to start. To discard everything from that offset on, restart \
+         with --truncate-log-at {offset} (tokens recorded after it are lost)"
+    )]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error(
+        "{path} ends at byte offset {offset} inside its compacted snapshot, {missing} token records \
+         short; refusing to start. To keep the tokens before that offset and lose the rest, restart \
+         with --truncate-log-at {offset}"
+    )]
+    Incomplete { path: PathBuf, offset: u64, missing: u64 },
+    #[error("--truncate-log-at {offset}: {reason}")]
+    BadTruncate { offset: u64, reason: String },
+}
+
+pub(super) fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> LogError + 'p {
+    move |source| LogError::Io { what, path: path.to_owned(), source }
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub records: u64,
+    pub tokens: usize,
+    pub file_bytes: u64,
+    /// `(offset, bytes)` of a torn tail that was cut off.
+    pub truncated: Option<(u64, u64)>,
+}
+
+/// A recovered registry and the log, open for appends.
+pub struct Recovered {
+    pub state: Replica,
+    pub next_id: u64,
+    pub log: TokenLog,
+    pub report: RecoveryReport,
+}
+
+/// The open log, appended to by the writer thread only.
+pub struct TokenLog {
+    pub(super) path: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) file: File,
+    /// Sequence number of the last record written.
+    pub(super) seq: u64,
+    /// Records in the current file (a measure of its size for compaction).
+    pub(super) records: u64,
+    pub(super) policy: CompactionPolicy,
+    pub(super) scratch: Vec<u8>,
+    pub(super) compaction: Option<Compaction>,
+}
+
+const MAGIC: &[u8; 8] = b"LKTOKLOG";
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// Versions this build reads (older ones are upgraded at start).
+pub const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
+pub const HEADER_BYTES: usize = 16;
+const MARKER: u32 = 0x1BC5_A7E3;
+/// Marker, length and checksum.
+const RECORD_HEADER_BYTES: usize = 12;
+/// seq, commit_at_us and type.
+const PAYLOAD_PREFIX_BYTES: usize = 17;
+/// Largest payload a record may have. The largest real one is a Token with
+/// every field at its server limit (about 9 KiB: 32 scopes of up to 255
+/// bytes); anything longer is damage.
+const RECORD_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
+
+const TYPE_CREATE: u8 = 1;
+const TYPE_DELETE: u8 = 2;
+const TYPE_SNAPSHOT: u8 = 3;
+const TYPE_TOKEN: u8 = 4;
+const TYPE_REVOKE: u8 = 5;
+const TYPE_UPDATE: u8 = 6;
+const TYPE_ROTATE: u8 = 7;
+const TYPE_TOUCH: u8 = 8;
+
+/// Why one record does not check out.
+pub type RecordFault = String;
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Types 1 and 4.
+    Create(TokenRecord),
+    Delete {
+        id: u64,
+    },
+    Snapshot {
+        next_id: u64,
+        last_seq: u64,
+        tokens: u64,
+    },
+    Revoke {
+        id: u64,
+        at_us: NonZeroU64,
+    },
+    Update {
+        id: u64,
+        name: Arc<str>,
+        description: Box<str>,
+    },
+    Rotate {
+        id: u64,
+        hash: TokenHash,
+        expiry_at_us: Option<NonZeroU64>,
+    },
+    Touch {
+        id: u64,
+        used: LastUsed,
+    },
+}
+
+impl Record {
+    /// The record that stores a committed mutation. The log keeps ids only
+    /// (replay resolves them to hashes); a rename keeps only the description
+    /// of the extras, as scopes and networks never change after a create.
+    pub fn of(mutation: &Mutation) -> Record {
+        match mutation {
+            Mutation::Create(token) => Record::Create(token.clone()),
+            Mutation::Delete { id, .. } => Record::Delete { id: *id },
+            Mutation::Revoke { id, at_us, .. } => Record::Revoke { id: *id, at_us: *at_us },
+            Mutation::Update { id, name, extras, .. } => Record::Update {
+                id: *id,
+                name: Arc::clone(name),
+                description: extras.as_deref().map_or_else(Box::default, |extras| extras.description.clone()),
+            },
+            Mutation::Rotate { id, new_hash, expiry_at_us, .. } => {
+                Record::Rotate { id: *id, hash: *new_hash, expiry_at_us: *expiry_at_us }
+            }
+            Mutation::Touch { id, used, .. } => Record::Touch { id: *id, used: *used },
+        }
+    }
+
+    /// Record types a version 1 file cannot hold.
+    pub fn needs_version_2(&self) -> bool {
+        match self {
+            Record::Create(token) => needs_token_record(token),
+            Record::Delete { .. } | Record::Snapshot { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// Whether a token needs a Token (4) record rather than a Create (1).
+fn needs_token_record(token: &TokenRecord) -> bool {
+    token.extras.is_some() || token.revoked_at_us.is_some() || token.last_used.is_some()
+}
+
+/// The file header this build writes.
+pub fn header() -> [u8; HEADER_BYTES] {
+    let mut header = [0u8; HEADER_BYTES];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let crc = crc32c::crc32c(&header[..12]);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The format version of a file that starts with `bytes` (at least
+/// [`HEADER_BYTES`] long), or `None` when it is not a token log.
+pub fn header_version(bytes: &[u8]) -> Option<u32> {
+    let checks = &bytes[..8] == MAGIC && crc32c::crc32c(&bytes[..12]) == read_u32(bytes, 12);
+    checks.then(|| read_u32(bytes, 8))
+}
+
+/// Appends one encoded record to `out`.
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, commit_at_us: u64, record: &Record) {
+    let start = out.len();
+    out.extend_from_slice(&MARKER.to_le_bytes());
+    out.extend_from_slice(&[0; 8]); // length and crc, filled in below
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&commit_at_us.to_le_bytes());
+    match record {
+        Record::Create(token) => encode_token(out, token),
+        Record::Revoke { id, at_us } => {
+            out.push(TYPE_REVOKE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&at_us.get().to_le_bytes());
+        }
+        Record::Update { id, name, description } => {
+            out.push(TYPE_UPDATE);
+            out.extend_from_slice(&id.to_le_bytes());
+            put_text8(out, name);
+            put_text16(out, description);
+        }
+        Record::Rotate { id, hash, expiry_at_us } => {
+            out.push(TYPE_ROTATE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(hash);
+            out.extend_from_slice(&expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+        }
+        Record::Touch { id, used } => {
+            out.push(TYPE_TOUCH);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&used.at_us.to_le_bytes());
+            put_peer(out, Some(used.peer));
+        }
+        Record::Delete { id } => {
+            out.push(TYPE_DELETE);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        Record::Snapshot { next_id, last_seq, tokens } => {
+            out.push(TYPE_SNAPSHOT);
+            out.extend_from_slice(&next_id.to_le_bytes());
+            out.extend_from_slice(&last_seq.to_le_bytes());
+            out.extend_from_slice(&tokens.to_le_bytes());
+        }
+    }
+    let length = u32::try_from(out.len() - start - RECORD_HEADER_BYTES).expect("small record");
+    out[start + 4..start + 8].copy_from_slice(&length.to_le_bytes());
+    let crc =
+        crc32c::crc32c_append(crc32c::crc32c(&length.to_le_bytes()), &out[start + RECORD_HEADER_BYTES..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(
+        matches!(parse_record(out, start), Ok((s, ref r, _)) if s == seq && r == record),
+        "a record about to be written must decode back to itself"
+    );
+}
+
+/// A Create (1) body, or a Token (4) body when the token has more than a
+/// plain Iggy token's fields.
+fn encode_token(out: &mut Vec<u8>, token: &TokenRecord) {
+    let full = needs_token_record(token);
+    out.push(if full { TYPE_TOKEN } else { TYPE_CREATE });
+    out.extend_from_slice(&token.id.to_le_bytes());
+    out.extend_from_slice(&token.user_id.to_le_bytes());
+    put_text8(out, &token.name);
+    out.extend_from_slice(&token.hash);
+    out.extend_from_slice(&token.created_at_us.to_le_bytes());
+    out.extend_from_slice(&token.expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+    if !full {
+        return;
+    }
+    out.extend_from_slice(&token.revoked_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+    out.extend_from_slice(&token.last_used.map_or(0, |used| used.at_us).to_le_bytes());
+    put_peer(out, token.last_used.map(|used| used.peer));
+    let extras = token.extras.as_deref().cloned().unwrap_or_default();
+    put_text16(out, &extras.description);
+    out.push(u8::try_from(extras.scopes.len()).expect("scopes are bounded"));
+    for scope in &extras.scopes {
+        put_text8(out, scope);
+    }
+    out.push(u8::try_from(extras.networks.len()).expect("networks are bounded"));
+    for network in &extras.networks {
+        put_ip(out, network.addr());
+        out.push(network.prefix_len());
+    }
+}
+
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+}
+
+fn put_peer(out: &mut Vec<u8>, peer: Option<SocketAddr>) {
+    match peer {
+        None => out.push(0),
+        Some(peer) => {
+            put_ip(out, peer.ip());
+            out.extend_from_slice(&peer.port().to_le_bytes());
+        }
+    }
+}
+
+fn put_text8(out: &mut Vec<u8>, text: &str) {
+    out.push(u8::try_from(text.len()).expect("text8 fields are at most 255 bytes"));
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_text16(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&u16::try_from(text.len()).expect("text16 fields are bounded").to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses and checksums one record at `offset`: `(seq, record, bytes used)`.
+pub fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize), RecordFault> {
+    let rest = &bytes[offset..];
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Err(format!("incomplete record header ({} bytes)", rest.len()));
+    }
+    if read_u32(rest, 0) != MARKER {
+        return Err("missing record marker".into());
+    }
+    let length = read_u32(rest, 4) as usize;
+    if !(PAYLOAD_PREFIX_BYTES..=RECORD_PAYLOAD_BYTES_MAX).contains(&length) {
+        return Err(format!("record length {length} out of range"));
+    }
+    if rest.len() < RECORD_HEADER_BYTES + length {
+        return Err(format!("incomplete record ({} of {} bytes)", rest.len(), RECORD_HEADER_BYTES + length));
+    }
+    let payload = &rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&rest[4..8]), payload);
+    if crc != read_u32(rest, 8) {
+        return Err("checksum mismatch".into());
+    }
+    let seq = read_u64(payload, 0);
+    let _commit_at_us = read_u64(payload, 8);
+    let body = &payload[PAYLOAD_PREFIX_BYTES..];
+    let record = decode_body(payload[16], body)?;
+    Ok((seq, record, RECORD_HEADER_BYTES + length))
+}
+
+/// The offset of the first record at or after `from` that checks out.
+pub fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
+    let marker = MARKER.to_le_bytes();
+    let mut offset = from;
+    while offset + RECORD_HEADER_BYTES <= bytes.len() {
+        let found = bytes[offset..].windows(4).position(|window| window == marker)?;
+        offset += found;
+        if parse_record(bytes, offset).is_ok() {
+            return Some(offset);
+        }
+        offset += 1;
+    }
+    None
+}
+
+fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
+    let mut cursor = Cursor { reader: Reader::new(body), kind };
+    let record = match kind {
+        TYPE_CREATE => Record::Create(cursor.create()?),
+        TYPE_TOKEN => Record::Create(cursor.token()?),
+        TYPE_DELETE => Record::Delete { id: cursor.u64()? },
+        TYPE_SNAPSHOT => {
+            Record::Snapshot { next_id: cursor.u64()?, last_seq: cursor.u64()?, tokens: cursor.u64()? }
+        }
+        TYPE_REVOKE => {
+            let id = cursor.u64()?;
+            let at_us = NonZeroU64::new(cursor.u64()?).ok_or("revoke record without a time")?;
+            Record::Revoke { id, at_us }
+        }
+        TYPE_UPDATE => Record::Update {
+            id: cursor.u64()?,
+            name: cursor.text8()?.into(),
+            description: cursor.text16()?.into(),
+        },
+        TYPE_ROTATE => {
+            let id = cursor.u64()?;
+            let hash = cursor.hash()?;
+            Record::Rotate { id, hash, expiry_at_us: NonZeroU64::new(cursor.u64()?) }
+        }
+        TYPE_TOUCH => {
+            let id = cursor.u64()?;
+            let at_us = cursor.u64()?;
+            let peer = cursor.peer()?.ok_or("last-used record without an address")?;
+            Record::Touch { id, used: LastUsed { at_us, peer } }
+        }
+        other => return Err(format!("unknown record type {other}")),
+    };
+    if !cursor.reader.is_empty() {
+        return Err(format!("record type {kind} has {} body bytes", body.len()));
+    }
+    Ok(record)
+}
+
+/// Checked reads of a record body over the protocol's checked reader; every
+/// fault names the record type.
+struct Cursor<'a> {
+    reader: Reader<'a>,
+    kind: u8,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], RecordFault> {
+        self.reader.take(len).map_err(|_| {
+            let body_bytes = self.reader.consumed() + self.reader.remaining();
+            format!("record type {} too short ({body_bytes} body bytes)", self.kind)
+        })
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordFault> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, RecordFault> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordFault> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordFault> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn hash(&mut self) -> Result<TokenHash, RecordFault> {
+        Ok(self.take(32)?.try_into().expect("32 bytes"))
+    }
+
+    fn utf8(&mut self, len: usize) -> Result<&'a str, RecordFault> {
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes).map_err(|_| format!("record type {}: text is not UTF-8", self.kind))
+    }
+
+    fn text8(&mut self) -> Result<&'a str, RecordFault> {
+        let len = self.u8()?;
+        self.utf8(usize::from(len))
+    }
+
+    fn text16(&mut self) -> Result<&'a str, RecordFault> {
+        let len = self.u16()?;
+        self.utf8(usize::from(len))
+    }
+
+    fn ip(&mut self, family: u8) -> Result<IpAddr, RecordFault> {
+        match family {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(self.take(4)?).expect("4 bytes")))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(self.take(16)?).expect("16 bytes")))),
+            other => Err(format!("record type {}: address family {other}", self.kind)),
+        }
+    }
+
+    fn peer(&mut self) -> Result<Option<SocketAddr>, RecordFault> {
+        match self.u8()? {
+            0 => Ok(None),
+            family => {
+                let ip = self.ip(family)?;
+                Ok(Some(SocketAddr::new(ip, self.u16()?)))
+            }
+        }
+    }
+
+    fn network(&mut self) -> Result<IpNet, RecordFault> {
+        let family = self.u8()?;
+        let ip = self.ip(family)?;
+        let prefix = self.u8()?;
+        IpNet::new(ip, prefix).map_err(|_| format!("record type {}: prefix /{prefix} for {ip}", self.kind))
+    }
+
+    /// The fields of a Create (1), which a Token (4) starts with.
+    fn create(&mut self) -> Result<TokenRecord, RecordFault> {
+        let id = self.u64()?;
+        let user_id = self.u32()?;
+        let name = self.text8()?;
+        let hash = self.hash()?;
+        let created_at_us = self.u64()?;
+        let expiry_at_us = NonZeroU64::new(self.u64()?);
+        Ok(TokenRecord {
+            id,
+            user_id,
+            name: name.into(),
+            hash,
+            created_at_us,
+            expiry_at_us,
+            revoked_at_us: None,
+            extras: None,
+            last_used: None,
+        })
+    }
+
+    /// A Token (4): a Create's fields, then the lifecycle fields.
+    fn token(&mut self) -> Result<TokenRecord, RecordFault> {
+        let mut token = self.create()?;
+        token.revoked_at_us = NonZeroU64::new(self.u64()?);
+        let last_used_at_us = self.u64()?;
+        let peer = self.peer()?;
+        token.last_used = match (last_used_at_us, peer) {
+            (0, None) => None,
+            (at_us, Some(peer)) if at_us != 0 => Some(LastUsed { at_us, peer }),
+            _ => return Err("token record: last use time and address disagree".into()),
+        };
+        let description = self.text16()?.into();
+        let scopes = (0..self.u8()?).map(|_| self.text8().map(Box::from)).collect::<Result<_, _>>()?;
+        let networks = (0..self.u8()?).map(|_| self.network()).collect::<Result<_, _>>()?;
+        token.extras = TokenExtras { description, scopes, networks }.shared();
+        Ok(token)
+    }
+}
+
+impl TokenLog {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Makes a rename or creation in `dir` durable.
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Journal for TokenLog {
+    fn append(&mut self, batch: &[Mutation], commit_at_us: u64) -> io::Result<()> {
+        self.scratch.clear();
+        for mutation in batch {
+            self.seq += 1;
+            encode_record(&mut self.scratch, self.seq, commit_at_us, &Record::of(mutation));
+        }
+        self.file.write_all(&self.scratch)?;
+        self.file.sync_data()?;
+        self.records += batch.len() as u64;
+        if let Some(compaction) = &mut self.compaction {
+            compaction.appended(&self.scratch, batch.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn after_append(&mut self, state: &Replica, next_id: u64) -> io::Result<()> {
+        self.finish_compaction()?;
+        self.maybe_compact(state, next_id);
+        Ok(())
+    }
+}
+
+impl Drop for TokenLog {
+    fn drop(&mut self) {
+        // An unfinished compaction is abandoned; its file is removed at the
+        // next start. The log itself is always complete and synced.
+        if let Some(compaction) = self.compaction.take() {
+            compaction.abandon(&self.dir);
+        }
+    }
+}

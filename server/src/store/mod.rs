@@ -1,0 +1,152 @@
+//! The store: where token changes become durable, in one order.
+//!
+//! **The seam.** Everything above the store sees it through three things:
+//! a [`Change`] asked for (by a command, the cleaner, or the last-use
+//! flush), the [`Outcome`] it gets back, and the ordered stream of committed
+//! [`Mutation`](crate::registry::Mutation) batches the store publishes to the
+//! registry's readers ([`Publish`](crate::registry::Publish)). A backend
+//! (today the append-only file; a cluster backend next) implements
+//! [`Journal`]; the checks (a name unique per user, the per-user limit, ids
+//! never reused, a kept expiry within the policy) are the writer's
+//! [`Resolver`](writer::Resolver)'s, written once for every backend.
+//!
+//! The contract every backend keeps:
+//! - **Order.** Changes are checked and committed in the order they were
+//!   queued; each is checked against the state every earlier change left,
+//!   including earlier changes of the same batch. Every reader applies the
+//!   same batches in the same order.
+//! - **Committed.** A change counts as committed once [`Journal::append`]
+//!   has returned `Ok` for its batch (for the file: written and synced). Only
+//!   then is the batch published, and only after the publish returns is any
+//!   caller answered. A crash loses only changes nobody was told about.
+//! - **Failure.** If an append fails, no change of that batch is answered
+//!   as done (`StorageUnavailable`, 20002), nothing of it is published, and
+//!   the writer refuses every later change until a restart re-reads and
+//!   verifies what is on disk: after a failed sync the file's contents are
+//!   unknown.
+//!
+//! Must never: publish before the append returned, answer before the
+//! publish, or let anything but the writer thread change the authoritative
+//! state.
+//!
+//! Layout: [`writer`] (the queue, the group-commit loop, and the rules a
+//! change is checked against), then the file backend: [`log`] (the record
+//! format, append and sync), [`recovery`] (open, replay, repair) and
+//! [`compaction`].
+
+pub mod compaction;
+pub mod log;
+pub mod recovery;
+pub mod writer;
+
+use std::io;
+use std::sync::Arc;
+
+use latchkey_protocol::ext::TokenSelector;
+
+use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
+
+pub use compaction::CompactionPolicy;
+pub use log::{LogError, Recovered, TokenLog};
+pub use recovery::open;
+pub use writer::{Inbox, StoreLimits, Ticket, WriterHandle};
+
+/// A change a caller asks for, not yet checked.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// `expiry_us` is a lifetime: 0 and `u64::MAX` mean never (the caller
+    /// has already put the server's default in place of 0 if there is one).
+    Create(NewToken),
+    Delete {
+        user_id: u32,
+        token: TokenSelector,
+    },
+    Revoke {
+        user_id: u32,
+        token: TokenSelector,
+    },
+    Update {
+        user_id: u32,
+        token: TokenSelector,
+        name: Option<String>,
+        description: Option<String>,
+    },
+    /// `expiry_us`: 0 keeps the current expiry, `u64::MAX` is never, else a
+    /// lifetime from the commit.
+    Rotate {
+        user_id: u32,
+        token: TokenSelector,
+        new_hash: TokenHash,
+        expiry_us: u64,
+        /// The policy's maximum lifetime, which a kept expiry must meet too
+        /// (the policy may have tightened since the token was made).
+        max_lifetime_us: Option<u64>,
+    },
+    RevokeAll {
+        user_id: u32,
+    },
+    DeleteAll {
+        user_id: u32,
+    },
+    /// Last uses gathered by connections. Entries for tokens that are gone or
+    /// were rotated since are dropped; nothing is refused.
+    Touch(Vec<(u64, TokenHash, LastUsed)>),
+    /// The cleaner's delete: up to `max` tokens that are expired at commit
+    /// time, chosen and deleted by id inside the writer, so a token
+    /// re-created under an expired token's name is never touched.
+    PurgeExpired {
+        max: usize,
+    },
+}
+
+/// A token to create. `expiry_us` is a lifetime: 0 and `u64::MAX` mean
+/// never (the caller has already put the server's default in place of 0 if
+/// there is one).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub user_id: u32,
+    pub name: String,
+    pub hash: TokenHash,
+    pub expiry_us: u64,
+    pub extras: Option<Arc<TokenExtras>>,
+}
+
+/// What a committed change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created(TokenRecord),
+    Deleted {
+        id: u64,
+    },
+    /// `at_us` is when it was first revoked (an earlier revoke wins).
+    Revoked {
+        id: u64,
+    },
+    Updated {
+        id: u64,
+    },
+    Rotated(TokenRecord),
+    /// Tokens affected by a revoke-all or delete-all.
+    Count(u32),
+    Touched,
+    /// Ids deleted by a `PurgeExpired`.
+    Purged {
+        ids: Vec<u64>,
+    },
+}
+
+/// Durable storage for committed batches.
+pub trait Journal: Send + 'static {
+    /// Appends `batch` and returns only once it is on stable storage.
+    fn append(&mut self, batch: &[Mutation], commit_at_us: u64) -> io::Result<()>;
+    /// Called with the authoritative state after each successful append, so
+    /// a journal can decide to compact. The default does nothing.
+    fn after_append(&mut self, _state: &Replica, _next_id: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod log_tests;
+#[cfg(test)]
+mod writer_tests;

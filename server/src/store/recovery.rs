@@ -1,0 +1,362 @@
+//! Recovery: opening the log, replaying it into a registry, and repairing
+//! what a crash can leave (a torn tail) or what the operator chose to cut.
+//!
+//! Sequence numbers rise by exactly one from record to record, so a lost
+//! record is detected even when every checksum holds. A compacted file starts
+//! with a Snapshot record (seq = the last sequence number it covers) followed
+//! by exactly `tokens` Create records with seq 0; appends continue at
+//! `last_seq + 1`. The Snapshot also carries `next_id`, so token ids are never
+//! reused, even for tokens deleted before a compaction.
+//!
+//! A bad record with nothing valid after it is a torn tail (a crash
+//! mid-append): the caller cuts it off. A bad record followed by any record
+//! that checks out is corruption, reported with its offset.
+//!
+//! Recovery reads the whole file. Damage followed by valid records refuses
+//! the start and names the file and offset (`--truncate-log-at OFFSET`
+//! drops everything from there on, knowingly).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use super::compaction::{COMPACT_FILE, CompactionPolicy, encode_snapshot, write_compacted};
+use super::log::{
+    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, LogError, Record, RecordFault, Recovered,
+    RecoveryReport, TokenLog, fsync_dir, header, header_version, io_error, next_valid_record, parse_record,
+};
+use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+
+/// The file as recovery leaves it, ready for appends.
+struct Reopened {
+    file: File,
+    records: u64,
+    file_bytes: u64,
+    truncated: Option<(u64, u64)>,
+}
+
+/// Opens (or creates) the log in `dir` and replays it.
+///
+/// `truncate_at` is the operator's `--truncate-log-at`: applied only when the
+/// log does not replay as it is (corruption, or a short snapshot), so a flag
+/// left in a service definition cannot cut a healthy log on a later start.
+pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> Result<Recovered, LogError> {
+    let path = dir.join(LOG_FILE);
+    let compact = dir.join(COMPACT_FILE);
+    // A compaction that did not finish its rename never became the log.
+    if compact.exists() {
+        fs::remove_file(&compact).map_err(io_error("cannot remove stale", &compact))?;
+        tracing::warn!(path = %compact.display(), "removed an unfinished compaction file");
+    }
+    let (mut file, mut bytes) = read_or_create(dir, &path)?;
+    let (replay, repaired) = replay_or_repair(&path, &mut file, &mut bytes, truncate_at)?;
+    if replay.snapshot_missing > 0 && !repaired {
+        return Err(LogError::Incomplete {
+            path,
+            offset: replay.valid_bytes,
+            missing: replay.snapshot_missing,
+        });
+    }
+    let reopened = if replay.snapshot_missing > 0 || replay.version < FORMAT_VERSION {
+        rewrite_as_snapshot(dir, &path, &replay)?
+    } else {
+        cut_torn_tail(&path, file, bytes.len() as u64, &replay)?
+    };
+    let report = RecoveryReport {
+        records: replay.records,
+        tokens: replay.state.len(),
+        file_bytes: reopened.file_bytes,
+        truncated: reopened.truncated,
+    };
+    let log = TokenLog {
+        path,
+        dir: dir.to_owned(),
+        file: reopened.file,
+        seq: replay.seq,
+        records: reopened.records,
+        policy,
+        scratch: Vec::with_capacity(64 * 1024),
+        compaction: None,
+    };
+    Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report })
+}
+
+/// Opens the log and reads it whole; a new file (or one whose header was
+/// torn, so nothing in it was ever acknowledged) gets a fresh header.
+fn read_or_create(dir: &Path, path: &Path) -> Result<(File, Vec<u8>), LogError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error("cannot open", path))?;
+    let size = file.metadata().map_err(io_error("cannot stat", path))?.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io_error("cannot read", path))?;
+    if bytes.len() < HEADER_BYTES {
+        if !bytes.is_empty() {
+            tracing::warn!(path = %path.display(), bytes = bytes.len(), "log header was torn; rewriting it");
+        }
+        file.set_len(0).map_err(io_error("cannot truncate", path))?;
+        file.seek(SeekFrom::Start(0)).map_err(io_error("cannot seek", path))?;
+        file.write_all(&header()).map_err(io_error("cannot write", path))?;
+        file.sync_all().map_err(io_error("cannot sync", path))?;
+        fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
+        bytes = header().to_vec();
+    }
+    Ok((file, bytes))
+}
+
+/// Replays the file; if it does not replay as it is and the operator gave
+/// `--truncate-log-at`, cuts it there and replays again. Also says whether
+/// it cut.
+fn replay_or_repair(
+    path: &Path,
+    file: &mut File,
+    bytes: &mut Vec<u8>,
+    truncate_at: Option<u64>,
+) -> Result<(Replay, bool), LogError> {
+    let replayed = replay(path, bytes);
+    let Some(offset) = truncate_at else { return Ok((replayed?, false)) };
+    let damaged = match &replayed {
+        Err(LogError::Corrupt { .. }) => true,
+        Ok(replay) => replay.snapshot_missing > 0,
+        Err(_) => false,
+    };
+    if !damaged {
+        if replayed.is_ok() {
+            tracing::warn!(
+                offset,
+                "the token log replays cleanly; --truncate-log-at {offset} ignored (remove it)"
+            );
+        }
+        return Ok((replayed?, false));
+    }
+    let len = bytes.len() as u64;
+    if offset < HEADER_BYTES as u64 || offset > len {
+        return Err(LogError::BadTruncate {
+            offset,
+            reason: format!("must be between {HEADER_BYTES} and the file size {len}"),
+        });
+    }
+    tracing::warn!(
+        path = %path.display(),
+        offset,
+        bytes = len - offset,
+        "--truncate-log-at: dropping {} bytes from offset {offset}, as asked",
+        len - offset
+    );
+    bytes.truncate(offset as usize);
+    file.set_len(offset).map_err(io_error("cannot truncate", path))?;
+    file.sync_all().map_err(io_error("cannot sync", path))?;
+    Ok((replay(path, bytes)?, true))
+}
+
+/// Keeps what the operator kept as a whole snapshot, or upgrades an older
+/// format: either way, rewrites the state as a current file.
+fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay) -> Result<Reopened, LogError> {
+    let reason =
+        if replay.snapshot_missing > 0 { "the shortened snapshot" } else { "a version 1 log as version 2" };
+    let tokens: Vec<TokenRecord> = replay.state.records().collect();
+    let snapshot = encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
+    let mut file = write_compacted(dir, &snapshot).map_err(io_error("cannot write", path))?;
+    fs::rename(dir.join(COMPACT_FILE), path).map_err(io_error("cannot rename over", path))?;
+    fsync_dir(dir).map_err(io_error("cannot sync directory", dir))?;
+    file.seek(SeekFrom::End(0)).map_err(io_error("cannot seek", path))?;
+    tracing::warn!(tokens = tokens.len(), "rewrote {reason} as a whole snapshot");
+    Ok(Reopened {
+        file,
+        records: tokens.len() as u64 + 1,
+        file_bytes: snapshot.len() as u64,
+        truncated: None,
+    })
+}
+
+/// Cuts a torn tail (the last append was incomplete) and positions the file
+/// for appends after the last valid record.
+fn cut_torn_tail(
+    path: &Path,
+    mut file: File,
+    file_bytes: u64,
+    replay: &Replay,
+) -> Result<Reopened, LogError> {
+    let mut truncated = None;
+    if replay.valid_bytes < file_bytes {
+        let dropped = file_bytes - replay.valid_bytes;
+        tracing::warn!(
+            path = %path.display(),
+            offset = replay.valid_bytes,
+            bytes = dropped,
+            "torn tail: the last record was incomplete (crash during an append); dropping {dropped} bytes from offset {}",
+            replay.valid_bytes
+        );
+        file.set_len(replay.valid_bytes).map_err(io_error("cannot truncate", path))?;
+        file.sync_all().map_err(io_error("cannot sync", path))?;
+        truncated = Some((replay.valid_bytes, dropped));
+    }
+    file.seek(SeekFrom::Start(replay.valid_bytes)).map_err(io_error("cannot seek", path))?;
+    Ok(Reopened { file, records: replay.records, file_bytes, truncated })
+}
+
+pub(super) struct Replay {
+    /// The file's format version.
+    pub version: u32,
+    pub state: Replica,
+    /// Live token ids → hashes, for resolving records that carry the id
+    /// only. Lives only during replay; replicas keep no id index.
+    ids: HashMap<u64, TokenHash>,
+    pub next_id: u64,
+    pub seq: u64,
+    pub records: u64,
+    pub valid_bytes: u64,
+    /// Token records a snapshot announced that the file does not hold.
+    pub snapshot_missing: u64,
+}
+
+/// Replays a whole file (header included) into a registry.
+pub(super) fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
+    let Some(version) = header_version(bytes) else {
+        return Err(LogError::NotALog { path: path.to_owned() });
+    };
+    if !FORMAT_VERSIONS_READ.contains(&version) {
+        return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
+    }
+    let mut replay = Replay {
+        version,
+        state: Replica::new(),
+        // A create record is about 100 bytes: size the id index once.
+        ids: HashMap::with_capacity(bytes.len() / 128),
+        next_id: 1,
+        seq: 0,
+        records: 0,
+        valid_bytes: HEADER_BYTES as u64,
+        snapshot_missing: 0,
+    };
+    // Snapshot Create records still expected (seq 0).
+    let mut snapshot_left = 0u64;
+    let mut offset = HEADER_BYTES;
+    while offset < bytes.len() {
+        let fault = match parse_record(bytes, offset) {
+            Ok((_, record, _)) if version == 1 && record.needs_version_2() => {
+                format!("record type of format version 2 in a version {version} file")
+            }
+            Ok((seq, record, used)) => match replay.apply(&mut snapshot_left, seq, record) {
+                Ok(()) => {
+                    offset += used;
+                    replay.records += 1;
+                    replay.valid_bytes = offset as u64;
+                    continue;
+                }
+                Err(fault) => fault,
+            },
+            Err(fault) => fault,
+        };
+        // A bad record. Anything valid after it means damage, not a torn append.
+        if let Some(next) = next_valid_record(bytes, offset + 1) {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                offset: offset as u64,
+                reason: format!("{fault} (a valid record follows at offset {next})"),
+            });
+        }
+        // A torn tail; if it falls inside the snapshot, the caller decides.
+        break;
+    }
+    // A compacted file is renamed into place only when whole, so a short
+    // snapshot is damage, never a torn append.
+    replay.snapshot_missing = snapshot_left;
+    Ok(replay)
+}
+
+impl Replay {
+    /// Checks a decoded record against the replayed state and applies it.
+    fn apply(&mut self, snapshot_left: &mut u64, seq: u64, record: Record) -> Result<(), RecordFault> {
+        if *snapshot_left > 0 {
+            let Record::Create(token) = record else {
+                return Err("snapshot ended before all its token records".into());
+            };
+            if seq != 0 {
+                return Err(format!("snapshot token record has seq {seq}, expected 0"));
+            }
+            *snapshot_left -= 1;
+            return self.create(token, true);
+        }
+        if let Record::Snapshot { next_id, last_seq, tokens } = record {
+            if self.records != 0 {
+                return Err("snapshot record in the middle of the log".into());
+            }
+            self.next_id = next_id;
+            self.seq = last_seq;
+            *snapshot_left = tokens;
+            if seq != last_seq {
+                return Err(format!("snapshot seq {seq} differs from its last_seq {last_seq}"));
+            }
+            return Ok(());
+        }
+        if seq != self.seq + 1 {
+            return Err(format!("sequence number {seq} where {} was expected", self.seq + 1));
+        }
+        self.seq = seq;
+        self.apply_change(record)
+    }
+
+    /// A record after the snapshot: resolved by id and applied.
+    fn apply_change(&mut self, record: Record) -> Result<(), RecordFault> {
+        match record {
+            Record::Create(token) => self.create(token, false),
+            Record::Delete { id } => {
+                let Some(hash) = self.ids.remove(&id) else {
+                    return Err(format!("delete of unknown token id {id}"));
+                };
+                self.state.apply(&Mutation::Delete { id, hash });
+                Ok(())
+            }
+            Record::Revoke { id, at_us } => {
+                let hash = self.hash_of(id, "revoke")?;
+                self.state.try_apply(&Mutation::Revoke { id, hash, at_us })
+            }
+            Record::Update { id, name, description } => {
+                let hash = self.hash_of(id, "update")?;
+                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
+                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                extras.description = description;
+                let extras = extras.shared();
+                self.state.try_apply(&Mutation::Update { id, hash, name, extras })
+            }
+            Record::Rotate { id, hash: new_hash, expiry_at_us } => {
+                let hash = self.hash_of(id, "rotate")?;
+                self.state.try_apply(&Mutation::Rotate { id, hash, new_hash, expiry_at_us })?;
+                self.ids.insert(id, new_hash);
+                Ok(())
+            }
+            Record::Touch { id, used } => {
+                let hash = self.hash_of(id, "last-used update")?;
+                self.state.try_apply(&Mutation::Touch { id, hash, used })
+            }
+            Record::Snapshot { .. } => Err("snapshot record in the middle of the log".into()),
+        }
+    }
+
+    fn hash_of(&self, id: u64, what: &str) -> Result<TokenHash, RecordFault> {
+        self.ids.get(&id).copied().ok_or_else(|| format!("{what} of unknown token id {id}"))
+    }
+
+    /// `from_snapshot`: snapshot tokens have ids below the snapshot's
+    /// `next_id`; any other create must use a fresh id, since ids are never
+    /// reused.
+    fn create(&mut self, token: TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
+        if self.ids.contains_key(&token.id) || (!from_snapshot && token.id < self.next_id) {
+            return Err(format!("token id {} reused", token.id));
+        }
+        let (id, hash) = (token.id, token.hash);
+        // Refuses a name or hash that already exists, without changing anything.
+        self.state.try_apply(&Mutation::Create(token))?;
+        self.next_id = self.next_id.max(id + 1);
+        self.ids.insert(id, hash);
+        Ok(())
+    }
+}

@@ -1,0 +1,494 @@
+//! The writer: one thread that commits every change, in queue order.
+//!
+//! Every change (from any connection, the cleaner, or the last-use flush) is
+//! queued to this thread. It resolves each against the authoritative state
+//! (the [`Resolver`], below), makes the batch durable through the [`Journal`],
+//! publishes it to the readers through the [`Publish`] hook, and only then
+//! answers the callers.
+//!
+//! Group commit falls out of the loop's shape: while one batch is being
+//! synced, new changes queue up in the channel, and the next turn takes all of
+//! them (up to [`BATCH_CHANGES_MAX`]) into one journal append and one sync.
+//!
+//! **The rules**, written once for every backend: the per-user token limit
+//! (before the duplicate-name check, as Iggy orders them), names unique per
+//! user, ids never reused, a fresh hash for every secret, and the lifetime
+//! rules of rotate. The [`Resolver`] owns the authoritative state: it checks
+//! a [`Change`], resolves it into [`Mutation`]s (ids, hashes and absolute
+//! times filled in), applies them to its own state so that later changes see
+//! them, and hands them back for the journal. A refused change resolves to
+//! nothing.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use latchkey_protocol::ErrorCode;
+use latchkey_protocol::ext::TokenSelector;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Change, Journal, NewToken, Outcome};
+use crate::clock::now_us;
+use crate::registry::{LastUsed, Mutation, Publish, Replica, TokenHash, TokenRecord};
+
+/// Changes committed together at most (one journal append, one sync).
+pub const BATCH_CHANGES_MAX: usize = 4096;
+/// Changes that may wait for the writer before submitters wait for room.
+pub const QUEUE_CHANGES_MAX: usize = 16 * 1024;
+
+enum Message {
+    Change(Change, oneshot::Sender<Result<Outcome, ErrorCode>>),
+    Stop,
+}
+
+/// A cheap, cloneable way to submit changes.
+#[derive(Clone)]
+pub struct WriterHandle {
+    sender: mpsc::Sender<Message>,
+}
+
+impl WriterHandle {
+    /// Submits a change and waits until it is durable and visible to every
+    /// reader (or refused). A stopped writer answers `Error`.
+    pub async fn submit(&self, change: Change) -> Result<Outcome, ErrorCode> {
+        self.enqueue(change).await?.outcome().await
+    }
+
+    /// Queues a change (waiting only for room in the queue) and returns the
+    /// ticket its outcome will arrive on. Changes are committed in the order
+    /// they are queued, each checked against the ones before it.
+    pub async fn enqueue(&self, change: Change) -> Result<Ticket, ErrorCode> {
+        let (reply, outcome) = oneshot::channel();
+        self.sender.send(Message::Change(change, reply)).await.map_err(|_| ErrorCode::Error)?;
+        Ok(Ticket(outcome))
+    }
+
+    /// Asks the writer to finish what is queued before this call and exit.
+    pub fn stop(&self) {
+        let sender = self.sender.clone();
+        // The queue may be full; a helper thread waits for room.
+        if let Err(mpsc::error::TrySendError::Full(_)) = sender.try_send(Message::Stop) {
+            std::thread::spawn(move || {
+                let _ = sender.blocking_send(Message::Stop);
+            });
+        }
+    }
+}
+
+/// Where a queued change's outcome arrives.
+pub struct Ticket(oneshot::Receiver<Result<Outcome, ErrorCode>>);
+
+impl Ticket {
+    /// Waits until the change is durable and visible (or refused).
+    pub async fn outcome(self) -> Result<Outcome, ErrorCode> {
+        self.0.await.unwrap_or(Err(ErrorCode::Error))
+    }
+}
+
+struct Writer<J, P> {
+    resolver: Resolver,
+    last_commit_us: u64,
+    journal: J,
+    publish: P,
+    /// Set when the journal failed: after a failed sync the file's contents
+    /// are unknown, so no further change is accepted until a restart
+    /// re-reads and verifies the log.
+    failed: bool,
+}
+
+/// The writer's end of its queue, before the writer runs.
+pub struct Inbox(mpsc::Receiver<Message>);
+
+/// Creates the queue. Handles can be given out (and changes queued) before
+/// the writer starts, so the server can start while the writer waits for its state.
+pub fn channel() -> (WriterHandle, Inbox) {
+    let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
+    (WriterHandle { sender }, Inbox(receiver))
+}
+
+/// Starts the writer thread. `state` and `next_id` come from log recovery.
+/// Joining the thread gives the publisher back, so its owner decides when
+/// the readers' registry goes away.
+pub fn start<J: Journal, P: Publish>(
+    inbox: Inbox,
+    state: Replica,
+    next_id: u64,
+    limits: StoreLimits,
+    journal: J,
+    publish: P,
+) -> JoinHandle<P> {
+    let resolver = Resolver::new(state, next_id, limits);
+    let writer = Writer { resolver, last_commit_us: 0, journal, publish, failed: false };
+    std::thread::Builder::new()
+        .name("latchkey-writer".into())
+        .spawn(move || writer.run(inbox.0))
+        .expect("spawn writer thread")
+}
+
+/// [`channel`] and [`start`] in one.
+#[cfg(test)]
+pub fn spawn<J: Journal, P: Publish>(
+    state: Replica,
+    next_id: u64,
+    limits: StoreLimits,
+    journal: J,
+    publish: P,
+) -> (WriterHandle, JoinHandle<P>) {
+    let (handle, inbox) = channel();
+    (handle, start(inbox, state, next_id, limits, journal, publish))
+}
+
+type Pending = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
+
+impl<J: Journal, P: Publish> Writer<J, P> {
+    fn run(mut self, mut receiver: mpsc::Receiver<Message>) -> P {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut stopping = false;
+        while !stopping {
+            match receiver.blocking_recv() {
+                Some(Message::Change(change, reply)) => pending.push((change, reply)),
+                Some(Message::Stop) | None => break,
+            }
+            while pending.len() < BATCH_CHANGES_MAX {
+                match receiver.try_recv() {
+                    Ok(Message::Change(change, reply)) => pending.push((change, reply)),
+                    Ok(Message::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut pending);
+        }
+        // Anything queued after Stop is refused (callers see `Error`).
+        receiver.close();
+        self.publish
+    }
+
+    fn commit(&mut self, pending: &mut Vec<Pending>) {
+        let commit_at_us = now_us().max(self.last_commit_us);
+        self.last_commit_us = commit_at_us;
+        let mut mutations = Vec::with_capacity(pending.len());
+        let mut results = Vec::with_capacity(pending.len());
+        for (change, _) in pending.iter() {
+            let result = if self.failed {
+                Err(ErrorCode::StorageUnavailable)
+            } else {
+                // Later changes in the same batch are checked against this one:
+                // the resolver applies what it resolves to its state.
+                self.resolver.resolve(change, commit_at_us, &mut mutations)
+            };
+            results.push(result);
+        }
+        if !mutations.is_empty() {
+            match self.journal.append(&mutations, commit_at_us) {
+                Ok(()) => {
+                    self.publish.publish(Arc::from(mutations));
+                    if let Err(error) =
+                        self.journal.after_append(self.resolver.state(), self.resolver.next_id())
+                    {
+                        tracing::error!(%error, "log maintenance failed; refusing further changes");
+                        self.failed = true;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "log append failed; refusing further changes until restart");
+                    self.failed = true;
+                    for result in results.iter_mut() {
+                        if result.is_ok() {
+                            *result = Err(ErrorCode::StorageUnavailable);
+                        }
+                    }
+                }
+            }
+        }
+        for ((_, reply), result) in pending.drain(..).zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// The limits the rules enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub max_tokens_per_user: u32,
+}
+
+/// The authoritative state and the rules that change it.
+pub struct Resolver {
+    state: Replica,
+    next_id: u64,
+    limits: StoreLimits,
+}
+
+impl Resolver {
+    /// `state` and `next_id` come from recovery.
+    pub fn new(state: Replica, next_id: u64, limits: StoreLimits) -> Resolver {
+        Resolver { state, next_id, limits }
+    }
+
+    /// The state every committed change has been applied to.
+    pub fn state(&self) -> &Replica {
+        &self.state
+    }
+
+    /// The id the next create gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Checks `change` at `commit_at_us`; if it holds, applies what it
+    /// resolves to and appends that to `mutations`.
+    pub fn resolve(
+        &mut self,
+        change: &Change,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let start = mutations.len();
+        let outcome = match change {
+            Change::Create(token) => self.create(token, commit_at_us, mutations),
+            Change::Delete { user_id, token } => {
+                let (hash, id) = self.find(*user_id, token)?;
+                mutations.push(Mutation::Delete { id, hash });
+                Ok(Outcome::Deleted { id })
+            }
+            Change::Revoke { user_id, token } => self.revoke(*user_id, token, commit_at_us, mutations),
+            Change::Update { user_id, token, name, description } => {
+                self.update(*user_id, token, name.as_deref(), description.as_deref(), mutations)
+            }
+            Change::Rotate { user_id, token, new_hash, expiry_us, max_lifetime_us } => {
+                let rotate = Rotate { new_hash, expiry_us: *expiry_us, max_lifetime_us: *max_lifetime_us };
+                self.rotate(*user_id, token, rotate, commit_at_us, mutations)
+            }
+            Change::RevokeAll { user_id } => self.revoke_all(*user_id, commit_at_us, mutations),
+            Change::DeleteAll { user_id } => {
+                let all: Vec<Mutation> = self
+                    .state
+                    .owned_by(*user_id)
+                    .map(|(hash, entry)| Mutation::Delete { id: entry.id, hash: *hash })
+                    .collect();
+                let deleted = count(all.len());
+                mutations.extend(all);
+                Ok(Outcome::Count(deleted))
+            }
+            Change::Touch(uses) => {
+                self.touch(uses, mutations);
+                Ok(Outcome::Touched)
+            }
+            Change::PurgeExpired { max } => Ok(self.purge_expired(*max, commit_at_us, mutations)),
+        };
+        // Applied one by one, so a change that resolves to several mutations
+        // (delete-all) sees none of its own twice.
+        for mutation in &mutations[start..] {
+            self.state.apply(mutation);
+        }
+        outcome
+    }
+
+    fn create(
+        &mut self,
+        token: &NewToken,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let NewToken { user_id, name, hash, expiry_us, extras } = token;
+        let (user_id, expiry_us) = (*user_id, *expiry_us);
+        if self.state.count_for(user_id) >= self.limits.max_tokens_per_user as usize {
+            return Err(ErrorCode::PersonalAccessTokensLimitReached);
+        }
+        if self.state.by_name(user_id, name).is_some() {
+            return Err(ErrorCode::PersonalAccessTokenAlreadyExists);
+        }
+        let expiry_at_us = expiry_at(commit_at_us, expiry_us)?;
+        self.check_fresh(hash)?;
+        let record = TokenRecord {
+            id: self.next_id,
+            user_id,
+            name: name.as_str().into(),
+            hash: *hash,
+            created_at_us: commit_at_us,
+            expiry_at_us,
+            revoked_at_us: None,
+            extras: extras.clone(),
+            last_used: None,
+        };
+        self.next_id += 1;
+        mutations.push(Mutation::Create(record.clone()));
+        Ok(Outcome::Created(record))
+    }
+
+    fn revoke(
+        &self,
+        user_id: u32,
+        token: &TokenSelector,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let (hash, id) = self.find(user_id, token)?;
+        let already = self.state.by_hash(&hash).is_some_and(|entry| entry.revoked_at_us.is_some());
+        if !already {
+            let at_us = NonZeroU64::new(commit_at_us).ok_or(ErrorCode::Error)?;
+            mutations.push(Mutation::Revoke { id, hash, at_us });
+        }
+        Ok(Outcome::Revoked { id })
+    }
+
+    fn update(
+        &self,
+        user_id: u32,
+        token: &TokenSelector,
+        name: Option<&str>,
+        description: Option<&str>,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let (hash, id) = self.find(user_id, token)?;
+        let entry = self.state.by_hash(&hash).expect("found above");
+        let new_name: Arc<str> = match name {
+            Some(name) if *name != *entry.name => {
+                if self.state.by_name(user_id, name).is_some() {
+                    return Err(ErrorCode::PersonalAccessTokenAlreadyExists);
+                }
+                name.into()
+            }
+            _ => Arc::clone(&entry.name),
+        };
+        let extras = match description {
+            Some(description) => {
+                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                extras.description = description.into();
+                extras.shared()
+            }
+            None => entry.extras.clone(),
+        };
+        // Nothing to change: answered, but nothing written.
+        if new_name != entry.name || extras != entry.extras {
+            mutations.push(Mutation::Update { id, hash, name: new_name, extras });
+        }
+        Ok(Outcome::Updated { id })
+    }
+
+    fn rotate(
+        &self,
+        user_id: u32,
+        token: &TokenSelector,
+        rotate: Rotate<'_>,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let (hash, id) = self.find(user_id, token)?;
+        let entry = self.state.by_hash(&hash).expect("found above");
+        if entry.revoked_at_us.is_some() {
+            return Err(ErrorCode::PersonalAccessTokenRevoked);
+        }
+        let expiry_at_us = match rotate.expiry_us {
+            0 => {
+                // Keeping an expiry that has passed would issue a dead secret.
+                if entry.is_expired(commit_at_us) {
+                    return Err(ErrorCode::PersonalAccessTokenExpired);
+                }
+                let left_us = entry.expiry_at_us.map(|at| at.get() - commit_at_us);
+                if let Some(max) = rotate.max_lifetime_us
+                    && left_us.is_none_or(|left| left > max)
+                {
+                    return Err(ErrorCode::LifetimeNotAllowed);
+                }
+                entry.expiry_at_us
+            }
+            lifetime => expiry_at(commit_at_us, lifetime)?,
+        };
+        self.check_fresh(rotate.new_hash)?;
+        let new_hash = *rotate.new_hash;
+        let mut record = entry.record(&new_hash, None);
+        record.expiry_at_us = expiry_at_us;
+        mutations.push(Mutation::Rotate { id, hash, new_hash, expiry_at_us });
+        Ok(Outcome::Rotated(record))
+    }
+
+    fn revoke_all(
+        &self,
+        user_id: u32,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let at_us = NonZeroU64::new(commit_at_us).ok_or(ErrorCode::Error)?;
+        let before = mutations.len();
+        mutations.extend(
+            self.state
+                .owned_by(user_id)
+                .filter(|(_, entry)| entry.revoked_at_us.is_none() && !entry.is_expired(commit_at_us))
+                .map(|(hash, entry)| Mutation::Revoke { id: entry.id, hash: *hash, at_us }),
+        );
+        Ok(Outcome::Count(count(mutations.len() - before)))
+    }
+
+    /// Last uses of tokens that are still there under the same hash and not
+    /// already recorded as later; nothing is refused.
+    fn touch(&self, uses: &[(u64, TokenHash, LastUsed)], mutations: &mut Vec<Mutation>) {
+        for &(id, hash, used) in uses {
+            let current = self.state.by_hash(&hash).is_some_and(|entry| entry.id == id);
+            let newer = self.state.last_used(id).is_none_or(|last| used.at_us > last.at_us);
+            if current && newer {
+                mutations.push(Mutation::Touch { id, hash, used });
+            }
+        }
+    }
+
+    /// Deletes up to `max` tokens expired at `commit_at_us`. A linear scan of
+    /// the authoritative replica: it runs once per cleaner interval, and
+    /// keeping an expiry index in every replica would cost memory in every
+    /// copy.
+    fn purge_expired(&self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
+        let expired: Vec<(u64, TokenHash)> = self
+            .state
+            .iter()
+            .filter(|(_, token)| token.is_expired(commit_at_us))
+            .map(|(hash, token)| (token.id, *hash))
+            .take(max)
+            .collect();
+        mutations.extend(expired.iter().map(|&(id, hash)| Mutation::Delete { id, hash }));
+        Outcome::Purged { ids: expired.into_iter().map(|(id, _)| id).collect() }
+    }
+
+    /// The caller's token named by `token`: its hash and id.
+    fn find(&self, user_id: u32, token: &TokenSelector) -> Result<(TokenHash, u64), ErrorCode> {
+        let found = match token {
+            TokenSelector::Name(name) => self.state.by_name(user_id, name),
+            TokenSelector::Id(id) => self.state.by_user_and_id(user_id, *id),
+        };
+        found.map(|(hash, entry)| (*hash, entry.id)).ok_or(ErrorCode::ResourceNotFound)
+    }
+
+    fn check_fresh(&self, hash: &TokenHash) -> Result<(), ErrorCode> {
+        if self.state.by_hash(hash).is_some() {
+            // 2^-256: a broken random source, not bad luck.
+            tracing::error!("minted token hash already exists; is the OS CSPRNG broken?");
+            return Err(ErrorCode::Error);
+        }
+        Ok(())
+    }
+}
+
+/// A rotate's parameters beside the token it names.
+struct Rotate<'a> {
+    new_hash: &'a TokenHash,
+    expiry_us: u64,
+    max_lifetime_us: Option<u64>,
+}
+
+/// An absolute expiry from a lifetime (0 and `u64::MAX`: never).
+fn expiry_at(commit_at_us: u64, lifetime_us: u64) -> Result<Option<NonZeroU64>, ErrorCode> {
+    match lifetime_us {
+        0 | u64::MAX => Ok(None),
+        lifetime => commit_at_us
+            .checked_add(lifetime)
+            .and_then(NonZeroU64::new)
+            .map(Some)
+            .ok_or(ErrorCode::InvalidPersonalAccessTokenExpiry),
+    }
+}
+
+fn count(tokens: usize) -> u32 {
+    u32::try_from(tokens).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,158 @@
+//! The writer on a gated journal: nothing is answered before the sync,
+//! a failed sync stops every later change, and the rules hold in a batch.
+
+use std::io;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use latchkey_protocol::ErrorCode;
+use latchkey_protocol::ext::TokenSelector;
+
+use super::writer::{StoreLimits, WriterHandle, spawn};
+use super::{Change, Journal, NewToken, Outcome};
+use crate::registry::{Mutation, Publish, Replica};
+
+/// A journal whose append blocks until the test releases it.
+struct GatedJournal {
+    entered: std_mpsc::Sender<usize>,
+    release: std_mpsc::Receiver<io::Result<()>>,
+}
+
+impl Journal for GatedJournal {
+    fn append(&mut self, batch: &[Mutation], _commit_at_us: u64) -> io::Result<()> {
+        self.entered.send(batch.len()).unwrap();
+        self.release.recv().unwrap()
+    }
+}
+
+struct Recorder(std_mpsc::Sender<Arc<[Mutation]>>);
+
+impl Publish for Recorder {
+    fn publish(&mut self, batch: Arc<[Mutation]>) {
+        self.0.send(batch).unwrap();
+    }
+}
+
+struct Harness {
+    handle: WriterHandle,
+    entered: std_mpsc::Receiver<usize>,
+    release: std_mpsc::Sender<io::Result<()>>,
+    published: std_mpsc::Receiver<Arc<[Mutation]>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn harness(max_tokens_per_user: u32) -> Harness {
+    let (entered_tx, entered) = std_mpsc::channel();
+    let (release, release_rx) = std_mpsc::channel();
+    let (published_tx, published) = std_mpsc::channel();
+    let journal = GatedJournal { entered: entered_tx, release: release_rx };
+    let limits = StoreLimits { max_tokens_per_user };
+    let (handle, _join) = spawn(Replica::new(), 1, limits, journal, Recorder(published_tx));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    Harness { handle, entered, release, published, runtime }
+}
+
+fn create(user_id: u32, name: &str, seed: u8) -> Change {
+    Change::Create(NewToken { user_id, name: name.into(), hash: [seed; 32], expiry_us: 0, extras: None })
+}
+
+#[test]
+fn a_change_is_not_acknowledged_before_its_sync_returns() {
+    let harness = harness(10);
+    let handle = harness.handle.clone();
+    let task = harness.runtime.spawn(async move { handle.submit(create(1, "abc", 1)).await });
+    assert_eq!(harness.entered.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+    // The journal is blocked in append: nothing may be published or answered.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!task.is_finished(), "acknowledged before the sync returned");
+    assert!(harness.published.try_recv().is_err(), "published before the sync returned");
+    harness.release.send(Ok(())).unwrap();
+    let outcome = harness.runtime.block_on(task).unwrap().unwrap();
+    let Outcome::Created(record) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(record.id, 1);
+    assert_eq!(harness.published.recv().unwrap().len(), 1);
+}
+
+#[test]
+fn a_failed_sync_is_never_acknowledged_and_stops_further_changes() {
+    let harness = harness(10);
+    let handle = harness.handle.clone();
+    let task = harness.runtime.spawn(async move { handle.submit(create(1, "abc", 1)).await });
+    harness.entered.recv().unwrap();
+    harness.release.send(Err(io::Error::other("EIO"))).unwrap();
+    assert_eq!(harness.runtime.block_on(task).unwrap(), Err(ErrorCode::StorageUnavailable));
+    assert!(harness.published.try_recv().is_err());
+    // The writer now refuses everything without touching the journal.
+    let result = harness.runtime.block_on(harness.handle.submit(create(1, "def", 2)));
+    assert_eq!(result, Err(ErrorCode::StorageUnavailable));
+    assert!(harness.entered.try_recv().is_err());
+}
+
+#[test]
+fn limit_is_checked_before_duplicates_and_batches_see_each_other() {
+    let harness = harness(2);
+    // Release every append at once so the test only sees outcomes.
+    for _ in 0..16 {
+        harness.release.send(Ok(())).unwrap();
+    }
+    let submit = |change| harness.runtime.block_on(harness.handle.submit(change));
+    assert!(matches!(submit(create(1, "one", 1)), Ok(Outcome::Created(_))));
+    assert_eq!(submit(create(1, "one", 2)), Err(ErrorCode::PersonalAccessTokenAlreadyExists));
+    assert!(matches!(submit(create(1, "two", 3)), Ok(Outcome::Created(_))));
+    assert_eq!(submit(create(1, "one", 4)), Err(ErrorCode::PersonalAccessTokensLimitReached));
+    assert_eq!(submit(create(1, "new", 5)), Err(ErrorCode::PersonalAccessTokensLimitReached));
+    assert!(matches!(submit(create(2, "one", 6)), Ok(Outcome::Created(_))));
+    let deleted = submit(Change::Delete { user_id: 1, token: TokenSelector::Name("one".into()) });
+    assert_eq!(deleted, Ok(Outcome::Deleted { id: 1 }));
+    assert_eq!(
+        submit(Change::Delete { user_id: 1, token: TokenSelector::Name("one".into()) }),
+        Err(ErrorCode::ResourceNotFound)
+    );
+    let overflow = Change::Create(NewToken {
+        user_id: 3,
+        name: "x".into(),
+        hash: [9; 32],
+        expiry_us: u64::MAX - 1,
+        extras: None,
+    });
+    assert_eq!(submit(overflow), Err(ErrorCode::InvalidPersonalAccessTokenExpiry));
+}
+
+#[test]
+fn purge_deletes_only_expired_tokens_and_never_a_recreated_one() {
+    let harness = harness(10);
+    for _ in 0..8 {
+        harness.release.send(Ok(())).unwrap();
+    }
+    let submit = |change| harness.runtime.block_on(harness.handle.submit(change));
+    let Ok(Outcome::Created(keep)) = submit(create(1, "keep", 1)) else { panic!() };
+    let short = |seed| {
+        Change::Create(NewToken {
+            user_id: 1,
+            name: "short".into(),
+            hash: [seed; 32],
+            expiry_us: 1,
+            extras: None,
+        })
+    };
+    let Ok(Outcome::Created(expired)) = submit(short(2)) else { panic!() };
+    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![expired.id] }));
+    // Re-created under the same name, not expired: the next purge leaves it.
+    let recreated = Change::Create(NewToken {
+        user_id: 1,
+        name: "short".into(),
+        hash: [3; 32],
+        expiry_us: 0,
+        extras: None,
+    });
+    let Ok(Outcome::Created(recreated)) = submit(recreated) else { panic!() };
+    assert_eq!(submit(Change::PurgeExpired { max: 10 }), Ok(Outcome::Purged { ids: vec![] }));
+    assert_ne!(recreated.id, expired.id);
+    assert_ne!(keep.id, expired.id);
+    let published: Vec<_> = harness.published.try_iter().flat_map(|b| b.to_vec()).collect();
+    assert!(published.contains(&Mutation::Delete { id: expired.id, hash: expired.hash }));
+    assert!(!published.iter().any(|m| matches!(m, Mutation::Delete { id, .. } if *id == recreated.id)));
+}
