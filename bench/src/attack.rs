@@ -25,7 +25,12 @@ enum Behaviour {
 }
 
 pub fn run(address: SocketAddr, connections: usize, duration: Duration) -> std::io::Result<AttackStats> {
-    crate::sys::raise_nofile();
+    if let Err(error) = crate::sys::raise_nofile() {
+        eprintln!(
+            "latchkey-bench: cannot raise the open-files limit ({error}); it stays {}",
+            crate::sys::nofile_limit()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let end = Instant::now() + duration;
     runtime.block_on(async move {

@@ -161,7 +161,10 @@ pub struct RunResult {
     pub errors: u64,
     pub elapsed: Duration,
     pub histogram: Histogram<u64>,
-    pub client_cpu: f64,
+    /// CPU used over the measured window, in cores (1.0 = one core busy), by
+    /// this process and by the server; `None` where the OS did not say (or,
+    /// for the server, no pid was given).
+    pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
 }
 
@@ -330,7 +333,8 @@ pub fn run(
         let client_before = sys::own_cpu();
         let server_before = target.server_pid.and_then(sys::process_cpu);
         tokio::time::sleep_until(phase.end.into()).await;
-        let client_cpu = sys::own_cpu().saturating_sub(client_before);
+        let client_cpu =
+            sys::own_cpu().zip(client_before).map(|(after, before)| after.saturating_sub(before));
         let server_cpu = target
             .server_pid
             .and_then(sys::process_cpu)
@@ -341,7 +345,7 @@ pub fn run(
             errors: 0,
             elapsed: timing.duration,
             histogram: new_histogram(),
-            client_cpu: client_cpu.as_secs_f64() / timing.duration.as_secs_f64(),
+            client_cpu: client_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
             server_cpu: server_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
         };
         for task in tasks {

@@ -2,6 +2,9 @@
 //! framing) honestly, next to baselines taken on the same machine in the
 //! same session. See BENCHMARKS.md for the figures and exact commands.
 
+// OS calls go through rustix's safe wrappers (sys.rs); nothing here needs unsafe.
+#![forbid(unsafe_code)]
+
 mod attack;
 mod disk;
 mod load;

@@ -18,7 +18,7 @@ pub struct Summary {
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
-    pub client_cpu: f64,
+    pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
     pub errors: u64,
     /// Against the baseline measured in the same session, if any.
@@ -63,15 +63,20 @@ pub fn run_line(
     run: &RunResult,
 ) -> String {
     format!(
-        "  run {index}: {target:<10} {scenario:<13} conns {connections:>5} depth {depth:>3}  {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  client cpu {:.2}  server cpu {}  errors {}",
+        "  run {index}: {target:<10} {scenario:<13} conns {connections:>5} depth {depth:>3}  {:>10.0} ops/s  p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  client cpu {}  server cpu {}  errors {}",
         run.ops_per_sec(),
         run.quantile_us(0.5),
         run.quantile_us(0.99),
         run.quantile_us(0.999),
-        run.client_cpu,
-        run.server_cpu.map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+        cpu_text(run.client_cpu),
+        cpu_text(run.server_cpu),
         run.errors
     )
+}
+
+/// A CPU figure in cores, or "-" when it is unavailable.
+fn cpu_text(cpu: Option<f64>) -> String {
+    cpu.map_or("-".to_owned(), |cpu| format!("{cpu:.2}"))
 }
 
 pub fn table_header() -> String {
@@ -81,7 +86,7 @@ pub fn table_header() -> String {
 pub fn table_row(summary: &Summary) -> String {
     let ratio = |value: Option<f64>| value.map_or("-".to_owned(), |ratio| format!("{ratio:.2}"));
     format!(
-        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7.2} {:>7} {:>12} {:>12} {:>7}",
+        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7} {:>7} {:>12} {:>12} {:>7}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -90,8 +95,8 @@ pub fn table_row(summary: &Summary) -> String {
         summary.p50_us,
         summary.p99_us,
         summary.p999_us,
-        summary.client_cpu,
-        summary.server_cpu.map_or("-".to_owned(), |cpu| format!("{cpu:.2}")),
+        cpu_text(summary.client_cpu),
+        cpu_text(summary.server_cpu),
         ratio(summary.ratio_ops),
         ratio(summary.ratio_p99),
         summary.errors
@@ -103,7 +108,7 @@ pub fn json_line(summary: &Summary) -> String {
     let option = |value: Option<f64>| value.map_or("null".to_owned(), |v| format!("{v:.4}"));
     let runs: Vec<String> = summary.runs_ops.iter().map(|ops| format!("{ops:.1}")).collect();
     format!(
-        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{:.3},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}]}}",
+        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}]}}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -112,7 +117,7 @@ pub fn json_line(summary: &Summary) -> String {
         summary.p50_us,
         summary.p99_us,
         summary.p999_us,
-        summary.client_cpu,
+        summary.client_cpu.map_or("null".to_owned(), |cpu| format!("{cpu:.3}")),
         option(summary.server_cpu),
         summary.errors,
         option(summary.ratio_ops),
@@ -228,4 +233,38 @@ pub fn plot_svg(summaries: &[Summary], title: &str) -> String {
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(client_cpu: Option<f64>, server_cpu: Option<f64>) -> Summary {
+        Summary {
+            target: "latchkey".to_owned(),
+            scenario: "ping".to_owned(),
+            connections: 16,
+            depth: 1,
+            runs_ops: vec![1000.0],
+            ops_per_sec: 1000.0,
+            p50_us: 50,
+            p99_us: 99,
+            p999_us: 999,
+            client_cpu,
+            server_cpu,
+            errors: 0,
+            ratio_ops: None,
+            ratio_p99: None,
+        }
+    }
+
+    #[test]
+    fn unavailable_cpu_figures_print_as_missing() {
+        let measured = summary(Some(0.38312), Some(0.8512));
+        assert!(json_line(&measured).contains(r#""client_cpu":0.383,"server_cpu":0.8512,"#));
+        assert!(table_row(&measured).contains("   0.38    0.85 "), "{}", table_row(&measured));
+        let unavailable = summary(None, None);
+        assert!(json_line(&unavailable).contains(r#""client_cpu":null,"server_cpu":null,"#));
+        assert!(table_row(&unavailable).contains("      -       - "), "{}", table_row(&unavailable));
+    }
 }

@@ -114,7 +114,10 @@ pub fn idle(
     hold: Duration,
     server_pid: Option<u32>,
 ) -> std::io::Result<IdleResult> {
-    let limit = sys::raise_nofile();
+    let limit = sys::raise_nofile().unwrap_or_else(|error| {
+        eprintln!("latchkey-bench: cannot raise the open-files limit ({error})");
+        sys::nofile_limit()
+    });
     if (limit as usize) < connections + 64 {
         return Err(std::io::Error::other(format!(
             "open-files limit {limit} is too low for {connections} connections"

@@ -6,7 +6,7 @@
 //! hides both.
 
 use std::fmt;
-use std::io::BufRead;
+use std::io::IsTerminal;
 
 use crate::args::{GlobalArgs, short_text, wire_name};
 use crate::failure::Failure;
@@ -103,66 +103,40 @@ fn checked(value: &str, name: &str, parse: fn(&str) -> Result<String, String>) -
 /// Asks for `username`'s password on the terminal, with echo off. Standard
 /// input must be a terminal: a script should say --password or
 /// LATCHKEY_PASSWORD rather than hang on a prompt nobody sees.
+///
+/// The prompt goes to standard error. rpassword reads the password: it turns
+/// echo and line mode off, edits the line itself (Backspace, Ctrl-U, Ctrl-W)
+/// and prints the newline after Enter. It would use /dev/tty; the terminal
+/// checked here is standard input's, so it is pointed there. On Ctrl-C it
+/// raises SIGINT before restoring the terminal: bash restores its own
+/// settings when a job dies by a signal; under shells that do not,
+/// `stty sane` does.
 pub fn prompt_on_terminal(username: &str) -> Result<String, Failure> {
-    // SAFETY: isatty only inspects the descriptor.
-    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+    if !std::io::stdin().is_terminal() {
         return Err(Failure::Usage(format!(
             "no password for user {username:?}: give --password or set LATCHKEY_PASSWORD \
              (standard input is not a terminal to prompt on)"
         )));
     }
-    let failed = |error: std::io::Error| Failure::Usage(format!("cannot read the password: {error}"));
     eprint!("Password for {username}: ");
-    let mut line = String::new();
-    {
-        let _quiet = EchoOff::on(libc::STDIN_FILENO).map_err(failed)?;
-        if std::io::stdin().lock().read_line(&mut line).map_err(failed)? == 0 {
+    let terminal = rpassword::ConfigBuilder::new()
+        .input_file_path(STANDARD_INPUT_PATH)
+        .output_file_path(STANDARD_INPUT_PATH)
+        .build();
+    // rpassword ends the password at the newline (or carriage return) and
+    // leaves it out; Ctrl-D on an empty line is its end of file.
+    let password = match rpassword::read_password_with_config(terminal) {
+        Ok(password) => password,
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
             return Err(Failure::Usage("no password entered".to_owned()));
         }
-    }
-    let password = line.strip_suffix('\n').map(|rest| rest.strip_suffix('\r').unwrap_or(rest));
-    let password = password.unwrap_or(&line).to_owned();
+        Err(error) => return Err(Failure::Usage(format!("cannot read the password: {error}"))),
+    };
     short_text(&password).map_err(|reason| Failure::Usage(format!("password {reason}")))
 }
 
-/// Terminal echo off (the newline still echoes) until dropped. A signal
-/// that kills the process while it is held leaves echo off, as with other
-/// small prompt libraries; `stty echo` restores it.
-struct EchoOff {
-    fd: libc::c_int,
-    saved: libc::termios,
-}
-
-impl EchoOff {
-    fn on(fd: libc::c_int) -> std::io::Result<EchoOff> {
-        let mut saved = std::mem::MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: tcgetattr fills the termios it is given when it returns 0,
-        // and only then is it read.
-        let saved = unsafe {
-            if libc::tcgetattr(fd, saved.as_mut_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            saved.assume_init()
-        };
-        let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: a valid termios for the descriptor tcgetattr accepted.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(EchoOff { fd, saved })
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read from this descriptor.
-        unsafe {
-            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
-        }
-    }
-}
+/// Standard input's own terminal, opened afresh by path.
+const STANDARD_INPUT_PATH: &str = "/dev/stdin";
 
 #[cfg(test)]
 mod tests {

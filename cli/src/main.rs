@@ -7,6 +7,9 @@
 //! the output, failure.rs the exit codes. Everything goes through
 //! `latchkey-sdk`; this crate never touches the wire itself.
 
+// The password prompt's terminal calls are rpassword's; nothing here needs unsafe.
+#![forbid(unsafe_code)]
+
 mod args;
 mod commands;
 mod credentials;
