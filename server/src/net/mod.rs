@@ -1,6 +1,7 @@
 //! The TCP front door: accepting connections within the limits, and each
 //! connection's life (`connection.rs`: framing detection, the burst loop,
-//! timeouts; `vsr.rs`: the 0.11 framing; `tls.rs`: the optional TLS layer).
+//! timeouts, and the legacy framing; `framing.rs`: what a framing gives the
+//! loop; `vsr.rs`: the 0.11 framing; `tls.rs`: the optional TLS layer).
 //!
 //! Admission is an RAII guard: a connection's slot (global and per address)
 //! is given back when its task ends, however it ends. Shutdown reaches every
@@ -11,6 +12,7 @@
 //! shutdown.
 
 pub mod connection;
+mod framing;
 pub mod tls;
 mod vsr;
 

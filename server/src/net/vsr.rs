@@ -42,7 +42,7 @@ use tokio_util::codec::Decoder;
 use zeroize::Zeroize;
 
 use super::Connections;
-use super::connection::{Framing, Route};
+use super::framing::{Framing, Route};
 use crate::command::{self, Context, ReplyBody, Session};
 
 /// `server_version` in login replies (a WireName: 1–255 bytes).

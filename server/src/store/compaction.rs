@@ -1,12 +1,13 @@
 //! Compaction: rewriting the log as a snapshot of the live tokens once most
 //! of its records are dead, without stopping appends.
 //!
-//! The snapshot is encoded and written on its own thread from a copy of the
-//! writer's state; appends go on meanwhile and are also kept in memory. When
-//! the compactor is done, the writer thread appends those to the new file,
-//! syncs it, renames it over the log and syncs the directory. A crash at any
-//! point leaves either the old log (the unfinished file is removed at the
-//! next start) or the new one, each complete.
+//! The snapshot's bytes are made and written on their own thread from a
+//! copy of the writer's state; appends go on meanwhile and are also kept in
+//! memory. When the compactor is done, the writer thread appends those to
+//! the new file, syncs it, renames it over the log and syncs the directory.
+//! A crash at any point leaves either the old log (the unfinished file is
+//! removed at the next start) or the new one, each complete. This file knows
+//! files and threads, not the record format (`log.rs` hands it the bytes).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -14,10 +15,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-
-use super::log::{HEADER_BYTES, Record, encode_record, header};
-use super::log::{TokenLog, fsync_dir};
-use crate::registry::{Replica, TokenRecord};
 
 /// The compacted file while it is written, beside the log.
 pub(super) const COMPACT_FILE: &str = "tokens.log.compact";
@@ -33,7 +30,7 @@ pub struct CompactionPolicy {
 impl CompactionPolicy {
     /// Whether a file of `records` records, `live` of them live tokens, is
     /// due.
-    fn wants(&self, records: u64, live: usize) -> bool {
+    pub(super) fn wants(&self, records: u64, live: usize) -> bool {
         let dead = records.saturating_sub(live as u64);
         records >= self.min_records && dead as f64 > self.dead_ratio * records as f64
     }
@@ -50,34 +47,55 @@ pub(super) struct Compaction {
 }
 
 impl Compaction {
+    /// Starts writing, in `dir`, the snapshot `encode` makes (on the
+    /// compactor thread), a file of `snapshot_records` records.
+    pub(super) fn start(
+        dir: &Path,
+        snapshot_records: u64,
+        encode: impl FnOnce() -> Vec<u8> + Send + 'static,
+    ) -> io::Result<Compaction> {
+        let dir = dir.to_owned();
+        let (done_tx, done) = mpsc::channel();
+        let join = std::thread::Builder::new().name("latchkey-compactor".into()).spawn(move || {
+            let bytes = encode();
+            let _ = done_tx.send(write_compacted(&dir, &bytes));
+        })?;
+        Ok(Compaction { since_snapshot: Vec::new(), since_snapshot_records: 0, snapshot_records, done, join })
+    }
+
     /// Keeps a batch appended to the log meanwhile, for the new file.
     pub(super) fn appended(&mut self, bytes: &[u8], records: u64) {
         self.since_snapshot.extend_from_slice(bytes);
         self.since_snapshot_records += records;
     }
 
-    /// Waits for the compactor thread (at shutdown) and removes its file.
+    /// Whether the compactor has finished, and how.
+    pub(super) fn poll(&self) -> Option<io::Result<File>> {
+        match self.done.try_recv() {
+            Ok(result) => Some(result),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(io::Error::other("compaction thread died"))),
+        }
+    }
+
+    /// Puts the finished snapshot `file` in place of the log at `log_path`:
+    /// appends what was written meanwhile, syncs, renames, syncs the
+    /// directory. Returns the new file and its record count.
+    pub(super) fn install(self, mut file: File, dir: &Path, log_path: &Path) -> io::Result<(File, u64)> {
+        let _ = self.join.join();
+        file.write_all(&self.since_snapshot)?;
+        file.sync_data()?;
+        fs::rename(dir.join(COMPACT_FILE), log_path)?;
+        fsync_dir(dir)?;
+        Ok((file, self.snapshot_records + self.since_snapshot_records))
+    }
+
+    /// Waits for the compactor thread and removes its file: at shutdown, or
+    /// when it failed (the old log is untouched and still complete).
     pub(super) fn abandon(self, dir: &Path) {
         let _ = self.join.join();
         let _ = fs::remove_file(dir.join(COMPACT_FILE));
     }
-}
-
-/// Encodes a whole compacted file: header, Snapshot, one Create per token.
-pub(super) fn encode_snapshot(
-    tokens: &[TokenRecord],
-    next_id: u64,
-    last_seq: u64,
-    commit_at_us: u64,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + 32 + tokens.len() * 96);
-    out.extend_from_slice(&header());
-    let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
-    encode_record(&mut out, last_seq, commit_at_us, &snapshot);
-    for token in tokens {
-        encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
-    }
-    out
 }
 
 /// Writes a compacted file next to the log and syncs it; returns it open
@@ -90,67 +108,7 @@ pub(super) fn write_compacted(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
-impl TokenLog {
-    /// Starts a compaction if none runs and the file is due for one.
-    pub(super) fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
-        if self.compaction.is_none() && self.policy.wants(self.records, state.len()) {
-            self.start_compaction(state, next_id);
-        }
-    }
-
-    fn start_compaction(&mut self, state: &Replica, next_id: u64) {
-        let tokens: Vec<TokenRecord> = state.records().collect();
-        let snapshot_records = tokens.len() as u64 + 1;
-        let (last_seq, dir) = (self.seq, self.dir.clone());
-        let (done_tx, done) = mpsc::channel();
-        tracing::info!(records = self.records, live = tokens.len(), "compacting the token log");
-        let join = std::thread::Builder::new().name("latchkey-compactor".into()).spawn(move || {
-            let bytes = encode_snapshot(&tokens, next_id, last_seq, crate::clock::now_us());
-            drop(tokens);
-            let _ = done_tx.send(write_compacted(&dir, &bytes));
-        });
-        match join {
-            Ok(join) => {
-                self.compaction = Some(Compaction {
-                    since_snapshot: Vec::new(),
-                    since_snapshot_records: 0,
-                    snapshot_records,
-                    done,
-                    join,
-                });
-            }
-            Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
-        }
-    }
-
-    /// Called on the writer thread: if the compactor is done, append what was
-    /// written meanwhile to the new file, sync it, and rename it into place.
-    pub(super) fn finish_compaction(&mut self) -> io::Result<()> {
-        let Some(compaction) = &self.compaction else { return Ok(()) };
-        let result = match compaction.done.try_recv() {
-            Ok(result) => result,
-            Err(mpsc::TryRecvError::Empty) => return Ok(()),
-            Err(mpsc::TryRecvError::Disconnected) => Err(io::Error::other("compaction thread died")),
-        };
-        let compaction = self.compaction.take().expect("checked above");
-        let _ = compaction.join.join();
-        let mut file = match result {
-            Ok(file) => file,
-            Err(error) => {
-                // The old log is untouched and still complete: keep using it.
-                tracing::warn!(%error, "compaction failed; the current log stays in use");
-                let _ = fs::remove_file(self.dir.join(COMPACT_FILE));
-                return Ok(());
-            }
-        };
-        file.write_all(&compaction.since_snapshot)?;
-        file.sync_data()?;
-        fs::rename(self.dir.join(COMPACT_FILE), &self.path)?;
-        fsync_dir(&self.dir)?;
-        let old_records = self.records;
-        self.file = file;
-        self.records = compaction.snapshot_records + compaction.since_snapshot_records;
-        tracing::info!(before = old_records, after = self.records, "token log compacted");
-        Ok(())
-    }
+/// Makes a rename or creation in `dir` durable.
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }

@@ -50,52 +50,6 @@ use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, Token
 
 pub const LOG_FILE: &str = "tokens.log";
 
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("{what} {path}: {source}")]
-    Io { what: &'static str, path: PathBuf, source: io::Error },
-    #[error("{path} is not a Latchkey token log (bad header)")]
-    NotALog { path: PathBuf },
-    #[error("{path} has format version {version}; this build reads versions 1 to {FORMAT_VERSION}")]
-    UnsupportedVersion { path: PathBuf, version: u32 },
-    #[error(
-        "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
-         not a torn write. Refusing to start. To discard everything from that offset on, restart \
-         with --truncate-log-at {offset} (tokens recorded after it are lost)"
-    )]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
-    #[error(
-        "{path} ends at byte offset {offset} inside its compacted snapshot, {missing} token records \
-         short; refusing to start. To keep the tokens before that offset and lose the rest, restart \
-         with --truncate-log-at {offset}"
-    )]
-    Incomplete { path: PathBuf, offset: u64, missing: u64 },
-    #[error("--truncate-log-at {offset}: {reason}")]
-    BadTruncate { offset: u64, reason: String },
-}
-
-pub(super) fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> LogError + 'p {
-    move |source| LogError::Io { what, path: path.to_owned(), source }
-}
-
-/// What recovery found, for the start-up log line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    pub records: u64,
-    pub tokens: usize,
-    pub file_bytes: u64,
-    /// `(offset, bytes)` of a torn tail that was cut off.
-    pub truncated: Option<(u64, u64)>,
-}
-
-/// A recovered registry and the log, open for appends.
-pub struct Recovered {
-    pub state: Replica,
-    pub next_id: u64,
-    pub log: TokenLog,
-    pub report: RecoveryReport,
-}
-
 /// The open log, appended to by the writer thread only.
 pub struct TokenLog {
     pub(super) path: PathBuf,
@@ -549,11 +503,59 @@ impl TokenLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Starts a compaction if none runs and the file is due for one: the
+    /// snapshot is encoded and written from a copy of `state` on the
+    /// compactor's thread.
+    fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
+        if self.compaction.is_some() || !self.policy.wants(self.records, state.len()) {
+            return;
+        }
+        let tokens: Vec<TokenRecord> = state.records().collect();
+        let (last_seq, snapshot_records) = (self.seq, tokens.len() as u64 + 1);
+        tracing::info!(records = self.records, live = tokens.len(), "compacting the token log");
+        let encode = move || encode_snapshot(&tokens, next_id, last_seq, crate::clock::now_us());
+        match Compaction::start(&self.dir, snapshot_records, encode) {
+            Ok(compaction) => self.compaction = Some(compaction),
+            Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
+        }
+    }
+
+    /// If the compactor is done, puts its file in place of this one.
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        let Some(result) = self.compaction.as_ref().and_then(Compaction::poll) else { return Ok(()) };
+        let compaction = self.compaction.take().expect("polled above");
+        match result {
+            Ok(file) => {
+                let (file, records) = compaction.install(file, &self.dir, &self.path)?;
+                tracing::info!(before = self.records, after = records, "token log compacted");
+                self.file = file;
+                self.records = records;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "compaction failed; the current log stays in use");
+                compaction.abandon(&self.dir);
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Makes a rename or creation in `dir` durable.
-pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Encodes a whole compacted file: header, Snapshot, one Create per token.
+pub(super) fn encode_snapshot(
+    tokens: &[TokenRecord],
+    next_id: u64,
+    last_seq: u64,
+    commit_at_us: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + 32 + tokens.len() * 96);
+    out.extend_from_slice(&header());
+    let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
+    encode_record(&mut out, last_seq, commit_at_us, &snapshot);
+    for token in tokens {
+        encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
+    }
+    out
 }
 
 impl Journal for TokenLog {

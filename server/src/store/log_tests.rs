@@ -5,11 +5,12 @@ use std::num::NonZeroU64;
 use std::path::Path;
 
 use super::Journal;
-use super::compaction::{COMPACT_FILE, CompactionPolicy, encode_snapshot};
+use super::compaction::{COMPACT_FILE, CompactionPolicy};
 use super::log::{
-    FORMAT_VERSION, HEADER_BYTES, LOG_FILE, LogError, Record, TokenLog, encode_record, header, parse_record,
+    FORMAT_VERSION, HEADER_BYTES, LOG_FILE, Record, TokenLog, encode_record, encode_snapshot, header,
+    parse_record,
 };
-use super::recovery::open;
+use super::recovery::{LogError, open};
 use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenRecord};
 
 fn policy_never() -> CompactionPolicy {

@@ -31,8 +31,8 @@
 //!
 //! Layout: [`writer`] (the queue, the group-commit loop, and the rules a
 //! change is checked against), then the file backend: [`log`] (the record
-//! format, append and sync), [`recovery`] (open, replay, repair) and
-//! [`compaction`].
+//! format, append and sync, when to compact), [`recovery`] (open, replay,
+//! repair) and [`compaction`] (the compactor thread and the file swap).
 
 pub mod compaction;
 pub mod log;
@@ -47,8 +47,8 @@ use latchkey_protocol::ext::TokenSelector;
 use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 
 pub use compaction::CompactionPolicy;
-pub use log::{LogError, Recovered, TokenLog};
-pub use recovery::open;
+pub use log::TokenLog;
+pub use recovery::{LogError, Recovered, open};
 pub use writer::{Inbox, StoreLimits, Ticket, WriterHandle};
 
 /// A change a caller asks for, not yet checked.

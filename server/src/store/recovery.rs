@@ -18,16 +18,62 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::compaction::{COMPACT_FILE, CompactionPolicy, encode_snapshot, write_compacted};
+use super::compaction::{COMPACT_FILE, CompactionPolicy, fsync_dir, write_compacted};
 use super::log::{
-    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, LogError, Record, RecordFault, Recovered,
-    RecoveryReport, TokenLog, fsync_dir, header, header_version, io_error, next_valid_record, parse_record,
+    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, Record, RecordFault, TokenLog,
+    encode_snapshot, header, header_version, next_valid_record, parse_record,
 };
 use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("{path} is not a Latchkey token log (bad header)")]
+    NotALog { path: PathBuf },
+    #[error("{path} has format version {version}; this build reads versions 1 to {FORMAT_VERSION}")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error(
+        "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
+         not a torn write. Refusing to start. To discard everything from that offset on, restart \
+         with --truncate-log-at {offset} (tokens recorded after it are lost)"
+    )]
+    Corrupt { path: PathBuf, offset: u64, reason: String },
+    #[error(
+        "{path} ends at byte offset {offset} inside its compacted snapshot, {missing} token records \
+         short; refusing to start. To keep the tokens before that offset and lose the rest, restart \
+         with --truncate-log-at {offset}"
+    )]
+    Incomplete { path: PathBuf, offset: u64, missing: u64 },
+    #[error("--truncate-log-at {offset}: {reason}")]
+    BadTruncate { offset: u64, reason: String },
+}
+
+fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> LogError + 'p {
+    move |source| LogError::Io { what, path: path.to_owned(), source }
+}
+
+/// What recovery found, for the start-up log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub records: u64,
+    pub tokens: usize,
+    pub file_bytes: u64,
+    /// `(offset, bytes)` of a torn tail that was cut off.
+    pub truncated: Option<(u64, u64)>,
+}
+
+/// A recovered registry and the log, open for appends.
+pub struct Recovered {
+    pub state: Replica,
+    pub next_id: u64,
+    pub log: TokenLog,
+    pub report: RecoveryReport,
+}
 
 /// The file as recovery leaves it, ready for appends.
 struct Reopened {

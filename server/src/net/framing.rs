@@ -1,0 +1,51 @@
+//! The seam between the connection loop and a framing: what one framing
+//! must say about its frames for the loop (`connection.rs`) to serve it.
+//! The legacy framing implements it beside the loop, the 0.11 framing in
+//! `vsr.rs`.
+
+use bytes::BytesMut;
+use latchkey_protocol::{ErrorCode, Request};
+
+use crate::command::{Context, ReplyBody, Session};
+
+/// One framing's side of the connection loop: how frames are decoded, which
+/// may be begun ahead, and how outcomes are written back.
+pub(super) trait Framing: Send {
+    /// A decoded frame.
+    type Frame: Send;
+    /// What encoding a reply needs besides its outcome (for the 0.11
+    /// framing, the request header it answers).
+    type Reply: Send;
+
+    /// The next whole frame in `input`; `Ok(None)` wants more bytes, `Err`
+    /// means the framing is broken and the connection must close.
+    fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Self::Frame>, String>;
+
+    /// What to do with a frame (see [`Route`]).
+    fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, Self::Reply>;
+
+    /// Answers a frame routed [`Route::InOrder`], appending its reply to
+    /// `output`.
+    fn answer(
+        &mut self,
+        frame: Self::Frame,
+        session: &mut Session,
+        ctx: &Context,
+        output: &mut BytesMut,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Appends the reply to a request routed ahead or known.
+    fn encode(&mut self, reply: Self::Reply, outcome: Result<ReplyBody, ErrorCode>, output: &mut BytesMut);
+}
+
+/// What a framing makes of a frame.
+pub(super) enum Route<F, R> {
+    /// A token create or delete, checked and logged in: begun at once, its
+    /// reply waits in line.
+    Ahead(Request, R),
+    /// A reply known without running anything (a body that does not
+    /// decode): it waits in line only if there is one.
+    Known(R, Result<ReplyBody, ErrorCode>),
+    /// Everything else: runs once every reply before it is known.
+    InOrder(F),
+}
