@@ -797,6 +797,98 @@ async fn a_pipelined_burst_is_answered_once_per_frame_in_order() {
     deny(40, NON_REPLICATED)(&vsr.read_frame().await);
 }
 
+/// The requests of the pipelining test below: a create before login, the
+/// login, then creates and deletes with every outcome (accepted, result
+/// rejection, deny before the commit, bad checksum, undecodable body) and a
+/// list in the middle.
+fn pipelined_token_writes(client: u128) -> Vec<(Fields, Vec<u8>)> {
+    let op = |request, operation| Fields { client, request, operation, session: 1, ..Fields::default() };
+    let list =
+        |request| Fields { client, request, operation: NON_REPLICATED, code: GET_PATS, ..Fields::default() };
+    let bad_checksum = Fields { checksum: Some(1), ..op(9, CREATE_PAT_OP) };
+    vec![
+        (op(1, CREATE_PAT_OP), create_body(b"early", u64::MAX)),
+        (
+            Fields { client, operation: REGISTER, ..Fields::default() },
+            password_body(V0_11_0, b"iggy", b"iggy"),
+        ),
+        (op(2, CREATE_PAT_OP), create_body(b"alpha", u64::MAX)),
+        (op(3, CREATE_PAT_OP), create_body(b"alpha", u64::MAX)),
+        (op(4, CREATE_PAT_OP), create_body(b"ab", u64::MAX)),
+        (op(5, CREATE_PAT_OP), create_body(b"beta", u64::MAX)),
+        (op(6, DELETE_PAT_OP), short(b"alpha")),
+        (op(7, DELETE_PAT_OP), short(b"alpha")),
+        (list(7), Vec::new()),
+        (op(8, CREATE_PAT_OP), create_body(b"gamma", u64::MAX)),
+        (bad_checksum, create_body(b"delta", u64::MAX)),
+        (op(10, DELETE_PAT_OP), vec![0]),
+        (op(11, DELETE_PAT_OP), short(b"gamma")),
+    ]
+}
+
+/// A reply with what differs from run to run taken out: the client id
+/// (random per connection) and the secret of a new token (its length stays).
+fn comparable(frame: Frame) -> Frame {
+    match frame {
+        Frame::Reply { status, operation, op, request, body, .. } => {
+            let secret = status == 0 && operation == CREATE_PAT_OP && body[..4] == [0; 4];
+            let body = if secret { vec![0; body.len()] } else { body };
+            Frame::Reply { status, operation, op, client: 0, request, body }
+        }
+        Frame::Eviction { reason, version_max, version_min, .. } => {
+            Frame::Eviction { reason, client: 0, version_max, version_min }
+        }
+    }
+}
+
+/// Token creates and deletes in one burst are queued with the writer at
+/// once, as on the legacy framing, yet every reply is what the same frames
+/// sent one by one get, in order: the rejections, denies and evictions, the
+/// list in the middle (it sees everything before it, nothing after).
+#[tokio::test]
+async fn pipelined_creates_and_deletes_answer_as_if_sent_one_by_one() {
+    let answers = |pipelined: bool| async move {
+        let (_home, server) = server();
+        let mut vsr = Vsr::connect(server.address).await;
+        let frames = pipelined_token_writes(vsr.client);
+        let mut replies = Vec::new();
+        if pipelined {
+            let burst: Vec<u8> = frames.iter().flat_map(|(fields, body)| vsr_frame(*fields, body)).collect();
+            vsr.write(&burst).await;
+            for _ in &frames {
+                replies.push(comparable(vsr.read_frame().await));
+            }
+        } else {
+            for (fields, body) in &frames {
+                replies.push(comparable(vsr.call(*fields, body).await));
+            }
+        }
+        let mut check = Vsr::connect(server.address).await;
+        check.login("iggy", "iggy").await;
+        (replies, check.list().await)
+    };
+    let (one_by_one, left_one_by_one) = answers(false).await;
+    let (pipelined, left_pipelined) = answers(true).await;
+    assert_eq!(pipelined, one_by_one);
+    assert_eq!(left_pipelined, left_one_by_one);
+    assert_eq!(left_pipelined, [("beta".to_owned(), 0)]);
+    // What the answers are, so that "equal" cannot mean "equally wrong".
+    assert_evicted(&pipelined[0], NO_SESSION);
+    assert_eq!(login_user_id(&pipelined[1]), 0);
+    assert!(matches!(&pipelined[2], Frame::Reply { status: 0, operation: CREATE_PAT_OP, request: 2, .. }));
+    assert_rejected(&pipelined[3], CREATE_PAT_OP, 51);
+    deny(50, CREATE_PAT_OP)(&pipelined[4]);
+    assert!(matches!(&pipelined[5], Frame::Reply { status: 0, operation: CREATE_PAT_OP, request: 5, .. }));
+    assert!(matches!(&pipelined[6], Frame::Reply { status: 0, operation: DELETE_PAT_OP, request: 6, .. }));
+    assert_rejected(&pipelined[7], DELETE_PAT_OP, 20);
+    let Frame::Reply { status: 0, request: 7, body, .. } = &pipelined[8] else { panic!("list") };
+    assert!(body.starts_with(&[4, b'b', b'e', b't', b'a']) && body.len() == 5 + 8, "{body:?}");
+    assert!(matches!(&pipelined[9], Frame::Reply { status: 0, operation: CREATE_PAT_OP, request: 8, .. }));
+    deny(4, CREATE_PAT_OP)(&pipelined[10]);
+    deny(4, DELETE_PAT_OP)(&pipelined[11]);
+    assert!(matches!(&pipelined[12], Frame::Reply { status: 0, operation: DELETE_PAT_OP, request: 11, .. }));
+}
+
 // ---------------------------------------------------------------------------
 // Framing detection (spec §0.2) and forced framings
 // ---------------------------------------------------------------------------
