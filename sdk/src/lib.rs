@@ -115,7 +115,9 @@ impl From<FrameError> for Error {
 /// Token expiry on create, as a duration from the server's commit time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
-    /// Wire value 0: the server's default (never, on Latchkey as on Iggy).
+    /// Wire value 0: the server's default lifetime. That is `never` unless
+    /// the server sets `[personal_access_token] default_lifetime` (Iggy's
+    /// default is always never); a server's `max_lifetime` may refuse it.
     ServerDefault,
     /// Wire value `u64::MAX`: never expires.
     Never,
