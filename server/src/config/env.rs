@@ -12,8 +12,8 @@ use super::duration_text::{parse_duration, parse_optional_duration};
 use super::{Config, ConfigError};
 
 /// One environment override: its variable name and how it sets the config.
-struct EnvKey {
-    name: &'static str,
+pub(super) struct EnvKey {
+    pub(super) name: &'static str,
     apply: fn(&mut Config, &str) -> Result<(), String>,
 }
 
@@ -51,7 +51,7 @@ fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
 }
 
 /// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
-const ENV_KEYS: &[EnvKey] = &[
+pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_SYSTEM_PATH", system.path, path),
     env_key!("LATCHKEY_SYSTEM_SHARDS", system.shards, parse),
     env_key!("LATCHKEY_SYSTEM_PASSWORD_THREADS", system.password_threads, parse),

@@ -7,15 +7,17 @@
 //!
 //! This file holds the sections, their defaults and loading from TOML. The
 //! environment overrides live in `env`, the checks made at start (ranges and
-//! cross-field rules) in `validate`, and the duration spelling both the file
-//! and the environment accept in `duration_text`. What a setting does is the
-//! business of the module that uses it, not of this one.
+//! cross-field rules) in `validate` with the ranges themselves in
+//! [`bounds`], and the duration spelling both the file and the environment
+//! accept in `duration_text`. What a setting does is the business of the
+//! module that uses it, not of this one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod bounds;
 mod duration_text;
 mod env;
 mod validate;

@@ -227,3 +227,259 @@ fn token_policy_parses_and_is_checked() {
     .unwrap();
     assert!(bad.validate().unwrap_err().to_string().contains("admin"));
 }
+
+#[test]
+fn the_defaults_are_within_every_bound() {
+    Config::default().validate().unwrap();
+}
+
+/// One numeric key's edges, written as an operator would set them: the
+/// extreme values allowed and the nearest ones refused (in the spelling the
+/// error repeats), and the range the error must state.
+struct Edges {
+    variable: &'static str,
+    key: &'static str,
+    allowed: &'static [&'static str],
+    refused: &'static [&'static str],
+    range: &'static str,
+}
+
+/// The bounds README.md documents, one entry per numeric key.
+const EDGES: &[Edges] = &[
+    Edges {
+        variable: "LATCHKEY_SYSTEM_SHARDS",
+        key: "system.shards",
+        allowed: &["0", "1024"],
+        refused: &["1025"],
+        range: "0 to 1024",
+    },
+    Edges {
+        variable: "LATCHKEY_SYSTEM_PASSWORD_THREADS",
+        key: "system.password_threads",
+        allowed: &["0", "256"],
+        refused: &["257"],
+        range: "0 to 256",
+    },
+    Edges {
+        variable: "LATCHKEY_SYSTEM_PASSWORD_QUEUE",
+        key: "system.password_queue",
+        allowed: &["1", "1048576"],
+        refused: &["0", "1048577"],
+        range: "1 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT",
+        key: "system.shutdown_timeout",
+        allowed: &["0s", "1h"],
+        refused: &["1h 1ns"],
+        range: "0s to 1h",
+    },
+    Edges {
+        variable: "LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS",
+        key: "system.compaction_min_records",
+        allowed: &["0", "1000000000"],
+        refused: &["1000000001"],
+        range: "0 to 1000000000",
+    },
+    Edges {
+        variable: "LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO",
+        key: "system.compaction_dead_ratio",
+        allowed: &["0.0", "1.0"],
+        refused: &["-5e-324", "1.0000000000000002", "NaN"],
+        range: "0.0 to 1.0",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_MAX_FRAME_SIZE",
+        key: "tcp.max_frame_size",
+        allowed: &["4", "1048576"],
+        refused: &["3", "1048577"],
+        range: "4 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_MAX_CONNECTIONS",
+        key: "tcp.max_connections",
+        allowed: &["1", "1048576"],
+        refused: &["0", "1048577"],
+        range: "1 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_MAX_CONNECTIONS_PER_IP",
+        key: "tcp.max_connections_per_ip",
+        allowed: &["1", "1048576"],
+        refused: &["0", "1048577"],
+        range: "1 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_LOGIN_TIMEOUT",
+        key: "tcp.login_timeout",
+        allowed: &["0s", "1day"],
+        refused: &["1day 1ns"],
+        range: "0s to 1day",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_IDLE_TIMEOUT",
+        key: "tcp.idle_timeout",
+        allowed: &["0s", "1day"],
+        refused: &["1day 1ns"],
+        range: "0s to 1day",
+    },
+    Edges {
+        variable: "LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT",
+        key: "tcp.max_requests_in_flight",
+        allowed: &["1", "4096"],
+        refused: &["0", "4097"],
+        range: "1 to 4096",
+    },
+    Edges {
+        variable: "LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST",
+        key: "login_throttle.per_address_burst",
+        allowed: &["1", "100000"],
+        refused: &["0", "100001"],
+        range: "1 to 100000",
+    },
+    Edges {
+        variable: "LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE",
+        key: "login_throttle.per_address_per_minute",
+        allowed: &["0", "6000000"],
+        refused: &["6000001"],
+        range: "0 to 6000000",
+    },
+    Edges {
+        variable: "LATCHKEY_LOGIN_THROTTLE_PER_USER_BURST",
+        key: "login_throttle.per_user_burst",
+        allowed: &["1", "100000"],
+        refused: &["0", "100001"],
+        range: "1 to 100000",
+    },
+    Edges {
+        variable: "LATCHKEY_LOGIN_THROTTLE_PER_USER_PER_MINUTE",
+        key: "login_throttle.per_user_per_minute",
+        allowed: &["0", "6000000"],
+        refused: &["6000001"],
+        range: "0 to 6000000",
+    },
+    Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
+        key: "personal_access_token.max_tokens_per_user",
+        allowed: &["1", "10000000"],
+        refused: &["0", "10000001"],
+        range: "1 to 10000000",
+    },
+    Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_LIFETIME",
+        key: "personal_access_token.max_lifetime",
+        allowed: &["1s", "100years", "never"],
+        refused: &["999ms 999us 999ns", "100years 1ns"],
+        range: "1s to 100years, or \"never\"",
+    },
+    Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_DEFAULT_LIFETIME",
+        key: "personal_access_token.default_lifetime",
+        allowed: &["1s", "100years", "never"],
+        refused: &["999ms 999us 999ns", "100years 1ns"],
+        range: "1s to 100years, or \"never\"",
+    },
+    Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_LAST_USED_FLUSH_INTERVAL",
+        key: "personal_access_token.last_used_flush_interval",
+        allowed: &["1ms", "1day"],
+        refused: &["999us 999ns", "1day 1ns"],
+        range: "1ms to 1day",
+    },
+    Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
+        key: "personal_access_token.cleaner.interval",
+        allowed: &["100ms", "1day"],
+        refused: &["99ms 999us 999ns", "1day 1ns"],
+        range: "100ms to 1day",
+    },
+];
+
+/// The defaults with `variable` set to `value`. The default lifetime is set
+/// to the shortest allowed, so that a maximum lifetime at its lower edge
+/// passes the rule that the default may not exceed it.
+fn defaults_with(variable: &str, value: &str) -> Config {
+    let mut config = Config::default();
+    config.personal_access_token.default_lifetime = Some(Duration::from_secs(1));
+    config
+        .apply_env(|key| (key == variable).then(|| value.to_owned()))
+        .unwrap_or_else(|error| panic!("{variable}={value} does not parse: {error}"));
+    config
+}
+
+#[test]
+fn every_bound_allows_its_edge_and_refuses_one_step_past_it() {
+    for edges in EDGES {
+        for value in edges.allowed {
+            if let Err(error) = defaults_with(edges.variable, value).validate() {
+                panic!("{}={value} refused: {error}", edges.variable);
+            }
+        }
+        for value in edges.refused {
+            let Err(error) = defaults_with(edges.variable, value).validate() else {
+                panic!("{}={value} accepted", edges.variable);
+            };
+            let error = error.to_string();
+            let names = |text: &str| assert!(error.contains(text), "{}={value}: {error}", edges.variable);
+            names(&format!("{}: ", edges.key));
+            names(&format!("{value} is out of range"));
+            names(&format!("(allowed: {}", edges.range));
+        }
+    }
+}
+
+#[test]
+fn an_out_of_range_error_names_the_key_the_value_and_the_range() {
+    let mut config = Config::default();
+    config.personal_access_token.max_tokens_per_user = 10_000_001;
+    assert_eq!(
+        config.validate().unwrap_err().to_string(),
+        "invalid config: personal_access_token.max_tokens_per_user: 10000001 is out of range \
+         (allowed: 1 to 10000000)"
+    );
+    let mut config = Config::default();
+    config.tcp.idle_timeout = Duration::from_secs(86_401);
+    assert_eq!(
+        config.validate().unwrap_err().to_string(),
+        "invalid config: tcp.idle_timeout: 1day 1s is out of range (allowed: 0s to 1day; 0s turns it off)"
+    );
+}
+
+/// Environment variables of keys that are not numbers, so have no range.
+const NOT_NUMERIC_VARIABLES: &[&str] = &[
+    "LATCHKEY_SYSTEM_PATH",
+    "LATCHKEY_TCP_ADDRESS",
+    "LATCHKEY_TCP_FRAMING",
+    "LATCHKEY_TCP_TLS_ENABLED",
+    "LATCHKEY_TCP_TLS_CERT_FILE",
+    "LATCHKEY_TCP_TLS_KEY_FILE",
+    "LATCHKEY_LOGIN_THROTTLE_ENABLED",
+    "LATCHKEY_PERSONAL_ACCESS_TOKEN_TOKEN_SESSIONS_MANAGE_TOKENS",
+    "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED",
+];
+
+#[test]
+fn every_numeric_key_has_its_edges_tested() {
+    for env_key in super::env::ENV_KEYS {
+        let tested = EDGES.iter().any(|edges| edges.variable == env_key.name);
+        let not_numeric = NOT_NUMERIC_VARIABLES.contains(&env_key.name);
+        assert!(tested != not_numeric, "{}: numeric keys need edges in EDGES, others none", env_key.name);
+    }
+}
+
+#[test]
+fn a_disabled_throttle_may_have_empty_buckets_but_not_oversized_ones() {
+    let mut config = Config::default();
+    config.login_throttle.enabled = false;
+    config.login_throttle.per_address_burst = 0;
+    config.login_throttle.per_user_burst = 0;
+    config.validate().unwrap();
+    config.login_throttle.per_user_burst = 100_001;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("login_throttle.per_user_burst: "), "{error}");
+    config.login_throttle.enabled = true;
+    config.login_throttle.per_user_burst = 1;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("login_throttle.per_address_burst: 0 is out of range"), "{error}");
+    assert!(error.contains("or set enabled = false"), "{error}");
+}
