@@ -1,0 +1,126 @@
+//! The `LATCHKEY_<SECTION>_<KEY>` environment overrides: one entry per
+//! scalar key, each naming its variable, the field it sets and how the text
+//! is parsed.
+//!
+//! Only parsing happens here; whether the value is in range is checked by
+//! `validate` after the file and the environment are both applied. Users
+//! and other lists are never read from the environment.
+
+use std::path::PathBuf;
+
+use super::duration_text::{parse_duration, parse_optional_duration};
+use super::{Config, ConfigError};
+
+/// One environment override: its variable name and how it sets the config.
+pub(super) struct EnvKey {
+    pub(super) name: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|error| error.to_string())
+}
+
+/// Declares one override: `LATCHKEY_…` name, config field, parser.
+macro_rules! env_key {
+    ($name:literal, $($field:ident).+, $parse:expr) => {
+        EnvKey {
+            name: $name,
+            apply: |config, value| {
+                config.$($field).+ = $parse(value)?;
+                Ok(())
+            },
+        }
+    };
+}
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_owned())
+}
+
+fn path(value: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(value))
+}
+
+/// An optional path; an empty value unsets it.
+fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(value.trim()).filter(|value| !value.is_empty()).map(PathBuf::from))
+}
+
+/// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
+pub(super) const ENV_KEYS: &[EnvKey] = &[
+    env_key!("LATCHKEY_SYSTEM_PATH", system.path, path),
+    env_key!("LATCHKEY_SYSTEM_SHARDS", system.shards, parse),
+    env_key!("LATCHKEY_SYSTEM_PASSWORD_THREADS", system.password_threads, parse),
+    env_key!("LATCHKEY_SYSTEM_PASSWORD_QUEUE", system.password_queue, parse),
+    env_key!("LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT", system.shutdown_timeout, parse_duration),
+    env_key!("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", system.compaction_min_records, parse),
+    env_key!("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", system.compaction_dead_ratio, parse),
+    env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
+    env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
+    env_key!("LATCHKEY_TCP_FRAMING", tcp.framing, parse),
+    env_key!("LATCHKEY_TCP_MAX_CONNECTIONS", tcp.max_connections, parse),
+    env_key!("LATCHKEY_TCP_MAX_CONNECTIONS_PER_IP", tcp.max_connections_per_ip, parse),
+    env_key!("LATCHKEY_TCP_LOGIN_TIMEOUT", tcp.login_timeout, parse_duration),
+    env_key!("LATCHKEY_TCP_IDLE_TIMEOUT", tcp.idle_timeout, parse_duration),
+    env_key!("LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT", tcp.max_requests_in_flight, parse),
+    env_key!("LATCHKEY_TCP_TLS_ENABLED", tcp.tls.enabled, parse),
+    env_key!("LATCHKEY_TCP_TLS_CERT_FILE", tcp.tls.cert_file, optional_path),
+    env_key!("LATCHKEY_TCP_TLS_KEY_FILE", tcp.tls.key_file, optional_path),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_ENABLED", login_throttle.enabled, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", login_throttle.per_address_burst, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", login_throttle.per_address_per_minute, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_BURST", login_throttle.per_user_burst, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_PER_MINUTE", login_throttle.per_user_per_minute, parse),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
+        personal_access_token.max_tokens_per_user,
+        parse
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_LIFETIME",
+        personal_access_token.max_lifetime,
+        parse_optional_duration
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_DEFAULT_LIFETIME",
+        personal_access_token.default_lifetime,
+        parse_optional_duration
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_TOKEN_SESSIONS_MANAGE_TOKENS",
+        personal_access_token.token_sessions_manage_tokens,
+        parse
+    ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_LAST_USED_FLUSH_INTERVAL",
+        personal_access_token.last_used_flush_interval,
+        parse_duration
+    ),
+    env_key!("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", personal_access_token.cleaner.enabled, parse),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
+        personal_access_token.cleaner.interval,
+        parse_duration
+    ),
+];
+
+impl Config {
+    /// Applies `LATCHKEY_*` overrides read through `lookup` (the process
+    /// environment in production, a map in tests).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for key in ENV_KEYS {
+            if let Some(value) = lookup(key.name) {
+                (key.apply)(self, &value).map_err(|reason| ConfigError::Env {
+                    key: key.name,
+                    value: value.clone(),
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

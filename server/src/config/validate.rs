@@ -1,0 +1,260 @@
+//! The checks made at start and on every SIGHUP reload, after the file and
+//! the environment are applied: each numeric key against its range in
+//! [`super::bounds`], then the rules across keys that serde cannot express.
+//!
+//! Parsing (types, unknown keys, duration text) is done before this, by
+//! serde and `env`; whether files named here exist is found out when they
+//! are opened (`tls`, `datadir`), not here.
+
+use std::time::Duration;
+
+use super::bounds::*;
+use super::{Config, ConfigError, PERMISSIONS};
+
+/// A whole-number key and the range it must fall in.
+struct CountRange {
+    key: &'static str,
+    value: fn(&Config) -> u64,
+    min: u64,
+    max: u64,
+}
+
+/// A duration key and the range it must fall in. A lifetime of "never"
+/// (`None`) is outside any range and always allowed.
+struct DurationRange {
+    key: &'static str,
+    value: fn(&Config) -> Option<Duration>,
+    min: Duration,
+    max: Duration,
+    /// Said after the range in the error, for keys with a special value.
+    besides: &'static str,
+}
+
+/// Every whole-number key but the throttle's bursts, whose range depends on
+/// whether the throttle is enabled ([`Config::check_throttle`]).
+const COUNT_RANGES: &[CountRange] = &[
+    CountRange { key: "system.shards", value: |c| c.system.shards as u64, min: 0, max: SHARDS_MAX as u64 },
+    CountRange {
+        key: "system.password_threads",
+        value: |c| c.system.password_threads as u64,
+        min: 0,
+        max: PASSWORD_THREADS_MAX as u64,
+    },
+    CountRange {
+        key: "system.password_queue",
+        value: |c| c.system.password_queue as u64,
+        min: 1,
+        max: PASSWORD_QUEUE_CHECKS_MAX as u64,
+    },
+    CountRange {
+        key: "system.compaction_min_records",
+        value: |c| c.system.compaction_min_records,
+        min: 0,
+        max: COMPACTION_MIN_RECORDS_MAX,
+    },
+    CountRange {
+        key: "tcp.max_frame_size",
+        value: |c| u64::from(c.tcp.max_frame_size),
+        min: MAX_FRAME_SIZE_BYTES_MIN as u64,
+        max: MAX_FRAME_SIZE_BYTES_MAX as u64,
+    },
+    CountRange {
+        key: "tcp.max_connections",
+        value: |c| c.tcp.max_connections as u64,
+        min: 1,
+        max: MAX_CONNECTIONS_MAX as u64,
+    },
+    CountRange {
+        key: "tcp.max_connections_per_ip",
+        value: |c| c.tcp.max_connections_per_ip as u64,
+        min: 1,
+        max: MAX_CONNECTIONS_PER_IP_MAX as u64,
+    },
+    CountRange {
+        key: "tcp.max_requests_in_flight",
+        value: |c| c.tcp.max_requests_in_flight as u64,
+        min: 1,
+        max: MAX_REQUESTS_IN_FLIGHT_MAX as u64,
+    },
+    CountRange {
+        key: "login_throttle.per_address_per_minute",
+        value: |c| u64::from(c.login_throttle.per_address_per_minute),
+        min: 0,
+        max: LOGIN_THROTTLE_LOGINS_PER_MINUTE_MAX as u64,
+    },
+    CountRange {
+        key: "login_throttle.per_user_per_minute",
+        value: |c| u64::from(c.login_throttle.per_user_per_minute),
+        min: 0,
+        max: LOGIN_THROTTLE_LOGINS_PER_MINUTE_MAX as u64,
+    },
+    CountRange {
+        key: "personal_access_token.max_tokens_per_user",
+        value: |c| u64::from(c.personal_access_token.max_tokens_per_user),
+        min: 1,
+        max: MAX_TOKENS_PER_USER_MAX as u64,
+    },
+];
+
+/// Every duration key.
+const DURATION_RANGES: &[DurationRange] = &[
+    DurationRange {
+        key: "system.shutdown_timeout",
+        value: |c| Some(c.system.shutdown_timeout),
+        min: Duration::ZERO,
+        max: SHUTDOWN_TIMEOUT_MAX,
+        besides: "",
+    },
+    DurationRange {
+        key: "tcp.login_timeout",
+        value: |c| Some(c.tcp.login_timeout),
+        min: Duration::ZERO,
+        max: LOGIN_TIMEOUT_MAX,
+        besides: "; 0s turns it off",
+    },
+    DurationRange {
+        key: "tcp.idle_timeout",
+        value: |c| Some(c.tcp.idle_timeout),
+        min: Duration::ZERO,
+        max: IDLE_TIMEOUT_MAX,
+        besides: "; 0s turns it off",
+    },
+    DurationRange {
+        key: "personal_access_token.max_lifetime",
+        value: |c| c.personal_access_token.max_lifetime,
+        min: TOKEN_LIFETIME_MIN,
+        max: TOKEN_LIFETIME_MAX,
+        besides: ", or \"never\"",
+    },
+    DurationRange {
+        key: "personal_access_token.default_lifetime",
+        value: |c| c.personal_access_token.default_lifetime,
+        min: TOKEN_LIFETIME_MIN,
+        max: TOKEN_LIFETIME_MAX,
+        besides: ", or \"never\"",
+    },
+    DurationRange {
+        key: "personal_access_token.last_used_flush_interval",
+        value: |c| Some(c.personal_access_token.last_used_flush_interval),
+        min: LAST_USED_FLUSH_INTERVAL_MIN,
+        max: LAST_USED_FLUSH_INTERVAL_MAX,
+        besides: "",
+    },
+    DurationRange {
+        key: "personal_access_token.cleaner.interval",
+        value: |c| Some(c.personal_access_token.cleaner.interval),
+        min: CLEANER_INTERVAL_MIN,
+        max: CLEANER_INTERVAL_MAX,
+        besides: "",
+    },
+];
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), reason: reason.into() }
+}
+
+/// `besides` follows the range, for keys with a special value or a way out.
+fn out_of_range(
+    key: &str,
+    value: impl std::fmt::Display,
+    min: impl std::fmt::Display,
+    max: impl std::fmt::Display,
+    besides: &str,
+) -> ConfigError {
+    invalid(key, format!("{value} is out of range (allowed: {min} to {max}{besides})"))
+}
+
+impl Config {
+    /// Checks what serde cannot: ranges and cross-field rules. The error
+    /// names the first key found wrong, with its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ranges()?;
+        self.check_throttle()?;
+        self.check_token_policy()?;
+        self.check_users()?;
+        self.check_tcp()
+    }
+
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        for range in COUNT_RANGES {
+            let value = (range.value)(self);
+            if !(range.min..=range.max).contains(&value) {
+                return Err(out_of_range(range.key, value, range.min, range.max, ""));
+            }
+        }
+        for range in DURATION_RANGES {
+            if let Some(value) = (range.value)(self)
+                && !(range.min..=range.max).contains(&value)
+            {
+                let [value, min, max] = [value, range.min, range.max].map(humantime::format_duration);
+                return Err(out_of_range(range.key, value, min, max, range.besides));
+            }
+        }
+        let ratio = self.system.compaction_dead_ratio;
+        if !(COMPACTION_DEAD_RATIO_MIN..=COMPACTION_DEAD_RATIO_MAX).contains(&ratio) {
+            return Err(out_of_range(
+                "system.compaction_dead_ratio",
+                format_args!("{ratio:?}"),
+                format_args!("{COMPACTION_DEAD_RATIO_MIN:?}"),
+                format_args!("{COMPACTION_DEAD_RATIO_MAX:?}"),
+                "",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_throttle(&self) -> Result<(), ConfigError> {
+        let throttle = &self.login_throttle;
+        let min = if throttle.enabled { LOGIN_THROTTLE_BURST_LOGINS_MIN } else { 0 };
+        let bursts = [
+            ("login_throttle.per_address_burst", throttle.per_address_burst),
+            ("login_throttle.per_user_burst", throttle.per_user_burst),
+        ];
+        for (key, burst) in bursts {
+            if !(min..=LOGIN_THROTTLE_BURST_LOGINS_MAX).contains(&burst) {
+                let besides = if burst < min { "; or set enabled = false" } else { "" };
+                return Err(out_of_range(key, burst, min, LOGIN_THROTTLE_BURST_LOGINS_MAX, besides));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_token_policy(&self) -> Result<(), ConfigError> {
+        let tokens = &self.personal_access_token;
+        if let Some(max) = tokens.max_lifetime
+            && tokens.default_lifetime.is_none_or(|lifetime| lifetime > max)
+        {
+            return Err(invalid(
+                "personal_access_token.default_lifetime",
+                "must be set and at most max_lifetime when max_lifetime is set",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_users(&self) -> Result<(), ConfigError> {
+        for user in &self.users {
+            if let Some(unknown) = user.permissions.iter().find(|p| !PERMISSIONS.contains(&p.as_str())) {
+                return Err(invalid(
+                    "users.permissions",
+                    format!("unknown permission {unknown:?} (known: authorize)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_tcp(&self) -> Result<(), ConfigError> {
+        let tls = &self.tcp.tls;
+        if tls.enabled && tls.cert_file.is_none() {
+            return Err(invalid("tcp.tls.cert_file", "must be set when [tcp.tls] enabled = true"));
+        }
+        if tls.enabled && tls.key_file.is_none() {
+            return Err(invalid("tcp.tls.key_file", "must be set when [tcp.tls] enabled = true"));
+        }
+        if self.tcp.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("tcp.address", "must be IP:PORT, e.g. 127.0.0.1:8090"));
+        }
+        Ok(())
+    }
+}
