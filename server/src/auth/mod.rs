@@ -26,9 +26,47 @@ use users::Users;
 /// the log or a backup is useless without the data directory's server key.
 pub struct TokenKey([u8; 32]);
 
+/// Label of the check value a shared store keeps beside its tokens: equal
+/// check values mean equal keys, and the value confirms no token.
+const KEY_CHECK_LABEL: &[u8] = b"latchkey token-hash key check v1";
+
+/// Why a key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the key file {path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the key file {path} must hold exactly 32 bytes, not {bytes}")]
+    Length { path: std::path::PathBuf, bytes: usize },
+    #[error("the key file {path} is readable by others (mode {mode:o}); chmod 600 it")]
+    Mode { path: std::path::PathBuf, mode: u32 },
+}
+
 impl TokenKey {
     pub fn new(key: [u8; 32]) -> TokenKey {
         TokenKey(key)
+    }
+
+    /// Reads a shared key file: exactly 32 bytes, readable by its owner
+    /// only (make one with `head -c 32 /dev/urandom > FILE; chmod 600 FILE`).
+    pub fn from_file(path: &std::path::Path) -> Result<TokenKey, KeyFileError> {
+        use std::os::unix::fs::PermissionsExt;
+        let read = |source| KeyFileError::Read { path: path.to_owned(), source };
+        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::Mode { path: path.to_owned(), mode });
+        }
+        let mut bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(read)?);
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyFileError::Length { path: path.to_owned(), bytes: bytes.len() })?;
+        zeroize::Zeroize::zeroize(&mut *bytes);
+        Ok(TokenKey(key))
+    }
+
+    /// A value that is equal for equal keys and tells nothing about tokens.
+    pub fn check_value(&self) -> String {
+        blake3::keyed_hash(&self.0, KEY_CHECK_LABEL).to_hex().to_string()
     }
 
     /// The only form a raw token is kept in.

@@ -37,57 +37,88 @@ pub enum RootError {
 /// The root user's credentials: stored ones if the data directory has them,
 /// otherwise chosen once (environment, default flag, or generated) and stored.
 pub fn root_credentials(dir: &DataDir, given: &RootGiven) -> Result<RootCredentials, RootError> {
-    let from_env = match (&given.username, &given.password) {
-        (Some(username), Some(password)) => Some((username.clone(), password.clone())),
-        (None, None) => None,
-        _ => {
+    given.check()?;
+    if let Some(stored) = dir.root_credentials()? {
+        given.warn_ignored(&stored, "the data directory");
+        return Ok(stored);
+    }
+    let chosen = given.choose()?;
+    dir.store_root_credentials(&chosen.root)?;
+    Ok(chosen.announce())
+}
+
+/// Root credentials chosen now, before they are stored.
+pub struct ChosenRoot {
+    pub root: RootCredentials,
+    /// The password, when Latchkey generated it (shown once, then gone).
+    generated: Option<String>,
+}
+
+impl ChosenRoot {
+    /// Says, once, what was chosen (a generated password straight to
+    /// stderr, never through the log). Call only after storing won.
+    pub fn announce(self) -> RootCredentials {
+        if let Some(password) = &self.generated {
+            eprintln!(
+                "Generated root credentials (shown once, not stored): username {} password {password}",
+                self.root.username
+            );
+        }
+        tracing::info!(username = %self.root.username, "root credentials created");
+        self.root
+    }
+}
+
+impl RootGiven {
+    /// The environment gives both or neither.
+    pub fn check(&self) -> Result<(), RootError> {
+        if self.username.is_some() != self.password.is_some() {
             return Err(RootError::Invalid(
                 "LATCHKEY_ROOT_USERNAME and LATCHKEY_ROOT_PASSWORD must be set together".into(),
             ));
         }
-    };
-    if let Some(stored) = dir.root_credentials()? {
-        if from_env.is_some() || given.with_default {
+        Ok(())
+    }
+
+    /// Root exists already (in `place`): what was given now is ignored.
+    pub fn warn_ignored(&self, stored: &RootCredentials, place: &str) {
+        if self.username.is_some() || self.with_default {
             tracing::warn!(
                 username = %stored.username,
-                "root credentials already exist in the data directory; the ones given now are ignored"
+                "root credentials already exist in {place}; the ones given now are ignored"
             );
         }
-        return Ok(stored);
     }
-    let (username, password, generated) = match from_env {
-        Some((username, password)) => (username, password, false),
-        None if given.with_default => {
-            (DEFAULT_ROOT_USERNAME.to_owned(), DEFAULT_ROOT_USERNAME.to_owned(), false)
+
+    /// Chooses root's credentials: the environment's, iggy/iggy with the
+    /// default flag, or iggy with a generated password; hashed with Argon2.
+    pub fn choose(&self) -> Result<ChosenRoot, RootError> {
+        self.check()?;
+        let (username, password, generated) = match (&self.username, &self.password) {
+            (Some(username), Some(password)) => (username.clone(), password.clone(), false),
+            _ if self.with_default => {
+                (DEFAULT_ROOT_USERNAME.to_owned(), DEFAULT_ROOT_USERNAME.to_owned(), false)
+            }
+            _ => {
+                let password: String = rand::rng()
+                    .sample_iter(Alphanumeric)
+                    .take(GENERATED_PASSWORD_CHARS)
+                    .map(char::from)
+                    .collect();
+                (DEFAULT_ROOT_USERNAME.to_owned(), password, true)
+            }
+        };
+        if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&username.len()) {
+            return Err(RootError::Invalid(format!(
+                "LATCHKEY_ROOT_USERNAME must be {USERNAME_BYTES_MIN}-{USERNAME_BYTES_MAX} bytes"
+            )));
         }
-        None => {
-            let password: String = rand::rng()
-                .sample_iter(Alphanumeric)
-                .take(GENERATED_PASSWORD_CHARS)
-                .map(char::from)
-                .collect();
-            (DEFAULT_ROOT_USERNAME.to_owned(), password, true)
+        if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
+            return Err(RootError::Invalid(format!(
+                "LATCHKEY_ROOT_PASSWORD must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
+            )));
         }
-    };
-    if !(USERNAME_BYTES_MIN..=USERNAME_BYTES_MAX).contains(&username.len()) {
-        return Err(RootError::Invalid(format!(
-            "LATCHKEY_ROOT_USERNAME must be {USERNAME_BYTES_MIN}-{USERNAME_BYTES_MAX} bytes"
-        )));
+        let root = RootCredentials { username, password_hash: hash_password(&password) };
+        Ok(ChosenRoot { root, generated: generated.then_some(password) })
     }
-    if !(PASSWORD_BYTES_MIN..=PASSWORD_BYTES_MAX).contains(&password.len()) {
-        return Err(RootError::Invalid(format!(
-            "LATCHKEY_ROOT_PASSWORD must be {PASSWORD_BYTES_MIN}-{PASSWORD_BYTES_MAX} bytes"
-        )));
-    }
-    let root = RootCredentials { username, password_hash: hash_password(&password) };
-    dir.store_root_credentials(&root)?;
-    if generated {
-        // Straight to stderr, once, never through the log.
-        eprintln!(
-            "Generated root credentials (shown once, not stored): username {} password {password}",
-            root.username
-        );
-    }
-    tracing::info!(username = %root.username, "root credentials created");
-    Ok(root)
 }

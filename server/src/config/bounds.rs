@@ -153,3 +153,17 @@ pub const CLEANER_INTERVAL_MIN: Duration = Duration::from_millis(100);
 /// listed (and logs in with code 54) until a pass removes it; to keep
 /// expired tokens longer than a day, set `enabled = false`.
 pub const CLEANER_INTERVAL_MAX: Duration = DAY;
+
+/// `[storage.etcd] request_timeout` at least: below this a healthy cluster's
+/// leader election (about 1 s) would fail every write it overlaps.
+pub const ETCD_REQUEST_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+
+/// `[storage.etcd] request_timeout` at most: a writer waits this long before
+/// it answers 20002, and every later change waits behind it.
+pub const ETCD_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+
+/// `[storage.etcd] prefix` bytes at most: every key carries it.
+pub const ETCD_PREFIX_BYTES_MAX: usize = 256;
+
+/// `[storage.etcd] endpoints` at most: etcd clusters have 3, 5 or 7 members.
+pub const ETCD_ENDPOINTS_MAX: usize = 16;

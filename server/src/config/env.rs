@@ -50,6 +50,16 @@ fn optional_path(value: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(value.trim()).filter(|value| !value.is_empty()).map(PathBuf::from))
 }
 
+/// A comma-separated list (`host:port,host:port`); blanks are dropped.
+fn list(value: &str) -> Result<Vec<String>, String> {
+    Ok(value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect())
+}
+
+/// An optional text; an empty value unsets it.
+fn optional_text(value: &str) -> Result<Option<String>, String> {
+    Ok(Some(value).filter(|value| !value.is_empty()).map(str::to_owned))
+}
+
 /// Every scalar key, overridable as `LATCHKEY_<SECTION>_<KEY>`.
 pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_SYSTEM_PATH", system.path, path),
@@ -59,6 +69,13 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT", system.shutdown_timeout, parse_duration),
     env_key!("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", system.compaction_min_records, parse),
     env_key!("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", system.compaction_dead_ratio, parse),
+    env_key!("LATCHKEY_STORAGE_BACKEND", storage.backend, parse),
+    env_key!("LATCHKEY_STORAGE_ETCD_ENDPOINTS", storage.etcd.endpoints, list),
+    env_key!("LATCHKEY_STORAGE_ETCD_PREFIX", storage.etcd.prefix, text),
+    env_key!("LATCHKEY_STORAGE_ETCD_KEY_FILE", storage.etcd.key_file, optional_path),
+    env_key!("LATCHKEY_STORAGE_ETCD_USERNAME", storage.etcd.username, optional_text),
+    env_key!("LATCHKEY_STORAGE_ETCD_PASSWORD", storage.etcd.password, optional_text),
+    env_key!("LATCHKEY_STORAGE_ETCD_REQUEST_TIMEOUT", storage.etcd.request_timeout, parse_duration),
     env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
     env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
     env_key!("LATCHKEY_TCP_FRAMING", tcp.framing, parse),

@@ -44,7 +44,61 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub personal_access_token: PersonalAccessTokenConfig,
     pub login_throttle: LoginThrottleConfig,
+    pub storage: StorageConfig,
     pub users: Vec<UserConfig>,
+}
+
+/// `[storage]`: where tokens are kept.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub etcd: EtcdConfig,
+}
+
+/// The store behind the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The append-only token log in the data directory (one node).
+    #[default]
+    File,
+    /// An etcd v3 cluster shared by every node (cluster mode; needs a build
+    /// with the `etcd` feature).
+    Etcd,
+}
+
+impl std::str::FromStr for StorageBackend {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<StorageBackend, String> {
+        match value.trim() {
+            "file" => Ok(StorageBackend::File),
+            "etcd" => Ok(StorageBackend::Etcd),
+            other => Err(format!("unknown storage backend {other:?}; expected file or etcd")),
+        }
+    }
+}
+
+/// `[storage.etcd]`: the cluster every node shares.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// `host:port` of each etcd member (client URLs, plain HTTP/2).
+    pub endpoints: Vec<String>,
+    /// Every key Latchkey writes starts with this; several deployments can
+    /// share one etcd cluster under different prefixes.
+    pub prefix: String,
+    /// The 32-byte token-hash key, the same file on every node (mode 0600).
+    /// Never stored in etcd: a copy of etcd's data confirms no token.
+    pub key_file: Option<PathBuf>,
+    /// etcd authentication, when the cluster has it enabled.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long one etcd request may take before the change is answered
+    /// with 20002 (outcome unknown).
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -225,6 +279,19 @@ pub const PERMISSION_AUTHORIZE: &str = "authorize";
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            prefix: "/latchkey/".to_owned(),
+            key_file: None,
+            username: None,
+            password: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for SystemConfig {

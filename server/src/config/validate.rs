@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::bounds::*;
-use super::{Config, ConfigError, PERMISSIONS};
+use super::{Config, ConfigError, PERMISSIONS, StorageBackend};
 
 /// A whole-number key and the range it must fall in.
 struct CountRange {
@@ -141,6 +141,13 @@ const DURATION_RANGES: &[DurationRange] = &[
         besides: "",
     },
     DurationRange {
+        key: "storage.etcd.request_timeout",
+        value: |c| Some(c.storage.etcd.request_timeout),
+        min: ETCD_REQUEST_TIMEOUT_MIN,
+        max: ETCD_REQUEST_TIMEOUT_MAX,
+        besides: "",
+    },
+    DurationRange {
         key: "personal_access_token.cleaner.interval",
         value: |c| Some(c.personal_access_token.cleaner.interval),
         min: CLEANER_INTERVAL_MIN,
@@ -172,7 +179,38 @@ impl Config {
         self.check_throttle()?;
         self.check_token_policy()?;
         self.check_users()?;
+        self.check_storage()?;
         self.check_tcp()
+    }
+
+    fn check_storage(&self) -> Result<(), ConfigError> {
+        let etcd = &self.storage.etcd;
+        let prefix = &etcd.prefix;
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() > ETCD_PREFIX_BYTES_MAX {
+            return Err(invalid(
+                "storage.etcd.prefix",
+                format!("must start and end with '/' and be at most {ETCD_PREFIX_BYTES_MAX} bytes"),
+            ));
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            return Err(invalid("storage.etcd.username", "username and password must be set together"));
+        }
+        if self.storage.backend != StorageBackend::Etcd {
+            return Ok(());
+        }
+        if etcd.endpoints.is_empty() || etcd.endpoints.len() > ETCD_ENDPOINTS_MAX {
+            return Err(invalid(
+                "storage.etcd.endpoints",
+                format!("needs 1 to {ETCD_ENDPOINTS_MAX} host:port entries with backend = \"etcd\""),
+            ));
+        }
+        if etcd.key_file.is_none() {
+            return Err(invalid(
+                "storage.etcd.key_file",
+                "must be set with backend = \"etcd\" (32 random bytes, the same file on every node)",
+            ));
+        }
+        Ok(())
     }
 
     fn check_ranges(&self) -> Result<(), ConfigError> {

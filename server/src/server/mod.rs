@@ -13,6 +13,7 @@
 //!    batch is durable.
 
 mod limits;
+mod storage;
 mod tasks;
 
 use std::path::PathBuf;
@@ -24,18 +25,19 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+use crate::auth::Auth;
 use crate::auth::passwords::PasswordVerifier;
 use crate::auth::policy::TokenPolicy;
-use crate::auth::root::{RootError, RootGiven, root_credentials};
+use crate::auth::root::{RootError, RootGiven};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::users::{UserError, Users};
-use crate::auth::{Auth, TokenKey};
 use crate::command::Context;
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
 use crate::net::{self, ConnectionLimits, Connections, RefusalLog};
 use crate::registry::{Readers, RegistryPublisher, UseLedger};
-use crate::store::{self, CompactionPolicy, LogError, Recovered, StoreLimits, WriterHandle};
+use crate::store::{self, LogError, StoreLimits, WriterHandle};
+use storage::Store;
 
 /// Everything `run` needs besides the config file.
 #[derive(Debug, Default)]
@@ -67,6 +69,13 @@ pub enum StartError {
     Tls(#[from] crate::net::tls::TlsError),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    KeyFile(#[from] crate::auth::KeyFileError),
+    #[error("{0}")]
+    Backend(String),
+    #[cfg(feature = "etcd")]
+    #[error(transparent)]
+    Etcd(#[from] crate::store::etcd::EtcdError),
 }
 
 /// Runs the server until SIGINT or SIGTERM. Blocks the calling thread.
@@ -105,37 +114,34 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
     limits::disable_core_dumps();
     let tls = net::tls::acceptor(&config.tcp.tls)?;
     let data_dir = DataDir::open(&config.system.path)?;
-    let token_key = TokenKey::new(data_dir.server_key()?);
-    let root = root_credentials(&data_dir, &options.root)?;
-    let users = Users::new(&root, &config.users)?;
-    tracing::info!(users = users.len(), path = %data_dir.path().display(), "data directory ready");
-
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let or_cores = |configured: usize| if configured == 0 { cores } else { configured };
     let workers = or_cores(config.system.shards);
-    let passwords =
-        PasswordVerifier::new(or_cores(config.system.password_threads), config.system.password_queue);
     let runtime = worker_runtime(workers)?;
     // Handlers first, so a signal during start-up is not the default "die".
     let _guard = runtime.enter();
     let signals = Signals::install()?;
 
-    let recovered = recover(config, &data_dir, options.truncate_log_at)?;
+    let Store { token_key, root, opened } = storage::open(options, &data_dir, &runtime)?;
+    let users = Users::new(&root, &config.users)?;
+    tracing::info!(users = users.len(), path = %data_dir.path().display(), "data directory ready");
+    let passwords =
+        PasswordVerifier::new(or_cores(config.system.password_threads), config.system.password_queue);
     let (writer, inbox) = store::writer::channel();
     let listener = bind(&config.tcp.address)?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Io { what: "cannot read listener address", source })?;
     let limits = StoreLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
-    let Recovered { state, next_id, log, .. } = recovered;
     // Three copies of the registry: the readers' two (left-right), cloned
     // in parallel, and the writer's own, the recovered original.
+    let state = opened.state();
     let (first, second) = std::thread::scope(|scope| {
         let second = scope.spawn(|| state.clone());
         (state.clone(), second.join().expect("clone of the registry"))
     });
     let (readers, publisher) = Readers::new(first, second);
-    let writer_join = store::writer::start(inbox, state, next_id, limits, log, publisher);
+    let writer_join = opened.start_writer(inbox, limits, publisher);
     let auth = Auth::new(
         users,
         TokenPolicy::from_config(&config.personal_access_token),
@@ -194,25 +200,6 @@ impl Signals {
             hangup: install(SignalKind::hangup(), "cannot install SIGHUP handler")?,
         })
     }
-}
-
-/// Replays the token log into a registry.
-fn recover(config: &Config, data_dir: &DataDir, truncate_at: Option<u64>) -> Result<Recovered, StartError> {
-    let started = Instant::now();
-    let policy = CompactionPolicy {
-        min_records: config.system.compaction_min_records,
-        dead_ratio: config.system.compaction_dead_ratio,
-    };
-    let recovered = store::open(data_dir.path(), policy, truncate_at)?;
-    tracing::info!(
-        tokens = recovered.report.tokens,
-        records = recovered.report.records,
-        bytes = recovered.report.file_bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        path = %recovered.log.path().display(),
-        "token log replayed"
-    );
-    Ok(recovered)
 }
 
 /// Binds the TCP listener (inside the runtime).

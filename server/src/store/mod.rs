@@ -35,6 +35,8 @@
 //! repair) and [`compaction`] (the compactor thread and the file swap).
 
 pub mod compaction;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod log;
 pub mod recovery;
 pub mod writer;

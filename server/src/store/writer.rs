@@ -36,7 +36,8 @@ pub const BATCH_CHANGES_MAX: usize = 4096;
 /// Changes that may wait for the writer before submitters wait for room.
 pub const QUEUE_CHANGES_MAX: usize = 16 * 1024;
 
-enum Message {
+/// What the writer's queue carries.
+pub(super) enum Message {
     Change(Change, oneshot::Sender<Result<Outcome, ErrorCode>>),
     Stop,
 }
@@ -97,7 +98,7 @@ struct Writer<J, P> {
 }
 
 /// The writer's end of its queue, before the writer runs.
-pub struct Inbox(mpsc::Receiver<Message>);
+pub struct Inbox(pub(super) mpsc::Receiver<Message>);
 
 /// Creates the queue. Handles can be given out (and changes queued) before
 /// the writer starts, so the server can start while the writer waits for its state.
@@ -247,7 +248,21 @@ impl Resolver {
         mutations: &mut Vec<Mutation>,
     ) -> Result<Outcome, ErrorCode> {
         let start = mutations.len();
-        let outcome = match change {
+        let outcome = self.check(change, commit_at_us, mutations);
+        self.apply(&mutations[start..]);
+        outcome
+    }
+
+    /// Checks `change` at `commit_at_us` against the state as it is, and
+    /// appends what it resolves to to `mutations`, changing nothing: for a
+    /// backend that commits first and applies what its store reports back.
+    pub fn check(
+        &self,
+        change: &Change,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        match change {
             Change::Create(token) => self.create(token, commit_at_us, mutations),
             Change::Delete { user_id, token } => {
                 let (hash, id) = self.find(*user_id, token)?;
@@ -278,17 +293,28 @@ impl Resolver {
                 Ok(Outcome::Touched)
             }
             Change::PurgeExpired { max } => Ok(self.purge_expired(*max, commit_at_us, mutations)),
-        };
-        // Applied one by one, so a change that resolves to several mutations
-        // (delete-all) sees none of its own twice.
-        for mutation in &mutations[start..] {
-            self.state.apply(mutation);
         }
-        outcome
+    }
+
+    /// Applies committed mutations to the state, in order. A create moves the
+    /// next id past its own, so ids are never reused.
+    pub fn apply(&mut self, mutations: &[Mutation]) {
+        for mutation in mutations {
+            self.state.apply(mutation);
+            if let Mutation::Create(record) = mutation {
+                self.next_id = self.next_id.max(record.id + 1);
+            }
+        }
+    }
+
+    /// Moves the next id to at least `next_id` (a store that allocates ids
+    /// itself reports its counter).
+    pub fn raise_next_id(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
     }
 
     fn create(
-        &mut self,
+        &self,
         token: &NewToken,
         commit_at_us: u64,
         mutations: &mut Vec<Mutation>,
@@ -314,7 +340,6 @@ impl Resolver {
             extras: extras.clone(),
             last_used: None,
         };
-        self.next_id += 1;
         mutations.push(Mutation::Create(record.clone()));
         Ok(Outcome::Created(record))
     }

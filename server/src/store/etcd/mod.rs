@@ -1,0 +1,247 @@
+//! The etcd backend: several Latchkey nodes share one etcd v3 cluster.
+//!
+//! etcd is the source of truth and its revision order is the one order
+//! every node applies changes in. Each node:
+//!
+//! 1. **starts** by checking that its token-hash key matches the cluster's
+//!    (`meta/key-check`), agreeing on root's credentials (`meta/root`,
+//!    chosen once by the first node), and listing every token at one
+//!    revision `R`, in pages ([`Cluster::load`]);
+//! 2. **follows** the prefix with a watch from `R + 1`, turning each event
+//!    into the registry's own mutations (`writer.rs`), so logins, lists and
+//!    Authorize stay local reads that never wait on etcd;
+//! 3. **writes** each change as one etcd transaction (or a few, for changes
+//!    that touch many tokens) whose compare conditions hold the rules for
+//!    the whole cluster: the name absent, the user's count and the id
+//!    counter unchanged since the state the change was checked against. A
+//!    transaction that loses a race is not an error: the node catches up to
+//!    etcd's revision and checks the change again, which then refuses it
+//!    with the code one node would give (51, 52, 20…).
+//!
+//! A change is answered once etcd committed it **and** this node's
+//! registry applied it (read-your-writes on the node that answered). A
+//! request that times out is answered 20002: its outcome is unknown (it
+//! may have committed); a list tells.
+//!
+//! The key layout and value bytes are `keys.rs`'s. No raw token, password
+//! or key is ever written to etcd.
+
+pub mod keys;
+mod writer;
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+
+use crate::auth::TokenKey;
+use crate::auth::root::{RootError, RootGiven};
+use crate::config::EtcdConfig;
+use crate::datadir::RootCredentials;
+use crate::registry::{LastUsed, Mutation, Replica};
+use keys::{Keys, decode_number, decode_token, decode_used, encode_number};
+
+pub use writer::start;
+
+/// Keys read per page while listing.
+const LIST_PAGE_KEYS: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd ({endpoints}): {what}: {reason}")]
+    Request { endpoints: String, what: &'static str, reason: String },
+    #[error(
+        "the token-hash key in storage.etcd.key_file differs from the one this cluster's tokens were made \
+         with (etcd key {key}); every node needs the same key file"
+    )]
+    KeyMismatch { key: String },
+    #[error("etcd holds a damaged value at {key}: {reason}")]
+    Damaged { key: String, reason: String },
+    #[error(transparent)]
+    Root(#[from] RootError),
+}
+
+/// A connection to the cluster, with the key layout and the request bound.
+pub struct Cluster {
+    client: Client,
+    keys: Keys,
+    timeout: Duration,
+    endpoints: String,
+}
+
+/// The registry as etcd held it at one revision.
+pub struct Loaded {
+    pub state: Replica,
+    pub next_id: u64,
+    /// The revision the state reflects; the watch starts after it.
+    pub revision: i64,
+}
+
+impl Cluster {
+    /// Connects (bounded by `request_timeout`; the client spreads requests
+    /// over every endpoint and fails over between them).
+    pub async fn connect(config: &EtcdConfig) -> Result<Cluster, EtcdError> {
+        let endpoints = config.endpoints.join(",");
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.request_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+        if let (Some(username), Some(password)) = (&config.username, &config.password) {
+            options = options.with_user(username.clone(), password.clone());
+        }
+        let failed = |what, error: etcd_client::Error| EtcdError::Request {
+            endpoints: endpoints.clone(),
+            what,
+            reason: error.to_string(),
+        };
+        let client =
+            tokio::time::timeout(config.request_timeout, Client::connect(&config.endpoints, Some(options)))
+                .await
+                .map_err(|_| EtcdError::Request {
+                    endpoints: endpoints.clone(),
+                    what: "connect",
+                    reason: format!("no answer within {:?}", config.request_timeout),
+                })?
+                .map_err(|error| failed("connect", error))?;
+        let cluster =
+            Cluster { client, keys: Keys::new(&config.prefix), timeout: config.request_timeout, endpoints };
+        Ok(cluster)
+    }
+
+    fn failed(&self, what: &'static str) -> impl Fn(etcd_client::Error) -> EtcdError + '_ {
+        move |error| EtcdError::Request { endpoints: self.endpoints.clone(), what, reason: error.to_string() }
+    }
+
+    /// Stores `value` at `key` unless the key exists; returns what the key
+    /// holds afterwards (ours, or the one that was there first).
+    async fn create_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        what: &'static str,
+    ) -> Result<Vec<u8>, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let response = self.client.txn(txn).await.map_err(self.failed(what))?;
+        if response.succeeded() {
+            return Ok(value);
+        }
+        let stored = self.client.get(key.clone(), None).await.map_err(self.failed(what))?;
+        let kv =
+            stored.kvs().first().ok_or_else(|| EtcdError::Damaged { key, reason: "vanished".to_owned() })?;
+        Ok(kv.value().to_vec())
+    }
+
+    /// Refuses a key that differs from the one the cluster's tokens were
+    /// made with; the first node stores the check value.
+    pub async fn check_key(&mut self, key: &TokenKey) -> Result<(), EtcdError> {
+        let ours = key.check_value();
+        let check_key = self.keys.key_check();
+        let stored = self.create_if_absent(check_key.clone(), ours.clone().into_bytes(), "key check").await?;
+        if stored != ours.as_bytes() {
+            return Err(EtcdError::KeyMismatch { key: check_key });
+        }
+        Ok(())
+    }
+
+    /// Root's credentials: the cluster's, or chosen now by this node if it is
+    /// the first (create-if-absent, so exactly one node's choice stands).
+    pub async fn root(&mut self, given: &RootGiven) -> Result<RootCredentials, EtcdError> {
+        given.check()?;
+        let key = self.keys.root();
+        let parse = |bytes: &[u8]| {
+            std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| toml::from_str::<RootCredentials>(text).ok())
+                .ok_or_else(|| EtcdError::Damaged {
+                    key: key.clone(),
+                    reason: "not root credentials".to_owned(),
+                })
+        };
+        let existing = self.client.get(key.clone(), None).await.map_err(self.failed("read root"))?;
+        if let Some(kv) = existing.kvs().first() {
+            let stored = parse(kv.value())?;
+            given.warn_ignored(&stored, "etcd");
+            return Ok(stored);
+        }
+        let chosen = given.choose()?;
+        let ours = toml::to_string(&chosen.root).expect("root credentials serialize").into_bytes();
+        let stored = self.create_if_absent(key.clone(), ours.clone(), "store root").await?;
+        if stored == ours {
+            return Ok(chosen.announce());
+        }
+        let stored = parse(&stored)?;
+        given.warn_ignored(&stored, "etcd");
+        Ok(stored)
+    }
+
+    /// Lists every token and last use at one revision, in pages.
+    pub async fn load(&mut self) -> Result<Loaded, EtcdError> {
+        let next_id_key = self.keys.next_id();
+        self.create_if_absent(next_id_key.clone(), encode_number(1), "id counter").await?;
+        let counter =
+            self.client.get(next_id_key.clone(), None).await.map_err(self.failed("read id counter"))?;
+        let revision = counter.header().map_or(0, |header| header.revision());
+        let next_id = match counter.kvs().first() {
+            Some(kv) => {
+                decode_number(kv.value()).map_err(|reason| EtcdError::Damaged { key: next_id_key, reason })?
+            }
+            None => 1,
+        };
+        let mut state = Replica::new();
+        for (key, value) in self.list(self.keys.tokens(), revision).await? {
+            let token =
+                decode_token(&value).map_err(|reason| EtcdError::Damaged { key: key.clone(), reason })?;
+            state.try_apply(&Mutation::Create(token)).map_err(|reason| EtcdError::Damaged { key, reason })?;
+        }
+        for (key, value) in self.list(self.keys.used_all(), revision).await? {
+            let used: LastUsed =
+                decode_used(&value).map_err(|reason| EtcdError::Damaged { key: key.clone(), reason })?;
+            if let keys::Named::Used { user_id, id } = self.keys.parse(key.as_bytes())
+                && let Some((hash, _)) = state.by_user_and_id(user_id, id)
+            {
+                let hash = *hash;
+                state
+                    .try_apply(&Mutation::Touch { id, hash, used })
+                    .map_err(|reason| EtcdError::Damaged { key, reason })?;
+            }
+        }
+        Ok(Loaded { state, next_id, revision })
+    }
+
+    /// Every key under `prefix` at `revision`, in pages of
+    /// [`LIST_PAGE_KEYS`].
+    async fn list(&mut self, prefix: String, revision: i64) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        let end = prefix_end(&prefix);
+        let mut from = prefix.into_bytes();
+        let mut found = Vec::new();
+        loop {
+            let options =
+                GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE_KEYS).with_revision(revision);
+            let page = self.client.get(from.clone(), Some(options)).await.map_err(self.failed("list"))?;
+            for kv in page.kvs() {
+                found.push((String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()));
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

@@ -1,0 +1,444 @@
+//! The etcd backend's writer: one thread that commits this node's changes
+//! as etcd transactions and applies every node's changes, in etcd's
+//! revision order, from a watch.
+//!
+//! Both jobs share the [`Resolver`]'s state, which always equals etcd's at
+//! `applied` (the revision last applied): a change is checked against it,
+//! its transaction compares that nothing it relied on changed after
+//! `applied`, and the change's own events come back through the watch like
+//! anyone else's. The rules and the registry's apply are the ones the file
+//! backend uses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions, WatchResponse, WatchStream,
+};
+use latchkey_protocol::ErrorCode;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::keys::{
+    Keys, Named, decode_number, decode_token, decode_used, encode_number, encode_token, encode_used,
+};
+use super::{Cluster, Loaded};
+use crate::clock::now_us;
+use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
+use crate::store::writer::{Inbox, Message, Resolver, StoreLimits};
+use crate::store::{Change, Outcome};
+
+/// Mutations in one transaction at most: a delete is 4 operations (token,
+/// last use, name, count) and 3 compares, and etcd refuses a transaction
+/// with more than 128 of either (`--max-txn-ops`, default 128).
+const TXN_MUTATIONS_MAX: usize = 32;
+/// Lost races one change may have before it is answered 20002.
+const CONFLICTS_MAX: u32 = 16;
+/// How long to wait for a watch event before asking etcd for a progress
+/// notification (which says how far the watch is).
+const PROGRESS_WAIT: Duration = Duration::from_millis(20);
+/// Pause before watching again after the watch broke.
+const REWATCH_PAUSE: Duration = Duration::from_millis(200);
+
+/// Starts the writer on its own thread (with its own single-threaded
+/// runtime for the etcd client). Joining it gives the publisher back.
+pub fn start<P: Publish>(
+    inbox: Inbox,
+    cluster: Cluster,
+    loaded: Loaded,
+    limits: StoreLimits,
+    publish: P,
+) -> JoinHandle<P> {
+    let Loaded { state, next_id, revision } = loaded;
+    let writer = EtcdWriter {
+        client: cluster.client,
+        keys: cluster.keys,
+        timeout: cluster.timeout,
+        resolver: Resolver::new(state, next_id, limits),
+        publish,
+        applied: revision,
+        watch: None,
+        last_commit_us: 0,
+    };
+    std::thread::Builder::new()
+        .name("latchkey-writer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the etcd writer's runtime");
+            runtime.block_on(writer.run(inbox.0))
+        })
+        .expect("spawn writer thread")
+}
+
+struct EtcdWriter<P> {
+    client: Client,
+    keys: Keys,
+    timeout: Duration,
+    resolver: Resolver,
+    publish: P,
+    /// The revision the state reflects.
+    applied: i64,
+    watch: Option<WatchStream>,
+    last_commit_us: u64,
+}
+
+/// What a transaction did.
+enum Committed {
+    Yes,
+    /// A compare failed: someone changed what the change relied on.
+    Conflict,
+}
+
+impl<P: Publish> EtcdWriter<P> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Message>) -> P {
+        loop {
+            tokio::select! {
+                message = inbox.recv() => match message {
+                    Some(Message::Change(change, reply)) => {
+                        let outcome = self.commit(&change).await;
+                        let _ = reply.send(outcome);
+                    }
+                    Some(Message::Stop) | None => break,
+                },
+                () = self.follow() => {}
+            }
+        }
+        inbox.close();
+        self.publish
+    }
+
+    /// Commits one change: checked against the state at `applied`, written
+    /// with compares that it still holds, answered once applied here. A
+    /// change over many tokens goes in several transactions, each checked
+    /// anew (so each takes only what is left).
+    async fn commit(&mut self, change: &Change) -> Result<Outcome, ErrorCode> {
+        let mut done: Option<Outcome> = None;
+        let mut conflicts = 0;
+        loop {
+            let commit_at_us = now_us().max(self.last_commit_us);
+            self.last_commit_us = commit_at_us;
+            let mut mutations = Vec::new();
+            let outcome = self.resolver.check(change, commit_at_us, &mut mutations)?;
+            if mutations.is_empty() {
+                return Ok(merge(done, outcome));
+            }
+            let taken = mutations.len().min(TXN_MUTATIONS_MAX);
+            match self.transact(&mutations[..taken]).await? {
+                Committed::Yes if taken == mutations.len() => {
+                    return Ok(merge(done, part(outcome, &mutations)));
+                }
+                Committed::Yes => done = Some(merge(done, part(outcome, &mutations[..taken]))),
+                Committed::Conflict => {
+                    conflicts += 1;
+                    if conflicts > CONFLICTS_MAX {
+                        tracing::warn!(conflicts, "a change kept losing races in etcd; answered 20002");
+                        return Err(ErrorCode::StorageUnavailable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one transaction and waits until this node has applied etcd's
+    /// revision after it (its own events on success, the winner's on a
+    /// conflict).
+    async fn transact(&mut self, mutations: &[Mutation]) -> Result<Committed, ErrorCode> {
+        let txn = self.txn(mutations);
+        let response = match tokio::time::timeout(self.timeout, self.client.txn(txn)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "etcd transaction failed; answered 20002 (outcome unknown)");
+                return Err(ErrorCode::StorageUnavailable);
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "etcd transaction timed out; answered 20002 (outcome unknown)");
+                return Err(ErrorCode::StorageUnavailable);
+            }
+        };
+        let revision = response.header().map_or(0, |header| header.revision());
+        self.catch_up(revision).await?;
+        Ok(if response.succeeded() { Committed::Yes } else { Committed::Conflict })
+    }
+
+    /// Builds the transaction for `mutations`: their writes, and compares
+    /// that everything their check read is as it was at `applied`.
+    fn txn(&self, mutations: &[Mutation]) -> Txn {
+        let keys = &self.keys;
+        let state = self.resolver.state();
+        let unchanged = |key: String| Compare::mod_revision(key, CompareOp::Less, self.applied + 1);
+        let exists = |key: String| Compare::version(key, CompareOp::Greater, 0);
+        let absent = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut counts: HashMap<u32, i64> = HashMap::new();
+        for mutation in mutations {
+            let current = |id: u64, hash: &TokenHash| state.by_hash(hash).filter(|entry| entry.id == id);
+            match mutation {
+                Mutation::Create(token) => {
+                    compares.push(absent(keys.name(token.user_id, &token.name)));
+                    compares.push(unchanged(keys.next_id()));
+                    ops.push(TxnOp::put(keys.token(token.user_id, token.id), encode_token(token), None));
+                    ops.push(TxnOp::put(
+                        keys.name(token.user_id, &token.name),
+                        encode_number(token.id),
+                        None,
+                    ));
+                    ops.push(TxnOp::put(keys.next_id(), encode_number(token.id + 1), None));
+                    *counts.entry(token.user_id).or_default() += 1;
+                }
+                Mutation::Delete { id, hash } => {
+                    let Some(entry) = current(*id, hash) else { continue };
+                    let token_key = keys.token(entry.user_id, *id);
+                    compares.push(exists(token_key.clone()));
+                    compares.push(unchanged(token_key.clone()));
+                    ops.push(TxnOp::delete(token_key, None));
+                    ops.push(TxnOp::delete(keys.used(entry.user_id, *id), None));
+                    ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
+                    *counts.entry(entry.user_id).or_default() -= 1;
+                }
+                Mutation::Touch { id, hash, used } => {
+                    let Some(entry) = current(*id, hash) else { continue };
+                    compares.push(exists(keys.token(entry.user_id, *id)));
+                    compares.push(unchanged(keys.used(entry.user_id, *id)));
+                    ops.push(TxnOp::put(keys.used(entry.user_id, *id), encode_used(*id, *used), None));
+                }
+                Mutation::Revoke { id, hash, .. }
+                | Mutation::Update { id, hash, .. }
+                | Mutation::Rotate { id, hash, .. } => {
+                    let Some(entry) = current(*id, hash) else { continue };
+                    let token_key = keys.token(entry.user_id, *id);
+                    compares.push(exists(token_key.clone()));
+                    compares.push(unchanged(token_key.clone()));
+                    let changed = changed_record(entry, hash, mutation);
+                    if let Mutation::Update { name, .. } = mutation
+                        && *name != entry.name
+                    {
+                        compares.push(absent(keys.name(entry.user_id, name)));
+                        ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
+                        ops.push(TxnOp::put(keys.name(entry.user_id, name), encode_number(*id), None));
+                    }
+                    ops.push(TxnOp::put(token_key, encode_token(&changed), None));
+                }
+            }
+        }
+        for (user_id, delta) in counts {
+            let key = keys.count(user_id);
+            compares.push(unchanged(key.clone()));
+            let count = i64::try_from(state.count_for(user_id)).unwrap_or(i64::MAX) + delta;
+            ops.push(match u64::try_from(count) {
+                Ok(0) | Err(_) => TxnOp::delete(key, None),
+                Ok(count) => TxnOp::put(key, encode_number(count), None),
+            });
+        }
+        Txn::new().when(compares).and_then(ops)
+    }
+
+    /// Waits until the state reflects `revision`, asking etcd for progress
+    /// when the watch is quiet. Bounded by the request timeout.
+    async fn catch_up(&mut self, revision: i64) -> Result<(), ErrorCode> {
+        let deadline = Instant::now() + self.timeout;
+        while self.applied < revision {
+            if Instant::now() >= deadline {
+                tracing::warn!(revision, applied = self.applied, "the etcd watch did not catch up in time");
+                return Err(ErrorCode::StorageUnavailable);
+            }
+            tokio::select! {
+                () = self.follow() => {}
+                () = tokio::time::sleep(PROGRESS_WAIT) => {
+                    if let Some(watch) = &mut self.watch {
+                        let _ = watch.request_progress().await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the next watch message (or re-establishes the watch). Safe to
+    /// cancel: nothing is half-applied across an await.
+    async fn follow(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            self.rewatch().await;
+            return;
+        };
+        match watch.message().await {
+            Ok(Some(response)) => self.apply(response),
+            Ok(None) => {
+                tracing::warn!("the etcd watch ended; watching again");
+                self.watch = None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the etcd watch failed; watching again");
+                self.watch = None;
+            }
+        }
+    }
+
+    /// Watches the prefix from the revision after `applied`.
+    async fn rewatch(&mut self) {
+        let options =
+            WatchOptions::new().with_prefix().with_start_revision(self.applied + 1).with_progress_notify();
+        match self.client.watch(self.keys.prefix(), Some(options)).await {
+            Ok(watch) => self.watch = Some(watch),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch etcd; retrying");
+                tokio::time::sleep(REWATCH_PAUSE).await;
+            }
+        }
+    }
+
+    /// Turns one watch message into the registry's mutations, applies them
+    /// to the state and publishes them to the readers.
+    fn apply(&mut self, response: WatchResponse) {
+        if response.canceled() {
+            if response.compact_revision() > 0 {
+                // The history this node needs is gone: it cannot know what it
+                // missed. Stop; a restart lists the registry afresh.
+                tracing::error!(
+                    compacted_to = response.compact_revision(),
+                    applied = self.applied,
+                    "etcd compacted past this node's revision; exiting so a restart reloads the registry"
+                );
+                std::process::exit(1);
+            }
+            tracing::warn!(reason = response.cancel_reason(), "the etcd watch was canceled; watching again");
+            self.watch = None;
+            return;
+        }
+        let mut batch = Vec::new();
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let mutation = match (self.keys.parse(kv.key()), event.event_type()) {
+                (Named::Token { user_id, id }, EventType::Put) => match decode_token(kv.value()) {
+                    Ok(token) => self.token_put(user_id, id, token),
+                    Err(reason) => damaged(kv.key(), &reason),
+                },
+                (Named::Token { user_id, id }, EventType::Delete) => self
+                    .found(user_id, id)
+                    .map(|(hash, _)| vec![Mutation::Delete { id, hash }])
+                    .unwrap_or_default(),
+                (Named::Used { user_id, id }, EventType::Put) => {
+                    match (decode_used(kv.value()), self.found(user_id, id)) {
+                        (Ok(used), Some((hash, _))) => vec![Mutation::Touch { id, hash, used }],
+                        (Err(reason), _) => damaged(kv.key(), &reason),
+                        (Ok(_), None) => Vec::new(),
+                    }
+                }
+                (Named::NextId, EventType::Put) => {
+                    match decode_number(kv.value()) {
+                        Ok(next_id) => self.resolver.raise_next_id(next_id),
+                        Err(reason) => {
+                            damaged(kv.key(), &reason);
+                        }
+                    }
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            };
+            // One at a time: a later event of the same message is read
+            // against the state this one leaves.
+            self.resolver.apply(&mutation);
+            batch.extend(mutation);
+            self.applied = self.applied.max(kv.mod_revision());
+        }
+        if response.events().is_empty()
+            && let Some(header) = response.header()
+        {
+            // A progress notification: every event up to here has come.
+            self.applied = self.applied.max(header.revision());
+        }
+        if !batch.is_empty() {
+            self.publish.publish(Arc::from(batch));
+        }
+    }
+
+    /// A token as the state has it: its hash and entry.
+    fn found(&self, user_id: u32, id: u64) -> Option<(TokenHash, TokenEntry)> {
+        self.resolver.state().by_user_and_id(user_id, id).map(|(hash, entry)| (*hash, entry.clone()))
+    }
+
+    /// A token written: new here, or what changed in it.
+    fn token_put(&self, user_id: u32, id: u64, token: TokenRecord) -> Vec<Mutation> {
+        let Some((hash, old)) = self.found(user_id, id) else {
+            return vec![Mutation::Create(token)];
+        };
+        let mut mutations = Vec::new();
+        let mut current = hash;
+        if token.hash != hash {
+            mutations.push(Mutation::Rotate {
+                id,
+                hash,
+                new_hash: token.hash,
+                expiry_at_us: token.expiry_at_us,
+            });
+            current = token.hash;
+        }
+        if let (Some(at_us), None) = (token.revoked_at_us, old.revoked_at_us) {
+            mutations.push(Mutation::Revoke { id, hash: current, at_us });
+        }
+        if token.name != old.name || token.extras != old.extras {
+            mutations.push(Mutation::Update { id, hash: current, name: token.name, extras: token.extras });
+        }
+        mutations
+    }
+}
+
+/// The token record a revoke, update or rotate leaves.
+fn changed_record(entry: &TokenEntry, hash: &TokenHash, mutation: &Mutation) -> TokenRecord {
+    let mut record = entry.record(hash, None);
+    match mutation {
+        Mutation::Revoke { at_us, .. } => {
+            record.revoked_at_us.get_or_insert(*at_us);
+        }
+        Mutation::Update { name, extras, .. } => {
+            record.name = Arc::clone(name);
+            record.extras = extras.clone();
+        }
+        Mutation::Rotate { new_hash, expiry_at_us, .. } => {
+            record.hash = *new_hash;
+            record.expiry_at_us = *expiry_at_us;
+        }
+        Mutation::Create(_) | Mutation::Delete { .. } | Mutation::Touch { .. } => {}
+    }
+    record
+}
+
+/// A value in etcd that does not decode: logged, and left out of the
+/// registry (a token that cannot be read cannot log in: fails closed).
+fn damaged(key: &[u8], reason: &str) -> Vec<Mutation> {
+    tracing::error!(key = %String::from_utf8_lossy(key), reason, "damaged value in etcd; ignored");
+    Vec::new()
+}
+
+/// The outcome of the part of a change that `mutations` committed.
+fn part(outcome: Outcome, mutations: &[Mutation]) -> Outcome {
+    match outcome {
+        Outcome::Count(_) => Outcome::Count(u32::try_from(mutations.len()).unwrap_or(u32::MAX)),
+        Outcome::Purged { .. } => Outcome::Purged {
+            ids: mutations
+                .iter()
+                .filter_map(|mutation| match mutation {
+                    Mutation::Delete { id, .. } => Some(*id),
+                    _ => None,
+                })
+                .collect(),
+        },
+        other => other,
+    }
+}
+
+/// Adds a change's parts up.
+fn merge(done: Option<Outcome>, next: Outcome) -> Outcome {
+    match (done, next) {
+        (Some(Outcome::Count(a)), Outcome::Count(b)) => Outcome::Count(a.saturating_add(b)),
+        (Some(Outcome::Purged { mut ids }), Outcome::Purged { ids: more }) => {
+            ids.extend(more);
+            Outcome::Purged { ids }
+        }
+        (_, next) => next,
+    }
+}
