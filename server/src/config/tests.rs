@@ -310,6 +310,13 @@ const EDGES: &[Edges] = &[
         range: "1 to 1048576",
     },
     Edges {
+        variable: "LATCHKEY_STORAGE_ETCD_REQUEST_TIMEOUT",
+        key: "storage.etcd.request_timeout",
+        allowed: &["100ms", "1m"],
+        refused: &["99ms", "1m 1ns"],
+        range: "100ms to 1m",
+    },
+    Edges {
         variable: "LATCHKEY_TCP_LOGIN_TIMEOUT",
         key: "tcp.login_timeout",
         allowed: &["0s", "1day"],
@@ -456,6 +463,12 @@ const NOT_NUMERIC_VARIABLES: &[&str] = &[
     "LATCHKEY_LOGIN_THROTTLE_ENABLED",
     "LATCHKEY_PERSONAL_ACCESS_TOKEN_TOKEN_SESSIONS_MANAGE_TOKENS",
     "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED",
+    "LATCHKEY_STORAGE_BACKEND",
+    "LATCHKEY_STORAGE_ETCD_ENDPOINTS",
+    "LATCHKEY_STORAGE_ETCD_PREFIX",
+    "LATCHKEY_STORAGE_ETCD_KEY_FILE",
+    "LATCHKEY_STORAGE_ETCD_USERNAME",
+    "LATCHKEY_STORAGE_ETCD_PASSWORD",
 ];
 
 #[test]
@@ -482,4 +495,30 @@ fn a_disabled_throttle_may_have_empty_buckets_but_not_oversized_ones() {
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("login_throttle.per_address_burst: 0 is out of range"), "{error}");
     assert!(error.contains("or set enabled = false"), "{error}");
+}
+
+#[test]
+fn the_etcd_backend_needs_endpoints_and_a_key_file_and_a_sane_prefix() {
+    let etcd = |pairs: &[(&str, &str)]| {
+        let mut config = Config::default();
+        let lookup = |key: &str| pairs.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string());
+        config.apply_env(lookup).map_err(|error| error.to_string())?;
+        config.validate().map_err(|error| error.to_string())
+    };
+    let backend = ("LATCHKEY_STORAGE_BACKEND", "etcd");
+    let key_file = ("LATCHKEY_STORAGE_ETCD_KEY_FILE", "/etc/latchkey/key");
+    assert_eq!(etcd(&[backend, key_file]), Ok(()));
+    assert!(etcd(&[backend]).unwrap_err().contains("storage.etcd.key_file"));
+    let none = ("LATCHKEY_STORAGE_ETCD_ENDPOINTS", " , ");
+    assert!(etcd(&[backend, key_file, none]).unwrap_err().contains("storage.etcd.endpoints"));
+    for prefix in ["latchkey/", "/latchkey", ""] {
+        let error = etcd(&[backend, key_file, ("LATCHKEY_STORAGE_ETCD_PREFIX", prefix)]).unwrap_err();
+        assert!(error.contains("storage.etcd.prefix"), "{prefix:?}: {error}");
+    }
+    let half = ("LATCHKEY_STORAGE_ETCD_USERNAME", "latchkey");
+    assert!(etcd(&[backend, key_file, half]).unwrap_err().contains("storage.etcd.username"));
+    let unknown = etcd(&[("LATCHKEY_STORAGE_BACKEND", "zookeeper")]).unwrap_err();
+    assert!(unknown.contains("expected file or etcd"), "{unknown}");
+    // The file backend ignores the etcd section's endpoints and key file.
+    assert_eq!(etcd(&[none]), Ok(()));
 }
