@@ -326,6 +326,9 @@ pub fn password_hash(password: &str) -> String {
     latchkey_server::auth::users::hash_password(password)
 }
 
+/// A real etcd cluster for the cluster-mode tests.
+pub mod etcd;
+
 #[cfg(test)]
 mod tests {
     use super::listening_address;

@@ -501,7 +501,8 @@ fn a_disabled_throttle_may_have_empty_buckets_but_not_oversized_ones() {
 fn the_etcd_backend_needs_endpoints_and_a_key_file_and_a_sane_prefix() {
     let etcd = |pairs: &[(&str, &str)]| {
         let mut config = Config::default();
-        let lookup = |key: &str| pairs.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string());
+        let lookup =
+            |key: &str| pairs.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string());
         config.apply_env(lookup).map_err(|error| error.to_string())?;
         config.validate().map_err(|error| error.to_string())
     };

@@ -1,0 +1,374 @@
+//! Cluster mode: several real Latchkey nodes on a real 3-member etcd
+//! cluster on loopback. Needs Debian's `etcd-server` and a latchkey-server
+//! built with `--features etcd`; run with
+//! `cargo build -p latchkey-server --features etcd && cargo test -p latchkey-tests --features etcd --test cluster`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use latchkey_sdk::Expiry;
+use latchkey_tests::etcd::EtcdCluster;
+use latchkey_tests::{DataHome, ServerSpec, TestServer};
+
+/// How long a change made on one node may take to be seen on another in
+/// these tests: generous, as the machine is shared; the bench measures the
+/// real propagation time.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(10);
+
+/// A key file (32 random bytes, mode 0600) in its own directory.
+struct KeyFile {
+    dir: tempfile::TempDir,
+}
+
+impl KeyFile {
+    fn new() -> KeyFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token.key");
+        std::fs::write(&path, random_bytes(32)).expect("write key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        KeyFile { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("token.key")
+    }
+}
+
+/// One Latchkey node with its own data directory.
+struct Node {
+    _home: DataHome,
+    server: TestServer,
+}
+
+fn spec(etcd: &EtcdCluster, key: &KeyFile) -> ServerSpec {
+    ServerSpec::default_root()
+        .env("LATCHKEY_STORAGE_BACKEND", "etcd")
+        .env("LATCHKEY_STORAGE_ETCD_ENDPOINTS", &etcd.endpoints())
+        .env("LATCHKEY_STORAGE_ETCD_KEY_FILE", key.path().to_str().unwrap())
+        .env("LATCHKEY_STORAGE_ETCD_REQUEST_TIMEOUT", "2s")
+}
+
+/// Starts a node, or explains how to build one that can run here.
+fn try_node(spec: &ServerSpec) -> Result<Node, latchkey_tests::Exited> {
+    let home = DataHome::new();
+    match TestServer::try_start(&home, spec) {
+        Ok(server) => Ok(Node { _home: home, server }),
+        Err(exited) => {
+            assert!(
+                !exited.stderr.contains("--features etcd"),
+                "this latchkey-server has no etcd backend: run `cargo build -p latchkey-server --features etcd` \
+                 first\n{}",
+                exited.stderr
+            );
+            Err(exited)
+        }
+    }
+}
+
+fn node(spec: &ServerSpec) -> Node {
+    try_node(spec).unwrap_or_else(|exited| {
+        panic!("node exited during start with {}\n{}\n{}", exited.status, exited.stdout, exited.stderr)
+    })
+}
+
+/// A 3-member etcd cluster, a key and `count` nodes on them; `None` when
+/// etcd is not installed (the harness said why).
+fn cluster(count: usize) -> Option<(EtcdCluster, KeyFile, Vec<Node>)> {
+    let etcd = EtcdCluster::start(3)?;
+    let key = KeyFile::new();
+    let nodes = (0..count).map(|_| node(&spec(&etcd, &key))).collect();
+    Some((etcd, key, nodes))
+}
+
+/// Polls `check` until it holds or `PROPAGATION_BOUND` passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PROPAGATION_BOUND;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {PROPAGATION_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The status of a token login on a fresh connection.
+async fn token_login(node: &Node, token: &str) -> u32 {
+    status(connect(node.server.address).await.login_with_personal_access_token(token).await)
+}
+
+#[tokio::test]
+async fn a_token_made_on_one_node_logs_in_everywhere_and_its_revoke_and_delete_reach_every_node() {
+    let Some((_etcd, _key, nodes)) = cluster(3) else { return };
+    let mut owner = root(nodes[0].server.address).await;
+    let token = owner.create_personal_access_token("ci-deploy", Expiry::Never).await.unwrap();
+    // Read-your-writes on the node that answered: at once, no polling.
+    assert_eq!(token_login(&nodes[0], &token).await, 0);
+    for node in &nodes[1..] {
+        eventually("the new token logs in on another node", || async {
+            token_login(node, &token).await == 0
+        })
+        .await;
+    }
+    // A duplicate name is refused on every node, as on one.
+    for node in &nodes {
+        assert_eq!(
+            status(
+                root(node.server.address)
+                    .await
+                    .create_personal_access_token("ci-deploy", Expiry::Never)
+                    .await
+            ),
+            51
+        );
+    }
+    // Revoked on node 1: refused everywhere (20003), at once on node 1.
+    root(nodes[1].server.address).await.revoke_token("ci-deploy").await.unwrap();
+    assert_eq!(token_login(&nodes[1], &token).await, 20003);
+    for node in [&nodes[0], &nodes[2]] {
+        eventually("the revoke reaches another node", || async { token_login(node, &token).await == 20003 })
+            .await;
+    }
+    // Deleted on node 2: gone from every node's list.
+    root(nodes[2].server.address).await.delete_personal_access_token("ci-deploy").await.unwrap();
+    for node in &nodes {
+        eventually("the delete reaches every node", || async {
+            root(node.server.address).await.get_personal_access_tokens().await.unwrap().is_empty()
+        })
+        .await;
+        assert_eq!(token_login(node, &token).await, 20);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_racing_for_one_name_let_exactly_one_win() {
+    let Some((_etcd, _key, nodes)) = cluster(3) else { return };
+    for round in 0..3 {
+        let name = format!("shared-{round}");
+        let mut racers = Vec::new();
+        for node in &nodes {
+            for _ in 0..6 {
+                let (address, name) = (node.server.address, name.clone());
+                racers.push(tokio::spawn(async move {
+                    let mut client = root(address).await;
+                    status(client.create_personal_access_token(&name, Expiry::Never).await)
+                }));
+            }
+        }
+        let mut statuses = Vec::new();
+        for racer in racers {
+            statuses.push(racer.await.unwrap());
+        }
+        statuses.sort_unstable();
+        assert_eq!(statuses.iter().filter(|&&status| status == 0).count(), 1, "round {round}: {statuses:?}");
+        assert!(statuses[1..].iter().all(|&status| status == 51), "round {round}: {statuses:?}");
+    }
+    for node in &nodes {
+        eventually("every node lists the three winners", || async {
+            root(node.server.address).await.get_personal_access_tokens().await.unwrap().len() == 3
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_racing_for_the_last_slots_under_the_limit_never_exceed_it() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let limited = spec(&etcd, &key).env("LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER", "5");
+    let nodes: Vec<Node> = (0..3).map(|_| node(&limited)).collect();
+    let mut racers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for client in 0..6 {
+            let address = node.server.address;
+            racers.push(tokio::spawn(async move {
+                let mut client_connection = root(address).await;
+                let name = format!("token-{index}-{client}");
+                status(client_connection.create_personal_access_token(&name, Expiry::Never).await)
+            }));
+        }
+    }
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|&&status| status == 0).count(), 5, "{statuses:?}");
+    assert!(statuses.iter().all(|&status| status == 0 || status == 52), "{statuses:?}");
+    for node in &nodes {
+        eventually("every node lists exactly the limit", || async {
+            root(node.server.address).await.get_personal_access_tokens().await.unwrap().len() == 5
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ids_are_unique_across_nodes_and_a_restarted_node_reloads_every_token() {
+    let Some((etcd, key, mut nodes)) = cluster(3) else { return };
+    let mut makers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let address = node.server.address;
+        makers.push(tokio::spawn(async move {
+            let mut client = root(address).await;
+            let mut ids = Vec::new();
+            for round in 0..10 {
+                let made =
+                    client.create_token(&latchkey_sdk::NewToken::named(&format!("n{index}-t{round}"))).await;
+                ids.push(made.expect("create").id);
+            }
+            ids
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    for maker in makers {
+        for id in maker.await.unwrap() {
+            assert!(ids.insert(id), "id {id} given twice");
+        }
+    }
+    assert_eq!(ids.len(), 30);
+    // Node 2 dies hard, then comes back on the same cluster.
+    let dead = nodes.remove(2);
+    dead.server.kill();
+    let revived = node(&spec(&etcd, &key));
+    let listed: BTreeSet<u64> = root(revived.server.address)
+        .await
+        .list_all_tokens(latchkey_protocol::ext::StatusFilter::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|token| token.id)
+        .collect();
+    assert_eq!(listed, ids);
+    let next = root(revived.server.address)
+        .await
+        .create_token(&latchkey_sdk::NewToken::named("after-restart"))
+        .await
+        .unwrap();
+    assert!(next.id > *ids.last().unwrap(), "id {} reused or out of order", next.id);
+}
+
+#[tokio::test]
+async fn a_revoke_made_while_a_node_was_down_is_refused_on_it_after_its_restart() {
+    let Some((etcd, key, mut nodes)) = cluster(2) else { return };
+    let token = root(nodes[0].server.address)
+        .await
+        .create_personal_access_token("survivor", Expiry::Never)
+        .await
+        .unwrap();
+    eventually("node 1 sees the token", || async { token_login(&nodes[1], &token).await == 0 }).await;
+    let down = nodes.remove(1);
+    down.server.kill();
+    root(nodes[0].server.address).await.revoke_token("survivor").await.unwrap();
+    let back = node(&spec(&etcd, &key));
+    assert_eq!(token_login(&back, &token).await, 20003);
+}
+
+#[tokio::test]
+async fn a_node_with_another_key_file_refuses_to_start_and_says_why() {
+    let Some((etcd, _key, nodes)) = cluster(1) else { return };
+    root(nodes[0].server.address).await.create_personal_access_token("keyed", Expiry::Never).await.unwrap();
+    let other = KeyFile::new();
+    let exited = match try_node(&spec(&etcd, &other)) {
+        Ok(_) => panic!("a node with another key started"),
+        Err(exited) => exited,
+    };
+    assert!(!exited.status.success());
+    assert!(exited.stderr.contains("key_file differs"), "{}", exited.stderr);
+    // A key file others can read is refused before etcd is asked anything.
+    let loose = KeyFile::new();
+    std::fs::set_permissions(loose.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exited = try_node(&spec(&etcd, &loose)).err().expect("a readable key file was accepted");
+    assert!(exited.stderr.contains("chmod 600"), "{}", exited.stderr);
+}
+
+#[tokio::test]
+async fn root_is_chosen_once_by_the_first_node() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let first = spec(&etcd, &key)
+        .env("LATCHKEY_ROOT_USERNAME", "admin")
+        .env("LATCHKEY_ROOT_PASSWORD", "first-secret");
+    let first = node(&ServerSpec { default_root: false, ..first });
+    let second = spec(&etcd, &key)
+        .env("LATCHKEY_ROOT_USERNAME", "other")
+        .env("LATCHKEY_ROOT_PASSWORD", "second-secret");
+    let second = node(&ServerSpec { default_root: false, ..second });
+    assert!(
+        second.server.logs().contains("root credentials already exist in etcd"),
+        "{}",
+        second.server.logs()
+    );
+    for node in [&first, &second] {
+        let mut client = connect(node.server.address).await;
+        assert_eq!(client.login_user("admin", "first-secret").await.unwrap(), 0);
+        assert_eq!(status(connect(node.server.address).await.login_user("other", "second-secret").await), 42);
+    }
+}
+
+#[tokio::test]
+async fn writes_go_on_with_one_member_down_are_refused_without_a_quorum_and_resume_after() {
+    let Some((mut etcd, _key, nodes)) = cluster(2) else { return };
+    let mut client = root(nodes[0].server.address).await;
+    client.create_personal_access_token("before", Expiry::Never).await.unwrap();
+    // One member down (it may be the leader): writes pause for an election
+    // at most, then go on.
+    etcd.kill(0);
+    let deadline = Instant::now() + PROPAGATION_BOUND;
+    loop {
+        match status(
+            root(nodes[0].server.address).await.create_personal_access_token("one-down", Expiry::Never).await,
+        ) {
+            0 => break,
+            20002 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("create with one member down: {other}"),
+        }
+    }
+    // Two down: no quorum; refused with 20002 after the request timeout.
+    etcd.kill(1);
+    assert_eq!(
+        status(
+            root(nodes[0].server.address)
+                .await
+                .create_personal_access_token("no-quorum", Expiry::Never)
+                .await
+        ),
+        20002
+    );
+    // Logins stay local reads.
+    assert_eq!(status(connect(nodes[1].server.address).await.login_user("iggy", "iggy").await), 0);
+    // Back: everything resumes without restarting a node.
+    etcd.restart(0);
+    etcd.restart(1);
+    etcd.wait_healthy(0);
+    etcd.wait_healthy(1);
+    let deadline = Instant::now() + PROPAGATION_BOUND * 3;
+    loop {
+        match status(
+            root(nodes[1].server.address).await.create_personal_access_token("after", Expiry::Never).await,
+        ) {
+            0 => break,
+            20002 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("create after the members came back: {other}"),
+        }
+    }
+    for node in &nodes {
+        eventually("every node lists what was acknowledged", || async {
+            let names: BTreeSet<String> = root(node.server.address)
+                .await
+                .get_personal_access_tokens()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|token| token.name)
+                .collect();
+            ["before", "one-down", "after"].iter().all(|name| names.contains(*name))
+        })
+        .await;
+    }
+}
