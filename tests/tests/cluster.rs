@@ -219,7 +219,7 @@ async fn ids_are_unique_across_nodes_and_a_restarted_node_reloads_every_token() 
             let mut ids = Vec::new();
             for round in 0..10 {
                 let made =
-                    client.create_token(&latchkey_sdk::NewToken::named(&format!("n{index}-t{round}"))).await;
+                    client.create_token(&latchkey_sdk::NewToken::named(format!("n{index}-t{round}"))).await;
                 ids.push(made.expect("create").id);
             }
             ids
