@@ -372,3 +372,31 @@ async fn writes_go_on_with_one_member_down_are_refused_without_a_quorum_and_resu
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_node_cut_off_from_etcd_past_max_staleness_refuses_token_checks_until_it_catches_up() {
+    let Some(mut etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let node = node(&spec(&etcd, &key).env("LATCHKEY_STORAGE_ETCD_MAX_STALENESS", "2s"));
+    let token =
+        root(node.server.address).await.create_personal_access_token("watched", Expiry::Never).await.unwrap();
+    assert_eq!(token_login(&node, &token).await, 0);
+    // Quiet but connected: progress notifications keep the node current.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(token_login(&node, &token).await, 0);
+    // Cut off: it may be missing a revocation, so token checks fail closed.
+    for member in 0..3 {
+        etcd.kill(member);
+    }
+    eventually("token logins are refused once stale", || async { token_login(&node, &token).await == 20002 })
+        .await;
+    assert!(node.server.logs().contains("refusing token logins"), "{}", node.server.logs());
+    // Password logins and pings go on.
+    assert_eq!(status(connect(node.server.address).await.login_user("iggy", "iggy").await), 0);
+    connect(node.server.address).await.ping().await.unwrap();
+    // Back in touch: served again, without a restart.
+    for member in 0..3 {
+        etcd.restart(member);
+    }
+    eventually("token logins are served again", || async { token_login(&node, &token).await == 0 }).await;
+}

@@ -59,6 +59,8 @@ pub(super) fn login_with_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
+    // A registry that may be missing a revocation checks no token.
+    ctx.freshness.check()?;
     let peer = session.peer();
     let throttle = &ctx.auth.throttle;
     let attempt = Attempt::Token { address: peer.ip() };

@@ -37,7 +37,7 @@ use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
 use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
-use crate::store::WriterHandle;
+use crate::store::{Freshness, WriterHandle};
 
 pub use write::PendingReply;
 
@@ -49,6 +49,8 @@ pub struct Context {
     /// Token uses handed over by connections, until the store has them.
     pub uses: UseLedger,
     pub writer: WriterHandle,
+    /// Whether the registry is current enough to check tokens against.
+    pub freshness: Arc<Freshness>,
     /// The address clients reach this server on (cluster metadata).
     pub local_addr: SocketAddr,
 }

@@ -115,6 +115,7 @@ pub(super) fn authorize_token(
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
     let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
+    ctx.freshness.check()?;
     let users = ctx.auth.users();
     if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
         return Err(ErrorCode::AuthorizeNotPermitted);

@@ -167,3 +167,7 @@ pub const ETCD_PREFIX_BYTES_MAX: usize = 256;
 
 /// `[storage.etcd] endpoints` at most: etcd clusters have 3, 5 or 7 members.
 pub const ETCD_ENDPOINTS_MAX: usize = 16;
+
+/// `[storage.etcd] max_staleness` at most: a node that has not heard from
+/// the cluster for an hour has no business checking tokens.
+pub const ETCD_MAX_STALENESS_MAX: Duration = Duration::from_secs(3600);

@@ -76,6 +76,7 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_STORAGE_ETCD_USERNAME", storage.etcd.username, optional_text),
     env_key!("LATCHKEY_STORAGE_ETCD_PASSWORD", storage.etcd.password, optional_text),
     env_key!("LATCHKEY_STORAGE_ETCD_REQUEST_TIMEOUT", storage.etcd.request_timeout, parse_duration),
+    env_key!("LATCHKEY_STORAGE_ETCD_MAX_STALENESS", storage.etcd.max_staleness, parse_duration),
     env_key!("LATCHKEY_TCP_ADDRESS", tcp.address, text),
     env_key!("LATCHKEY_TCP_MAX_FRAME_SIZE", tcp.max_frame_size, parse),
     env_key!("LATCHKEY_TCP_FRAMING", tcp.framing, parse),

@@ -99,6 +99,11 @@ pub struct EtcdConfig {
     /// with 20002 (outcome unknown).
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// A node that has not heard from etcd for longer than this refuses
+    /// token logins and Authorize (20002): it may be missing a revocation.
+    /// `0s` turns the check off.
+    #[serde(with = "duration_text")]
+    pub max_staleness: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -290,6 +295,7 @@ impl Default for EtcdConfig {
             username: None,
             password: None,
             request_timeout: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(30),
         }
     }
 }

@@ -317,6 +317,13 @@ const EDGES: &[Edges] = &[
         range: "100ms to 1m",
     },
     Edges {
+        variable: "LATCHKEY_STORAGE_ETCD_MAX_STALENESS",
+        key: "storage.etcd.max_staleness",
+        allowed: &["0s", "1h"],
+        refused: &["1h 1ns"],
+        range: "0s to 1h",
+    },
+    Edges {
         variable: "LATCHKEY_TCP_LOGIN_TIMEOUT",
         key: "tcp.login_timeout",
         allowed: &["0s", "1day"],

@@ -148,6 +148,13 @@ const DURATION_RANGES: &[DurationRange] = &[
         besides: "",
     },
     DurationRange {
+        key: "storage.etcd.max_staleness",
+        value: |c| Some(c.storage.etcd.max_staleness),
+        min: Duration::ZERO,
+        max: ETCD_MAX_STALENESS_MAX,
+        besides: "; 0s turns it off",
+    },
+    DurationRange {
         key: "personal_access_token.cleaner.interval",
         value: |c| Some(c.personal_access_token.cleaner.interval),
         min: CLEANER_INTERVAL_MIN,

@@ -141,7 +141,8 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         (state.clone(), second.join().expect("clone of the registry"))
     });
     let (readers, publisher) = Readers::new(first, second);
-    let writer_join = opened.start_writer(inbox, limits, publisher);
+    let freshness = Arc::new(opened.freshness(options));
+    let writer_join = opened.start_writer(inbox, limits, publisher, &freshness);
     let auth = Auth::new(
         users,
         TokenPolicy::from_config(&config.personal_access_token),
@@ -154,6 +155,7 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         registry: readers,
         uses: UseLedger::default(),
         writer: writer.clone(),
+        freshness,
         local_addr,
     });
     let connections = Arc::new(Connections::new(connection_limits(config), config.tcp.framing, tls));

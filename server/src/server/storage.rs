@@ -3,6 +3,7 @@
 //! directory (file) or from the cluster (etcd), and each starts its own
 //! writer on the same queue.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::runtime::Runtime;
@@ -13,7 +14,7 @@ use crate::auth::root::root_credentials;
 use crate::config::StorageBackend;
 use crate::datadir::{DataDir, RootCredentials};
 use crate::registry::{RegistryPublisher, Replica};
-use crate::store::{self, CompactionPolicy, Inbox, Recovered, StoreLimits};
+use crate::store::{self, CompactionPolicy, Freshness, Inbox, Recovered, StoreLimits};
 
 /// A store opened, its writer not started yet. Made once at start and
 /// consumed at once, so its variants' sizes do not matter.
@@ -96,6 +97,19 @@ async fn open_etcd(options: &Options) -> Result<Store, StartError> {
 }
 
 impl Opened {
+    /// How current the registry is known to be: a shared store's silence
+    /// past `max_staleness` makes token checks fail closed.
+    pub fn freshness(&self, options: &Options) -> Freshness {
+        match self {
+            Opened::File(_) => {
+                let _ = options;
+                Freshness::always()
+            }
+            #[cfg(feature = "etcd")]
+            Opened::Etcd(..) => Freshness::new(options.config.storage.etcd.max_staleness),
+        }
+    }
+
     /// The recovered registry, for the readers' copies.
     pub fn state(&self) -> &Replica {
         match self {
@@ -111,13 +125,17 @@ impl Opened {
         inbox: Inbox,
         limits: StoreLimits,
         publisher: RegistryPublisher,
+        freshness: &Arc<Freshness>,
     ) -> JoinHandle<RegistryPublisher> {
         match self {
             Opened::File(Recovered { state, next_id, log, .. }) => {
+                let _ = freshness;
                 store::writer::start(inbox, state, next_id, limits, log, publisher)
             }
             #[cfg(feature = "etcd")]
-            Opened::Etcd(cluster, loaded) => store::etcd::start(inbox, cluster, loaded, limits, publisher),
+            Opened::Etcd(cluster, loaded) => {
+                store::etcd::start(inbox, cluster, loaded, limits, publisher, Arc::clone(freshness))
+            }
         }
     }
 }

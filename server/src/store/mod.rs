@@ -43,6 +43,8 @@ pub mod writer;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use latchkey_protocol::ext::TokenSelector;
 
@@ -135,6 +137,65 @@ pub enum Outcome {
     Purged {
         ids: Vec<u64>,
     },
+}
+
+/// How current this node's registry is known to be. A shared store (etcd)
+/// reports every time it hears from the cluster; past `max_staleness` of
+/// silence the node may be missing a revocation, so token logins and
+/// Authorize fail closed (20002) until it hears again. The file backend is
+/// the truth itself and never stale.
+pub struct Freshness {
+    started: Instant,
+    /// Milliseconds after `started` of the last word from the store.
+    heard_at_ms: AtomicU64,
+    /// Zero: never stale.
+    max_staleness: Duration,
+    /// Whether the node is refusing now (for one log line per change).
+    refusing: AtomicBool,
+}
+
+impl Freshness {
+    /// Never stale: for a store that is its own truth.
+    pub fn always() -> Freshness {
+        Freshness::new(Duration::ZERO)
+    }
+
+    pub fn new(max_staleness: Duration) -> Freshness {
+        Freshness {
+            started: Instant::now(),
+            heard_at_ms: AtomicU64::new(0),
+            max_staleness,
+            refusing: AtomicBool::new(false),
+        }
+    }
+
+    /// The store has just confirmed the registry is current.
+    pub fn heard(&self) {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.heard_at_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// `Ok` while the registry may be trusted for token checks; else
+    /// `StorageUnavailable`, said once in the log at each change of state.
+    pub fn check(&self) -> Result<(), latchkey_protocol::ErrorCode> {
+        if self.max_staleness.is_zero() {
+            return Ok(());
+        }
+        let silent = self
+            .started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.heard_at_ms.load(Ordering::Relaxed)));
+        let stale = silent > self.max_staleness;
+        if self.refusing.swap(stale, Ordering::Relaxed) != stale {
+            if stale {
+                tracing::error!(silent_ms = silent.as_millis() as u64, max_staleness = ?self.max_staleness,
+                    "no word from the store for longer than max_staleness: refusing token logins and Authorize (20002) until it catches up");
+            } else {
+                tracing::warn!("the store caught up: token logins and Authorize served again");
+            }
+        }
+        if stale { Err(latchkey_protocol::ErrorCode::StorageUnavailable) } else { Ok(()) }
+    }
 }
 
 /// Durable storage for committed batches.

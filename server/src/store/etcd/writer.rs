@@ -28,7 +28,7 @@ use super::{Cluster, Loaded};
 use crate::clock::now_us;
 use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
 use crate::store::writer::{Inbox, Message, Resolver, StoreLimits};
-use crate::store::{Change, Outcome};
+use crate::store::{Change, Freshness, Outcome};
 
 /// Mutations in one transaction at most: a delete is 4 operations (token,
 /// last use, name, count) and 3 compares, and etcd refuses a transaction
@@ -39,6 +39,8 @@ const CONFLICTS_MAX: u32 = 16;
 /// How long to wait for a watch event before asking etcd for a progress
 /// notification (which says how far the watch is).
 const PROGRESS_WAIT: Duration = Duration::from_millis(20);
+/// How often a quiet node asks etcd whether its watch is current.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before watching again after the watch broke.
 const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
@@ -50,8 +52,10 @@ pub fn start<P: Publish>(
     loaded: Loaded,
     limits: StoreLimits,
     publish: P,
+    freshness: Arc<Freshness>,
 ) -> JoinHandle<P> {
     let Loaded { state, next_id, revision } = loaded;
+    freshness.heard();
     let writer = EtcdWriter {
         client: cluster.client,
         keys: cluster.keys,
@@ -61,6 +65,7 @@ pub fn start<P: Publish>(
         applied: revision,
         watch: None,
         last_commit_us: 0,
+        freshness,
     };
     std::thread::Builder::new()
         .name("latchkey-writer".into())
@@ -84,6 +89,8 @@ struct EtcdWriter<P> {
     applied: i64,
     watch: Option<WatchStream>,
     last_commit_us: u64,
+    /// Told each time etcd confirms the watch is current.
+    freshness: Arc<Freshness>,
 }
 
 /// What a transaction did.
@@ -95,8 +102,17 @@ enum Committed {
 
 impl<P: Publish> EtcdWriter<P> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Message>) -> P {
+        // While nothing changes, progress notifications still say the watch
+        // is current (what keeps a quiet node from going stale).
+        let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = progress.tick() => {
+                    if let Some(watch) = &mut self.watch {
+                        let _ = watch.request_progress().await;
+                    }
+                }
                 message = inbox.recv() => match message {
                     Some(Message::Change(change, reply)) => {
                         let outcome = self.commit(&change).await;
@@ -354,6 +370,7 @@ impl<P: Publish> EtcdWriter<P> {
         if !batch.is_empty() {
             self.publish.publish(Arc::from(batch));
         }
+        self.freshness.heard();
     }
 
     /// A token as the state has it: its hash and entry.
