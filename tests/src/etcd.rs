@@ -128,6 +128,32 @@ impl EtcdCluster {
             .join(",")
     }
 
+    /// `host:port` of member `index`'s client URL alone.
+    pub fn endpoint(&self, index: usize) -> String {
+        format!("127.0.0.1:{}", self.members[index].client_port)
+    }
+
+    /// Compacts etcd's history up to its current revision (through member
+    /// `index`'s JSON gateway) and returns that revision: a watch that has
+    /// not seen it yet can no longer resume.
+    pub fn compact(&self, index: usize) -> i64 {
+        let address: SocketAddr = self.endpoint(index).parse().unwrap();
+        let range = post(address, "/v3/kv/range", r#"{"key":"AA=="}"#).expect("etcd range");
+        let revision: i64 = range
+            .split("\"revision\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("no revision in {range}"));
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let compacted = post(address, "/v3/kv/compaction", &body).expect("etcd compaction");
+        assert!(
+            compacted.starts_with("HTTP/1.1 200") || compacted.starts_with("HTTP/1.0 200"),
+            "{compacted}"
+        );
+        revision
+    }
+
     /// SIGKILLs member `index`.
     pub fn kill(&mut self, index: usize) {
         if let Some(mut child) = self.members[index].child.take() {
@@ -155,6 +181,20 @@ impl Drop for EtcdCluster {
             self.kill(index);
         }
     }
+}
+
+/// A JSON POST to etcd's gateway; the whole response, or `None`.
+fn post(address: SocketAddr, path: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
 
 /// The body of `GET /health`, or `None` if the member does not answer.

@@ -400,3 +400,38 @@ async fn a_node_cut_off_from_etcd_past_max_staleness_refuses_token_checks_until_
     }
     eventually("token logins are served again", || async { token_login(&node, &token).await == 0 }).await;
 }
+
+#[tokio::test]
+async fn a_node_whose_history_was_compacted_away_reloads_the_registry_and_misses_nothing() {
+    let Some(mut etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let writer = node(&spec(&etcd, &key).env("LATCHKEY_STORAGE_ETCD_ENDPOINTS", &etcd.endpoint(0)));
+    // This node talks to member 2 only, so it can be cut off alone.
+    let behind = node(&spec(&etcd, &key).env("LATCHKEY_STORAGE_ETCD_ENDPOINTS", &etcd.endpoint(2)));
+    let mut owner = root(writer.server.address).await;
+    let kept = owner.create_personal_access_token("kept", Expiry::Never).await.unwrap();
+    let revoked = owner.create_personal_access_token("revoked", Expiry::Never).await.unwrap();
+    let deleted = owner.create_personal_access_token("deleted", Expiry::Never).await.unwrap();
+    eventually("the node sees the first tokens", || async { token_login(&behind, &deleted).await == 0 })
+        .await;
+    etcd.kill(2);
+    // Changes it cannot see, then the history of them compacted away.
+    owner.revoke_token("revoked").await.unwrap();
+    owner.delete_personal_access_token("deleted").await.unwrap();
+    let added = owner.create_personal_access_token("added", Expiry::Never).await.unwrap();
+    etcd.compact(0);
+    etcd.restart(2);
+    etcd.wait_healthy(2);
+    eventually("the node reloads and sees every change", || async {
+        token_login(&behind, &added).await == 0
+            && token_login(&behind, &revoked).await == 20003
+            && token_login(&behind, &deleted).await == 20
+            && token_login(&behind, &kept).await == 0
+    })
+    .await;
+    assert!(behind.server.logs().contains("registry reloaded from etcd"), "{}", behind.server.logs());
+    // And it goes on following changes after the reload.
+    owner.revoke_token("kept").await.unwrap();
+    eventually("changes after the reload arrive", || async { token_login(&behind, &kept).await == 20003 })
+        .await;
+}

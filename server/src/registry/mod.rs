@@ -249,6 +249,10 @@ impl Replica {
 /// batch is durable.
 pub trait Publish: Send + 'static {
     fn publish(&mut self, batch: Arc<[Mutation]>);
+
+    /// Replaces the whole registry with `state` (a store that lost track of
+    /// its history reloads it); returns once every read that starts sees it.
+    fn replace(&mut self, state: Replica);
 }
 
 /// Distinguishes registries in one process (tests run several servers) for
@@ -281,6 +285,17 @@ pub struct RegistryPublisher(WriteHandle<Replica, RegistryOp>);
 impl Publish for RegistryPublisher {
     fn publish(&mut self, batch: Arc<[Mutation]>) {
         self.0.append(RegistryOp::Batch(batch));
+        self.0.publish();
+    }
+
+    /// Two loads, one per copy, as at start: the first publish moves one
+    /// copy into the side nobody reads and swaps; the second fills the other
+    /// side (the first load, replayed there, finds its slot empty).
+    fn replace(&mut self, state: Replica) {
+        let copy = state.clone();
+        self.0.append(RegistryOp::Load(Some(Box::new(state))));
+        self.0.publish();
+        self.0.append(RegistryOp::Load(Some(Box::new(copy))));
         self.0.publish();
     }
 }

@@ -33,6 +33,10 @@ impl Publish for Recorder {
     fn publish(&mut self, batch: Arc<[Mutation]>) {
         self.0.send(batch).unwrap();
     }
+
+    fn replace(&mut self, _state: Replica) {
+        unreachable!("the file writer never replaces the registry");
+    }
 }
 
 struct Harness {

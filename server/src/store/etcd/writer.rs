@@ -57,15 +57,18 @@ pub fn start<P: Publish>(
     let Loaded { state, next_id, revision } = loaded;
     freshness.heard();
     let writer = EtcdWriter {
-        client: cluster.client,
-        keys: cluster.keys,
+        client: cluster.client.clone(),
+        keys: cluster.keys.clone(),
         timeout: cluster.timeout,
+        cluster,
+        limits,
         resolver: Resolver::new(state, next_id, limits),
         publish,
         applied: revision,
         watch: None,
         last_commit_us: 0,
         freshness,
+        reload_pending: false,
     };
     std::thread::Builder::new()
         .name("latchkey-writer".into())
@@ -80,6 +83,9 @@ pub fn start<P: Publish>(
 }
 
 struct EtcdWriter<P> {
+    /// For reloading the registry when etcd's history is gone.
+    cluster: Cluster,
+    limits: StoreLimits,
     client: Client,
     keys: Keys,
     timeout: Duration,
@@ -91,6 +97,8 @@ struct EtcdWriter<P> {
     last_commit_us: u64,
     /// Told each time etcd confirms the watch is current.
     freshness: Arc<Freshness>,
+    /// etcd compacted history this node still needed: list afresh.
+    reload_pending: bool,
 }
 
 /// What a transaction did.
@@ -277,6 +285,10 @@ impl<P: Publish> EtcdWriter<P> {
     /// Applies the next watch message (or re-establishes the watch). Safe to
     /// cancel: nothing is half-applied across an await.
     async fn follow(&mut self) {
+        if self.reload_pending {
+            self.reload().await;
+            return;
+        }
         let Some(watch) = &mut self.watch else {
             self.rewatch().await;
             return;
@@ -290,6 +302,27 @@ impl<P: Publish> EtcdWriter<P> {
             Err(error) => {
                 tracing::warn!(%error, "the etcd watch failed; watching again");
                 self.watch = None;
+            }
+        }
+    }
+
+    /// Lists the registry afresh at a new revision and puts it in place of
+    /// the state and the readers' registry (nothing lost, nothing applied
+    /// twice: the watch goes on from the listed revision). A failed list is
+    /// retried; meanwhile the node hears nothing, so it goes stale.
+    async fn reload(&mut self) {
+        match self.cluster.load().await {
+            Ok(Loaded { state, next_id, revision }) => {
+                tracing::info!(tokens = state.len(), revision, "registry reloaded from etcd");
+                self.publish.replace(state.clone());
+                self.resolver = Resolver::new(state, next_id, self.limits);
+                self.applied = revision;
+                self.reload_pending = false;
+                self.freshness.heard();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reload the registry from etcd; retrying");
+                tokio::time::sleep(REWATCH_PAUSE).await;
             }
         }
     }
@@ -312,16 +345,18 @@ impl<P: Publish> EtcdWriter<P> {
     fn apply(&mut self, response: WatchResponse) {
         if response.canceled() {
             if response.compact_revision() > 0 {
-                // The history this node needs is gone: it cannot know what it
-                // missed. Stop; a restart lists the registry afresh.
-                tracing::error!(
+                tracing::warn!(
                     compacted_to = response.compact_revision(),
                     applied = self.applied,
-                    "etcd compacted past this node's revision; exiting so a restart reloads the registry"
+                    "etcd compacted the history this node had not seen yet; reloading the registry"
                 );
-                std::process::exit(1);
+                self.reload_pending = true;
+            } else {
+                tracing::warn!(
+                    reason = response.cancel_reason(),
+                    "the etcd watch was canceled; watching again"
+                );
             }
-            tracing::warn!(reason = response.cancel_reason(), "the etcd watch was canceled; watching again");
             self.watch = None;
             return;
         }
