@@ -244,9 +244,12 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
             next_id,
         );
     }
-    // Keep writing until the compactor's result has been handed over.
+    // Keep writing until the compactor's result has been handed over: the
+    // file then holds fewer records than were ever appended to it (however
+    // many appends the compactor's thread took, on a busy machine).
     let mut id = 41;
-    while recovered.log.compaction.is_some() || recovered.log.records > 40 {
+    let mut appended = 70;
+    while recovered.log.compaction.is_some() || recovered.log.records >= appended {
         next_id = id + 1;
         commit(
             &mut recovered.log,
@@ -255,7 +258,8 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
             next_id,
         );
         id += 1;
-        assert!(id < 10_000, "compaction never finished");
+        appended += 1;
+        assert!(id < 100_000, "compaction never finished");
     }
     let size = fs::metadata(dir.path().join(LOG_FILE)).unwrap().len();
     drop(recovered);
@@ -263,7 +267,8 @@ fn compaction_keeps_state_ids_and_appends_made_meanwhile() {
     assert_eq!(reopened.state, state);
     assert!(reopened.next_id >= next_id, "ids must never be reused");
     assert!(!dir.path().join(COMPACT_FILE).exists());
-    assert!(size < 40 * 80, "log did not shrink: {size} bytes");
+    let live = state.len() as u64;
+    assert!(size < (live + 40) * 100, "log did not shrink: {size} bytes for {live} live tokens");
 }
 
 /// Bytes of a log written by format version 1, committed to the repository.
