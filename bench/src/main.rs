@@ -9,6 +9,7 @@ mod attack;
 mod disk;
 mod load;
 mod null_server;
+mod propagation;
 mod report;
 mod scale;
 mod sys;
@@ -145,6 +146,21 @@ enum Command {
         #[arg(long, value_parser = duration, default_value = "20s")]
         duration: Duration,
     },
+    /// Cluster mode: revoke on one node, time until the others refuse.
+    Propagation {
+        /// The node that creates and revokes.
+        #[arg(long)]
+        writer: SocketAddr,
+        /// The nodes that must stop accepting the token.
+        #[arg(long, value_delimiter = ',', required = true)]
+        readers: Vec<SocketAddr>,
+        #[arg(long, default_value = "iggy")]
+        user: String,
+        #[arg(long, default_value = "iggy")]
+        pass: String,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Hold many idle connections, then report the server's RSS per connection.
     Idle {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -174,6 +190,12 @@ fn cores() -> usize {
 
 fn run(cli: Cli) -> std::io::Result<()> {
     match cli.command {
+        Command::Propagation { writer, readers, user, pass, rounds } => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(propagation::run(writer, &readers, &user, &pass, rounds))
+        }
         Command::NullServer { addr, shape, threads } => {
             null_server::run(addr, shape, if threads == 0 { cores() } else { threads })
         }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Cluster mode, measured on this machine: a 3-member etcd cluster and three
+# Latchkey nodes (release, --features etcd) on loopback, plus one
+# file-backed node as the single-node baseline.
+#   1. revocation propagation: revoke on node 1, time until nodes 2 and 3
+#      refuse the token (latchkey-bench propagation);
+#   2. token login on a cluster node against the file-backed node,
+#      interleaved run by run (latchkey-bench run --baseline).
+# Knobs: ROUNDS (200), DURATION (3s), RUNS (5), CONNS (16).
+# Needs Debian's etcd-server and protoc (protobuf-compiler, libprotobuf-dev).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+rounds="${ROUNDS:-200}"; duration="${DURATION:-3s}"; runs="${RUNS:-5}"; conns="${CONNS:-16}"
+cargo build --release -q -p latchkey-server --features etcd
+cargo build --release -q -p latchkey-bench
+bench=target/release/latchkey-bench
+server=target/release/latchkey-server
+work="$(mktemp -d /tmp/latchkey-cluster.XXXXXX)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+members="m1=http://127.0.0.1:23801,m2=http://127.0.0.1:23802,m3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+    etcd --name "m$i" --data-dir "$work/etcd$i" \
+        --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+        --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+        --initial-cluster "$members" --initial-cluster-state new >"$work/etcd$i.log" 2>&1 &
+    pids+=($!)
+done
+sleep 3
+head -c 32 /dev/urandom >"$work/token.key" && chmod 600 "$work/token.key"
+for i in 1 2 3; do
+    LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key" \
+    LATCHKEY_STORAGE_ETCD_ENDPOINTS=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
+    LATCHKEY_SYSTEM_PATH="$work/node$i" LATCHKEY_TCP_ADDRESS="127.0.0.1:1809$i" \
+        "$server" --config configs/server.toml --with-default-root-credentials >"$work/node$i.log" 2>&1 &
+    pids+=($!)
+done
+LATCHKEY_SYSTEM_PATH="$work/file" LATCHKEY_TCP_ADDRESS=127.0.0.1:18090 \
+    "$server" --config configs/server.toml --with-default-root-credentials >"$work/file.log" 2>&1 &
+file_pid=$!
+pids+=("$file_pid")
+sleep 2
+
+echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | head -1)"
+echo "== revocation propagation (revoke on node 1; nodes 2 and 3 polled with token logins)"
+"$bench" propagation --writer 127.0.0.1:18091 --readers 127.0.0.1:18092,127.0.0.1:18093 --rounds "$rounds"
+echo "== token login: cluster node 1 against the file-backed node, interleaved"
+"$bench" run --addr 127.0.0.1:18091 --label cluster-node --baseline 127.0.0.1:18090 --baseline-label file-node \
+    --baseline-pid "$file_pid" --scenarios login --connections "$conns" --duration "$duration" --runs "$runs"
