@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! server/   start → serve → shutdown; background tasks
+//! offline/  tools run instead of the server (export, import)
 //! net/      listener, admission, one connection loop for both framings, TLS
 //! command/  sessions, permission checks, what each command does
 //! auth/     users, passwords, throttle, policy, server key
@@ -35,6 +36,7 @@ pub mod command;
 pub mod config;
 pub mod datadir;
 pub mod net;
+pub mod offline;
 pub mod registry;
 pub mod server;
 pub mod store;

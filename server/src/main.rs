@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use latchkey_server::auth::root::RootGiven;
 use latchkey_server::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
 use latchkey_server::config::Config;
+use latchkey_server::offline;
 use latchkey_server::server::{self, Options};
 
 /// Config file read when `--config` is not given (if it exists).
@@ -40,6 +41,21 @@ enum Command {
     /// Read a password from standard input and print its Argon2 PHC hash,
     /// for `password_hash` in `[[users]]`.
     HashPassword,
+    /// Write every token of the configured store ([storage] backend) to a
+    /// new file, while no server runs on it. Tokens keep working elsewhere
+    /// only with the same key (CLUSTER.md, "Moving in and out").
+    Export {
+        /// The file to create (never overwritten; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write every token of an export into the configured store, which must
+    /// hold none yet, while no server runs on it.
+    Import {
+        /// A file written by `export`.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +64,9 @@ fn main() -> ExitCode {
         return hash_password_command();
     }
     init_logging();
+    if let Some(command @ (Command::Export { .. } | Command::Import { .. })) = &cli.command {
+        return transfer(cli.config.as_deref(), command);
+    }
     let (config, config_path) = match load_config(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -70,6 +89,35 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
+            eprintln!("latchkey-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `export` and `import`: the config says which store; the exit code 0 on
+/// success, 1 on any error (said on stderr).
+fn transfer(config_path: Option<&Path>, command: &Command) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok((config, _)) => config,
+        Err(error) => {
+            eprintln!("latchkey-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Export { out } => offline::export(&config, out)
+            .map(|tokens| format!("exported {tokens} tokens to {}", out.display())),
+        Command::Import { input } => offline::import(&config, input)
+            .map(|tokens| format!("imported {tokens} tokens from {}", input.display())),
+        Command::HashPassword => unreachable!("handled before"),
+    };
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
             eprintln!("latchkey-server: {error}");
             ExitCode::FAILURE
         }

@@ -435,3 +435,66 @@ async fn a_node_whose_history_was_compacted_away_reloads_the_registry_and_misses
     eventually("changes after the reload arrive", || async { token_login(&behind, &kept).await == 20003 })
         .await;
 }
+
+#[tokio::test]
+async fn a_single_node_moves_into_a_cluster_and_back_without_reissuing_a_token() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let single = DataHome::new();
+    let server = TestServer::start(&single, &ServerSpec::default_root());
+    let token =
+        root(server.address).await.create_personal_access_token("moving", Expiry::Never).await.unwrap();
+    root(server.address).await.create_personal_access_token("revoked", Expiry::Never).await.unwrap();
+    root(server.address).await.revoke_token("revoked").await.unwrap();
+    assert_eq!(server.stop().code(), Some(0));
+    let tool = |home: &DataHome, spec: &ServerSpec, args: &[&str]| {
+        let mut command = std::process::Command::new(latchkey_tests::server_binary());
+        command.args(args).env("LATCHKEY_SYSTEM_PATH", home.data_dir()).env("LATCHKEY_LOG", "warn");
+        for (key, value) in &spec.env {
+            command.env(key, value);
+        }
+        let output = command.output().expect("run latchkey-server");
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?}: {said}");
+        said
+    };
+    let exported = single.dir.path().join("single.export");
+    let exported = exported.to_str().unwrap();
+    tool(&single, &ServerSpec::default(), &["export", "--out", exported]);
+    // The single node's server key becomes the cluster's key file.
+    let key = KeyFile::new();
+    std::fs::copy(single.data_dir().join("server.key"), key.path()).unwrap();
+    let clustered = spec(&etcd, &key);
+    let importer = DataHome::new();
+    assert!(tool(&importer, &clustered, &["import", "--in", exported]).contains("imported 2 tokens"));
+    let nodes = [node(&clustered), node(&clustered)];
+    for node in &nodes {
+        assert_eq!(token_login(node, &token).await, 0);
+        let listed = root(node.server.address).await.get_personal_access_tokens().await.unwrap();
+        assert_eq!(listed.len(), 2);
+    }
+    let revoked = root(nodes[0].server.address).await.get_token("revoked").await.unwrap();
+    assert_ne!(revoked.revoked_at_us, 0);
+    // A second import into the same prefix is refused: imports never merge.
+    let again = std::process::Command::new(latchkey_tests::server_binary())
+        .args(["import", "--in", exported])
+        .envs(clustered.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .env("LATCHKEY_SYSTEM_PATH", importer.data_dir())
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("empty prefix"));
+    // And back out to a single node.
+    let back_out = importer.dir.path().join("cluster.export");
+    let back_out = back_out.to_str().unwrap();
+    tool(&importer, &clustered, &["export", "--out", back_out]);
+    let back = DataHome::new();
+    std::fs::create_dir_all(back.data_dir()).unwrap();
+    std::fs::copy(key.path(), back.data_dir().join("server.key")).unwrap();
+    tool(&back, &ServerSpec::default(), &["import", "--in", back_out]);
+    let server = TestServer::start(&back, &ServerSpec::default_root());
+    assert_eq!(token_login_at(server.address, &token).await, 0);
+}
+
+async fn token_login_at(address: std::net::SocketAddr, token: &str) -> u32 {
+    status(connect(address).await.login_with_personal_access_token(token).await)
+}

@@ -542,12 +542,7 @@ impl TokenLog {
 }
 
 /// Encodes a whole compacted file: header, Snapshot, one Create per token.
-pub(super) fn encode_snapshot(
-    tokens: &[TokenRecord],
-    next_id: u64,
-    last_seq: u64,
-    commit_at_us: u64,
-) -> Vec<u8> {
+pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + 32 + tokens.len() * 96);
     out.extend_from_slice(&header());
     let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };

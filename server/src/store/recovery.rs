@@ -75,6 +75,24 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
+/// Reads a whole token file (a log, or an export) into a registry without
+/// touching any file: the same checks as at start, and a torn or damaged
+/// file is an error here (an export is written whole).
+pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(LogError::NotALog { path: path.to_owned() });
+    }
+    let replay = replay(path, bytes)?;
+    if replay.valid_bytes != bytes.len() as u64 || replay.snapshot_missing > 0 {
+        return Err(LogError::Incomplete {
+            path: path.to_owned(),
+            offset: replay.valid_bytes,
+            missing: replay.snapshot_missing,
+        });
+    }
+    Ok((replay.state, replay.next_id))
+}
+
 /// The file as recovery leaves it, ready for appends.
 struct Reopened {
     file: File,

@@ -42,6 +42,9 @@ use keys::{Keys, decode_number, decode_token, decode_used, encode_number};
 
 pub use writer::start;
 
+/// Tokens written per transaction by an import (3 operations each at most,
+/// within etcd's default 128).
+const IMPORT_TXN_TOKENS: usize = 32;
 /// Keys read per page while listing.
 const LIST_PAGE_KEYS: i64 = 1000;
 
@@ -174,6 +177,80 @@ impl Cluster {
         let stored = parse(&stored)?;
         given.warn_ignored(&stored, "etcd");
         Ok(stored)
+    }
+
+    /// Writes every token of `state` (ids, hashes, times, scopes, networks,
+    /// revocations, last uses) into a prefix that holds no token yet, and
+    /// moves the id counter past `next_id`. Refuses a prefix with tokens: an
+    /// import never merges. Returns the tokens written.
+    pub async fn import(&mut self, state: &Replica, next_id: u64) -> Result<usize, EtcdError> {
+        let existing = self
+            .client
+            .get(self.keys.tokens(), Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .map_err(self.failed("count tokens"))?;
+        if existing.count() > 0 {
+            return Err(EtcdError::Damaged {
+                key: self.keys.tokens(),
+                reason: format!(
+                    "holds {} tokens already; import only into an empty prefix",
+                    existing.count()
+                ),
+            });
+        }
+        let records: Vec<_> = state.records().collect();
+        let mut counts: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for chunk in records.chunks(IMPORT_TXN_TOKENS) {
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            for token in chunk {
+                let name = self.keys.name(token.user_id, &token.name);
+                compares.push(Compare::create_revision(name.clone(), CompareOp::Equal, 0));
+                ops.push(TxnOp::put(
+                    self.keys.token(token.user_id, token.id),
+                    keys::encode_token(token),
+                    None,
+                ));
+                ops.push(TxnOp::put(name, encode_number(token.id), None));
+                if let Some(used) = token.last_used {
+                    ops.push(TxnOp::put(
+                        self.keys.used(token.user_id, token.id),
+                        keys::encode_used(token.id, used),
+                        None,
+                    ));
+                }
+                *counts.entry(token.user_id).or_default() += 1;
+            }
+            let response = self
+                .client
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await
+                .map_err(self.failed("import"))?;
+            if !response.succeeded() {
+                return Err(EtcdError::Damaged {
+                    key: self.keys.prefix().to_owned(),
+                    reason: "a token name appeared during the import; nothing after it was written"
+                        .to_owned(),
+                });
+            }
+        }
+        let mut ops: Vec<TxnOp> = counts
+            .iter()
+            .map(|(user_id, count)| TxnOp::put(self.keys.count(*user_id), encode_number(*count), None))
+            .collect();
+        let counter =
+            self.client.get(self.keys.next_id(), None).await.map_err(self.failed("read id counter"))?;
+        let current = counter.kvs().first().map(|kv| decode_number(kv.value())).transpose();
+        let current =
+            current.map_err(|reason| EtcdError::Damaged { key: self.keys.next_id(), reason })?.unwrap_or(1);
+        ops.push(TxnOp::put(self.keys.next_id(), encode_number(current.max(next_id)), None));
+        for chunk in ops.chunks(IMPORT_TXN_TOKENS) {
+            self.client
+                .txn(Txn::new().and_then(chunk.to_vec()))
+                .await
+                .map_err(self.failed("import counts"))?;
+        }
+        Ok(records.len())
     }
 
     /// Lists every token and last use at one revision, in pages.
