@@ -138,22 +138,12 @@ impl Expiry {
     }
 }
 
-/// How to log in.
-#[derive(Clone)]
+/// How to log in. The password and the token are [`Secret`]s: wiped when
+/// dropped, redacted when printed.
+#[derive(Debug, Clone)]
 pub enum Credentials {
-    UsernamePassword { username: String, password: String },
-    PersonalAccessToken(String),
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credentials::UsernamePassword { username, .. } => {
-                f.debug_struct("UsernamePassword").field("username", username).finish_non_exhaustive()
-            }
-            Credentials::PersonalAccessToken(_) => f.write_str("PersonalAccessToken(<redacted>)"),
-        }
-    }
+    UsernamePassword { username: String, password: Secret },
+    PersonalAccessToken(Secret),
 }
 
 /// Connection options.
@@ -265,7 +255,7 @@ impl Client {
     /// # async fn example(token: String) -> Result<(), latchkey_sdk::Error> {
     /// use latchkey_sdk::{Client, ClientConfig, Credentials};
     /// let mut config = ClientConfig::new("127.0.0.1:8090");
-    /// config.login = Some(Credentials::PersonalAccessToken(token));
+    /// config.login = Some(Credentials::PersonalAccessToken(token.into()));
     /// let mut client = Client::connect_with(config).await?;
     /// let me = client.get_me().await?;
     /// println!("logged in as user {}", me.user_id);

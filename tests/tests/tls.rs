@@ -330,7 +330,7 @@ async fn the_latchkey_sdk_connects_over_tls_with_a_ca_file_and_a_domain() {
     let password = Credentials::UsernamePassword { username: "iggy".into(), password: "iggy".into() };
     let mut root = Client::connect_with(config(password)).await.expect("password login over TLS");
     let token = root.create_personal_access_token("tls-sdk", Expiry::Never).await.expect("create");
-    let mut holder = Client::connect_with(config(Credentials::PersonalAccessToken(token.clone())))
+    let mut holder = Client::connect_with(config(Credentials::PersonalAccessToken(token.clone().into())))
         .await
         .expect("token login");
     let listed = holder.get_personal_access_tokens().await.expect("list");
