@@ -498,3 +498,35 @@ async fn a_single_node_moves_into_a_cluster_and_back_without_reissuing_a_token()
 async fn token_login_at(address: std::net::SocketAddr, token: &str) -> u32 {
     status(connect(address).await.login_with_personal_access_token(token).await)
 }
+
+/// Read-your-writes on the answering node, many times over under some
+/// load: every acknowledged create is at once in the same node's list, and
+/// every acknowledged revoke at once refuses the token there, every
+/// acknowledged delete at once is gone there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_change_is_visible_at_once_on_the_node_that_answered() {
+    let Some((_etcd, _key, nodes)) = cluster(2) else { return };
+    let mut workers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for worker in 0..3 {
+            let address = node.server.address;
+            workers.push(tokio::spawn(async move {
+                let mut client = root(address).await;
+                for round in 0..40 {
+                    let name = format!("ryw-{index}-{worker}-{round}");
+                    let token = client.create_personal_access_token(&name, Expiry::Never).await.unwrap();
+                    let listed = client.get_token(name.as_str()).await;
+                    assert!(listed.is_ok(), "{name} acknowledged but not listed on its node: {listed:?}");
+                    client.revoke_token(name.as_str()).await.unwrap();
+                    let login = connect(address).await.login_with_personal_access_token(&token).await;
+                    assert_eq!(status(login), 20003, "{name} revoked but still accepted on its node");
+                    client.delete_token(name.as_str()).await.unwrap();
+                    assert_eq!(status(client.get_token(name.as_str()).await), 20, "{name} deleted but still there");
+                }
+            }));
+        }
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}

@@ -87,6 +87,7 @@ impl Server {
             // The interop suites run with the server's default throttle
             // (the shared harness turns it off unless told otherwise).
             .env("LATCHKEY_LOGIN_THROTTLE_ENABLED", "true");
+        let spec = cluster_node(spec);
         let server = TestServer::start(&home, &spec);
         Server { server, _home: home }
     }
@@ -110,6 +111,26 @@ impl Server {
     pub fn assert_running(&mut self) {
         self.server.assert_running();
     }
+}
+
+/// With `LATCHKEY_INTEROP_ETCD_ENDPOINTS` and `LATCHKEY_INTEROP_ETCD_KEY_FILE`
+/// set (`interop/run.sh --cluster` sets them), every server is a cluster
+/// node on that etcd, each under a prefix of its own so the suites' servers
+/// stay as independent as with their own data directories. The binary must
+/// then be built with `--features etcd`.
+fn cluster_node(spec: ServerSpec) -> ServerSpec {
+    static SERVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let (Ok(endpoints), Ok(key_file)) =
+        (std::env::var("LATCHKEY_INTEROP_ETCD_ENDPOINTS"), std::env::var("LATCHKEY_INTEROP_ETCD_KEY_FILE"))
+    else {
+        return spec;
+    };
+    let prefix =
+        format!("/latchkey-interop/{}-{}/", std::process::id(), SERVERS.fetch_add(1, Ordering::Relaxed));
+    spec.env("LATCHKEY_STORAGE_BACKEND", "etcd")
+        .env("LATCHKEY_STORAGE_ETCD_ENDPOINTS", &endpoints)
+        .env("LATCHKEY_STORAGE_ETCD_KEY_FILE", &key_file)
+        .env("LATCHKEY_STORAGE_ETCD_PREFIX", &prefix)
 }
 
 /// How a [`WireRecorder`] parses one framing: each interop suite supplies its

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions, WatchResponse, WatchStream,
+    Client, Compare, CompareOp, EventType, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
+    WatchStream,
 };
 use latchkey_protocol::ErrorCode;
 use tokio::sync::mpsc;
@@ -36,9 +37,9 @@ use crate::store::{Change, Freshness, Outcome};
 const TXN_MUTATIONS_MAX: usize = 32;
 /// Lost races one change may have before it is answered 20002.
 const CONFLICTS_MAX: u32 = 16;
-/// How long to wait for a watch event before asking etcd for a progress
-/// notification (which says how far the watch is).
-const PROGRESS_WAIT: Duration = Duration::from_millis(20);
+/// After a lost race that names no revision (a key it compared is gone),
+/// how long to wait for the next watch event before checking again.
+const CONFLICT_WAIT: Duration = Duration::from_millis(50);
 /// How often a quiet node asks etcd whether its watch is current.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before watching again after the watch broke.
@@ -183,9 +184,32 @@ impl<P: Publish> EtcdWriter<P> {
                 return Err(ErrorCode::StorageUnavailable);
             }
         };
-        let revision = response.header().map_or(0, |header| header.revision());
-        self.catch_up(revision).await?;
-        Ok(if response.succeeded() { Committed::Yes } else { Committed::Conflict })
+        if response.succeeded() {
+            // This change's own events carry the transaction's revision.
+            let revision = response.header().map_or(0, |header| header.revision());
+            self.catch_up(revision).await?;
+            return Ok(Committed::Yes);
+        }
+        // The failure branch read every compared key: the latest revision
+        // among them is a change this node has not applied yet. (A key that
+        // is gone tells no revision; then wait for the next event at most
+        // briefly.) Progress notifications are not used for this: etcd
+        // before 3.4.25 may send one ahead of events it has not sent yet.
+        let seen = response
+            .op_responses()
+            .into_iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(got) => got.kvs().iter().map(|kv| kv.mod_revision()).max(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if seen > self.applied {
+            self.catch_up(seen).await?;
+        } else {
+            let _ = tokio::time::timeout(CONFLICT_WAIT, self.follow()).await;
+        }
+        Ok(Committed::Conflict)
     }
 
     /// Builds the transaction for `mutations`: their writes, and compares
@@ -193,9 +217,19 @@ impl<P: Publish> EtcdWriter<P> {
     fn txn(&self, mutations: &[Mutation]) -> Txn {
         let keys = &self.keys;
         let state = self.resolver.state();
-        let unchanged = |key: String| Compare::mod_revision(key, CompareOp::Less, self.applied + 1);
-        let exists = |key: String| Compare::version(key, CompareOp::Greater, 0);
-        let absent = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
+        let compared = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let unchanged = |key: String| {
+            compared.borrow_mut().insert(key.clone());
+            Compare::mod_revision(key, CompareOp::Less, self.applied + 1)
+        };
+        let exists = |key: String| {
+            compared.borrow_mut().insert(key.clone());
+            Compare::version(key, CompareOp::Greater, 0)
+        };
+        let absent = |key: String| {
+            compared.borrow_mut().insert(key.clone());
+            Compare::create_revision(key, CompareOp::Equal, 0)
+        };
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut counts: HashMap<u32, i64> = HashMap::new();
@@ -258,25 +292,18 @@ impl<P: Publish> EtcdWriter<P> {
                 Ok(count) => TxnOp::put(key, encode_number(count), None),
             });
         }
-        Txn::new().when(compares).and_then(ops)
+        let reads: Vec<TxnOp> = compared.into_inner().into_iter().map(|key| TxnOp::get(key, None)).collect();
+        Txn::new().when(compares).and_then(ops).or_else(reads)
     }
 
-    /// Waits until the state reflects `revision`, asking etcd for progress
-    /// when the watch is quiet. Bounded by the request timeout.
+    /// Waits until the state has applied the events of `revision` (there
+    /// is at least one under the prefix). Bounded by the request timeout.
     async fn catch_up(&mut self, revision: i64) -> Result<(), ErrorCode> {
         let deadline = Instant::now() + self.timeout;
         while self.applied < revision {
-            if Instant::now() >= deadline {
+            if tokio::time::timeout_at(deadline, self.follow()).await.is_err() {
                 tracing::warn!(revision, applied = self.applied, "the etcd watch did not catch up in time");
                 return Err(ErrorCode::StorageUnavailable);
-            }
-            tokio::select! {
-                () = self.follow() => {}
-                () = tokio::time::sleep(PROGRESS_WAIT) => {
-                    if let Some(watch) = &mut self.watch {
-                        let _ = watch.request_progress().await;
-                    }
-                }
             }
         }
         Ok(())
@@ -396,12 +423,10 @@ impl<P: Publish> EtcdWriter<P> {
             batch.extend(mutation);
             self.applied = self.applied.max(kv.mod_revision());
         }
-        if response.events().is_empty()
-            && let Some(header) = response.header()
-        {
-            // A progress notification: every event up to here has come.
-            self.applied = self.applied.max(header.revision());
-        }
+        // A progress notification (no events) says the connection is alive,
+        // and moves nothing: `applied` counts only events applied, since the
+        // compares rely on it and etcd before 3.4.25 may send a progress
+        // revision ahead of events it has yet to send.
         if !batch.is_empty() {
             self.publish.publish(Arc::from(batch));
         }
