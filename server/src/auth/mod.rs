@@ -2,10 +2,12 @@
 //! throttle, the token policy, and the server key tokens are hashed with.
 //!
 //! [`Auth`] is what commands consult. The users and the policy are swapped
-//! whole on SIGHUP and read without a lock; the throttle takes no lock while
-//! it holds no failures. Must never: log or store a password or raw token in
-//! any form but a hash.
+//! whole on SIGHUP and read without a lock; the throttle holds a lock only
+//! for one map lookup per login and settle. The throttle also decides what
+//! the per-address limits count a client as (`address.rs`). Must never: log
+//! or store a password or raw token in any form but a hash.
 
+pub mod address;
 pub mod passwords;
 pub mod policy;
 pub mod root;

@@ -85,7 +85,7 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         Request::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
         Request::Ping => Ok(ReplyBody::Empty),
         Request::LoginUser(login) => login::login_user(login, session, ctx).await,
-        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx),
+        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx).await,
         Request::LogoutUser => {
             session.log_out();
             Ok(ReplyBody::Empty)
@@ -302,3 +302,6 @@ impl Session {
         if covered { Ok(()) } else { Err(ErrorCode::InsufficientScope) }
     }
 }
+
+#[cfg(test)]
+mod tests;
