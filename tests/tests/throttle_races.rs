@@ -1,7 +1,8 @@
 //! The failed-login throttle and the per-address connection limit against
 //! the real binary, where they used to leak: many attempts in flight at
-//! once from one address, and IPv6 clients that pick a new address of their
-//! own subnet for every try.
+//! once from one address, a 0.11 Register body that parses as both login
+//! shapes, and IPv6 clients that pick a new address of their own subnet for
+//! every try.
 //!
 //! The IPv6 test needs several addresses of one /64 on an interface, so it
 //! runs itself again inside a network namespace it creates (`unshare`, then
@@ -14,11 +15,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use common::*;
 use latchkey_protocol::ErrorCode;
+use latchkey_protocol::body::WireEncode;
+use latchkey_protocol::vsr::{self, EvictionReason, ReplyCodec, ReplyFrame, RequestHeader, operation};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::codec::Decoder;
 
 const INVALID_CREDENTIALS: u32 = ErrorCode::InvalidCredentials.code();
 const THROTTLED: u32 = ErrorCode::TooManyFailedLogins.code();
@@ -93,6 +98,69 @@ async fn concurrent_right_passwords_from_one_address_all_log_in() {
         .collect();
     for login in logins {
         assert_eq!(login.await.unwrap(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 0.11 Register: a body of both shapes
+// ---------------------------------------------------------------------------
+
+struct Body(Vec<u8>);
+
+impl WireEncode for Body {
+    fn encoded_size(&self) -> usize {
+        self.0.len()
+    }
+    fn encode(&self, dst: &mut BytesMut) {
+        dst.extend_from_slice(&self.0);
+    }
+}
+
+/// Sends one Register with `body` and reads the answer.
+async fn register(stream: &mut TcpStream, body: &[u8]) -> ReplyFrame {
+    let header = RequestHeader { client: 7, operation: operation::REGISTER, ..RequestHeader::default() };
+    let mut frame = BytesMut::new();
+    vsr::encode_request(&header, &Body(body.to_vec()), &mut frame);
+    tokio::io::AsyncWriteExt::write_all(stream, &frame).await.unwrap();
+    let mut codec = ReplyCodec::default();
+    let mut input = BytesMut::new();
+    loop {
+        if let Some(reply) = codec.decode(&mut input).unwrap() {
+            return reply;
+        }
+        let read = tokio::time::timeout(HANG_GUARD, stream.read_buf(&mut input)).await.expect("hang guard");
+        assert!(read.unwrap() > 0, "closed before a reply");
+    }
+}
+
+#[tokio::test]
+async fn a_register_body_of_both_login_shapes_is_answered_as_one_password_login() {
+    // `[version]["iggy"][3, 0, 0, 0][0, 0, 0, 0]` is a password login
+    // (username "iggy", the 3-byte password "\0\0\0", no context), and
+    // also a token login (token "iggy", a 3-byte context "\0\0\0", one
+    // trailing byte). Answered as both, it was charged to the throttle
+    // twice and evicted with reason 10 (a token's) instead of 9.
+    let mut body = 11264u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&short(b"rust-sdk"));
+    body.extend_from_slice(&short(b"0.11.0"));
+    body.extend_from_slice(&short(b"iggy"));
+    body.extend_from_slice(&short(b"\0\0\0"));
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let home = DataHome::new();
+    let server = throttled_server(&home, 3, &[]);
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    // Three wrong passwords, one token each: the whole burst, no more.
+    for attempt in 1..=3 {
+        match register(&mut stream, &body).await {
+            ReplyFrame::Eviction(eviction) => {
+                assert_eq!(eviction.reason, EvictionReason::InvalidCredentials, "attempt {attempt}")
+            }
+            other => panic!("attempt {attempt}: expected eviction 9, got {other:?}"),
+        }
+    }
+    match register(&mut stream, &body).await {
+        ReplyFrame::Reply { header, .. } => assert_eq!(header.status, THROTTLED),
+        other => panic!("expected the throttle's deny, got {other:?}"),
     }
 }
 
