@@ -46,6 +46,10 @@ pub struct Auth {
     pub passwords: PasswordVerifier,
     pub throttle: LoginThrottle,
     pub token_key: TokenKey,
+    /// Calls of [`Auth::policy`], for the tests that check a request loads
+    /// the policy once.
+    #[cfg(test)]
+    policy_loads: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -62,6 +66,8 @@ impl Auth {
             passwords,
             throttle,
             token_key,
+            #[cfg(test)]
+            policy_loads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -73,7 +79,15 @@ impl Auth {
     /// The token policy as it is now (no lock). Load it once per request, so
     /// a reload cannot pair an old rule with a new one.
     pub fn policy(&self) -> TokenPolicy {
+        #[cfg(test)]
+        self.policy_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         **self.policy.load()
+    }
+
+    /// How many times the policy was loaded.
+    #[cfg(test)]
+    pub fn policy_loads(&self) -> u64 {
+        self.policy_loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// SIGHUP: a new directory and policy, in force for the next read.

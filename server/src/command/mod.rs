@@ -36,6 +36,7 @@ use latchkey_protocol::ext::{AuthorizeDecision, Count, IssuedToken, TokenDetails
 use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
+use crate::auth::policy::TokenPolicy;
 use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
 use crate::store::WriterHandle;
 
@@ -196,13 +197,14 @@ impl SessionToken {
 
 /// What a command needs from a session that logged in with a token.
 #[derive(Clone, Copy)]
-enum Need {
+enum Need<'p> {
     /// Only a session that still stands.
     Session,
     /// A built-in scope.
     Scope(&'static str),
-    /// `tokens:write`, and the policy must let token sessions manage tokens.
-    Manage,
+    /// `tokens:write`, and the policy must let token sessions manage tokens:
+    /// the policy the request loaded once for all its checks.
+    Manage(&'p TokenPolicy),
 }
 
 impl Session {
@@ -259,7 +261,7 @@ impl Session {
 
     /// The session's user id, if the session still stands and may do `need`
     /// (the rules at the top of this file).
-    fn allowed(&mut self, ctx: &Context, need: Need) -> Result<u32, ErrorCode> {
+    fn allowed(&mut self, ctx: &Context, need: Need<'_>) -> Result<u32, ErrorCode> {
         let user_id = self.user_id.ok_or(ErrorCode::Unauthenticated)?;
         if !ctx.auth.users().by_id(user_id).is_some_and(|user| user.active) {
             tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %self.peer);
@@ -277,15 +279,15 @@ impl Session {
             self.log_out();
             return Err(ErrorCode::Unauthenticated);
         }
-        let needed = match need {
+        let (needed, policy) = match need {
             Need::Session => return Ok(user_id),
-            Need::Scope(needed) => needed,
-            Need::Manage => scope::TOKENS_WRITE,
+            Need::Scope(needed) => (needed, None),
+            Need::Manage(policy) => (scope::TOKENS_WRITE, Some(policy)),
         };
         if !scope::allows(token.scopes(), needed) {
             return Err(ErrorCode::InsufficientScope);
         }
-        if matches!(need, Need::Manage) && !ctx.auth.policy().token_sessions_manage_tokens {
+        if policy.is_some_and(|policy| !policy.token_sessions_manage_tokens) {
             return Err(ErrorCode::TokenManagementNotAllowed);
         }
         Ok(user_id)

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use latchkey_protocol::body::{CreatePersonalAccessToken, LoginUser, LoginWithPersonalAccessToken};
-use latchkey_protocol::ext::{CreateToken, ListTokens, RotateToken, TokenSelector};
+use latchkey_protocol::ext::{
+    CreateToken, DeleteToken, RevokeToken, RotateToken, TokenSelector, UpdateToken,
+};
 use latchkey_protocol::{ErrorCode, Request, Secret};
 
 use super::{Context, ReplyBody, Session, handle};
@@ -79,17 +81,19 @@ impl Harness {
         session
     }
 
-    /// A session logged in with a new full-access token of root's.
-    async fn token_session(&self, client_id: u32, name: &str) -> Session {
-        let mut root = self.root_session(client_id).await;
+    /// A new full-access token of root's, created by `session`.
+    async fn create_token(&self, session: &mut Session, name: &str) -> Secret {
         let create = CreatePersonalAccessToken { name: name.into(), expiry_us: 0 };
-        let ReplyBody::Token(raw) =
-            expect_ok(handle(Request::CreatePersonalAccessToken(create), &mut root, &self.ctx).await)
-        else {
-            panic!("create answered without a token");
-        };
-        let mut session = Session::new(client_id + 1, peer("192.0.2.1"));
-        let login = LoginWithPersonalAccessToken { token: raw.token };
+        match expect_ok(handle(Request::CreatePersonalAccessToken(create), session, &self.ctx).await) {
+            ReplyBody::Token(raw) => raw.token,
+            _ => panic!("create answered without a token"),
+        }
+    }
+
+    /// A session logged in with `token`.
+    async fn token_login(&self, client_id: u32, token: Secret) -> Session {
+        let mut session = Session::new(client_id, peer("192.0.2.1"));
+        let login = LoginWithPersonalAccessToken { token };
         expect_ok(handle(Request::LoginWithPersonalAccessToken(login), &mut session, &self.ctx).await);
         session
     }
@@ -175,4 +179,48 @@ async fn concurrent_wrong_passwords_from_one_address_reach_argon2_at_most_the_bu
     assert!(verifications <= u64::from(BURST), "{verifications} Argon2 checks for a burst of {BURST}");
     // The attempts in flight all failed, so the whole burst was used.
     assert_eq!(verifications, u64::from(BURST));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_write_loads_the_policy_once() {
+    // A reload between two loads would pair an old rule with a new one (a
+    // token session allowed to manage tokens under one policy, its lifetime
+    // checked under another).
+    let harness = Harness::unthrottled();
+    let mut root = harness.root_session(1).await;
+    let token = harness.create_token(&mut root, "session-token").await;
+    let by_name = |name: &str| TokenSelector::Name(name.into());
+    let requests = || {
+        [
+            Request::CreatePersonalAccessToken(CreatePersonalAccessToken {
+                name: "by-42".into(),
+                expiry_us: 0,
+            }),
+            Request::CreateToken(CreateToken { name: "by-9100".into(), ..CreateToken::default() }),
+            Request::RotateToken(RotateToken { token: by_name("by-42"), expiry_us: 0 }),
+            Request::UpdateToken(UpdateToken {
+                token: by_name("by-42"),
+                name: None,
+                description: Some("d".into()),
+            }),
+            Request::RevokeToken(RevokeToken { token: by_name("by-42") }),
+            Request::DeleteToken(DeleteToken { token: by_name("by-42") }),
+            Request::DeleteToken(DeleteToken { token: by_name("by-9100") }),
+        ]
+    };
+    // A password session needs the policy for lifetimes only; a token
+    // session also for whether it may manage tokens at all.
+    let mut twice = Vec::new();
+    for (kind, mut session) in [("password", root), ("token", harness.token_login(2, token).await)] {
+        for request in requests() {
+            let what = format!("{request:?} from a {kind} session");
+            let before = harness.ctx.auth.policy_loads();
+            expect_ok(handle(request, &mut session, &harness.ctx).await);
+            let loads = harness.ctx.auth.policy_loads() - before;
+            if loads > 1 {
+                twice.push(format!("{what}: {loads} loads"));
+            }
+        }
+    }
+    assert!(twice.is_empty(), "the policy was loaded more than once per request:\n{}", twice.join("\n"));
 }
