@@ -254,6 +254,17 @@ impl Session {
         LastUsed::later(own, ctx.uses.last_used(replica, id))
     }
 
+    /// [`Session::last_used`] for each of `ids`, in their order, with one
+    /// look at the use ledger for all of them.
+    fn last_used_of(&self, ctx: &Context, replica: &Replica, ids: &[u64]) -> Vec<Option<LastUsed>> {
+        let mut last_used = ctx.uses.last_used_of(replica, ids);
+        for (id, used) in ids.iter().zip(&mut last_used) {
+            let own = self.uses.get(id).map(|(_, used)| *used);
+            *used = LastUsed::later(own, *used);
+        }
+        last_used
+    }
+
     /// Uses not yet handed over (at connection close).
     pub fn take_uses(&mut self) -> Uses {
         std::mem::take(&mut self.uses)

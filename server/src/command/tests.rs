@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use latchkey_protocol::body::{CreatePersonalAccessToken, LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::ext::{
-    CreateToken, DeleteToken, RevokeToken, RotateToken, TokenSelector, UpdateToken,
+    CreateToken, DeleteToken, ListTokens, RevokeToken, RotateToken, TokenSelector, UpdateToken,
 };
 use latchkey_protocol::{ErrorCode, Request, Secret};
 
@@ -223,4 +223,37 @@ async fn every_token_write_loads_the_policy_once() {
         }
     }
     assert!(twice.is_empty(), "the policy was loaded more than once per request:\n{}", twice.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_takes_the_use_ledger_lock_once_however_many_tokens_it_lists() {
+    const TOKENS: usize = 50;
+    let harness = Harness::unthrottled();
+    let mut root = harness.root_session(1).await;
+    let mut raw = Vec::new();
+    for index in 0..TOKENS {
+        raw.push(harness.create_token(&mut root, &format!("token-{index:02}")).await);
+    }
+    // Three tokens used: a connection hands its first use over at once, so
+    // the ledger holds these until the store writes them.
+    for (client_id, token) in raw.drain(..3).enumerate() {
+        harness.token_login(10 + client_id as u32, token).await;
+    }
+    let before = harness.ctx.uses.locks();
+    let list = ListTokens::default();
+    let ReplyBody::Page(page) = expect_ok(handle(Request::ListTokens(list), &mut root, &harness.ctx).await)
+    else {
+        panic!("list answered without a page");
+    };
+    let locks = harness.ctx.uses.locks() - before;
+    assert_eq!(page.tokens.len(), TOKENS);
+    assert_eq!(locks, 1, "the ledger's lock was taken {locks} times for one list");
+    // And the uses it holds are the ones shown.
+    let used: Vec<&str> = page
+        .tokens
+        .iter()
+        .filter(|token| token.last_used_at_us != 0)
+        .map(|token| token.name.as_str())
+        .collect();
+    assert_eq!(used, ["token-00", "token-01", "token-02"]);
 }
