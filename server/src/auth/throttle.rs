@@ -268,10 +268,11 @@ impl LoginThrottle {
         if let Some(username) = username {
             let mut users = self.users.lock(self.users.index(username));
             let user_rate = self.users.rate;
-            if failed && let Some(bucket) = users.get(username) {
-                if bucket.refilled(user_rate, now) < 1.0 {
-                    return if bucket.in_flight > 0 { Decision::WaitForUser } else { Decision::Refused };
-                }
+            if failed
+                && let Some(bucket) = users.get(username)
+                && bucket.refilled(user_rate, now) < 1.0
+            {
+                return if bucket.in_flight > 0 { Decision::WaitForUser } else { Decision::Refused };
             }
             // A clean client's attempt still counts against the username,
             // so failures from many clean clients hold back their retries.
