@@ -232,10 +232,10 @@ impl LoginThrottle {
     /// none.
     pub async fn reserve(&self, attempt: Attempt<'_>) -> Result<Reservation<'_>, Throttled> {
         let client = self.address_key(attempt.address());
-        let username = attempt.username().map(str::to_owned);
         if !self.enabled {
-            return Ok(Reservation { throttle: None, client, username, user_taken: 0.0 });
+            return Ok(Reservation { throttle: None, client, username: None, user_taken: 0.0 });
         }
+        let username = attempt.username().map(str::to_owned);
         let client_settled = &self.clients.settled[self.clients.index(&client)];
         let user_settled = &self.users.settled[username.as_ref().map_or(0, |name| self.users.index(name))];
         loop {
