@@ -62,9 +62,10 @@ pub(super) async fn login_user(
     Ok(ReplyBody::Identity(IdentityInfo { user_id: user.id }))
 }
 
-/// No await between the reservation and its settling, but two workers may
-/// run token logins from one address at the same moment, so it reserves
-/// like the password login does.
+/// No await between the reservation and its settling, so at most one token
+/// login per worker thread is in flight: the throttle reserves only where a
+/// failure is on record near the client and otherwise charges a failure
+/// afterwards (`auth/throttle.rs` says why and what that bounds).
 pub(super) async fn login_with_token(
     login: LoginWithPersonalAccessToken,
     session: &mut Session,
