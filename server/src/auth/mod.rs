@@ -2,10 +2,12 @@
 //! throttle, the token policy, and the server key tokens are hashed with.
 //!
 //! [`Auth`] is what commands consult. The users and the policy are swapped
-//! whole on SIGHUP and read without a lock; the throttle takes no lock while
-//! it holds no failures. Must never: log or store a password or raw token in
-//! any form but a hash.
+//! whole on SIGHUP and read without a lock; the throttle holds a lock only
+//! for one map lookup per login and settle. The throttle also decides what
+//! the per-address limits count a client as (`address.rs`). Must never: log
+//! or store a password or raw token in any form but a hash.
 
+pub mod address;
 pub mod passwords;
 pub mod policy;
 pub mod root;
@@ -82,6 +84,10 @@ pub struct Auth {
     pub passwords: PasswordVerifier,
     pub throttle: LoginThrottle,
     pub token_key: TokenKey,
+    /// Calls of [`Auth::policy`], for the tests that check a request loads
+    /// the policy once.
+    #[cfg(test)]
+    policy_loads: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -98,6 +104,8 @@ impl Auth {
             passwords,
             throttle,
             token_key,
+            #[cfg(test)]
+            policy_loads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -109,7 +117,15 @@ impl Auth {
     /// The token policy as it is now (no lock). Load it once per request, so
     /// a reload cannot pair an old rule with a new one.
     pub fn policy(&self) -> TokenPolicy {
+        #[cfg(test)]
+        self.policy_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         **self.policy.load()
+    }
+
+    /// How many times the policy was loaded.
+    #[cfg(test)]
+    pub fn policy_loads(&self) -> u64 {
+        self.policy_loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// SIGHUP: a new directory and policy, in force for the next read.

@@ -23,6 +23,8 @@ pub struct PasswordVerifier {
     running: Arc<Semaphore>,
     dummy_hash: String,
     dummy_verifications: AtomicU64,
+    /// Every check asked for, known user or not.
+    verifications: AtomicU64,
 }
 
 impl PasswordVerifier {
@@ -35,6 +37,7 @@ impl PasswordVerifier {
             running: Arc::new(Semaphore::new(threads.max(1))),
             dummy_hash,
             dummy_verifications: AtomicU64::new(0),
+            verifications: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +45,7 @@ impl PasswordVerifier {
     /// checked against a dummy hash and `false` is returned, so both cases
     /// take the same time.
     pub async fn verify(&self, user: Option<&User>, password: Secret) -> bool {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let (phc, known) = match user {
             Some(user) => (user.password_hash.clone(), true),
             None => {
@@ -64,6 +68,13 @@ impl PasswordVerifier {
     /// How many times an unknown username was checked against the dummy hash.
     pub fn dummy_verifications(&self) -> u64 {
         self.dummy_verifications.load(Ordering::Relaxed)
+    }
+
+    /// How many checks were asked for in all (counted on entry, so one
+    /// still waiting for a thread counts): what the failed-login throttle
+    /// must keep within its burst.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 }
 
@@ -88,5 +99,6 @@ mod tests {
         // Even the dummy hash's own password must not log an unknown user in.
         assert!(!verifier.verify(None, "right".to_owned().into()).await);
         assert_eq!(verifier.dummy_verifications(), 1);
+        assert_eq!(verifier.verifications(), 3);
     }
 }

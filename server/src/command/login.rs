@@ -1,8 +1,14 @@
 //! The two logins: username and password (Argon2, throttled), and a
 //! personal access token (a keyed hash looked up in the registry, no lock).
 //!
-//! Failed logins are audit events at warn level and count against the
-//! failed-login throttle; successes are debug-level audit events.
+//! Each login reserves its place in the failed-login throttle before any
+//! lookup or Argon2 and hands it back only when it turns out to be no guess
+//! (see `auth/throttle.rs`), so logins in flight together cannot overrun
+//! the burst. Failed logins are audit events at warn level; successes are
+//! debug-level audit events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use latchkey_protocol::body::{IdentityInfo, LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::{ErrorCode, token};
@@ -11,7 +17,7 @@ use super::{Context, ReplyBody, Session, SessionToken};
 use crate::auth::throttle::Attempt;
 use crate::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
 use crate::clock::now_us;
-use crate::registry::LastUsed;
+use crate::registry::{LastUsed, TokenExtras, TokenHash};
 
 pub(super) async fn login_user(
     login: LoginUser,
@@ -29,20 +35,22 @@ pub(super) async fn login_user(
     let auth = &ctx.auth;
     let peer = session.peer();
     let attempt = Attempt::Password { address: peer.ip(), username: &username };
-    if !auth.throttle.allows(attempt) {
+    let Ok(reservation) = auth.throttle.reserve(attempt).await else {
         tracing::warn!(target: "audit", event = "login_throttled", method = "password", %username, %peer);
         return Err(ErrorCode::TooManyFailedLogins);
-    }
+    };
     let user = auth.users().by_name(&username).cloned();
     let verified = auth.passwords.verify(user.as_deref(), password).await;
     let user = match user {
         Some(user) if verified => user,
         _ => {
-            auth.throttle.failed(attempt);
+            drop(reservation);
             tracing::warn!(target: "audit", event = "login_failed", method = "password", %username, %peer);
             return Err(ErrorCode::InvalidCredentials);
         }
     };
+    // The right password of an inactive user is no guess either.
+    reservation.refund();
     if !user.active {
         tracing::warn!(target: "audit", event = "login_failed", method = "password", reason = "inactive", %username, %peer);
         return Err(ErrorCode::UserInactive);
@@ -54,7 +62,11 @@ pub(super) async fn login_user(
     Ok(ReplyBody::Identity(IdentityInfo { user_id: user.id }))
 }
 
-pub(super) fn login_with_token(
+/// No await between the reservation and its settling, so at most one token
+/// login per worker thread is in flight: the throttle reserves only where a
+/// failure is on record near the client and otherwise charges a failure
+/// afterwards (`auth/throttle.rs` says why and what that bounds).
+pub(super) async fn login_with_token(
     login: LoginWithPersonalAccessToken,
     session: &mut Session,
     ctx: &Context,
@@ -62,54 +74,79 @@ pub(super) fn login_with_token(
     // A registry that may be missing a revocation checks no token.
     ctx.freshness.check()?;
     let peer = session.peer();
-    let throttle = &ctx.auth.throttle;
-    let attempt = Attempt::Token { address: peer.ip() };
-    if !throttle.allows(attempt) {
+    let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: peer.ip() }).await else {
         tracing::warn!(target: "audit", event = "login_throttled", method = "token", %peer);
         return Err(ErrorCode::TooManyFailedLogins);
-    }
-    let fail = |reason: &str, code: ErrorCode| {
-        // Inactive owners hold real tokens: that is no guess.
-        if code != ErrorCode::UserInactive {
-            throttle.failed(attempt);
-        }
-        tracing::warn!(target: "audit", event = "login_failed", method = "token", reason, %peer);
-        Err(code)
     };
-    // A token that fails its checksum never gets as far as a hash or lookup.
-    if token::validate(&login.token).is_err() {
-        return fail("malformed", ErrorCode::ResourceNotFound);
-    }
-    let hash = ctx.auth.token_key.hash(&login.token);
     let now = now_us();
-    let found = ctx.registry.read(|replica| {
-        replica.by_hash(&hash).map(|token| {
-            let status = (token.revoked_at_us.is_some(), token.is_expired(now), token.admits(peer.ip()));
-            (token.id, token.user_id, token.name.clone(), token.extras.clone(), status)
-        })
-    });
-    let Some((token_id, user_id, name, extras, (revoked, expired, admitted))) = found else {
-        return fail("unknown", ErrorCode::ResourceNotFound);
+    let token = match find_token(&login, peer, now, ctx) {
+        Ok(token) => token,
+        Err((reason, code)) => {
+            // Inactive owners hold real tokens: that is no guess.
+            if code == ErrorCode::UserInactive {
+                reservation.refund();
+            } else {
+                drop(reservation);
+            }
+            tracing::warn!(target: "audit", event = "login_failed", method = "token", reason, %peer);
+            return Err(code);
+        }
     };
-    let users = ctx.auth.users();
-    let Some(owner) = users.by_id(user_id) else {
-        return fail("owner_removed", ErrorCode::ResourceNotFound);
-    };
-    if revoked {
-        return fail("revoked", ErrorCode::PersonalAccessTokenRevoked);
-    }
-    if expired {
-        return fail("expired", ErrorCode::PersonalAccessTokenExpired);
-    }
-    if !owner.active {
-        return fail("inactive", ErrorCode::UserInactive);
-    }
-    if !admitted {
-        tracing::warn!(target: "audit", event = "login_denied_network", method = "token", user_id, token_id, token_name = %name, %peer);
-        return fail("network", ErrorCode::AddressNotAllowed);
-    }
+    reservation.refund();
+    let FoundToken { id: token_id, user_id, name, hash, extras } = token;
     session.log_in(user_id, Some(SessionToken { id: token_id, hash, extras }));
     session.note_use(ctx, token_id, hash, LastUsed { at_us: now, peer });
     tracing::debug!(target: "audit", event = "login", method = "token", user_id, token_id, token_name = %name, %peer);
     Ok(ReplyBody::Identity(IdentityInfo { user_id }))
+}
+
+/// A token a login may use.
+struct FoundToken {
+    id: u64,
+    user_id: u32,
+    name: Arc<str>,
+    hash: TokenHash,
+    extras: Option<Arc<TokenExtras>>,
+}
+
+/// The token `login` names, if it may log in from `peer` at `now_us`; else
+/// why not (the audit reason) and the code to answer.
+fn find_token(
+    login: &LoginWithPersonalAccessToken,
+    peer: SocketAddr,
+    now_us: u64,
+    ctx: &Context,
+) -> Result<FoundToken, (&'static str, ErrorCode)> {
+    // A token that fails its checksum never gets as far as a hash or lookup.
+    if token::validate(&login.token).is_err() {
+        return Err(("malformed", ErrorCode::ResourceNotFound));
+    }
+    let hash = ctx.auth.token_key.hash(&login.token);
+    let found = ctx.registry.read(|replica| {
+        replica.by_hash(&hash).map(|token| {
+            let status = (token.revoked_at_us.is_some(), token.is_expired(now_us), token.admits(peer.ip()));
+            (token.id, token.user_id, token.name.clone(), token.extras.clone(), status)
+        })
+    });
+    let Some((id, user_id, name, extras, (revoked, expired, admitted))) = found else {
+        return Err(("unknown", ErrorCode::ResourceNotFound));
+    };
+    let users = ctx.auth.users();
+    let Some(owner) = users.by_id(user_id) else {
+        return Err(("owner_removed", ErrorCode::ResourceNotFound));
+    };
+    if revoked {
+        return Err(("revoked", ErrorCode::PersonalAccessTokenRevoked));
+    }
+    if expired {
+        return Err(("expired", ErrorCode::PersonalAccessTokenExpired));
+    }
+    if !owner.active {
+        return Err(("inactive", ErrorCode::UserInactive));
+    }
+    if !admitted {
+        tracing::warn!(target: "audit", event = "login_denied_network", method = "token", user_id, token_id = id, token_name = %name, %peer);
+        return Err(("network", ErrorCode::AddressNotAllowed));
+    }
+    Ok(FoundToken { id, user_id, name, hash, extras })
 }

@@ -36,6 +36,7 @@ use latchkey_protocol::ext::{AuthorizeDecision, Count, IssuedToken, TokenDetails
 use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
+use crate::auth::policy::TokenPolicy;
 use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
 use crate::store::{Freshness, WriterHandle};
 
@@ -87,7 +88,7 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         Request::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
         Request::Ping => Ok(ReplyBody::Empty),
         Request::LoginUser(login) => login::login_user(login, session, ctx).await,
-        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx),
+        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx).await,
         Request::LogoutUser => {
             session.log_out();
             Ok(ReplyBody::Empty)
@@ -198,13 +199,14 @@ impl SessionToken {
 
 /// What a command needs from a session that logged in with a token.
 #[derive(Clone, Copy)]
-enum Need {
+enum Need<'p> {
     /// Only a session that still stands.
     Session,
     /// A built-in scope.
     Scope(&'static str),
-    /// `tokens:write`, and the policy must let token sessions manage tokens.
-    Manage,
+    /// `tokens:write`, and the policy must let token sessions manage tokens:
+    /// the policy the request loaded once for all its checks.
+    Manage(&'p TokenPolicy),
 }
 
 impl Session {
@@ -254,6 +256,17 @@ impl Session {
         LastUsed::later(own, ctx.uses.last_used(replica, id))
     }
 
+    /// [`Session::last_used`] for each of `ids`, in their order, with one
+    /// look at the use ledger for all of them.
+    fn last_used_of(&self, ctx: &Context, replica: &Replica, ids: &[u64]) -> Vec<Option<LastUsed>> {
+        let mut last_used = ctx.uses.last_used_of(replica, ids);
+        for (id, used) in ids.iter().zip(&mut last_used) {
+            let own = self.uses.get(id).map(|(_, used)| *used);
+            *used = LastUsed::later(own, *used);
+        }
+        last_used
+    }
+
     /// Uses not yet handed over (at connection close).
     pub fn take_uses(&mut self) -> Uses {
         std::mem::take(&mut self.uses)
@@ -261,7 +274,7 @@ impl Session {
 
     /// The session's user id, if the session still stands and may do `need`
     /// (the rules at the top of this file).
-    fn allowed(&mut self, ctx: &Context, need: Need) -> Result<u32, ErrorCode> {
+    fn allowed(&mut self, ctx: &Context, need: Need<'_>) -> Result<u32, ErrorCode> {
         let user_id = self.user_id.ok_or(ErrorCode::Unauthenticated)?;
         if !ctx.auth.users().by_id(user_id).is_some_and(|user| user.active) {
             tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %self.peer);
@@ -279,15 +292,15 @@ impl Session {
             self.log_out();
             return Err(ErrorCode::Unauthenticated);
         }
-        let needed = match need {
+        let (needed, policy) = match need {
             Need::Session => return Ok(user_id),
-            Need::Scope(needed) => needed,
-            Need::Manage => scope::TOKENS_WRITE,
+            Need::Scope(needed) => (needed, None),
+            Need::Manage(policy) => (scope::TOKENS_WRITE, Some(policy)),
         };
         if !scope::allows(token.scopes(), needed) {
             return Err(ErrorCode::InsufficientScope);
         }
-        if matches!(need, Need::Manage) && !ctx.auth.policy().token_sessions_manage_tokens {
+        if policy.is_some_and(|policy| !policy.token_sessions_manage_tokens) {
             return Err(ErrorCode::TokenManagementNotAllowed);
         }
         Ok(user_id)
@@ -304,3 +317,6 @@ impl Session {
         if covered { Ok(()) } else { Err(ErrorCode::InsufficientScope) }
     }
 }
+
+#[cfg(test)]
+mod tests;

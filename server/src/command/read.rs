@@ -100,9 +100,13 @@ fn page(list: ListTokens, user_id: u32, session: &Session, ctx: &Context) -> Tok
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next_after_id = if more { entries.last().map_or(0, |entry| entry.id) } else { 0 };
+        // One look at the use ledger for the whole page (up to 1,000 tokens).
+        let ids: Vec<u64> = entries.iter().map(|entry| entry.id).collect();
+        let last_used = session.last_used_of(ctx, replica, &ids);
         let tokens = entries
             .into_iter()
-            .map(|entry| details(entry, session.last_used(ctx, replica, entry.id), now))
+            .zip(last_used)
+            .map(|(entry, last_used)| details(entry, last_used, now))
             .collect();
         TokenPage { tokens, next_after_id }
     })

@@ -3,7 +3,9 @@
 //!
 //! Each checks the session's rights first, then its body, then queues one
 //! [`Change`] with the store's writer and answers once it is committed (or
-//! refused). Creates and deletes hand back a [`PendingReply`] so a
+//! refused). Each loads the token policy once and makes every check of the
+//! request against that one copy: a SIGHUP reload in between must not pair
+//! an old rule with a new one. Creates and deletes hand back a [`PendingReply`] so a
 //! pipelining connection can queue the next before this one commits. A raw
 //! token exists only in the reply that carries it and is wiped when that is
 //! dropped.
@@ -19,7 +21,9 @@ use rand::TryRngCore;
 use zeroize::Zeroize;
 
 use super::{Context, Need, ReplyBody, Session};
-use crate::auth::policy::{DESCRIPTION_BYTES_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, parse_network};
+use crate::auth::policy::{
+    DESCRIPTION_BYTES_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenPolicy, parse_network,
+};
 use crate::registry::{TokenExtras, TokenHash};
 use crate::store::{Change, NewToken, Outcome, Ticket};
 
@@ -59,10 +63,12 @@ pub(super) async fn create_iggy_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
+    let policy = ctx.auth.policy();
+    let user_id = session.allowed(ctx, Need::Manage(&policy))?;
     let CreatePersonalAccessToken { name, expiry_us } = create;
     let request = CreateToken { name, expiry_us, ..CreateToken::default() };
     let raw_token = |issued: IssuedToken| ReplyBody::Token(RawPersonalAccessToken { token: issued.token });
-    start_create(request, None, raw_token, session, ctx).await
+    start_create(user_id, &policy, request, None, raw_token, session, ctx).await
 }
 
 /// Code 9100.
@@ -72,7 +78,8 @@ pub(super) async fn create_token(
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
     // The session and its rights first, as for every command; then the body.
-    session.allowed(ctx, Need::Manage)?;
+    let policy = ctx.auth.policy();
+    let user_id = session.allowed(ctx, Need::Manage(&policy))?;
     check_description(&create.description)?;
     if create.scopes.len() > TOKEN_SCOPES_MAX {
         return Err(ErrorCode::InvalidScope);
@@ -100,23 +107,25 @@ pub(super) async fn create_token(
         networks: networks.into(),
     }
     .shared();
-    start_create(create, extras, ReplyBody::Issued, session, ctx).await
+    start_create(user_id, &policy, create, extras, ReplyBody::Issued, session, ctx).await
 }
 
-/// Checks a create, mints the token and queues the change; the returned
-/// reply waits for the commit.
+/// Checks the rest of a create for `user_id`, whose session may manage
+/// tokens under `policy`, mints the token and queues the change; the
+/// returned reply waits for the commit.
 async fn start_create(
+    user_id: u32,
+    policy: &TokenPolicy,
     create: CreateToken,
     extras: Option<Arc<TokenExtras>>,
     wrap: fn(IssuedToken) -> ReplyBody,
     session: &mut Session,
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
-    let user_id = session.allowed(ctx, Need::Manage)?;
     check_name(&create.name)?;
     let scopes = extras.as_deref().map_or(&[][..], |extras| &extras.scopes[..]);
     session.may_grant(scopes)?;
-    let lifetime_us = ctx.auth.policy().create_lifetime(create.expiry_us)?;
+    let lifetime_us = policy.create_lifetime(create.expiry_us)?;
     let (raw, hash) = mint(ctx)?;
     let name = create.name;
     let change =
@@ -166,8 +175,9 @@ pub(super) async fn delete_iggy_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
-    let token = TokenSelector::Name(delete.name);
-    start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, ctx).await
+    let user_id = may_manage(session, ctx)?;
+    let change = Change::Delete { user_id, token: TokenSelector::Name(delete.name) };
+    start_change(user_id, change, "token_deleted", session, ctx).await
 }
 
 /// Code 9106: delete by id or name.
@@ -176,8 +186,9 @@ pub(super) async fn delete_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
-    let token = delete.token;
-    start_change(|user_id| Change::Delete { user_id, token }, "token_deleted", session, ctx).await
+    let user_id = may_manage(session, ctx)?;
+    start_change(user_id, Change::Delete { user_id, token: delete.token }, "token_deleted", session, ctx)
+        .await
 }
 
 /// Code 9104.
@@ -186,42 +197,53 @@ pub(super) async fn revoke_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    let change = |user_id| Change::Revoke { user_id, token: revoke.token };
-    change_token(change, "token_revoked", session, ctx).await
+    let user_id = may_manage(session, ctx)?;
+    change_token(user_id, Change::Revoke { user_id, token: revoke.token }, "token_revoked", session, ctx)
+        .await
 }
 
 /// Code 9107: revokes every active token of the caller.
 pub(super) async fn revoke_all(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
-    change_token(|user_id| Change::RevokeAll { user_id }, "tokens_revoked_all", session, ctx).await
+    let user_id = may_manage(session, ctx)?;
+    change_token(user_id, Change::RevokeAll { user_id }, "tokens_revoked_all", session, ctx).await
 }
 
 /// Code 9108: deletes every token of the caller.
 pub(super) async fn delete_all(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
-    change_token(|user_id| Change::DeleteAll { user_id }, "tokens_deleted_all", session, ctx).await
+    let user_id = may_manage(session, ctx)?;
+    change_token(user_id, Change::DeleteAll { user_id }, "tokens_deleted_all", session, ctx).await
 }
 
-/// Submits a change to one or all of the caller's tokens. Replies with a
-/// count for the all-token changes, empty otherwise.
+/// The caller's user id if its session may manage tokens, for a command
+/// that needs the policy for nothing else.
+fn may_manage(session: &mut Session, ctx: &Context) -> Result<u32, ErrorCode> {
+    session.allowed(ctx, Need::Manage(&ctx.auth.policy()))
+}
+
+/// Submits a change to one or all of `user_id`'s tokens (its session
+/// checked by the caller). Replies with a count for the all-token changes,
+/// empty otherwise.
 async fn change_token(
-    change: impl FnOnce(u32) -> Change,
+    user_id: u32,
+    change: Change,
     event: &'static str,
-    session: &mut Session,
+    session: &Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    start_change(change, event, session, ctx).await?.reply().await
+    start_change(user_id, change, event, session, ctx).await?.reply().await
 }
 
-/// Checks the session and queues a change to the caller's tokens; the
-/// returned reply waits for the commit.
+/// Queues a change to `user_id`'s tokens (its session checked by the
+/// caller); the returned reply waits for the commit.
 async fn start_change(
-    change: impl FnOnce(u32) -> Change,
+    user_id: u32,
+    change: Change,
     event: &'static str,
-    session: &mut Session,
+    session: &Session,
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
-    let user_id = session.allowed(ctx, Need::Manage)?;
     let peer = session.peer();
-    let ticket = ctx.writer.enqueue(change(user_id)).await?;
+    let ticket = ctx.writer.enqueue(change).await?;
     let finish = move |outcome: Result<Outcome, ErrorCode>| match outcome {
         Ok(Outcome::Deleted { id } | Outcome::Revoked { id } | Outcome::Updated { id }) => {
             tracing::info!(target: "audit", event, user_id, token_id = id, %peer);
@@ -243,7 +265,7 @@ pub(super) async fn update_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    session.allowed(ctx, Need::Manage)?;
+    let user_id = may_manage(session, ctx)?;
     if let Some(name) = &update.name {
         check_name(name)?;
     }
@@ -251,8 +273,8 @@ pub(super) async fn update_token(
         check_description(description)?;
     }
     let UpdateToken { token, name, description } = update;
-    let change = |user_id| Change::Update { user_id, token, name, description };
-    change_token(change, "token_updated", session, ctx).await
+    change_token(user_id, Change::Update { user_id, token, name, description }, "token_updated", session, ctx)
+        .await
 }
 
 /// Code 9105.
@@ -261,9 +283,9 @@ pub(super) async fn rotate_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    let user_id = session.allowed(ctx, Need::Manage)?;
-    // One load: a reload between two would pair an old check with a new maximum.
+    // One load for the session check and the lifetime alike.
     let policy = ctx.auth.policy();
+    let user_id = session.allowed(ctx, Need::Manage(&policy))?;
     let expiry_us = policy.rotate_lifetime(rotate.expiry_us)?;
     let (raw, new_hash) = mint(ctx)?;
     let max_lifetime_us = policy.max_lifetime_us;

@@ -112,6 +112,16 @@ pub const LOGIN_THROTTLE_BURST_LOGINS_MAX: u32 = 100_000;
 /// failed logins a second, the same measured ceiling as the bursts.
 pub const LOGIN_THROTTLE_LOGINS_PER_MINUTE_MAX: u32 = 6_000_000;
 
+/// `ipv6_prefix_len` at least: a /32 is the smallest block the address
+/// registries allocate to a provider, so a shorter prefix would count the
+/// customers of several providers as one client, and refusing one would
+/// refuse them all.
+pub const IPV6_PREFIX_BITS_MIN: u8 = 32;
+
+/// `ipv6_prefix_len` at most: 128 counts every IPv6 address on its own
+/// (what an operator who trusts each address to be one client asks for).
+pub const IPV6_PREFIX_BITS_MAX: u8 = 128;
+
 // [personal_access_token]
 
 /// `max_tokens_per_user` at most. A user's tokens are found by id with a

@@ -93,6 +93,7 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", login_throttle.per_address_per_minute, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_BURST", login_throttle.per_user_burst, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_USER_PER_MINUTE", login_throttle.per_user_per_minute, parse),
+    env_key!("LATCHKEY_LOGIN_THROTTLE_IPV6_PREFIX_LEN", login_throttle.ipv6_prefix_len, parse),
     env_key!(
         "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
         personal_access_token.max_tokens_per_user,

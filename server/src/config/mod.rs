@@ -140,7 +140,8 @@ pub struct TcpConfig {
     pub framing: Framing,
     /// Connections open at once, over all addresses; more are closed at accept.
     pub max_connections: usize,
-    /// Connections open at once from one IP address.
+    /// Connections open at once from one IP address; IPv6 clients count by
+    /// network (`[login_throttle] ipv6_prefix_len`).
     pub max_connections_per_ip: usize,
     /// Time a connection has to log in (from connect, or from its logout);
     /// "0 s" disables.
@@ -347,6 +348,11 @@ pub struct LoginThrottleConfig {
     pub per_user_burst: u32,
     /// …and how many more per minute.
     pub per_user_per_minute: u32,
+    /// IPv6 clients are counted by their first this many bits, so the
+    /// addresses of one subnet share one bucket (IPv4: each address its
+    /// own). The per-address connection limit (`[tcp]
+    /// max_connections_per_ip`) counts by the same prefix.
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for LoginThrottleConfig {
@@ -357,6 +363,7 @@ impl Default for LoginThrottleConfig {
             per_address_per_minute: 30,
             per_user_burst: 10,
             per_user_per_minute: 10,
+            ipv6_prefix_len: 64,
         }
     }
 }

@@ -373,6 +373,13 @@ const EDGES: &[Edges] = &[
         range: "0 to 6000000",
     },
     Edges {
+        variable: "LATCHKEY_LOGIN_THROTTLE_IPV6_PREFIX_LEN",
+        key: "login_throttle.ipv6_prefix_len",
+        allowed: &["32", "64", "128"],
+        refused: &["31", "129"],
+        range: "32 to 128",
+    },
+    Edges {
         variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER",
         key: "personal_access_token.max_tokens_per_user",
         allowed: &["1", "10000000"],

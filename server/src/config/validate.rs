@@ -89,6 +89,12 @@ const COUNT_RANGES: &[CountRange] = &[
         max: LOGIN_THROTTLE_LOGINS_PER_MINUTE_MAX as u64,
     },
     CountRange {
+        key: "login_throttle.ipv6_prefix_len",
+        value: |c| u64::from(c.login_throttle.ipv6_prefix_len),
+        min: IPV6_PREFIX_BITS_MIN as u64,
+        max: IPV6_PREFIX_BITS_MAX as u64,
+    },
+    CountRange {
         key: "personal_access_token.max_tokens_per_user",
         value: |c| u64::from(c.personal_access_token.max_tokens_per_user),
         min: 1,

@@ -4,7 +4,10 @@
 //! loop; `vsr.rs`: the 0.11 framing; `tls.rs`: the optional TLS layer).
 //!
 //! Admission is an RAII guard: a connection's slot (global and per address)
-//! is given back when its task ends, however it ends. Shutdown reaches every
+//! is given back when its task ends, however it ends. "Per address" counts
+//! by the same key as the failed-login throttle (`auth/address.rs`): an IPv4
+//! address, or an IPv6 client's network, so one subnet's addresses share
+//! their slots. Shutdown reaches every
 //! connection through its own signal, so waiting for it shares no lock.
 //!
 //! Must never: decide what a command does (that is `command/`'s), or close
@@ -17,7 +20,7 @@ pub mod tls;
 mod vsr;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::address::AddressKey;
 use crate::command::Context;
 use crate::config::Framing;
 
@@ -66,26 +70,26 @@ pub struct Connections {
     vsr_sessions: AtomicU64,
     /// Connections open right now.
     open: AtomicUsize,
-    /// Connections open right now per client IP (touched at connect and
-    /// close only, never per request).
-    open_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections open right now per client address key (touched at
+    /// connect and close only, never per request).
+    open_per_ip: Mutex<HashMap<AddressKey, usize>>,
     stops: Arc<Mutex<Stops>>,
 }
 
 /// A connection's place within the limits; given back on drop.
 pub struct Admission {
     connections: Arc<Connections>,
-    ip: IpAddr,
+    key: AddressKey,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.connections.open.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = lock(&self.connections.open_per_ip);
-        if let Some(open) = per_ip.get_mut(&self.ip) {
+        if let Some(open) = per_ip.get_mut(&self.key) {
             *open -= 1;
             if *open == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&self.key);
             }
         }
     }
@@ -109,19 +113,20 @@ impl Connections {
         }
     }
 
-    /// Counts a new connection in, or says why it is refused.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
+    /// Counts a new connection from a client counted as `key` in, or says
+    /// why it is refused.
+    pub fn admit(self: &Arc<Self>, key: AddressKey) -> Result<Admission, Refusal> {
         if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
             return Err(Refusal::TooManyConnections);
         }
         let mut per_ip = lock(&self.open_per_ip);
-        let open = per_ip.entry(ip).or_insert(0);
+        let open = per_ip.entry(key).or_insert(0);
         if *open >= self.limits.max_connections_per_ip {
             return Err(Refusal::TooManyFromAddress);
         }
         *open += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Admission { connections: Arc::clone(self), ip })
+        Ok(Admission { connections: Arc::clone(self), key })
     }
 
     /// Connections open right now.
@@ -167,7 +172,7 @@ pub async fn accept(
     refused: &mut RefusalLog,
 ) {
     match listener.accept().await {
-        Ok((stream, peer)) => match connections.admit(peer.ip()) {
+        Ok((stream, peer)) => match connections.admit(ctx.auth.throttle.address_key(peer.ip())) {
             Ok(admission) => {
                 let (connections, ctx) = (Arc::clone(connections), Arc::clone(ctx));
                 tokio::spawn(async move {

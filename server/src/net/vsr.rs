@@ -19,6 +19,13 @@
 //! a body that is neither login shape, or the legacy login codes 38/44 sent
 //! as NonReplicated → 15; a protocol version outside the window → 14.
 //!
+//! A body that parses as a password login is answered as one, even when
+//! its bytes also parse as a PAT login. Iggy HEAD tries the PAT shape after
+//! rejected credentials (spec §2.9); no SDK sends such a body (a PAT body
+//! never parses as the password shape), and trying both would make one
+//! hand-built request two guesses: charged to the throttle twice and
+//! answered 10 for what was a password login.
+//!
 //! Session rules: the connection, not the header's `session` or `user_id`,
 //! says who is logged in, exactly as on the legacy path. A login gets a
 //! session number from a server-wide counter (≥ 1, stable until the next
@@ -178,7 +185,7 @@ impl Vsr<'_> {
         answer
     }
 
-    /// Register (spec §2.9): version gate, then the password shape, then the
+    /// Register (spec §2.9): version gate, then the password shape, else the
     /// PAT shape. Trailing bytes after a parsed shape are ignored, as in Iggy.
     async fn register(&mut self, body: &[u8], session: &mut Session, ctx: &Context) -> Answer {
         let peer = session.peer();
@@ -199,16 +206,15 @@ impl Vsr<'_> {
             );
             return Answer::Evicted(EvictionReason::IncompatibleProtocol);
         }
-        let mut credentials_rejected = false;
         if let Ok((login, _)) = LoginRegister::decode(body) {
             let LoginRegister { username, password, context, .. } = login;
             let request = Request::LoginUser(LoginUser { username, password, version: None, context });
-            match command::handle(request, session, ctx).await {
-                Ok(reply) => return self.registered(&reply),
-                Err(ErrorCode::TooManyFailedLogins) => return throttled(),
+            return match command::handle(request, session, ctx).await {
+                Ok(reply) => self.registered(&reply),
+                Err(ErrorCode::TooManyFailedLogins) => throttled(),
                 // 42, 43, 44 and 47 alike: Iggy collapses them into one reason.
-                Err(_) => credentials_rejected = true,
-            }
+                Err(_) => Answer::Evicted(EvictionReason::InvalidCredentials),
+            };
         }
         if let Ok((login, _)) = LoginRegisterWithPat::decode(body) {
             let request =
@@ -221,12 +227,8 @@ impl Vsr<'_> {
                 Err(_) => Answer::Evicted(EvictionReason::InvalidToken),
             };
         }
-        if credentials_rejected {
-            Answer::Evicted(EvictionReason::InvalidCredentials)
-        } else {
-            tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
-            Answer::Evicted(EvictionReason::MalformedLogin)
-        }
+        tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
+        Answer::Evicted(EvictionReason::MalformedLogin)
     }
 
     /// Binds a new session number to a successful login.

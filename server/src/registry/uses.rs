@@ -28,6 +28,10 @@ pub fn merge_uses(into: &mut Uses, uses: impl IntoIterator<Item = (u64, (TokenHa
 #[derive(Default)]
 pub struct UseLedger {
     pending: Mutex<Uses>,
+    /// Times the lock was taken, for the tests that check a list takes it
+    /// once, not once per token.
+    #[cfg(test)]
+    locks: std::sync::atomic::AtomicU64,
 }
 
 impl UseLedger {
@@ -41,6 +45,20 @@ impl UseLedger {
     pub fn last_used(&self, replica: &Replica, id: u64) -> Option<LastUsed> {
         let pending = self.lock().get(&id).map(|(_, used)| *used);
         LastUsed::later(pending, replica.last_used(id))
+    }
+
+    /// [`UseLedger::last_used`] for each of `ids`, in their order, taking
+    /// the lock once for all of them: a list of a thousand tokens must not
+    /// queue a thousand times behind every connection handing uses over.
+    pub fn last_used_of(&self, replica: &Replica, ids: &[u64]) -> Vec<Option<LastUsed>> {
+        let pending: Vec<Option<LastUsed>> = {
+            let pending = self.lock();
+            ids.iter().map(|id| pending.get(id).map(|(_, used)| *used)).collect()
+        };
+        ids.iter()
+            .zip(pending)
+            .map(|(id, pending)| LastUsed::later(pending, replica.last_used(*id)))
+            .collect()
     }
 
     /// What is waiting to be written, as `(id, hash, use)`.
@@ -60,6 +78,34 @@ impl UseLedger {
     }
 
     fn lock(&self) -> MutexGuard<'_, Uses> {
+        #[cfg(test)]
+        self.locks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many times the ledger's lock was taken.
+    #[cfg(test)]
+    pub fn locks(&self) -> u64 {
+        self.locks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn used(at_us: u64) -> LastUsed {
+        LastUsed { at_us, peer: "192.0.2.1:4000".parse().unwrap() }
+    }
+
+    #[test]
+    fn last_used_of_answers_each_id_in_order_under_one_lock() {
+        let ledger = UseLedger::default();
+        ledger.hand_over([(2, ([2; 32], used(20))), (5, ([5; 32], used(50)))]);
+        let before = ledger.locks();
+        let found = ledger.last_used_of(&Replica::new(), &[5, 1, 2]);
+        assert_eq!(ledger.locks() - before, 1);
+        assert_eq!(found, [Some(used(50)), None, Some(used(20))]);
+        assert_eq!(found[2], ledger.last_used(&Replica::new(), 2));
     }
 }
