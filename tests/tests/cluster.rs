@@ -521,7 +521,11 @@ async fn every_acknowledged_change_is_visible_at_once_on_the_node_that_answered(
                     let login = connect(address).await.login_with_personal_access_token(&token).await;
                     assert_eq!(status(login), 20003, "{name} revoked but still accepted on its node");
                     client.delete_token(name.as_str()).await.unwrap();
-                    assert_eq!(status(client.get_token(name.as_str()).await), 20, "{name} deleted but still there");
+                    assert_eq!(
+                        status(client.get_token(name.as_str()).await),
+                        20,
+                        "{name} deleted but still there"
+                    );
                 }
             }));
         }

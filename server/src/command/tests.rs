@@ -65,6 +65,7 @@ impl Harness {
             registry: readers,
             uses: UseLedger::default(),
             writer,
+            freshness: Arc::new(crate::store::Freshness::always()),
             local_addr: "127.0.0.1:8090".parse().unwrap(),
         });
         Harness { ctx, writer: Some(join) }
