@@ -213,87 +213,77 @@ impl<P: Publish> EtcdWriter<P> {
     }
 
     /// Builds the transaction for `mutations`: their writes, and compares
-    /// that everything their check read is as it was at `applied`.
+    /// that everything their check read is as it was at `applied`; on
+    /// failure it reads every compared key (see `transact`).
     fn txn(&self, mutations: &[Mutation]) -> Txn {
-        let keys = &self.keys;
-        let state = self.resolver.state();
-        let compared = std::cell::RefCell::new(std::collections::BTreeSet::new());
-        let unchanged = |key: String| {
-            compared.borrow_mut().insert(key.clone());
-            Compare::mod_revision(key, CompareOp::Less, self.applied + 1)
-        };
-        let exists = |key: String| {
-            compared.borrow_mut().insert(key.clone());
-            Compare::version(key, CompareOp::Greater, 0)
-        };
-        let absent = |key: String| {
-            compared.borrow_mut().insert(key.clone());
-            Compare::create_revision(key, CompareOp::Equal, 0)
-        };
-        let mut compares = Vec::new();
-        let mut ops = Vec::new();
-        let mut counts: HashMap<u32, i64> = HashMap::new();
+        let mut txn = TxnParts { applied: self.applied, ..TxnParts::default() };
         for mutation in mutations {
-            let current = |id: u64, hash: &TokenHash| state.by_hash(hash).filter(|entry| entry.id == id);
-            match mutation {
-                Mutation::Create(token) => {
-                    compares.push(absent(keys.name(token.user_id, &token.name)));
-                    compares.push(unchanged(keys.next_id()));
-                    ops.push(TxnOp::put(keys.token(token.user_id, token.id), encode_token(token), None));
-                    ops.push(TxnOp::put(
-                        keys.name(token.user_id, &token.name),
-                        encode_number(token.id),
-                        None,
-                    ));
-                    ops.push(TxnOp::put(keys.next_id(), encode_number(token.id + 1), None));
-                    *counts.entry(token.user_id).or_default() += 1;
-                }
-                Mutation::Delete { id, hash } => {
-                    let Some(entry) = current(*id, hash) else { continue };
-                    let token_key = keys.token(entry.user_id, *id);
-                    compares.push(exists(token_key.clone()));
-                    compares.push(unchanged(token_key.clone()));
-                    ops.push(TxnOp::delete(token_key, None));
-                    ops.push(TxnOp::delete(keys.used(entry.user_id, *id), None));
-                    ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
-                    *counts.entry(entry.user_id).or_default() -= 1;
-                }
-                Mutation::Touch { id, hash, used } => {
-                    let Some(entry) = current(*id, hash) else { continue };
-                    compares.push(exists(keys.token(entry.user_id, *id)));
-                    compares.push(unchanged(keys.used(entry.user_id, *id)));
-                    ops.push(TxnOp::put(keys.used(entry.user_id, *id), encode_used(*id, *used), None));
-                }
-                Mutation::Revoke { id, hash, .. }
-                | Mutation::Update { id, hash, .. }
-                | Mutation::Rotate { id, hash, .. } => {
-                    let Some(entry) = current(*id, hash) else { continue };
-                    let token_key = keys.token(entry.user_id, *id);
-                    compares.push(exists(token_key.clone()));
-                    compares.push(unchanged(token_key.clone()));
-                    let changed = changed_record(entry, hash, mutation);
-                    if let Mutation::Update { name, .. } = mutation
-                        && *name != entry.name
-                    {
-                        compares.push(absent(keys.name(entry.user_id, name)));
-                        ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
-                        ops.push(TxnOp::put(keys.name(entry.user_id, name), encode_number(*id), None));
-                    }
-                    ops.push(TxnOp::put(token_key, encode_token(&changed), None));
-                }
-            }
+            self.add(&mut txn, mutation);
         }
-        for (user_id, delta) in counts {
-            let key = keys.count(user_id);
-            compares.push(unchanged(key.clone()));
+        let state = self.resolver.state();
+        for (user_id, delta) in std::mem::take(&mut txn.counts) {
+            let key = self.keys.count(user_id);
+            txn.unchanged(key.clone());
             let count = i64::try_from(state.count_for(user_id)).unwrap_or(i64::MAX) + delta;
-            ops.push(match u64::try_from(count) {
+            txn.ops.push(match u64::try_from(count) {
                 Ok(0) | Err(_) => TxnOp::delete(key, None),
                 Ok(count) => TxnOp::put(key, encode_number(count), None),
             });
         }
-        let reads: Vec<TxnOp> = compared.into_inner().into_iter().map(|key| TxnOp::get(key, None)).collect();
-        Txn::new().when(compares).and_then(ops).or_else(reads)
+        let reads: Vec<TxnOp> = txn.compared.into_iter().map(|key| TxnOp::get(key, None)).collect();
+        Txn::new().when(txn.compares).and_then(txn.ops).or_else(reads)
+    }
+
+    /// One mutation's compares and writes.
+    fn add(&self, txn: &mut TxnParts, mutation: &Mutation) {
+        let keys = &self.keys;
+        let state = self.resolver.state();
+        let current = |id: u64, hash: &TokenHash| state.by_hash(hash).filter(|entry| entry.id == id);
+        match mutation {
+            Mutation::Create(token) => {
+                let name_key = keys.name(token.user_id, &token.name);
+                txn.absent(name_key.clone());
+                txn.unchanged(keys.next_id());
+                txn.ops.push(TxnOp::put(keys.token(token.user_id, token.id), encode_token(token), None));
+                txn.ops.push(TxnOp::put(name_key, encode_number(token.id), None));
+                txn.ops.push(TxnOp::put(keys.next_id(), encode_number(token.id + 1), None));
+                *txn.counts.entry(token.user_id).or_default() += 1;
+            }
+            Mutation::Delete { id, hash } => {
+                let Some(entry) = current(*id, hash) else { return };
+                let token_key = keys.token(entry.user_id, *id);
+                txn.exists_unchanged(token_key.clone());
+                txn.ops.push(TxnOp::delete(token_key, None));
+                txn.ops.push(TxnOp::delete(keys.used(entry.user_id, *id), None));
+                txn.ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
+                *txn.counts.entry(entry.user_id).or_default() -= 1;
+            }
+            Mutation::Touch { id, hash, used } => {
+                let Some(entry) = current(*id, hash) else { return };
+                txn.exists(keys.token(entry.user_id, *id));
+                txn.unchanged(keys.used(entry.user_id, *id));
+                txn.ops.push(TxnOp::put(keys.used(entry.user_id, *id), encode_used(*id, *used), None));
+            }
+            Mutation::Revoke { id, hash, .. }
+            | Mutation::Update { id, hash, .. }
+            | Mutation::Rotate { id, hash, .. } => {
+                let Some(entry) = current(*id, hash) else { return };
+                let token_key = keys.token(entry.user_id, *id);
+                txn.exists_unchanged(token_key.clone());
+                if let Mutation::Update { name, .. } = mutation
+                    && *name != entry.name
+                {
+                    txn.absent(keys.name(entry.user_id, name));
+                    txn.ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
+                    txn.ops.push(TxnOp::put(keys.name(entry.user_id, name), encode_number(*id), None));
+                }
+                txn.ops.push(TxnOp::put(
+                    token_key,
+                    encode_token(&changed_record(entry, hash, mutation)),
+                    None,
+                ));
+            }
+        }
     }
 
     /// Waits until the state has applied the events of `revision` (there
@@ -461,6 +451,40 @@ impl<P: Publish> EtcdWriter<P> {
             mutations.push(Mutation::Update { id, hash: current, name: token.name, extras: token.extras });
         }
         mutations
+    }
+}
+
+/// A transaction being built: compares, writes, the keys compared (read
+/// back on failure) and each user's change in token count.
+#[derive(Default)]
+struct TxnParts {
+    applied: i64,
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    compared: std::collections::BTreeSet<String>,
+    counts: HashMap<u32, i64>,
+}
+
+impl TxnParts {
+    /// `key` has not changed since the revision the state reflects.
+    fn unchanged(&mut self, key: String) {
+        self.compared.insert(key.clone());
+        self.compares.push(Compare::mod_revision(key, CompareOp::Less, self.applied + 1));
+    }
+
+    fn exists(&mut self, key: String) {
+        self.compared.insert(key.clone());
+        self.compares.push(Compare::version(key, CompareOp::Greater, 0));
+    }
+
+    fn exists_unchanged(&mut self, key: String) {
+        self.exists(key.clone());
+        self.unchanged(key);
+    }
+
+    fn absent(&mut self, key: String) {
+        self.compared.insert(key.clone());
+        self.compares.push(Compare::create_revision(key, CompareOp::Equal, 0));
     }
 }
 
