@@ -21,19 +21,12 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-members="m1=http://127.0.0.1:23801,m2=http://127.0.0.1:23802,m3=http://127.0.0.1:23803"
-for i in 1 2 3; do
-    etcd --name "m$i" --data-dir "$work/etcd$i" \
-        --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
-        --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
-        --initial-cluster "$members" --initial-cluster-state new >"$work/etcd$i.log" 2>&1 &
-    pids+=($!)
-done
-sleep 3
+source tools/etcd-cluster.sh
+start_etcd_cluster "$work"
 head -c 32 /dev/urandom >"$work/token.key" && chmod 600 "$work/token.key"
 for i in 1 2 3; do
     LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key" \
-    LATCHKEY_STORAGE_ETCD_ENDPOINTS=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
+    LATCHKEY_STORAGE_ETCD_ENDPOINTS="$ETCD_ENDPOINTS" \
     LATCHKEY_SYSTEM_PATH="$work/node$i" LATCHKEY_TCP_ADDRESS="127.0.0.1:1809$i" \
         "$server" --config configs/server.toml --with-default-root-credentials >"$work/node$i.log" 2>&1 &
     pids+=($!)
