@@ -139,11 +139,12 @@ pub fn spawn<J: Journal, P: Publish>(
     (handle, start(inbox, state, next_id, limits, journal, publish))
 }
 
-type Pending = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
+/// A change taken off the queue, with where its outcome goes.
+type QueuedChange = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
 
 impl<J: Journal, P: Publish> Writer<J, P> {
     fn run(mut self, mut receiver: mpsc::Receiver<Message>) -> P {
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut pending: Vec<QueuedChange> = Vec::new();
         let mut stopping = false;
         while !stopping {
             match receiver.blocking_recv() {
@@ -167,7 +168,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         self.publish
     }
 
-    fn commit(&mut self, pending: &mut Vec<Pending>) {
+    fn commit(&mut self, pending: &mut Vec<QueuedChange>) {
         let commit_at_us = now_us().max(self.last_commit_us);
         self.last_commit_us = commit_at_us;
         let mut mutations = Vec::with_capacity(pending.len());
