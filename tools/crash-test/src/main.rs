@@ -76,6 +76,15 @@ struct Cli {
     /// The server's compaction_min_records: small, so compaction runs across crashes.
     #[arg(long, default_value_t = 500)]
     compaction_min_records: u64,
+    /// Run the server in cluster mode on this etcd cluster (HOST:PORT,...),
+    /// under a prefix of its own; the server must be built with `--features
+    /// etcd`. Each kill is then of a cluster node, and its restart reloads
+    /// the registry from etcd.
+    #[arg(long, value_name = "ENDPOINTS", requires = "etcd_key_file")]
+    etcd_endpoints: Option<String>,
+    /// The token-hash key file for cluster mode (32 bytes, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    etcd_key_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -176,12 +185,17 @@ impl Harness {
             // exists to stop.
             ("LATCHKEY_LOGIN_THROTTLE_ENABLED", "false".to_owned()),
         ];
-        let spec = ServerSpec {
-            binary,
-            data_dir,
-            config,
-            env: env.into_iter().map(|(key, value)| (key.to_owned(), value)).collect(),
-        };
+        let mut env: Vec<(String, String)> =
+            env.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+        if let (Some(endpoints), Some(key_file)) = (&cli.etcd_endpoints, &cli.etcd_key_file) {
+            env.extend([
+                ("LATCHKEY_STORAGE_BACKEND".to_owned(), "etcd".to_owned()),
+                ("LATCHKEY_STORAGE_ETCD_ENDPOINTS".to_owned(), endpoints.clone()),
+                ("LATCHKEY_STORAGE_ETCD_KEY_FILE".to_owned(), key_file.display().to_string()),
+                ("LATCHKEY_STORAGE_ETCD_PREFIX".to_owned(), format!("/latchkey-crash/{seed}/")),
+            ]);
+        }
+        let spec = ServerSpec { binary, data_dir, config, env };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
