@@ -354,7 +354,51 @@ pub fn under_ci() -> bool {
 /// The caller returns right after this.
 pub fn skip(missing: &str, remedy: &str) {
     assert!(!under_ci(), "CI=true, and this test cannot run here: {missing}. To run it: {remedy}");
-    eprintln!("SKIPPED: {missing}. To run it: {remedy}");
+    // Straight to the process's stderr, past the test harness's capture, so
+    // the skip shows in a passing run's output too.
+    let line =
+        format!("SKIPPED {}: {missing}. To run it: {remedy}\n", std::thread::current().name().unwrap_or("?"));
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Whether this machine can listen and connect on `[::1]`. If it cannot,
+/// the caller is skipped through [`skip`] (a failure under CI) and gets false.
+pub fn ipv6_loopback_or_skip() -> bool {
+    let probe = std::net::TcpListener::bind("[::1]:0")
+        .and_then(|listener| std::net::TcpStream::connect(listener.local_addr()?).map(drop));
+    match probe {
+        Ok(()) => true,
+        Err(error) => {
+            skip(
+                &format!("no IPv6 loopback here ([::1]: {error})"),
+                "enable IPv6 on lo (sysctl net.ipv6.conf.lo.disable_ipv6=0; in a container, start it with IPv6)",
+            );
+            false
+        }
+    }
+}
+
+/// Whether a listener on `[::]` here also accepts IPv4 clients (as
+/// `::ffff:a.b.c.d`). If not, the caller is skipped through [`skip`] and gets
+/// false.
+pub fn dual_stack_or_skip() -> bool {
+    if !ipv6_loopback_or_skip() {
+        return false;
+    }
+    let probe = std::net::TcpListener::bind("[::]:0").and_then(|listener| {
+        std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], listener.local_addr()?.port())))
+            .map(drop)
+    });
+    match probe {
+        Ok(()) => true,
+        Err(error) => {
+            skip(
+                &format!("a [::] listener here does not accept IPv4 clients ({error})"),
+                "allow dual-stack sockets (sysctl net.ipv6.bindv6only=0)",
+            );
+            false
+        }
+    }
 }
 
 /// The kernel's queues of one TCP connection, as `/proc/net/tcp{,6}` shows
