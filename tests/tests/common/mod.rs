@@ -177,6 +177,41 @@ pub fn random_bytes(count: usize) -> Vec<u8> {
     bytes
 }
 
+/// Random input a failing test can replay: SplitMix64 from a seed that is
+/// `LATCHKEY_TEST_SEED` when set, else fresh from the OS, and printed either
+/// way (the output shows when the test fails).
+pub struct SeededRng {
+    state: u64,
+}
+
+impl SeededRng {
+    pub fn new(what: &str) -> SeededRng {
+        let seed = match std::env::var("LATCHKEY_TEST_SEED") {
+            Ok(text) => text.parse().expect("LATCHKEY_TEST_SEED is a u64"),
+            Err(_) => u64::from_le_bytes(random_bytes(8).try_into().unwrap()),
+        };
+        eprintln!("{what}: seed {seed}; LATCHKEY_TEST_SEED={seed} replays it");
+        SeededRng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..bound` for test input (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    pub fn bytes(&mut self, count: usize) -> Vec<u8> {
+        (0..count).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
 /// `count` random characters from `0-9A-Za-z`.
 pub fn random_alphanumeric(count: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
