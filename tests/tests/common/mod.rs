@@ -317,3 +317,33 @@ impl Poll {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until the clock has passed `at_us` (µs since the Unix epoch): the
+/// server reads the same clock, so from then on it sees that moment as past
+/// too. Fails if `at_us` is further away than the hang guard.
+pub async fn wait_until_past(at_us: u64) {
+    let limit_us = now_us() + HANG_GUARD.as_micros() as u64;
+    assert!(at_us < limit_us, "{at_us} is too far ahead to wait for");
+    while now_us() <= at_us {
+        tokio::time::sleep(Duration::from_micros((at_us + 1).saturating_sub(now_us()).max(100))).await;
+    }
+}
+
+/// Waits (bounded by the hang guard) until the server has read everything
+/// written so far on `stream`: the server's kernel has acknowledged it, and
+/// then none of it waits in the server's receive queue.
+pub async fn wait_until_read_by_server(stream: &TcpStream) {
+    let (client_end, server_end) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+    let deadline = Instant::now() + HANG_GUARD;
+    let queues = |local, remote| latchkey_tests::tcp_queues(local, remote).expect("a live connection");
+    // In this order: once acknowledged, the bytes are in the server's queue
+    // or already read, so an empty queue seen afterwards means read.
+    while queues(client_end, server_end).unacked_bytes > 0 {
+        assert!(Instant::now() < deadline, "the server's kernel never took the bytes (hang guard)");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while queues(server_end, client_end).unread_bytes > 0 {
+        assert!(Instant::now() < deadline, "the server never read the bytes (hang guard)");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
