@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{HANG_GUARD, LOGIN_USER, LOGOUT_USER, frame, login_body, wait_for_logs};
+use common::{HANG_GUARD, LOGIN_USER, LOGOUT_USER, Raw, frame, login_body, wait_for_logs};
 
 use latchkey_sdk::{Client, ErrorCode, Expiry};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
@@ -197,6 +197,74 @@ async fn a_quiet_logged_in_connection_is_closed_at_the_idle_timeout() {
     unauthenticated.write_all(&PING).await.unwrap();
     let mut pong = [0u8; 8];
     unauthenticated.read_exact(&mut pong).await.expect("an unauthenticated connection met the idle timeout");
+}
+
+/// The second loopback address: the server sees a client there as another
+/// address than 127.0.0.1.
+const OTHER_ADDRESS: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+#[tokio::test]
+async fn the_per_username_throttle_holds_back_the_guesser_and_not_the_real_user() {
+    let home = DataHome::new();
+    // The address buckets are far larger than the username's, so only the
+    // username's bucket can run dry here.
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_LOGIN_THROTTLE_ENABLED", "true")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", "100")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", "1")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_USER_BURST", "3")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_USER_PER_MINUTE", "1");
+    let server = TestServer::start(&home, &spec);
+    let wrong = login_body(b"iggy", b"wrong");
+    let right = login_body(b"iggy", b"iggy");
+    let mut guesser = Raw::connect_from(OTHER_ADDRESS, server.address).await;
+    for attempt in 0..3 {
+        assert_eq!(guesser.status(LOGIN_USER, &wrong).await, 42, "guess {attempt}");
+    }
+    // iggy's bucket is empty and 127.0.0.2 has failed: held back, even with
+    // the right password.
+    assert_eq!(guesser.status(LOGIN_USER, &wrong).await, 20001);
+    assert_eq!(guesser.status(LOGIN_USER, &right).await, 20001);
+    // Another username from the same address is not held back by iggy's bucket.
+    assert_eq!(guesser.status(LOGIN_USER, &login_body(b"nobody", b"wrong")).await, 42);
+    // The real user, from a clean address, is not locked out.
+    let mut real = Raw::connect(server.address).await;
+    assert_eq!(real.status(LOGIN_USER, &right).await, 0);
+    assert!(server.logs().contains("login_throttled"), "{}", server.logs());
+}
+
+#[tokio::test]
+async fn the_overall_connection_limit_counts_every_address() {
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_TCP_MAX_CONNECTIONS", "3")
+        .env("LATCHKEY_TCP_MAX_CONNECTIONS_PER_IP", "100");
+    let server = TestServer::start(&home, &spec);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut raw = Raw::connect(server.address).await;
+        assert_eq!(raw.call(1, &[]).await, (0, Vec::new()));
+        open.push(raw);
+    }
+    // A fourth, from another address (its own per-address count is 0), is
+    // closed at accept: the overall limit.
+    let mut fourth = Raw::connect_from(OTHER_ADDRESS, server.address).await;
+    let _ = fourth.stream.write_all(&PING).await;
+    assert!(fourth.read_until_closed().await.is_empty(), "the fourth connection was answered");
+    // Closing one frees its slot for any address.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + HANG_GUARD;
+    loop {
+        let mut again = Raw::connect_from(OTHER_ADDRESS, server.address).await;
+        let mut reply = [0u8; 8];
+        if again.stream.write_all(&PING).await.is_ok() && again.stream.read_exact(&mut reply).await.is_ok() {
+            assert_eq!(reply, [0; 8]);
+            break;
+        }
+        // The server counts a connection out just after closing it.
+        assert!(std::time::Instant::now() < deadline, "the freed slot never admitted a connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -94,6 +94,16 @@ impl Raw {
         Raw { stream }
     }
 
+    /// Connects from `local` (any address on the loopback interface, such as
+    /// 127.0.0.2), so the server sees another client address.
+    pub async fn connect_from(local: std::net::IpAddr, address: SocketAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).expect("bind the client address");
+        let stream = socket.connect(address).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream }
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
