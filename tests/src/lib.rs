@@ -56,6 +56,9 @@ pub struct ServerSpec {
     pub config: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Variables the harness would set, left unset (so the config file's
+    /// value counts, e.g. `LATCHKEY_TCP_ADDRESS`).
+    pub env_removed: Vec<String>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
     /// Start with `--with-default-root-credentials` (iggy/iggy).
@@ -78,6 +81,11 @@ impl ServerSpec {
 
     pub fn env(mut self, key: &str, value: &str) -> ServerSpec {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn without_env(mut self, key: &str) -> ServerSpec {
+        self.env_removed.push(key.to_owned());
         self
     }
 
@@ -194,6 +202,9 @@ impl TestServer {
         }
         for (key, value) in &spec.env {
             command.env(key, value);
+        }
+        for key in &spec.env_removed {
+            command.env_remove(key);
         }
         if let Some(limit) = spec.file_size_limit_bytes {
             limit_file_size(&mut command, limit);

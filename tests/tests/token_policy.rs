@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::*;
 use latchkey_sdk::{Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
+use tokio::net::TcpStream;
 
 const OK: u32 = 0;
 const INVALID_FORMAT: u32 = 4;
@@ -679,4 +680,90 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     assert_eq!(status(bob_password.get_me().await), UNAUTHENTICATED);
     create(&mut root_token, NewToken::named("from-token")).await;
     create(&mut root, NewToken::named("never").with_expiry(Expiry::Never)).await;
+}
+
+#[tokio::test]
+async fn sighup_can_take_the_authorize_permission_away() {
+    let alice = Account::new(1, "alice", "alice-password");
+    let broker = Account::new(2, "broker", "broker-password");
+    let home = DataHome::new();
+    let config = [alice.entry(true, &[]), broker.entry(true, &["authorize"])].concat();
+    let server = TestServer::start(&home, &ServerSpec::default_root().config(&config));
+    let mut alice_session = alice.login(server.address).await;
+    let alices = create(&mut alice_session, NewToken::named("alices")).await;
+    let mut broker_session = broker.login(server.address).await;
+    let sidecar = create(&mut broker_session, NewToken::named("sidecar").with_scope("authorize")).await;
+    let mut sidecar_session = with_token(server.address, &sidecar.token).await;
+    assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
+    assert_eq!(decision(&mut sidecar_session, &alices.token, "", None).await, Decision::Allowed);
+
+    // The broker stays, without the permission.
+    reload(&server, &home, &[alice.entry(true, &[]), broker.entry(true, &[])].concat());
+    wait_for_reload(&server, 0);
+    // Open sessions, by password and by token, and new ones alike: 20011.
+    assert_eq!(status(broker_session.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    assert_eq!(status(sidecar_session.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    let mut fresh = broker.login(server.address).await;
+    assert_eq!(status(fresh.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    // The session itself goes on: only the permission went.
+    assert_eq!(broker_session.get_me().await.unwrap().user_id, 2);
+
+    // Given back, it works again on the same sessions.
+    reload(&server, &home, &config);
+    wait_for_reload(&server, 1);
+    assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
+    assert_eq!(decision(&mut sidecar_session, &alices.token, "", None).await, Decision::Allowed);
+}
+
+/// Threads of process `pid` named `name` (tokio names its workers and its
+/// blocking pool alike; nothing here runs on the blocking pool).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .filter(|task| {
+            let comm = task.as_ref().map(|task| task.path().join("comm")).ok();
+            comm.and_then(|path| std::fs::read_to_string(path).ok()).is_some_and(|comm| comm.trim() == name)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn sighup_leaves_the_address_the_limits_and_the_workers_as_they_started() {
+    // The address comes from the file here, so a reload could move it.
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let elsewhere = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let config = |address: SocketAddr, shards: usize, per_ip: usize| {
+        format!(
+            "[system]\nshards = {shards}\n\n[tcp]\naddress = \"{address}\"\nmax_connections_per_ip = {per_ip}\n"
+        )
+    };
+    let home = DataHome::new();
+    let spec = ServerSpec::default().config(&config(address, 2, 2)).without_env("LATCHKEY_TCP_ADDRESS");
+    let server = TestServer::start(&home, &spec);
+    assert_eq!(server.address, address);
+    assert_eq!(threads_named(server.pid(), "latchkey-worker"), 2, "the measurement: two workers at start");
+
+    reload(&server, &home, &config(elsewhere, 4, 100));
+    wait_for_reload(&server, 0);
+    // Still on the first address, not on the new one.
+    connect(address).await.ping().await.unwrap();
+    assert!(TcpStream::connect(elsewhere).await.is_err(), "the server moved to {elsewhere}");
+    // Still two workers.
+    assert_eq!(threads_named(server.pid(), "latchkey-worker"), 2);
+    // Still two connections per address: a third is closed at accept.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut raw = Raw::connect(address).await;
+        assert_eq!(raw.call(PING, &[]).await, (0, Vec::new()));
+        open.push(raw);
+    }
+    let mut third = Raw::connect(address).await;
+    third.write(&frame(PING, &[])).await;
+    assert!(third.read_until_closed().await.is_empty(), "a third connection from one address was served");
 }
