@@ -9,6 +9,8 @@
 //! - the data directory on a 256 KiB tmpfs: the real `ENOSPC`. Mounting needs
 //!   root; without it the test skips, naming why (a failure under CI).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -58,7 +60,7 @@ async fn writes_refused_reads_served(
     let mut reader = Client::connect(server.address).await.unwrap();
     assert_eq!(reader.login_with_personal_access_token(first_token).await.unwrap(), 0);
     assert_eq!(reader.get_personal_access_tokens().await.unwrap().len(), acknowledged.len());
-    assert!(server.logs().contains("log append failed"), "{}", server.logs());
+    common::wait_for_logs(server, |logs| logs.contains("log append failed"));
 }
 
 /// Restarted with room: every acknowledged token is listed and logs in (a
