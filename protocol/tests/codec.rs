@@ -692,6 +692,23 @@ fn invalid_utf8_is_invalid_format() {
     assert_eq!(Request::decode(38, &login), Err(ErrorCode::InvalidFormat));
 }
 
+/// The request the spec's example body for `code` decodes to: `LOGIN_FRAME`,
+/// `CREATE_FRAME`, a delete of "tok-1h" and a token login with "lk_x".
+fn spec_example(code: u32) -> Request {
+    match code {
+        38 => Request::LoginUser(login("iggy", "iggy", Some("0.10.0"))),
+        42 => Request::CreatePersonalAccessToken(CreatePersonalAccessToken {
+            name: "tok-1h".to_owned(),
+            expiry_us: 3_600_000_000,
+        }),
+        43 => Request::DeletePersonalAccessToken(DeletePersonalAccessToken { name: "tok-1h".to_owned() }),
+        44 => Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken {
+            token: Secret::from("lk_x".to_owned()),
+        }),
+        _ => unreachable!("no example for code {code}"),
+    }
+}
+
 #[test]
 fn trailing_bytes_are_invalid_command() {
     let bodies: [(u32, Vec<u8>); 4] = [
@@ -715,7 +732,7 @@ fn trailing_bytes_are_invalid_command() {
             44 => &body[..5],
             _ => &body[..body.len() - 1],
         };
-        assert!(Request::decode(code, exact).is_ok(), "code {code}");
+        assert_eq!(Request::decode(code, exact), Ok(spec_example(code)), "code {code}");
     }
     // LoginUser: 1–3 bytes after the password are a cut version length.
     for extra in 1..4 {
@@ -735,11 +752,14 @@ fn truncated_bodies_are_invalid_command() {
         (44, b"\x04lk_x", &[]),
     ];
     for (code, body, valid) in cases {
-        assert!(Request::decode(code, body).is_ok());
+        assert_eq!(Request::decode(code, body), Ok(spec_example(code)), "code {code}");
         for i in 0..body.len() {
             let result = Request::decode(code, &body[..i]);
             if valid.contains(&i) {
-                assert!(result.is_ok(), "code {code} prefix {i}: {result:?}");
+                // Only LoginUser has shorter valid forms: without the
+                // context, and without the version too.
+                let version = (i == 20).then_some("0.10.0");
+                assert_eq!(result, Ok(Request::LoginUser(login("iggy", "iggy", version))), "prefix {i}");
             } else {
                 assert_eq!(result, Err(ErrorCode::InvalidCommand), "code {code} prefix {i}");
             }

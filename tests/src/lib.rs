@@ -56,6 +56,9 @@ pub struct ServerSpec {
     pub config: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Variables the harness would set, left unset (so the config file's
+    /// value counts, e.g. `LATCHKEY_TCP_ADDRESS`).
+    pub env_removed: Vec<String>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
     /// Start with `--with-default-root-credentials` (iggy/iggy).
@@ -64,6 +67,10 @@ pub struct ServerSpec {
     pub address: Option<String>,
     /// Server binary; default [`server_binary()`].
     pub binary: Option<PathBuf>,
+    /// `RLIMIT_FSIZE` for the server process, in bytes: a write that would
+    /// grow a file past it fails with `EFBIG` (SIGXFSZ is ignored, so the
+    /// process lives on). A full disk for one process, with no mount.
+    pub file_size_limit_bytes: Option<u64>,
 }
 
 impl ServerSpec {
@@ -77,6 +84,11 @@ impl ServerSpec {
         self
     }
 
+    pub fn without_env(mut self, key: &str) -> ServerSpec {
+        self.env_removed.push(key.to_owned());
+        self
+    }
+
     pub fn config(mut self, toml: &str) -> ServerSpec {
         self.config = Some(toml.to_owned());
         self
@@ -84,6 +96,16 @@ impl ServerSpec {
 
     pub fn binary(mut self, path: PathBuf) -> ServerSpec {
         self.binary = Some(path);
+        self
+    }
+
+    pub fn address(mut self, address: &str) -> ServerSpec {
+        self.address = Some(address.to_owned());
+        self
+    }
+
+    pub fn file_size_limit_bytes(mut self, bytes: u64) -> ServerSpec {
+        self.file_size_limit_bytes = Some(bytes);
         self
     }
 }
@@ -96,6 +118,21 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    readers: PipeReaders,
+}
+
+/// The threads that copy a server's stdout and stderr into memory. Each ends
+/// when its pipe closes, that is once the process has exited; joining them
+/// is how the harness knows it holds a dead server's last words, whole.
+#[derive(Default)]
+struct PipeReaders(Vec<std::thread::JoinHandle<()>>);
+
+impl PipeReaders {
+    fn join(&mut self) {
+        for reader in self.0.drain(..) {
+            reader.join().expect("a pipe reader thread panicked");
+        }
+    }
 }
 
 /// A temporary directory that outlives server restarts.
@@ -166,13 +203,20 @@ impl TestServer {
         for (key, value) in &spec.env {
             command.env(key, value);
         }
+        for key in &spec.env_removed {
+            command.env_remove(key);
+        }
+        if let Some(limit) = spec.file_size_limit_bytes {
+            limit_file_size(&mut command, limit);
+        }
         let mut child = command.spawn().expect("spawn latchkey-server");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&stdout);
-        std::thread::spawn(move || {
+        let mut readers = PipeReaders::default();
+        readers.0.push(std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let address = listening_address(&line);
                 {
@@ -185,10 +229,10 @@ impl TestServer {
                     let _ = address_tx.send(address);
                 }
             }
-        });
+        }));
         let mut err = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        readers.0.push(std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok(read) = err.read(&mut buffer) {
                 if read == 0 {
@@ -196,7 +240,7 @@ impl TestServer {
                 }
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
-        });
+        }));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(address) = address_rx.recv_timeout(Duration::from_millis(20)) {
@@ -206,11 +250,11 @@ impl TestServer {
                     data_dir: home.data_dir(),
                     stdout,
                     stderr,
+                    readers,
                 });
             }
             if let Some(status) = child.try_wait().expect("try_wait") {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
+                readers.join();
                 return Err(Exited {
                     status,
                     stdout: stdout.lock().unwrap().clone(),
@@ -235,7 +279,7 @@ impl TestServer {
     pub fn assert_running(&mut self) {
         let child = self.child.as_mut().expect("running");
         if let Some(status) = child.try_wait().expect("try_wait") {
-            std::thread::sleep(Duration::from_millis(100));
+            self.readers.join();
             panic!(
                 "latchkey-server exited unexpectedly with {status}\nstdout:\n{}\nstderr:\n{}",
                 self.logs(),
@@ -249,15 +293,21 @@ impl TestServer {
     }
 
     /// Sends `signal` and waits for the exit; returns the status.
-    pub fn stop_with(mut self, signal: i32) -> ExitStatus {
+    pub fn stop_with(self, signal: i32) -> ExitStatus {
+        self.stop_with_output(signal).status
+    }
+
+    /// Sends `signal`, waits for the exit and for the pipes to close; returns
+    /// the status and everything the server wrote, its last words included.
+    pub fn stop_with_output(mut self, signal: i32) -> Exited {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         unsafe {
             libc::kill(child.id() as i32, signal);
         }
         let status = child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(50));
-        status
+        self.readers.join();
+        Exited { status, stdout: self.logs(), stderr: self.stderr() }
     }
 
     /// SIGTERM and wait: a graceful stop.
@@ -278,6 +328,146 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Sets `RLIMIT_FSIZE` to `bytes` in the child before it runs, and ignores
+/// SIGXFSZ there, so a write past the limit fails with `EFBIG` instead of
+/// killing the process. Both settings survive `exec`.
+fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: the closure runs between fork and exec and calls only
+    // signal(2) and setrlimit(2), both async-signal-safe, on the child itself.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+                || libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether this run is CI's (`CI=true`, as CI systems set it).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// Skips the calling test for a named reason this machine has been checked
+/// for, or fails it under CI.
+///
+/// A test may skip only when it has checked that the machine lacks something
+/// it needs: a package, an IPv6 stack, the privilege to mount. `missing`
+/// names what is missing, `remedy` what to install or enable. Under CI
+/// (`CI=true`) every skip is a failure, so a green CI run has run every test.
+/// The caller returns right after this.
+pub fn skip(missing: &str, remedy: &str) {
+    assert!(!under_ci(), "CI=true, and this test cannot run here: {missing}. To run it: {remedy}");
+    // Straight to the process's stderr, past the test harness's capture, so
+    // the skip shows in a passing run's output too.
+    let line =
+        format!("SKIPPED {}: {missing}. To run it: {remedy}\n", std::thread::current().name().unwrap_or("?"));
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Whether this machine can listen and connect on `[::1]`. If it cannot,
+/// the caller is skipped through [`skip`] (a failure under CI) and gets false.
+pub fn ipv6_loopback_or_skip() -> bool {
+    let probe = std::net::TcpListener::bind("[::1]:0")
+        .and_then(|listener| std::net::TcpStream::connect(listener.local_addr()?).map(drop));
+    match probe {
+        Ok(()) => true,
+        Err(error) => {
+            skip(
+                &format!("no IPv6 loopback here ([::1]: {error})"),
+                "enable IPv6 on lo (sysctl net.ipv6.conf.lo.disable_ipv6=0; in a container, start it with IPv6)",
+            );
+            false
+        }
+    }
+}
+
+/// Whether a listener on `[::]` here also accepts IPv4 clients (as
+/// `::ffff:a.b.c.d`). If not, the caller is skipped through [`skip`] and gets
+/// false.
+pub fn dual_stack_or_skip() -> bool {
+    if !ipv6_loopback_or_skip() {
+        return false;
+    }
+    let probe = std::net::TcpListener::bind("[::]:0").and_then(|listener| {
+        std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], listener.local_addr()?.port())))
+            .map(drop)
+    });
+    match probe {
+        Ok(()) => true,
+        Err(error) => {
+            skip(
+                &format!("a [::] listener here does not accept IPv4 clients ({error})"),
+                "allow dual-stack sockets (sysctl net.ipv6.bindv6only=0)",
+            );
+            false
+        }
+    }
+}
+
+/// The kernel's queues of one TCP connection, as `/proc/net/tcp{,6}` shows
+/// them for the socket bound to `local` and connected to `remote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpQueues {
+    /// Bytes sent and not yet acknowledged by the peer.
+    pub unacked_bytes: u64,
+    /// Bytes received and not yet read by the socket's owner.
+    pub unread_bytes: u64,
+}
+
+/// [`TcpQueues`] of the socket `local` → `remote` on this machine, if there is
+/// one. Either end of a loopback connection can be asked about: a test reads
+/// how much the server has left unread on its side of a connection.
+pub fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<TcpQueues> {
+    let table = if local.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
+    let text = std::fs::read_to_string(table).expect("read /proc/net/tcp");
+    // "sl local_address rem_address st tx_queue:rx_queue ..."; addresses are
+    // hex `ADDRESS:PORT`. Ports are unique enough among loopback sockets
+    // once both ends are given; the addresses are checked too for IPv4.
+    let endpoint = |address: SocketAddr| match address {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(v6) => format!(":{:04X}", v6.port()),
+    };
+    let (want_local, want_remote) = (endpoint(local), endpoint(remote));
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (found_local, found_remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if !found_local.ends_with(&want_local) || !found_remote.ends_with(&want_remote) {
+            return None;
+        }
+        let (tx, rx) = queues.split_once(':')?;
+        Some(TcpQueues {
+            unacked_bytes: u64::from_str_radix(tx, 16).ok()?,
+            unread_bytes: u64::from_str_radix(rx, 16).ok()?,
+        })
+    })
+}
+
+/// Memory of a running process, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessMemory {
+    /// Resident now (`VmRSS`).
+    pub resident_bytes: u64,
+    /// The most it was ever resident (`VmHWM`).
+    pub resident_peak_bytes: u64,
+}
+
+/// [`ProcessMemory`] of process `pid`.
+pub fn process_memory(pid: u32) -> ProcessMemory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kib = |key: &str| -> u64 {
+        let line = status.lines().find(|line| line.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+        let value = line[key.len()..].trim().trim_end_matches("kB").trim();
+        value.parse::<u64>().expect("a number of kB") * 1024
+    };
+    ProcessMemory { resident_bytes: kib("VmRSS:"), resident_peak_bytes: kib("VmHWM:") }
 }
 
 /// Parses the address from the server's "Latchkey listening on ADDR" line.
@@ -331,7 +521,29 @@ pub mod etcd;
 
 #[cfg(test)]
 mod tests {
-    use super::listening_address;
+    use super::{TcpQueues, listening_address, tcp_queues};
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn tcp_queues_shows_what_a_socket_has_left_unread() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let (client_end, server_end) = (client.local_addr().unwrap(), server.local_addr().unwrap());
+        let empty = TcpQueues { unacked_bytes: 0, unread_bytes: 0 };
+        assert_eq!(tcp_queues(server_end, client_end), Some(empty));
+        client.write_all(&[7; 1000]).unwrap();
+        // Loopback delivery is done once the peer's kernel acknowledges it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tcp_queues(client_end, server_end).unwrap().unacked_bytes != 0 {
+            assert!(std::time::Instant::now() < deadline, "never acknowledged");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(tcp_queues(server_end, client_end).unwrap().unread_bytes, 1000);
+        assert_eq!(tcp_queues(client_end, server_end).unwrap().unread_bytes, 0);
+        assert_eq!(tcp_queues(client_end, "127.0.0.1:1".parse().unwrap()), None);
+    }
 
     // Moved here with the parser from tools/crash-test/src/server.rs and
     // interop/iggy01{0,1}/src/lib.rs, which now use this one.

@@ -124,21 +124,42 @@ async fn concurrent_deletes_of_one_name_succeed_once() {
     assert_eq!(status(client.login_with_personal_access_token(&token).await), 20);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn password_logins_queue_instead_of_failing_when_the_pool_is_small() {
+/// Memory of one Argon2 check of [`heavy_user`]'s password: 64 MiB, which
+/// the check fills block by block and frees when it ends.
+const CHECK_BYTES: u64 = 64 << 20;
+const CHECK_KIB: u32 = (CHECK_BYTES >> 10) as u32;
+
+/// A `[[users]]` entry whose hash asks for [`CHECK_BYTES`] per check (the
+/// parameters live in the PHC string), so every password check the server
+/// runs shows in its resident memory.
+fn heavy_user() -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(CHECK_KIB, 1, 1, None).unwrap();
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"latchkey-heavy-1").unwrap();
+    let hash = argon2.hash_password(b"heavy-password", &salt).unwrap();
+    format!("[[users]]\nid = 1\nusername = \"heavy\"\npassword_hash = \"{hash}\"\n")
+}
+
+/// Twelve password logins at once, a third of them wrong, against a server
+/// with `threads` and `queue`: every one is answered rightly (the bounds
+/// make logins wait, never fail) and the connection stays usable. Returns
+/// how many checks' worth of memory the server held at its peak.
+async fn checks_resident_at_once(threads: usize, queue: usize) -> f64 {
     let home = DataHome::new();
     let spec = ServerSpec::default_root()
-        .env("LATCHKEY_SYSTEM_PASSWORD_THREADS", "1")
-        .env("LATCHKEY_SYSTEM_PASSWORD_QUEUE", "1");
+        .config(&heavy_user())
+        .env("LATCHKEY_SYSTEM_PASSWORD_THREADS", &threads.to_string())
+        .env("LATCHKEY_SYSTEM_PASSWORD_QUEUE", &queue.to_string());
     let server = TestServer::start(&home, &spec);
     let address = server.address;
+    let before = latchkey_tests::process_memory(server.pid());
     let tasks: Vec<_> = (0..12)
         .map(|index| {
             tokio::spawn(async move {
                 let mut client = connect(address).await;
-                let password = if index % 3 == 0 { "wrong" } else { "iggy" };
-                let code = status(client.login_user("iggy", password).await);
-                // The connection is usable whatever the outcome.
+                let password = if index % 3 == 0 { "wrong" } else { "heavy-password" };
+                let code = status(client.login_user("heavy", password).await);
                 client.ping().await.unwrap();
                 (password, code)
             })
@@ -146,9 +167,34 @@ async fn password_logins_queue_instead_of_failing_when_the_pool_is_small() {
         .collect();
     for task in tasks {
         let (password, code) = task.await.unwrap();
-        let want = if password == "iggy" { 0 } else { 42 };
+        let want = if password == "heavy-password" { 0 } else { 42 };
         assert_eq!(code, want, "login with {password:?}");
     }
+    let after = latchkey_tests::process_memory(server.pid());
+    // The peak since start covers the server's own start-up too, which
+    // needs far less than one check.
+    assert!(before.resident_peak_bytes < before.resident_bytes + CHECK_BYTES / 2, "{before:?}");
+    after.resident_peak_bytes.saturating_sub(before.resident_bytes) as f64 / CHECK_BYTES as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_password_thread_runs_one_check_at_a_time() {
+    let checks = checks_resident_at_once(1, 64).await;
+    assert!((0.5..1.5).contains(&checks), "{checks:.2} checks' memory at the peak");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_queue_of_one_admits_one_check_at_a_time_whatever_the_threads() {
+    let checks = checks_resident_at_once(4, 1).await;
+    assert!((0.5..1.5).contains(&checks), "{checks:.2} checks' memory at the peak");
+}
+
+/// The control: with room for four checks the same measurement sees more
+/// than one at once, so the two tests above can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_bounds_several_checks_run_at_once() {
+    let checks = checks_resident_at_once(4, 64).await;
+    assert!(checks >= 1.5, "{checks:.2} checks' memory at the peak");
 }
 
 const FRESH_CONNECTIONS: usize = 50;

@@ -361,3 +361,58 @@ async fn tokens_survive_a_graceful_restart_and_deletes_stay_deleted() {
     // The name of a surviving token is still taken.
     assert_eq!(status(client.create_personal_access_token("kept", latchkey_sdk::Expiry::Never).await), 51);
 }
+
+/// A `[[users]]` entry "slow" whose password check takes a second or more:
+/// 64 MiB and 16 passes, set in the PHC string the server verifies with.
+fn slow_user() -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(64 * 1024, 16, 1, None).unwrap();
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"latchkey-slow-01").unwrap();
+    let hash = argon2.hash_password(b"slow-password", &salt).unwrap();
+    format!("[[users]]\nid = 1\nusername = \"slow\"\npassword_hash = \"{hash}\"\n")
+}
+
+/// Starts a server with `shutdown_timeout`, sends a password login for
+/// "slow", and once the server has read it (its check is running) sends
+/// SIGTERM. Returns what the client received until the close, and how the
+/// server ended.
+async fn sigterm_during_a_slow_login(shutdown_timeout: &str) -> (Vec<u8>, latchkey_tests::Exited) {
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root()
+        .config(&slow_user())
+        .env("LATCHKEY_SYSTEM_SHUTDOWN_TIMEOUT", shutdown_timeout)
+        .env("LATCHKEY_SYSTEM_PASSWORD_THREADS", "1");
+    let server = TestServer::start(&home, &spec);
+    let mut raw = Raw::connect(server.address).await;
+    raw.write(&frame(LOGIN_USER, &login_body(b"slow", b"slow-password"))).await;
+    wait_until_read_by_server(&raw.stream).await;
+    let stopping = tokio::task::spawn_blocking(move || server.stop_with_output(libc::SIGTERM));
+    let received = raw.read_until_closed().await;
+    let exited = tokio::time::timeout(HANG_GUARD, stopping).await.expect("the server never exited").unwrap();
+    (received, exited)
+}
+
+#[tokio::test]
+async fn sigterm_answers_a_request_in_flight_within_the_shutdown_timeout() {
+    let (received, exited) = sigterm_during_a_slow_login("1 min").await;
+    // The login's reply (user id 1), then the close: nothing after it.
+    assert_eq!(received, [0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0], "{}", exited.stdout);
+    assert_eq!(exited.status.code(), Some(0), "{}", exited.stdout);
+    assert!(!exited.stdout.contains("shutdown timeout reached"), "{}", exited.stdout);
+    assert!(exited.stdout.contains("stopped"), "{}", exited.stdout);
+}
+
+#[tokio::test]
+async fn past_the_shutdown_timeout_a_request_in_flight_is_dropped() {
+    // 100 ms against a check of a second or more (its cost is set in the hash).
+    let (received, exited) = sigterm_during_a_slow_login("100 ms").await;
+    assert!(received.is_empty(), "a reply after the shutdown timeout: {received:?}");
+    assert_eq!(exited.status.code(), Some(0), "{}", exited.stdout);
+    assert!(
+        exited.stdout.contains("shutdown timeout reached; dropping open connections"),
+        "{}",
+        exited.stdout
+    );
+    assert!(exited.stdout.contains("stopped"), "{}", exited.stdout);
+}

@@ -155,3 +155,53 @@ async fn the_server_disables_its_own_core_dumps() {
     // "Max core file size  <soft>  <hard>  bytes"
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
+
+/// Lines of the audit log (target `audit`) for `event`.
+fn audit_lines<'a>(logs: &'a str, event: &str) -> Vec<&'a str> {
+    let field = format!("event=\"{event}\"");
+    logs.lines().filter(|line| line.contains(" audit: ") && line.contains(&field)).collect()
+}
+
+/// Each audit event at its documented level (README, "Logs"): failed logins
+/// `warn`, token changes `info`, successful logins `debug`; the filter in
+/// `LATCHKEY_LOG` picks which are written. No line holds the token.
+#[tokio::test]
+async fn audit_events_are_logged_at_their_levels_and_the_filter_picks_them() {
+    // (filter, successful logins written, token creates written)
+    for (filter, logins, creates) in
+        [("info", false, true), ("info,audit=debug", true, true), ("info,audit=warn", false, false)]
+    {
+        let home = DataHome::new();
+        let server = TestServer::start(&home, &ServerSpec::default_root().env("LATCHKEY_LOG", filter));
+        let mut client = root(server.address).await;
+        let token = client.create_personal_access_token("audited", Expiry::Never).await.unwrap();
+        with_token(server.address, &token).await;
+        // The failed login comes last and is written at every filter here:
+        // once it is in the log, so is everything before it.
+        let mut failed = connect(server.address).await;
+        assert_eq!(status(failed.login_user("iggy", "wrong-password").await), 42);
+        let logs = wait_for_logs(&server, |logs| !audit_lines(logs, "login_failed").is_empty());
+        for line in audit_lines(&logs, "login_failed") {
+            assert!(line.contains(" WARN "), "{filter}: {line}");
+        }
+        let created = audit_lines(&logs, "token_created");
+        assert_eq!(created.len(), usize::from(creates), "{filter}: token_created lines:\n{logs}");
+        for line in created {
+            assert!(line.contains(" INFO ") && line.contains("audited"), "{filter}: {line}");
+        }
+        let login_lines = audit_lines(&logs, "login");
+        assert_eq!(login_lines.len(), if logins { 2 } else { 0 }, "{filter}: login lines:\n{logs}");
+        for line in &login_lines {
+            assert!(line.contains(" DEBUG "), "{filter}: {line}");
+        }
+        for method in ["password", "token"] {
+            let field = format!("method=\"{method}\"");
+            assert_eq!(
+                login_lines.iter().any(|line| line.contains(&field)),
+                logins,
+                "{filter}: {method} login"
+            );
+        }
+        assert_absent(logs.as_bytes(), &token, "the token", &format!("the log at {filter}"));
+    }
+}

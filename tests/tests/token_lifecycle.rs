@@ -984,8 +984,10 @@ async fn a_version_1_log_loads_is_upgraded_and_takes_new_records() {
     alice.login_user("alice", "alice-password").await.unwrap();
     assert_eq!(all_tokens(&mut alice).await, alices);
     assert_eq!(alices[0].description, "renamed");
+    // The scoped token still carries its scope after the restart: it may
+    // not list tokens (20005), whatever else it may do.
     assert_eq!(
-        with_token(server.address, &issued.token).await.list_tokens(StatusFilter::All, 0, 0).await.ok(),
-        None
+        status(with_token(server.address, &issued.token).await.list_tokens(StatusFilter::All, 0, 0).await),
+        20005
     );
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::*;
 use latchkey_sdk::{Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
+use tokio::net::TcpStream;
 
 const OK: u32 = 0;
 const INVALID_FORMAT: u32 = 4;
@@ -481,25 +482,20 @@ async fn networks_limit_logins_and_authorize_over_ipv4() {
     );
 }
 
-/// A server on `address`, or `None` (with a note) when this machine cannot
-/// listen there.
-fn try_server(home: &DataHome, address: &str) -> Option<TestServer> {
+/// A server on `address`. The callers have checked that this machine can
+/// listen there, so a failed start fails the test.
+fn server_on(home: &DataHome, address: &str) -> TestServer {
     // One shard: a login's last use shows at once on every connection.
-    let mut spec = ServerSpec::default_root().env("LATCHKEY_SYSTEM_SHARDS", "1");
-    spec.address = Some(address.to_owned());
-    match TestServer::try_start(home, &spec) {
-        Ok(server) => Some(server),
-        Err(exited) => {
-            eprintln!("SKIPPED: cannot listen on {address} here ({}): {}", exited.status, exited.stdout);
-            None
-        }
-    }
+    TestServer::start(home, &ServerSpec::default_root().env("LATCHKEY_SYSTEM_SHARDS", "1").address(address))
 }
 
 #[tokio::test]
 async fn networks_limit_logins_over_ipv6() {
+    if !latchkey_tests::ipv6_loopback_or_skip() {
+        return;
+    }
     let home = DataHome::new();
-    let Some(server) = try_server(&home, "[::1]:0") else { return };
+    let server = server_on(&home, "[::1]:0");
     assert!(server.address.is_ipv6(), "listening on {}", server.address);
     let mut root = root(server.address).await;
     let v6_host = create(&mut root, NewToken::named("v6-host").with_network("::1/128")).await;
@@ -528,13 +524,13 @@ async fn networks_limit_logins_over_ipv6() {
 
 #[tokio::test]
 async fn v4_mapped_peers_on_a_dual_stack_listener_count_as_ipv4() {
-    let home = DataHome::new();
-    let Some(server) = try_server(&home, "[::]:0") else { return };
-    let v4_address = SocketAddr::from(([127, 0, 0, 1], server.address.port()));
-    let Ok(mut root) = Client::connect(v4_address).await else {
-        eprintln!("SKIPPED: the [::] listener does not accept IPv4 here (IPV6_V6ONLY)");
+    if !latchkey_tests::dual_stack_or_skip() {
         return;
-    };
+    }
+    let home = DataHome::new();
+    let server = server_on(&home, "[::]:0");
+    let v4_address = SocketAddr::from(([127, 0, 0, 1], server.address.port()));
+    let mut root = Client::connect(v4_address).await.expect("an IPv4 client on the dual-stack listener");
     root.login_user("iggy", "iggy").await.unwrap();
     // The server sees this client as ::ffff:127.0.0.1.
     let loopback = create(&mut root, NewToken::named("loopback").with_network("127.0.0.0/8")).await;
@@ -553,12 +549,11 @@ async fn v4_mapped_peers_on_a_dual_stack_listener_count_as_ipv4() {
             token.id
         );
     }
-    // And over IPv6 on the same listener, the other way round.
+    // And over IPv6 on the same listener, the other way round (the probe
+    // above checked that [::1] works here).
     let v6_address = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.address.port()));
-    if Client::connect(v6_address).await.is_ok() {
-        assert_eq!(login_status(v6_address, &v6_host.token).await, OK);
-        assert_eq!(login_status(v6_address, &loopback.token).await, ADDRESS_NOT_ALLOWED);
-    }
+    assert_eq!(login_status(v6_address, &v6_host.token).await, OK);
+    assert_eq!(login_status(v6_address, &loopback.token).await, ADDRESS_NOT_ALLOWED);
 }
 
 // ---------------------------------------------------------------------------
@@ -685,4 +680,90 @@ async fn sighup_applies_inactive_users_at_once_and_keeps_the_old_config_when_the
     assert_eq!(status(bob_password.get_me().await), UNAUTHENTICATED);
     create(&mut root_token, NewToken::named("from-token")).await;
     create(&mut root, NewToken::named("never").with_expiry(Expiry::Never)).await;
+}
+
+#[tokio::test]
+async fn sighup_can_take_the_authorize_permission_away() {
+    let alice = Account::new(1, "alice", "alice-password");
+    let broker = Account::new(2, "broker", "broker-password");
+    let home = DataHome::new();
+    let config = [alice.entry(true, &[]), broker.entry(true, &["authorize"])].concat();
+    let server = TestServer::start(&home, &ServerSpec::default_root().config(&config));
+    let mut alice_session = alice.login(server.address).await;
+    let alices = create(&mut alice_session, NewToken::named("alices")).await;
+    let mut broker_session = broker.login(server.address).await;
+    let sidecar = create(&mut broker_session, NewToken::named("sidecar").with_scope("authorize")).await;
+    let mut sidecar_session = with_token(server.address, &sidecar.token).await;
+    assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
+    assert_eq!(decision(&mut sidecar_session, &alices.token, "", None).await, Decision::Allowed);
+
+    // The broker stays, without the permission.
+    reload(&server, &home, &[alice.entry(true, &[]), broker.entry(true, &[])].concat());
+    wait_for_reload(&server, 0);
+    // Open sessions, by password and by token, and new ones alike: 20011.
+    assert_eq!(status(broker_session.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    assert_eq!(status(sidecar_session.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    let mut fresh = broker.login(server.address).await;
+    assert_eq!(status(fresh.authorize(&alices.token, "", None).await), AUTHORIZE_NOT_PERMITTED);
+    // The session itself goes on: only the permission went.
+    assert_eq!(broker_session.get_me().await.unwrap().user_id, 2);
+
+    // Given back, it works again on the same sessions.
+    reload(&server, &home, &config);
+    wait_for_reload(&server, 1);
+    assert_eq!(decision(&mut broker_session, &alices.token, "", None).await, Decision::Allowed);
+    assert_eq!(decision(&mut sidecar_session, &alices.token, "", None).await, Decision::Allowed);
+}
+
+/// Threads of process `pid` named `name` (tokio names its workers and its
+/// blocking pool alike; nothing here runs on the blocking pool).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc/PID/task")
+        .filter(|task| {
+            let comm = task.as_ref().map(|task| task.path().join("comm")).ok();
+            comm.and_then(|path| std::fs::read_to_string(path).ok()).is_some_and(|comm| comm.trim() == name)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn sighup_leaves_the_address_the_limits_and_the_workers_as_they_started() {
+    // The address comes from the file here, so a reload could move it.
+    let address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let elsewhere = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let config = |address: SocketAddr, shards: usize, per_ip: usize| {
+        format!(
+            "[system]\nshards = {shards}\n\n[tcp]\naddress = \"{address}\"\nmax_connections_per_ip = {per_ip}\n"
+        )
+    };
+    let home = DataHome::new();
+    let spec = ServerSpec::default().config(&config(address, 2, 2)).without_env("LATCHKEY_TCP_ADDRESS");
+    let server = TestServer::start(&home, &spec);
+    assert_eq!(server.address, address);
+    assert_eq!(threads_named(server.pid(), "latchkey-worker"), 2, "the measurement: two workers at start");
+
+    reload(&server, &home, &config(elsewhere, 4, 100));
+    wait_for_reload(&server, 0);
+    // Still on the first address, not on the new one.
+    connect(address).await.ping().await.unwrap();
+    assert!(TcpStream::connect(elsewhere).await.is_err(), "the server moved to {elsewhere}");
+    // Still two workers.
+    assert_eq!(threads_named(server.pid(), "latchkey-worker"), 2);
+    // Still two connections per address: a third is closed at accept.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut raw = Raw::connect(address).await;
+        assert_eq!(raw.call(PING, &[]).await, (0, Vec::new()));
+        open.push(raw);
+    }
+    let mut third = Raw::connect(address).await;
+    third.write(&frame(PING, &[])).await;
+    assert!(third.read_until_closed().await.is_empty(), "a third connection from one address was served");
 }

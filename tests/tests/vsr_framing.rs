@@ -584,7 +584,9 @@ async fn an_expired_token_is_eviction_10_while_it_is_still_listed() {
     let mut vsr = Vsr::connect(server.address).await;
     vsr.login("iggy", "iggy").await;
     let token = vsr.create_token("short-lived", 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let listed = vsr.list().await;
+    assert_eq!(listed[0].0, "short-lived");
+    wait_until_past(listed[0].1).await;
     let mut other = Vsr::connect(server.address).await;
     assert_evicted(&other.register(&token_body(token.as_bytes())).await, INVALID_TOKEN);
     assert_eq!(vsr.list().await.len(), 1, "expired tokens stay listed until the cleaner runs");
@@ -937,7 +939,8 @@ async fn a_zero_first_word_is_the_0_11_framing_however_it_arrives() {
     // A first write of fewer than 4 bytes is not decided on until more come.
     let mut slow = Vsr::connect(server.address).await;
     slow.write(&[0, 0]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The server has read those two bytes alone before the rest is sent.
+    wait_until_read_by_server(&slow.stream).await;
     let ping = vsr_frame(
         Fields {
             client: slow.client,

@@ -150,11 +150,27 @@ mod tests {
             permissions: Vec::new(),
         };
         let hash = hash_password("secret");
-        assert!(Users::new(&root("pw"), &[config(1, "alice", &hash)]).is_ok());
-        assert!(Users::new(&root("pw"), &[config(0, "alice", &hash)]).is_err());
-        assert!(Users::new(&root("pw"), &[config(1, "iggy", &hash)]).is_err());
-        assert!(Users::new(&root("pw"), &[config(1, "a", &hash), config(1, "b", &hash)]).is_err());
-        assert!(Users::new(&root("pw"), &[config(1, "alice", "plain")]).is_err());
-        assert!(Users::new(&root("pw"), &[config(1, "al", &hash)]).is_err());
+        let users = Users::new(&root("pw"), &[config(1, "alice", &hash)]).unwrap();
+        assert_eq!(users.by_name("alice").map(|user| user.id), Some(1));
+        assert_eq!(users.len(), 2);
+        // Each refusal names the user and the rule it breaks.
+        let refusal = |configured: &[UserConfig]| {
+            let error = Users::new(&root("pw"), configured).unwrap_err();
+            (error.username, error.reason)
+        };
+        let (username, reason) = refusal(&[config(0, "alice", &hash)]);
+        assert_eq!(username, "alice");
+        assert!(reason.contains("id 0 is the root user's"), "{reason}");
+        let (username, reason) = refusal(&[config(1, "iggy", &hash)]);
+        assert_eq!((username.as_str(), reason.as_str()), ("iggy", "username is used twice"));
+        let (username, reason) = refusal(&[config(1, "a", &hash), config(1, "b", &hash)]);
+        assert_eq!((username.as_str(), reason.as_str()), ("a", "username must be 3-50 bytes"));
+        let (username, reason) = refusal(&[config(1, "alice", &hash), config(1, "bob", &hash)]);
+        assert_eq!((username.as_str(), reason.as_str()), ("bob", "id 1 is used twice"));
+        let (username, reason) = refusal(&[config(1, "alice", "plain")]);
+        assert_eq!(username, "alice");
+        assert!(reason.starts_with("password_hash is not an Argon2 PHC string"), "{reason}");
+        let (username, reason) = refusal(&[config(1, "al", &hash)]);
+        assert_eq!((username.as_str(), reason.as_str()), ("al", "username must be 3-50 bytes"));
     }
 }

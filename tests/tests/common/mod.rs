@@ -94,6 +94,16 @@ impl Raw {
         Raw { stream }
     }
 
+    /// Connects from `local` (any address on the loopback interface, such as
+    /// 127.0.0.2), so the server sees another client address.
+    pub async fn connect_from(local: std::net::IpAddr, address: SocketAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).expect("bind the client address");
+        let stream = socket.connect(address).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Raw { stream }
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -175,6 +185,41 @@ pub fn random_bytes(count: usize) -> Vec<u8> {
         .and_then(|mut file| file.read_exact(&mut bytes))
         .expect("read /dev/urandom");
     bytes
+}
+
+/// Random input a failing test can replay: SplitMix64 from a seed that is
+/// `LATCHKEY_TEST_SEED` when set, else fresh from the OS, and printed either
+/// way (the output shows when the test fails).
+pub struct SeededRng {
+    state: u64,
+}
+
+impl SeededRng {
+    pub fn new(what: &str) -> SeededRng {
+        let seed = match std::env::var("LATCHKEY_TEST_SEED") {
+            Ok(text) => text.parse().expect("LATCHKEY_TEST_SEED is a u64"),
+            Err(_) => u64::from_le_bytes(random_bytes(8).try_into().unwrap()),
+        };
+        eprintln!("{what}: seed {seed}; LATCHKEY_TEST_SEED={seed} replays it");
+        SeededRng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..bound` for test input (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    pub fn bytes(&mut self, count: usize) -> Vec<u8> {
+        (0..count).map(|_| self.next_u64() as u8).collect()
+    }
 }
 
 /// `count` random characters from `0-9A-Za-z`.
@@ -280,5 +325,35 @@ impl Poll {
     pub async fn pause(&self) {
         assert!(Instant::now() < self.until, "{} did not happen (hang guard)", self.what);
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the clock has passed `at_us` (µs since the Unix epoch): the
+/// server reads the same clock, so from then on it sees that moment as past
+/// too. Fails if `at_us` is further away than the hang guard.
+pub async fn wait_until_past(at_us: u64) {
+    let limit_us = now_us() + HANG_GUARD.as_micros() as u64;
+    assert!(at_us < limit_us, "{at_us} is too far ahead to wait for");
+    while now_us() <= at_us {
+        tokio::time::sleep(Duration::from_micros((at_us + 1).saturating_sub(now_us()).max(100))).await;
+    }
+}
+
+/// Waits (bounded by the hang guard) until the server has read everything
+/// written so far on `stream`: the server's kernel has acknowledged it, and
+/// then none of it waits in the server's receive queue.
+pub async fn wait_until_read_by_server(stream: &TcpStream) {
+    let (client_end, server_end) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+    let deadline = Instant::now() + HANG_GUARD;
+    let queues = |local, remote| latchkey_tests::tcp_queues(local, remote).expect("a live connection");
+    // In this order: once acknowledged, the bytes are in the server's queue
+    // or already read, so an empty queue seen afterwards means read.
+    while queues(client_end, server_end).unacked_bytes > 0 {
+        assert!(Instant::now() < deadline, "the server's kernel never took the bytes (hang guard)");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while queues(server_end, client_end).unread_bytes > 0 {
+        assert!(Instant::now() < deadline, "the server never read the bytes (hang guard)");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
