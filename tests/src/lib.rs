@@ -261,7 +261,18 @@ impl TestServer {
                     stderr: stderr.lock().unwrap().clone(),
                 });
             }
-            assert!(Instant::now() < deadline, "server did not start listening in time");
+            if Instant::now() >= deadline {
+                // A `Child` is not killed when dropped: do it here, or the
+                // server outlives the failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                readers.join();
+                panic!(
+                    "server did not start listening in time\nstdout:\n{}\nstderr:\n{}",
+                    stdout.lock().unwrap(),
+                    stderr.lock().unwrap()
+                );
+            }
         }
     }
 
