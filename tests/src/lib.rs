@@ -261,7 +261,18 @@ impl TestServer {
                     stderr: stderr.lock().unwrap().clone(),
                 });
             }
-            assert!(Instant::now() < deadline, "server did not start listening in time");
+            if Instant::now() >= deadline {
+                // A `Child` is not killed when dropped: do it here, or the
+                // server outlives the failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                readers.join();
+                panic!(
+                    "server did not start listening in time\nstdout:\n{}\nstderr:\n{}",
+                    stdout.lock().unwrap(),
+                    stderr.lock().unwrap()
+                );
+            }
         }
     }
 
@@ -521,9 +532,26 @@ pub mod etcd;
 
 #[cfg(test)]
 mod tests {
-    use super::{TcpQueues, listening_address, tcp_queues};
+    use super::{DataHome, ServerSpec, TcpQueues, TestServer, listening_address, tcp_queues};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
+
+    /// A "server" that exits at once while output it started is still on
+    /// its way: `try_start` returns it whole, because it reads the pipes to
+    /// their end rather than for a fixed time.
+    #[test]
+    fn a_dead_servers_last_words_are_read_to_the_end() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = DataHome::new();
+        let script = home.dir.path().join("fake-server");
+        std::fs::write(&script, "#!/bin/sh\n(sleep 0.5; echo 'last words' >&2) &\nexit 3\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let Err(exited) = TestServer::try_start(&home, &ServerSpec::default().binary(script)) else {
+            panic!("the fake server listened");
+        };
+        assert_eq!(exited.status.code(), Some(3));
+        assert_eq!(exited.stderr, "last words\n");
+    }
 
     #[test]
     fn tcp_queues_shows_what_a_socket_has_left_unread() {
