@@ -59,6 +59,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // FAILPOINTS=name=action;… (fault tests only; see tests/tests/faults.rs).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     if let Some(Command::HashPassword) = cli.command {
         return hash_password_command();

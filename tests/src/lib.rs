@@ -303,6 +303,24 @@ impl TestServer {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Waits up to `bound` for the server to exit on its own; its status,
+    /// with every line it wrote read to the end, or `None` if it still runs.
+    pub fn exited_within(&mut self, bound: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + bound;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                self.readers.join();
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` and waits for the exit; returns the status.
     pub fn stop_with(self, signal: i32) -> ExitStatus {
         self.stop_with_output(signal).status

@@ -188,6 +188,7 @@ impl<S: Transport> Conversation<'_, S> {
                         return Err(reason);
                     }
                 };
+                fail::fail_point!("connection-request");
                 match framing.route(frame, self.session) {
                     Route::Ahead(request, reply) => {
                         queued.push((reply, command::start(request, self.session, self.ctx).await));

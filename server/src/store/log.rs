@@ -555,6 +555,7 @@ pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, comm
 
 impl Journal for TokenLog {
     fn append(&mut self, batch: &[Mutation], commit_at_us: u64) -> io::Result<()> {
+        fail::fail_point!("log-append", |_| Err(io::Error::other("injected by the log-append failpoint")));
         self.scratch.clear();
         for mutation in batch {
             self.seq += 1;

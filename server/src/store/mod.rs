@@ -139,6 +139,35 @@ pub enum Outcome {
     },
 }
 
+/// Exit code of a server whose writer thread died.
+pub const EXIT_WRITER_DIED: i32 = 70;
+
+/// Runs a writer thread's body. The writer is what makes every change
+/// durable and visible: if it panics, the server cannot serve honestly (every
+/// registry read would panic after it), so the whole process stops at once,
+/// with one clear line, for a supervisor to restart it; replay decides what
+/// survived. Nothing acknowledged is lost: an answer is sent only after the
+/// change is durable.
+pub(crate) fn exit_if_it_panics<T>(thread: &'static str, body: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(
+                thread,
+                %message,
+                code = EXIT_WRITER_DIED,
+                "the {thread} thread died; stopping the server so a supervisor restarts it (replay decides what survived)"
+            );
+            std::process::exit(EXIT_WRITER_DIED);
+        }
+    }
+}
+
 /// How current this node's registry is known to be. A shared store (etcd)
 /// reports every time it hears from the cluster; past `max_staleness` of
 /// silence the node may be missing a revocation, so token logins and

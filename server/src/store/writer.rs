@@ -122,7 +122,7 @@ pub fn start<J: Journal, P: Publish>(
     let writer = Writer { resolver, last_commit_us: 0, journal, publish, failed: false };
     std::thread::Builder::new()
         .name("latchkey-writer".into())
-        .spawn(move || writer.run(inbox.0))
+        .spawn(move || super::exit_if_it_panics("writer", move || writer.run(inbox.0)))
         .expect("spawn writer thread")
 }
 
@@ -169,6 +169,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
     }
 
     fn commit(&mut self, pending: &mut Vec<QueuedChange>) {
+        fail::fail_point!("writer-commit");
         let commit_at_us = now_us().max(self.last_commit_us);
         self.last_commit_us = commit_at_us;
         let mut mutations = Vec::with_capacity(pending.len());

@@ -74,11 +74,13 @@ pub fn start<P: Publish>(
     std::thread::Builder::new()
         .name("latchkey-writer".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the etcd writer's runtime");
-            runtime.block_on(writer.run(inbox.0))
+            crate::store::exit_if_it_panics("writer", move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the etcd writer's runtime");
+                runtime.block_on(writer.run(inbox.0))
+            })
         })
         .expect("spawn writer thread")
 }

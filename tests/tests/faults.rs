@@ -1,0 +1,122 @@
+//! Faults injected at named places (failpoints) of a server built with
+//! `--features failpoints`: `FAILPOINTS=name=action` in its environment
+//! (the `fail` crate's syntax, e.g. `1*off->panic`: pass once, then panic).
+//! Run with
+//! `cargo build -p latchkey-server --features failpoints && cargo test -p latchkey-tests --features failpoints --test faults`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use latchkey_sdk::Expiry;
+use latchkey_tests::{DataHome, ServerSpec, TestServer};
+
+/// How long a dying server may take to exit.
+const EXIT_BOUND: Duration = Duration::from_secs(20);
+
+fn failing(points: &str) -> ServerSpec {
+    ServerSpec::default_root().env("FAILPOINTS", points)
+}
+
+/// The server panics where the failpoint says, or this binary has none.
+fn assert_failpoints_built(server: &TestServer) {
+    assert!(
+        !server.logs().is_empty(),
+        "no output from the server; is it built with `cargo build -p latchkey-server --features failpoints`?"
+    );
+}
+
+#[tokio::test]
+async fn a_writer_that_dies_stops_the_server_with_one_line_and_a_restart_keeps_what_was_acknowledged() {
+    let home = DataHome::new();
+    // The first commit goes through; the second panics inside the writer.
+    let mut server = TestServer::start(&home, &failing("writer-commit=1*off->panic"));
+    assert_failpoints_built(&server);
+    let mut owner = root(server.address).await;
+    let kept = owner.create_personal_access_token("kept", Expiry::Never).await.unwrap();
+    let lost = owner.create_personal_access_token("lost", Expiry::Never).await;
+    assert!(lost.is_err(), "a change the writer never committed was acknowledged: {lost:?}");
+    let status = server.exited_within(EXIT_BOUND).unwrap_or_else(|| {
+        panic!(
+            "the server outlived its writer (a zombie; built with --features failpoints?)\n{}",
+            server.logs()
+        )
+    });
+    assert_eq!(status.code(), Some(70), "{}", server.logs());
+    let logs = server.logs();
+    let died: Vec<&str> = logs.lines().filter(|line| line.contains("thread died")).collect();
+    assert_eq!(died.len(), 1, "one clear line: {}", server.logs());
+    assert!(died[0].contains("writer"), "{}", died[0]);
+    // A restart replays the log: what was acknowledged is there.
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    assert_eq!(status_of_login(server.address, &kept).await, 0);
+    let names: Vec<String> = root(server.address)
+        .await
+        .get_personal_access_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+}
+
+#[tokio::test]
+async fn a_connection_task_that_panics_gives_its_slots_back_and_others_are_served() {
+    let home = DataHome::new();
+    // One connection per address: a leaked slot would refuse the next one.
+    let spec =
+        failing("connection-request=1*off->1*panic->off").env("LATCHKEY_TCP_MAX_CONNECTIONS_PER_IP", "1");
+    let mut server = TestServer::start(&home, &spec);
+    assert_failpoints_built(&server);
+    let mut doomed = connect(server.address).await;
+    doomed.ping().await.unwrap();
+    assert!(doomed.ping().await.is_err(), "the request the failpoint panics on was answered");
+    drop(doomed);
+    // The panicking task's admission slot comes back (a moment after its
+    // socket closes, as the task finishes unwinding): a new connection from
+    // the same address is admitted and served. A leaked slot never comes
+    // back, so the bound only has to be generous.
+    let deadline = std::time::Instant::now() + EXIT_BOUND;
+    let mut next = loop {
+        let mut client = connect(server.address).await;
+        if client.ping().await.is_ok() {
+            break client;
+        }
+        assert!(std::time::Instant::now() < deadline, "the panicking connection's slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(next.login_user("iggy", "iggy").await.unwrap(), 0);
+    server.assert_running();
+}
+
+#[tokio::test]
+async fn a_failed_append_refuses_every_later_write_keeps_serving_reads_and_loses_nothing_acknowledged() {
+    let home = DataHome::new();
+    let mut server = TestServer::start(&home, &failing("log-append=1*off->return"));
+    assert_failpoints_built(&server);
+    let mut owner = root(server.address).await;
+    let kept = owner.create_personal_access_token("kept", Expiry::Never).await.unwrap();
+    assert_eq!(status(owner.create_personal_access_token("refused", Expiry::Never).await), 20002);
+    // After a failed sync the file's state is unknown: every later write is
+    // refused without touching it, reads go on.
+    assert_eq!(status(owner.create_personal_access_token("after", Expiry::Never).await), 20002);
+    assert_eq!(status_of_login(server.address, &kept).await, 0);
+    server.assert_running();
+    assert_eq!(server.stop().code(), Some(0));
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    let names: Vec<String> = root(server.address)
+        .await
+        .get_personal_access_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+}
+
+async fn status_of_login(address: std::net::SocketAddr, token: &str) -> u32 {
+    status(connect(address).await.login_with_personal_access_token(token).await)
+}
