@@ -117,6 +117,64 @@ async fn a_failed_append_refuses_every_later_write_keeps_serving_reads_and_loses
     assert_eq!(names, ["kept"]);
 }
 
+#[tokio::test]
+async fn a_failed_directory_sync_after_compaction_refuses_later_writes_and_loses_nothing_acknowledged() {
+    let home = DataHome::new();
+    // Compact early and often; the directory sync after the compacted file's
+    // rename fails (EIO, as a dying disk would say).
+    let spec = failing("compaction-dir-sync=return")
+        .env("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", "20")
+        .env("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", "0.1");
+    let mut server = TestServer::start(&home, &spec);
+    assert_failpoints_built(&server);
+    let mut owner = root(server.address).await;
+    let mut acknowledged = Vec::new();
+    let mut refused = false;
+    for round in 0..200 {
+        let name = format!("churn-{round}");
+        match status(owner.create_personal_access_token(&name, Expiry::Never).await) {
+            0 => acknowledged.push(name.clone()),
+            20002 => {
+                refused = true;
+                break;
+            }
+            other => panic!("create {name}: {other}"),
+        }
+        if round % 2 == 0 {
+            match status(owner.delete_personal_access_token(&name).await) {
+                0 => {
+                    acknowledged.pop();
+                }
+                20002 => {
+                    refused = true;
+                    break;
+                }
+                other => panic!("delete {name}: {other}"),
+            }
+        }
+    }
+    assert!(refused, "no compaction ran into the failpoint\n{}", server.logs());
+    // From then on every change is refused; reads go on.
+    assert_eq!(status(owner.create_personal_access_token("after", Expiry::Never).await), 20002);
+    assert!(owner.get_personal_access_tokens().await.is_ok());
+    server.assert_running();
+    assert_eq!(server.stop().code(), Some(0));
+    // A restart re-reads whichever file the rename left: every acknowledged
+    // token is there.
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    let names: Vec<String> = root(server.address)
+        .await
+        .get_personal_access_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    for name in &acknowledged {
+        assert!(names.contains(name), "{name} was acknowledged but is gone: {names:?}");
+    }
+}
+
 async fn status_of_login(address: std::net::SocketAddr, token: &str) -> u32 {
     status(connect(address).await.login_with_personal_access_token(token).await)
 }

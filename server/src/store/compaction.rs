@@ -86,6 +86,9 @@ impl Compaction {
         file.write_all(&self.since_snapshot)?;
         file.sync_data()?;
         fs::rename(dir.join(COMPACT_FILE), log_path)?;
+        fail::fail_point!("compaction-dir-sync", |_| Err(io::Error::other(
+            "injected by the compaction-dir-sync failpoint"
+        )));
         fsync_dir(dir)?;
         Ok((file, self.snapshot_records + self.since_snapshot_records))
     }
