@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Times a cluster is started anew when a member lost its port to another
+/// process.
+const START_ATTEMPTS: usize = 5;
 /// Time allowed for a cluster to report healthy.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -42,19 +45,56 @@ struct Member {
     child: Option<Child>,
 }
 
+/// PEM files for an etcd cluster that serves clients over TLS and asks
+/// them for a certificate.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
 /// An etcd cluster of real processes; every member is killed on drop.
 pub struct EtcdCluster {
     binary: PathBuf,
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdCluster {
     /// Starts `size` members and waits until each reports healthy; `None`
     /// when etcd is not installed (see [`etcd_binary`]).
     pub fn start(size: usize) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(size, None)
+    }
+
+    /// Like [`EtcdCluster::start`], with clients served over TLS and
+    /// required to show a certificate signed by `tls.ca`.
+    pub fn start_tls(size: usize, tls: EtcdTls) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(size, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<EtcdTls>) -> Option<EtcdCluster> {
         let binary = etcd_binary()?;
+        // A port found free may be taken by another test's process before
+        // etcd binds it: then the whole cluster starts again on new ports.
+        for _ in 0..START_ATTEMPTS {
+            let mut cluster = EtcdCluster::on_free_ports(binary.clone(), size, tls.clone());
+            for index in 0..size {
+                cluster.spawn(index, "new");
+            }
+            if (0..size).all(|index| cluster.became_healthy(index)) {
+                return Some(cluster);
+            }
+            let collided = (0..size).any(|index| cluster.log(index).contains("address already in use"));
+            assert!(collided, "etcd did not become healthy; member logs:\n{}", cluster.logs());
+        }
+        panic!("etcd could not start on free ports in {START_ATTEMPTS} attempts");
+    }
+
+    fn on_free_ports(binary: PathBuf, size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let members: Vec<Member> = (1..=size)
             .map(|index| Member {
                 name: format!("m{index}"),
@@ -68,15 +108,11 @@ impl EtcdCluster {
             .map(|member| format!("{}=http://127.0.0.1:{}", member.name, member.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster =
-            EtcdCluster { binary, dir: tempfile::tempdir().expect("temp dir"), members, initial_cluster };
-        for index in 0..size {
-            cluster.spawn(index, "new");
-        }
-        for index in 0..size {
-            cluster.wait_healthy(index);
-        }
-        Some(cluster)
+        EtcdCluster { binary, dir: tempfile::tempdir().expect("temp dir"), members, initial_cluster, tls }
+    }
+
+    fn logs(&self) -> String {
+        (0..self.members.len()).map(|index| format!("--- member {index}\n{}", self.log(index))).collect()
     }
 
     fn spawn(&mut self, index: usize, state: &str) {
@@ -84,9 +120,21 @@ impl EtcdCluster {
         let data = self.dir.path().join(&member.name);
         let log =
             std::fs::File::create(self.dir.path().join(format!("{}.log", member.name))).expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(&data)
@@ -102,17 +150,35 @@ impl EtcdCluster {
         self.members[index].child = Some(child);
     }
 
-    /// Waits until member `index` answers `GET /health` with health true.
+    /// Waits until member `index` answers `GET /health` with health true
+    /// (over TLS: until it logs that it serves clients).
     pub fn wait_healthy(&self, index: usize) {
+        assert!(
+            self.became_healthy(index),
+            "etcd member {index} not healthy in time; its log:\n{}",
+            self.log(index)
+        );
+    }
+
+    /// Whether member `index` becomes healthy in time; false at once if it
+    /// exited (a port taken under it, say).
+    fn became_healthy(&self, index: usize) -> bool {
         let address: SocketAddr = format!("127.0.0.1:{}", self.members[index].client_port).parse().unwrap();
         let deadline = Instant::now() + HEALTHY_TIMEOUT;
         while Instant::now() < deadline {
-            if health(address).is_some_and(|body| body.contains("\"health\":\"true\"")) {
-                return;
+            let healthy = match &self.tls {
+                None => health(address).is_some_and(|body| body.contains("\"health\":\"true\"")),
+                Some(_) => self.log(index).contains("serving client requests on"),
+            };
+            if healthy {
+                return true;
+            }
+            if self.log(index).contains("address already in use") {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("etcd member {index} not healthy in time; its log:\n{}", self.log(index));
+        false
     }
 
     /// `host:port` of every member's client URL, comma-separated (what

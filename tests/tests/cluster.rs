@@ -98,6 +98,25 @@ where
     }
 }
 
+/// Runs a write until etcd has a leader: 20002 (no answer within the
+/// request timeout) is retried for a bounded time, anything else fails.
+async fn until_elected<T, F, Fut>(mut write: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, latchkey_sdk::Error>>,
+{
+    let deadline = Instant::now() + PROPAGATION_BOUND;
+    loop {
+        match write().await {
+            Ok(value) => return value,
+            Err(latchkey_sdk::Error::Server { code: 20002, .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("write failed: {error:?}"),
+        }
+    }
+}
+
 /// The status of a token login on a fresh connection.
 async fn token_login(node: &Node, token: &str) -> u32 {
     status(connect(node.server.address).await.login_with_personal_access_token(token).await)
@@ -390,7 +409,9 @@ async fn a_node_cut_off_from_etcd_past_max_staleness_refuses_token_checks_until_
     }
     eventually("token logins are refused once stale", || async { token_login(&node, &token).await == 20002 })
         .await;
-    assert!(node.server.logs().contains("refusing token logins"), "{}", node.server.logs());
+    // Said once in the log (read as the server's output arrives).
+    eventually("the refusal is logged", || async { node.server.logs().contains("refusing token logins") })
+        .await;
     // Password logins and pings go on.
     assert_eq!(status(connect(node.server.address).await.login_user("iggy", "iggy").await), 0);
     connect(node.server.address).await.ping().await.unwrap();
@@ -415,10 +436,16 @@ async fn a_node_whose_history_was_compacted_away_reloads_the_registry_and_misses
     eventually("the node sees the first tokens", || async { token_login(&behind, &deleted).await == 0 })
         .await;
     etcd.kill(2);
-    // Changes it cannot see, then the history of them compacted away.
-    owner.revoke_token("revoked").await.unwrap();
-    owner.delete_personal_access_token("deleted").await.unwrap();
-    let added = owner.create_personal_access_token("added", Expiry::Never).await.unwrap();
+    // Changes it cannot see (each retried while the other two members
+    // elect a leader, if member 2 was it), then their history compacted.
+    let writer_address = writer.server.address;
+    until_elected(|| async { root(writer_address).await.revoke_token("revoked").await }).await;
+    until_elected(|| async { root(writer_address).await.delete_personal_access_token("deleted").await })
+        .await;
+    let added = until_elected(|| async {
+        root(writer_address).await.create_personal_access_token("added", Expiry::Never).await
+    })
+    .await;
     etcd.compact(0);
     etcd.restart(2);
     etcd.wait_healthy(2);
@@ -429,7 +456,10 @@ async fn a_node_whose_history_was_compacted_away_reloads_the_registry_and_misses
             && token_login(&behind, &kept).await == 0
     })
     .await;
-    assert!(behind.server.logs().contains("registry reloaded from etcd"), "{}", behind.server.logs());
+    eventually("the reload is logged", || async {
+        behind.server.logs().contains("registry reloaded from etcd")
+    })
+    .await;
     // And it goes on following changes after the reload.
     owner.revoke_token("kept").await.unwrap();
     eventually("changes after the reload arrive", || async { token_login(&behind, &kept).await == 20003 })
@@ -533,4 +563,61 @@ async fn every_acknowledged_change_is_visible_at_once_on_the_node_that_answered(
     for worker in workers {
         worker.await.unwrap();
     }
+}
+
+/// A CA, a member certificate for 127.0.0.1 and localhost, and a client
+/// certificate, written as PEM files into `dir`.
+fn etcd_pki(dir: &std::path::Path) -> (latchkey_tests::etcd::EtcdTls, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let signed = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed(vec!["127.0.0.1".into(), "localhost".into()]);
+    let (client_cert, client_key) = signed(vec!["latchkey-node".into()]);
+    let tls = latchkey_tests::etcd::EtcdTls {
+        ca: write("ca.pem", ca_cert.pem()),
+        server_cert: write("member.pem", server_cert),
+        server_key: write("member.key", server_key),
+    };
+    (tls, write("client.pem", client_cert), write("client.key", client_key))
+}
+
+#[tokio::test]
+async fn nodes_reach_etcd_over_tls_with_a_client_certificate_and_not_without_one() {
+    let pki = tempfile::tempdir().unwrap();
+    let (tls, client_cert, client_key) = etcd_pki(pki.path());
+    let Some(etcd) = EtcdCluster::start_tls(3, tls.clone()) else { return };
+    let key = KeyFile::new();
+    let secured = spec(&etcd, &key)
+        .env("LATCHKEY_STORAGE_ETCD_TLS_CA_FILE", tls.ca.to_str().unwrap())
+        .env("LATCHKEY_STORAGE_ETCD_TLS_CERT_FILE", client_cert.to_str().unwrap())
+        .env("LATCHKEY_STORAGE_ETCD_TLS_KEY_FILE", client_key.to_str().unwrap());
+    let nodes = [node(&secured), node(&secured)];
+    let token = root(nodes[0].server.address)
+        .await
+        .create_personal_access_token("over-tls", Expiry::Never)
+        .await
+        .unwrap();
+    eventually("the token reaches the other node over TLS", || async {
+        token_login(&nodes[1], &token).await == 0
+    })
+    .await;
+    // Without a client certificate the members refuse the node: it does not start.
+    let no_identity = spec(&etcd, &key).env("LATCHKEY_STORAGE_ETCD_TLS_CA_FILE", tls.ca.to_str().unwrap());
+    assert!(try_node(&no_identity).is_err(), "a node without a client certificate started");
+    // Without TLS at all it cannot speak to them either.
+    assert!(try_node(&spec(&etcd, &key)).is_err(), "a node without TLS started");
 }

@@ -95,6 +95,16 @@ pub struct EtcdConfig {
     /// etcd authentication, when the cluster has it enabled.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS to etcd: on when a CA is set (PEM, the CA that signed the
+    /// members' certificates); endpoints are then reached over https.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for members that ask for one
+    /// (`--client-cert-auth`); both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the members' certificates are checked against (default:
+    /// the endpoint's host).
+    pub tls_domain: Option<String>,
     /// How long one etcd request may take before the change is answered
     /// with 20002 (outcome unknown).
     #[serde(with = "duration_text")]
@@ -295,6 +305,10 @@ impl Default for EtcdConfig {
             key_file: None,
             username: None,
             password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_domain: None,
             request_timeout: Duration::from_secs(5),
             max_staleness: Duration::from_secs(30),
         }

@@ -483,6 +483,10 @@ const NOT_NUMERIC_VARIABLES: &[&str] = &[
     "LATCHKEY_STORAGE_ETCD_KEY_FILE",
     "LATCHKEY_STORAGE_ETCD_USERNAME",
     "LATCHKEY_STORAGE_ETCD_PASSWORD",
+    "LATCHKEY_STORAGE_ETCD_TLS_CA_FILE",
+    "LATCHKEY_STORAGE_ETCD_TLS_CERT_FILE",
+    "LATCHKEY_STORAGE_ETCD_TLS_KEY_FILE",
+    "LATCHKEY_STORAGE_ETCD_TLS_DOMAIN",
 ];
 
 #[test]
@@ -530,6 +534,12 @@ fn the_etcd_backend_needs_endpoints_and_a_key_file_and_a_sane_prefix() {
         let error = etcd(&[backend, key_file, ("LATCHKEY_STORAGE_ETCD_PREFIX", prefix)]).unwrap_err();
         assert!(error.contains("storage.etcd.prefix"), "{prefix:?}: {error}");
     }
+    let cert_only = ("LATCHKEY_STORAGE_ETCD_TLS_CERT_FILE", "/etc/latchkey/etcd-client.pem");
+    assert!(etcd(&[backend, key_file, cert_only]).unwrap_err().contains("storage.etcd.tls_cert_file"));
+    let key_too = ("LATCHKEY_STORAGE_ETCD_TLS_KEY_FILE", "/etc/latchkey/etcd-client.key");
+    assert!(etcd(&[backend, key_file, cert_only, key_too]).unwrap_err().contains("storage.etcd.tls_ca_file"));
+    let ca = ("LATCHKEY_STORAGE_ETCD_TLS_CA_FILE", "/etc/latchkey/etcd-ca.pem");
+    assert_eq!(etcd(&[backend, key_file, cert_only, key_too, ca]), Ok(()));
     let half = ("LATCHKEY_STORAGE_ETCD_USERNAME", "latchkey");
     assert!(etcd(&[backend, key_file, half]).unwrap_err().contains("storage.etcd.username"));
     let unknown = etcd(&[("LATCHKEY_STORAGE_BACKEND", "zookeeper")]).unwrap_err();

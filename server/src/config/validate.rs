@@ -208,6 +208,15 @@ impl Config {
         if etcd.username.is_some() != etcd.password.is_some() {
             return Err(invalid("storage.etcd.username", "username and password must be set together"));
         }
+        if etcd.tls_cert_file.is_some() != etcd.tls_key_file.is_some() {
+            return Err(invalid(
+                "storage.etcd.tls_cert_file",
+                "tls_cert_file and tls_key_file must be set together",
+            ));
+        }
+        if etcd.tls_cert_file.is_some() && etcd.tls_ca_file.is_none() {
+            return Err(invalid("storage.etcd.tls_ca_file", "must be set when a client certificate is"));
+        }
         if self.storage.backend != StorageBackend::Etcd {
             return Ok(());
         }

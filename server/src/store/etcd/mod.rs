@@ -31,7 +31,9 @@ mod writer;
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+};
 
 use crate::auth::TokenKey;
 use crate::auth::root::{RootError, RootGiven};
@@ -90,6 +92,9 @@ impl Cluster {
             .with_keep_alive(Duration::from_secs(5), config.request_timeout);
         if let (Some(username), Some(password)) = (&config.username, &config.password) {
             options = options.with_user(username.clone(), password.clone());
+        }
+        if let Some(tls) = tls_options(config)? {
+            options = options.with_tls(tls);
         }
         let failed = |what, error: etcd_client::Error| EtcdError::Request {
             endpoints: endpoints.clone(),
@@ -309,6 +314,27 @@ impl Cluster {
             }
         }
     }
+}
+
+/// TLS to the members when `tls_ca_file` is set: their CA, the client
+/// certificate if any, the name to check.
+fn tls_options(config: &EtcdConfig) -> Result<Option<TlsOptions>, EtcdError> {
+    let Some(ca_file) = &config.tls_ca_file else { return Ok(None) };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| EtcdError::Request {
+            endpoints: config.endpoints.join(","),
+            what: "read a TLS file",
+            reason: format!("{}: {error}", path.display()),
+        })
+    };
+    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca_file)?));
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(domain) = &config.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    Ok(Some(tls))
 }
 
 /// The first key after every key that starts with `prefix`.
