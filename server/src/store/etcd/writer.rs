@@ -195,8 +195,9 @@ impl<P: Publish> EtcdWriter<P> {
         // The failure branch read every compared key: the latest revision
         // among them is a change this node has not applied yet. (A key that
         // is gone tells no revision; then wait for the next event at most
-        // briefly.) Progress notifications are not used for this: etcd
-        // before 3.4.25 may send one ahead of events it has not sent yet.
+        // briefly.) Progress notifications are not used for this: an etcd
+        // with the bug of etcd-io/etcd#15220 (Debian's 3.4.23 has it) may
+        // send one ahead of events it has not sent yet.
         let seen = response
             .op_responses()
             .into_iter()
@@ -417,8 +418,8 @@ impl<P: Publish> EtcdWriter<P> {
         }
         // A progress notification (no events) says the connection is alive,
         // and moves nothing: `applied` counts only events applied, since the
-        // compares rely on it and etcd before 3.4.25 may send a progress
-        // revision ahead of events it has yet to send.
+        // compares rely on it and an etcd with etcd-io/etcd#15220 may send
+        // a progress revision ahead of events it has yet to send.
         if !batch.is_empty() {
             self.publish.publish(Arc::from(batch));
         }
