@@ -51,14 +51,7 @@ async fn a_writer_that_dies_stops_the_server_with_one_line_and_a_restart_keeps_w
     // A restart replays the log: what was acknowledged is there.
     let server = TestServer::start(&home, &ServerSpec::default_root());
     assert_eq!(status_of_login(server.address, &kept).await, 0);
-    let names: Vec<String> = root(server.address)
-        .await
-        .get_personal_access_tokens()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = token_names(&server).await;
     assert_eq!(names, ["kept"]);
 }
 
@@ -106,14 +99,7 @@ async fn a_failed_append_refuses_every_later_write_keeps_serving_reads_and_loses
     server.assert_running();
     assert_eq!(server.stop().code(), Some(0));
     let server = TestServer::start(&home, &ServerSpec::default_root());
-    let names: Vec<String> = root(server.address)
-        .await
-        .get_personal_access_tokens()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = token_names(&server).await;
     assert_eq!(names, ["kept"]);
 }
 
@@ -162,17 +148,16 @@ async fn a_failed_directory_sync_after_compaction_refuses_later_writes_and_loses
     // A restart re-reads whichever file the rename left: every acknowledged
     // token is there.
     let server = TestServer::start(&home, &ServerSpec::default_root());
-    let names: Vec<String> = root(server.address)
-        .await
-        .get_personal_access_tokens()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = token_names(&server).await;
     for name in &acknowledged {
         assert!(names.contains(name), "{name} was acknowledged but is gone: {names:?}");
     }
+}
+
+/// The names of root's tokens on `server`.
+async fn token_names(server: &TestServer) -> Vec<String> {
+    let tokens = root(server.address).await.get_personal_access_tokens().await.unwrap();
+    tokens.into_iter().map(|token| token.name).collect()
 }
 
 async fn status_of_login(address: std::net::SocketAddr, token: &str) -> u32 {
