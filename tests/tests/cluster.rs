@@ -621,3 +621,35 @@ async fn nodes_reach_etcd_over_tls_with_a_client_certificate_and_not_without_one
     // Without TLS at all it cannot speak to them either.
     assert!(try_node(&spec(&etcd, &key)).is_err(), "a node without TLS started");
 }
+
+/// Every node runs the expired-token cleaner; racing for the same expired
+/// tokens is harmless: each goes once, the ones that never expire stay, and
+/// every node ends with the same list.
+#[tokio::test]
+async fn cleaners_on_every_node_delete_each_expired_token_once_and_nothing_else() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let cleaning = spec(&etcd, &key).env("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL", "100ms");
+    let nodes = [node(&cleaning), node(&cleaning)];
+    let mut owner = root(nodes[0].server.address).await;
+    // More than one transaction's worth (32), so a purge spans several.
+    for index in 0..40 {
+        let name = format!("short-{index}");
+        owner.create_personal_access_token(&name, Expiry::After(Duration::from_secs(1))).await.unwrap();
+    }
+    owner.create_personal_access_token("stays", Expiry::Never).await.unwrap();
+    for node in &nodes {
+        eventually("every expired token is deleted on every node", || async {
+            let names: Vec<String> = root(node.server.address)
+                .await
+                .get_personal_access_tokens()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|token| token.name)
+                .collect();
+            names == ["stays"]
+        })
+        .await;
+    }
+}

@@ -158,7 +158,17 @@ impl<P: Publish> EtcdWriter<P> {
                 Committed::Yes if taken == mutations.len() => {
                     return Ok(merge(done, part(outcome, &mutations)));
                 }
-                Committed::Yes => done = Some(merge(done, part(outcome, &mutations[..taken]))),
+                Committed::Yes => {
+                    let so_far = merge(done, part(outcome, &mutations[..taken]));
+                    // The cleaner asks for `max` at a time, and gets no more:
+                    // one change must not hold this node's writes for long.
+                    if let (Change::PurgeExpired { max }, Outcome::Purged { ids }) = (change, &so_far)
+                        && ids.len() >= *max
+                    {
+                        return Ok(so_far);
+                    }
+                    done = Some(so_far);
+                }
                 Committed::Conflict => {
                     conflicts += 1;
                     if conflicts > CONFLICTS_MAX {
