@@ -16,14 +16,8 @@ cargo build --release -q -p latchkey-server --features etcd
 cargo build --release -q -p latchkey-bench
 bench=target/release/latchkey-bench
 server=target/release/latchkey-server
-work="$(mktemp -d /tmp/latchkey-cluster.XXXXXX)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
 source tools/etcd-cluster.sh
-start_etcd_cluster "$work"
-head -c 32 /dev/urandom >"$work/token.key" && chmod 600 "$work/token.key"
+etcd_work_dir latchkey-cluster
 for i in 1 2 3; do
     LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key" \
     LATCHKEY_STORAGE_ETCD_ENDPOINTS="$ETCD_ENDPOINTS" \

@@ -1,8 +1,14 @@
-# Sourced by bench/cluster.sh and interop/cluster.sh: start_etcd_cluster DIR
-# starts a 3-member etcd cluster on free loopback ports with its data and
-# logs in DIR, appends the members' pids to the caller's `pids` array, waits
-# until the first member is healthy, and sets ETCD_ENDPOINTS
-# (host:port,host:port,host:port). Needs Debian's etcd-server and python3.
+# Sourced by bench/cluster.sh, interop/cluster.sh and tools/crash-test/etcd.sh.
+#
+# etcd_work_dir NAME: makes a temporary work directory ($work), a `pids`
+# array, and an EXIT trap that kills every pid in it and removes $work; then
+# starts a 3-member etcd cluster there (start_etcd_cluster) and writes a key
+# file for the nodes ($work/token.key, 32 random bytes, mode 0600).
+#
+# start_etcd_cluster DIR starts the cluster on free loopback ports with its
+# data and logs in DIR, appends the members' pids to `pids`, waits until the
+# first member is healthy, and sets ETCD_ENDPOINTS (host:port,...).
+# Needs Debian's etcd-server, curl and python3.
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -29,4 +35,12 @@ start_etcd_cluster() {
     done
     echo "etcd did not become healthy; see $dir/etcd*.log" >&2
     return 1
+}
+
+etcd_work_dir() {
+    work="$(mktemp -d "/tmp/$1.XXXXXX")"
+    pids=()
+    trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+    start_etcd_cluster "$work"
+    head -c 32 /dev/urandom >"$work/token.key" && chmod 600 "$work/token.key"
 }

@@ -117,6 +117,28 @@ where
     }
 }
 
+/// The names of root's tokens as `node` lists them.
+async fn token_names(node: &Node) -> Vec<String> {
+    let tokens = root(node.server.address).await.get_personal_access_tokens().await.unwrap();
+    tokens.into_iter().map(|token| token.name).collect()
+}
+
+/// Waits until every node's list of root's tokens satisfies `holds`.
+async fn every_node_lists(nodes: &[Node], what: &str, holds: impl Fn(&[String]) -> bool) {
+    for node in nodes {
+        eventually(what, || async { holds(&token_names(node).await) }).await;
+    }
+}
+
+/// The statuses the racing tasks ended with.
+async fn statuses_of(racers: Vec<tokio::task::JoinHandle<u32>>) -> Vec<u32> {
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap());
+    }
+    statuses
+}
+
 /// The status of a token login on a fresh connection.
 async fn token_login(node: &Node, token: &str) -> u32 {
     status(connect(node.server.address).await.login_with_personal_access_token(token).await)
@@ -156,11 +178,8 @@ async fn a_token_made_on_one_node_logs_in_everywhere_and_its_revoke_and_delete_r
     }
     // Deleted on node 2: gone from every node's list.
     root(nodes[2].server.address).await.delete_personal_access_token("ci-deploy").await.unwrap();
+    every_node_lists(&nodes, "the delete reaches every node", <[String]>::is_empty).await;
     for node in &nodes {
-        eventually("the delete reaches every node", || async {
-            root(node.server.address).await.get_personal_access_tokens().await.unwrap().is_empty()
-        })
-        .await;
         assert_eq!(token_login(node, &token).await, 20);
     }
 }
@@ -180,20 +199,12 @@ async fn nodes_racing_for_one_name_let_exactly_one_win() {
                 }));
             }
         }
-        let mut statuses = Vec::new();
-        for racer in racers {
-            statuses.push(racer.await.unwrap());
-        }
+        let mut statuses = statuses_of(racers).await;
         statuses.sort_unstable();
         assert_eq!(statuses.iter().filter(|&&status| status == 0).count(), 1, "round {round}: {statuses:?}");
         assert!(statuses[1..].iter().all(|&status| status == 51), "round {round}: {statuses:?}");
     }
-    for node in &nodes {
-        eventually("every node lists the three winners", || async {
-            root(node.server.address).await.get_personal_access_tokens().await.unwrap().len() == 3
-        })
-        .await;
-    }
+    every_node_lists(&nodes, "every node lists the three winners", |names| names.len() == 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -213,18 +224,10 @@ async fn nodes_racing_for_the_last_slots_under_the_limit_never_exceed_it() {
             }));
         }
     }
-    let mut statuses = Vec::new();
-    for racer in racers {
-        statuses.push(racer.await.unwrap());
-    }
+    let statuses = statuses_of(racers).await;
     assert_eq!(statuses.iter().filter(|&&status| status == 0).count(), 5, "{statuses:?}");
     assert!(statuses.iter().all(|&status| status == 0 || status == 52), "{statuses:?}");
-    for node in &nodes {
-        eventually("every node lists exactly the limit", || async {
-            root(node.server.address).await.get_personal_access_tokens().await.unwrap().len() == 5
-        })
-        .await;
-    }
+    every_node_lists(&nodes, "every node lists exactly the limit", |names| names.len() == 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -376,20 +379,10 @@ async fn writes_go_on_with_one_member_down_are_refused_without_a_quorum_and_resu
             other => panic!("create after the members came back: {other}"),
         }
     }
-    for node in &nodes {
-        eventually("every node lists what was acknowledged", || async {
-            let names: BTreeSet<String> = root(node.server.address)
-                .await
-                .get_personal_access_tokens()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|token| token.name)
-                .collect();
-            ["before", "one-down", "after"].iter().all(|name| names.contains(*name))
-        })
-        .await;
-    }
+    every_node_lists(&nodes, "every node lists what was acknowledged", |names| {
+        ["before", "one-down", "after"].iter().all(|name| names.iter().any(|listed| listed == name))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -638,18 +631,6 @@ async fn cleaners_on_every_node_delete_each_expired_token_once_and_nothing_else(
         owner.create_personal_access_token(&name, Expiry::After(Duration::from_secs(1))).await.unwrap();
     }
     owner.create_personal_access_token("stays", Expiry::Never).await.unwrap();
-    for node in &nodes {
-        eventually("every expired token is deleted on every node", || async {
-            let names: Vec<String> = root(node.server.address)
-                .await
-                .get_personal_access_tokens()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|token| token.name)
-                .collect();
-            names == ["stays"]
-        })
+    every_node_lists(&nodes, "every expired token is deleted on every node", |names| names == ["stays"])
         .await;
-    }
 }
