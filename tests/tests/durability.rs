@@ -380,11 +380,9 @@ async fn a_log_cut_anywhere_in_its_last_record_loses_only_that_record() {
     }
 }
 
-/// A log of three creates damaged at its tail in one of several ways: with
-/// nothing valid after the damage it is a torn tail, cut at the first bad
-/// byte, and only what lies from there on is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() {
+/// A server that made three tokens (aaa, bbb, ccc) and stopped: its home,
+/// data directory, the tokens and the log's bytes.
+async fn three_creates_then_stop() -> (DataHome, std::path::PathBuf, Vec<String>, Vec<u8>) {
     let home = DataHome::new();
     let server = TestServer::start(&home, &ServerSpec::default_root());
     let data_dir = server.data_dir.clone();
@@ -396,6 +394,15 @@ async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() 
     drop(client);
     stop(server, Stop::Term);
     let log = std::fs::read(log_path(&data_dir)).unwrap();
+    (home, data_dir, tokens, log)
+}
+
+/// A log of three creates damaged at its tail in one of several ways: with
+/// nothing valid after the damage it is a torn tail, cut at the first bad
+/// byte, and only what lies from there on is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() {
+    let (_home, data_dir, tokens, log) = three_creates_then_stop().await;
     let offsets = record_offsets(&log);
     let (start_c, end_c) = (offsets[2], log.len());
 
@@ -456,17 +463,7 @@ async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() 
 
 #[tokio::test]
 async fn a_flipped_byte_mid_file_refuses_to_start_naming_file_and_offset() {
-    let home = DataHome::new();
-    let server = TestServer::start(&home, &ServerSpec::default_root());
-    let data_dir = server.data_dir.clone();
-    let mut client = root(server.address).await;
-    let mut tokens = Vec::new();
-    for name in ["aaa", "bbb", "ccc"] {
-        tokens.push(client.create_personal_access_token(name, Expiry::Never).await.unwrap());
-    }
-    drop(client);
-    stop(server, Stop::Term);
-    let log = std::fs::read(log_path(&data_dir)).unwrap();
+    let (_home, data_dir, tokens, log) = three_creates_then_stop().await;
     let offsets = record_offsets(&log);
     assert_eq!(offsets.len(), 3);
     assert_eq!(offsets[0], HEADER_BYTES);
