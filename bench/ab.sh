@@ -9,10 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${BASELINE:?set BASELINE to the other latchkey-server binary}"
 cargo build --release -q -p latchkey-server -p latchkey-bench
 work="$(mktemp -d /tmp/latchkey-ab.XXXXXX)"
-LATCHKEY_SYSTEM_PATH="$work/a" LATCHKEY_TCP_ADDRESS=127.0.0.1:8190 \
+LATCHKEY_SYSTEM_PATH="$work/a" LATCHKEY_TCP_ADDRESS=127.0.0.1:8190 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8290 \
     target/release/latchkey-server --config configs/server.toml --with-default-root-credentials >"$work/a.log" 2>&1 &
 a=$!
-LATCHKEY_SYSTEM_PATH="$work/b" LATCHKEY_TCP_ADDRESS=127.0.0.1:8191 \
+LATCHKEY_SYSTEM_PATH="$work/b" LATCHKEY_TCP_ADDRESS=127.0.0.1:8191 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8291 \
     "$BASELINE" --config configs/server.toml --with-default-root-credentials >"$work/b.log" 2>&1 &
 b=$!
 trap 'kill $a $b 2>/dev/null || true; rm -rf "$work"' EXIT

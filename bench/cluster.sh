@@ -21,11 +21,11 @@ etcd_work_dir latchkey-cluster
 for i in 1 2 3; do
     LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key" \
     LATCHKEY_STORAGE_ETCD_ENDPOINTS="$ETCD_ENDPOINTS" \
-    LATCHKEY_SYSTEM_PATH="$work/node$i" LATCHKEY_TCP_ADDRESS="127.0.0.1:1809$i" \
+    LATCHKEY_SYSTEM_PATH="$work/node$i" LATCHKEY_TCP_ADDRESS="127.0.0.1:1809$i" LATCHKEY_HTTP_ADDRESS="127.0.0.1:1819$i" \
         "$server" --config configs/server.toml --with-default-root-credentials >"$work/node$i.log" 2>&1 &
     pids+=($!)
 done
-LATCHKEY_SYSTEM_PATH="$work/file" LATCHKEY_TCP_ADDRESS=127.0.0.1:18090 \
+LATCHKEY_SYSTEM_PATH="$work/file" LATCHKEY_TCP_ADDRESS=127.0.0.1:18090 LATCHKEY_HTTP_ADDRESS=127.0.0.1:18190 \
     "$server" --config configs/server.toml --with-default-root-credentials >"$work/file.log" 2>&1 &
 file_pid=$!
 pids+=("$file_pid")

@@ -30,7 +30,7 @@ start_null() { # shape port
 start_null multi-thread 8091
 start_null per-core 8092
 start_null round-robin 8093
-LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8090 \
+LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8090 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8190 \
     "$server" --config configs/server.toml --with-default-root-credentials >"$work/server.log" 2>&1 &
 server_pid=$!
 pids+=("$server_pid")

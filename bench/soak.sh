@@ -16,7 +16,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8095 \
+LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8095 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8195 \
     target/release/latchkey-server --config configs/server.toml --with-default-root-credentials \
     >"$work/server.log" 2>&1 &
 server_pid=$!

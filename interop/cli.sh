@@ -45,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 : > "$work/server.toml"
-LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:0 LATCHKEY_LOG=info \
+LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:0 LATCHKEY_HTTP_ADDRESS=127.0.0.1:0 LATCHKEY_LOG=info \
     "$server_bin" --config "$work/server.toml" --with-default-root-credentials \
     > "$work/server.log" 2>&1 &
 server_pid=$!

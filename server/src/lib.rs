@@ -7,6 +7,7 @@
 //! server/   start → serve → shutdown; background tasks
 //! offline/  tools run instead of the server (export, import)
 //! net/      listener, admission, one connection loop for both framings, TLS
+//! http/     the HTTP listener: metrics, probes, REST, forward auth
 //! command/  sessions, permission checks, what each command does
 //! auth/     users, passwords, throttle, policy, server key
 //! store/    the writer (group commit, the rules) and the token log file
@@ -35,6 +36,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod datadir;
+pub mod http;
 pub mod net;
 pub mod offline;
 pub mod registry;

@@ -114,6 +114,8 @@ impl ServerSpec {
 pub struct TestServer {
     child: Option<Child>,
     pub address: SocketAddr,
+    /// Where the HTTP side listens (`None` when `[http]` is off).
+    pub http_address: Option<SocketAddr>,
     /// The data directory (kept across restarts of the same `DataHome`).
     pub data_dir: PathBuf,
     stdout: Arc<Mutex<String>>,
@@ -187,6 +189,8 @@ impl TestServer {
             .args(&spec.args)
             .env("LATCHKEY_SYSTEM_PATH", home.data_dir())
             .env("LATCHKEY_TCP_ADDRESS", spec.address.as_deref().unwrap_or("127.0.0.1:0"))
+            // Servers run side by side: each HTTP side on a port of its own.
+            .env("LATCHKEY_HTTP_ADDRESS", "127.0.0.1:0")
             .env("LATCHKEY_LOG", "info")
             // Many tests fail logins on purpose, from one address, far past
             // what the throttle allows; tests of the throttle turn it back on
@@ -213,12 +217,17 @@ impl TestServer {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let http_address = Arc::new(Mutex::new(None));
+        let http_sink = Arc::clone(&http_address);
         let out = child.stdout.take().expect("stdout");
         let sink = Arc::clone(&stdout);
         let mut readers = PipeReaders::default();
         readers.0.push(std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let address = listening_address(&line);
+                if let Some(http) = http_listening_address(&line) {
+                    *http_sink.lock().unwrap() = Some(http);
+                }
                 {
                     let mut sink = sink.lock().unwrap();
                     sink.push_str(&line);
@@ -244,9 +253,12 @@ impl TestServer {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(address) = address_rx.recv_timeout(Duration::from_millis(20)) {
+                // The HTTP line comes before the TCP one.
+                let http_address = *http_address.lock().unwrap();
                 return Ok(TestServer {
                     child: Some(child),
                     address,
+                    http_address,
                     data_dir: home.data_dir(),
                     stdout,
                     stderr,
@@ -505,6 +517,12 @@ pub fn listening_address(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// Parses the address from the server's "HTTP listening on ADDR" line.
+pub fn http_listening_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("HTTP listening on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// Every file under `dir`, recursively, with its bytes.
 pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
@@ -547,6 +565,7 @@ pub fn password_hash(password: &str) -> String {
 
 /// A real etcd cluster for the cluster-mode tests.
 pub mod etcd;
+pub mod http;
 
 #[cfg(test)]
 mod tests {

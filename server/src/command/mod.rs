@@ -10,8 +10,9 @@
 //!
 //! Files: this one holds the [`Context`] commands run in, the [`Session`]
 //! and the checks every command makes of it, and the routing; [`login`]
-//! the two logins; [`write`] every command that changes tokens; [`read`]
-//! the rest. Audit events go to the `audit` tracing target: user, token name
+//! the two logins; [`write`] every command that changes tokens; [`check`]
+//! the token checks for third parties (Authorize, forward auth,
+//! introspection); [`read`] the rest. Audit events go to the `audit` tracing target: user, token name
 //! and id, peer; never a secret.
 //!
 //! A session ends (40) once its user is inactive or gone, or once the token
@@ -21,6 +22,7 @@
 //! with the token's scopes still in force. A token session must hold the
 //! scope the command needs.
 
+pub mod check;
 mod login;
 mod read;
 mod write;
@@ -100,7 +102,7 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         Request::GetPersonalAccessTokens => read::iggy_tokens(session, ctx),
         Request::GetToken(get) => read::get_token(get, session, ctx),
         Request::ListTokens(list) => read::list_tokens(list, session, ctx),
-        Request::Authorize(authorize) => read::authorize_token(authorize, session, ctx),
+        Request::Authorize(authorize) => check::authorize_token(authorize, session, ctx),
         Request::UpdateToken(update) => write::update_token(update, session, ctx).await,
         Request::RevokeToken(revoke) => write::revoke_token(revoke, session, ctx).await,
         Request::RotateToken(rotate) => write::rotate_token(rotate, session, ctx).await,

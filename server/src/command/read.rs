@@ -1,17 +1,14 @@
 //! The commands that only read: GetMe, cluster metadata, token lists and
-//! details, and Authorize. All are answered from the registry's readers with
+//! details (Authorize, also a read, is in `check.rs` with the other token
+//! checks). All are answered from the registry's readers with
 //! no lock, no disk and no message to the writer.
-
-use std::net::SocketAddr;
 
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, ClusterNode, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
     PersonalAccessTokenInfo, PersonalAccessTokens, TRANSPORT_TCP,
 };
-use latchkey_protocol::ext::{
-    Authorize, AuthorizeDecision, Decision, GetToken, ListTokens, TokenDetails, TokenPage, TokenSelector,
-};
-use latchkey_protocol::{ErrorCode, scope, token};
+use latchkey_protocol::ext::{GetToken, ListTokens, TokenDetails, TokenPage, TokenSelector};
+use latchkey_protocol::{ErrorCode, scope};
 
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::policy::LIST_PAGE_TOKENS_MAX;
@@ -110,76 +107,6 @@ fn page(list: ListTokens, user_id: u32, session: &Session, ctx: &Context) -> Tok
             .collect();
         TokenPage { tokens, next_after_id }
     })
-}
-
-/// Code 9110: answered from this node's replica; no disk, no session bound.
-pub(super) fn authorize_token(
-    authorize: Authorize,
-    session: &mut Session,
-    ctx: &Context,
-) -> Result<ReplyBody, ErrorCode> {
-    let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
-    ctx.freshness.check()?;
-    let users = ctx.auth.users();
-    if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
-        return Err(ErrorCode::AuthorizeNotPermitted);
-    }
-    if !authorize.scope.is_empty() {
-        scope::validate_required(&authorize.scope).map_err(|_| ErrorCode::InvalidScope)?;
-    }
-    let address: Option<SocketAddr> = match authorize.address.as_str() {
-        "" => None,
-        text => Some(match text.parse::<SocketAddr>() {
-            Ok(address) => address,
-            Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
-        }),
-    };
-    let unknown = AuthorizeDecision {
-        decision: Decision::Unknown,
-        user_id: 0,
-        username: String::new(),
-        token_id: 0,
-        expires_at_us: 0,
-    };
-    if token::validate(&authorize.token).is_err() {
-        return Ok(ReplyBody::Decision(unknown));
-    }
-    let hash = ctx.auth.token_key.hash(&authorize.token);
-    let now = now_us();
-    let decided = ctx.registry.read(|replica| {
-        let entry = replica.by_hash(&hash)?;
-        let owner = users.by_id(entry.user_id)?;
-        let decision = if entry.revoked_at_us.is_some() {
-            Decision::Revoked
-        } else if entry.is_expired(now) {
-            Decision::Expired
-        } else if !owner.active {
-            Decision::InactiveUser
-        } else if !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip())) {
-            Decision::Network
-        } else if !authorize.scope.is_empty() && !scope::allows(entry.scopes(), &authorize.scope) {
-            Decision::Scope
-        } else {
-            Decision::Allowed
-        };
-        Some(AuthorizeDecision {
-            decision,
-            user_id: entry.user_id,
-            username: owner.username.clone(),
-            token_id: entry.id,
-            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
-        })
-    });
-    let decided = decided.unwrap_or(unknown);
-    let peer = session.peer();
-    if decided.allowed() {
-        let used_from = address.unwrap_or(peer);
-        session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now, peer: used_from });
-        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
-    } else {
-        tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), caller, user_id = decided.user_id, token_id = decided.token_id, scope = %authorize.scope, address = %authorize.address, %peer);
-    }
-    Ok(ReplyBody::Decision(decided))
 }
 
 /// A one-node roster naming this server as the healthy leader (spec §1.5),

@@ -181,3 +181,22 @@ pub const ETCD_ENDPOINTS_MAX: usize = 16;
 /// `[storage.etcd] max_staleness` at most: a node that has not heard from
 /// the cluster for an hour has no business checking tokens.
 pub const ETCD_MAX_STALENESS_MAX: Duration = Duration::from_secs(3600);
+
+// [http]
+
+/// `max_header_bytes` at least: hyper's smallest read buffer, and enough
+/// for a request with a bearer token and a proxy's forwarding headers.
+pub const HTTP_HEADER_BYTES_MIN: usize = 8 * 1024;
+/// `max_header_bytes` at most: a request head past 1 MiB is no API call.
+pub const HTTP_HEADER_BYTES_MAX: usize = 1 << 20;
+/// `max_body_bytes` at least: a token create with its longest name,
+/// description, 255 scopes and 255 networks fits in 64 KiB; a smaller limit
+/// still serves smaller requests, but below 1 KiB none would fit.
+pub const HTTP_BODY_BYTES_MIN: usize = 1024;
+/// `max_body_bytes` at most: the same largest body as a TCP frame.
+pub const HTTP_BODY_BYTES_MAX: usize = MAX_FRAME_SIZE_BYTES_MAX as usize;
+/// `idle_timeout` and `request_timeout` at least: a zero would close every
+/// connection before its first request.
+pub const HTTP_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// Trusted proxy networks at most (each request walks the list).
+pub const TRUSTED_PROXIES_MAX: usize = 256;

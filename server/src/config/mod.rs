@@ -23,6 +23,7 @@ mod env;
 mod validate;
 
 pub use duration_text::{parse_duration, parse_optional_duration};
+pub use validate::parse_network;
 
 /// Why a configuration could not be used. Always names the key or file.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ pub enum ConfigError {
 pub struct Config {
     pub system: SystemConfig,
     pub tcp: TcpConfig,
+    pub http: HttpConfig,
     pub personal_access_token: PersonalAccessTokenConfig,
     pub login_throttle: LoginThrottleConfig,
     pub storage: StorageConfig,
@@ -167,6 +169,58 @@ pub struct TcpConfig {
     pub max_requests_in_flight: usize,
     /// `[tcp.tls]`: TLS on this listener.
     pub tls: TcpTlsConfig,
+}
+
+/// `[http]`: the HTTP/1.1 listener beside the TCP one: metrics, health,
+/// the REST API and forward auth for proxies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// Listen address.
+    pub address: String,
+    /// `[http.tls]`: HTTPS on this listener (same keys as `[tcp.tls]`).
+    pub tls: TcpTlsConfig,
+    /// Networks (CIDR, or a single address) of the proxies whose
+    /// `X-Forwarded-For` and `X-Real-IP` headers are believed. Nobody's by
+    /// default: the client address is the peer's.
+    pub trusted_proxies: Vec<String>,
+    /// HTTP connections open at once, over all addresses.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one address (IPv6 by network,
+    /// as on TCP).
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers); more is answered
+    /// with 431 and the connection closed.
+    pub max_header_bytes: usize,
+    /// Largest request body; more is answered with 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers, counted from the end
+    /// of the previous response on a kept-alive connection (so it is also
+    /// how long an idle connection stays open).
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Time a request has, once its headers are in, to send its body and be
+    /// answered; past it the answer is 408.
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            address: "127.0.0.1:8091".to_owned(),
+            tls: TcpTlsConfig::default(),
+            trusted_proxies: Vec::new(),
+            max_connections: 4_096,
+            max_connections_per_ip: 1_000,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[tcp.tls]` (Iggy's section name and keys). When enabled, the listener's

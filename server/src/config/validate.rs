@@ -77,6 +77,30 @@ const COUNT_RANGES: &[CountRange] = &[
         max: MAX_REQUESTS_IN_FLIGHT_MAX as u64,
     },
     CountRange {
+        key: "http.max_connections",
+        value: |c| c.http.max_connections as u64,
+        min: 1,
+        max: MAX_CONNECTIONS_MAX as u64,
+    },
+    CountRange {
+        key: "http.max_connections_per_ip",
+        value: |c| c.http.max_connections_per_ip as u64,
+        min: 1,
+        max: MAX_CONNECTIONS_PER_IP_MAX as u64,
+    },
+    CountRange {
+        key: "http.max_header_bytes",
+        value: |c| c.http.max_header_bytes as u64,
+        min: HTTP_HEADER_BYTES_MIN as u64,
+        max: HTTP_HEADER_BYTES_MAX as u64,
+    },
+    CountRange {
+        key: "http.max_body_bytes",
+        value: |c| c.http.max_body_bytes as u64,
+        min: HTTP_BODY_BYTES_MIN as u64,
+        max: HTTP_BODY_BYTES_MAX as u64,
+    },
+    CountRange {
         key: "login_throttle.per_address_per_minute",
         value: |c| u64::from(c.login_throttle.per_address_per_minute),
         min: 0,
@@ -124,6 +148,20 @@ const DURATION_RANGES: &[DurationRange] = &[
         min: Duration::ZERO,
         max: IDLE_TIMEOUT_MAX,
         besides: "; 0s turns it off",
+    },
+    DurationRange {
+        key: "http.idle_timeout",
+        value: |c| Some(c.http.idle_timeout),
+        min: HTTP_TIMEOUT_MIN,
+        max: IDLE_TIMEOUT_MAX,
+        besides: "",
+    },
+    DurationRange {
+        key: "http.request_timeout",
+        value: |c| Some(c.http.request_timeout),
+        min: HTTP_TIMEOUT_MIN,
+        max: IDLE_TIMEOUT_MAX,
+        besides: "",
     },
     DurationRange {
         key: "personal_access_token.max_lifetime",
@@ -193,7 +231,31 @@ impl Config {
         self.check_token_policy()?;
         self.check_users()?;
         self.check_storage()?;
-        self.check_tcp()
+        self.check_tcp()?;
+        self.check_http()
+    }
+
+    fn check_http(&self) -> Result<(), ConfigError> {
+        let http = &self.http;
+        if http.tls.enabled && (http.tls.cert_file.is_none() || http.tls.key_file.is_none()) {
+            return Err(invalid(
+                "http.tls",
+                "cert_file and key_file must be set when [http.tls] enabled = true",
+            ));
+        }
+        if http.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("http.address", "must be IP:PORT, e.g. 127.0.0.1:8091"));
+        }
+        if http.trusted_proxies.len() > TRUSTED_PROXIES_MAX {
+            return Err(invalid("http.trusted_proxies", format!("at most {TRUSTED_PROXIES_MAX} networks")));
+        }
+        if let Some(bad) = http.trusted_proxies.iter().find(|network| parse_network(network).is_none()) {
+            return Err(invalid(
+                "http.trusted_proxies",
+                format!("{bad:?} is not an IP address or CIDR network (e.g. 10.0.0.0/8)"),
+            ));
+        }
+        Ok(())
     }
 
     fn check_storage(&self) -> Result<(), ConfigError> {
@@ -317,4 +379,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A trusted-proxy entry: a CIDR network, or one address (a /32 or /128).
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|network| network.trunc())
 }

@@ -134,7 +134,7 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    fn next_client_id(&self) -> u32 {
+    pub(crate) fn next_client_id(&self) -> u32 {
         self.client_ids.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -143,7 +143,7 @@ impl Connections {
     }
 
     /// A new connection's shutdown signal.
-    fn stop_signal(&self) -> StopSignal {
+    pub(crate) fn stop_signal(&self) -> StopSignal {
         let mut stops = lock(&self.stops);
         let (sender, receiver) = watch::channel(stops.stopping);
         let key = stops.next;
@@ -199,7 +199,7 @@ pub struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
+    pub(crate) fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
         self.since_last += 1;
         let now = Instant::now();
         if self.last.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1)) {
@@ -219,7 +219,7 @@ struct Stops {
 
 /// A connection's own shutdown signal: its own channel, so waiting on it
 /// shares no lock with any other connection. Deregisters on drop.
-struct StopSignal {
+pub(crate) struct StopSignal {
     receiver: watch::Receiver<bool>,
     key: u64,
     stops: Arc<Mutex<Stops>>,

@@ -34,6 +34,7 @@ use crate::auth::users::{UserError, Users};
 use crate::command::Context;
 use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError, RootCredentials};
+use crate::http::HttpSide;
 use crate::net::{self, ConnectionLimits, Connections, RefusalLog};
 use crate::registry::{Readers, RegistryPublisher, UseLedger};
 use crate::store::{self, LogError, StoreLimits, WriterHandle};
@@ -91,6 +92,8 @@ pub struct Running {
     runtime: Runtime,
     listener: TcpListener,
     connections: Arc<Connections>,
+    /// The HTTP listener and what its connections share, when `[http]` is on.
+    http: Option<(TcpListener, Arc<HttpSide>)>,
     ctx: Arc<Context>,
     writer_join: JoinHandle<RegistryPublisher>,
     signals: Signals,
@@ -113,6 +116,7 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
     limits::raise_open_files_limit(config.tcp.max_connections);
     limits::disable_core_dumps();
     let tls = net::tls::acceptor(&config.tcp.tls)?;
+    let http_tls = if config.http.enabled { net::tls::acceptor(&config.http.tls)? } else { None };
     let data_dir = DataDir::open(&config.system.path)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let or_cores = |configured: usize| if configured == 0 { cores } else { configured };
@@ -159,6 +163,18 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         local_addr,
     });
     let connections = Arc::new(Connections::new(connection_limits(config), config.tcp.framing, tls));
+    let http = if config.http.enabled {
+        let listener = bind(&config.http.address)?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartError::Io { what: "cannot read HTTP listener address", source })?;
+        // Said before the TCP line: tools wait for that one, and find this
+        // one already written.
+        tracing::info!(address = %address, tls = config.http.tls.enabled, "HTTP listening on {address}");
+        Some((listener, Arc::new(HttpSide::new(&config.http, http_tls, local_addr))))
+    } else {
+        None
+    };
     start_tasks(config, &ctx, &writer);
     tracing::info!(
         address = %local_addr,
@@ -171,6 +187,7 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         runtime,
         listener,
         connections,
+        http,
         ctx,
         writer_join,
         signals,
@@ -178,6 +195,18 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         shutdown_timeout: config.system.shutdown_timeout,
         _data_dir: data_dir,
     })
+}
+
+/// Accepts one HTTP connection, or waits forever when `[http]` is off.
+async fn accept_http(
+    http: Option<&(TcpListener, Arc<HttpSide>)>,
+    ctx: &Arc<Context>,
+    refused: &mut RefusalLog,
+) {
+    match http {
+        Some((listener, side)) => crate::http::accept(listener, side, ctx, refused).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One work-stealing runtime: a worker thread per core (`[system] shards`)
@@ -240,12 +269,14 @@ impl Running {
     /// Step 2: accepts connections until SIGINT or SIGTERM; SIGHUP re-reads
     /// `config_path` and applies the users and the token policy.
     pub fn serve(&mut self, config_path: Option<&std::path::Path>) {
-        let Running { runtime, listener, connections, ctx, signals, root, .. } = self;
+        let Running { runtime, listener, connections, http, ctx, signals, root, .. } = self;
         let mut refused = RefusalLog::default();
+        let mut http_refused = RefusalLog::default();
         runtime.block_on(async {
             loop {
                 tokio::select! {
                     () = net::accept(listener, connections, ctx, &mut refused) => {}
+                    () = accept_http(http.as_ref(), ctx, &mut http_refused) => {}
                     _ = signals.hangup.recv() => tasks::reload(config_path, root, ctx),
                     _ = signals.terminate.recv() => break,
                     _ = signals.interrupt.recv() => break,
@@ -258,16 +289,33 @@ impl Running {
     /// finish, writes the last token uses, and stops the writer once its
     /// last batch is durable.
     pub fn shutdown(self) {
-        let Running { runtime, listener, connections, ctx, writer_join, shutdown_timeout, _data_dir, .. } =
-            self;
+        let Running {
+            runtime,
+            listener,
+            connections,
+            http,
+            ctx,
+            writer_join,
+            shutdown_timeout,
+            _data_dir,
+            ..
+        } = self;
         drop(listener);
+        let http_side = http.map(|(listener, side)| {
+            drop(listener);
+            side
+        });
         tracing::info!("shutting down: no new connections");
         connections.stop_all();
+        if let Some(side) = &http_side {
+            side.stop_all();
+        }
+        let open = || connections.open() + http_side.as_ref().map_or(0, |side| side.open());
         let deadline = Instant::now() + shutdown_timeout;
-        while connections.open() > 0 && Instant::now() < deadline {
+        while open() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let open = connections.open();
+        let open = open();
         if open > 0 {
             tracing::warn!(open, "shutdown timeout reached; dropping open connections");
         }

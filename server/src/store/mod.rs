@@ -204,6 +204,19 @@ impl Freshness {
         self.heard_at_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
+    /// How long the store has been silent past `max_staleness`, if it has:
+    /// the readiness probe's view, which logs nothing.
+    pub fn stale_by(&self) -> Option<Duration> {
+        if self.max_staleness.is_zero() {
+            return None;
+        }
+        let silent = self
+            .started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.heard_at_ms.load(Ordering::Relaxed)));
+        silent.checked_sub(self.max_staleness).filter(|past| !past.is_zero())
+    }
+
     /// `Ok` while the registry may be trusted for token checks; else
     /// `StorageUnavailable`, said once in the log at each change of state.
     pub fn check(&self) -> Result<(), latchkey_protocol::ErrorCode> {

@@ -64,6 +64,11 @@ impl WriterHandle {
         Ok(Ticket(outcome))
     }
 
+    /// Whether the writer still takes changes (it has not stopped).
+    pub fn is_alive(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
     /// Asks the writer to finish what is queued before this call and exit.
     pub fn stop(&self) {
         let sender = self.sender.clone();

@@ -109,6 +109,7 @@ impl ServerProcess {
         command
             .env("LATCHKEY_SYSTEM_PATH", &spec.data_dir)
             .env("LATCHKEY_TCP_ADDRESS", "127.0.0.1:0")
+            .env("LATCHKEY_HTTP_ADDRESS", "127.0.0.1:0")
             .envs(spec.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,220 @@
+//! Token checks for a third party: a broker's Authorize (9110) over TCP,
+//! a proxy's forward auth and RFC 7662 introspection over HTTP. One
+//! decision ([`decide`]) serves all three, with one audit event and one
+//! last-use record, so a token is judged the same whichever door asks.
+//!
+//! Authorize and introspection come from a logged-in caller with the
+//! `authorize` permission (and, for a token session, scope). Forward auth
+//! comes from a proxy that holds no session: the token is the only
+//! credential, so failed checks are charged to the client's address in the
+//! failed-login throttle, exactly like a failed token login.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use latchkey_protocol::ext::{Authorize, AuthorizeDecision, Decision};
+use latchkey_protocol::{ErrorCode, scope, token};
+
+use super::{Context, Need, ReplyBody, Session};
+use crate::auth::throttle::Attempt;
+use crate::clock::now_us;
+use crate::registry::{LastUsed, TokenExtras, TokenHash};
+
+/// What a check decided, with what HTTP callers report beyond the binary
+/// reply: the token's scopes and when it was made.
+pub struct Verdict {
+    pub decided: AuthorizeDecision,
+    /// The found token's scopes and networks (`None`: full access, or no
+    /// token found).
+    pub extras: Option<Arc<TokenExtras>>,
+    /// When the found token was made (0 when none was found).
+    pub created_at_us: u64,
+    hash: Option<TokenHash>,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        self.decided.allowed()
+    }
+
+    /// The found token's scopes; empty means full access.
+    pub fn scopes(&self) -> &[Box<str>] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
+}
+
+/// Who asked for a check, for the audit event: a logged-in user's id
+/// (Authorize, introspection) or none (a proxy's forward auth), and over
+/// which door.
+#[derive(Clone, Copy)]
+struct Caller {
+    user_id: Option<u32>,
+    via: &'static str,
+}
+
+/// An address in an audit event: empty when none was given.
+struct Shown(Option<SocketAddr>);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Code 9110: answered from this node's replica; no disk, no session bound.
+pub(super) fn authorize_token(
+    authorize: Authorize,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<ReplyBody, ErrorCode> {
+    let verdict =
+        authorized_check(&authorize.token, &authorize.scope, &authorize.address, "tcp", session, ctx)?;
+    Ok(ReplyBody::Decision(verdict.decided))
+}
+
+/// RFC 7662 introspection: Authorize's checks of the caller, then its
+/// decision about `token` (no required scope, no address).
+pub fn introspect(token: &str, session: &mut Session, ctx: &Context) -> Result<Verdict, ErrorCode> {
+    authorized_check(token, "", "", "http", session, ctx)
+}
+
+fn authorized_check(
+    token: &str,
+    required_scope: &str,
+    address: &str,
+    via: &'static str,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<Verdict, ErrorCode> {
+    let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
+    ctx.freshness.check()?;
+    if !ctx.auth.users().by_id(caller).is_some_and(|user| user.can_authorize) {
+        return Err(ErrorCode::AuthorizeNotPermitted);
+    }
+    if !required_scope.is_empty() {
+        scope::validate_required(required_scope).map_err(|_| ErrorCode::InvalidScope)?;
+    }
+    let address: Option<SocketAddr> = match address {
+        "" => None,
+        text => Some(match text.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
+        }),
+    };
+    let verdict = decide(ctx, token, required_scope, address);
+    settle(&verdict, Caller { user_id: Some(caller), via }, required_scope, address, session, ctx);
+    Ok(verdict)
+}
+
+/// Forward auth for a proxy: the decision about `token` used by `client`
+/// (the address the proxy vouches for, or the peer), needing
+/// `required_scope` (empty: none). Failed checks count against `client` in
+/// the failed-login throttle; a throttled client gets
+/// `TooManyFailedLogins` before any lookup.
+///
+/// `uses` is the connection's session, which only carries token uses: it is
+/// locked after the throttle's wait, never across it.
+pub async fn forward_auth(
+    token: &str,
+    required_scope: &str,
+    client: SocketAddr,
+    uses: &Mutex<Session>,
+    ctx: &Context,
+) -> Result<Verdict, ErrorCode> {
+    ctx.freshness.check()?;
+    if !required_scope.is_empty() {
+        scope::validate_required(required_scope).map_err(|_| ErrorCode::InvalidScope)?;
+    }
+    let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
+        tracing::warn!(target: "audit", event = "authorize_throttled", via = "http", %client);
+        return Err(ErrorCode::TooManyFailedLogins);
+    };
+    let verdict = decide(ctx, token, required_scope, Some(client));
+    // Only a token nobody holds is a guess; a real token that is refused
+    // (expired, revoked, wrong scope) costs its holder nothing.
+    if verdict.decided.decision == Decision::Unknown {
+        drop(reservation);
+    } else {
+        reservation.refund();
+    }
+    let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    settle(&verdict, Caller { user_id: None, via: "http" }, required_scope, Some(client), &mut session, ctx);
+    Ok(verdict)
+}
+
+/// The decision about `token` at this moment, from this node's replica.
+fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<SocketAddr>) -> Verdict {
+    let unknown = Verdict {
+        decided: AuthorizeDecision {
+            decision: Decision::Unknown,
+            user_id: 0,
+            username: String::new(),
+            token_id: 0,
+            expires_at_us: 0,
+        },
+        extras: None,
+        created_at_us: 0,
+        hash: None,
+    };
+    if token::validate(token).is_err() {
+        return unknown;
+    }
+    let hash = ctx.auth.token_key.hash(token);
+    let now = now_us();
+    let users = ctx.auth.users();
+    let found = ctx.registry.read(|replica| {
+        let entry = replica.by_hash(&hash)?;
+        let owner = users.by_id(entry.user_id)?;
+        let decision = if entry.revoked_at_us.is_some() {
+            Decision::Revoked
+        } else if entry.is_expired(now) {
+            Decision::Expired
+        } else if !owner.active {
+            Decision::InactiveUser
+        } else if !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip())) {
+            Decision::Network
+        } else if !required_scope.is_empty() && !scope::allows(entry.scopes(), required_scope) {
+            Decision::Scope
+        } else {
+            Decision::Allowed
+        };
+        Some(Verdict {
+            decided: AuthorizeDecision {
+                decision,
+                user_id: entry.user_id,
+                username: owner.username.clone(),
+                token_id: entry.id,
+                expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+            },
+            extras: entry.extras.clone(),
+            created_at_us: entry.created_at_us,
+            hash: Some(hash),
+        })
+    });
+    found.unwrap_or(unknown)
+}
+
+/// The audit event, and the last-use record of an allowed token (from the
+/// address checked, else the caller's).
+fn settle(
+    verdict: &Verdict,
+    caller: Caller,
+    required_scope: &str,
+    address: Option<SocketAddr>,
+    session: &mut Session,
+    ctx: &Context,
+) {
+    let decided = &verdict.decided;
+    let peer = session.peer();
+    let Caller { user_id: caller, via } = caller;
+    if let (true, Some(hash)) = (decided.allowed(), verdict.hash) {
+        let used_from = address.unwrap_or(peer);
+        session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
+        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);
+    } else {
+        tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);
+    }
+}

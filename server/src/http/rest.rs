@@ -1,0 +1,442 @@
+//! The REST API under `/v1`: the token commands of the binary protocol as
+//! JSON, run through the same command code (`command::handle`), so every
+//! rule, limit and error code is the binary protocol's.
+//!
+//! Each request logs in with its own credentials, `Authorization: Bearer
+//! <token>` or `Basic` (username and password: Argon2 on the password
+//! pool, throttled like a TCP login), as a session that lives for that
+//! request only; the token uses it records are handed over at its end.
+//! Times are RFC 3339 in UTC; a lifetime is given as `expires_in` (a
+//! duration, `"30d"`, or `"never"`) or `expires_at` (a time), not both.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HeaderValue, LOCATION};
+use hyper::{HeaderMap, Request, StatusCode};
+use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
+use latchkey_protocol::ext::{
+    CreateToken, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken,
+    ListTokens, RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenSelector, TokenStatus,
+    UpdateToken,
+};
+use latchkey_protocol::{ErrorCode, Request as Command, Secret};
+use serde::{Deserialize, Serialize};
+
+use super::Exchange;
+use super::reply::{ApiError, Reply, empty, json};
+use super::routes::{body, form};
+use crate::clock::now_us;
+use crate::command::{self, ReplyBody, Session};
+
+/// How the request proved who it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    Token,
+    Password,
+}
+
+/// A session logged in with the request's credentials.
+struct Caller {
+    session: Session,
+    user_id: u32,
+    credential: Credential,
+}
+
+/// Logs in with the `Authorization` header as a client at the address the
+/// trusted proxies vouch for.
+async fn log_in(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+    let client = exchange.side.trusted.client(exchange.peer, headers);
+    let mut session = Session::new(exchange.side.connections.next_client_id(), client);
+    let (login, credential) = credentials(headers)?;
+    let ctx = &exchange.ctx;
+    let identity = command::handle(login, &mut session, ctx).await.map_err(ApiError::from_login)?;
+    let ReplyBody::Identity(identity) = identity else {
+        return Err(ApiError::from_code(ErrorCode::Error));
+    };
+    Ok(Caller { session, user_id: identity.user_id, credential })
+}
+
+/// The session of a caller logged in with the `Authorization` header.
+pub(super) async fn log_in_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Session, ApiError> {
+    log_in(headers, exchange).await.map(|caller| caller.session)
+}
+
+/// The login request the `Authorization` header stands for.
+fn credentials(headers: &HeaderMap) -> Result<(Command, Credential), ApiError> {
+    let unauthenticated = |message: &str| {
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message.to_owned())
+    };
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(unauthenticated("send Authorization: Bearer <token> or Basic <username:password>"));
+    };
+    let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let login = LoginWithPersonalAccessToken { token: Secret::new(rest.to_owned()) };
+        return Ok((Command::LoginWithPersonalAccessToken(login), Credential::Token));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| unauthenticated("Basic credentials are not base64 of UTF-8 username:password"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthenticated("Basic credentials need username:password"))?;
+        let login = LoginUser {
+            username: username.to_owned(),
+            password: Secret::new(password.to_owned()),
+            version: None,
+            context: Some("http".to_owned()),
+        };
+        return Ok((Command::LoginUser(login), Credential::Password));
+    }
+    Err(unauthenticated("the Authorization scheme must be Bearer or Basic"))
+}
+
+impl Caller {
+    /// Runs `request` in this caller's session.
+    async fn run(&mut self, request: Command, exchange: &Exchange) -> Result<ReplyBody, ApiError> {
+        let reply = command::handle(request, &mut self.session, &exchange.ctx).await;
+        exchange.ctx.uses.hand_over(self.session.take_uses());
+        reply.map_err(ApiError::from_code)
+    }
+}
+
+/// A token as the API shows it: everything but its secret.
+#[derive(Serialize)]
+struct TokenJson {
+    id: u64,
+    name: String,
+    description: String,
+    status: &'static str,
+    /// Whether the token can be used now (Avisi Cloud's name).
+    active: bool,
+    created_at: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    last_used_at: Option<String>,
+    last_used_address: Option<String>,
+    /// Empty: full access.
+    scopes: Vec<String>,
+    /// Empty: any address.
+    networks: Vec<String>,
+}
+
+impl From<TokenDetails> for TokenJson {
+    fn from(token: TokenDetails) -> TokenJson {
+        TokenJson {
+            id: token.id,
+            name: token.name,
+            description: token.description,
+            status: token.status.as_str(),
+            active: token.status == TokenStatus::Active,
+            created_at: time(token.created_at_us),
+            expires_at: optional_time(token.expires_at_us),
+            revoked_at: optional_time(token.revoked_at_us),
+            last_used_at: optional_time(token.last_used_at_us),
+            last_used_address: Some(token.last_used_address).filter(|address| !address.is_empty()),
+            scopes: token.scopes,
+            networks: token.networks,
+        }
+    }
+}
+
+/// A token just made or rotated: the only answer that carries its secret.
+#[derive(Serialize)]
+struct IssuedJson {
+    id: u64,
+    name: String,
+    token: String,
+    created_at: String,
+    expires_at: Option<String>,
+}
+
+fn issued(issued: IssuedToken, name: String) -> IssuedJson {
+    IssuedJson {
+        id: issued.id,
+        name,
+        token: issued.token.expose().to_owned(),
+        created_at: time(issued.created_at_us),
+        expires_at: optional_time(issued.expires_at_us),
+    }
+}
+
+/// RFC 3339 in UTC, to the microsecond.
+pub(super) fn time(at_us: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_micros(at_us);
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+/// [`time`], or `None` for 0 (never / not yet).
+pub(super) fn optional_time(at_us: u64) -> Option<String> {
+    (at_us != 0).then(|| time(at_us))
+}
+
+/// Parses a JSON body into `T`; an empty body is `{}`. The error names a
+/// missing or unknown field, or where the JSON breaks; it never repeats a
+/// value from the body (it could be a secret sent in the wrong place).
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
+    serde_json::from_slice(bytes).map_err(|error| {
+        let text = error.to_string();
+        let about_a_field = text.starts_with("missing field") || text.starts_with("unknown field");
+        let message = if about_a_field {
+            text.split(", expected")
+                .next()
+                .unwrap_or(&text)
+                .split(" at line")
+                .next()
+                .unwrap_or(&text)
+                .to_owned()
+        } else {
+            format!("invalid JSON body (line {}, column {})", error.line(), error.column())
+        };
+        ApiError::invalid(message)
+    })
+}
+
+/// A lifetime as the API takes it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Lifetime {
+    /// A duration (`"90d"`, `"12h"`) or `"never"`.
+    expires_in: Option<String>,
+    /// An RFC 3339 time in the future.
+    expires_at: Option<String>,
+}
+
+impl Lifetime {
+    /// The protocol's expiry field: `absent` when neither is given.
+    fn expiry_us(&self, absent: u64) -> Result<u64, ApiError> {
+        let invalid = |message: &str| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidPersonalAccessTokenExpiry,
+                message.to_owned(),
+            )
+        };
+        match (&self.expires_in, &self.expires_at) {
+            (None, None) => Ok(absent),
+            (Some(_), Some(_)) => Err(invalid("give expires_in or expires_at, not both")),
+            (Some(text), None) if text.trim() == "never" => Ok(EXPIRY_NEVER),
+            (Some(text), None) => {
+                let lifetime = humantime::parse_duration(text.trim()).map_err(|_| {
+                    invalid("expires_in is a duration such as \"90d\" or \"12h\", or \"never\"")
+                })?;
+                let lifetime_us = u64::try_from(lifetime.as_micros()).unwrap_or(u64::MAX - 1);
+                if lifetime_us == 0 {
+                    return Err(invalid("expires_in must be longer than zero"));
+                }
+                Ok(lifetime_us.min(EXPIRY_NEVER - 1))
+            }
+            (None, Some(text)) => {
+                let at = humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
+                    invalid("expires_at is an RFC 3339 time such as \"2027-01-31T00:00:00Z\"")
+                })?;
+                let at_us = at.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64);
+                match at_us.checked_sub(now_us()) {
+                    Some(lifetime_us) if lifetime_us > 0 => Ok(lifetime_us),
+                    _ => Err(invalid("expires_at is not in the future")),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+    expires_in: Option<String>,
+    expires_at: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    networks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+/// `GET /v1/me`.
+pub async fn me(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    let ReplyBody::Me(me) = caller.run(Command::GetMe, exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    let username = exchange.ctx.auth.users().by_id(me.user_id).map(|user| user.username.clone());
+    #[derive(Serialize)]
+    struct MeJson {
+        user_id: u32,
+        username: Option<String>,
+        address: String,
+        authenticated_with: &'static str,
+    }
+    let authenticated_with = match caller.credential {
+        Credential::Token => "token",
+        Credential::Password => "password",
+    };
+    debug_assert_eq!(me.user_id, caller.user_id);
+    Ok(json(
+        StatusCode::OK,
+        &MeJson { user_id: me.user_id, username, address: me.address, authenticated_with },
+    ))
+}
+
+/// `POST /v1/tokens`: 201 with the secret, once.
+pub async fn create(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let mut caller = log_in(&parts.headers, exchange).await?;
+    let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
+    let CreateBody { name, description, expires_in, expires_at, scopes, networks } = parse(&bytes)?;
+    let expiry_us = Lifetime { expires_in, expires_at }.expiry_us(EXPIRY_SERVER_DEFAULT)?;
+    let create = CreateToken { name: name.clone(), description, expiry_us, scopes, networks };
+    let ReplyBody::Issued(token) = caller.run(Command::CreateToken(create), exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    let id = token.id;
+    let mut reply = json(StatusCode::CREATED, &issued(token, name));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/tokens/{id}")) {
+        reply.headers_mut().insert(LOCATION, location);
+    }
+    Ok(reply)
+}
+
+/// `GET /v1/tokens?status=active&after=ID&limit=N`.
+pub async fn list(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    let query = form(request.uri().query().unwrap_or(""))?;
+    let mut list = ListTokens::default();
+    for (name, value) in &query {
+        match name.as_str() {
+            "status" => {
+                list.filter = match value.as_str() {
+                    "" | "all" => StatusFilter::All,
+                    "active" => StatusFilter::Active,
+                    "revoked" => StatusFilter::Revoked,
+                    "expired" => StatusFilter::Expired,
+                    _ => return Err(ApiError::invalid("status is all, active, revoked or expired")),
+                }
+            }
+            "after" => {
+                list.after_id = value.parse().map_err(|_| ApiError::invalid("after is a token id"))?;
+            }
+            "limit" => {
+                list.limit = value.parse().map_err(|_| ApiError::invalid("limit is a whole number"))?;
+            }
+            _ => return Err(ApiError::invalid(format!("unknown query parameter {name:?}"))),
+        }
+    }
+    let ReplyBody::Page(page) = caller.run(Command::ListTokens(list), exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    #[derive(Serialize)]
+    struct PageJson {
+        tokens: Vec<TokenJson>,
+        /// Pass as `after` for the next page; absent on the last page.
+        next_after: Option<u64>,
+    }
+    let tokens = page.tokens.into_iter().map(TokenJson::from).collect();
+    let next_after = (page.next_after_id != 0).then_some(page.next_after_id);
+    Ok(json(StatusCode::OK, &PageJson { tokens, next_after }))
+}
+
+/// The token `id` as the caller sees it now.
+async fn details(caller: &mut Caller, id: u64, exchange: &Exchange) -> Result<TokenJson, ApiError> {
+    let get = GetToken { token: TokenSelector::Id(id) };
+    let ReplyBody::Details(details) = caller.run(Command::GetToken(get), exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    Ok(TokenJson::from(details))
+}
+
+/// `GET /v1/tokens/{id}`.
+pub async fn get(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    Ok(json(StatusCode::OK, &details(&mut caller, id, exchange).await?))
+}
+
+/// `PATCH /v1/tokens/{id}` with `name` and/or `description`: the token as
+/// it is after the change.
+pub async fn update(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let mut caller = log_in(&parts.headers, exchange).await?;
+    let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
+    let UpdateBody { name, description } = parse(&bytes)?;
+    if name.is_none() && description.is_none() {
+        return Err(ApiError::invalid("nothing to change: give name and/or description"));
+    }
+    let update = UpdateToken { token: TokenSelector::Id(id), name, description };
+    caller.run(Command::UpdateToken(update), exchange).await?;
+    Ok(json(StatusCode::OK, &details(&mut caller, id, exchange).await?))
+}
+
+/// `DELETE /v1/tokens/{id}`: 204.
+pub async fn delete(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    caller.run(Command::DeleteToken(DeleteToken { token: TokenSelector::Id(id) }), exchange).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /v1/tokens/{id}/revoke`: the token, now revoked.
+pub async fn revoke(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    caller.run(Command::RevokeToken(RevokeToken { token: TokenSelector::Id(id) }), exchange).await?;
+    Ok(json(StatusCode::OK, &details(&mut caller, id, exchange).await?))
+}
+
+/// `POST /v1/tokens/{id}/rotate`, optionally with a new lifetime (else the
+/// expiry is kept): the new secret, once.
+pub async fn rotate(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let mut caller = log_in(&parts.headers, exchange).await?;
+    let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
+    let lifetime: Lifetime = parse(&bytes)?;
+    let expiry_us = lifetime.expiry_us(EXPIRY_KEEP)?;
+    let rotate = RotateToken { token: TokenSelector::Id(id), expiry_us };
+    let ReplyBody::Issued(token) = caller.run(Command::RotateToken(rotate), exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    let name = details(&mut caller, id, exchange).await.map(|token| token.name).unwrap_or_default();
+    Ok(json(StatusCode::OK, &issued(token, name)))
+}
+
+#[derive(Serialize)]
+struct CountJson {
+    count: u32,
+}
+
+/// `POST /v1/tokens/revoke-all`: how many were revoked.
+pub async fn revoke_all(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    let ReplyBody::Count(count) = caller.run(Command::RevokeAllTokens, exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    Ok(json(StatusCode::OK, &CountJson { count: count.count }))
+}
+
+/// `DELETE /v1/tokens`: how many were deleted.
+pub async fn delete_all(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
+    let mut caller = log_in(request.headers(), exchange).await?;
+    let ReplyBody::Count(count) = caller.run(Command::DeleteAllTokens, exchange).await? else {
+        return Err(ErrorCode::Error.into());
+    };
+    Ok(json(StatusCode::OK, &CountJson { count: count.count }))
+}
+
+/// Seconds since the epoch, for introspection's `exp` and `iat`.
+pub(super) fn epoch_seconds(at_us: u64) -> u64 {
+    let at = UNIX_EPOCH + Duration::from_micros(at_us);
+    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}

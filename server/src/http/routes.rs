@@ -1,0 +1,311 @@
+//! Which handler answers which method and path, in one table ([`Route`]),
+//! and what every route shares: the body under its limits, query strings.
+//!
+//! The OpenAPI document (`openapi.json`) describes the same table; a test
+//! checks every route is in it and routes to itself.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use latchkey_protocol::ErrorCode;
+
+use super::Exchange;
+use super::reply::{ApiError, Reply};
+
+/// Every route: its method and path pattern (`{id}` is a token id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Metrics,
+    Healthz,
+    Readyz,
+    OpenApi,
+    Me,
+    CreateToken,
+    ListTokens,
+    DeleteAllTokens,
+    RevokeAllTokens,
+    GetToken,
+    UpdateToken,
+    DeleteToken,
+    RevokeToken,
+    RotateToken,
+    Introspect,
+    /// Any method, and any path below it.
+    AuthCheck,
+}
+
+#[cfg(test)]
+impl Route {
+    pub const ALL: &'static [Route] = &[
+        Route::Metrics,
+        Route::Healthz,
+        Route::Readyz,
+        Route::OpenApi,
+        Route::Me,
+        Route::CreateToken,
+        Route::ListTokens,
+        Route::DeleteAllTokens,
+        Route::RevokeAllTokens,
+        Route::GetToken,
+        Route::UpdateToken,
+        Route::DeleteToken,
+        Route::RevokeToken,
+        Route::RotateToken,
+        Route::Introspect,
+        Route::AuthCheck,
+    ];
+
+    /// The method (`None`: any) and the path pattern.
+    pub fn pattern(self) -> (Option<Method>, &'static str) {
+        match self {
+            Route::Metrics => (Some(Method::GET), "/metrics"),
+            Route::Healthz => (Some(Method::GET), "/healthz"),
+            Route::Readyz => (Some(Method::GET), "/readyz"),
+            Route::OpenApi => (Some(Method::GET), "/v1/openapi.json"),
+            Route::Me => (Some(Method::GET), "/v1/me"),
+            Route::CreateToken => (Some(Method::POST), "/v1/tokens"),
+            Route::ListTokens => (Some(Method::GET), "/v1/tokens"),
+            Route::DeleteAllTokens => (Some(Method::DELETE), "/v1/tokens"),
+            Route::RevokeAllTokens => (Some(Method::POST), "/v1/tokens/revoke-all"),
+            Route::GetToken => (Some(Method::GET), "/v1/tokens/{id}"),
+            Route::UpdateToken => (Some(Method::PATCH), "/v1/tokens/{id}"),
+            Route::DeleteToken => (Some(Method::DELETE), "/v1/tokens/{id}"),
+            Route::RevokeToken => (Some(Method::POST), "/v1/tokens/{id}/revoke"),
+            Route::RotateToken => (Some(Method::POST), "/v1/tokens/{id}/rotate"),
+            Route::Introspect => (Some(Method::POST), "/v1/introspect"),
+            Route::AuthCheck => (None, "/v1/auth/check"),
+        }
+    }
+}
+
+/// What a path resolved to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolved {
+    Found(Route, Option<u64>),
+    /// The path exists, with these methods only.
+    WrongMethod(&'static str),
+    NotFound,
+    /// A `{id}` that is no token id.
+    BadId,
+}
+
+/// Finds the route for `method` and `path`.
+pub fn resolve(method: &Method, path: &str) -> Resolved {
+    if path == "/v1/auth/check" || path.starts_with("/v1/auth/check/") {
+        return Resolved::Found(Route::AuthCheck, None);
+    }
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let by_method = |choices: &[(Method, Route)], allow: &'static str, id: Option<u64>| {
+        choices
+            .iter()
+            .find(|(wanted, _)| wanted == method)
+            .map_or(Resolved::WrongMethod(allow), |(_, route)| Resolved::Found(*route, id))
+    };
+    match segments.as_slice() {
+        ["metrics"] => by_method(&[(Method::GET, Route::Metrics)], "GET", None),
+        ["healthz"] => by_method(&[(Method::GET, Route::Healthz)], "GET", None),
+        ["readyz"] => by_method(&[(Method::GET, Route::Readyz)], "GET", None),
+        ["v1", "openapi.json"] => by_method(&[(Method::GET, Route::OpenApi)], "GET", None),
+        ["v1", "me"] => by_method(&[(Method::GET, Route::Me)], "GET", None),
+        ["v1", "introspect"] => by_method(&[(Method::POST, Route::Introspect)], "POST", None),
+        ["v1", "tokens"] => by_method(
+            &[
+                (Method::GET, Route::ListTokens),
+                (Method::POST, Route::CreateToken),
+                (Method::DELETE, Route::DeleteAllTokens),
+            ],
+            "GET, POST, DELETE",
+            None,
+        ),
+        ["v1", "tokens", "revoke-all"] => by_method(&[(Method::POST, Route::RevokeAllTokens)], "POST", None),
+        ["v1", "tokens", id] => match id.parse::<u64>() {
+            Ok(id) => by_method(
+                &[
+                    (Method::GET, Route::GetToken),
+                    (Method::PATCH, Route::UpdateToken),
+                    (Method::DELETE, Route::DeleteToken),
+                ],
+                "GET, PATCH, DELETE",
+                Some(id),
+            ),
+            Err(_) => Resolved::BadId,
+        },
+        ["v1", "tokens", id, action @ ("revoke" | "rotate")] => match id.parse::<u64>() {
+            Ok(id) => {
+                let route = if *action == "revoke" { Route::RevokeToken } else { Route::RotateToken };
+                by_method(&[(Method::POST, route)], "POST", Some(id))
+            }
+            Err(_) => Resolved::BadId,
+        },
+        _ => Resolved::NotFound,
+    }
+}
+
+/// Answers one request.
+pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
+    match resolve(request.method(), request.uri().path()) {
+        Resolved::Found(route, id) => match dispatch(route, id, request, exchange).await {
+            Ok(reply) => reply,
+            Err(error) => error.into_reply(),
+        },
+        Resolved::WrongMethod(allow) => {
+            let mut reply = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::InvalidCommand,
+                "method not allowed here",
+            )
+            .into_reply();
+            reply.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+            reply
+        }
+        Resolved::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::InvalidCommand, "no such route").into_reply()
+        }
+        Resolved::BadId => ApiError::invalid("a token id is a whole number").into_reply(),
+    }
+}
+
+async fn dispatch(
+    route: Route,
+    id: Option<u64>,
+    request: Request<Incoming>,
+    exchange: &Exchange,
+) -> Result<Reply, ApiError> {
+    use super::{check, probes, rest};
+    let id = || id.ok_or_else(|| ApiError::invalid("missing token id"));
+    match route {
+        Route::Metrics => Ok(probes::metrics(exchange)),
+        Route::Healthz => Ok(probes::healthz()),
+        Route::Readyz => Ok(probes::readyz(exchange)),
+        Route::OpenApi => Ok(probes::openapi()),
+        Route::AuthCheck => Ok(check::forward(request, exchange).await),
+        Route::Introspect => check::introspect(request, exchange).await,
+        Route::Me => rest::me(request, exchange).await,
+        Route::CreateToken => rest::create(request, exchange).await,
+        Route::ListTokens => rest::list(request, exchange).await,
+        Route::DeleteAllTokens => rest::delete_all(request, exchange).await,
+        Route::RevokeAllTokens => rest::revoke_all(request, exchange).await,
+        Route::GetToken => rest::get(id()?, request, exchange).await,
+        Route::UpdateToken => rest::update(id()?, request, exchange).await,
+        Route::DeleteToken => rest::delete(id()?, request, exchange).await,
+        Route::RevokeToken => rest::revoke(id()?, request, exchange).await,
+        Route::RotateToken => rest::rotate(id()?, request, exchange).await,
+    }
+}
+
+/// The request's body, at most `max_body_bytes` (413 past it), sent within
+/// `request_timeout` (408 past it).
+pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Bytes, ApiError> {
+    let max = exchange.side.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidFormat,
+            format!("the body is larger than {max} bytes ([http] max_body_bytes)"),
+        )
+    };
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
+    if declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(request.into_body(), max).collect();
+    match tokio::time::timeout(exchange.side.request_timeout, collect).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(ApiError::invalid("the body could not be read")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::InvalidFormat,
+            "the body did not arrive within [http] request_timeout",
+        )),
+    }
+}
+
+/// A query string or form body as name → value (percent-decoded, `+` as
+/// space; a name given twice keeps its last value).
+pub fn form(text: &str) -> Result<HashMap<String, String>, ApiError> {
+    let decode = |part: &str| {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| ApiError::invalid("a query or form field is not UTF-8"))
+    };
+    let mut fields = HashMap::new();
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        fields.insert(decode(name)?, decode(value)?);
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concrete(pattern: &str) -> String {
+        pattern.replace("{id}", "7")
+    }
+
+    #[test]
+    fn every_route_resolves_to_itself() {
+        for &route in Route::ALL {
+            let (method, pattern) = route.pattern();
+            let method = method.unwrap_or(Method::PUT);
+            let id = pattern.contains("{id}").then_some(7);
+            assert_eq!(resolve(&method, &concrete(pattern)), Resolved::Found(route, id), "{route:?}");
+        }
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let document: serde_json::Value = serde_json::from_str(super::super::probes::OPENAPI).unwrap();
+        let paths = document["paths"].as_object().expect("paths");
+        for &route in Route::ALL {
+            let (method, pattern) = route.pattern();
+            let item = paths.get(pattern).unwrap_or_else(|| panic!("{pattern} missing from openapi.json"));
+            let method = method.map_or("get".to_owned(), |method| method.as_str().to_lowercase());
+            assert!(item.get(&method).is_some(), "{method} {pattern} missing from openapi.json");
+        }
+        // And nothing documented that is not served.
+        for (pattern, item) in paths {
+            for method in item.as_object().unwrap().keys() {
+                let method: Method = method.to_uppercase().parse().unwrap();
+                let resolved = resolve(&method, &concrete(pattern));
+                assert!(
+                    matches!(resolved, Resolved::Found(..)),
+                    "{method} {pattern} documented but not served"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_methods_and_unknown_paths() {
+        assert_eq!(resolve(&Method::PUT, "/v1/tokens"), Resolved::WrongMethod("GET, POST, DELETE"));
+        assert_eq!(resolve(&Method::GET, "/v1/tokens/revoke-all"), Resolved::WrongMethod("POST"));
+        assert_eq!(resolve(&Method::GET, "/v1/tokens/abc"), Resolved::BadId);
+        assert_eq!(resolve(&Method::GET, "/v1/tokens/1/frobnicate"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::GET, "/nope"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::GET, "/v1/tokens/"), Resolved::BadId);
+        assert_eq!(
+            resolve(&Method::DELETE, "/v1/auth/check/any/path"),
+            Resolved::Found(Route::AuthCheck, None)
+        );
+        assert_eq!(resolve(&Method::GET, "/v1/auth/checkered"), Resolved::NotFound);
+    }
+
+    #[test]
+    fn forms_decode() {
+        let fields = form("token=lk%5Fab+c&scope=stream%3Ax%3Aread&empty=&flag").unwrap();
+        assert_eq!(fields["token"], "lk_ab c");
+        assert_eq!(fields["scope"], "stream:x:read");
+        assert_eq!(fields["empty"], "");
+        assert_eq!(fields["flag"], "");
+        assert!(form("a=%FF").is_err());
+    }
+}
