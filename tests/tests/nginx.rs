@@ -167,7 +167,13 @@ fn nginx_auth_request_lets_good_tokens_through_and_stops_the_rest() {
     let (_, other_scope) = make("billing-reader", json!(["stream:billing:read"]));
     let (revoked_id, revoked) = make("to-revoke", json!([]));
     let auth = basic("iggy", "iggy");
-    let revoke = request(latchkey, "POST", &format!("/v1/tokens/{revoked_id}/revoke"), &[("Authorization", &auth)], b"");
+    let revoke = request(
+        latchkey,
+        "POST",
+        &format!("/v1/tokens/{revoked_id}/revoke"),
+        &[("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(revoke.status, 200);
 
     // A good token reaches the upstream, with who it is and without itself.
@@ -178,7 +184,8 @@ fn nginx_auth_request_lets_good_tokens_through_and_stops_the_rest() {
         assert_eq!(seen.len(), 1, "{seen:?}");
         let (path, headers) = &seen[0];
         assert_eq!(path, "/orders/42");
-        let header = |name: &str| headers.iter().find(|(have, _)| have == name).map(|(_, value)| value.as_str());
+        let header =
+            |name: &str| headers.iter().find(|(have, _)| have == name).map(|(_, value)| value.as_str());
         assert_eq!(header("x-latchkey-user-id"), Some("0"));
         assert_eq!(header("x-latchkey-username"), Some("iggy"));
         assert_eq!(header("x-latchkey-token-id"), Some(good_id.to_string().as_str()));
@@ -189,7 +196,10 @@ fn nginx_auth_request_lets_good_tokens_through_and_stops_the_rest() {
     // Denied: Latchkey's status reaches the client, the upstream sees nothing.
     let revoked = get(&nginx, "/orders/1", Some(&revoked));
     assert_eq!(revoked.status, 401);
-    assert!(revoked.header("www-authenticate").is_some_and(|value| value.starts_with("Bearer")), "{revoked:?}");
+    assert!(
+        revoked.header("www-authenticate").is_some_and(|value| value.starts_with("Bearer")),
+        "{revoked:?}"
+    );
     assert_eq!(get(&nginx, "/orders/1", Some(&other_scope)).status, 403);
     assert_eq!(get(&nginx, "/orders/1", None).status, 401);
     assert_eq!(get(&nginx, "/orders/1", Some("lk_not_a_real_token")).status, 401);

@@ -657,3 +657,32 @@ async fn a_file_that_is_not_pem_or_cannot_be_read_stops_the_start_naming_it() {
         assert!(!home.data_dir().exists(), "the data directory was created before TLS was checked");
     }
 }
+
+#[tokio::test]
+async fn the_http_side_serves_https_with_its_own_tls_settings() {
+    let home = DataHome::new();
+    let pki = Pki::new(&home);
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_HTTP_TLS_ENABLED", "true")
+        .env("LATCHKEY_HTTP_TLS_CERT_FILE", &pki.cert_file.to_string_lossy())
+        .env("LATCHKEY_HTTP_TLS_KEY_FILE", &pki.key_file.to_string_lossy());
+    let server = TestServer::start(&home, &spec);
+    let http = server.http_address.expect("HTTP address");
+    // The binary port stays plain: [http.tls] is the HTTP side's alone.
+    let mut client = Client::connect(server.address).await.unwrap();
+    assert_eq!(client.login_user("iggy", "iggy").await.unwrap(), 0);
+    let mut tls = pki.connect(http).await;
+    let request = "GET /v1/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic aWdneTppZ2d5\r\nConnection: close\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, tls.read_to_end(&mut answer)).await.expect("hang guard").ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"username\":\"iggy\""), "{answer}");
+    // Plain HTTP on the HTTPS port gets no answer.
+    let mut plain = TcpStream::connect(http).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, plain.read_to_end(&mut received)).await;
+    assert!(!String::from_utf8_lossy(&received).contains("200 OK"));
+}

@@ -408,6 +408,48 @@ const EDGES: &[Edges] = &[
         range: "1ms to 1day",
     },
     Edges {
+        variable: "LATCHKEY_HTTP_MAX_CONNECTIONS",
+        key: "http.max_connections",
+        allowed: &["1", "1048576"],
+        refused: &["0", "1048577"],
+        range: "1 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_HTTP_MAX_CONNECTIONS_PER_IP",
+        key: "http.max_connections_per_ip",
+        allowed: &["1", "1048576"],
+        refused: &["0", "1048577"],
+        range: "1 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_HTTP_MAX_HEADER_BYTES",
+        key: "http.max_header_bytes",
+        allowed: &["8192", "1048576"],
+        refused: &["8191", "1048577"],
+        range: "8192 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_HTTP_MAX_BODY_BYTES",
+        key: "http.max_body_bytes",
+        allowed: &["1024", "1048576"],
+        refused: &["1023", "1048577"],
+        range: "1024 to 1048576",
+    },
+    Edges {
+        variable: "LATCHKEY_HTTP_IDLE_TIMEOUT",
+        key: "http.idle_timeout",
+        allowed: &["100ms", "1day"],
+        refused: &["99ms 999us 999ns", "1day 1ns"],
+        range: "100ms to 1day",
+    },
+    Edges {
+        variable: "LATCHKEY_HTTP_REQUEST_TIMEOUT",
+        key: "http.request_timeout",
+        allowed: &["100ms", "1day"],
+        refused: &["99ms 999us 999ns", "1day 1ns"],
+        range: "100ms to 1day",
+    },
+    Edges {
         variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
         key: "personal_access_token.cleaner.interval",
         allowed: &["100ms", "1day"],
@@ -487,6 +529,12 @@ const NOT_NUMERIC_VARIABLES: &[&str] = &[
     "LATCHKEY_STORAGE_ETCD_TLS_CERT_FILE",
     "LATCHKEY_STORAGE_ETCD_TLS_KEY_FILE",
     "LATCHKEY_STORAGE_ETCD_TLS_DOMAIN",
+    "LATCHKEY_HTTP_ENABLED",
+    "LATCHKEY_HTTP_ADDRESS",
+    "LATCHKEY_HTTP_TLS_ENABLED",
+    "LATCHKEY_HTTP_TLS_CERT_FILE",
+    "LATCHKEY_HTTP_TLS_KEY_FILE",
+    "LATCHKEY_HTTP_TRUSTED_PROXIES",
 ];
 
 #[test]
@@ -546,4 +594,29 @@ fn the_etcd_backend_needs_endpoints_and_a_key_file_and_a_sane_prefix() {
     assert!(unknown.contains("expected file or etcd"), "{unknown}");
     // The file backend ignores the etcd section's endpoints and key file.
     assert_eq!(etcd(&[none]), Ok(()));
+}
+
+#[test]
+fn the_http_section_checks_its_address_tls_and_proxies() {
+    let http = |pairs: &[(&str, &str)]| {
+        let mut config = Config::default();
+        let lookup =
+            |key: &str| pairs.iter().find(|(name, _)| *name == key).map(|(_, value)| value.to_string());
+        config.apply_env(lookup).map_err(|error| error.to_string())?;
+        config.validate().map_err(|error| error.to_string())
+    };
+    assert_eq!(http(&[]), Ok(()));
+    assert!(http(&[("LATCHKEY_HTTP_ADDRESS", "localhost")]).unwrap_err().contains("http.address"));
+    assert!(http(&[("LATCHKEY_HTTP_TLS_ENABLED", "true")]).unwrap_err().contains("http.tls"));
+    let proxies = ("LATCHKEY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1, ::1, fd00::/8");
+    assert_eq!(http(&[proxies]), Ok(()));
+    let bad = http(&[("LATCHKEY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,nginx")]).unwrap_err();
+    assert!(bad.contains("http.trusted_proxies") && bad.contains("\"nginx\""), "{bad}");
+    let many = vec!["10.0.0.1"; 257].join(",");
+    assert!(http(&[("LATCHKEY_HTTP_TRUSTED_PROXIES", &many)]).unwrap_err().contains("at most 256"));
+    // The file's spelling, with the defaults written out in configs/server.toml.
+    let config =
+        Config::from_toml("[http]\ntrusted_proxies = [\"127.0.0.1\"]\nidle_timeout = \"5s\"\n").unwrap();
+    assert_eq!(config.http.trusted_proxies, ["127.0.0.1"]);
+    assert_eq!(config.http.idle_timeout, Duration::from_secs(5));
 }
