@@ -17,8 +17,9 @@ use latchkey_protocol::{ErrorCode, scope, token};
 
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
+use crate::auth::users::User;
 use crate::clock::now_us;
-use crate::registry::{LastUsed, TokenExtras, TokenHash};
+use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 
 /// What a check decided, with what HTTP callers report beyond the binary
 /// reply: the token's scopes and when it was made.
@@ -145,9 +146,9 @@ pub async fn forward_auth(
     Ok(verdict)
 }
 
-/// The decision about `token` at this moment, from this node's replica.
-fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<SocketAddr>) -> Verdict {
-    let unknown = Verdict {
+/// A verdict for no token found.
+fn unknown() -> Verdict {
+    Verdict {
         decided: AuthorizeDecision {
             decision: Decision::Unknown,
             user_id: 0,
@@ -158,43 +159,155 @@ fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<Sock
         extras: None,
         created_at_us: 0,
         hash: None,
-    };
+    }
+}
+
+/// Where a check stands on the token's networks.
+#[derive(Clone, Copy)]
+enum Networks {
+    /// Check this address (`None`: not given, so a token with networks is
+    /// refused).
+    Check(Option<SocketAddr>),
+    /// A question that carries no address, about a connection whose
+    /// address was checked when it was let in (a broker's resource checks).
+    Checked,
+}
+
+/// The decision about `token` at this moment, from this node's replica.
+fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<SocketAddr>) -> Verdict {
     if token::validate(token).is_err() {
-        return unknown;
+        return unknown();
     }
     let hash = ctx.auth.token_key.hash(token);
-    let now = now_us();
     let users = ctx.auth.users();
-    let found = ctx.registry.read(|replica| {
-        let entry = replica.by_hash(&hash)?;
-        let owner = users.by_id(entry.user_id)?;
-        let decision = if entry.revoked_at_us.is_some() {
-            Decision::Revoked
-        } else if entry.is_expired(now) {
-            Decision::Expired
-        } else if !owner.active {
-            Decision::InactiveUser
-        } else if !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip())) {
-            Decision::Network
-        } else if !required_scope.is_empty() && !scope::allows(entry.scopes(), required_scope) {
-            Decision::Scope
-        } else {
-            Decision::Allowed
-        };
-        Some(Verdict {
-            decided: AuthorizeDecision {
-                decision,
-                user_id: entry.user_id,
-                username: owner.username.clone(),
-                token_id: entry.id,
-                expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
-            },
-            extras: entry.extras.clone(),
-            created_at_us: entry.created_at_us,
-            hash: Some(hash),
+    let now = now_us();
+    ctx.registry
+        .read(|replica| {
+            let entry = replica.by_hash(&hash)?;
+            let owner = users.by_id(entry.user_id)?;
+            Some(judge(entry, hash, owner, now, required_scope, Networks::Check(address)))
         })
-    });
-    found.unwrap_or(unknown)
+        .unwrap_or_else(unknown)
+}
+
+/// The rules, in the order Authorize (9110) documents them.
+fn judge(
+    entry: &TokenEntry,
+    hash: TokenHash,
+    owner: &User,
+    now_us: u64,
+    required_scope: &str,
+    networks: Networks,
+) -> Verdict {
+    let outside = |address: Option<SocketAddr>| {
+        !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip()))
+    };
+    let decision = if entry.revoked_at_us.is_some() {
+        Decision::Revoked
+    } else if entry.is_expired(now_us) {
+        Decision::Expired
+    } else if !owner.active {
+        Decision::InactiveUser
+    } else if matches!(networks, Networks::Check(address) if outside(address)) {
+        Decision::Network
+    } else if !required_scope.is_empty() && !scope::allows(entry.scopes(), required_scope) {
+        Decision::Scope
+    } else {
+        Decision::Allowed
+    };
+    Verdict {
+        decided: AuthorizeDecision {
+            decision,
+            user_id: entry.user_id,
+            username: owner.username.clone(),
+            token_id: entry.id,
+            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        },
+        extras: entry.extras.clone(),
+        created_at_us: entry.created_at_us,
+        hash: Some(hash),
+    }
+}
+
+/// The name a broker knows a token by: `<owner's username>/<token name>`.
+/// Usernames used this way may not contain `/`; token names may.
+pub fn broker_username(username: &str) -> Option<(&str, &str)> {
+    username.split_once('/').filter(|(owner, name)| !owner.is_empty() && !name.is_empty())
+}
+
+/// A broker's login (RabbitMQ's `user_path`): the password is a token, and
+/// it must be the token the username names, so that the broker's later
+/// questions, which carry the username only, are about that token. Failed
+/// logins count against `client` in the throttle, as forward auth's do.
+/// Networks are checked when the broker asks about the connection's
+/// address ([`broker_check`] with one); the login itself carries none.
+pub async fn broker_login(
+    username: &str,
+    secret: &str,
+    client: SocketAddr,
+    uses: &Mutex<Session>,
+    ctx: &Context,
+) -> Result<Verdict, ErrorCode> {
+    ctx.freshness.check()?;
+    let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
+        tracing::warn!(target: "audit", event = "authorize_throttled", via = "broker", %client);
+        return Err(ErrorCode::TooManyFailedLogins);
+    };
+    let mut verdict = unknown();
+    if let (Some((owner, name)), Ok(())) = (broker_username(username), token::validate(secret)) {
+        let hash = ctx.auth.token_key.hash(secret);
+        let users = ctx.auth.users();
+        let now = now_us();
+        if let Some(found) = ctx.registry.read(|replica| {
+            let entry = replica.by_hash(&hash)?;
+            let user = users.by_id(entry.user_id)?;
+            // The secret must be the named token's: else the later
+            // questions would be about another token than the one proven.
+            (user.username == owner && *entry.name == *name)
+                .then(|| judge(entry, hash, user, now, "", Networks::Checked))
+        }) {
+            verdict = found;
+        }
+    }
+    if verdict.decided.decision == Decision::Unknown {
+        drop(reservation);
+    } else {
+        reservation.refund();
+    }
+    let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    settle(&verdict, Caller { user_id: None, via: "broker" }, "", None, &mut session, ctx);
+    Ok(verdict)
+}
+
+/// A broker's later question about a connection it let in with
+/// [`broker_login`]: may the token `username` names do `required_scope`
+/// (empty: anything), from `address` when the question carries one. It
+/// is answered from the token as it is now (revoked, rotated away, expired,
+/// its owner inactive: denied), never from the username alone: a broker
+/// asks only about connections whose login proved the secret.
+pub fn broker_check(
+    username: &str,
+    required_scope: &str,
+    address: Option<SocketAddr>,
+    uses: &Mutex<Session>,
+    ctx: &Context,
+) -> Result<Verdict, ErrorCode> {
+    ctx.freshness.check()?;
+    let networks = if address.is_some() { Networks::Check(address) } else { Networks::Checked };
+    let users = ctx.auth.users();
+    let now = now_us();
+    let verdict = broker_username(username)
+        .and_then(|(owner, name)| {
+            let user = users.by_name(owner)?;
+            ctx.registry.read(|replica| {
+                let (hash, entry) = replica.by_name(user.id, name)?;
+                Some(judge(entry, *hash, user, now, required_scope, networks))
+            })
+        })
+        .unwrap_or_else(unknown);
+    let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    settle(&verdict, Caller { user_id: None, via: "broker" }, required_scope, address, &mut session, ctx);
+    Ok(verdict)
 }
 
 /// The audit event, and the last-use record of an allowed token (from the

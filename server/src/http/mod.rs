@@ -15,7 +15,8 @@
 //! (`command/`): a REST request logs in with its credentials and runs the
 //! matching request, so rules, limits and error codes are written once.
 //! Files: [`routes`] maps paths to handlers; `rest.rs` the token API;
-//! `check.rs` forward auth and introspection; `probes.rs` health, readiness
+//! `check.rs` forward auth and introspection; `rabbitmq.rs` RabbitMQ's
+//! HTTP auth backend; `probes.rs` health, readiness
 //! and metrics; `client.rs` the client address behind trusted proxies;
 //! `reply.rs` responses and errors; `openapi.json` the API's description.
 //!
@@ -26,6 +27,7 @@
 mod check;
 mod client;
 mod probes;
+mod rabbitmq;
 mod reply;
 mod rest;
 mod routes;

@@ -14,6 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::ErrorCode;
 
 use super::Exchange;
+use super::rabbitmq::Question;
 use super::reply::{ApiError, Reply};
 
 /// Every route: its method and path pattern (`{id}` is a token id).
@@ -36,6 +37,8 @@ pub enum Route {
     Introspect,
     /// Any method, and any path below it.
     AuthCheck,
+    /// RabbitMQ's four questions, GET or POST.
+    Rabbit(Question),
 }
 
 #[cfg(test)]
@@ -57,6 +60,10 @@ impl Route {
         Route::RotateToken,
         Route::Introspect,
         Route::AuthCheck,
+        Route::Rabbit(Question::User),
+        Route::Rabbit(Question::Vhost),
+        Route::Rabbit(Question::Resource),
+        Route::Rabbit(Question::Topic),
     ];
 
     /// The method (`None`: any) and the path pattern.
@@ -78,6 +85,10 @@ impl Route {
             Route::RotateToken => (Some(Method::POST), "/v1/tokens/{id}/rotate"),
             Route::Introspect => (Some(Method::POST), "/v1/introspect"),
             Route::AuthCheck => (None, "/v1/auth/check"),
+            Route::Rabbit(Question::User) => (Some(Method::POST), "/v1/rabbitmq/user"),
+            Route::Rabbit(Question::Vhost) => (Some(Method::POST), "/v1/rabbitmq/vhost"),
+            Route::Rabbit(Question::Resource) => (Some(Method::POST), "/v1/rabbitmq/resource"),
+            Route::Rabbit(Question::Topic) => (Some(Method::POST), "/v1/rabbitmq/topic"),
         }
     }
 }
@@ -112,6 +123,17 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
         ["v1", "openapi.json"] => by_method(&[(Method::GET, Route::OpenApi)], "GET", None),
         ["v1", "me"] => by_method(&[(Method::GET, Route::Me)], "GET", None),
         ["v1", "introspect"] => by_method(&[(Method::POST, Route::Introspect)], "POST", None),
+        ["v1", "rabbitmq", question] => {
+            let question = match *question {
+                "user" => Question::User,
+                "vhost" => Question::Vhost,
+                "resource" => Question::Resource,
+                "topic" => Question::Topic,
+                _ => return Resolved::NotFound,
+            };
+            let route = Route::Rabbit(question);
+            by_method(&[(Method::GET, route), (Method::POST, route)], "GET, POST", None)
+        }
         ["v1", "tokens"] => by_method(
             &[
                 (Method::GET, Route::ListTokens),
@@ -183,6 +205,7 @@ async fn dispatch(
         Route::Readyz => Ok(probes::readyz(exchange)),
         Route::OpenApi => Ok(probes::openapi()),
         Route::AuthCheck => Ok(check::forward(request, exchange).await),
+        Route::Rabbit(question) => Ok(super::rabbitmq::answer(question, request, exchange).await),
         Route::Introspect => check::introspect(request, exchange).await,
         Route::Me => rest::me(request, exchange).await,
         Route::CreateToken => rest::create(request, exchange).await,

@@ -1,0 +1,129 @@
+//! RabbitMQ's HTTP auth backend (`rabbitmq_auth_backend_http`): the four
+//! questions the plugin asks, answered `allow` or `deny` in plain text,
+//! by GET (query) or POST (form body) as the plugin is configured.
+//!
+//! - `/v1/rabbitmq/user` (username, password): the password is a token
+//!   and the username names it, `<owner>/<token name>`
+//!   (`command::check::broker_login`). No tags: a token is no
+//!   administrator of the broker.
+//! - `/v1/rabbitmq/vhost` (username, vhost, ip): scope `vhost:<vhost>:access`
+//!   and the token's networks against `ip`.
+//! - `/v1/rabbitmq/resource` (username, vhost, resource, name, permission):
+//!   scope `<resource>:<name>:<permission>`, resource one of exchange, queue
+//!   or topic, permission one of configure, write, read.
+//! - `/v1/rabbitmq/topic` (the same, plus routing_key): scope
+//!   `topic:<exchange>:<permission>`; routing keys are not scoped.
+//!
+//! A vhost or resource name that cannot be written as a scope part (1–64
+//! bytes of `A–Z a–z 0–9 . _ -`; the default vhost `/` is one) is matched
+//! only by a wildcard grant (`vhost:*:access`) or a full-access token.
+//! Every answer is a 200 (the plugin reads anything else as an error); a
+//! question missing a field is denied. docs/brokers/rabbitmq.md has the
+//! rules, the security argument and the broker's configuration.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use latchkey_protocol::scope;
+
+use super::Exchange;
+use super::reply::{Reply, with_type};
+use super::routes::{body, form};
+use crate::command::check;
+
+/// Which of the plugin's four questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    User,
+    Vhost,
+    Resource,
+    Topic,
+}
+
+/// Answers one question.
+pub async fn answer(question: Question, request: Request<Incoming>, exchange: &Exchange) -> Reply {
+    let fields = match fields(request, exchange).await {
+        Some(fields) => fields,
+        None => return text("deny"),
+    };
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
+    let username = field("username");
+    let ctx = &exchange.ctx;
+    let uses = &exchange.uses;
+    let verdict = match question {
+        Question::User => {
+            // The broker is the peer, and this question carries no client
+            // address: failed logins count against the broker's.
+            check::broker_login(username, field("password"), exchange.peer, uses, ctx).await
+        }
+        Question::Vhost => {
+            let address = field("ip").parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
+            if address.is_none() {
+                tracing::info!(target: "audit", event = "authorize", decision = "network", via = "broker", "a RabbitMQ vhost question without a valid ip was denied");
+                return text("deny");
+            }
+            let required = required_scope("vhost", field("vhost"), "access");
+            check::broker_check(username, &required, address, uses, ctx)
+        }
+        Question::Resource | Question::Topic => {
+            let resource = if question == Question::Topic { "topic" } else { field("resource") };
+            let permission = field("permission");
+            let known = matches!(resource, "exchange" | "queue" | "topic")
+                && matches!(permission, "configure" | "write" | "read");
+            if !known {
+                return text("deny");
+            }
+            let required = required_scope(resource, field("name"), permission);
+            check::broker_check(username, &required, None, uses, ctx)
+        }
+    };
+    match verdict {
+        // `allow` without tags: a token gets no management or policy rights.
+        Ok(verdict) if verdict.allowed() => text("allow"),
+        _ => text("deny"),
+    }
+}
+
+/// The scope a question needs: `<kind>:<name>:<action>`, or with a name
+/// that no scope can spell, `<kind>:*:<action>`, which only a wildcard
+/// grant covers.
+fn required_scope(kind: &str, name: &str, action: &str) -> String {
+    let concrete = format!("{kind}:{name}:{action}");
+    if scope::validate_required(&concrete).is_ok() { concrete } else { format!("{kind}:*:{action}") }
+}
+
+/// The question's fields: the query of a GET, the form body of a POST.
+async fn fields(request: Request<Incoming>, exchange: &Exchange) -> Option<HashMap<String, String>> {
+    if request.method() == Method::GET {
+        return form(request.uri().query().unwrap_or("")).ok();
+    }
+    let bytes = body(request, exchange).await.ok()?;
+    form(std::str::from_utf8(&bytes).ok()?).ok()
+}
+
+fn text(answer: &'static str) -> Reply {
+    with_type(StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(answer.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::required_scope;
+
+    #[test]
+    fn names_a_scope_cannot_spell_need_a_wildcard_grant() {
+        assert_eq!(required_scope("exchange", "orders", "write"), "exchange:orders:write");
+        assert_eq!(required_scope("queue", "amq.gen-Xa_1", "read"), "queue:amq.gen-Xa_1:read");
+        assert_eq!(required_scope("vhost", "/", "access"), "vhost:*:access");
+        assert_eq!(required_scope("queue", "a:b", "read"), "queue:*:read");
+        assert_eq!(required_scope("queue", "", "read"), "queue:*:read");
+        assert_eq!(required_scope("queue", &"q".repeat(65), "read"), "queue:*:read");
+        // What a wildcard-only name needs, and who has it.
+        let required = required_scope("vhost", "/", "access");
+        assert!(latchkey_protocol::scope::allows(&["vhost:*:access"], &required));
+        assert!(!latchkey_protocol::scope::allows(&["vhost:prod:access"], &required));
+        assert!(latchkey_protocol::scope::allows::<&str>(&[], &required));
+    }
+}
