@@ -12,6 +12,7 @@
 //! auth/     users, passwords, throttle, policy, server key
 //! store/    the writer (group commit, the rules) and the token log file
 //! registry/ the replicated token map, read without locks
+//! metrics/  Prometheus counters per thread, summed at scrape (any layer records)
 //! config, datadir, clock
 //! ```
 //!
@@ -37,6 +38,7 @@ pub mod command;
 pub mod config;
 pub mod datadir;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod offline;
 pub mod registry;

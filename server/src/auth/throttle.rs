@@ -50,6 +50,7 @@ use tokio::sync::Notify;
 
 use super::address::AddressKey;
 use crate::config::LoginThrottleConfig;
+use crate::metrics::{self, LoginMethod};
 
 /// Maps per kind of key; a power of two.
 const MAP_COUNT: usize = 16;
@@ -243,6 +244,13 @@ impl Attempt<'_> {
             Attempt::Token { .. } => None,
         }
     }
+
+    fn method(&self) -> LoginMethod {
+        match self {
+            Attempt::Password { .. } => LoginMethod::Password,
+            Attempt::Token { .. } => LoginMethod::Token,
+        }
+    }
 }
 
 /// An attempt the throttle refused.
@@ -321,7 +329,10 @@ impl LoginThrottle {
                         reserved: true,
                     });
                 }
-                Decision::Refused => return Err(Throttled),
+                Decision::Refused => {
+                    metrics::throttle_refused(attempt.method());
+                    return Err(Throttled);
+                }
                 Decision::WaitForClient => client_turn.await,
                 Decision::WaitForUser => user_turn.await,
             }

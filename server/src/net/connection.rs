@@ -22,6 +22,13 @@
 //! A forced framing skips detection. Detection runs once per connection,
 //! before the loop, and adds nothing per request.
 //!
+//! **Metrics.** Once the framing is known the connection counts in
+//! `latchkey_connections_open`. Each request is timed from when its burst
+//! was taken up (one clock read per burst) to when its reply is encoded
+//! (one per request): for a lockstep client, the request's whole time in
+//! the server; for a pipelined burst, how long each reply waited for the
+//! bytes that were already there. The per-thread record costs no lock.
+//!
 //! **Pipelined writes.** A token create or delete (`Request::may_start_ahead`)
 //! is queued with the store's writer as soon as it is read; its reply waits
 //! in line. Every other request first waits for the replies queued before
@@ -47,6 +54,7 @@ use super::vsr::Vsr;
 use super::{Connections, StopSignal};
 use crate::command::{self, Context, ReplyBody, Session, Started};
 use crate::config::Framing as FramingSetting;
+use crate::metrics::{self, CommandLabel, ConnKind, OpenConnection};
 
 /// A byte stream a connection speaks over: a `TcpStream`, or a TLS stream
 /// over one. The loop is generic over it, so it is compiled once per
@@ -123,9 +131,11 @@ async fn converse<S: Transport>(
     match framing {
         Some(FramingSetting::Vsr) => {
             tracing::debug!(peer = %conversation.session.peer(), "0.11 framing");
+            let _open = OpenConnection::new(ConnKind::Vsr);
             conversation.run(Vsr::new(connections)).await
         }
         Some(_) => {
+            let _open = OpenConnection::new(ConnKind::Legacy);
             conversation
                 .run(Legacy { codec: LegacyRequestCodec::new(connections.limits.max_frame_size) })
                 .await
@@ -174,8 +184,10 @@ impl<S: Transport> Conversation<'_, S> {
     async fn run<F: Framing>(mut self, mut framing: F) -> Result<(), String> {
         let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
         // Replies of this burst waiting for the ones before them, in order.
-        let mut queued: Vec<(F::Reply, Started)> = Vec::new();
+        let mut queued: Vec<Queued<F::Reply>> = Vec::new();
         loop {
+            // Every request of this burst is timed from here.
+            let burst_at = std::time::Instant::now();
             let mut answered = 0;
             while answered < self.in_flight_max {
                 let frame = match framing.decode(&mut self.input) {
@@ -183,7 +195,7 @@ impl<S: Transport> Conversation<'_, S> {
                     Ok(None) => break,
                     Err(reason) => {
                         // Answer what came before the bad frame, then close.
-                        finish_queued(&mut framing, &mut queued, &mut output).await;
+                        finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
                         let _ = write_burst(self.stream, &mut output).await;
                         return Err(reason);
                     }
@@ -191,20 +203,25 @@ impl<S: Transport> Conversation<'_, S> {
                 fail::fail_point!("connection-request");
                 match framing.route(frame, self.session) {
                     Route::Ahead(request, reply) => {
-                        queued.push((reply, command::start(request, self.session, self.ctx).await));
+                        let label = CommandLabel::of(&request);
+                        queued.push((reply, command::start(request, self.session, self.ctx).await, label));
                     }
-                    Route::Known(reply, outcome) if queued.is_empty() => {
-                        framing.encode(reply, outcome, &mut output)
+                    Route::Known(reply, outcome, label) if queued.is_empty() => {
+                        framing.encode(reply, outcome, &mut output);
+                        metrics::request(label, burst_at.elapsed());
                     }
-                    Route::Known(reply, outcome) => queued.push((reply, Started::Done(outcome))),
+                    Route::Known(reply, outcome, label) => {
+                        queued.push((reply, Started::Done(outcome), label))
+                    }
                     Route::InOrder(frame) => {
-                        finish_queued(&mut framing, &mut queued, &mut output).await;
-                        framing.answer(frame, self.session, self.ctx, &mut output).await;
+                        finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
+                        let label = framing.answer(frame, self.session, self.ctx, &mut output).await;
+                        metrics::request(label, burst_at.elapsed());
                     }
                 }
                 answered += 1;
             }
-            finish_queued(&mut framing, &mut queued, &mut output).await;
+            finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
             let more_buffered = answered == self.in_flight_max;
             let logged_in = self.session.is_logged_in();
             if !self
@@ -218,18 +235,25 @@ impl<S: Transport> Conversation<'_, S> {
     }
 }
 
-/// Waits for the queued replies in order and encodes them.
+/// A reply waiting in line: what encoding it needs, the request begun, and
+/// its command for the metrics.
+type Queued<R> = (R, Started, CommandLabel);
+
+/// Waits for the queued replies in order and encodes them; each request's
+/// time runs from `burst_at`.
 async fn finish_queued<F: Framing>(
     framing: &mut F,
-    queued: &mut Vec<(F::Reply, Started)>,
+    queued: &mut Vec<Queued<F::Reply>>,
     output: &mut BytesMut,
+    burst_at: std::time::Instant,
 ) {
-    for (reply, started) in queued.drain(..) {
+    for (reply, started, label) in queued.drain(..) {
         let outcome = match started {
             Started::Done(outcome) => outcome,
             Started::Pending(pending) => pending.reply().await,
         };
         framing.encode(reply, outcome, output);
+        metrics::request(label, burst_at.elapsed());
     }
 }
 
@@ -247,11 +271,15 @@ impl Framing for Legacy {
         self.codec.decode(input).map_err(|error| error.to_string()).map(|inbound| inbound.map(decoded))
     }
 
+    /// The body's errors first, then the login check (spec §1.6).
     fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, ()> {
-        match checked(frame, session) {
+        match frame {
+            Ok(request) if !session.is_logged_in() && !request.allowed_before_login() => {
+                Route::Known((), Err(ErrorCode::Unauthenticated), CommandLabel::of(&request))
+            }
             Ok(request) if request.may_start_ahead() => Route::Ahead(request, ()),
             Ok(request) => Route::InOrder(Ok(request)),
-            Err(code) => Route::Known((), Err(code)),
+            Err(code) => Route::Known((), Err(code), CommandLabel::Invalid),
         }
     }
 
@@ -261,12 +289,13 @@ impl Framing for Legacy {
         session: &mut Session,
         ctx: &Context,
         output: &mut BytesMut,
-    ) {
-        let reply = match frame {
-            Ok(request) => command::handle(request, session, ctx).await,
-            Err(code) => Err(code),
+    ) -> CommandLabel {
+        let (label, reply) = match frame {
+            Ok(request) => (CommandLabel::of(&request), command::handle(request, session, ctx).await),
+            Err(code) => (CommandLabel::Invalid, Err(code)),
         };
         self.encode((), reply, output);
+        label
     }
 
     fn encode(&mut self, _: (), outcome: Result<ReplyBody, ErrorCode>, output: &mut BytesMut) {
@@ -431,16 +460,6 @@ fn decoded(inbound: Inbound) -> Result<Request, ErrorCode> {
             request
         }
         Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
-    }
-}
-
-/// The login check, after the body's (spec §1.6: body errors first).
-fn checked(request: Result<Request, ErrorCode>, session: &Session) -> Result<Request, ErrorCode> {
-    match request {
-        Ok(request) if !session.is_logged_in() && !request.allowed_before_login() => {
-            Err(ErrorCode::Unauthenticated)
-        }
-        request => request,
     }
 }
 

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use latchkey_protocol::{ErrorCode, Request};
 
 use crate::command::{Context, ReplyBody, Session};
+use crate::metrics::CommandLabel;
 
 /// One framing's side of the connection loop: how frames are decoded, which
 /// may be begun ahead, and how outcomes are written back.
@@ -25,14 +26,14 @@ pub(super) trait Framing: Send {
     fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, Self::Reply>;
 
     /// Answers a frame routed [`Route::InOrder`], appending its reply to
-    /// `output`.
+    /// `output`; returns the command it turned out to be, for the metrics.
     fn answer(
         &mut self,
         frame: Self::Frame,
         session: &mut Session,
         ctx: &Context,
         output: &mut BytesMut,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = CommandLabel> + Send;
 
     /// Appends the reply to a request routed ahead or known.
     fn encode(&mut self, reply: Self::Reply, outcome: Result<ReplyBody, ErrorCode>, output: &mut BytesMut);
@@ -44,8 +45,9 @@ pub(super) enum Route<F, R> {
     /// reply waits in line.
     Ahead(Request, R),
     /// A reply known without running anything (a body that does not
-    /// decode): it waits in line only if there is one.
-    Known(R, Result<ReplyBody, ErrorCode>),
+    /// decode, a command before login): it waits in line only if there is
+    /// one. The label is the command's, or `Invalid` when none decoded.
+    Known(R, Result<ReplyBody, ErrorCode>, CommandLabel),
     /// Everything else: runs once every reply before it is known.
     InOrder(F),
 }

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use crate::auth::address::AddressKey;
 use crate::command::Context;
 use crate::config::Framing;
+use crate::metrics::{self, RefusedReason};
 
 /// Per-connection limits and settings from `[tcp]`.
 #[derive(Debug, Clone, Copy)]
@@ -190,8 +191,8 @@ pub async fn accept(
     }
 }
 
-/// Connections refused at accept, logged at most once a second so a flood
-/// cannot flood the log too.
+/// Connections refused at accept (by either listener): each counted in the
+/// metrics, logged at most once a second so a flood cannot flood the log too.
 #[derive(Default)]
 pub struct RefusalLog {
     since_last: u64,
@@ -200,6 +201,10 @@ pub struct RefusalLog {
 
 impl RefusalLog {
     pub(crate) fn note(&mut self, refusal: Refusal, peer: SocketAddr) {
+        metrics::connection_refused(match refusal {
+            Refusal::TooManyConnections => RefusedReason::Total,
+            Refusal::TooManyFromAddress => RefusedReason::PerAddress,
+        });
         self.since_last += 1;
         let now = Instant::now();
         if self.last.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1)) {

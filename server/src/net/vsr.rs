@@ -51,6 +51,7 @@ use zeroize::Zeroize;
 use super::Connections;
 use super::framing::{Framing, Route};
 use crate::command::{self, Context, ReplyBody, Session};
+use crate::metrics::CommandLabel;
 
 /// `server_version` in login replies (a WireName: 1–255 bytes).
 const SERVER_VERSION: &str = concat!("latchkey-", env!("CARGO_PKG_VERSION"));
@@ -116,7 +117,7 @@ impl Framing for Vsr<'_> {
         frame.body.as_mut().zeroize();
         match request {
             Ok(request) => Route::Ahead(request, frame.header),
-            Err(code) => Route::Known(frame.header, Err(code)),
+            Err(code) => Route::Known(frame.header, Err(code), CommandLabel::Invalid),
         }
     }
 
@@ -126,11 +127,12 @@ impl Framing for Vsr<'_> {
         session: &mut Session,
         ctx: &Context,
         output: &mut BytesMut,
-    ) {
-        let answer = self.respond(&frame, session, ctx).await;
+    ) -> CommandLabel {
+        let (label, answer) = self.respond(&frame, session, ctx).await;
         // The body may hold a password or a token: wipe it once answered.
         frame.body.as_mut().zeroize();
         encode_answer(&frame.header, &answer, self.session, output);
+        label
     }
 
     /// A token create or delete's outcome, on Iggy's channels for them.
@@ -151,47 +153,63 @@ fn checksum_holds(frame: &RequestFrame) -> bool {
 
 impl Vsr<'_> {
     /// Checks the body checksum, routes on the operation, and ends the login
-    /// on any eviction.
-    async fn respond(&mut self, frame: &RequestFrame, session: &mut Session, ctx: &Context) -> Answer {
+    /// on any eviction. Also says which command the frame was, for the
+    /// metrics.
+    async fn respond(
+        &mut self,
+        frame: &RequestFrame,
+        session: &mut Session,
+        ctx: &Context,
+    ) -> (CommandLabel, Answer) {
         let RequestFrame { header, body } = frame;
         if !checksum_holds(frame) {
             tracing::debug!(peer = %session.peer(), operation = header.operation, "request checksum mismatch");
-            return Answer::Denied(ErrorCode::InvalidFormat);
+            return (CommandLabel::Invalid, Answer::Denied(ErrorCode::InvalidFormat));
         }
-        let answer = match header.operation {
+        let (label, answer) = match header.operation {
             operation::REGISTER => self.register(body, session, ctx).await,
             operation::NON_REPLICATED => non_replicated(header.code, body, session, ctx).await,
             operation::LOGOUT => {
                 // OK whether or not the connection is logged in (Iggy HEAD).
                 self.end(session);
-                Answer::Raw(ReplyBody::Empty)
+                (CommandLabel::LogoutUser, Answer::Raw(ReplyBody::Empty))
             }
             op if operation::is_client_replicated(op) && !session.is_logged_in() => {
-                Answer::Evicted(EvictionReason::NoSession)
+                (replicated_label(op), Answer::Evicted(EvictionReason::NoSession))
             }
-            operation::CREATE_PERSONAL_ACCESS_TOKEN => {
-                token_mutation(codes::CREATE_PERSONAL_ACCESS_TOKEN, body, session, ctx).await
+            operation::CREATE_PERSONAL_ACCESS_TOKEN => (
+                CommandLabel::CreatePersonalAccessToken,
+                token_mutation(codes::CREATE_PERSONAL_ACCESS_TOKEN, body, session, ctx).await,
+            ),
+            operation::DELETE_PERSONAL_ACCESS_TOKEN => (
+                CommandLabel::DeletePersonalAccessToken,
+                token_mutation(codes::DELETE_PERSONAL_ACCESS_TOKEN, body, session, ctx).await,
+            ),
+            op if operation::is_client_replicated(op) => {
+                (CommandLabel::Unserved, Answer::Denied(ErrorCode::FeatureUnavailable))
             }
-            operation::DELETE_PERSONAL_ACCESS_TOKEN => {
-                token_mutation(codes::DELETE_PERSONAL_ACCESS_TOKEN, body, session, ctx).await
-            }
-            op if operation::is_client_replicated(op) => Answer::Denied(ErrorCode::FeatureUnavailable),
-            _ => Answer::Denied(ErrorCode::InvalidCommand),
+            _ => (CommandLabel::Invalid, Answer::Denied(ErrorCode::InvalidCommand)),
         };
         if let Answer::Evicted(reason) = answer {
             tracing::debug!(peer = %session.peer(), operation = header.operation, ?reason, "evicted");
             self.end(session);
         }
-        answer
+        (label, answer)
     }
 
     /// Register (spec §2.9): version gate, then the password shape, else the
     /// PAT shape. Trailing bytes after a parsed shape are ignored, as in Iggy.
-    async fn register(&mut self, body: &[u8], session: &mut Session, ctx: &Context) -> Answer {
+    /// The label is the login the body turned out to be.
+    async fn register(
+        &mut self,
+        body: &[u8],
+        session: &mut Session,
+        ctx: &Context,
+    ) -> (CommandLabel, Answer) {
         let peer = session.peer();
         let Ok((client_version, _)) = ClientVersionInfo::decode(body) else {
             tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
-            return Answer::Evicted(EvictionReason::MalformedLogin);
+            return (CommandLabel::Invalid, Answer::Evicted(EvictionReason::MalformedLogin));
         };
         if !vsr::is_protocol_compatible(client_version.protocol_version, PROTOCOL_VERSION) {
             let (major, minor, patch) = vsr::unpack_version(client_version.protocol_version);
@@ -204,31 +222,33 @@ impl Vsr<'_> {
                 sdk = %client_version.sdk_name,
                 %peer
             );
-            return Answer::Evicted(EvictionReason::IncompatibleProtocol);
+            return (CommandLabel::Invalid, Answer::Evicted(EvictionReason::IncompatibleProtocol));
         }
         if let Ok((login, _)) = LoginRegister::decode(body) {
             let LoginRegister { username, password, context, .. } = login;
             let request = Request::LoginUser(LoginUser { username, password, version: None, context });
-            return match command::handle(request, session, ctx).await {
+            let answer = match command::handle(request, session, ctx).await {
                 Ok(reply) => self.registered(&reply),
                 Err(ErrorCode::TooManyFailedLogins) => throttled(),
                 // 42, 43, 44 and 47 alike: Iggy collapses them into one reason.
                 Err(_) => Answer::Evicted(EvictionReason::InvalidCredentials),
             };
+            return (CommandLabel::LoginUser, answer);
         }
         if let Ok((login, _)) = LoginRegisterWithPat::decode(body) {
             let request =
                 Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken { token: login.token });
-            return match command::handle(request, session, ctx).await {
+            let answer = match command::handle(request, session, ctx).await {
                 Ok(reply) => self.registered(&reply),
                 Err(ErrorCode::TooManyFailedLogins) => throttled(),
                 Err(ErrorCode::UserInactive) => Answer::Evicted(EvictionReason::UserInactive),
                 // Unknown, deleted, expired (20, 54) or malformed: one reason, 53 to the SDK.
                 Err(_) => Answer::Evicted(EvictionReason::InvalidToken),
             };
+            return (CommandLabel::LoginWithPersonalAccessToken, answer);
         }
         tracing::warn!(target: "audit", event = "login_failed", method = "register", reason = "malformed", %peer);
-        Answer::Evicted(EvictionReason::MalformedLogin)
+        (CommandLabel::Invalid, Answer::Evicted(EvictionReason::MalformedLogin))
     }
 
     /// Binds a new session number to a successful login.
@@ -255,35 +275,54 @@ fn throttled() -> Answer {
     Answer::Denied(ErrorCode::TooManyFailedLogins)
 }
 
-/// A NonReplicated request: the command code rides in the header.
-async fn non_replicated(code: u32, body: &[u8], session: &mut Session, ctx: &Context) -> Answer {
+/// A NonReplicated request: the command code rides in the header. The
+/// label is the decoded request's, `Invalid` if it is refused undecoded.
+async fn non_replicated(
+    code: u32,
+    body: &[u8],
+    session: &mut Session,
+    ctx: &Context,
+) -> (CommandLabel, Answer) {
+    let invalid = |answer| (CommandLabel::Invalid, answer);
     match code {
         // Iggy HEAD treats the legacy logins inside this framing as malformed logins.
         codes::LOGIN_USER | codes::LOGIN_WITH_PERSONAL_ACCESS_TOKEN => {
-            return Answer::Evicted(EvictionReason::MalformedLogin);
+            return invalid(Answer::Evicted(EvictionReason::MalformedLogin));
         }
         // These travel as their own operations (Register, Logout, 146, 147), never as NonReplicated.
         codes::LOGIN_REGISTER
         | codes::LOGIN_REGISTER_WITH_PERSONAL_ACCESS_TOKEN
         | codes::LOGOUT_USER
         | codes::CREATE_PERSONAL_ACCESS_TOKEN
-        | codes::DELETE_PERSONAL_ACCESS_TOKEN => return Answer::Denied(ErrorCode::InvalidCommand),
+        | codes::DELETE_PERSONAL_ACCESS_TOKEN => return invalid(Answer::Denied(ErrorCode::InvalidCommand)),
         // Latchkey's extensions are served in the legacy framing only.
-        code if codes::EXTENSION_CODES.contains(&code) => return Answer::Denied(ErrorCode::InvalidCommand),
+        code if codes::EXTENSION_CODES.contains(&code) => {
+            return invalid(Answer::Denied(ErrorCode::InvalidCommand));
+        }
         _ => {}
     }
     // The legacy decoder: unknown codes and non-empty bodies get 3 before
     // the login check, as on the legacy path.
     let request = match Request::decode(code, body) {
         Ok(request) => request,
-        Err(code) => return Answer::Denied(code),
+        Err(code) => return invalid(Answer::Denied(code)),
     };
+    let label = CommandLabel::of(&request);
     if !session.is_logged_in() && request != Request::Ping {
-        return Answer::Denied(ErrorCode::Unauthenticated);
+        return (label, Answer::Denied(ErrorCode::Unauthenticated));
     }
     match command::handle(request, session, ctx).await {
-        Ok(reply) => Answer::Raw(reply),
-        Err(code) => Answer::Denied(code),
+        Ok(reply) => (label, Answer::Raw(reply)),
+        Err(code) => (label, Answer::Denied(code)),
+    }
+}
+
+/// The command a client-replicated operation stands for.
+fn replicated_label(op: u8) -> CommandLabel {
+    match op {
+        operation::CREATE_PERSONAL_ACCESS_TOKEN => CommandLabel::CreatePersonalAccessToken,
+        operation::DELETE_PERSONAL_ACCESS_TOKEN => CommandLabel::DeletePersonalAccessToken,
+        _ => CommandLabel::Unserved,
     }
 }
 

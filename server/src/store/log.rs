@@ -46,6 +46,7 @@ use latchkey_protocol::wire::Reader;
 
 use super::Journal;
 use super::compaction::{Compaction, CompactionPolicy};
+use crate::metrics;
 use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 
 pub const LOG_FILE: &str = "tokens.log";
@@ -59,6 +60,8 @@ pub struct TokenLog {
     pub(super) seq: u64,
     /// Records in the current file (a measure of its size for compaction).
     pub(super) records: u64,
+    /// The current file's size, for the metrics.
+    pub(super) bytes: u64,
     pub(super) policy: CompactionPolicy,
     pub(super) scratch: Vec<u8>,
     pub(super) compaction: Option<Compaction>,
@@ -529,8 +532,12 @@ impl TokenLog {
             Ok(file) => {
                 let (file, records) = compaction.install(file, &self.dir, &self.path)?;
                 tracing::info!(before = self.records, after = records, "token log compacted");
+                // An fstat once per compaction, for the metrics only: never
+                // a reason to stop the log.
+                self.bytes = file.metadata().map_or(self.bytes, |metadata| metadata.len());
                 self.file = file;
                 self.records = records;
+                metrics::log_compacted();
             }
             Err(error) => {
                 tracing::warn!(%error, "compaction failed; the current log stays in use");
@@ -564,6 +571,7 @@ impl Journal for TokenLog {
         self.file.write_all(&self.scratch)?;
         self.file.sync_data()?;
         self.records += batch.len() as u64;
+        self.bytes += self.scratch.len() as u64;
         if let Some(compaction) = &mut self.compaction {
             compaction.appended(&self.scratch, batch.len() as u64);
         }
@@ -573,6 +581,7 @@ impl Journal for TokenLog {
     fn after_append(&mut self, state: &Replica, next_id: u64) -> io::Result<()> {
         self.finish_compaction()?;
         self.maybe_compact(state, next_id);
+        metrics::log_file(self.bytes, self.records, state.len() as u64);
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ use super::log::{
     FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, Record, RecordFault, TokenLog,
     encode_snapshot, header, header_version, next_valid_record, parse_record,
 };
+use crate::metrics;
 use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,12 +135,16 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
         file_bytes: reopened.file_bytes,
         truncated: reopened.truncated,
     };
+    // A torn tail was cut at its offset: the file ends there now.
+    let bytes = reopened.truncated.map_or(reopened.file_bytes, |(offset, _)| offset);
+    metrics::log_file(bytes, reopened.records, replay.state.len() as u64);
     let log = TokenLog {
         path,
         dir: dir.to_owned(),
         file: reopened.file,
         seq: replay.seq,
         records: reopened.records,
+        bytes,
         policy,
         scratch: Vec::with_capacity(64 * 1024),
         compaction: None,

@@ -22,6 +22,7 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use latchkey_protocol::ErrorCode;
 use latchkey_protocol::ext::TokenSelector;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Change, Journal, NewToken, Outcome};
 use crate::clock::now_us;
+use crate::metrics;
 use crate::registry::{LastUsed, Mutation, Publish, Replica, TokenHash, TokenRecord};
 
 /// Changes committed together at most (one journal append, one sync).
@@ -190,17 +192,23 @@ impl<J: Journal, P: Publish> Writer<J, P> {
             results.push(result);
         }
         if !mutations.is_empty() {
+            // The metrics time the journal's write and sync of the batch, nothing else.
+            let append_started = Instant::now();
             match self.journal.append(&mutations, commit_at_us) {
                 Ok(()) => {
+                    let done = results.iter().filter(|result| result.is_ok()).count();
+                    metrics::store_batch_committed(done as u64, append_started.elapsed());
                     self.publish.publish(Arc::from(mutations));
                     if let Err(error) =
                         self.journal.after_append(self.resolver.state(), self.resolver.next_id())
                     {
+                        metrics::store_maintenance_failed();
                         tracing::error!(%error, "log maintenance failed; refusing further changes");
                         self.failed = true;
                     }
                 }
                 Err(error) => {
+                    metrics::store_batch_failed(append_started.elapsed());
                     tracing::error!(%error, "log append failed; refusing further changes until restart");
                     self.failed = true;
                     for result in results.iter_mut() {
