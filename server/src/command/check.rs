@@ -19,6 +19,7 @@ use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
 use crate::auth::users::User;
 use crate::clock::now_us;
+use crate::metrics::{self, Via};
 use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 
 /// What a check decided, with what HTTP callers report beyond the binary
@@ -50,7 +51,7 @@ impl Verdict {
 #[derive(Clone, Copy)]
 struct Caller {
     user_id: Option<u32>,
-    via: &'static str,
+    via: Via,
 }
 
 /// An address in an audit event: empty when none was given.
@@ -72,26 +73,26 @@ pub(super) fn authorize_token(
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
     let verdict =
-        authorized_check(&authorize.token, &authorize.scope, &authorize.address, "tcp", session, ctx)?;
+        authorized_check(&authorize.token, &authorize.scope, &authorize.address, Via::Tcp, session, ctx)?;
     Ok(ReplyBody::Decision(verdict.decided))
 }
 
 /// RFC 7662 introspection: Authorize's checks of the caller, then its
 /// decision about `token` (no required scope, no address).
 pub fn introspect(token: &str, session: &mut Session, ctx: &Context) -> Result<Verdict, ErrorCode> {
-    authorized_check(token, "", "", "http", session, ctx)
+    authorized_check(token, "", "", Via::Http, session, ctx)
 }
 
 fn authorized_check(
     token: &str,
     required_scope: &str,
     address: &str,
-    via: &'static str,
+    via: Via,
     session: &mut Session,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
     let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
-    ctx.freshness.check()?;
+    fresh(ctx, via)?;
     if !ctx.auth.users().by_id(caller).is_some_and(|user| user.can_authorize) {
         return Err(ErrorCode::AuthorizeNotPermitted);
     }
@@ -125,13 +126,12 @@ pub async fn forward_auth(
     uses: &Mutex<Session>,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
-    ctx.freshness.check()?;
+    fresh(ctx, Via::Http)?;
     if !required_scope.is_empty() {
         scope::validate_required(required_scope).map_err(|_| ErrorCode::InvalidScope)?;
     }
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
-        tracing::warn!(target: "audit", event = "authorize_throttled", via = "http", %client);
-        return Err(ErrorCode::TooManyFailedLogins);
+        return Err(throttled(Via::Http, client));
     };
     let verdict = decide(ctx, token, required_scope, Some(client));
     // Only a token nobody holds is a guess; a real token that is refused
@@ -142,8 +142,28 @@ pub async fn forward_auth(
         reservation.refund();
     }
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    settle(&verdict, Caller { user_id: None, via: "http" }, required_scope, Some(client), &mut session, ctx);
+    settle(
+        &verdict,
+        Caller { user_id: None, via: Via::Http },
+        required_scope,
+        Some(client),
+        &mut session,
+        ctx,
+    );
     Ok(verdict)
+}
+
+/// `Ok` while this node may check tokens (`Freshness`); a refusal is
+/// counted as the check's outcome.
+fn fresh(ctx: &Context, via: Via) -> Result<(), ErrorCode> {
+    ctx.freshness.check().inspect_err(|_| metrics::authorize(via, "unavailable"))
+}
+
+/// A check refused by the failed-login throttle: said and counted.
+fn throttled(via: Via, client: SocketAddr) -> ErrorCode {
+    tracing::warn!(target: "audit", event = "authorize_throttled", via = via.as_str(), %client);
+    metrics::authorize(via, "throttled");
+    ErrorCode::TooManyFailedLogins
 }
 
 /// A verdict for no token found.
@@ -248,10 +268,9 @@ pub async fn broker_login(
     uses: &Mutex<Session>,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
-    ctx.freshness.check()?;
+    fresh(ctx, Via::Broker)?;
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
-        tracing::warn!(target: "audit", event = "authorize_throttled", via = "broker", %client);
-        return Err(ErrorCode::TooManyFailedLogins);
+        return Err(throttled(Via::Broker, client));
     };
     let mut verdict = unknown();
     if let (Some((owner, name)), Ok(())) = (broker_username(username), token::validate(secret)) {
@@ -275,7 +294,7 @@ pub async fn broker_login(
         reservation.refund();
     }
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    settle(&verdict, Caller { user_id: None, via: "broker" }, "", None, &mut session, ctx);
+    settle(&verdict, Caller { user_id: None, via: Via::Broker }, "", None, &mut session, ctx);
     Ok(verdict)
 }
 
@@ -292,7 +311,7 @@ pub fn broker_check(
     uses: &Mutex<Session>,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
-    ctx.freshness.check()?;
+    fresh(ctx, Via::Broker)?;
     let networks = if address.is_some() { Networks::Check(address) } else { Networks::Checked };
     let users = ctx.auth.users();
     let now = now_us();
@@ -306,7 +325,7 @@ pub fn broker_check(
         })
         .unwrap_or_else(unknown);
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    settle(&verdict, Caller { user_id: None, via: "broker" }, required_scope, address, &mut session, ctx);
+    settle(&verdict, Caller { user_id: None, via: Via::Broker }, required_scope, address, &mut session, ctx);
     Ok(verdict)
 }
 
@@ -323,6 +342,8 @@ fn settle(
     let decided = &verdict.decided;
     let peer = session.peer();
     let Caller { user_id: caller, via } = caller;
+    metrics::authorize(via, decided.decision.as_str());
+    let via = via.as_str();
     if let (true, Some(hash)) = (decided.allowed(), verdict.hash) {
         let used_from = address.unwrap_or(peer);
         session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now_us(), peer: used_from });

@@ -39,6 +39,7 @@ use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
 use crate::auth::policy::TokenPolicy;
+use crate::metrics::{self, LoginMethod, LoginResult};
 use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
 use crate::store::{Freshness, WriterHandle};
 
@@ -89,8 +90,16 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         }
         Request::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
         Request::Ping => Ok(ReplyBody::Empty),
-        Request::LoginUser(login) => login::login_user(login, session, ctx).await,
-        Request::LoginWithPersonalAccessToken(login) => login::login_with_token(login, session, ctx).await,
+        Request::LoginUser(login) => {
+            let reply = login::login_user(login, session, ctx).await;
+            metrics::login(LoginMethod::Password, LoginResult::of(&reply));
+            reply
+        }
+        Request::LoginWithPersonalAccessToken(login) => {
+            let reply = login::login_with_token(login, session, ctx).await;
+            metrics::login(LoginMethod::Token, LoginResult::of(&reply));
+            reply
+        }
         Request::LogoutUser => {
             session.log_out();
             Ok(ReplyBody::Empty)

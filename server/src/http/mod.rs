@@ -142,6 +142,7 @@ pub async fn accept(
 }
 
 async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<HttpSide>, ctx: Arc<Context>) {
+    let _open = crate::metrics::OpenConnection::new(crate::metrics::ConnKind::Http);
     let _ = stream.set_nodelay(true);
     let client_id = side.connections.next_client_id();
     let exchange = Arc::new(Exchange {

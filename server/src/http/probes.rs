@@ -49,14 +49,10 @@ pub fn readyz(exchange: &Exchange) -> Reply {
     json(status, &Ready { ready, reasons, tcp_address: exchange.side.tcp_address.to_string() })
 }
 
-/// `GET /metrics`: the Prometheus text format.
+/// `GET /metrics`: the Prometheus text format (`metrics/`).
 pub fn metrics(exchange: &Exchange) -> Reply {
-    let _ = exchange;
-    let text = format!(
-        "# HELP latchkey_build_info Latchkey's version.\n# TYPE latchkey_build_info gauge\nlatchkey_build_info{{version=\"{}\"}} 1\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    with_type(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text))
+    let text = crate::metrics::render(&exchange.ctx);
+    with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(text))
 }
 
 /// `GET /v1/openapi.json`.

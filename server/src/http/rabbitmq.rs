@@ -63,6 +63,7 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
             let address = field("ip").parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
             if address.is_none() {
                 tracing::info!(target: "audit", event = "authorize", decision = "network", via = "broker", "a RabbitMQ vhost question without a valid ip was denied");
+                crate::metrics::authorize(crate::metrics::Via::Broker, "network");
                 return text("deny");
             }
             let required = required_scope("vhost", field("vhost"), "access");

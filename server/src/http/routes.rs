@@ -16,6 +16,7 @@ use latchkey_protocol::ErrorCode;
 use super::Exchange;
 use super::rabbitmq::Question;
 use super::reply::{ApiError, Reply};
+use crate::metrics::{self, HttpRoute};
 
 /// Every route: its method and path pattern (`{id}` is a token id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +168,42 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
     }
 }
 
-/// Answers one request.
+impl Route {
+    /// The route's label in `latchkey_http_*` metrics (a closed set).
+    fn metric(self) -> HttpRoute {
+        match self {
+            Route::Metrics => HttpRoute::Metrics,
+            Route::Healthz => HttpRoute::Healthz,
+            Route::Readyz => HttpRoute::Readyz,
+            Route::OpenApi => HttpRoute::OpenApi,
+            Route::Me => HttpRoute::Me,
+            Route::CreateToken | Route::ListTokens | Route::DeleteAllTokens => HttpRoute::Tokens,
+            Route::GetToken | Route::UpdateToken | Route::DeleteToken => HttpRoute::Token,
+            Route::RevokeAllTokens => HttpRoute::RevokeAll,
+            Route::RevokeToken => HttpRoute::TokenRevoke,
+            Route::RotateToken => HttpRoute::TokenRotate,
+            Route::Introspect => HttpRoute::Introspect,
+            Route::AuthCheck => HttpRoute::AuthCheck,
+            Route::Rabbit(_) => HttpRoute::Rabbitmq,
+        }
+    }
+}
+
+/// Answers one request, and counts it in the metrics by route and status.
 pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
-    match resolve(request.method(), request.uri().path()) {
+    let started = std::time::Instant::now();
+    let resolved = resolve(request.method(), request.uri().path());
+    let route = match &resolved {
+        Resolved::Found(route, _) => route.metric(),
+        _ => HttpRoute::NotFound,
+    };
+    let reply = answer(resolved, request, exchange).await;
+    metrics::http_request(route, reply.status().as_u16(), started.elapsed());
+    reply
+}
+
+async fn answer(resolved: Resolved, request: Request<Incoming>, exchange: &Exchange) -> Reply {
+    match resolved {
         Resolved::Found(route, id) => match dispatch(route, id, request, exchange).await {
             Ok(reply) => reply,
             Err(error) => error.into_reply(),

@@ -98,6 +98,8 @@ labels! {
     pub enum Via {
         Tcp = "tcp",
         Http = "http",
+        /// A broker's auth hook (RabbitMQ's HTTP backend).
+        Broker = "broker",
     }
 }
 
@@ -215,6 +217,7 @@ labels! {
         OpenApi = "openapi",
         AuthCheck = "auth_check",
         Introspect = "introspect",
+        Rabbitmq = "rabbitmq",
         NotFound = "not_found",
     }
 }
