@@ -51,7 +51,7 @@ pub fn readyz(exchange: &Exchange) -> Reply {
 
 /// `GET /metrics`: the Prometheus text format (`metrics/`).
 pub fn metrics(exchange: &Exchange) -> Reply {
-    let text = crate::metrics::render(&exchange.ctx);
+    let text = crate::metrics::render(&exchange.ctx.registry);
     with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(text))
 }
 

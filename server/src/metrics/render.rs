@@ -15,7 +15,6 @@ use super::labels::{
 use super::shard::{BUCKET_BOUNDS_NS, HistogramTotals, Totals, counter, histogram, shards};
 use super::{LOG_BYTES, LOG_LIVE, LOG_RECORDS, OPEN};
 use crate::clock::now_us;
-use crate::command::Context;
 use crate::registry::Readers;
 
 /// `version` of `latchkey_build_info`.
@@ -59,8 +58,8 @@ impl Gauges {
 }
 
 /// The whole exposition for one scrape.
-pub fn render(ctx: &Context) -> String {
-    let gauges = Gauges::read(tokens_by_status(&ctx.registry, now_us()));
+pub fn render(registry: &Readers) -> String {
+    let gauges = Gauges::read(tokens_by_status(registry, now_us()));
     let totals = shards().totals();
     let mut out = String::with_capacity(64 * 1024);
     write_exposition(&mut out, &totals, &gauges);
