@@ -19,9 +19,8 @@ use latchkey_protocol::ext::Decision;
 use serde::Serialize;
 
 use super::Exchange;
-use super::reply::{ApiError, Reply, json};
-use super::rest::{epoch_seconds, optional_time};
-use super::routes::{body, form};
+use super::input::{body, form, log_in_caller};
+use super::reply::{ApiError, Reply, epoch_seconds, json, optional_time};
 use crate::command::check::{self, Verdict};
 
 pub const USER_ID: HeaderName = HeaderName::from_static("x-latchkey-user-id");
@@ -150,7 +149,7 @@ fn deny(status: StatusCode, reason: &'static str) -> Reply {
 /// the `authorize` permission (and scope, for a token session).
 pub async fn introspect(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let (parts, incoming) = request.into_parts();
-    let mut caller = super::rest::log_in_caller(&parts.headers, exchange).await?;
+    let mut caller = log_in_caller(&parts.headers, exchange).await?;
     let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::invalid("the form is not UTF-8"))?;
     let mut fields = form(text)?;

@@ -14,7 +14,8 @@
 //! Every route runs the same command code as the binary protocol
 //! (`command/`): a REST request logs in with its credentials and runs the
 //! matching request, so rules, limits and error codes are written once.
-//! Files: [`routes`] maps paths to handlers; `rest.rs` the token API;
+//! Files: [`routes`] maps paths to handlers; `input.rs` what a request
+//! brings (body, fields, credentials); `rest.rs` the token API;
 //! `check.rs` forward auth and introspection; `rabbitmq.rs` RabbitMQ's
 //! HTTP auth backend; `probes.rs` health, readiness
 //! and metrics; `client.rs` the client address behind trusted proxies;
@@ -26,6 +27,7 @@
 
 mod check;
 mod client;
+mod input;
 mod probes;
 mod rabbitmq;
 mod reply;

@@ -30,8 +30,8 @@ use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::scope;
 
 use super::Exchange;
+use super::input::{body, form};
 use super::reply::{Reply, with_type};
-use super::routes::{body, form};
 use crate::command::check;
 
 /// Which of the plugin's four questions.

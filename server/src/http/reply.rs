@@ -6,6 +6,8 @@
 //! a client handles both doors alike. Messages are the code's fixed text or
 //! say which field is wrong; never a secret, never what the client sent.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -141,6 +143,22 @@ pub fn empty(status: StatusCode) -> Reply {
     *reply.status_mut() = status;
     reply.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
+}
+
+/// RFC 3339 in UTC, to the microsecond.
+pub fn time(at_us: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_micros(at_us);
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+/// [`time`], or `None` for 0 (never / not yet).
+pub fn optional_time(at_us: u64) -> Option<String> {
+    (at_us != 0).then(|| time(at_us))
+}
+
+/// Whole seconds since the Unix epoch, for introspection's `exp` and `iat`.
+pub fn epoch_seconds(at_us: u64) -> u64 {
+    at_us / 1_000_000
 }
 
 #[cfg(test)]

@@ -9,103 +9,24 @@
 //! Times are RFC 3339 in UTC; a lifetime is given as `expires_in` (a
 //! duration, `"30d"`, or `"never"`) or `expires_at` (a time), not both.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
-use base64::Engine;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, HeaderValue, LOCATION};
-use hyper::{HeaderMap, Request, StatusCode};
-use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Request, StatusCode};
 use latchkey_protocol::ext::{
     CreateToken, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken,
     ListTokens, RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenSelector, TokenStatus,
     UpdateToken,
 };
-use latchkey_protocol::{ErrorCode, Request as Command, Secret};
+use latchkey_protocol::{ErrorCode, Request as Command};
 use serde::{Deserialize, Serialize};
 
 use super::Exchange;
-use super::reply::{ApiError, Reply, empty, json};
-use super::routes::{body, form};
+use super::input::{Caller, Credential, body, form, log_in};
+use super::reply::{ApiError, Reply, empty, json, optional_time, time};
 use crate::clock::now_us;
-use crate::command::{self, ReplyBody, Session};
-
-/// How the request proved who it is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Credential {
-    Token,
-    Password,
-}
-
-/// A session logged in with the request's credentials.
-struct Caller {
-    session: Session,
-    user_id: u32,
-    credential: Credential,
-}
-
-/// Logs in with the `Authorization` header as a client at the address the
-/// trusted proxies vouch for.
-async fn log_in(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
-    let client = exchange.side.trusted.client(exchange.peer, headers);
-    let mut session = Session::new(exchange.side.connections.next_client_id(), client);
-    let (login, credential) = credentials(headers)?;
-    let ctx = &exchange.ctx;
-    let identity = command::handle(login, &mut session, ctx).await.map_err(ApiError::from_login)?;
-    let ReplyBody::Identity(identity) = identity else {
-        return Err(ApiError::from_code(ErrorCode::Error));
-    };
-    Ok(Caller { session, user_id: identity.user_id, credential })
-}
-
-/// The session of a caller logged in with the `Authorization` header.
-pub(super) async fn log_in_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Session, ApiError> {
-    log_in(headers, exchange).await.map(|caller| caller.session)
-}
-
-/// The login request the `Authorization` header stands for.
-fn credentials(headers: &HeaderMap) -> Result<(Command, Credential), ApiError> {
-    let unauthenticated = |message: &str| {
-        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message.to_owned())
-    };
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(unauthenticated("send Authorization: Bearer <token> or Basic <username:password>"));
-    };
-    let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
-    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        let login = LoginWithPersonalAccessToken { token: Secret::new(rest.to_owned()) };
-        return Ok((Command::LoginWithPersonalAccessToken(login), Credential::Token));
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| unauthenticated("Basic credentials are not base64 of UTF-8 username:password"))?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| unauthenticated("Basic credentials need username:password"))?;
-        let login = LoginUser {
-            username: username.to_owned(),
-            password: Secret::new(password.to_owned()),
-            version: None,
-            context: Some("http".to_owned()),
-        };
-        return Ok((Command::LoginUser(login), Credential::Password));
-    }
-    Err(unauthenticated("the Authorization scheme must be Bearer or Basic"))
-}
-
-impl Caller {
-    /// Runs `request` in this caller's session.
-    async fn run(&mut self, request: Command, exchange: &Exchange) -> Result<ReplyBody, ApiError> {
-        let reply = command::handle(request, &mut self.session, &exchange.ctx).await;
-        exchange.ctx.uses.hand_over(self.session.take_uses());
-        reply.map_err(ApiError::from_code)
-    }
-}
+use crate::command::ReplyBody;
 
 /// A token as the API shows it: everything but its secret.
 #[derive(Serialize)]
@@ -164,17 +85,6 @@ fn issued(issued: IssuedToken, name: String) -> IssuedJson {
         created_at: time(issued.created_at_us),
         expires_at: optional_time(issued.expires_at_us),
     }
-}
-
-/// RFC 3339 in UTC, to the microsecond.
-pub(super) fn time(at_us: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_micros(at_us);
-    humantime::format_rfc3339_micros(at).to_string()
-}
-
-/// [`time`], or `None` for 0 (never / not yet).
-pub(super) fn optional_time(at_us: u64) -> Option<String> {
-    (at_us != 0).then(|| time(at_us))
 }
 
 /// Parses a JSON body into `T`; an empty body is `{}`. The error names a
@@ -433,10 +343,4 @@ pub async fn delete_all(request: Request<Incoming>, exchange: &Exchange) -> Resu
         return Err(ErrorCode::Error.into());
     };
     Ok(json(StatusCode::OK, &CountJson { count: count.count }))
-}
-
-/// Seconds since the epoch, for introspection's `exp` and `iat`.
-pub(super) fn epoch_seconds(at_us: u64) -> u64 {
-    let at = UNIX_EPOCH + Duration::from_micros(at_us);
-    at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }

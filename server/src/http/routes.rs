@@ -1,15 +1,10 @@
-//! Which handler answers which method and path, in one table ([`Route`]),
-//! and what every route shares: the body under its limits, query strings.
+//! Which handler answers which method and path, in one table ([`Route`]).
 //!
 //! The OpenAPI document (`openapi.json`) describes the same table; a test
 //! checks every route is in it and routes to itself.
 
-use std::collections::HashMap;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_LENGTH, HeaderValue};
+use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::ErrorCode;
 
@@ -254,52 +249,6 @@ async fn dispatch(
     }
 }
 
-/// The request's body, at most `max_body_bytes` (413 past it), sent within
-/// `request_timeout` (408 past it).
-pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Bytes, ApiError> {
-    let max = exchange.side.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidFormat,
-            format!("the body is larger than {max} bytes ([http] max_body_bytes)"),
-        )
-    };
-    let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
-    if declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > max as u64) {
-        return Err(too_large());
-    }
-    let collect = Limited::new(request.into_body(), max).collect();
-    match tokio::time::timeout(exchange.side.request_timeout, collect).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(ApiError::invalid("the body could not be read")),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::InvalidFormat,
-            "the body did not arrive within [http] request_timeout",
-        )),
-    }
-}
-
-/// A query string or form body as name → value (percent-decoded, `+` as
-/// space; a name given twice keeps its last value).
-pub fn form(text: &str) -> Result<HashMap<String, String>, ApiError> {
-    let decode = |part: &str| {
-        let spaced = part.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced)
-            .decode_utf8()
-            .map(|text| text.into_owned())
-            .map_err(|_| ApiError::invalid("a query or form field is not UTF-8"))
-    };
-    let mut fields = HashMap::new();
-    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        fields.insert(decode(name)?, decode(value)?);
-    }
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,15 +303,5 @@ mod tests {
             Resolved::Found(Route::AuthCheck, None)
         );
         assert_eq!(resolve(&Method::GET, "/v1/auth/checkered"), Resolved::NotFound);
-    }
-
-    #[test]
-    fn forms_decode() {
-        let fields = form("token=lk%5Fab+c&scope=stream%3Ax%3Aread&empty=&flag").unwrap();
-        assert_eq!(fields["token"], "lk_ab c");
-        assert_eq!(fields["scope"], "stream:x:read");
-        assert_eq!(fields["empty"], "");
-        assert_eq!(fields["flag"], "");
-        assert!(form("a=%FF").is_err());
     }
 }

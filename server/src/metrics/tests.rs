@@ -490,5 +490,3 @@ fn label_values_are_distinct_within_each_label() {
     assert_eq!(closed_sets()["route"].len(), HttpRoute::COUNT);
     assert_eq!(closed_sets()["result"].len(), LoginResult::COUNT);
 }
-
-

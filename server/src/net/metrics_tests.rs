@@ -103,4 +103,4 @@ async fn the_tcp_loop_times_every_request_under_its_command() {
     assert_eq!(count(&after, "invalid") - count(&before, "invalid"), 1.0);
     assert_eq!(open(&during) - open(&before), 1.0);
     assert_eq!(open(&after), open(&before));
-    }
+}

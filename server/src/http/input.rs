@@ -1,0 +1,156 @@
+//! What a request brings: its body (under `[http]`'s limits), its query
+//! or form fields, and its caller's credentials, logged in as a session of
+//! the binary protocol's command layer.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{HeaderMap, Request, StatusCode};
+use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
+use latchkey_protocol::{ErrorCode, Request as Command, Secret};
+
+use super::Exchange;
+use super::reply::ApiError;
+use crate::command::{self, ReplyBody, Session};
+
+/// The request's body, at most `max_body_bytes` (413 past it), sent within
+/// `request_timeout` (408 past it).
+pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Bytes, ApiError> {
+    let max = exchange.side.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidFormat,
+            format!("the body is larger than {max} bytes ([http] max_body_bytes)"),
+        )
+    };
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|value| value.to_str().ok());
+    if declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(request.into_body(), max).collect();
+    match tokio::time::timeout(exchange.side.request_timeout, collect).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(ApiError::invalid("the body could not be read")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::InvalidFormat,
+            "the body did not arrive within [http] request_timeout",
+        )),
+    }
+}
+
+/// A query string or form body as name → value (percent-decoded, `+` as
+/// space; a name given twice keeps its last value).
+pub fn form(text: &str) -> Result<HashMap<String, String>, ApiError> {
+    let decode = |part: &str| {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| ApiError::invalid("a query or form field is not UTF-8"))
+    };
+    let mut fields = HashMap::new();
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        fields.insert(decode(name)?, decode(value)?);
+    }
+    Ok(fields)
+}
+
+/// How the request proved who it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Token,
+    Password,
+}
+
+/// A session logged in with the request's credentials.
+pub struct Caller {
+    pub session: Session,
+    pub user_id: u32,
+    pub credential: Credential,
+}
+
+/// Logs in with the `Authorization` header as a client at the address the
+/// trusted proxies vouch for.
+pub async fn log_in(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+    let client = exchange.side.trusted.client(exchange.peer, headers);
+    let mut session = Session::new(exchange.side.connections.next_client_id(), client);
+    let (login, credential) = credentials(headers)?;
+    let ctx = &exchange.ctx;
+    let identity = command::handle(login, &mut session, ctx).await.map_err(ApiError::from_login)?;
+    let ReplyBody::Identity(identity) = identity else {
+        return Err(ApiError::from_code(ErrorCode::Error));
+    };
+    Ok(Caller { session, user_id: identity.user_id, credential })
+}
+
+/// The session of a caller logged in with the `Authorization` header.
+pub async fn log_in_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Session, ApiError> {
+    log_in(headers, exchange).await.map(|caller| caller.session)
+}
+
+/// The login request the `Authorization` header stands for.
+fn credentials(headers: &HeaderMap) -> Result<(Command, Credential), ApiError> {
+    let unauthenticated = |message: &str| {
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message.to_owned())
+    };
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(unauthenticated("send Authorization: Bearer <token> or Basic <username:password>"));
+    };
+    let value = value.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let login = LoginWithPersonalAccessToken { token: Secret::new(rest.to_owned()) };
+        return Ok((Command::LoginWithPersonalAccessToken(login), Credential::Token));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| unauthenticated("Basic credentials are not base64 of UTF-8 username:password"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| unauthenticated("Basic credentials need username:password"))?;
+        let login = LoginUser {
+            username: username.to_owned(),
+            password: Secret::new(password.to_owned()),
+            version: None,
+            context: Some("http".to_owned()),
+        };
+        return Ok((Command::LoginUser(login), Credential::Password));
+    }
+    Err(unauthenticated("the Authorization scheme must be Bearer or Basic"))
+}
+
+impl Caller {
+    /// Runs `request` in this caller's session.
+    pub async fn run(&mut self, request: Command, exchange: &Exchange) -> Result<ReplyBody, ApiError> {
+        let reply = command::handle(request, &mut self.session, &exchange.ctx).await;
+        exchange.ctx.uses.hand_over(self.session.take_uses());
+        reply.map_err(ApiError::from_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form;
+
+    #[test]
+    fn forms_decode() {
+        let fields = form("token=lk%5Fab+c&scope=stream%3Ax%3Aread&empty=&flag").unwrap();
+        assert_eq!(fields["token"], "lk_ab c");
+        assert_eq!(fields["scope"], "stream:x:read");
+        assert_eq!(fields["empty"], "");
+        assert_eq!(fields["flag"], "");
+        assert!(form("a=%FF").is_err());
+    }
+}
