@@ -138,7 +138,10 @@ pub async fn issue_token(target: &Target) -> std::io::Result<IssuedToken> {
     let (status, body) = rest(target, "POST", "/v1/tokens", &format!("{{\"name\":\"{name}\"}}")).await?;
     let body = String::from_utf8_lossy(&body);
     if status != 201 {
-        return Err(std::io::Error::other(format!("setup: POST /v1/tokens answered {status}: {body}")));
+        return Err(std::io::Error::other(format!(
+            "setup: POST /v1/tokens at {} answered {status} (--http-addr must be Latchkey's HTTP side): {body}",
+            target.address
+        )));
     }
     let token = json_field(&body, "token").map(str::to_owned);
     let id = json_field(&body, "id").and_then(|id| id.parse().ok());
