@@ -1,6 +1,6 @@
 //! The load generator: N connections on one current-thread runtime, each
-//! sending precomputed request frames (a burst of `depth` per write) and
-//! parsing replies in place. Nothing is allocated per request, so the
+//! sending precomputed request frames or HTTP requests (a burst of `depth`
+//! per write) and parsing replies in place. Nothing is allocated per request, so the
 //! client's own CPU cost stays small next to the server's on a shared
 //! 2-core machine; that cost is measured and reported with every figure.
 
@@ -41,6 +41,10 @@ pub enum Scenario {
     /// and client address, on connections logged in as the bench user (who
     /// needs the `authorize` permission; root has it). Legacy framing only.
     Authorize,
+    /// HTTP forward auth: `GET /v1/auth/check` with a bearer token on
+    /// kept-alive HTTP/1.1 connections (`--http-addr`); anything but a 200
+    /// is an error.
+    ForwardAuth,
 }
 
 impl Scenario {
@@ -52,7 +56,13 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Ping => "ping",
             Scenario::Authorize => "authorize",
+            Scenario::ForwardAuth => "forward-auth",
         }
+    }
+
+    /// Whether it is measured on the HTTP side rather than the binary one.
+    pub fn is_http(self) -> bool {
+        self == Scenario::ForwardAuth
     }
 }
 
@@ -67,7 +77,7 @@ pub enum Framing {
 }
 
 impl Target {
-    fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         Endpoint { address: self.address, bind: self.bind, tls: self.tls.clone() }
     }
 }
@@ -123,7 +133,7 @@ impl Tls {
 
 /// Where and how connections go: address, source address, TLS.
 #[derive(Debug, Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     address: SocketAddr,
     bind: Option<std::net::IpAddr>,
     tls: Option<Tls>,
@@ -133,7 +143,7 @@ struct Endpoint {
 type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
 /// Connects (from `bind` if given), sets TCP_NODELAY, and handshakes if TLS.
-async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
+pub(crate) async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
     let stream = match endpoint.bind {
         None => TcpStream::connect(endpoint.address).await?,
         Some(ip) => {
@@ -258,6 +268,7 @@ fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Ve
             scope: "stream:bench:read".into(),
             address: "127.0.0.1:40000".into(),
         }),
+        Scenario::ForwardAuth => crate::forward::check_request(token),
         Scenario::Churn => {
             let name = format!("bench-c{connection}");
             let mut pair = frame(&CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX });
@@ -316,7 +327,9 @@ pub fn run(
             let token = token.to_owned();
             let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });
             tasks.push(tokio::task::spawn_local(async move {
-                if framing == Framing::Vsr {
+                if scenario == Scenario::ForwardAuth {
+                    forward_connection(&endpoint, &bytes, per_burst, &phase).await
+                } else if framing == Framing::Vsr {
                     vsr_connection(&endpoint, scenario, &token, connection, depth, &phase).await
                 } else if scenario == Scenario::LoginNewconn {
                     new_connections(&endpoint, &login, &phase).await
@@ -376,6 +389,17 @@ async fn open_connection(
         }
     }
     drive(&mut stream, burst, per_burst, phase, legacy_replies).await
+}
+
+/// Keeps one kept-alive HTTP connection busy with forward-auth checks.
+async fn forward_connection(
+    endpoint: &Endpoint,
+    burst: &[u8],
+    per_burst: usize,
+    phase: &Phase,
+) -> std::io::Result<ConnectionStats> {
+    let mut stream = connect(endpoint).await?;
+    drive(&mut stream, burst, per_burst, phase, crate::forward::replies).await
 }
 
 /// Parses complete legacy replies `[status u32][length u32][payload]` at the
@@ -550,6 +574,9 @@ async fn vsr_connection(
         Scenario::Login | Scenario::LoginNewconn => register,
         Scenario::Authorize => {
             return Err(std::io::Error::other("authorize is served in the legacy framing only"));
+        }
+        Scenario::ForwardAuth => {
+            return Err(std::io::Error::other("forward auth is HTTP, not a framing"));
         }
         Scenario::Churn => {
             let name = format!("bench-v{connection}");

@@ -1,12 +1,15 @@
 //! `latchkey-bench`: measures Latchkey (or any server speaking Iggy's legacy
-//! framing) honestly, next to baselines taken on the same machine in the
-//! same session. See BENCHMARKS.md for the figures and exact commands.
+//! framing, and Latchkey's HTTP forward auth) honestly, next to baselines
+//! taken on the same machine in the same session. See BENCHMARKS.md for the
+//! figures and exact commands.
 
 // OS calls go through rustix's safe wrappers (sys.rs); nothing here needs unsafe.
 #![forbid(unsafe_code)]
 
 mod attack;
 mod disk;
+mod forward;
+mod http_null_server;
 mod load;
 mod null_server;
 mod propagation;
@@ -40,7 +43,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 enum Command {
     /// Run scenarios against a server (and optionally a baseline).
     Run {
-        /// Server under test.
+        /// Server under test (its binary protocol; see --http-addr for HTTP).
         #[arg(long, default_value = "127.0.0.1:8090")]
         addr: SocketAddr,
         /// Label for the server under test in the output.
@@ -52,6 +55,21 @@ enum Command {
         baseline: Option<SocketAddr>,
         #[arg(long, default_value = "null")]
         baseline_label: String,
+        /// HTTP address of the server under test, for HTTP scenarios
+        /// (`forward-auth`); plaintext. Its token is issued there over REST
+        /// with --user and --pass, and deleted after the run.
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        http_addr: SocketAddr,
+        /// The HTTP baseline for HTTP scenarios (`latchkey-bench
+        /// http-null-server`), interleaved run by run like --baseline; it is
+        /// sent the same requests.
+        #[arg(long)]
+        baseline_http: Option<SocketAddr>,
+        #[arg(long, default_value = "null-http")]
+        baseline_http_label: String,
+        /// PID of the HTTP baseline server, for its CPU use.
+        #[arg(long)]
+        baseline_http_pid: Option<u32>,
         #[arg(long, default_value = "iggy")]
         user: String,
         #[arg(long, default_value = "iggy")]
@@ -70,7 +88,7 @@ enum Command {
         warmup: Duration,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// PID of the server under test, for its CPU use.
+        /// PID of the server under test (both doors), for its CPU use.
         #[arg(long)]
         server_pid: Option<u32>,
         /// Framing of the measured load: `legacy` or `0.11` (setup is legacy;
@@ -105,6 +123,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "multi-thread")]
         shape: null_server::Shape,
         /// Worker threads (multi-thread) or runtimes (per-core); 0 = cores.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Answer every HTTP request 200 with a small fixed body, kept alive, on
+    /// hyper (as Latchkey's HTTP side): the HTTP scenarios' baseline.
+    HttpNullServer {
+        #[arg(long, default_value = "127.0.0.1:8092")]
+        addr: SocketAddr,
+        /// Worker threads; 0 = cores.
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
@@ -199,6 +226,9 @@ fn run(cli: Cli) -> std::io::Result<()> {
         Command::NullServer { addr, shape, threads } => {
             null_server::run(addr, shape, if threads == 0 { cores() } else { threads })
         }
+        Command::HttpNullServer { addr, threads } => {
+            http_null_server::run(addr, if threads == 0 { cores() } else { threads })
+        }
         Command::Disk { dir, record_bytes, duration, runs } => {
             let mut results = Vec::new();
             for index in 0..runs {
@@ -272,6 +302,10 @@ fn run(cli: Cli) -> std::io::Result<()> {
             label,
             baseline,
             baseline_label,
+            http_addr,
+            baseline_http,
+            baseline_http_label,
+            baseline_http_pid,
             user,
             pass,
             scenarios,
@@ -291,8 +325,8 @@ fn run(cli: Cli) -> std::io::Result<()> {
         } => {
             let timing = Timing { warmup, duration };
             let tls = tls_ca.map(|ca_file| load::Tls::new(&ca_file, &tls_domain)).transpose()?;
-            let target = Target {
-                address: addr,
+            let target_at = |address, server_pid, framing, tls| Target {
+                address,
                 user: user.clone(),
                 password: pass.clone(),
                 server_pid,
@@ -300,59 +334,60 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 framing,
                 tls,
             };
-            let base = baseline.map(|address| Target {
-                address,
-                user,
-                password: pass,
-                server_pid: baseline_pid,
-                bind,
-                // The null server speaks the legacy framing only, in plaintext.
-                framing: load::Framing::Legacy,
-                tls: None,
-            });
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let token = runtime.block_on(load::prepare(&target))?;
-            let base_token = match &base {
-                Some(base) => Some(runtime.block_on(load::prepare(base))?),
-                None => None,
-            };
-            drop(runtime);
+            // Only the doors the scenarios use are set up.
+            let mut binary = None;
+            if scenarios.iter().any(|scenario| !scenario.is_http()) {
+                let target = target_at(addr, server_pid, framing, tls);
+                let token = runtime.block_on(load::prepare(&target))?;
+                let mut door = Door { side: Side { target, token, label: label.clone() }, baseline: None };
+                if let Some(address) = baseline {
+                    // The null server speaks the legacy framing only, in plaintext.
+                    let target = target_at(address, baseline_pid, load::Framing::Legacy, None);
+                    let token = runtime.block_on(load::prepare(&target))?;
+                    door.baseline = Some(Side { target, token, label: baseline_label });
+                }
+                binary = Some(door);
+            }
+            let (mut http, mut issued) = (None, None);
+            if scenarios.iter().any(|scenario| scenario.is_http()) {
+                let target = target_at(http_addr, server_pid, load::Framing::Legacy, None);
+                let token = runtime.block_on(forward::issue_token(&target))?;
+                // The null HTTP server answers 200 to anything: it gets the same requests.
+                let baseline = baseline_http.map(|address| Side {
+                    target: target_at(address, baseline_http_pid, load::Framing::Legacy, None),
+                    token: token.token.clone(),
+                    label: baseline_http_label,
+                });
+                http = Some(Door { side: Side { target, token: token.token.clone(), label }, baseline });
+                issued = Some(token);
+            }
             let mut summaries = Vec::new();
             eprintln!("{}", report::table_header());
-            for &scenario in &scenarios {
-                for &conns in &connections {
-                    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-                    for index in 0..runs.max(1) {
-                        if let (Some(base), Some(base_token)) = (&base, &base_token) {
-                            let run = load::run(base, scenario, conns, depth, timing, base_token)?;
-                            eprintln!(
+            let mut measure = || -> std::io::Result<()> {
+                for &scenario in &scenarios {
+                    let door = if scenario.is_http() { &http } else { &binary };
+                    let door = door.as_ref().expect("every door a scenario uses is set up");
+                    for &conns in &connections {
+                        let cell = door.measure(scenario, conns, depth, timing, runs)?;
+                        for summary in &cell {
+                            println!(
                                 "{}",
-                                report::run_line(&baseline_label, scenario.name(), conns, depth, index, &run)
+                                if json { report::json_line(summary) } else { report::table_row(summary) }
                             );
-                            theirs.push(run);
                         }
-                        let run = load::run(&target, scenario, conns, depth, timing, &token)?;
-                        eprintln!("{}", report::run_line(&label, scenario.name(), conns, depth, index, &run));
-                        mine.push(run);
+                        summaries.extend(cell);
                     }
-                    let mut summary = report::summarize(&label, scenario.name(), conns, depth, &mine);
-                    if !theirs.is_empty() {
-                        let base = report::summarize(&baseline_label, scenario.name(), conns, depth, &theirs);
-                        summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
-                        summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
-                        println!(
-                            "{}",
-                            if json { report::json_line(&base) } else { report::table_row(&base) }
-                        );
-                        summaries.push(base);
-                    }
-                    println!(
-                        "{}",
-                        if json { report::json_line(&summary) } else { report::table_row(&summary) }
-                    );
-                    summaries.push(summary);
                 }
+                Ok(())
+            };
+            let measured = measure();
+            if let (Some(issued), Some(http)) = (issued, &http)
+                && let Err(error) = runtime.block_on(issued.delete(&http.side.target))
+            {
+                eprintln!("latchkey-bench: {error}");
             }
+            measured?;
             if let Some(path) = plot {
                 let title =
                     format!("latchkey-bench, depth {depth}, {}s runs, median of {runs}", duration.as_secs());
@@ -361,5 +396,56 @@ fn run(cli: Cli) -> std::io::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A server measured, with the token its requests carry and its label.
+struct Side {
+    target: Target,
+    token: String,
+    label: String,
+}
+
+/// One door of the server under test (the binary protocol or HTTP) and the
+/// baseline its scenarios are compared to.
+struct Door {
+    side: Side,
+    baseline: Option<Side>,
+}
+
+impl Door {
+    /// `runs` runs of the baseline and the server under test, interleaved
+    /// (B A B A …): the baseline's summary, if any, then the server's with
+    /// its ratios to the baseline's medians.
+    fn measure(
+        &self,
+        scenario: Scenario,
+        conns: usize,
+        depth: usize,
+        timing: Timing,
+        runs: usize,
+    ) -> std::io::Result<Vec<report::Summary>> {
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for index in 0..runs.max(1) {
+            if let Some(base) = &self.baseline {
+                let run = load::run(&base.target, scenario, conns, depth, timing, &base.token)?;
+                eprintln!("{}", report::run_line(&base.label, scenario.name(), conns, depth, index, &run));
+                theirs.push(run);
+            }
+            let side = &self.side;
+            let run = load::run(&side.target, scenario, conns, depth, timing, &side.token)?;
+            eprintln!("{}", report::run_line(&side.label, scenario.name(), conns, depth, index, &run));
+            mine.push(run);
+        }
+        let mut summary = report::summarize(&self.side.label, scenario.name(), conns, depth, &mine);
+        let mut summaries = Vec::new();
+        if let Some(base) = &self.baseline {
+            let base = report::summarize(&base.label, scenario.name(), conns, depth, &theirs);
+            summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
+            summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
+            summaries.push(base);
+        }
+        summaries.push(summary);
+        Ok(summaries)
     }
 }

@@ -13,6 +13,8 @@ pub struct Summary {
     pub depth: usize,
     /// Every run's ops/s, in run order.
     pub runs_ops: Vec<f64>,
+    /// Every run's p99, in run order: the spread behind the median's.
+    pub runs_p99_us: Vec<u64>,
     /// The median run (by ops/s).
     pub ops_per_sec: f64,
     pub p50_us: u64,
@@ -42,6 +44,7 @@ pub fn summarize(
         connections,
         depth,
         runs_ops: runs.iter().map(RunResult::ops_per_sec).collect(),
+        runs_p99_us: runs.iter().map(|run| run.quantile_us(0.99)).collect(),
         ops_per_sec: median.ops_per_sec(),
         p50_us: median.quantile_us(0.5),
         p99_us: median.quantile_us(0.99),
@@ -107,8 +110,9 @@ pub fn table_row(summary: &Summary) -> String {
 pub fn json_line(summary: &Summary) -> String {
     let option = |value: Option<f64>| value.map_or("null".to_owned(), |v| format!("{v:.4}"));
     let runs: Vec<String> = summary.runs_ops.iter().map(|ops| format!("{ops:.1}")).collect();
+    let p99s: Vec<String> = summary.runs_p99_us.iter().map(u64::to_string).collect();
     format!(
-        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}]}}",
+        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}],\"runs_p99_us\":[{}]}}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -122,7 +126,8 @@ pub fn json_line(summary: &Summary) -> String {
         summary.errors,
         option(summary.ratio_ops),
         option(summary.ratio_p99),
-        runs.join(",")
+        runs.join(","),
+        p99s.join(",")
     )
 }
 
@@ -246,6 +251,7 @@ mod tests {
             connections: 16,
             depth: 1,
             runs_ops: vec![1000.0],
+            runs_p99_us: vec![99],
             ops_per_sec: 1000.0,
             p50_us: 50,
             p99_us: 99,
