@@ -36,7 +36,9 @@ start_rabbit() { # name port dist_port config_text
     pids+=($!)
 }
 start_rabbit lk-internal 8492 8493 "listeners.tcp.default = 127.0.0.1:8492
-loopback_users = none"
+loopback_users = none
+default_user = bench
+default_pass = bench-password"
 start_rabbit lk-latchkey 8494 8495 "listeners.tcp.default = 127.0.0.1:8494
 loopback_users = none
 auth_backends.1 = cache
@@ -51,10 +53,9 @@ for node in lk-internal lk-latchkey; do
     for _ in $(seq 1 120); do grep -q "Server startup complete" "$work/$node/out.log" && break; sleep 0.5; done
 done
 
-# The internal node: a user with every permission. The Latchkey node: a
-# token with exactly what the publisher needs, and an admin token to set up.
-HOME="$work/lk-internal" rabbitmqctl -q -n lk-internal@localhost add_user bench bench-password >/dev/null
-HOME="$work/lk-internal" rabbitmqctl -q -n lk-internal@localhost set_permissions -p / bench ".*" ".*" ".*" >/dev/null
+# The internal node: its default user, with every permission on "/". The
+# Latchkey node: a token with exactly what the publisher needs, and an admin
+# token to set up.
 token() { curl -sf -u iggy:iggy 127.0.0.1:8491/v1/tokens -d "$1" | $python -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
 admin=$(token '{"name":"admin"}')
 publisher=$(token '{"name":"publisher","scopes":["vhost:*:access","exchange:bench:write","queue:bench-in:read"]}')
