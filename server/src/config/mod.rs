@@ -195,9 +195,9 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Largest request body; more is answered with 413.
     pub max_body_bytes: usize,
-    /// Time a client has to send a request's headers, counted from the end
-    /// of the previous response on a kept-alive connection (so it is also
-    /// how long an idle connection stays open).
+    /// A connection that starts no request for this long (and has none in
+    /// flight) is closed: idle, or sending its head too slowly. Checked once
+    /// per period, so such a connection lasts one to two of these.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     /// Time a request has, once its headers are in, to send its body and be

@@ -9,18 +9,21 @@
 //! client; 403 for a wrong scope or network, an inactive owner, or a node
 //! that cannot vouch for its registry right now. Never a 429 or a 5xx for a
 //! deny: nginx turns those into a 500 for the client. `X-Latchkey-Reason`
-//! and a small JSON body say why.
+//! says why, and on a deny a small JSON body too (an allow has no body:
+//! proxies read its headers only).
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
-use hyper::{HeaderMap, Request, StatusCode};
+use hyper::header::{AUTHORIZATION, CACHE_CONTROL, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use latchkey_protocol::ErrorCode;
 use latchkey_protocol::ext::Decision;
 use serde::Serialize;
 
 use super::Exchange;
 use super::input::{body, form, log_in_caller};
-use super::reply::{ApiError, Reply, epoch_seconds, json, optional_time};
+use super::reply::{ApiError, Reply, epoch_seconds, json};
 use crate::command::check::{self, Verdict};
 
 pub const USER_ID: HeaderName = HeaderName::from_static("x-latchkey-user-id");
@@ -34,20 +37,11 @@ pub const REQUIRED_SCOPE: HeaderName = HeaderName::from_static("x-latchkey-scope
 /// What `X-Latchkey-Scopes` says for a full-access token (no scopes).
 pub const FULL_ACCESS: &str = "*";
 
+/// A deny's body.
 #[derive(Serialize)]
-struct CheckJson<'a> {
+struct DenyJson {
     allowed: bool,
-    reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<Vec<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires_at: Option<String>,
+    reason: &'static str,
 }
 
 /// `/v1/auth/check`, any method, any path below it.
@@ -61,6 +55,7 @@ pub async fn forward(request: Request<Incoming>, exchange: &Exchange) -> Reply {
     let required_scope = match headers.get(REQUIRED_SCOPE).map(HeaderValue::to_str) {
         Some(Ok(scope)) => scope.trim(),
         Some(Err(_)) => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
+        None if query.is_empty() => "",
         None => match form(query) {
             Ok(mut fields) => {
                 from_query = fields.remove("scope").unwrap_or_default();
@@ -93,45 +88,36 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
+/// 200 with the identity headers and no body: proxies read the headers
+/// only, and this is the answer a busy proxy gets most.
 fn allow(verdict: &Verdict) -> Reply {
     let decided = &verdict.decided;
-    let scopes: Vec<&str> = verdict.scopes().iter().map(|scope| &**scope).collect();
-    let body = CheckJson {
-        allowed: true,
-        reason: Decision::Allowed.as_str(),
-        user_id: Some(decided.user_id),
-        username: Some(&decided.username),
-        token_id: Some(decided.token_id),
-        scopes: Some(scopes.clone()),
-        expires_at: optional_time(decided.expires_at_us),
-    };
-    let mut reply = json(StatusCode::OK, &body);
+    let mut reply = Response::new(Full::new(Bytes::new()));
     let headers = reply.headers_mut();
+    headers.reserve(6);
     headers.insert(USER_ID, HeaderValue::from(decided.user_id));
     headers.insert(TOKEN_ID, HeaderValue::from(decided.token_id));
-    // Usernames are printable ASCII-safe by the users table's rules; one
-    // that is not is left out rather than mangled.
+    // A username or scope that is no valid header value is left out rather
+    // than mangled (usernames and scopes are checked on the way in, so
+    // neither happens today).
     if let Ok(username) = HeaderValue::from_str(&decided.username) {
         headers.insert(USERNAME, username);
     }
-    let scopes = if scopes.is_empty() { FULL_ACCESS.to_owned() } else { scopes.join(" ") };
-    if let Ok(scopes) = HeaderValue::from_str(&scopes) {
+    let scopes = match verdict.scopes() {
+        [] => Ok(HeaderValue::from_static(FULL_ACCESS)),
+        [one] => HeaderValue::from_str(one),
+        many => HeaderValue::from_str(&many.join(" ")),
+    };
+    if let Ok(scopes) = scopes {
         headers.insert(SCOPES, scopes);
     }
     headers.insert(REASON, HeaderValue::from_static("allowed"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
 }
 
 fn deny(status: StatusCode, reason: &'static str) -> Reply {
-    let body = CheckJson {
-        allowed: false,
-        reason,
-        user_id: None,
-        username: None,
-        token_id: None,
-        scopes: None,
-        expires_at: None,
-    };
+    let body = DenyJson { allowed: false, reason };
     let mut reply = json(status, &body);
     let headers = reply.headers_mut();
     headers.insert(REASON, HeaderValue::from_static(reason));

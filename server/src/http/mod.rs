@@ -5,10 +5,10 @@
 //! HTTP/1.1 only, served by hyper per connection, so the accept loop keeps
 //! what the TCP side has: admission as an RAII guard within `[http]`'s own
 //! connection limits (per address counted by the same key as the throttle),
-//! TLS from `[http.tls]`, and a shutdown signal per connection. Limits on
-//! each request: the head (`max_header_bytes`, 431), the time to send it
-//! (`idle_timeout`, which also closes idle kept-alive connections), the
-//! body (`max_body_bytes`, 413) and the time to send it and be answered
+//! TLS from `[http.tls]`, and a shutdown signal per connection. Limits: the
+//! request head (`max_header_bytes`, 431), a connection that starts no
+//! request for an `idle_timeout` (closed: idle, or a head sent too slowly),
+//! the body (`max_body_bytes`, 413) and the time to send it
 //! (`request_timeout`, 408).
 //!
 //! Every route runs the same command code as the binary protocol
@@ -36,12 +36,13 @@ mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -109,6 +110,9 @@ pub(crate) struct Exchange {
     /// a kept-alive connection hands them over in bulk like a TCP one.
     /// Locked by one request at a time, never across an await.
     pub uses: Mutex<Session>,
+    /// Requests begun and answered on this connection, for the idle check.
+    started: AtomicU64,
+    answered: AtomicU64,
 }
 
 impl Drop for Exchange {
@@ -152,6 +156,8 @@ async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<HttpSide>, ctx: Ar
         side: Arc::clone(&side),
         peer,
         uses: Mutex::new(Session::new(client_id, peer)),
+        started: AtomicU64::new(0),
+        answered: AtomicU64::new(0),
     });
     match &side.connections.tls {
         None => converse(stream, exchange).await,
@@ -166,35 +172,54 @@ async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<HttpSide>, ctx: Ar
     }
 }
 
-/// Serves requests on one connection until the peer closes, a limit closes
-/// it, or shutdown (which lets the request in flight finish).
+/// Serves requests on one connection until the peer closes, it idles (see
+/// below), or shutdown (which lets the request in flight finish).
+///
+/// Idle connections are found by one timer per connection, not hyper's
+/// per-request head timer (which costs a timer registration per request):
+/// every `idle_timeout`, a connection that began no request in the whole
+/// period and has none in flight is closed. An idle connection, or one
+/// that sends a head too slowly, so lasts one to two `idle_timeout`s.
 async fn converse<S>(stream: S, exchange: Arc<Exchange>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let side = Arc::clone(&exchange.side);
     let mut stop = side.connections.stop_signal();
+    let serving = Arc::clone(&exchange);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let exchange = Arc::clone(&exchange);
-        async move { Ok::<_, Infallible>(routes::respond(request, &exchange).await) }
+        let exchange = Arc::clone(&serving);
+        async move {
+            exchange.started.fetch_add(1, Ordering::Relaxed);
+            let reply = routes::respond(request, &exchange).await;
+            exchange.answered.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(reply)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(side.idle_timeout)
-        .max_buf_size(side.max_header_bytes)
-        .keep_alive(true);
+    builder.header_read_timeout(None).max_buf_size(side.max_header_bytes).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let stopping = *stop.borrow_and_update();
-    if stopping {
+    if *stop.borrow_and_update() {
         connection.as_mut().graceful_shutdown();
     }
-    tokio::select! {
-        result = connection.as_mut() => finished(result),
-        _ = stop.changed() => {
-            connection.as_mut().graceful_shutdown();
-            finished(connection.await);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return finished(result),
+            _ = stop.changed() => {
+                connection.as_mut().graceful_shutdown();
+                return finished(connection.await);
+            }
+            () = tokio::time::sleep(side.idle_timeout) => {
+                let started = exchange.started.load(Ordering::Relaxed);
+                let idle = started == seen && exchange.answered.load(Ordering::Relaxed) == started;
+                if idle {
+                    tracing::debug!(peer = %exchange.peer, "HTTP connection idle past idle_timeout: closed");
+                    return;
+                }
+                seen = started;
+            }
         }
     }
 }
