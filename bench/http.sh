@@ -10,13 +10,16 @@
 # deleted after it).
 # Results go to $OUT (default bench/results): http.jsonl (the medians, one
 # JSON line per server and connection count) and http-runs.txt (every run).
-# Knobs: DURATION (3s), WARMUP (1s), RUNS (5), CONNS (16,64), DEPTH (1).
+# Knobs: DURATION (3s), WARMUP (1s), RUNS (5), CONNS (16,64), DEPTH (1),
+# SCENARIOS (forward-auth; or RabbitMQ's questions: rabbitmq-user,
+# rabbitmq-vhost, rabbitmq-resource, rabbitmq-topic), OUT.
 # Binaries come from $CARGO_TARGET_DIR (default target). Run it on an
 # otherwise idle machine: the clients and both servers share the cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration="${DURATION:-3s}"; warmup="${WARMUP:-1s}"; runs="${RUNS:-5}"
+scenarios="${SCENARIOS:-forward-auth}"
 conns="${CONNS:-16,64}"; depth="${DEPTH:-1}"; out="${OUT:-bench/results}"
 mkdir -p "$out"
 
@@ -43,8 +46,8 @@ for port in 8391 8392; do
 done
 
 echo "machine: $(nproc) cores, $(uname -r); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "== forward auth: latchkey (8391) vs null HTTP server (8392), interleaved"
-"$bench" run --scenarios forward-auth --http-addr 127.0.0.1:8391 --server-pid "$server_pid" \
+echo "== $scenarios: latchkey (8391) vs null HTTP server (8392), interleaved"
+"$bench" run --scenarios "$scenarios" --http-addr 127.0.0.1:8391 --server-pid "$server_pid" \
     --baseline-http 127.0.0.1:8392 --baseline-http-pid "$null_pid" --connections "$conns" \
     --duration "$duration" --warmup "$warmup" --runs "$runs" --depth "$depth" --json \
     2> >(tee "$out/http-runs.txt" >&2) | tee "$out/http.jsonl"

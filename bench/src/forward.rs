@@ -8,8 +8,6 @@
 //! responses framed by `Content-Length` (hyper writes one for every body of
 //! known size). A response without it is taken to have no body.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +24,33 @@ const SETUP_REPLY_BYTES_MAX: usize = 64 * 1024;
 pub fn check_request(token: &str) -> Vec<u8> {
     format!("GET {CHECK_PATH} HTTP/1.1\r\nHost: latchkey\r\nAuthorization: Bearer {token}\r\n\r\n")
         .into_bytes()
+}
+
+/// The bench token's name: one per process, so RabbitMQ's questions can
+/// name it (`<user>/<name>`) before it exists.
+pub fn token_name() -> String {
+    format!("bench-http-{}", std::process::id())
+}
+
+/// One of RabbitMQ's four questions (`docs/brokers/rabbitmq.md`) about the
+/// bench token, as the plugin sends it with `http_method = post`. The login
+/// question carries the token; the others name it only.
+pub fn rabbitmq_request(question: &str, user: &str, token: &str) -> Vec<u8> {
+    let username = format!("{user}%2F{}", token_name());
+    let fields = match question {
+        "user" => format!("username={username}&password={token}"),
+        "vhost" => format!("username={username}&vhost=%2F&ip=127.0.0.1"),
+        "resource" => format!("username={username}&vhost=%2F&resource=exchange&name=bench&permission=write"),
+        _ => format!(
+            "username={username}&vhost=%2F&resource=topic&name=bench&permission=write&routing_key=a.b"
+        ),
+    };
+    format!(
+        "POST /v1/rabbitmq/{question} HTTP/1.1\r\nHost: latchkey\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{fields}",
+        fields.len()
+    )
+    .into_bytes()
 }
 
 /// One complete response at the start of a buffer.
@@ -130,11 +155,10 @@ fn json_field<'a>(json: &'a str, field: &str) -> Option<&'a str> {
 }
 
 /// Creates a token for this run with `POST /v1/tokens` (Basic credentials
-/// of the target's user). The name is unique to the run, so a run never
-/// trips over a token an earlier, interrupted one left behind.
+/// of the target's user), named after this process ([`token_name`]), so a
+/// run does not trip over a token an earlier, interrupted one left behind.
 pub async fn issue_token(target: &Target) -> std::io::Result<IssuedToken> {
-    let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
-    let name = format!("bench-http-{}-{started_ms}", std::process::id());
+    let name = token_name();
     let (status, body) = rest(target, "POST", "/v1/tokens", &format!("{{\"name\":\"{name}\"}}")).await?;
     let body = String::from_utf8_lossy(&body);
     if status != 201 {
@@ -198,6 +222,18 @@ mod tests {
         assert_eq!(json_field(body, "token"), Some("lk_abc"));
         assert_eq!(json_field(body, "id"), Some("42"));
         assert_eq!(json_field(body, "missing"), None);
+    }
+
+    #[test]
+    fn rabbitmq_questions_are_complete_form_posts_naming_the_bench_token() {
+        for question in ["user", "vhost", "resource", "topic"] {
+            let request = String::from_utf8(rabbitmq_request(question, "iggy", "lk_x")).unwrap();
+            let (head, body) = request.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("POST /v1/rabbitmq/{question} HTTP/1.1\r\n")));
+            assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+            assert!(body.starts_with(&format!("username=iggy%2F{}", token_name())), "{body}");
+            assert_eq!(body.contains("password=lk_x"), question == "user");
+        }
     }
 
     #[test]

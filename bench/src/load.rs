@@ -45,6 +45,15 @@ pub enum Scenario {
     /// kept-alive HTTP/1.1 connections (`--http-addr`); anything but a 200
     /// is an error.
     ForwardAuth,
+    /// RabbitMQ's HTTP auth backend, `POST /v1/rabbitmq/user` (the login
+    /// question: the token as password, hashed on every call).
+    RabbitmqUser,
+    /// `POST /v1/rabbitmq/vhost` (scope and network checks by username).
+    RabbitmqVhost,
+    /// `POST /v1/rabbitmq/resource` (exchange write).
+    RabbitmqResource,
+    /// `POST /v1/rabbitmq/topic`.
+    RabbitmqTopic,
 }
 
 impl Scenario {
@@ -57,12 +66,23 @@ impl Scenario {
             Scenario::Ping => "ping",
             Scenario::Authorize => "authorize",
             Scenario::ForwardAuth => "forward-auth",
+            Scenario::RabbitmqUser => "rabbitmq-user",
+            Scenario::RabbitmqVhost => "rabbitmq-vhost",
+            Scenario::RabbitmqResource => "rabbitmq-resource",
+            Scenario::RabbitmqTopic => "rabbitmq-topic",
         }
     }
 
     /// Whether it is measured on the HTTP side rather than the binary one.
     pub fn is_http(self) -> bool {
-        self == Scenario::ForwardAuth
+        matches!(
+            self,
+            Scenario::ForwardAuth
+                | Scenario::RabbitmqUser
+                | Scenario::RabbitmqVhost
+                | Scenario::RabbitmqResource
+                | Scenario::RabbitmqTopic
+        )
     }
 }
 
@@ -257,7 +277,7 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
 }
 
 /// The frames one connection sends per burst.
-fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Vec<u8> {
+fn burst(scenario: Scenario, user: &str, token: &str, connection: usize, depth: usize) -> Vec<u8> {
     let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.to_owned()) });
     let one: Vec<u8> = match scenario {
         Scenario::Ping => frame(&Ping),
@@ -269,6 +289,10 @@ fn burst(scenario: Scenario, token: &str, connection: usize, depth: usize) -> Ve
             address: "127.0.0.1:40000".into(),
         }),
         Scenario::ForwardAuth => crate::forward::check_request(token),
+        Scenario::RabbitmqUser => crate::forward::rabbitmq_request("user", user, token),
+        Scenario::RabbitmqVhost => crate::forward::rabbitmq_request("vhost", user, token),
+        Scenario::RabbitmqResource => crate::forward::rabbitmq_request("resource", user, token),
+        Scenario::RabbitmqTopic => crate::forward::rabbitmq_request("topic", user, token),
         Scenario::Churn => {
             let name = format!("bench-c{connection}");
             let mut pair = frame(&CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX });
@@ -320,14 +344,14 @@ pub fn run(
         let mut tasks = Vec::with_capacity(connections);
         for connection in 0..connections {
             let phase = Rc::clone(&phase);
-            let bytes = burst(scenario, token, connection, depth);
+            let bytes = burst(scenario, &target.user, token, connection, depth);
             let per_burst = requests_per_burst(scenario, depth);
             let endpoint = target.endpoint();
             let framing = target.framing;
             let token = token.to_owned();
             let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });
             tasks.push(tokio::task::spawn_local(async move {
-                if scenario == Scenario::ForwardAuth {
+                if scenario.is_http() {
                     forward_connection(&endpoint, &bytes, per_burst, &phase).await
                 } else if framing == Framing::Vsr {
                     vsr_connection(&endpoint, scenario, &token, connection, depth, &phase).await
@@ -575,8 +599,12 @@ async fn vsr_connection(
         Scenario::Authorize => {
             return Err(std::io::Error::other("authorize is served in the legacy framing only"));
         }
-        Scenario::ForwardAuth => {
-            return Err(std::io::Error::other("forward auth is HTTP, not a framing"));
+        Scenario::ForwardAuth
+        | Scenario::RabbitmqUser
+        | Scenario::RabbitmqVhost
+        | Scenario::RabbitmqResource
+        | Scenario::RabbitmqTopic => {
+            return Err(std::io::Error::other("the HTTP scenarios are HTTP, not a framing"));
         }
         Scenario::Churn => {
             let name = format!("bench-v{connection}");
