@@ -22,7 +22,7 @@ trap cleanup EXIT
 
 LATCHKEY_SYSTEM_PATH="$work/latchkey" LATCHKEY_TCP_ADDRESS=127.0.0.1:8490 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8491 \
     setsid "$server" --config configs/server.toml --with-default-root-credentials >"$work/latchkey.log" 2>&1 &
-pids+=($!)
+pids+=($!); disown $!
 
 start_rabbit() { # name port dist_port config_text
     local dir="$work/$1"
@@ -33,7 +33,7 @@ start_rabbit() { # name port dist_port config_text
         RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_MNESIA_BASE="$dir/mnesia" \
         RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_LOGS=- \
         setsid /usr/lib/rabbitmq/bin/rabbitmq-server >"$dir/out.log" 2>&1 &
-    pids+=($!)
+    pids+=($!); disown $!
 }
 start_rabbit lk-internal 8492 8493 "listeners.tcp.default = 127.0.0.1:8492
 loopback_users = none

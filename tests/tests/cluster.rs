@@ -405,6 +405,15 @@ async fn a_node_cut_off_from_etcd_past_max_staleness_refuses_token_checks_until_
     // Said once in the log (read as the server's output arrives).
     eventually("the refusal is logged", || async { node.server.logs().contains("refusing token logins") })
         .await;
+    // And to an orchestrator: not ready, saying why; still alive.
+    let http = node.server.http_address.unwrap();
+    let probe = |path: &'static str| {
+        tokio::task::spawn_blocking(move || latchkey_tests::http::request(http, "GET", path, &[], b""))
+    };
+    let ready = probe("/readyz").await.unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.json()["reasons"][0].as_str().unwrap().contains("max_staleness"), "{}", ready.text());
+    assert_eq!(probe("/healthz").await.unwrap().status, 200);
     // Password logins and pings go on.
     assert_eq!(status(connect(node.server.address).await.login_user("iggy", "iggy").await), 0);
     connect(node.server.address).await.ping().await.unwrap();
@@ -413,6 +422,7 @@ async fn a_node_cut_off_from_etcd_past_max_staleness_refuses_token_checks_until_
         etcd.restart(member);
     }
     eventually("token logins are served again", || async { token_login(&node, &token).await == 0 }).await;
+    assert_eq!(probe("/readyz").await.unwrap().status, 200);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! or form fields, and its caller's credentials, logged in as a session of
 //! the binary protocol's command layer.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -43,6 +44,24 @@ pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Byt
             "the body did not arrive within [http] request_timeout",
         )),
     }
+}
+
+/// The value of field `name` in a query string or form body, decoded as
+/// [`form`] does; borrowed unless it has escapes. A name given twice: its
+/// last value.
+pub fn form_field<'a>(text: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let raw = text
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+        .next_back()?;
+    if !raw.contains(['%', '+']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|text| Cow::Owned(text.into_owned()))
 }
 
 /// A query string or form body as name → value (percent-decoded, `+` as
@@ -142,7 +161,20 @@ impl Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::form;
+    use super::{form, form_field};
+
+    #[test]
+    fn one_field_is_read_without_a_copy_unless_escaped() {
+        use std::borrow::Cow;
+        let text = "username=iggy%2Forders&vhost=%2F&name=orders&name=billing&note=a+b&flag";
+        assert_eq!(form_field(text, "username").as_deref(), Some("iggy/orders"));
+        assert_eq!(form_field(text, "vhost").as_deref(), Some("/"));
+        assert!(matches!(form_field(text, "name"), Some(Cow::Borrowed("billing"))));
+        assert_eq!(form_field(text, "note").as_deref(), Some("a b"));
+        assert_eq!(form_field(text, "flag").as_deref(), Some(""));
+        assert_eq!(form_field(text, "missing"), None);
+        assert_eq!(form_field("a=%FF", "a"), None);
+    }
 
     #[test]
     fn forms_decode() {

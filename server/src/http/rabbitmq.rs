@@ -21,7 +21,6 @@
 //! question missing a field is denied. docs/brokers/rabbitmq.md has the
 //! rules, the security argument and the broker's configuration.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -30,7 +29,7 @@ use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::scope;
 
 use super::Exchange;
-use super::input::{body, form};
+use super::input::{body, form_field};
 use super::reply::{Reply, with_type};
 use crate::command::check;
 
@@ -45,19 +44,22 @@ pub enum Question {
 
 /// Answers one question.
 pub async fn answer(question: Question, request: Request<Incoming>, exchange: &Exchange) -> Reply {
-    let fields = match fields(request, exchange).await {
-        Some(fields) => fields,
-        None => return text("deny"),
+    let Some(sent) = fields(request, exchange).await else {
+        return text("deny");
     };
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or("");
+    let Ok(sent) = std::str::from_utf8(&sent) else {
+        return text("deny");
+    };
+    let field = |name: &str| form_field(sent, name).unwrap_or_default();
     let username = field("username");
+    let username = &*username;
     let ctx = &exchange.ctx;
     let uses = &exchange.uses;
     let verdict = match question {
         Question::User => {
             // The broker is the peer, and this question carries no client
             // address: failed logins count against the broker's.
-            check::broker_login(username, field("password"), exchange.peer, uses, ctx).await
+            check::broker_login(username, &field("password"), exchange.peer, uses, ctx).await
         }
         Question::Vhost => {
             let address = field("ip").parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
@@ -66,18 +68,18 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
                 crate::metrics::authorize(crate::metrics::Via::Broker, "network");
                 return text("deny");
             }
-            let required = required_scope("vhost", field("vhost"), "access");
+            let required = required_scope("vhost", &field("vhost"), "access");
             check::broker_check(username, &required, address, uses, ctx)
         }
         Question::Resource | Question::Topic => {
-            let resource = if question == Question::Topic { "topic" } else { field("resource") };
+            let resource = if question == Question::Topic { "topic".into() } else { field("resource") };
             let permission = field("permission");
-            let known = matches!(resource, "exchange" | "queue" | "topic")
-                && matches!(permission, "configure" | "write" | "read");
+            let known = matches!(&*resource, "exchange" | "queue" | "topic")
+                && matches!(&*permission, "configure" | "write" | "read");
             if !known {
                 return text("deny");
             }
-            let required = required_scope(resource, field("name"), permission);
+            let required = required_scope(&resource, &field("name"), &permission);
             check::broker_check(username, &required, None, uses, ctx)
         }
     };
@@ -96,13 +98,14 @@ fn required_scope(kind: &str, name: &str, action: &str) -> String {
     if scope::validate_required(&concrete).is_ok() { concrete } else { format!("{kind}:*:{action}") }
 }
 
-/// The question's fields: the query of a GET, the form body of a POST.
-async fn fields(request: Request<Incoming>, exchange: &Exchange) -> Option<HashMap<String, String>> {
+/// The question's fields as sent: the query of a GET, the form body of a
+/// POST (read with [`form_field`], so nothing is copied for fields
+/// without escapes).
+async fn fields(request: Request<Incoming>, exchange: &Exchange) -> Option<Bytes> {
     if request.method() == Method::GET {
-        return form(request.uri().query().unwrap_or("")).ok();
+        return Some(Bytes::copy_from_slice(request.uri().query().unwrap_or("").as_bytes()));
     }
-    let bytes = body(request, exchange).await.ok()?;
-    form(std::str::from_utf8(&bytes).ok()?).ok()
+    body(request, exchange).await.ok()
 }
 
 fn text(answer: &'static str) -> Reply {
