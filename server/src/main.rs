@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use latchkey_server::auth::root::RootGiven;
 use latchkey_server::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
-use latchkey_server::config::Config;
+use latchkey_server::config::{Config, LogFormat};
 use latchkey_server::offline;
 use latchkey_server::server::{self, Options};
 
@@ -66,18 +66,22 @@ fn main() -> ExitCode {
     if let Some(Command::HashPassword) = cli.command {
         return hash_password_command();
     }
-    init_logging();
-    if let Some(command @ (Command::Export { .. } | Command::Import { .. })) = &cli.command {
-        return transfer(cli.config.as_deref(), command);
-    }
+    // The config first: it says how to log. Its errors go to stderr.
     let (config, config_path) = match load_config(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(error) => {
-            tracing::error!("{error}");
             eprintln!("latchkey-server: {error}");
             return ExitCode::from(2);
         }
     };
+    init_logging(config.log.format);
+    match &config_path {
+        Some(path) => tracing::info!(path = %path.display(), "config loaded"),
+        None => tracing::info!("no config file; using built-in defaults"),
+    }
+    if let Some(command @ (Command::Export { .. } | Command::Import { .. })) = &cli.command {
+        return transfer(config, command);
+    }
     let options = Options {
         config,
         config_path,
@@ -100,14 +104,7 @@ fn main() -> ExitCode {
 
 /// `export` and `import`: the config says which store; the exit code 0 on
 /// success, 1 on any error (said on stderr).
-fn transfer(config_path: Option<&Path>, command: &Command) -> ExitCode {
-    let config = match load_config(config_path) {
-        Ok((config, _)) => config,
-        Err(error) => {
-            eprintln!("latchkey-server: {error}");
-            return ExitCode::from(2);
-        }
-    };
+fn transfer(config: Config, command: &Command) -> ExitCode {
     let result = match command {
         Command::Export { out } => offline::export(&config, out)
             .map(|tokens| format!("exported {tokens} tokens to {}", out.display())),
@@ -138,21 +135,21 @@ fn load_config(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), String>
     let mut config = Config::from_file(path).map_err(|e| e.to_string())?;
     config.apply_env(|key| std::env::var(key).ok()).map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
-    match path {
-        Some(path) => tracing::info!(path = %path.display(), "config loaded"),
-        None => tracing::info!("no config file; using built-in defaults"),
-    }
     Ok((config, path.map(Path::to_owned)))
 }
 
-fn init_logging() {
+/// Log lines on standard output, filtered by `LATCHKEY_LOG` (default
+/// `info`), as text or as one JSON object a line (`[log] format`).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        // Fields flattened beside the message, so an audit event's fields
+        // are top-level keys (`event`, `user_id`, …) next to `target`.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 fn hash_password_command() -> ExitCode {

@@ -513,14 +513,21 @@ pub fn process_memory(pid: u32) -> ProcessMemory {
 
 /// Parses the address from the server's "Latchkey listening on ADDR" line.
 pub fn listening_address(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("Latchkey listening on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    address_after(line, "Latchkey listening on ")
+}
+
+/// The socket address right after `marker` in a text or JSON log line.
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = line.split(marker).nth(1)?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Parses the address from the server's "HTTP listening on ADDR" line.
 pub fn http_listening_address(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("HTTP listening on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    address_after(line, "HTTP listening on ")
 }
 
 /// Every file under `dir`, recursively, with its bytes.
@@ -625,6 +632,8 @@ mod tests {
             assert_eq!(listening_address(line), Some("127.0.0.1:40123".parse().unwrap()));
         }
         assert_eq!(listening_address("token log replayed"), None);
+        let json = r#"{"timestamp":"…","level":"INFO","message":"Latchkey listening on [::1]:40123","address":"[::1]:40123"}"#;
+        assert_eq!(listening_address(json), Some("[::1]:40123".parse().unwrap()));
         assert_eq!(listening_address("something else"), None);
     }
 }

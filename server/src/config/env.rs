@@ -92,6 +92,7 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_TCP_TLS_ENABLED", tcp.tls.enabled, parse),
     env_key!("LATCHKEY_TCP_TLS_CERT_FILE", tcp.tls.cert_file, optional_path),
     env_key!("LATCHKEY_TCP_TLS_KEY_FILE", tcp.tls.key_file, optional_path),
+    env_key!("LATCHKEY_LOG_FORMAT", log.format, parse),
     env_key!("LATCHKEY_HTTP_ENABLED", http.enabled, parse),
     env_key!("LATCHKEY_HTTP_ADDRESS", http.address, text),
     env_key!("LATCHKEY_HTTP_TLS_ENABLED", http.tls.enabled, parse),

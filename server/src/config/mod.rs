@@ -47,7 +47,36 @@ pub struct Config {
     pub personal_access_token: PersonalAccessTokenConfig,
     pub login_throttle: LoginThrottleConfig,
     pub storage: StorageConfig,
+    pub log: LogConfig,
     pub users: Vec<UserConfig>,
+}
+
+/// `[log]`: how log lines are written (what is logged: `LATCHKEY_LOG`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// One line per event: for people, or one JSON object for a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<LogFormat, String> {
+        match value.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}; expected text or json")),
+        }
+    }
 }
 
 /// `[storage]`: where tokens are kept.

@@ -14,6 +14,7 @@
 
 mod limits;
 mod storage;
+mod systemd;
 mod tasks;
 
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ pub struct Running {
     ctx: Arc<Context>,
     writer_join: JoinHandle<RegistryPublisher>,
     signals: Signals,
+    /// systemd's notify socket, when it runs the server (`Type=notify`).
+    systemd: systemd::Notifier,
     root: RootCredentials,
     shutdown_timeout: Duration,
     /// Holds the data directory's lock until the server is gone.
@@ -191,6 +194,7 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         ctx,
         writer_join,
         signals,
+        systemd: systemd::Notifier::from_env(),
         root,
         shutdown_timeout: config.system.shutdown_timeout,
         _data_dir: data_dir,
@@ -269,9 +273,14 @@ impl Running {
     /// Step 2: accepts connections until SIGINT or SIGTERM; SIGHUP re-reads
     /// `config_path` and applies the users and the token policy.
     pub fn serve(&mut self, config_path: Option<&std::path::Path>) {
-        let Running { runtime, listener, connections, http, ctx, signals, root, .. } = self;
+        let Running { runtime, listener, connections, http, ctx, signals, root, systemd, .. } = self;
         let mut refused = RefusalLog::default();
         let mut http_refused = RefusalLog::default();
+        systemd.notify("READY=1\nSTATUS=serving");
+        if let Some(interval) = systemd.watchdog_interval() {
+            let _guard = runtime.enter();
+            tokio::spawn(tasks::pet_watchdog(Arc::clone(ctx), interval));
+        }
         runtime.block_on(async {
             loop {
                 tokio::select! {
@@ -297,9 +306,11 @@ impl Running {
             ctx,
             writer_join,
             shutdown_timeout,
+            systemd,
             _data_dir,
             ..
         } = self;
+        systemd.notify("STOPPING=1\nSTATUS=draining connections");
         drop(listener);
         let http_side = http.map(|(listener, side)| {
             drop(listener);

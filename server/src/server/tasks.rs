@@ -93,3 +93,20 @@ pub(super) fn reload(path: Option<&std::path::Path>, root: &RootCredentials, ctx
         Err(error) => tracing::error!(%error, "SIGHUP: configuration not reloaded; the running one stays"),
     }
 }
+
+/// Pets systemd's watchdog every `interval` while the writer takes changes.
+/// A server whose writer stopped, or whose runtime no longer runs this
+/// task, stops petting, and systemd restarts it (`WatchdogSec=`).
+pub async fn pet_watchdog(ctx: Arc<Context>, interval: Duration) {
+    let notifier = super::systemd::Notifier::from_env();
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        ticks.tick().await;
+        if ctx.writer.is_alive() {
+            notifier.notify("WATCHDOG=1");
+        } else {
+            tracing::error!("the writer has stopped: no longer petting systemd's watchdog");
+            return;
+        }
+    }
+}
