@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 /// Bytes of the token-hashing key.
 pub const SERVER_KEY_BYTES: usize = 32;
 const LOCK_FILE: &str = "latchkey.lock";
-const SERVER_KEY_FILE: &str = "server.key";
-const ROOT_FILE: &str = "root.toml";
+pub const SERVER_KEY_FILE: &str = "server.key";
+pub const ROOT_FILE: &str = "root.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {

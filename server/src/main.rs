@@ -56,6 +56,27 @@ enum Command {
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
+    /// Take a consistent backup of the running server on this host into a
+    /// new directory: every change acknowledged before it began is in it.
+    /// Root's password comes from LATCHKEY_BACKUP_PASSWORD, else standard
+    /// input (README, "Backup and restore").
+    Backup {
+        /// The directory to create (must hold no data yet).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Root's username.
+        #[arg(long, value_name = "NAME")]
+        username: String,
+        /// The server's HTTP address (default: [http] address).
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
+    },
+    /// Make the configured data directory ([system] path, which must be new)
+    /// from a backup.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +102,9 @@ fn main() -> ExitCode {
     }
     if let Some(command @ (Command::Export { .. } | Command::Import { .. })) = &cli.command {
         return transfer(config, command);
+    }
+    if let Some(command @ (Command::Backup { .. } | Command::Restore { .. })) = &cli.command {
+        return backup_or_restore(&config, command);
     }
     let options = Options {
         config,
@@ -110,7 +134,52 @@ fn transfer(config: Config, command: &Command) -> ExitCode {
             .map(|tokens| format!("exported {tokens} tokens to {}", out.display())),
         Command::Import { input } => offline::import(&config, input)
             .map(|tokens| format!("imported {tokens} tokens from {}", input.display())),
-        Command::HashPassword => unreachable!("handled before"),
+        _ => unreachable!("handled before"),
+    };
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("latchkey-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `backup` and `restore`: exit code 0 on success, 1 on any error.
+fn backup_or_restore(config: &Config, command: &Command) -> ExitCode {
+    let result = match command {
+        Command::Backup { to, username, http } => {
+            let password = match std::env::var("LATCHKEY_BACKUP_PASSWORD") {
+                Ok(password) => zeroize::Zeroizing::new(password),
+                Err(_) => {
+                    let mut line = zeroize::Zeroizing::new(String::new());
+                    if std::io::stdin().is_terminal() {
+                        eprintln!("Root's password (input is echoed; pipe it in to avoid that):");
+                    }
+                    if let Err(error) = std::io::stdin().lock().read_line(&mut line) {
+                        eprintln!("latchkey-server: cannot read the password: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                    zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+                }
+            };
+            let address = http.as_deref().unwrap_or(&config.http.address);
+            let source = offline::backup::BackupSource { address, username, password: &password };
+            offline::backup::backup(config, &source, to).map(|copied| {
+                format!(
+                    "backed up {} tokens ({} bytes of log) to {}",
+                    copied.tokens,
+                    copied.log_bytes,
+                    to.display()
+                )
+            })
+        }
+        Command::Restore { from } => offline::backup::restore(config, from)
+            .map(|copied| format!("restored {} tokens into {}", copied.tokens, config.system.path.display())),
+        _ => unreachable!("handled before"),
     };
     match result {
         Ok(done) => {

@@ -17,7 +17,8 @@
 //! Files: [`routes`] maps paths to handlers; `input.rs` what a request
 //! brings (body, fields, credentials); `rest.rs` the token API;
 //! `check.rs` forward auth and introspection; `rabbitmq.rs` RabbitMQ's
-//! HTTP auth backend; `probes.rs` health, readiness
+//! HTTP auth backend; `admin.rs` root's online backup; `probes.rs` health,
+//! readiness
 //! and metrics; `client.rs` the client address behind trusted proxies;
 //! `reply.rs` responses and errors; `openapi.json` the API's description.
 //!
@@ -25,6 +26,7 @@
 //! secret in a URL, a log line or an error body, or answer a forward-auth
 //! deny with a 5xx or 429 (proxies turn those into 500s).
 
+mod admin;
 mod check;
 mod client;
 mod input;

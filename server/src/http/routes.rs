@@ -35,6 +35,7 @@ pub enum Route {
     AuthCheck,
     /// RabbitMQ's four questions, GET or POST.
     Rabbit(Question),
+    Backup,
 }
 
 #[cfg(test)]
@@ -60,6 +61,7 @@ impl Route {
         Route::Rabbit(Question::Vhost),
         Route::Rabbit(Question::Resource),
         Route::Rabbit(Question::Topic),
+        Route::Backup,
     ];
 
     /// The method (`None`: any) and the path pattern.
@@ -85,6 +87,7 @@ impl Route {
             Route::Rabbit(Question::Vhost) => (Some(Method::POST), "/v1/rabbitmq/vhost"),
             Route::Rabbit(Question::Resource) => (Some(Method::POST), "/v1/rabbitmq/resource"),
             Route::Rabbit(Question::Topic) => (Some(Method::POST), "/v1/rabbitmq/topic"),
+            Route::Backup => (Some(Method::POST), "/v1/admin/backup"),
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
         ["v1", "openapi.json"] => by_method(&[(Method::GET, Route::OpenApi)], "GET", None),
         ["v1", "me"] => by_method(&[(Method::GET, Route::Me)], "GET", None),
         ["v1", "introspect"] => by_method(&[(Method::POST, Route::Introspect)], "POST", None),
+        ["v1", "admin", "backup"] => by_method(&[(Method::POST, Route::Backup)], "POST", None),
         ["v1", "rabbitmq", question] => {
             let question = match *question {
                 "user" => Question::User,
@@ -180,6 +184,7 @@ impl Route {
             Route::Introspect => HttpRoute::Introspect,
             Route::AuthCheck => HttpRoute::AuthCheck,
             Route::Rabbit(_) => HttpRoute::Rabbitmq,
+            Route::Backup => HttpRoute::Backup,
         }
     }
 }
@@ -235,6 +240,7 @@ async fn dispatch(
         Route::OpenApi => Ok(probes::openapi()),
         Route::AuthCheck => Ok(check::forward(request, exchange).await),
         Route::Rabbit(question) => Ok(super::rabbitmq::answer(question, request, exchange).await),
+        Route::Backup => super::admin::backup(request, exchange).await,
         Route::Introspect => check::introspect(request, exchange).await,
         Route::Me => rest::me(request, exchange).await,
         Route::CreateToken => rest::create(request, exchange).await,

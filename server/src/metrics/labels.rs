@@ -218,6 +218,7 @@ labels! {
         AuthCheck = "auth_check",
         Introspect = "introspect",
         Rabbitmq = "rabbitmq",
+        Backup = "backup",
         NotFound = "not_found",
     }
 }

@@ -95,6 +95,10 @@ pub enum Change {
     /// Last uses gathered by connections. Entries for tokens that are gone or
     /// were rotated since are dropped; nothing is refused.
     Touch(Vec<(u64, TokenHash, LastUsed)>),
+    /// A consistent copy of every token, for an online backup: a whole
+    /// compacted log file (`log::encode_snapshot`) of the state after every
+    /// change queued before it, answered once those are durable.
+    Snapshot,
     /// The cleaner's delete: up to `max` tokens that are expired at commit
     /// time, chosen and deleted by id inside the writer, so a token
     /// re-created under an expired token's name is never touched.
@@ -136,6 +140,11 @@ pub enum Outcome {
     /// Ids deleted by a `PurgeExpired`.
     Purged {
         ids: Vec<u64>,
+    },
+    /// A `Snapshot`: the file's bytes and how many tokens it holds.
+    Snapshot {
+        file: Vec<u8>,
+        tokens: u64,
     },
 }
 

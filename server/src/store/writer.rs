@@ -308,6 +308,13 @@ impl Resolver {
                 Ok(Outcome::Touched)
             }
             Change::PurgeExpired { max } => Ok(self.purge_expired(*max, commit_at_us, mutations)),
+            Change::Snapshot => {
+                // O(tokens), on the writer: a backup holds writes for as long
+                // as it takes to encode the registry (documented in README).
+                let tokens: Vec<TokenRecord> = self.state.records().collect();
+                let file = super::log::encode_snapshot(&tokens, self.next_id, 0, commit_at_us);
+                Ok(Outcome::Snapshot { file, tokens: tokens.len() as u64 })
+            }
         }
     }
 
