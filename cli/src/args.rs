@@ -202,6 +202,9 @@ pub struct ListArgs {
     /// At most this many tokens (the lowest ids); all by default
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
+    /// Only active tokens that expire within this long (e.g. 7d)
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub expiring_within: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,7 @@
 //!
 //! Nothing here prints; main.rs writes the returned [`Report`] in one go.
 
-use latchkey_sdk::{Client, ClientConfig, NewToken, TokenSelector};
+use latchkey_sdk::{Client, ClientConfig, NewToken, TokenDetails, TokenSelector, TokenStatus};
 
 use crate::args::{
     AuthorizeArgs, Cli, Command, ConfirmArgs, CreateArgs, ListArgs, RotateArgs, TokenArg, TokenCommand,
@@ -207,6 +207,17 @@ async fn create(session: &mut Session, args: CreateArgs) -> Result<Report, Failu
 
 async fn list(session: &mut Session, args: ListArgs) -> Result<Report, Failure> {
     let filter = args.status.filter();
+    let now = time::now_us();
+    // Filtered here: the binary protocol's list carries no expiry filter
+    // (the REST API's `expiring_within` is the same rule, on the server).
+    let horizon = args
+        .expiring_within
+        .map(|within| now.saturating_add(u64::try_from(within.as_micros()).unwrap_or(u64::MAX)));
+    let expiring = |token: &TokenDetails| {
+        horizon.is_none_or(|horizon| {
+            token.status == TokenStatus::Active && token.expires_at_us != 0 && token.expires_at_us <= horizon
+        })
+    };
     let mut tokens = Vec::new();
     let mut after_id = 0;
     loop {
@@ -214,7 +225,7 @@ async fn list(session: &mut Session, args: ListArgs) -> Result<Report, Failure> 
             (limit - u32::try_from(tokens.len()).unwrap_or(u32::MAX)).min(LIST_PAGE_TOKENS_MAX)
         });
         let page = session.client.list_tokens(filter, after_id, wanted).await.map_err(session.failed())?;
-        tokens.extend(page.tokens);
+        tokens.extend(page.tokens.into_iter().filter(|token| expiring(token)));
         let full = args.limit.is_some_and(|limit| tokens.len() >= limit as usize);
         if page.next_after_id == 0 || full {
             break;
@@ -227,7 +238,7 @@ async fn list(session: &mut Session, args: ListArgs) -> Result<Report, Failure> 
     Ok(Report::printed(if session.json {
         render::json(&tokens.iter().map(TokenJson::of).collect::<Vec<_>>())
     } else {
-        render::token_table(&tokens, time::now_us())
+        render::token_table(&tokens, now)
     }))
 }
 

@@ -543,3 +543,26 @@ fn configuration_errors_exit_2_before_connecting() {
     let help = run(latchkey(address), &["--help"]).ok();
     assert!(help.stdout.contains("Exit codes:") && help.stdout.contains("LATCHKEY_TOKEN"), "{help:?}");
 }
+
+#[test]
+fn list_expiring_within_shows_only_active_tokens_about_to_expire() {
+    let (_home, server) = start();
+    create(&server, &["soon", "--expires", "2h"]);
+    create(&server, &["later", "--expires", "30d"]);
+    create(&server, &["never", "--expires", "never"]);
+    create(&server, &["revoked-soon", "--expires", "1h"]);
+    root(&server, &["token", "revoke", "--name", "revoked-soon"]).ok();
+    let names = |within: &str| {
+        let listed = root(&server, &["token", "list", "--json", "--expiring-within", within]).ok().json();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|token| token["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("1d"), ["soon"]);
+    assert_eq!(names("60d"), ["soon", "later"]);
+    let bad = root(&server, &["token", "list", "--expiring-within", "0s"]).exit(2);
+    assert!(bad.stderr.contains("longer than zero"), "{bad:?}");
+}

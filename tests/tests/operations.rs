@@ -118,3 +118,58 @@ async fn json_logs_carry_audit_events_with_stable_fields() {
     let logs = server.logs();
     assert!(!logs.contains(&token) && !logs.contains("\"wrong\""), "a secret in the log");
 }
+
+#[test]
+fn tokens_about_to_expire_are_announced_once_listed_and_counted() {
+    use latchkey_tests::http::{basic, request};
+    let home = DataHome::new();
+    // A 60 s window is scanned every 6 s.
+    let spec = ServerSpec::default_root().env("LATCHKEY_PERSONAL_ACCESS_TOKEN_EXPIRY_WARNING_WINDOW", "60s");
+    let server = TestServer::start(&home, &spec);
+    let http = server.http_address.unwrap();
+    let auth = basic("iggy", "iggy");
+    let make = |name: &str, expires_in: &str| {
+        let body = format!("{{\"name\":\"{name}\",\"expires_in\":\"{expires_in}\"}}");
+        let made = request(http, "POST", "/v1/tokens", &[("Authorization", &auth)], body.as_bytes());
+        assert_eq!(made.status, 201, "{}", made.text());
+    };
+    // Long enough to stay active through the waits below on a slow machine.
+    make("soon", "55s");
+    make("later", "2h");
+    make("never", "never");
+    let announced = |name: &str| {
+        server
+            .logs()
+            .lines()
+            .filter(|line| {
+                line.contains("event=\"token_expiring\"") && line.contains(&format!("token_name={name} "))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + common::HANG_GUARD;
+    while announced("soon") == 0 {
+        assert!(Instant::now() < deadline, "no announcement: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two more scans: still announced once, and nothing else.
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(announced("soon"), 1, "{}", server.logs());
+    assert_eq!(announced("later") + announced("never"), 0, "{}", server.logs());
+
+    let names = |query: &str| {
+        let listed = request(http, "GET", &format!("/v1/tokens?{query}"), &[("Authorization", &auth)], b"");
+        assert_eq!(listed.status, 200, "{}", listed.text());
+        listed.json()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|token| token["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("expiring_within=2m"), ["soon"]);
+    assert_eq!(names("expiring_within=3h"), ["soon", "later"]);
+    let bad = request(http, "GET", "/v1/tokens?expiring_within=soon", &[("Authorization", &auth)], b"");
+    assert_eq!(bad.status, 400);
+    let metrics = request(http, "GET", "/metrics", &[], b"").text();
+    assert!(metrics.lines().any(|line| line == "latchkey_tokens_expiring 1"), "{metrics}");
+}

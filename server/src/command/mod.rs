@@ -43,6 +43,7 @@ use crate::metrics::{self, LoginMethod, LoginResult};
 use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
 use crate::store::{Freshness, WriterHandle};
 
+pub use read::list_tokens_expiring;
 pub use write::PendingReply;
 
 /// What commands run against: shared by every connection, read-only but

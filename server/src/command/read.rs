@@ -7,7 +7,7 @@ use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, ClusterNode, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
     PersonalAccessTokenInfo, PersonalAccessTokens, TRANSPORT_TCP,
 };
-use latchkey_protocol::ext::{GetToken, ListTokens, TokenDetails, TokenPage, TokenSelector};
+use latchkey_protocol::ext::{GetToken, ListTokens, TokenDetails, TokenPage, TokenSelector, TokenStatus};
 use latchkey_protocol::{ErrorCode, scope};
 
 use super::{Context, Need, ReplyBody, Session};
@@ -79,10 +79,29 @@ pub(super) fn list_tokens(
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
     let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
-    Ok(ReplyBody::Page(page(list, user_id, session, ctx)))
+    Ok(ReplyBody::Page(page(list, None, user_id, session, ctx)))
 }
 
-fn page(list: ListTokens, user_id: u32, session: &Session, ctx: &Context) -> TokenPage {
+/// ListTokens with one more filter the binary protocol does not carry:
+/// only active tokens that expire at or before `expiring_before_us` (the
+/// REST API's `expiring_within`). The same checks and paging as 9102.
+pub fn list_tokens_expiring(
+    list: ListTokens,
+    expiring_before_us: u64,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<TokenPage, ErrorCode> {
+    let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
+    Ok(page(list, Some(expiring_before_us), user_id, session, ctx))
+}
+
+fn page(
+    list: ListTokens,
+    expiring_before_us: Option<u64>,
+    user_id: u32,
+    session: &Session,
+    ctx: &Context,
+) -> TokenPage {
     let limit = match list.limit as usize {
         0 => LIST_PAGE_TOKENS_MAX,
         limit => limit.min(LIST_PAGE_TOKENS_MAX),
@@ -92,6 +111,12 @@ fn page(list: ListTokens, user_id: u32, session: &Session, ctx: &Context) -> Tok
         let mut entries: Vec<&TokenEntry> = replica
             .list_for(user_id)
             .filter(|entry| entry.id > list.after_id && list.filter.admits(entry.status(now)))
+            .filter(|entry| {
+                expiring_before_us.is_none_or(|before| {
+                    entry.status(now) == TokenStatus::Active
+                        && entry.expiry_at_us.is_some_and(|at| at.get() <= before)
+                })
+            })
             .collect();
         entries.sort_unstable_by_key(|entry| entry.id);
         let more = entries.len() > limit;

@@ -136,6 +136,11 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
         personal_access_token.last_used_flush_interval,
         parse_duration
     ),
+    env_key!(
+        "LATCHKEY_PERSONAL_ACCESS_TOKEN_EXPIRY_WARNING_WINDOW",
+        personal_access_token.expiry_warning_window,
+        parse_duration
+    ),
     env_key!("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", personal_access_token.cleaner.enabled, parse),
     env_key!(
         "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",

@@ -332,6 +332,11 @@ pub struct PersonalAccessTokenConfig {
     /// the log. A crash loses at most this much last-use data; nothing else.
     #[serde(with = "duration_text")]
     pub last_used_flush_interval: Duration,
+    /// Tokens expiring within this are announced once (audit event
+    /// `token_expiring`) and counted (`latchkey_tokens_expiring`); the REST
+    /// list and the CLI filter by any window. `0s` turns announcing off.
+    #[serde(with = "duration_text")]
+    pub expiry_warning_window: Duration,
     pub cleaner: CleanerConfig,
 }
 
@@ -473,6 +478,7 @@ impl Default for PersonalAccessTokenConfig {
             default_lifetime: None,
             token_sessions_manage_tokens: true,
             last_used_flush_interval: Duration::from_secs(5),
+            expiry_warning_window: Duration::from_secs(7 * 24 * 3600),
             cleaner: CleanerConfig::default(),
         }
     }

@@ -450,6 +450,13 @@ const EDGES: &[Edges] = &[
         range: "100ms to 1day",
     },
     Edges {
+        variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_EXPIRY_WARNING_WINDOW",
+        key: "personal_access_token.expiry_warning_window",
+        allowed: &["0s", "100years"],
+        refused: &["100years 1ns"],
+        range: "0s to 100years; 0s turns announcing off",
+    },
+    Edges {
         variable: "LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL",
         key: "personal_access_token.cleaner.interval",
         allowed: &["100ms", "1day"],

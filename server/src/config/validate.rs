@@ -185,6 +185,13 @@ const DURATION_RANGES: &[DurationRange] = &[
         besides: "",
     },
     DurationRange {
+        key: "personal_access_token.expiry_warning_window",
+        value: |c| Some(c.personal_access_token.expiry_warning_window),
+        min: Duration::ZERO,
+        max: TOKEN_LIFETIME_MAX,
+        besides: "; 0s turns announcing off",
+    },
+    DurationRange {
         key: "storage.etcd.request_timeout",
         value: |c| Some(c.storage.etcd.request_timeout),
         min: ETCD_REQUEST_TIMEOUT_MIN,

@@ -151,6 +151,18 @@ fn credentials(headers: &HeaderMap) -> Result<(Command, Credential), ApiError> {
 }
 
 impl Caller {
+    /// ListTokens with the REST API's `expiring_within` (no wire command
+    /// carries it): the same checks and paging.
+    pub fn list_expiring(
+        &mut self,
+        list: latchkey_protocol::ext::ListTokens,
+        before_us: u64,
+        exchange: &Exchange,
+    ) -> Result<latchkey_protocol::ext::TokenPage, ApiError> {
+        command::list_tokens_expiring(list, before_us, &mut self.session, &exchange.ctx)
+            .map_err(ApiError::from_code)
+    }
+
     /// Runs `request` in this caller's session.
     pub async fn run(&mut self, request: Command, exchange: &Exchange) -> Result<ReplyBody, ApiError> {
         let reply = command::handle(request, &mut self.session, &exchange.ctx).await;

@@ -228,6 +228,7 @@ pub async fn list(request: Request<Incoming>, exchange: &Exchange) -> Result<Rep
     let mut caller = log_in(request.headers(), exchange).await?;
     let query = form(request.uri().query().unwrap_or(""))?;
     let mut list = ListTokens::default();
+    let mut expiring_within = None;
     for (name, value) in &query {
         match name.as_str() {
             "status" => {
@@ -245,11 +246,25 @@ pub async fn list(request: Request<Incoming>, exchange: &Exchange) -> Result<Rep
             "limit" => {
                 list.limit = value.parse().map_err(|_| ApiError::invalid("limit is a whole number"))?;
             }
+            "expiring_within" => {
+                let within = humantime::parse_duration(value)
+                    .map_err(|_| ApiError::invalid("expiring_within is a duration such as \"7d\""))?;
+                expiring_within = Some(within);
+            }
             _ => return Err(ApiError::invalid(format!("unknown query parameter {name:?}"))),
         }
     }
-    let ReplyBody::Page(page) = caller.run(Command::ListTokens(list), exchange).await? else {
-        return Err(ErrorCode::Error.into());
+    let page = match expiring_within {
+        None => {
+            let ReplyBody::Page(page) = caller.run(Command::ListTokens(list), exchange).await? else {
+                return Err(ErrorCode::Error.into());
+            };
+            page
+        }
+        Some(within) => {
+            let before_us = now_us().saturating_add(u64::try_from(within.as_micros()).unwrap_or(u64::MAX));
+            caller.list_expiring(list, before_us, exchange)?
+        }
     };
     #[derive(Serialize)]
     struct PageJson {

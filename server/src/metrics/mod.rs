@@ -39,6 +39,15 @@ pub use shard::BUCKET_BOUNDS_NS;
 
 use shard::{counter, histogram, with_local};
 
+/// `[personal_access_token] expiry_warning_window` in µs, for
+/// `latchkey_tokens_expiring` (set at start and on reload).
+static EXPIRY_WINDOW_US: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the window `latchkey_tokens_expiring` counts within.
+pub fn set_expiry_window(window: Duration) {
+    EXPIRY_WINDOW_US.store(u64::try_from(window.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -33,18 +33,21 @@ pub(super) struct Gauges {
     pub start_time_seconds: f64,
     /// In [`TOKEN_STATUSES`] order.
     pub tokens: [u64; TOKEN_STATUSES.len()],
+    /// Active tokens that expire within the expiry-warning window.
+    pub expiring: u64,
 }
 
 impl Gauges {
-    /// The gauges now, with `tokens` counted by the caller.
-    pub(super) fn read(tokens: [u64; TOKEN_STATUSES.len()]) -> Gauges {
+    /// The gauges now, with the token counts taken by the caller.
+    pub(super) fn read(counts: TokenCounts) -> Gauges {
         Gauges {
             open: std::array::from_fn(|index| OPEN[index].load(Ordering::Relaxed)),
             log_bytes: LOG_BYTES.load(Ordering::Relaxed),
             log_records: LOG_RECORDS.load(Ordering::Relaxed),
             log_live: LOG_LIVE.load(Ordering::Relaxed),
             start_time_seconds: process_start_time_seconds(),
-            tokens,
+            tokens: counts.by_status,
+            expiring: counts.expiring,
         }
     }
 
@@ -59,23 +62,39 @@ impl Gauges {
 
 /// The whole exposition for one scrape.
 pub fn render(registry: &Readers) -> String {
-    let gauges = Gauges::read(tokens_by_status(registry, now_us()));
+    let window_us = super::EXPIRY_WINDOW_US.load(Ordering::Relaxed);
+    let gauges = Gauges::read(count_tokens(registry, now_us(), window_us));
     let totals = shards().totals();
     let mut out = String::with_capacity(64 * 1024);
     write_exposition(&mut out, &totals, &gauges);
     out
 }
 
-/// Tokens per status at `now_us`. One pass over the registry, O(n) in
-/// tokens, inside one read: fine once per scrape, but the writer's next
-/// publish waits for the read to end, so this is no per-request work.
-pub(super) fn tokens_by_status(registry: &Readers, now_us: u64) -> [u64; TOKEN_STATUSES.len()] {
+/// The registry's token gauges.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct TokenCounts {
+    /// In [`TOKEN_STATUSES`] order.
+    pub by_status: [u64; TOKEN_STATUSES.len()],
+    /// Active tokens whose expiry is at most `window_us` away.
+    pub expiring: u64,
+}
+
+/// Tokens per status at `now_us`, and the active ones expiring within
+/// `window_us`. One pass over the registry, O(n) in tokens, inside one
+/// read: fine once per scrape, but the writer's next publish waits for the
+/// read to end, so this is no per-request work.
+pub(super) fn count_tokens(registry: &Readers, now_us: u64, window_us: u64) -> TokenCounts {
+    let horizon_us = now_us.saturating_add(window_us);
     registry.read(|replica| {
-        let mut counts = [0u64; TOKEN_STATUSES.len()];
+        let mut counts = TokenCounts::default();
         for (_, entry) in replica.iter() {
             let status = entry.status(now_us);
             if let Some(index) = TOKEN_STATUSES.iter().position(|listed| *listed == status) {
-                counts[index] += 1;
+                counts.by_status[index] += 1;
+            }
+            let soon = entry.expiry_at_us.is_some_and(|at| at.get() <= horizon_us);
+            if status == TokenStatus::Active && soon {
+                counts.expiring += 1;
             }
         }
         counts
@@ -198,6 +217,14 @@ pub(super) fn write_exposition(out: &mut String, totals: &Totals, gauges: &Gauge
     for (status, count) in TOKEN_STATUSES.iter().zip(gauges.tokens) {
         text.sample(name, &[("status", status.as_str())], count);
     }
+
+    let name = "latchkey_tokens_expiring";
+    text.family(
+        name,
+        "gauge",
+        "Active tokens that expire within [personal_access_token] expiry_warning_window.",
+    );
+    text.sample(name, &[], gauges.expiring);
 }
 
 /// Appends exposition lines. Writing to a `String` cannot fail.

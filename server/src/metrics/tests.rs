@@ -11,7 +11,7 @@ use std::time::Duration;
 use latchkey_protocol::ErrorCode;
 use latchkey_protocol::ext::Decision;
 
-use super::render::{Gauges, TOKEN_STATUSES, start_from_proc, tokens_by_status, write_exposition};
+use super::render::{Gauges, TOKEN_STATUSES, TokenCounts, count_tokens, start_from_proc, write_exposition};
 use super::shard::{BUCKETS, Shard, Shards, Totals, bucket_of, counter, histogram, shards};
 use super::*;
 use crate::clock::now_us;
@@ -132,6 +132,7 @@ fn busy_gauges() -> Gauges {
         log_live: 10,
         start_time_seconds: 1_717_000_000.25,
         tokens: [10, 2, 1],
+        expiring: 4,
     }
 }
 
@@ -264,7 +265,8 @@ fn check_shape(text: &str) -> HashMap<String, Vec<Sample>> {
 
 #[test]
 fn the_exposition_parses_into_declared_families_with_closed_label_sets() {
-    for (totals, gauges) in [(Box::new(Totals::zero()), Gauges::read([0; 3])), (busy_totals(), busy_gauges())]
+    for (totals, gauges) in
+        [(Box::new(Totals::zero()), Gauges::read(TokenCounts::default())), (busy_totals(), busy_gauges())]
     {
         let text = exposition(&totals, &gauges);
         let families = check_shape(&text);
@@ -366,9 +368,10 @@ fn promtool_accepts_the_exposition() {
         );
         return;
     };
-    for text in
-        [exposition(&Totals::zero(), &Gauges::read([0; 3])), exposition(&busy_totals(), &busy_gauges())]
-    {
+    for text in [
+        exposition(&Totals::zero(), &Gauges::read(TokenCounts::default())),
+        exposition(&busy_totals(), &busy_gauges()),
+    ] {
         let mut child = Command::new(promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -413,9 +416,12 @@ fn tokens_are_counted_by_status_at_the_scrape() {
         replica.apply(&Mutation::Create(record));
     }
     let (readers, _publisher) = Readers::new(replica.clone(), replica);
-    let counts = tokens_by_status(&readers, now);
+    let counts = count_tokens(&readers, now, 0);
     assert_eq!(TOKEN_STATUSES.map(|status| status.as_str()), ["active", "expired", "revoked"]);
-    assert_eq!(counts, [2, 1, 2]);
+    assert_eq!(counts, TokenCounts { by_status: [2, 1, 2], expiring: 0 });
+    // Token 2 expires in a minute: inside a two-minute window, not a 30 s one.
+    assert_eq!(count_tokens(&readers, now, 120_000_000).expiring, 1);
+    assert_eq!(count_tokens(&readers, now, 30_000_000).expiring, 0);
 }
 
 #[test]

@@ -264,6 +264,10 @@ fn connection_limits(config: &Config) -> ConnectionLimits {
 fn start_tasks(config: &Config, ctx: &Arc<Context>, writer: &WriterHandle) {
     let tokens = &config.personal_access_token;
     tokio::spawn(tasks::flush_last_used(Arc::clone(ctx), tokens.last_used_flush_interval));
+    crate::metrics::set_expiry_window(tokens.expiry_warning_window);
+    if !tokens.expiry_warning_window.is_zero() {
+        tokio::spawn(tasks::announce_expiring(Arc::clone(ctx), tokens.expiry_warning_window));
+    }
     if tokens.cleaner.enabled {
         tokio::spawn(tasks::clean_expired_tokens(writer.clone(), tokens.cleaner.interval));
     }

@@ -1,8 +1,12 @@
 //! The server's background work on the worker runtime: writing handed-over
-//! token uses to the store, deleting expired tokens, and SIGHUP reloads.
+//! token uses to the store, deleting expired tokens, announcing tokens about
+//! to expire, and SIGHUP reloads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use latchkey_protocol::ext::TokenStatus;
 
 use crate::auth::policy::TokenPolicy;
 use crate::auth::users::Users;
@@ -33,6 +37,51 @@ pub(super) async fn write_last_used(ctx: &Context) {
     match ctx.writer.submit(Change::Touch(uses.clone())).await {
         Ok(_) => ctx.uses.settle(&uses),
         Err(code) => tracing::warn!(code = code.code(), "could not record last token uses"),
+    }
+}
+
+/// How often the registry is scanned for tokens about to expire: a tenth
+/// of the window, between once a second and once a minute.
+fn expiry_scan_interval(window: Duration) -> Duration {
+    (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Announces each token that expires within `window` once, as the audit
+/// event `token_expiring`, so an operator can route it to mail or chat
+/// before someone's automation breaks. "Once" per token and expiry: a
+/// token rotated to a new expiry inside the window is announced again;
+/// after a restart, tokens still inside the window are announced anew (the
+/// announcements are remembered in memory only). Each scan reads the whole
+/// registry (O(tokens), at most once a second, once a minute for windows
+/// of ten minutes and more).
+pub(super) async fn announce_expiring(ctx: Arc<Context>, window: Duration) {
+    let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+    let mut announced: HashMap<u64, u64> = HashMap::new();
+    let mut ticks = tokio::time::interval(expiry_scan_interval(window));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let now = crate::clock::now_us();
+        let horizon = now.saturating_add(window_us);
+        let expiring: Vec<(u64, u32, Arc<str>, u64)> = ctx.registry.read(|replica| {
+            replica
+                .iter()
+                .filter(|(_, entry)| entry.status(now) == TokenStatus::Active)
+                .filter_map(|(_, entry)| {
+                    let at = entry.expiry_at_us?.get();
+                    (at <= horizon).then(|| (entry.id, entry.user_id, entry.name.clone(), at))
+                })
+                .collect()
+        });
+        let mut still = HashMap::with_capacity(expiring.len());
+        for (id, user_id, name, at) in expiring {
+            if announced.get(&id) != Some(&at) {
+                let expires_in_s = at.saturating_sub(now) / 1_000_000;
+                tracing::warn!(target: "audit", event = "token_expiring", user_id, token_id = id, token_name = %name, expiry_at_us = at, expires_in_s);
+            }
+            still.insert(id, at);
+        }
+        announced = still;
     }
 }
 
