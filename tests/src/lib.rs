@@ -572,6 +572,8 @@ pub fn password_hash(password: &str) -> String {
 
 /// A real etcd cluster for the cluster-mode tests.
 pub mod etcd;
+/// The history checker for the cluster's concurrent runs.
+pub mod history;
 pub mod http;
 
 #[cfg(test)]
