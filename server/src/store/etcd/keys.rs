@@ -11,6 +11,7 @@
 //! | `P meta/next-id` | the next token id, decimal | ids unique and never reused |
 //! | `P meta/key-check` | keyed hash of a fixed label, hex | every node has the same token-hash key |
 //! | `P meta/root` | root's username and Argon2 hash (TOML) | chosen once, by the first node |
+//! | `P meta/fence` | empty | written before a node answers a refusal, so it answers at etcd's latest revision |
 //!
 //! The user and the id are in the token keys so that a delete event, which
 //! carries only its key, still names the token it removed. No value holds a
@@ -84,6 +85,10 @@ impl Keys {
 
     pub fn root(&self) -> String {
         format!("{}meta/root", self.prefix)
+    }
+
+    pub fn fence(&self) -> String {
+        format!("{}meta/fence", self.prefix)
     }
 
     /// What `key` names; keys outside the prefix or of another shape are

@@ -42,6 +42,8 @@ const CONFLICTS_MAX: u32 = 16;
 const CONFLICT_WAIT: Duration = Duration::from_millis(50);
 /// How often a quiet node asks etcd whether its watch is current.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause before sending again a request that a down member refused.
+const UNSENT_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Pause before watching again after the watch broke.
 const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
@@ -149,7 +151,7 @@ impl<P: Publish> EtcdWriter<P> {
             let commit_at_us = now_us().max(self.last_commit_us);
             self.last_commit_us = commit_at_us;
             let mut mutations = Vec::new();
-            let outcome = self.resolver.check(change, commit_at_us, &mut mutations)?;
+            let outcome = self.check_current(change, commit_at_us, &mut mutations).await?;
             if mutations.is_empty() {
                 return Ok(merge(done, outcome));
             }
@@ -180,22 +182,86 @@ impl<P: Publish> EtcdWriter<P> {
         }
     }
 
+    /// Checks `change` against the state at `applied`. A change with
+    /// something to write is checked again by its own transaction's
+    /// compares; but a refusal (a name taken, a token not found) or a change
+    /// with nothing to write (a revoke of a revoked token, a backup's
+    /// snapshot) sends nothing to etcd, so before answering it, the node
+    /// writes `meta/fence`, catches up to that write's revision and checks
+    /// again: the answer is then as of a moment between the request and the
+    /// reply, like every write's (linearizable), not as of this node's last
+    /// event. The last-use flush and the cleaner, which answer no client,
+    /// are not fenced.
+    async fn check_current(
+        &mut self,
+        change: &Change,
+        commit_at_us: u64,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let first = self.resolver.check(change, commit_at_us, mutations);
+        let writes = first.is_ok() && !mutations.is_empty();
+        if writes || matches!(change, Change::Touch(_) | Change::PurgeExpired { .. }) {
+            return first;
+        }
+        let revision = self.fence().await?;
+        self.catch_up(revision).await?;
+        mutations.clear();
+        self.resolver.check(change, commit_at_us, mutations)
+    }
+
+    /// Writes `meta/fence`: its revision is at least that of every change
+    /// etcd acknowledged before it, and it comes back through the watch.
+    async fn fence(&mut self) -> Result<i64, ErrorCode> {
+        let key = self.keys.fence();
+        let response = self.retried("fence write", |mut client| {
+            let key = key.clone();
+            async move { client.put(key, Vec::<u8>::new(), None).await }
+        });
+        let response = response.await?;
+        Ok(response.header().map_or(0, |header| header.revision()))
+    }
+
+    /// Runs an etcd request under the request timeout. A request that never
+    /// reached etcd (the connection to the member it was sent to was
+    /// refused: that member is down) is sent again, so one member down does
+    /// not fail the requests that happened to pick it; any other failure is
+    /// answered 20002 with the outcome unknown.
+    async fn retried<T, F, Fut>(&mut self, what: &'static str, mut request: F) -> Result<T, ErrorCode>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client.clone())).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) if never_sent(&error) && Instant::now() < deadline => {
+                    tracing::debug!(%error, what, "an etcd member refused the connection; sending again");
+                    tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, what, "etcd request failed; answered 20002 (outcome unknown)");
+                    return Err(ErrorCode::StorageUnavailable);
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?self.timeout, what, "etcd request timed out; answered 20002 (outcome unknown)");
+                    return Err(ErrorCode::StorageUnavailable);
+                }
+            }
+        }
+    }
+
     /// Runs one transaction and waits until this node has applied etcd's
     /// revision after it (its own events on success, the winner's on a
     /// conflict).
     async fn transact(&mut self, mutations: &[Mutation]) -> Result<Committed, ErrorCode> {
         let txn = self.txn(mutations);
-        let response = match tokio::time::timeout(self.timeout, self.client.txn(txn)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "etcd transaction failed; answered 20002 (outcome unknown)");
-                return Err(ErrorCode::StorageUnavailable);
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?self.timeout, "etcd transaction timed out; answered 20002 (outcome unknown)");
-                return Err(ErrorCode::StorageUnavailable);
-            }
-        };
+        let response = self
+            .retried("transaction", |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
             // This change's own events carry the transaction's revision.
             let revision = response.header().map_or(0, |header| header.revision());
@@ -555,4 +621,13 @@ fn merge(done: Option<Outcome>, next: Outcome) -> Outcome {
         }
         (_, next) => next,
     }
+}
+
+/// Whether a failed request never reached etcd: the connection to the
+/// member was refused, so nothing was sent and sending again is safe. Read
+/// from the error's text (the client reports it as a transport error);
+/// anything else may have reached etcd and counts as outcome unknown.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
