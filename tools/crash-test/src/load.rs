@@ -170,6 +170,18 @@ async fn worker(
 /// request or sent a reply that does not decode.
 fn settle_failure(report: &mut WorkerReport, cycle: u32, name: &str, op: Op, error: Error, killed: bool) {
     let connection_died = matches!(error, Error::Io(_) | Error::ConnectionClosed | Error::Timeout(_));
+    // 20002: the store could not say whether the change happened (etcd
+    // without a quorum for a moment, under `--unavailable-is-in-doubt`).
+    let store_unsure =
+        matches!(error, Error::Server { code: 20002, .. }) && UNAVAILABLE_IS_IN_DOUBT.load(Ordering::Relaxed);
+    if store_unsure {
+        let name = name.to_owned();
+        report.events.push(match op {
+            Op::Create => Event::CreateInDoubt { name },
+            Op::Delete => Event::DeleteInDoubt { name },
+        });
+        return;
+    }
     if connection_died {
         let name = name.to_owned();
         report.events.push(match op {
@@ -191,6 +203,12 @@ fn settle_failure(report: &mut WorkerReport, cycle: u32, name: &str, op: Op, err
     };
     report.violation = Some(Violation::token(cycle, name, expected, found));
 }
+
+/// Whether a write answered 20002 (StorageUnavailable: outcome unknown) is
+/// in doubt rather than a broken promise: set when the store's own members
+/// are being killed (`--unavailable-is-in-doubt`), where etcd may lose its
+/// quorum for a moment.
+pub static UNAVAILABLE_IS_IN_DOUBT: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, Clone, Copy)]
 enum Op {

@@ -85,10 +85,18 @@ struct Cli {
     /// The token-hash key file for cluster mode (32 bytes, mode 0600).
     #[arg(long, value_name = "PATH")]
     etcd_key_file: Option<PathBuf>,
+    /// A write answered 20002 (the store could not say whether it
+    /// happened) is in doubt, settled by the list after the next restart,
+    /// instead of a broken promise: for runs that also kill etcd members
+    /// (tools/crash-test/etcd.sh with ETCD_CHAOS).
+    #[arg(long)]
+    unavailable_is_in_doubt: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Set before any worker starts; the workers consult it.
+    load::UNAVAILABLE_IS_IN_DOUBT.store(cli.unavailable_is_in_doubt, std::sync::atomic::Ordering::Relaxed);
     if let Err(message) = check_cli(&cli) {
         eprintln!("crash-test: {message}");
         return ExitCode::from(2);

@@ -115,6 +115,72 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Runs `request`, sending it again while the connection to the member
+    /// it went to is refused (that member is down, so nothing was sent), up
+    /// to the request timeout: a node starts, loads and imports with one
+    /// member down as it writes with one.
+    async fn send<T, F, Fut>(&self, what: &'static str, request: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.send_again_if(what, never_sent, self.timeout, request).await
+    }
+
+    /// [`Cluster::send`] for a request that may safely happen twice (a
+    /// read, or a create-if-absent that reads back what is there): sent
+    /// again on any transport failure or timeout too (a member that died
+    /// mid-request, an election under way), for up to
+    /// [`IDEMPOTENT_RETRY_TIMEOUTS`] request timeouts: a node that starts
+    /// while etcd elects a leader waits for it instead of exiting.
+    async fn send_idempotent<T, F, Fut>(&self, what: &'static str, request: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let again = |error: &etcd_client::Error| never_sent(error) || transport_failed(error);
+        self.send_again_if(what, again, self.timeout * IDEMPOTENT_RETRY_TIMEOUTS, request).await
+    }
+
+    async fn send_again_if<T, F, Fut>(
+        &self,
+        what: &'static str,
+        again: impl Fn(&etcd_client::Error) -> bool,
+        window: Duration,
+        mut request: F,
+    ) -> Result<T, EtcdError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            match request(self.client.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(error) if again(&error) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, what, "an etcd member refused the connection; sending again");
+                    tokio::time::sleep(UNSENT_RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(self.failed(what)(error)),
+            }
+        }
+    }
+
+    /// A get (a read: sent again on any transport failure).
+    async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: Option<GetOptions>,
+        what: &'static str,
+    ) -> Result<etcd_client::GetResponse, EtcdError> {
+        let key = key.into();
+        self.send_idempotent(what, |mut client| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { client.get(key, options).await }
+        })
+        .await
+    }
+
     fn failed(&self, what: &'static str) -> impl Fn(etcd_client::Error) -> EtcdError + '_ {
         move |error| EtcdError::Request { endpoints: self.endpoints.clone(), what, reason: error.to_string() }
     }
@@ -131,11 +197,17 @@ impl Cluster {
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), value.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let response = self.client.txn(txn).await.map_err(self.failed(what))?;
+        // Idempotent: sent twice, the second finds the key and reads it back.
+        let response = self
+            .send_idempotent(what, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
         if response.succeeded() {
             return Ok(value);
         }
-        let stored = self.client.get(key.clone(), None).await.map_err(self.failed(what))?;
+        let stored = self.get(key.clone(), None, what).await?;
         let kv =
             stored.kvs().first().ok_or_else(|| EtcdError::Damaged { key, reason: "vanished".to_owned() })?;
         Ok(kv.value().to_vec())
@@ -167,7 +239,7 @@ impl Cluster {
                     reason: "not root credentials".to_owned(),
                 })
         };
-        let existing = self.client.get(key.clone(), None).await.map_err(self.failed("read root"))?;
+        let existing = self.get(key.clone(), None, "read root").await?;
         if let Some(kv) = existing.kvs().first() {
             let stored = parse(kv.value())?;
             given.warn_ignored(&stored, "etcd");
@@ -189,11 +261,8 @@ impl Cluster {
     /// moves the id counter past `next_id`. Refuses a prefix with tokens: an
     /// import never merges. Returns the tokens written.
     pub async fn import(&mut self, state: &Replica, next_id: u64) -> Result<usize, EtcdError> {
-        let existing = self
-            .client
-            .get(self.keys.tokens(), Some(GetOptions::new().with_prefix().with_count_only()))
-            .await
-            .map_err(self.failed("count tokens"))?;
+        let count_only = GetOptions::new().with_prefix().with_count_only();
+        let existing = self.get(self.keys.tokens(), Some(count_only), "count tokens").await?;
         if existing.count() > 0 {
             return Err(EtcdError::Damaged {
                 key: self.keys.tokens(),
@@ -226,11 +295,13 @@ impl Cluster {
                 }
                 *counts.entry(token.user_id).or_default() += 1;
             }
+            let txn = Txn::new().when(compares).and_then(ops);
             let response = self
-                .client
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await
-                .map_err(self.failed("import"))?;
+                .send("import", |mut client| {
+                    let txn = txn.clone();
+                    async move { client.txn(txn).await }
+                })
+                .await?;
             if !response.succeeded() {
                 return Err(EtcdError::Damaged {
                     key: self.keys.prefix().to_owned(),
@@ -243,17 +314,18 @@ impl Cluster {
             .iter()
             .map(|(user_id, count)| TxnOp::put(self.keys.count(*user_id), encode_number(*count), None))
             .collect();
-        let counter =
-            self.client.get(self.keys.next_id(), None).await.map_err(self.failed("read id counter"))?;
+        let counter = self.get(self.keys.next_id(), None, "read id counter").await?;
         let current = counter.kvs().first().map(|kv| decode_number(kv.value())).transpose();
         let current =
             current.map_err(|reason| EtcdError::Damaged { key: self.keys.next_id(), reason })?.unwrap_or(1);
         ops.push(TxnOp::put(self.keys.next_id(), encode_number(current.max(next_id)), None));
         for chunk in ops.chunks(IMPORT_TXN_TOKENS) {
-            self.client
-                .txn(Txn::new().and_then(chunk.to_vec()))
-                .await
-                .map_err(self.failed("import counts"))?;
+            let txn = Txn::new().and_then(chunk.to_vec());
+            self.send("import counts", |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await?;
         }
         Ok(records.len())
     }
@@ -262,8 +334,7 @@ impl Cluster {
     pub async fn load(&mut self) -> Result<Loaded, EtcdError> {
         let next_id_key = self.keys.next_id();
         self.create_if_absent(next_id_key.clone(), encode_number(1), "id counter").await?;
-        let counter =
-            self.client.get(next_id_key.clone(), None).await.map_err(self.failed("read id counter"))?;
+        let counter = self.get(next_id_key.clone(), None, "read id counter").await?;
         let revision = counter.header().map_or(0, |header| header.revision());
         let next_id = match counter.kvs().first() {
             Some(kv) => {
@@ -301,7 +372,7 @@ impl Cluster {
         loop {
             let options =
                 GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE_KEYS).with_revision(revision);
-            let page = self.client.get(from.clone(), Some(options)).await.map_err(self.failed("list"))?;
+            let page = self.get(from.clone(), Some(options), "list").await?;
             for kv in page.kvs() {
                 found.push((String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()));
             }
@@ -347,4 +418,29 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Pause before sending again a request a down member refused.
+pub(super) const UNSENT_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether a failed request never reached etcd: the connection to the
+/// member was refused, so nothing was sent and sending again is safe. Read
+/// from the error's text (the client reports it as a transport error);
+/// anything else may have reached etcd and counts as outcome unknown.
+pub(super) fn never_sent(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+/// Request timeouts an idempotent request keeps being sent for.
+const IDEMPOTENT_RETRY_TIMEOUTS: u32 = 6;
+
+/// Whether a request failed in transport or timed out (the connection broke
+/// under it, or no leader answered in time): it may or may not have
+/// reached etcd.
+fn transport_failed(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    ["transport error", "broken pipe", "h2 protocol error", "Timeout expired", "leader changed", "no leader"]
+        .iter()
+        .any(|sign| text.contains(sign))
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::keys::{
     Keys, Named, decode_number, decode_token, decode_used, encode_number, encode_token, encode_used,
 };
-use super::{Cluster, Loaded};
+use super::{Cluster, Loaded, UNSENT_RETRY_PAUSE, never_sent};
 use crate::clock::now_us;
 use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
 use crate::store::writer::{Inbox, Message, Resolver, StoreLimits};
@@ -42,8 +42,6 @@ const CONFLICTS_MAX: u32 = 16;
 const CONFLICT_WAIT: Duration = Duration::from_millis(50);
 /// How often a quiet node asks etcd whether its watch is current.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Pause before sending again a request that a down member refused.
-const UNSENT_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Pause before watching again after the watch broke.
 const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
@@ -621,13 +619,4 @@ fn merge(done: Option<Outcome>, next: Outcome) -> Outcome {
         }
         (_, next) => next,
     }
-}
-
-/// Whether a failed request never reached etcd: the connection to the
-/// member was refused, so nothing was sent and sending again is safe. Read
-/// from the error's text (the client reports it as a transport error);
-/// anything else may have reached etcd and counts as outcome unknown.
-fn never_sent(error: &etcd_client::Error) -> bool {
-    let text = error.to_string();
-    text.contains("tcp connect error") || text.contains("Connection refused")
 }
