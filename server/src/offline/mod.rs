@@ -1,6 +1,7 @@
 //! Tools that run instead of the server, on its store, while no server
 //! holds the data directory: moving every token out of a store into a file
-//! and into another store (`export`, `import`).
+//! and into another store (`export`, `import`, here), and reading the token
+//! log without changing it (`log verify|dump|stats`, in [`log_tools`]).
 //!
 //! The file is an ordinary compacted token log (README, "The token log"):
 //! every token with its id, keyed hash, times, scopes, networks, revocation
@@ -9,6 +10,8 @@
 //! private as the data directory. Tokens keep working after a move only
 //! with the same key: the file backend's `server.key` becomes the cluster's
 //! `key_file` (and back).
+
+pub mod log_tools;
 
 use std::fs::OpenOptions;
 use std::io::Write;
