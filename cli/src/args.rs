@@ -94,6 +94,35 @@ pub enum Command {
     /// Ask whether a token may use a scope from an address (for brokers; needs
     /// the `authorize` permission). Exit code 0 when allowed, 3 when denied.
     Authorize(AuthorizeArgs),
+    /// Print a shell completion script to standard output (does not connect)
+    #[command(after_help = COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+    /// Write man pages for latchkey and each of its commands into a directory
+    /// (for packaging; does not connect)
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// Shown after the options of `latchkey completions`.
+const COMPLETIONS_AFTER_HELP: &str = "\
+Install (the Debian package puts them in these places):
+  latchkey completions bash > /usr/share/bash-completion/completions/latchkey
+  latchkey completions zsh  > /usr/share/zsh/vendor-completions/_latchkey
+  latchkey completions fish > /usr/share/fish/vendor_completions.d/latchkey.fish
+or for one shell session: source <(latchkey completions bash)";
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write latchkey.1 and latchkey-COMMAND.1 to (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<Report, Failure> {
     let mut session = Session { client, address, login, json: cli.global.json };
     match cli.command {
         Command::Ping => unreachable!("handled before the login"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled in main, offline"),
         Command::Me => me(&mut session).await,
         Command::Authorize(args) => authorize(&mut session, args).await,
         Command::Token(command) => token(&mut session, command).await,

@@ -4,8 +4,9 @@
 //!
 //! The layout: args.rs is the command line, credentials.rs the login's
 //! sources, commands.rs the SDK calls, render.rs (with table.rs and time.rs)
-//! the output, failure.rs the exit codes. Everything goes through
-//! `latchkey-sdk`; this crate never touches the wire itself.
+//! the output, failure.rs the exit codes, docs.rs the completions and man
+//! pages. Everything goes through `latchkey-sdk`; this crate never touches
+//! the wire itself.
 
 // The password prompt's terminal calls are rpassword's; nothing here needs unsafe.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 mod args;
 mod commands;
 mod credentials;
+mod docs;
 mod failure;
 mod render;
 mod table;
@@ -26,6 +28,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Bad arguments exit here with clap's code 2; --help and --version with 0.
     let cli = args::Cli::parse();
+    match &cli.command {
+        args::Command::Completions(args) => return docs::completions(args.shell),
+        args::Command::Man(args) => return docs::man_pages(&args.out_dir),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -3,7 +3,9 @@
 //! key that keys token hashes, and the root user's credentials.
 //!
 //! The lock is taken before any port is bound, so a second server pointed at
-//! the same directory exits without ever listening.
+//! the same directory exits without ever listening. Tools that only read the
+//! directory take it shared ([`DataDir::lock_shared`]): never beside a
+//! server, and each only for as long as it reads.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -39,6 +41,13 @@ fn io_error<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 pub struct DataDir {
     path: PathBuf,
     _lock: File,
+}
+
+/// A shared hold on a data directory's lock, for a tool that only reads
+/// the directory. Released when dropped.
+#[derive(Debug)]
+pub struct SharedLock {
+    _lock: Option<File>,
 }
 
 /// Root credentials as kept in the data directory: a username and an Argon2
@@ -83,6 +92,36 @@ impl DataDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Takes `path`'s lock shared, creating nothing: refused (`Locked`)
+    /// while a server holds the directory, and while it is held a server
+    /// cannot start there. A directory without a lock file has never had a
+    /// server (or is a copy without one): nothing to take, nothing refused.
+    pub fn lock_shared(path: &Path) -> Result<SharedLock, DataDirError> {
+        if !path.is_dir() {
+            let source = io::Error::new(io::ErrorKind::NotFound, "no such directory");
+            return Err(DataDirError::Io {
+                what: "cannot open data directory",
+                path: path.to_owned(),
+                source,
+            });
+        }
+        let lock_path = path.join(LOCK_FILE);
+        let lock = match File::open(&lock_path) {
+            Ok(lock) => lock,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(SharedLock { _lock: None }),
+            Err(error) => return Err(io_error("cannot open lock file", &lock_path)(error)),
+        };
+        match lock.try_lock_shared() {
+            Ok(()) => Ok(SharedLock { _lock: Some(lock) }),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(DataDirError::Locked { path: path.to_owned(), lock: lock_path })
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                Err(DataDirError::Io { what: "cannot lock", path: lock_path, source })
+            }
+        }
     }
 
     /// The 32-byte key for `blake3::keyed_hash`, created from the OS CSPRNG on
@@ -176,6 +215,23 @@ mod tests {
         let error = DataDir::open(&path).unwrap_err();
         assert!(matches!(error, DataDirError::Locked { .. }), "{error}");
         drop(first);
+        DataDir::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_shared_lock_is_refused_beside_a_server_and_keeps_one_from_starting() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("data");
+        assert!(matches!(DataDir::lock_shared(&path), Err(DataDirError::Io { .. })));
+        assert!(!path.exists(), "a reading tool creates nothing");
+        let server = DataDir::open(&path).unwrap();
+        let error = DataDir::lock_shared(&path).unwrap_err();
+        assert!(matches!(error, DataDirError::Locked { .. }), "{error}");
+        drop(server);
+        let first = DataDir::lock_shared(&path).unwrap();
+        let _second = DataDir::lock_shared(&path).unwrap();
+        assert!(matches!(DataDir::open(&path), Err(DataDirError::Locked { .. })));
+        drop((first, _second));
         DataDir::open(&path).unwrap();
     }
 

@@ -1,15 +1,17 @@
 //! The `latchkey-server` binary: flags, config loading, logging.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use latchkey_server::auth::root::RootGiven;
 use latchkey_server::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, hash_password};
 use latchkey_server::config::{Config, LogFormat};
 use latchkey_server::offline;
+use latchkey_server::offline::log_tools::{self, LogFile};
 use latchkey_server::server::{self, Options};
+use latchkey_server::store::CompactionPolicy;
 
 /// Config file read when `--config` is not given (if it exists).
 const DEFAULT_CONFIG_PATH: &str = "configs/server.toml";
@@ -77,6 +79,65 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
     },
+    /// Read the token log without changing it: check it, print its records,
+    /// or count them. Refused while a server runs on the data directory.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Write man pages for latchkey-server and each of its subcommands into
+    /// a directory (for packaging; README, "Packaging and installing").
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+/// Shown after the help of every `log` subcommand.
+const LOG_AFTER_HELP: &str = "\
+The data directory is [system] path (LATCHKEY_SYSTEM_PATH), as for the server;
+the file backend only. Its lock is taken shared, only while the file is read:
+a running server's directory is refused (exit 1), and a server cannot start
+during that read. No token hash is ever printed.
+
+Exit codes:
+  0  the log replays as it is
+  1  not read: the directory is in use by a server, or no readable log
+  2  usage or configuration error
+  3  a torn tail (a crash mid-append): a start cuts it and goes on
+  4  damage a start refuses (see --truncate-log-at)";
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Replay the log as a start would: records, batches, live and deleted
+    /// tokens, the file size, and the first problem with its byte offset.
+    #[command(after_help = LOG_AFTER_HELP)]
+    Verify(LogArgs),
+    /// One line per record: offset, sequence number, commit time, type,
+    /// token id, user id, name and the record's times (never a hash).
+    #[command(after_help = LOG_AFTER_HELP)]
+    Dump(LogArgs),
+    /// Records by type, tokens by status and per user, the dead share, and
+    /// what a compaction would reclaim.
+    #[command(after_help = LOG_AFTER_HELP)]
+    Stats {
+        #[command(flatten)]
+        log: LogArgs,
+        /// How many users to list, those with the most tokens first.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
+    },
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// One JSON object per line (for `dump`, one per record).
+    #[arg(long)]
+    json: bool,
+    /// Read this token file instead (a copy of a log, or an export); no lock
+    /// is taken.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +148,9 @@ fn main() -> ExitCode {
     if let Some(Command::HashPassword) = cli.command {
         return hash_password_command();
     }
+    if let Some(Command::Man { out_dir }) = &cli.command {
+        return man_pages(out_dir);
+    }
     // The config first: it says how to log. Its errors go to stderr.
     let (config, config_path) = match load_config(cli.config.as_deref()) {
         Ok(loaded) => loaded,
@@ -95,6 +159,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The log tools print on standard output: no log lines among theirs.
+    if let Some(Command::Log(command)) = &cli.command {
+        return log_command(&config, command);
+    }
     init_logging(config.log.format);
     match &config_path {
         Some(path) => tracing::info!(path = %path.display(), "config loaded"),
@@ -188,6 +256,67 @@ fn backup_or_restore(config: &Config, command: &Command) -> ExitCode {
         }
         Err(error) => {
             eprintln!("latchkey-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `log verify|dump|stats`; the exit code says what a start would find
+/// (`LOG_AFTER_HELP`).
+fn log_command(config: &Config, command: &LogCommand) -> ExitCode {
+    let args = match command {
+        LogCommand::Verify(args) | LogCommand::Dump(args) | LogCommand::Stats { log: args, .. } => args,
+    };
+    let log = match log_tools::read_log(config, args.file.as_deref()) {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!("latchkey-server: {error}");
+            return ExitCode::from(error.exit_code());
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let written = match command {
+        LogCommand::Verify(_) => log_tools::verify(&log, args.json, &mut stdout),
+        LogCommand::Dump(_) => dump(&log, args.json, &mut stdout),
+        LogCommand::Stats { top, .. } => {
+            let system = &config.system;
+            let policy = CompactionPolicy {
+                min_records: system.compaction_min_records,
+                dead_ratio: system.compaction_dead_ratio,
+            };
+            log_tools::stats(&log, policy, *top, args.json, &mut stdout)
+        }
+    };
+    match written.and_then(|code| stdout.flush().map(|()| code)) {
+        Ok(code) => ExitCode::from(code),
+        // `log dump | head`: the reader has seen enough.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("latchkey-server: cannot write the output: {error}");
+            ExitCode::from(log_tools::EXIT_NOT_READ)
+        }
+    }
+}
+
+/// A dump's problem goes to standard error, so its standard output stays
+/// one record per line.
+fn dump(log: &LogFile, json: bool, out: &mut dyn std::io::Write) -> std::io::Result<u8> {
+    let (code, problem) = log_tools::dump(log, json, out)?;
+    if let Some(problem) = problem {
+        eprintln!("latchkey-server: {}: {problem}", log.path.display());
+    }
+    Ok(code)
+}
+
+/// `man`: latchkey-server.1, and latchkey-server-SUBCOMMAND.1 for each
+/// subcommand shown in the help, from the same definitions as `--help`.
+fn man_pages(out_dir: &Path) -> ExitCode {
+    let written =
+        std::fs::create_dir_all(out_dir).and_then(|()| clap_mangen::generate_to(Cli::command(), out_dir));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("latchkey-server: cannot write man pages to {}: {error}", out_dir.display());
             ExitCode::FAILURE
         }
     }

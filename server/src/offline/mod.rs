@@ -1,7 +1,9 @@
 //! Tools that run instead of the server, on its store, while no server
 //! holds the data directory: moving every token out of a store into a file
-//! and into another store (`export`, `import`); and, in `backup.rs`, the
-//! online backup of a running server and the restore of one.
+//! and into another store (`export`, `import`, here), reading the token
+//! log without changing it (`log verify|dump|stats`, in [`log_tools`]), and
+//! the online backup of a running server and the restore of one
+//! (`backup`, `restore`, in [`backup`]).
 //!
 //! The file is an ordinary compacted token log (README, "The token log"):
 //! every token with its id, keyed hash, times, scopes, networks, revocation
@@ -12,6 +14,7 @@
 //! `key_file` (and back).
 
 pub mod backup;
+pub mod log_tools;
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -30,7 +30,7 @@ pub struct CompactionPolicy {
 impl CompactionPolicy {
     /// Whether a file of `records` records, `live` of them live tokens, is
     /// due.
-    pub(super) fn wants(&self, records: u64, live: usize) -> bool {
+    pub fn wants(&self, records: u64, live: usize) -> bool {
         let dead = records.saturating_sub(live as u64);
         records >= self.min_records && dead as f64 > self.dead_ratio * records as f64
     }

@@ -306,8 +306,43 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// One record as it sits in a file: its framing fields and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub commit_at_us: u64,
+    /// The type byte as written ([`record_type_name`]): a Create (1) and a
+    /// Token (4) both decode to [`Record::Create`].
+    pub kind: u8,
+    pub record: Record,
+    /// Bytes the record takes in the file, its header included.
+    pub bytes: usize,
+}
+
+/// The name of a record type byte, as the log tools print it.
+pub fn record_type_name(kind: u8) -> &'static str {
+    match kind {
+        TYPE_CREATE => "create",
+        TYPE_DELETE => "delete",
+        TYPE_SNAPSHOT => "snapshot",
+        TYPE_TOKEN => "token",
+        TYPE_REVOKE => "revoke",
+        TYPE_UPDATE => "update",
+        TYPE_ROTATE => "rotate",
+        TYPE_TOUCH => "last-used",
+        _ => "unknown",
+    }
+}
+
 /// Parses and checksums one record at `offset`: `(seq, record, bytes used)`.
 pub fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize), RecordFault> {
+    read_record(bytes, offset).map(|stored| (stored.seq, stored.record, stored.bytes))
+}
+
+/// Parses and checksums one record at `offset`, keeping every field of its
+/// framing. The one record decoder: replay, the etcd backend and the log
+/// tools all read through it.
+pub fn read_record(bytes: &[u8], offset: usize) -> Result<StoredRecord, RecordFault> {
     let rest = &bytes[offset..];
     if rest.len() < RECORD_HEADER_BYTES {
         return Err(format!("incomplete record header ({} bytes)", rest.len()));
@@ -327,11 +362,15 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize),
     if crc != read_u32(rest, 8) {
         return Err("checksum mismatch".into());
     }
-    let seq = read_u64(payload, 0);
-    let _commit_at_us = read_u64(payload, 8);
     let body = &payload[PAYLOAD_PREFIX_BYTES..];
-    let record = decode_body(payload[16], body)?;
-    Ok((seq, record, RECORD_HEADER_BYTES + length))
+    let kind = payload[16];
+    Ok(StoredRecord {
+        seq: read_u64(payload, 0),
+        commit_at_us: read_u64(payload, 8),
+        kind,
+        record: decode_body(kind, body)?,
+        bytes: RECORD_HEADER_BYTES + length,
+    })
 }
 
 /// The offset of the first record at or after `from` that checks out.

@@ -52,7 +52,7 @@ use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, Token
 
 pub use compaction::CompactionPolicy;
 pub use log::TokenLog;
-pub use recovery::{LogError, Recovered, open, read_file};
+pub use recovery::{Damage, Inspection, LogError, Recovered, inspect, open, read_file};
 pub use writer::{Inbox, StoreLimits, Ticket, WriterHandle};
 
 /// A change a caller asks for, not yet checked.

@@ -15,17 +15,22 @@
 //! Recovery reads the whole file. Damage followed by valid records refuses
 //! the start and names the file and offset (`--truncate-log-at OFFSET`
 //! drops everything from there on, knowingly).
+//!
+//! [`inspect`] runs the same replay for the log tools (`latchkey-server log
+//! verify|dump|stats`): it changes no file, hands over each record replay
+//! accepts, and says what a start would do about the first problem.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::compaction::{COMPACT_FILE, CompactionPolicy, fsync_dir, write_compacted};
 use super::log::{
-    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, Record, RecordFault, TokenLog,
-    encode_snapshot, header, header_version, next_valid_record, parse_record,
+    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, Record, RecordFault, StoredRecord,
+    TokenLog, encode_snapshot, header, header_version, next_valid_record, read_record,
 };
 use crate::metrics;
 use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
@@ -92,6 +97,106 @@ pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> 
         });
     }
     Ok((replay.state, replay.next_id))
+}
+
+/// What a start would find in a token file, read without changing anything:
+/// the log tools' view (`latchkey-server log verify|dump|stats`).
+#[derive(Debug)]
+pub struct Inspection {
+    /// The format version, when the header checks out.
+    pub version: Option<u32>,
+    /// The tokens left by the records before any damage.
+    pub state: Replica,
+    pub next_id: u64,
+    /// Sequence number of the last record replayed.
+    pub last_seq: u64,
+    /// Records replayed, each one handed to the visitor.
+    pub records: u64,
+    /// Where the last record replayed ends.
+    pub valid_bytes: u64,
+    pub file_bytes: u64,
+    /// The first problem, if any, and what a start does about it.
+    pub damage: Option<Damage>,
+}
+
+/// The first problem in a token file, as a start would meet it.
+#[derive(Debug)]
+pub enum Damage {
+    /// A crash during an append (nothing valid follows): a start cuts the
+    /// file at `offset` (or rewrites a torn header) and goes on.
+    TornTail { offset: u64, reason: RecordFault },
+    /// A start refuses, with this error: corruption followed by valid
+    /// records, a short snapshot, not a token log, or a newer format.
+    Refused(LogError),
+}
+
+impl Damage {
+    /// The byte offset the problem starts at.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Damage::TornTail { offset, .. }
+            | Damage::Refused(LogError::Corrupt { offset, .. } | LogError::Incomplete { offset, .. }) => {
+                *offset
+            }
+            // The version field follows the 8-byte magic.
+            Damage::Refused(LogError::UnsupportedVersion { .. }) => 8,
+            Damage::Refused(_) => 0,
+        }
+    }
+}
+
+/// Replays `bytes` (the whole file at `path`) exactly as a start would,
+/// with the same decoder and checks, but changes no file: `visit` gets the
+/// offset of each record replay accepts, in file order, and the result says
+/// where replay stopped and why.
+pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord)) -> Inspection {
+    let mut inspection = Inspection {
+        version: None,
+        state: Replica::new(),
+        next_id: 1,
+        last_seq: 0,
+        records: 0,
+        valid_bytes: 0,
+        file_bytes: bytes.len() as u64,
+        damage: None,
+    };
+    if bytes.len() < HEADER_BYTES {
+        // As `read_or_create` does: a start writes a new header over a torn
+        // one (an empty file, silently).
+        if !bytes.is_empty() {
+            let reason = format!("incomplete header ({} of {HEADER_BYTES} bytes)", bytes.len());
+            inspection.damage = Some(Damage::TornTail { offset: 0, reason });
+        }
+        return inspection;
+    }
+    let mut replay = match Replay::start(path, bytes) {
+        Ok(replay) => replay,
+        Err(error) => {
+            inspection.damage = Some(Damage::Refused(error));
+            return inspection;
+        }
+    };
+    inspection.damage = match replay.run(path, bytes, visit) {
+        Err(error) => Some(Damage::Refused(error)),
+        // `open` refuses a short snapshot before it would cut a torn tail.
+        Ok(()) if replay.snapshot_missing > 0 => Some(Damage::Refused(LogError::Incomplete {
+            path: path.to_owned(),
+            offset: replay.valid_bytes,
+            missing: replay.snapshot_missing,
+        })),
+        Ok(()) => {
+            replay.tail_fault.take().map(|reason| Damage::TornTail { offset: replay.valid_bytes, reason })
+        }
+    };
+    Inspection {
+        version: Some(replay.version),
+        state: replay.state,
+        next_id: replay.next_id,
+        last_seq: replay.seq,
+        records: replay.records,
+        valid_bytes: replay.valid_bytes,
+        ..inspection
+    }
 }
 
 /// The file as recovery leaves it, ready for appends.
@@ -284,66 +389,94 @@ pub(super) struct Replay {
     pub valid_bytes: u64,
     /// Token records a snapshot announced that the file does not hold.
     pub snapshot_missing: u64,
+    /// Why the bytes after `valid_bytes` did not replay, when they are a
+    /// torn tail (nothing valid follows them).
+    pub tail_fault: Option<RecordFault>,
 }
 
 /// Replays a whole file (header included) into a registry.
 pub(super) fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
-    let Some(version) = header_version(bytes) else {
-        return Err(LogError::NotALog { path: path.to_owned() });
-    };
-    if !FORMAT_VERSIONS_READ.contains(&version) {
-        return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
-    }
-    let mut replay = Replay {
-        version,
-        state: Replica::new(),
-        // A create record is about 100 bytes: size the id index once.
-        ids: HashMap::with_capacity(bytes.len() / 128),
-        next_id: 1,
-        seq: 0,
-        records: 0,
-        valid_bytes: HEADER_BYTES as u64,
-        snapshot_missing: 0,
-    };
-    // Snapshot Create records still expected (seq 0).
-    let mut snapshot_left = 0u64;
-    let mut offset = HEADER_BYTES;
-    while offset < bytes.len() {
-        let fault = match parse_record(bytes, offset) {
-            Ok((_, record, _)) if version == 1 && record.needs_version_2() => {
-                format!("record type of format version 2 in a version {version} file")
-            }
-            Ok((seq, record, used)) => match replay.apply(&mut snapshot_left, seq, record) {
-                Ok(()) => {
-                    offset += used;
-                    replay.records += 1;
-                    replay.valid_bytes = offset as u64;
-                    continue;
-                }
-                Err(fault) => fault,
-            },
-            Err(fault) => fault,
-        };
-        // A bad record. Anything valid after it means damage, not a torn append.
-        if let Some(next) = next_valid_record(bytes, offset + 1) {
-            return Err(LogError::Corrupt {
-                path: path.to_owned(),
-                offset: offset as u64,
-                reason: format!("{fault} (a valid record follows at offset {next})"),
-            });
-        }
-        // A torn tail; if it falls inside the snapshot, the caller decides.
-        break;
-    }
-    // A compacted file is renamed into place only when whole, so a short
-    // snapshot is damage, never a torn append.
-    replay.snapshot_missing = snapshot_left;
+    let mut replay = Replay::start(path, bytes)?;
+    replay.run(path, bytes, |_, _| {})?;
     Ok(replay)
 }
 
 impl Replay {
+    /// Checks the header of a file (at least [`HEADER_BYTES`] long) and
+    /// starts an empty replay of it.
+    fn start(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
+        let Some(version) = header_version(bytes) else {
+            return Err(LogError::NotALog { path: path.to_owned() });
+        };
+        if !FORMAT_VERSIONS_READ.contains(&version) {
+            return Err(LogError::UnsupportedVersion { path: path.to_owned(), version });
+        }
+        Ok(Replay {
+            version,
+            state: Replica::new(),
+            // A create record is about 100 bytes: size the id index once.
+            ids: HashMap::with_capacity(bytes.len() / 128),
+            next_id: 1,
+            seq: 0,
+            records: 0,
+            valid_bytes: HEADER_BYTES as u64,
+            snapshot_missing: 0,
+            tail_fault: None,
+        })
+    }
+
+    /// Applies every record after the header, calling `visit` with the
+    /// offset of each one applied. On corruption, `self` holds the state
+    /// the records before it left.
+    fn run(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        mut visit: impl FnMut(u64, &StoredRecord),
+    ) -> Result<(), LogError> {
+        // Snapshot Create records still expected (seq 0).
+        let mut snapshot_left = 0u64;
+        let mut offset = HEADER_BYTES;
+        while offset < bytes.len() {
+            let fault = match read_record(bytes, offset) {
+                Ok(stored) if self.version == 1 && stored.record.needs_version_2() => {
+                    format!("record type of format version 2 in a version {} file", self.version)
+                }
+                Ok(stored) => match self.apply(&mut snapshot_left, stored.seq, &stored.record) {
+                    Ok(()) => {
+                        visit(offset as u64, &stored);
+                        offset += stored.bytes;
+                        self.records += 1;
+                        self.valid_bytes = offset as u64;
+                        continue;
+                    }
+                    Err(fault) => fault,
+                },
+                Err(fault) => fault,
+            };
+            // A bad record. Anything valid after it means damage, not a torn append.
+            if let Some(next) = next_valid_record(bytes, offset + 1) {
+                return Err(LogError::Corrupt {
+                    path: path.to_owned(),
+                    offset: offset as u64,
+                    reason: format!("{fault} (a valid record follows at offset {next})"),
+                });
+            }
+            // A torn tail; if it falls inside the snapshot, the caller decides.
+            self.tail_fault = Some(fault);
+            break;
+        }
+        // A compacted file is renamed into place only when whole, so a short
+        // snapshot is damage, never a torn append.
+        self.snapshot_missing = snapshot_left;
+        Ok(())
+    }
+
     /// Checks a decoded record against the replayed state and applies it.
-    fn apply(&mut self, snapshot_left: &mut u64, seq: u64, record: Record) -> Result<(), RecordFault> {
+    ///
+    /// It borrows the record, so the log tools can still show it after; a
+    /// create clones its token (two reference counts), nothing costlier.
+    fn apply(&mut self, snapshot_left: &mut u64, seq: u64, record: &Record) -> Result<(), RecordFault> {
         if *snapshot_left > 0 {
             let Record::Create(token) = record else {
                 return Err("snapshot ended before all its token records".into());
@@ -354,7 +487,7 @@ impl Replay {
             *snapshot_left -= 1;
             return self.create(token, true);
         }
-        if let Record::Snapshot { next_id, last_seq, tokens } = record {
+        if let Record::Snapshot { next_id, last_seq, tokens } = *record {
             if self.records != 0 {
                 return Err("snapshot record in the middle of the log".into());
             }
@@ -374,9 +507,9 @@ impl Replay {
     }
 
     /// A record after the snapshot: resolved by id and applied.
-    fn apply_change(&mut self, record: Record) -> Result<(), RecordFault> {
-        match record {
-            Record::Create(token) => self.create(token, false),
+    fn apply_change(&mut self, record: &Record) -> Result<(), RecordFault> {
+        match *record {
+            Record::Create(ref token) => self.create(token, false),
             Record::Delete { id } => {
                 let hash = self.hash_of(id, "delete")?;
                 // A record that does not fit is a fault, never a panic; and
@@ -389,13 +522,13 @@ impl Replay {
                 let hash = self.hash_of(id, "revoke")?;
                 self.state.try_apply(&Mutation::Revoke { id, hash, at_us })
             }
-            Record::Update { id, name, description } => {
+            Record::Update { id, ref name, ref description } => {
                 let hash = self.hash_of(id, "update")?;
                 let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
                 let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
-                extras.description = description;
+                extras.description = description.clone();
                 let extras = extras.shared();
-                self.state.try_apply(&Mutation::Update { id, hash, name, extras })
+                self.state.try_apply(&Mutation::Update { id, hash, name: Arc::clone(name), extras })
             }
             Record::Rotate { id, hash: new_hash, expiry_at_us } => {
                 let hash = self.hash_of(id, "rotate")?;
@@ -418,13 +551,13 @@ impl Replay {
     /// `from_snapshot`: snapshot tokens have ids below the snapshot's
     /// `next_id`; any other create must use a fresh id, since ids are never
     /// reused.
-    fn create(&mut self, token: TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
+    fn create(&mut self, token: &TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
         if self.ids.contains_key(&token.id) || (!from_snapshot && token.id < self.next_id) {
             return Err(format!("token id {} reused", token.id));
         }
         let (id, hash) = (token.id, token.hash);
         // Refuses a name or hash that already exists, without changing anything.
-        self.state.try_apply(&Mutation::Create(token))?;
+        self.state.try_apply(&Mutation::Create(token.clone()))?;
         self.next_id = self.next_id.max(id + 1);
         self.ids.insert(id, hash);
         Ok(())
@@ -447,13 +580,14 @@ mod delete_replay_tests {
             records: 0,
             valid_bytes: HEADER_BYTES as u64,
             snapshot_missing: 0,
+            tail_fault: None,
         }
     }
 
     #[test]
     fn a_delete_that_does_not_fit_the_registry_is_a_fault_not_a_panic() {
         let mut replay = out_of_step();
-        let fault = replay.apply_change(Record::Delete { id: 7 }).unwrap_err();
+        let fault = replay.apply_change(&Record::Delete { id: 7 }).unwrap_err();
         assert!(fault.contains("delete of unknown token id 7"), "{fault}");
         // Nothing changed: a fault that ends in a torn-tail cut keeps the
         // replay's state, so it must be the state before the record.
