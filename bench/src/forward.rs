@@ -11,7 +11,9 @@
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::load::{Target, connect};
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
 
 /// The path proxies ask (`docs/forward-auth.md`).
 pub const CHECK_PATH: &str = "/v1/auth/check";
@@ -112,9 +114,16 @@ pub struct IssuedToken {
     id: u64,
 }
 
-/// One REST request on its own connection (`Connection: close`), answered
-/// with the status and body.
-async fn rest(target: &Target, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+/// Where the setup's REST requests go, and as whom (Basic credentials).
+pub struct Setup<'a> {
+    pub address: SocketAddr,
+    pub user: &'a str,
+    pub password: &'a str,
+}
+
+/// One REST request on its own plain connection (`Connection: close`),
+/// answered with the status and body.
+async fn rest(target: &Setup<'_>, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", target.user, target.password));
     let request = format!(
@@ -122,7 +131,8 @@ async fn rest(target: &Target, method: &str, path: &str, body: &str) -> std::io:
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = connect(&target.endpoint()).await?;
+    let mut stream = TcpStream::connect(target.address).await?;
+    stream.set_nodelay(true)?;
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let mut input = Vec::new();
@@ -157,7 +167,7 @@ fn json_field<'a>(json: &'a str, field: &str) -> Option<&'a str> {
 /// Creates a token for this run with `POST /v1/tokens` (Basic credentials
 /// of the target's user), named after this process ([`token_name`]), so a
 /// run does not trip over a token an earlier, interrupted one left behind.
-pub async fn issue_token(target: &Target) -> std::io::Result<IssuedToken> {
+pub async fn issue_token(target: &Setup<'_>) -> std::io::Result<IssuedToken> {
     let name = token_name();
     let (status, body) = rest(target, "POST", "/v1/tokens", &format!("{{\"name\":\"{name}\"}}")).await?;
     let body = String::from_utf8_lossy(&body);
@@ -177,7 +187,7 @@ pub async fn issue_token(target: &Target) -> std::io::Result<IssuedToken> {
 
 impl IssuedToken {
     /// `DELETE /v1/tokens/{id}`.
-    pub async fn delete(&self, target: &Target) -> std::io::Result<()> {
+    pub async fn delete(&self, target: &Setup<'_>) -> std::io::Result<()> {
         let (status, _) = rest(target, "DELETE", &format!("/v1/tokens/{}", self.id), "").await?;
         if !(200..300).contains(&status) {
             return Err(std::io::Error::other(format!(

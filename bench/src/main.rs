@@ -352,7 +352,12 @@ fn run(cli: Cli) -> std::io::Result<()> {
             let (mut http, mut issued) = (None, None);
             if scenarios.iter().any(|scenario| scenario.is_http()) {
                 let target = target_at(http_addr, server_pid, load::Framing::Legacy, None);
-                let token = runtime.block_on(forward::issue_token(&target))?;
+                let setup = forward::Setup {
+                    address: target.address,
+                    user: &target.user,
+                    password: &target.password,
+                };
+                let token = runtime.block_on(forward::issue_token(&setup))?;
                 // The null HTTP server answers 200 to anything: it gets the same requests.
                 let baseline = baseline_http.map(|address| Side {
                     target: target_at(address, baseline_http_pid, load::Framing::Legacy, None),
@@ -383,7 +388,11 @@ fn run(cli: Cli) -> std::io::Result<()> {
             };
             let measured = measure();
             if let (Some(issued), Some(http)) = (issued, &http)
-                && let Err(error) = runtime.block_on(issued.delete(&http.side.target))
+                && let Err(error) = runtime.block_on(issued.delete(&forward::Setup {
+                    address: http.side.target.address,
+                    user: &http.side.target.user,
+                    password: &http.side.target.password,
+                }))
             {
                 eprintln!("latchkey-bench: {error}");
             }
