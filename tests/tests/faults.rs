@@ -85,6 +85,41 @@ async fn a_connection_task_that_panics_gives_its_slots_back_and_others_are_serve
 }
 
 #[tokio::test]
+async fn a_panicking_connection_still_hands_over_its_token_uses() {
+    let home = DataHome::new();
+    // Requests 1-4 pass (root's login and create, then two token logins on
+    // one connection); the fifth, that connection's ping, panics.
+    let server = TestServer::start(&home, &failing("connection-request=4*off->1*panic->off"));
+    assert_failpoints_built(&server);
+    let mut owner = root(server.address).await;
+    let token = owner.create_token(&latchkey_sdk::NewToken::named("used")).await.unwrap();
+    let mut doomed = connect(server.address).await;
+    doomed.login_with_personal_access_token(&token.token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A second use within a second of the first stays with the connection
+    // (uses are handed over at most once a second while it is busy)...
+    let second_use_after_us = now_us();
+    doomed.login_with_personal_access_token(&token.token).await.unwrap();
+    // ...until the connection ends: here by a panic.
+    assert!(doomed.ping().await.is_err(), "the request the failpoint panics on was answered");
+    drop(doomed);
+    let deadline = std::time::Instant::now() + EXIT_BOUND;
+    loop {
+        let details = owner.get_token(token.id).await.unwrap();
+        if details.last_used_at_us >= second_use_after_us {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the panicking connection's last token use was lost (last use at {} µs, second use after {} µs)",
+            details.last_used_at_us,
+            second_use_after_us
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_failed_append_refuses_every_later_write_keeps_serving_reads_and_loses_nothing_acknowledged() {
     let home = DataHome::new();
     let mut server = TestServer::start(&home, &failing("log-append=1*off->return"));

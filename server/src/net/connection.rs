@@ -76,7 +76,10 @@ const FRAMING_PREFIX_BYTES: usize = 4;
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, connections: &Connections, ctx: &Context) {
     let _ = stream.set_nodelay(true);
     let client_id = connections.next_client_id();
-    let mut session = Session::new(client_id, peer);
+    // Its token uses go to the ledger when it ends, however it ends: a
+    // panicking request unwinds through this guard too.
+    let mut session = HandsOverUses { session: Session::new(client_id, peer), ctx };
+    let session = &mut session.session;
     tracing::debug!(%peer, client_id, "connection opened");
     // The login timeout runs from here, so a silent client cannot hold a
     // connection by never sending its first bytes, nor by never finishing
@@ -85,10 +88,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, connections: &Connec
     let result = match &connections.tls {
         // Each arm is its own monomorphised copy of the loop: the plain
         // path reads and writes the TcpStream directly, with no indirection.
-        None => converse(&mut stream, &mut session, connections, ctx, waiting).await,
+        None => converse(&mut stream, session, connections, ctx, waiting).await,
         Some(acceptor) => match waiting.bounded(acceptor.accept(stream)).await {
             Ok(Some(Ok(mut stream))) => {
-                let result = converse(&mut stream, &mut session, connections, ctx, waiting).await;
+                let result = converse(&mut stream, session, connections, ctx, waiting).await;
                 // Best effort: tell the client the close is deliberate, not a truncation.
                 let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, stream.shutdown()).await;
                 result
@@ -98,11 +101,23 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, connections: &Connec
             Err(reason) => Err(format!("{reason} during the TLS handshake")),
         },
     };
-    // Token uses this connection has not handed over yet.
-    ctx.uses.hand_over(session.take_uses());
     match result {
         Ok(()) => tracing::debug!(%peer, client_id, "connection closed"),
         Err(reason) => tracing::debug!(%peer, client_id, %reason, "connection closed"),
+    }
+}
+
+/// A connection's session, whose token uses not yet handed over go to the
+/// use ledger when it is dropped (at the end of the connection's task, or
+/// while a panic unwinds it).
+struct HandsOverUses<'c> {
+    session: Session,
+    ctx: &'c Context,
+}
+
+impl Drop for HandsOverUses<'_> {
+    fn drop(&mut self) {
+        self.ctx.uses.hand_over(self.session.take_uses());
     }
 }
 
