@@ -131,6 +131,14 @@ async fn a_failed_append_refuses_every_later_write_keeps_serving_reads_and_loses
     // refused without touching it, reads go on.
     assert_eq!(status(owner.create_personal_access_token("after", Expiry::Never).await), 20002);
     assert_eq!(status_of_login(server.address, &kept).await, 0);
+    // Readiness says so: alive, but no longer able to do its job.
+    let http = server.http_address.unwrap();
+    let ready =
+        tokio::task::spawn_blocking(move || latchkey_tests::http::request(http, "GET", "/readyz", &[], b""))
+            .await
+            .unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("writer"), "{}", ready.text());
     server.assert_running();
     assert_eq!(server.stop().code(), Some(0));
     let server = TestServer::start(&home, &ServerSpec::default_root());

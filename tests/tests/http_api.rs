@@ -139,7 +139,8 @@ fn every_token_route_with_a_password_login() {
     assert_eq!(rotated.json()["name"], "ci-2");
 
     let revoked = call(&server, "POST", &format!("/v1/tokens/{second}/revoke"), &auth, None);
-    assert_eq!(revoked.status, 200);
+    assert_eq!(revoked.status, 204);
+    let revoked = call(&server, "GET", &format!("/v1/tokens/{second}"), &auth, None);
     assert_eq!(revoked.json()["status"], "revoked");
     assert!(revoked.json()["revoked_at"].is_string());
     let active = call(&server, "GET", "/v1/tokens?status=active", &auth, None);
@@ -235,6 +236,20 @@ fn bodies_are_checked_before_anything_is_made() {
 }
 
 #[test]
+fn a_caller_may_revoke_or_rotate_the_token_it_authenticated_with() {
+    let (_home, server) = start();
+    let (id, secret) = create(&server, json!({"name": "self-service"}));
+    let rotated = call(&server, "POST", &format!("/v1/tokens/{id}/rotate"), &bearer(&secret), None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    assert_eq!(rotated.json()["name"], "self-service");
+    let new_secret = rotated.json()["token"].as_str().unwrap().to_owned();
+    let revoked = call(&server, "POST", &format!("/v1/tokens/{id}/revoke"), &bearer(&new_secret), None);
+    assert_eq!(revoked.status, 204, "{}", revoked.text());
+    let after = call(&server, "GET", "/v1/me", &bearer(&new_secret), None);
+    assert_eq!(after.status, 401);
+}
+
+#[test]
 fn a_scoped_token_session_is_held_to_its_scopes() {
     let (_home, server) = start();
     let (_, reader) = create(&server, json!({"name": "reader", "scopes": ["tokens:read"]}));
@@ -277,6 +292,30 @@ fn forward_auth_allows_and_denies_like_authorize() {
         check(&server, Some(&secret), &[("X-Latchkey-Scope", "stream:billing:read")], "/v1/auth/check");
     assert_eq!((scope.status, scope.header("x-latchkey-reason")), (403, Some("scope")));
     assert!(scope.header("x-latchkey-user-id").is_none());
+    // The proxy's query scope holds whatever header the client adds: an
+    // empty one, or one the token has, does not lift it.
+    let lifted = check(
+        &server,
+        Some(&secret),
+        &[("X-Latchkey-Scope", "")],
+        "/v1/auth/check?scope=stream:billing:read",
+    );
+    assert_eq!((lifted.status, lifted.header("x-latchkey-reason")), (403, Some("scope")));
+    let swapped = check(
+        &server,
+        Some(&secret),
+        &[("X-Latchkey-Scope", "stream:orders:read")],
+        "/v1/auth/check?scope=stream:billing:read",
+    );
+    assert_eq!((swapped.status, swapped.header("x-latchkey-reason")), (403, Some("scope")));
+    // Both required, both held: allowed.
+    let both = check(
+        &server,
+        Some(&secret),
+        &[("X-Latchkey-Scope", "stream:orders:read")],
+        "/v1/auth/check?scope=stream:payments:write",
+    );
+    assert_eq!(both.status, 200, "{}", both.text());
     let bad_scope = check(&server, Some(&secret), &[("X-Latchkey-Scope", "a b")], "/v1/auth/check");
     assert_eq!((bad_scope.status, bad_scope.header("x-latchkey-reason")), (403, Some("invalid_scope")));
     let missing = check(&server, None, &[], "/v1/auth/check");
@@ -461,4 +500,32 @@ fn the_http_side_can_be_turned_off() {
     let server = TestServer::start(&home, &ServerSpec::default_root().env("LATCHKEY_HTTP_ENABLED", "false"));
     assert!(server.http_address.is_none());
     assert!(!server.logs().contains("HTTP listening"));
+}
+
+#[test]
+fn broker_questions_by_name_record_no_use_only_the_login_does() {
+    let (_home, server) = start();
+    let (id, secret) = create(&server, json!({"name": "amqp"}));
+    let form = |path: &str, body: &str| {
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        request(http(&server), "POST", path, &headers, body.as_bytes())
+    };
+    // Anyone can ask about a name: allowed, but no use is recorded.
+    let vhost = form("/v1/rabbitmq/vhost", "username=iggy%2Famqp&vhost=%2F&ip=198.51.100.7");
+    assert_eq!(vhost.text(), "allow");
+    std::thread::sleep(Duration::from_millis(200));
+    let token = call(&server, "GET", &format!("/v1/tokens/{id}"), &root_auth(), None).json();
+    assert!(token["last_used_at"].is_null(), "a question by name forged a use: {token}");
+    // The login, which proves the secret, is a use.
+    let login = form("/v1/rabbitmq/user", &format!("username=iggy%2Famqp&password={secret}"));
+    assert_eq!(login.text(), "allow");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let token = call(&server, "GET", &format!("/v1/tokens/{id}"), &root_auth(), None).json();
+        if token["last_used_at"].is_string() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the broker login recorded no use: {token}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -210,7 +210,7 @@ fn tokens_scopes_decide_what_an_amqp_client_may_do() {
         &[("Authorization", &auth)],
         b"",
     );
-    assert_eq!(revoke.status, 200);
+    assert_eq!(revoke.status, 204);
     assert!(refused(&rabbit.amqp("iggy/publisher", &publisher, &["connect"]), "auth"));
 
     // Outside its networks: the vhost question carries the client's address.

@@ -52,6 +52,10 @@ impl Verdict {
 struct Caller {
     user_id: Option<u32>,
     via: Via,
+    /// Whether an allowed check counts as the token's use: not for a
+    /// broker's later questions, which anyone can ask by name (only its
+    /// login proves the secret).
+    records_use: bool,
 }
 
 /// An address in an audit event: empty when none was given.
@@ -107,33 +111,44 @@ fn authorized_check(
         }),
     };
     let verdict = decide(ctx, token, required_scope, address);
-    settle(&verdict, Caller { user_id: Some(caller), via }, required_scope, address, session, ctx);
+    settle(
+        &verdict,
+        Caller { user_id: Some(caller), via, records_use: true },
+        required_scope,
+        address,
+        session,
+        ctx,
+    );
     Ok(verdict)
 }
 
 /// Forward auth for a proxy: the decision about `token` used by `client`
-/// (the address the proxy vouches for, or the peer), needing
-/// `required_scope` (empty: none). Failed checks count against `client` in
-/// the failed-login throttle; a throttled client gets
+/// (the address the proxy vouches for, or the peer), needing every scope
+/// of `required` (none: any valid token). Failed checks count against
+/// `client` in the failed-login throttle; a throttled client gets
 /// `TooManyFailedLogins` before any lookup.
 ///
 /// `uses` is the connection's session, which only carries token uses: it is
 /// locked after the throttle's wait, never across it.
 pub async fn forward_auth(
     token: &str,
-    required_scope: &str,
+    required: &[&str],
     client: SocketAddr,
     uses: &Mutex<Session>,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
     fresh(ctx, Via::Http)?;
-    if !required_scope.is_empty() {
+    for required_scope in required {
         scope::validate_required(required_scope).map_err(|_| ErrorCode::InvalidScope)?;
     }
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
         return Err(throttled(Via::Http, client));
     };
-    let verdict = decide(ctx, token, required_scope, Some(client));
+    let mut verdict = decide(ctx, token, required.first().copied().unwrap_or(""), Some(client));
+    if verdict.allowed() && required.iter().skip(1).any(|wanted| !scope::allows(verdict.scopes(), wanted)) {
+        verdict.decided.decision = Decision::Scope;
+    }
+    let required_scope = required.join(" ");
     // Only a token nobody holds is a guess; a real token that is refused
     // (expired, revoked, wrong scope) costs its holder nothing.
     if verdict.decided.decision == Decision::Unknown {
@@ -144,8 +159,8 @@ pub async fn forward_auth(
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     settle(
         &verdict,
-        Caller { user_id: None, via: Via::Http },
-        required_scope,
+        Caller { user_id: None, via: Via::Http, records_use: true },
+        &required_scope,
         Some(client),
         &mut session,
         ctx,
@@ -294,7 +309,8 @@ pub async fn broker_login(
         reservation.refund();
     }
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    settle(&verdict, Caller { user_id: None, via: Via::Broker }, "", None, &mut session, ctx);
+    let caller = Caller { user_id: None, via: Via::Broker, records_use: true };
+    settle(&verdict, caller, "", None, &mut session, ctx);
     Ok(verdict)
 }
 
@@ -325,7 +341,8 @@ pub fn broker_check(
         })
         .unwrap_or_else(unknown);
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    settle(&verdict, Caller { user_id: None, via: Via::Broker }, required_scope, address, &mut session, ctx);
+    let caller = Caller { user_id: None, via: Via::Broker, records_use: false };
+    settle(&verdict, caller, required_scope, address, &mut session, ctx);
     Ok(verdict)
 }
 
@@ -341,12 +358,14 @@ fn settle(
 ) {
     let decided = &verdict.decided;
     let peer = session.peer();
-    let Caller { user_id: caller, via } = caller;
+    let Caller { user_id: caller, via, records_use } = caller;
     metrics::authorize(via, decided.decision.as_str());
     let via = via.as_str();
     if let (true, Some(hash)) = (decided.allowed(), verdict.hash) {
-        let used_from = address.unwrap_or(peer);
-        session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
+        if records_use {
+            let used_from = address.unwrap_or(peer);
+            session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
+        }
         tracing::debug!(target: "audit", event = "authorize", decision = "allowed", via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);
     } else {
         tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);

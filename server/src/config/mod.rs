@@ -229,8 +229,8 @@ pub struct HttpConfig {
     /// per period, so such a connection lasts one to two of these.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
-    /// Time a request has, once its headers are in, to send its body and be
-    /// answered; past it the answer is 408.
+    /// Time a request has, once its headers are in, to send its body; past
+    /// it the answer is 408.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
 }

@@ -22,6 +22,10 @@ use crate::store::{Change, Outcome};
 
 /// `X-Latchkey-Tokens` on a backup: how many tokens the file holds.
 const TOKENS: &str = "x-latchkey-tokens";
+/// `X-Latchkey-Key-Check` on a backup: a keyed hash of a fixed label under
+/// the server's token key (`TokenKey::check_value`, as cluster mode keeps in
+/// etcd), so the client can tell the key file it copies is this server's.
+const KEY_CHECK: &str = "x-latchkey-key-check";
 
 /// `POST /v1/admin/backup`: the token-log file, `application/octet-stream`.
 pub async fn backup(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
@@ -41,5 +45,8 @@ pub async fn backup(request: Request<Incoming>, exchange: &Exchange) -> Result<R
     tracing::info!(target: "audit", event = "backup_taken", user_id = caller.user_id, tokens, bytes = file.len(), %peer);
     let mut reply = with_type(StatusCode::OK, "application/octet-stream", Bytes::from(file));
     reply.headers_mut().insert(TOKENS, HeaderValue::from(tokens));
+    if let Ok(check) = HeaderValue::from_str(&exchange.ctx.auth.token_key.check_value()) {
+        reply.headers_mut().insert(KEY_CHECK, check);
+    }
     Ok(reply)
 }

@@ -22,7 +22,7 @@ use latchkey_protocol::ext::Decision;
 use serde::Serialize;
 
 use super::Exchange;
-use super::input::{body, form, log_in_caller};
+use super::input::{body, form, form_field, log_in_caller};
 use super::reply::{ApiError, Reply, epoch_seconds, json};
 use crate::command::check::{self, Verdict};
 
@@ -50,22 +50,28 @@ pub async fn forward(request: Request<Incoming>, exchange: &Exchange) -> Reply {
     let Some(token) = bearer(headers) else {
         return deny(StatusCode::UNAUTHORIZED, "missing_token");
     };
+    // Every scope given is required: the proxy's query parameter and the
+    // header alike. A client that can set the header (a proxy that copies
+    // client headers to the check) can only add a requirement, never lift
+    // the proxy's, and an empty header requires nothing more.
     let query = request.uri().query().unwrap_or("");
-    let from_query;
-    let required_scope = match headers.get(REQUIRED_SCOPE).map(HeaderValue::to_str) {
-        Some(Ok(scope)) => scope.trim(),
-        Some(Err(_)) => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
-        None if query.is_empty() => "",
-        None => match form(query) {
-            Ok(mut fields) => {
-                from_query = fields.remove("scope").unwrap_or_default();
-                from_query.as_str()
-            }
-            Err(_) => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
+    let from_query = match query {
+        "" => None,
+        query => match form_field(query, "scope") {
+            Some(scope) if scope.trim().is_empty() => None,
+            Some(scope) => Some(scope),
+            None if query.contains("scope=") => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
+            None => None,
         },
     };
+    let from_header = match headers.get(REQUIRED_SCOPE).map(HeaderValue::to_str) {
+        Some(Ok(scope)) if !scope.trim().is_empty() => Some(scope.trim()),
+        Some(Ok(_)) | None => None,
+        Some(Err(_)) => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
+    };
+    let required: Vec<&str> = from_query.as_deref().map(str::trim).into_iter().chain(from_header).collect();
     let client = exchange.side.trusted.client(exchange.peer, headers);
-    match check::forward_auth(token, required_scope, client, &exchange.uses, &exchange.ctx).await {
+    match check::forward_auth(token, &required, client, &exchange.uses, &exchange.ctx).await {
         Ok(verdict) if verdict.allowed() => allow(&verdict),
         Ok(verdict) => {
             let status = match verdict.decided.decision {

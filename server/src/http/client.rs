@@ -33,11 +33,15 @@ impl TrustedProxies {
         }
         let lines = headers.get_all("x-forwarded-for");
         if lines.iter().next().is_some() {
-            // Rightmost header line first, and within it the rightmost hop.
+            // Rightmost header line first, and within it the rightmost hop,
+            // each decoded alone: what the client wrote left of the first
+            // untrusted hop (which may be anything, even bytes that are no
+            // text) is never read.
             for line in lines.iter().rev() {
-                let Ok(line) = line.to_str() else { return peer };
-                for hop in line.rsplit(',') {
-                    let Some(address) = parse_hop(hop) else { return peer };
+                for hop in line.as_bytes().rsplit(|byte| *byte == b',') {
+                    let Some(address) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
+                        return peer;
+                    };
                     if !self.trusts(address) {
                         return SocketAddr::new(address, 0);
                     }
@@ -132,6 +136,19 @@ mod tests {
         assert_eq!(trusted.client(peer, &headers(&[("x-forwarded-for", "not-an-ip")])), peer);
         // Only trusted hops: the peer.
         assert_eq!(trusted.client(peer, &headers(&[("x-forwarded-for", "10.0.0.5")])), peer);
+    }
+
+    #[test]
+    fn bytes_a_client_made_up_left_of_its_real_address_are_never_read() {
+        let trusted = TrustedProxies::new(&["127.0.0.1".to_owned()]);
+        let peer: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        // nginx's $proxy_add_x_forwarded_for: what the client sent, then its address.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            hyper::header::HeaderValue::from_bytes(b"\xc3\xa9, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(trusted.client(peer, &headers), "203.0.113.9:0".parse().unwrap());
     }
 
     #[test]

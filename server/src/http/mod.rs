@@ -194,8 +194,9 @@ where
         async move {
             exchange.started.fetch_add(1, Ordering::Relaxed);
             let reply = routes::respond(request, &exchange).await;
-            exchange.answered.fetch_add(1, Ordering::Relaxed);
-            Ok::<_, Infallible>(reply)
+            // Answered once hyper has written the body and dropped it, so a
+            // response still being written counts as in flight.
+            Ok::<_, Infallible>(reply.map(|body| Answering { body, exchange }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -223,6 +224,38 @@ where
                 seen = started;
             }
         }
+    }
+}
+
+/// A response body that counts its request as answered when dropped.
+struct Answering {
+    body: http_body_util::Full<bytes::Bytes>,
+    exchange: Arc<Exchange>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.exchange.answered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl hyper::body::Body for Answering {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -36,7 +36,10 @@ pub fn readyz(exchange: &Exchange) -> Reply {
     let ctx = &exchange.ctx;
     let mut reasons = Vec::new();
     if !ctx.writer.is_alive() {
-        reasons.push("the store's writer has stopped: no change can be made".to_owned());
+        reasons.push(
+            "the store's writer has stopped or its log failed: no change can be made until a restart"
+                .to_owned(),
+        );
     }
     if let Some(past) = ctx.freshness.stale_by() {
         reasons.push(format!(

@@ -6,8 +6,6 @@
 //! a client handles both doors alike. Messages are the code's fixed text or
 //! say which field is wrong; never a secret, never what the client sent.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
@@ -145,10 +143,9 @@ pub fn empty(status: StatusCode) -> Reply {
     reply
 }
 
-/// RFC 3339 in UTC, to the microsecond.
+/// RFC 3339 in UTC, to the microsecond (`clock::rfc3339_us`).
 pub fn time(at_us: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_micros(at_us);
-    humantime::format_rfc3339_micros(at).to_string()
+    crate::clock::rfc3339_us(at_us)
 }
 
 /// [`time`], or `None` for 0 (never / not yet).

@@ -314,11 +314,14 @@ pub async fn delete(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /v1/tokens/{id}/revoke`: the token, now revoked.
+/// `POST /v1/tokens/{id}/revoke`.
+///
+/// 204, like a delete: a caller revoking the token it authenticated with
+/// has no session left to read the token back with.
 pub async fn revoke(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let mut caller = log_in(request.headers(), exchange).await?;
     caller.run(Command::RevokeToken(RevokeToken { token: TokenSelector::Id(id) }), exchange).await?;
-    Ok(json(StatusCode::OK, &details(&mut caller, id, exchange).await?))
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `POST /v1/tokens/{id}/rotate`, optionally with a new lifetime (else the
@@ -330,10 +333,13 @@ pub async fn rotate(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
     let lifetime: Lifetime = parse(&bytes)?;
     let expiry_us = lifetime.expiry_us(EXPIRY_KEEP)?;
     let rotate = RotateToken { token: TokenSelector::Id(id), expiry_us };
+    // The name, read first: a caller rotating the token it authenticated
+    // with has no session left afterwards (and one without `tokens:read`
+    // gets the answer without it).
+    let name = details(&mut caller, id, exchange).await.map(|token| token.name).unwrap_or_default();
     let ReplyBody::Issued(token) = caller.run(Command::RotateToken(rotate), exchange).await? else {
         return Err(ErrorCode::Error.into());
     };
-    let name = details(&mut caller, id, exchange).await.map(|token| token.name).unwrap_or_default();
     Ok(json(StatusCode::OK, &issued(token, name)))
 }
 

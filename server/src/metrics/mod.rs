@@ -40,7 +40,7 @@ pub use shard::BUCKET_BOUNDS_NS;
 use shard::{counter, histogram, with_local};
 
 /// `[personal_access_token] expiry_warning_window` in µs, for
-/// `latchkey_tokens_expiring` (set at start and on reload).
+/// `latchkey_tokens_expiring` (set at start; a reload keeps it).
 static EXPIRY_WINDOW_US: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the window `latchkey_tokens_expiring` counts within.

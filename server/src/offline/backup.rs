@@ -64,7 +64,18 @@ pub fn backup(config: &Config, source: &BackupSource<'_>, to: &Path) -> Result<C
         std::fs::read(&path).map_err(|source| OfflineError::Io { what: "cannot read", path, source })
     };
     let (key, root) = (read(SERVER_KEY_FILE)?, read(ROOT_FILE)?);
-    let log = fetch(source)?;
+    let (log, key_check) = fetch(source)?;
+    // The key read here must be the server's, or no token in the copy
+    // would ever verify (a config naming another data directory).
+    let ours =
+        <[u8; 32]>::try_from(key.as_slice()).ok().map(|key| crate::auth::TokenKey::new(key).check_value());
+    if ours.is_none() || ours != key_check {
+        return Err(OfflineError::Refused(format!(
+            "{} does not hold the server key of the server at {}: check [system] path",
+            live.join(SERVER_KEY_FILE).display(),
+            source.address
+        )));
+    }
     // Replayed before anything is kept: a damaged copy is no backup.
     let (state, _) = store::read_file(Path::new("(the backup received)"), &log)?;
     let target = new_data_dir(to)?;
@@ -106,8 +117,9 @@ fn new_data_dir(path: &Path) -> Result<DataDir, OfflineError> {
     Ok(dir)
 }
 
-/// `POST /v1/admin/backup` over plain HTTP/1.1: the log file's bytes.
-fn fetch(source: &BackupSource<'_>) -> Result<Vec<u8>, OfflineError> {
+/// `POST /v1/admin/backup` over plain HTTP/1.1: the log file's bytes, and
+/// the server's key check.
+fn fetch(source: &BackupSource<'_>) -> Result<(Vec<u8>, Option<String>), OfflineError> {
     let failed = |what: String| OfflineError::Refused(format!("backup from {}: {what}", source.address));
     let io = |error: std::io::Error| failed(error.to_string());
     let mut stream = TcpStream::connect(source.address).map_err(io)?;
@@ -123,6 +135,7 @@ fn fetch(source: &BackupSource<'_>) -> Result<Vec<u8>, OfflineError> {
     let mut reader = BufReader::new(stream);
     let mut head = Vec::new();
     let mut length: Option<usize> = None;
+    let mut key_check = None;
     let mut status_line = String::new();
     reader.read_line(&mut status_line).map_err(io)?;
     let status: u16 = status_line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
@@ -139,17 +152,22 @@ fn fetch(source: &BackupSource<'_>) -> Result<Vec<u8>, OfflineError> {
         if line.is_empty() {
             break;
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok();
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok();
+            } else if name.eq_ignore_ascii_case("x-latchkey-key-check") {
+                key_check = Some(value.trim().to_owned());
+            }
         }
     }
+    // Read as it arrives, not sized by the peer's word up front.
     let mut body = Vec::new();
     match length {
         Some(length) => {
-            body.resize(length, 0);
-            reader.read_exact(&mut body).map_err(io)?;
+            (&mut reader).take(length as u64).read_to_end(&mut body).map_err(io)?;
+            if body.len() != length {
+                return Err(failed("the answer ended before its Content-Length".to_owned()));
+            }
         }
         None => {
             reader.read_to_end(&mut body).map_err(io)?;
@@ -160,5 +178,5 @@ fn fetch(source: &BackupSource<'_>) -> Result<Vec<u8>, OfflineError> {
         let text = String::from_utf8_lossy(&body);
         return Err(failed(format!("answered {status}: {}", text.trim())));
     }
-    Ok(body)
+    Ok((body, key_check))
 }

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use latchkey_protocol::ext::TokenStatus;
 use serde_json::{Map, Value, json};
@@ -575,7 +574,7 @@ fn quoted(text: &str) -> String {
 }
 
 fn rfc3339(at_us: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(at_us)).to_string()
+    crate::clock::rfc3339_us(at_us)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -48,6 +49,9 @@ pub(super) enum Message {
 #[derive(Clone)]
 pub struct WriterHandle {
     sender: mpsc::Sender<Message>,
+    /// Set by a file writer whose journal failed (it refuses every change
+    /// until a restart): what readiness and the systemd watchdog look at.
+    failed: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -66,9 +70,10 @@ impl WriterHandle {
         Ok(Ticket(outcome))
     }
 
-    /// Whether the writer still takes changes (it has not stopped).
+    /// Whether the writer still takes changes: it has not stopped, and its
+    /// journal has not failed.
     pub fn is_alive(&self) -> bool {
-        !self.sender.is_closed()
+        !self.sender.is_closed() && !self.failed.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to finish what is queued before this call and exit.
@@ -102,16 +107,19 @@ struct Writer<J, P> {
     /// are unknown, so no further change is accepted until a restart
     /// re-reads and verifies the log.
     failed: bool,
+    /// `failed`, for the handles (readiness, the watchdog).
+    failed_flag: Arc<AtomicBool>,
 }
 
 /// The writer's end of its queue, before the writer runs.
-pub struct Inbox(pub(super) mpsc::Receiver<Message>);
+pub struct Inbox(pub(super) mpsc::Receiver<Message>, Arc<AtomicBool>);
 
 /// Creates the queue. Handles can be given out (and changes queued) before
 /// the writer starts, so the server can start while the writer waits for its state.
 pub fn channel() -> (WriterHandle, Inbox) {
     let (sender, receiver) = mpsc::channel(QUEUE_CHANGES_MAX);
-    (WriterHandle { sender }, Inbox(receiver))
+    let failed = Arc::new(AtomicBool::new(false));
+    (WriterHandle { sender, failed: Arc::clone(&failed) }, Inbox(receiver, failed))
 }
 
 /// Starts the writer thread. `state` and `next_id` come from log recovery.
@@ -126,7 +134,8 @@ pub fn start<J: Journal, P: Publish>(
     publish: P,
 ) -> JoinHandle<P> {
     let resolver = Resolver::new(state, next_id, limits);
-    let writer = Writer { resolver, last_commit_us: 0, journal, publish, failed: false };
+    let writer =
+        Writer { resolver, last_commit_us: 0, journal, publish, failed: false, failed_flag: inbox.1 };
     std::thread::Builder::new()
         .name("latchkey-writer".into())
         .spawn(move || super::exit_if_it_panics("writer", move || writer.run(inbox.0)))
@@ -205,12 +214,14 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                         metrics::store_maintenance_failed();
                         tracing::error!(%error, "log maintenance failed; refusing further changes");
                         self.failed = true;
+                        self.failed_flag.store(true, Ordering::Relaxed);
                     }
                 }
                 Err(error) => {
                     metrics::store_batch_failed(append_started.elapsed());
                     tracing::error!(%error, "log append failed; refusing further changes until restart");
                     self.failed = true;
+                    self.failed_flag.store(true, Ordering::Relaxed);
                     for result in results.iter_mut() {
                         if result.is_ok() {
                             *result = Err(ErrorCode::StorageUnavailable);
