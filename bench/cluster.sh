@@ -1,39 +1,90 @@
 #!/usr/bin/env bash
-# Cluster mode, measured on this machine: a 3-member etcd cluster and three
-# Latchkey nodes (release, --features etcd) on loopback, plus one
+# Cluster mode, measured on this machine: a 3-member etcd cluster and up to
+# three Latchkey nodes (release, --features etcd) on loopback, plus one
 # file-backed node as the single-node baseline.
-#   1. revocation propagation: revoke on node 1, time until nodes 2 and 3
+#   1. durable churn (create + delete) through node 1 alone, then through
+#      nodes 1-3 (connections spread round-robin), each interleaved run by
+#      run with the same transactions sent to the same etcd directly
+#      (latchkey-bench etcd-churn): one at a time (etcd-serial), racing
+#      on the shared id counter and count (etcd-shared), and with nothing
+#      shared (etcd-indep). Nodes 2 and 3 are started after the one-node
+#      runs, so those have no other node following the watch;
+#   2. revocation propagation: revoke on node 1, time until nodes 2 and 3
 #      refuse the token (latchkey-bench propagation);
-#   2. token login on a cluster node against the file-backed node,
+#   3. token login on a cluster node against the file-backed node,
 #      interleaved run by run (latchkey-bench run --baseline).
-# Knobs: ROUNDS (200), DURATION (3s), RUNS (5), CONNS (16).
+# Knobs: PARTS (churn,propagation,login), ROUNDS (200), DURATION (3s),
+# WARMUP (1s), RUNS (5), CONNS (16, login), CHURN_CONNS (1,16,64).
+# Binaries come from $CARGO_TARGET_DIR (default target).
 # Needs Debian's etcd-server and protoc (protobuf-compiler, libprotobuf-dev).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-rounds="${ROUNDS:-200}"; duration="${DURATION:-3s}"; runs="${RUNS:-5}"; conns="${CONNS:-16}"
+parts="${PARTS:-churn,propagation,login}"
+rounds="${ROUNDS:-200}"; duration="${DURATION:-3s}"; warmup="${WARMUP:-1s}"; runs="${RUNS:-5}"
+conns="${CONNS:-16}"; churn_conns="${CHURN_CONNS:-1,16,64}"
 cargo build --release -q -p latchkey-server --features etcd
-cargo build --release -q -p latchkey-bench
-bench=target/release/latchkey-bench
-server=target/release/latchkey-server
+cargo build --release -q -p latchkey-bench --features etcd
+bench="${CARGO_TARGET_DIR:-target}/release/latchkey-bench"
+server="${CARGO_TARGET_DIR:-target}/release/latchkey-server"
 source tools/etcd-cluster.sh
 etcd_work_dir latchkey-cluster
-for i in 1 2 3; do
+
+part() { [[ ",$parts," == *",$1,"* ]]; }
+
+# await_listening LOG: until the node logging to LOG listens (30 s at most).
+await_listening() {
+    for _ in $(seq 300); do
+        grep -q "Latchkey listening" "$1" && return 0
+        sleep 0.1
+    done
+    echo "no node listening; see $1" >&2
+    return 1
+}
+
+node_pids=()
+start_node() {
+    local i="$1"
     LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key" \
     LATCHKEY_STORAGE_ETCD_ENDPOINTS="$ETCD_ENDPOINTS" \
     LATCHKEY_SYSTEM_PATH="$work/node$i" LATCHKEY_TCP_ADDRESS="127.0.0.1:1809$i" LATCHKEY_HTTP_ADDRESS="127.0.0.1:1819$i" \
         "$server" --config configs/server.toml --with-default-root-credentials >"$work/node$i.log" 2>&1 &
     pids+=($!)
-done
+    node_pids+=($!)
+    await_listening "$work/node$i.log"
+}
+
+# churn LABEL ADDRS: Latchkey through ADDRS against etcd directly.
+churn() {
+    "$bench" etcd-churn --addr "$2" --label "$1" --etcd "$ETCD_ENDPOINTS" \
+        --etcd-pids "$(IFS=,; echo "${etcd_pids[*]}")" --node-pids "$(IFS=,; echo "${node_pids[*]}")" \
+        --connections "$churn_conns" --duration "$duration" --warmup "$warmup" --runs "$runs"
+}
+
+start_node 1
 LATCHKEY_SYSTEM_PATH="$work/file" LATCHKEY_TCP_ADDRESS=127.0.0.1:18090 LATCHKEY_HTTP_ADDRESS=127.0.0.1:18190 \
     "$server" --config configs/server.toml --with-default-root-credentials >"$work/file.log" 2>&1 &
 file_pid=$!
 pids+=("$file_pid")
-sleep 2
+await_listening "$work/file.log"
 
 echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | head -1)"
-echo "== revocation propagation (revoke on node 1; nodes 2 and 3 polled with token logins)"
-"$bench" propagation --writer 127.0.0.1:18091 --readers 127.0.0.1:18092,127.0.0.1:18093 --rounds "$rounds"
-echo "== token login: cluster node 1 against the file-backed node, interleaved"
-"$bench" run --addr 127.0.0.1:18091 --label cluster-node --baseline 127.0.0.1:18090 --baseline-label file-node \
-    --baseline-pid "$file_pid" --scenarios login --connections "$conns" --duration "$duration" --runs "$runs"
+if part churn; then
+    echo "== durable churn through 1 node against etcd directly, interleaved"
+    churn latchkey-1n 127.0.0.1:18091
+fi
+start_node 2
+start_node 3
+if part churn; then
+    echo "== durable churn through 3 nodes (connections spread) against etcd directly, interleaved"
+    churn latchkey-3n 127.0.0.1:18091,127.0.0.1:18092,127.0.0.1:18093
+fi
+if part propagation; then
+    echo "== revocation propagation (revoke on node 1; nodes 2 and 3 polled with token logins)"
+    "$bench" propagation --writer 127.0.0.1:18091 --readers 127.0.0.1:18092,127.0.0.1:18093 --rounds "$rounds"
+fi
+if part login; then
+    echo "== token login: cluster node 1 against the file-backed node, interleaved"
+    "$bench" run --addr 127.0.0.1:18091 --label cluster-node --baseline 127.0.0.1:18090 --baseline-label file-node \
+        --baseline-pid "$file_pid" --scenarios login --connections "$conns" --duration "$duration" --runs "$runs"
+fi

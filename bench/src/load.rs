@@ -98,7 +98,15 @@ pub enum Framing {
 
 impl Target {
     pub(crate) fn endpoint(&self) -> Endpoint {
-        Endpoint { address: self.address, bind: self.bind, tls: self.tls.clone() }
+        self.endpoint_for(0)
+    }
+
+    /// Where connection `connection` goes: round-robin over `address` and
+    /// `spread`.
+    pub(crate) fn endpoint_for(&self, connection: usize) -> Endpoint {
+        let index = connection % (1 + self.spread.len());
+        let address = if index == 0 { self.address } else { self.spread[index - 1] };
+        Endpoint { address, bind: self.bind, tls: self.tls.clone() }
     }
 }
 
@@ -106,6 +114,9 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub address: SocketAddr,
+    /// Further nodes serving the same registry (cluster mode): connections
+    /// go round-robin over `address` and these. Setup is done on `address`.
+    pub spread: Vec<SocketAddr>,
     pub user: String,
     pub password: String,
     /// Server process to sample CPU time from, if known.
@@ -273,7 +284,32 @@ pub async fn prepare(target: &Target) -> std::io::Result<String> {
             login_token = token.token.expose().to_owned();
         }
     }
+    for node in 1..=target.spread.len() {
+        await_token(&target.endpoint_for(node), &login_token).await?;
+    }
     Ok(login_token)
+}
+
+/// Longest the other nodes of a cluster may take to learn the setup's
+/// login token (their watch delivers it, usually within milliseconds).
+const SPREAD_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the node at `endpoint` accepts `token` (it was created on
+/// another node of the cluster).
+async fn await_token(endpoint: &Endpoint, token: &str) -> std::io::Result<()> {
+    let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.to_owned()) });
+    let mut stream = connect(endpoint).await?;
+    let deadline = Instant::now() + SPREAD_WAIT;
+    loop {
+        let (status, _) = call(&mut stream, &login).await?;
+        if status == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(setup_error("token login on another node", status));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The frames one connection sends per burst.
@@ -320,7 +356,7 @@ struct ConnectionStats {
     histogram: Option<Histogram<u64>>,
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
@@ -346,7 +382,7 @@ pub fn run(
             let phase = Rc::clone(&phase);
             let bytes = burst(scenario, &target.user, token, connection, depth);
             let per_burst = requests_per_burst(scenario, depth);
-            let endpoint = target.endpoint();
+            let endpoint = target.endpoint_for(connection);
             let framing = target.framing;
             let token = token.to_owned();
             let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });

@@ -8,6 +8,8 @@
 
 mod attack;
 mod disk;
+#[cfg(feature = "etcd")]
+mod etcd_direct;
 mod forward;
 mod http_null_server;
 mod load;
@@ -44,8 +46,10 @@ enum Command {
     /// Run scenarios against a server (and optionally a baseline).
     Run {
         /// Server under test (its binary protocol; see --http-addr for HTTP).
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        addr: SocketAddr,
+        /// Several (the nodes of a cluster): connections go round-robin over
+        /// them, and setup is done on the first.
+        #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "127.0.0.1:8090")]
+        addr: Vec<SocketAddr>,
         /// Label for the server under test in the output.
         #[arg(long, default_value = "latchkey")]
         label: String,
@@ -188,6 +192,12 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rounds: usize,
     },
+    /// Cluster mode: churn (create + delete) through Latchkey's nodes against
+    /// the same transactions sent to their etcd directly, interleaved run by
+    /// run: Latchkey, etcd with the shared id counter and count, etcd with
+    /// nothing shared.
+    #[cfg(feature = "etcd")]
+    EtcdChurn(EtcdChurnArgs),
     /// Hold many idle connections, then report the server's RSS per connection.
     Idle {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -199,6 +209,49 @@ enum Command {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+}
+
+/// `etcd-churn`'s arguments.
+#[cfg(feature = "etcd")]
+#[derive(clap::Args)]
+struct EtcdChurnArgs {
+    /// Latchkey node(s) of the cluster; connections go round-robin over
+    /// them, setup on the first.
+    #[arg(long, value_delimiter = ',', num_args = 1.., required = true)]
+    addr: Vec<SocketAddr>,
+    /// The same cluster's etcd client endpoints (host:port,...).
+    #[arg(long, value_delimiter = ',', num_args = 1.., required = true)]
+    etcd: Vec<String>,
+    /// Where the direct runs write: apart from the nodes' prefix, so
+    /// their watches see none of it. Cleared before the first run.
+    #[arg(long, default_value = "/latchkey-bench-direct/")]
+    prefix: String,
+    /// Label for the Latchkey side in the output.
+    #[arg(long, default_value = "latchkey")]
+    label: String,
+    #[arg(long, default_value = "iggy")]
+    user: String,
+    #[arg(long, default_value = "iggy")]
+    pass: String,
+    /// Connection counts (Latchkey) = client loops (etcd), e.g. 1,16,64.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    connections: Vec<usize>,
+    #[arg(long, value_parser = duration, default_value = "3s")]
+    duration: Duration,
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    warmup: Duration,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// PIDs of the etcd members: their CPU over each whole run
+    /// (warm-up included), summed, in cores.
+    #[arg(long, value_delimiter = ',')]
+    etcd_pids: Vec<u32>,
+    /// PIDs of the Latchkey nodes: their CPU likewise.
+    #[arg(long, value_delimiter = ',')]
+    node_pids: Vec<u32>,
+    /// Print one JSON line per side and connection count.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -223,6 +276,8 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 .build()?
                 .block_on(propagation::run(writer, &readers, &user, &pass, rounds))
         }
+        #[cfg(feature = "etcd")]
+        Command::EtcdChurn(args) => etcd_churn(args),
         Command::NullServer { addr, shape, threads } => {
             null_server::run(addr, shape, if threads == 0 { cores() } else { threads })
         }
@@ -327,6 +382,7 @@ fn run(cli: Cli) -> std::io::Result<()> {
             let tls = tls_ca.map(|ca_file| load::Tls::new(&ca_file, &tls_domain)).transpose()?;
             let target_at = |address, server_pid, framing, tls| Target {
                 address,
+                spread: Vec::new(),
                 user: user.clone(),
                 password: pass.clone(),
                 server_pid,
@@ -338,7 +394,8 @@ fn run(cli: Cli) -> std::io::Result<()> {
             // Only the doors the scenarios use are set up.
             let mut binary = None;
             if scenarios.iter().any(|scenario| !scenario.is_http()) {
-                let target = target_at(addr, server_pid, framing, tls);
+                let target =
+                    Target { spread: addr[1..].to_vec(), ..target_at(addr[0], server_pid, framing, tls) };
                 let token = runtime.block_on(load::prepare(&target))?;
                 let mut door = Door { side: Side { target, token, label: label.clone() }, baseline: None };
                 if let Some(address) = baseline {
@@ -457,4 +514,107 @@ impl Door {
         summaries.push(summary);
         Ok(summaries)
     }
+}
+
+/// `etcd-churn`: for each connection count, `runs` rounds of three runs
+/// (Latchkey's churn, the etcd loops with the shared keys, the etcd loops
+/// with none shared), then the three summaries, Latchkey's with its ratio
+/// to the shared loops (the same work as Latchkey's transactions).
+#[cfg(feature = "etcd")]
+fn etcd_churn(args: EtcdChurnArgs) -> std::io::Result<()> {
+    use etcd_direct::Keying;
+
+    let timing = Timing { warmup: args.warmup, duration: args.duration };
+    let target = Target {
+        address: args.addr[0],
+        spread: args.addr[1..].to_vec(),
+        user: args.user.clone(),
+        password: args.pass.clone(),
+        server_pid: args.node_pids.first().copied(),
+        bind: None,
+        framing: load::Framing::Legacy,
+        tls: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let token = runtime.block_on(load::prepare(&target))?;
+    runtime.block_on(etcd_direct::clear(&args.etcd, &args.prefix))?;
+    // Whole-run CPU of a group of processes, in cores; none if any is unknown.
+    let cpu_of = |pids: &[u32]| -> Option<Duration> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&pid| sys::process_cpu(pid)).sum()
+    };
+    let cores_text = |before: Option<Duration>, after: Option<Duration>, elapsed: Duration| {
+        after.zip(before).map_or("-".to_owned(), |(after, before)| {
+            format!("{:.2}", after.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64())
+        })
+    };
+    let keyings = [Keying::Serial, Keying::Shared, Keying::Independent];
+    eprintln!("{}  (ratios: to etcd-indep)", report::table_header());
+    for &conns in &args.connections {
+        let mut latchkey = Vec::new();
+        let mut direct: [Vec<load::RunResult>; 3] = Default::default();
+        let mut conflicts: [Vec<u64>; 3] = Default::default();
+        for index in 0..args.runs.max(1) {
+            let (etcd_before, nodes_before, started) =
+                (cpu_of(&args.etcd_pids), cpu_of(&args.node_pids), std::time::Instant::now());
+            let run = load::run(&target, Scenario::Churn, conns, 1, timing, &token)?;
+            let elapsed = started.elapsed();
+            eprintln!(
+                "{}  etcd cpu {}  nodes cpu {} (whole run)",
+                report::run_line(&args.label, "churn", conns, 1, index, &run),
+                cores_text(etcd_before, cpu_of(&args.etcd_pids), elapsed),
+                cores_text(nodes_before, cpu_of(&args.node_pids), elapsed),
+            );
+            latchkey.push(run);
+            for (side, keying) in keyings.into_iter().enumerate() {
+                let (etcd_before, started) = (cpu_of(&args.etcd_pids), std::time::Instant::now());
+                let measured = etcd_direct::run(&args.etcd, &args.prefix, keying, conns, timing)?;
+                let elapsed = started.elapsed();
+                eprintln!(
+                    "{}  etcd cpu {} (whole run)  conflicts {}",
+                    report::run_line(keying.label(), "churn", conns, 1, index, &measured.run),
+                    cores_text(etcd_before, cpu_of(&args.etcd_pids), elapsed),
+                    measured.conflicts
+                );
+                direct[side].push(measured.run);
+                conflicts[side].push(measured.conflicts);
+            }
+        }
+        let mut summary = report::summarize(&args.label, "churn", conns, 1, &latchkey);
+        let mut bases: Vec<report::Summary> = keyings
+            .iter()
+            .zip(&direct)
+            .map(|(keying, runs)| report::summarize(keying.label(), "churn", conns, 1, runs))
+            .collect();
+        // The table's ratios are to etcd-indep: etcd's own rate for
+        // transactions of this shape at this concurrency.
+        let independent = &bases[2];
+        summary.ratio_ops = Some(summary.ops_per_sec / independent.ops_per_sec.max(1e-9));
+        summary.ratio_p99 = Some(summary.p99_us as f64 / independent.p99_us.max(1) as f64);
+        let ratios: Vec<String> = bases
+            .iter()
+            .map(|base| format!("/ {} {:.2}", base.target, summary.ops_per_sec / base.ops_per_sec.max(1e-9)))
+            .collect();
+        let conflicts: Vec<String> = keyings
+            .iter()
+            .zip(&mut conflicts)
+            .map(|(keying, runs)| {
+                runs.sort_unstable();
+                format!("{} {}", keying.label(), runs[runs.len() / 2])
+            })
+            .collect();
+        bases.insert(0, summary);
+        for summary in &bases {
+            println!("{}", if args.json { report::json_line(summary) } else { report::table_row(summary) });
+        }
+        println!(
+            "{conns} connections: {} {}; conflicts per run (median): {}",
+            args.label,
+            ratios.join(", "),
+            conflicts.join(", ")
+        );
+    }
+    Ok(())
 }
