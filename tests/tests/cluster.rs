@@ -230,6 +230,75 @@ async fn nodes_racing_for_the_last_slots_under_the_limit_never_exceed_it() {
     every_node_lists(&nodes, "every node lists exactly the limit", |names| names.len() == 5).await;
 }
 
+/// A counter of `node`'s `/metrics` (a sample without labels).
+fn counter(node: &Node, name: &str) -> u64 {
+    let address = node.server.http_address.expect("the node serves HTTP");
+    let text = latchkey_tests::http::request(address, "GET", "/metrics", &[], b"").text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in /metrics"))
+}
+
+/// Group commit: one node's concurrent changes share etcd transactions,
+/// and sharing changes nothing a single change would see: one winner per
+/// name, never more tokens than the limit, unique ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_nodes_concurrent_changes_share_transactions_and_keep_every_rule() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let limited = spec(&etcd, &key).env("LATCHKEY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER", "15");
+    let node = node(&limited);
+    let address = node.server.address;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(root(address).await);
+    }
+    // 40 racers for 10 names, all at once: 10 winners, one per name.
+    let racers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut client)| {
+            tokio::spawn(async move {
+                let made =
+                    client.create_token(&latchkey_sdk::NewToken::named(format!("name-{}", index % 10))).await;
+                (made.map(|token| token.id).map_err(|error| status(Err::<(), _>(error))), client)
+            })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    let mut refused = Vec::new();
+    let mut clients = Vec::new();
+    for racer in racers {
+        let (made, client) = racer.await.unwrap();
+        match made {
+            Ok(id) => assert!(ids.insert(id), "id {id} given twice"),
+            Err(code) => refused.push(code),
+        }
+        clients.push(client);
+    }
+    assert_eq!(ids.len(), 10, "one winner per name; refused: {refused:?}");
+    assert!(refused.iter().all(|&code| code == 51), "{refused:?}");
+    // 40 racers for the last 5 slots under the limit of 15, distinct names.
+    let racers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut client)| {
+            tokio::spawn(async move {
+                status(client.create_personal_access_token(&format!("slot-{index}"), Expiry::Never).await)
+            })
+        })
+        .collect();
+    let statuses = statuses_of(racers).await;
+    assert_eq!(statuses.iter().filter(|&&status| status == 0).count(), 5, "{statuses:?}");
+    assert!(statuses.iter().all(|&status| status == 0 || status == 52), "{statuses:?}");
+    assert_eq!(token_names(&node).await.len(), 15);
+    // Grouped: fewer transactions than changes.
+    let changes = counter(&node, "latchkey_store_changes_committed_total");
+    let batches = counter(&node, "latchkey_store_batches_committed_total");
+    assert_eq!(changes, 15, "every create that was answered done is counted once");
+    assert!(batches < changes, "{changes} changes in {batches} transactions: none shared one");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ids_are_unique_across_nodes_and_a_restarted_node_reloads_every_token() {
     let Some((etcd, key, mut nodes)) = cluster(3) else { return };

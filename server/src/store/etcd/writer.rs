@@ -8,8 +8,19 @@
 //! `applied`, and the change's own events come back through the watch like
 //! anyone else's. The rules and the registry's apply are the ones the file
 //! backend uses.
+//!
+//! Group commit: the changes waiting in the inbox when the writer takes one
+//! are committed together, in one transaction, when they touch disjoint
+//! keys (each change's compares and writes; the id counter and the users'
+//! counts, which the group adds up, excepted) and stay under the per-user
+//! limit together. Creates in a group take consecutive ids. A change that
+//! overlaps the group waits for the next one; refusals, changes with
+//! nothing to write and changes that need several transactions go alone.
+//! If the group's transaction loses a race, each of its changes is tried
+//! again alone. So a node's write rate follows etcd's transaction rate
+//! times the group's size, not one round trip per change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,7 +30,7 @@ use etcd_client::{
     WatchStream,
 };
 use latchkey_protocol::ErrorCode;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::keys::{
@@ -27,6 +38,7 @@ use super::keys::{
 };
 use super::{Cluster, Loaded, UNSENT_RETRY_PAUSE, never_sent};
 use crate::clock::now_us;
+use crate::metrics;
 use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
 use crate::store::writer::{Inbox, Message, Resolver, StoreLimits};
 use crate::store::{Change, Freshness, Outcome};
@@ -35,6 +47,9 @@ use crate::store::{Change, Freshness, Outcome};
 /// last use, name, count) and 3 compares, and etcd refuses a transaction
 /// with more than 128 of either (`--max-txn-ops`, default 128).
 const TXN_MUTATIONS_MAX: usize = 32;
+/// Changes taken from the inbox at once to be grouped (those that do not
+/// fit one transaction wait for the next group).
+const QUEUE_TAKEN_MAX: usize = 128;
 /// Lost races one change may have before it is answered 20002.
 const CONFLICTS_MAX: u32 = 16;
 /// After a lost race that names no revision (a key it compared is gone),
@@ -126,8 +141,22 @@ impl<P: Publish> EtcdWriter<P> {
                 }
                 message = inbox.recv() => match message {
                     Some(Message::Change(change, reply)) => {
-                        let outcome = self.commit(&change).await;
-                        let _ = reply.send(outcome);
+                        let mut queue = vec![(change, reply)];
+                        let mut stop = false;
+                        while queue.len() < QUEUE_TAKEN_MAX {
+                            match inbox.try_recv() {
+                                Ok(Message::Change(change, reply)) => queue.push((change, reply)),
+                                Ok(Message::Stop) => {
+                                    stop = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit_queue(queue).await;
+                        if stop {
+                            break;
+                        }
                     }
                     Some(Message::Stop) | None => break,
                 },
@@ -138,6 +167,132 @@ impl<P: Publish> EtcdWriter<P> {
         self.publish
     }
 
+    /// Commits the changes taken from the inbox, in groups (see the module
+    /// documentation), answering each.
+    async fn commit_queue(&mut self, mut queue: Vec<Queued>) {
+        while queue.len() > 1 {
+            let commit_at_us = self.commit_time();
+            let mut group = Group::new(self.resolver.next_id());
+            let mut alone = Vec::new();
+            let mut later = Vec::new();
+            for (change, reply) in queue.drain(..) {
+                let mut mutations = Vec::new();
+                let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
+                let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot);
+                match checked {
+                    Ok(outcome) if groupable && !mutations.is_empty() => {
+                        if mutations.len() > TXN_MUTATIONS_MAX {
+                            alone.push((change, reply));
+                        } else if let Some(outcome) = self.admit(&mut group, outcome, mutations) {
+                            group.members.push(Member { change, reply, outcome });
+                        } else {
+                            later.push((change, reply));
+                        }
+                    }
+                    // A refusal, or nothing to write: fenced, alone.
+                    _ => alone.push((change, reply)),
+                }
+            }
+            match group.members.len() {
+                0 => {}
+                1 => {
+                    let member = group.members.pop().expect("one member");
+                    alone.push((member.change, member.reply));
+                }
+                changes => {
+                    let started = std::time::Instant::now();
+                    match self.transact(&group.mutations).await {
+                        Ok(Committed::Yes) => {
+                            metrics::store_batch_committed(changes as u64, started.elapsed());
+                            for member in group.members {
+                                let _ = member.reply.send(Ok(member.outcome));
+                            }
+                        }
+                        // Someone else changed what the group relied on: each
+                        // change is checked and tried again alone.
+                        Ok(Committed::Conflict) => {
+                            alone.extend(
+                                group.members.into_iter().map(|member| (member.change, member.reply)),
+                            );
+                        }
+                        Err(code) => {
+                            for member in group.members {
+                                let _ = member.reply.send(Err(code));
+                            }
+                        }
+                    }
+                }
+            }
+            for (change, reply) in alone {
+                let outcome = self.commit(&change).await;
+                let _ = reply.send(outcome);
+            }
+            queue = later;
+        }
+        if let Some((change, reply)) = queue.pop() {
+            let outcome = self.commit(&change).await;
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Takes a checked change into `group` if it fits: its keys disjoint
+    /// from the group's, every user's count within the limit with the
+    /// group's creates and deletes, the group's transaction within etcd's
+    /// size limit. Its creates get the group's next ids. Gives the change's
+    /// outcome (with those ids) back if it was taken.
+    fn admit(&self, group: &mut Group, outcome: Outcome, mut mutations: Vec<Mutation>) -> Option<Outcome> {
+        if group.mutations.len() + mutations.len() > TXN_MUTATIONS_MAX {
+            return None;
+        }
+        let mut next_id = group.next_id;
+        for mutation in &mut mutations {
+            if let Mutation::Create(token) = mutation {
+                token.id = next_id;
+                next_id += 1;
+            }
+        }
+        let mut parts = TxnParts::default();
+        for mutation in &mutations {
+            self.add(&mut parts, mutation);
+        }
+        let next_id_key = self.keys.next_id();
+        let keys: BTreeSet<String> =
+            parts.compared.into_iter().chain(parts.written).filter(|key| *key != next_id_key).collect();
+        if !keys.is_disjoint(&group.keys) {
+            return None;
+        }
+        let state = self.resolver.state();
+        let limit = i64::from(self.limits.max_tokens_per_user);
+        for (user_id, delta) in &parts.counts {
+            let before = i64::try_from(state.count_for(*user_id)).unwrap_or(i64::MAX);
+            let grouped = group.counts.get(user_id).copied().unwrap_or(0);
+            if *delta > 0 && before.saturating_add(grouped).saturating_add(*delta) > limit {
+                return None;
+            }
+        }
+        for (user_id, delta) in parts.counts {
+            *group.counts.entry(user_id).or_default() += delta;
+        }
+        group.keys.extend(keys);
+        group.next_id = next_id;
+        let outcome = match outcome {
+            Outcome::Created(_) => match mutations.first() {
+                Some(Mutation::Create(token)) => Outcome::Created(token.clone()),
+                _ => outcome,
+            },
+            other => part(other, &mutations),
+        };
+        group.mutations.extend(mutations);
+        Some(outcome)
+    }
+
+    /// The commit time of the next change or group: the clock, never behind
+    /// the last one.
+    fn commit_time(&mut self) -> u64 {
+        self.last_commit_us = now_us().max(self.last_commit_us);
+        self.last_commit_us
+    }
+
     /// Commits one change: checked against the state at `applied`, written
     /// with compares that it still holds, answered once applied here. A
     /// change over many tokens goes in several transactions, each checked
@@ -146,19 +301,21 @@ impl<P: Publish> EtcdWriter<P> {
         let mut done: Option<Outcome> = None;
         let mut conflicts = 0;
         loop {
-            let commit_at_us = now_us().max(self.last_commit_us);
-            self.last_commit_us = commit_at_us;
+            let commit_at_us = self.commit_time();
             let mut mutations = Vec::new();
             let outcome = self.check_current(change, commit_at_us, &mut mutations).await?;
             if mutations.is_empty() {
                 return Ok(merge(done, outcome));
             }
             let taken = mutations.len().min(TXN_MUTATIONS_MAX);
+            let started = std::time::Instant::now();
             match self.transact(&mutations[..taken]).await? {
                 Committed::Yes if taken == mutations.len() => {
+                    metrics::store_batch_committed(1, started.elapsed());
                     return Ok(merge(done, part(outcome, &mutations)));
                 }
                 Committed::Yes => {
+                    metrics::store_batch_committed(0, started.elapsed());
                     let so_far = merge(done, part(outcome, &mutations[..taken]));
                     // The cleaner asks for `max` at a time, and gets no more:
                     // one change must not hold this node's writes for long.
@@ -297,6 +454,9 @@ impl<P: Publish> EtcdWriter<P> {
         for mutation in mutations {
             self.add(&mut txn, mutation);
         }
+        if let Some(next_id) = txn.next_id {
+            txn.ops.push(TxnOp::put(self.keys.next_id(), encode_number(next_id), None));
+        }
         let state = self.resolver.state();
         for (user_id, delta) in std::mem::take(&mut txn.counts) {
             let key = self.keys.count(user_id);
@@ -311,7 +471,8 @@ impl<P: Publish> EtcdWriter<P> {
         Txn::new().when(txn.compares).and_then(txn.ops).or_else(reads)
     }
 
-    /// One mutation's compares and writes.
+    /// One mutation's compares and writes. (The counts of tokens per user
+    /// and the id counter are written once per transaction, by `txn`.)
     fn add(&self, txn: &mut TxnParts, mutation: &Mutation) {
         let keys = &self.keys;
         let state = self.resolver.state();
@@ -320,26 +481,28 @@ impl<P: Publish> EtcdWriter<P> {
             Mutation::Create(token) => {
                 let name_key = keys.name(token.user_id, &token.name);
                 txn.absent(name_key.clone());
-                txn.unchanged(keys.next_id());
-                txn.ops.push(TxnOp::put(keys.token(token.user_id, token.id), encode_token(token), None));
-                txn.ops.push(TxnOp::put(name_key, encode_number(token.id), None));
-                txn.ops.push(TxnOp::put(keys.next_id(), encode_number(token.id + 1), None));
+                if txn.next_id.is_none() {
+                    txn.unchanged(keys.next_id());
+                }
+                txn.next_id = txn.next_id.max(Some(token.id + 1));
+                txn.put(keys.token(token.user_id, token.id), encode_token(token));
+                txn.put(name_key, encode_number(token.id));
                 *txn.counts.entry(token.user_id).or_default() += 1;
             }
             Mutation::Delete { id, hash } => {
                 let Some(entry) = current(*id, hash) else { return };
                 let token_key = keys.token(entry.user_id, *id);
                 txn.exists_unchanged(token_key.clone());
-                txn.ops.push(TxnOp::delete(token_key, None));
-                txn.ops.push(TxnOp::delete(keys.used(entry.user_id, *id), None));
-                txn.ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
+                txn.delete(token_key);
+                txn.delete(keys.used(entry.user_id, *id));
+                txn.delete(keys.name(entry.user_id, &entry.name));
                 *txn.counts.entry(entry.user_id).or_default() -= 1;
             }
             Mutation::Touch { id, hash, used } => {
                 let Some(entry) = current(*id, hash) else { return };
                 txn.exists(keys.token(entry.user_id, *id));
                 txn.unchanged(keys.used(entry.user_id, *id));
-                txn.ops.push(TxnOp::put(keys.used(entry.user_id, *id), encode_used(*id, *used), None));
+                txn.put(keys.used(entry.user_id, *id), encode_used(*id, *used));
             }
             Mutation::Revoke { id, hash, .. }
             | Mutation::Update { id, hash, .. }
@@ -351,14 +514,10 @@ impl<P: Publish> EtcdWriter<P> {
                     && *name != entry.name
                 {
                     txn.absent(keys.name(entry.user_id, name));
-                    txn.ops.push(TxnOp::delete(keys.name(entry.user_id, &entry.name), None));
-                    txn.ops.push(TxnOp::put(keys.name(entry.user_id, name), encode_number(*id), None));
+                    txn.delete(keys.name(entry.user_id, &entry.name));
+                    txn.put(keys.name(entry.user_id, name), encode_number(*id));
                 }
-                txn.ops.push(TxnOp::put(
-                    token_key,
-                    encode_token(&changed_record(entry, hash, mutation)),
-                    None,
-                ));
+                txn.put(token_key, encode_token(&changed_record(entry, hash, mutation)));
             }
         }
     }
@@ -531,18 +690,66 @@ impl<P: Publish> EtcdWriter<P> {
     }
 }
 
+/// A change waiting in the inbox, and where its answer goes.
+type Queued = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
+
+/// Changes committed together in one transaction.
+struct Group {
+    members: Vec<Member>,
+    /// Every member's mutations, in order.
+    mutations: Vec<Mutation>,
+    /// Keys the members compare or write (the id counter and the counts
+    /// excepted): no two members share one.
+    keys: BTreeSet<String>,
+    /// Each user's change in token count so far.
+    counts: HashMap<u32, i64>,
+    /// The id the group's next create takes.
+    next_id: u64,
+}
+
+struct Member {
+    change: Change,
+    reply: oneshot::Sender<Result<Outcome, ErrorCode>>,
+    outcome: Outcome,
+}
+
+impl Group {
+    fn new(next_id: u64) -> Group {
+        Group {
+            members: Vec::new(),
+            mutations: Vec::new(),
+            keys: BTreeSet::new(),
+            counts: HashMap::new(),
+            next_id,
+        }
+    }
+}
+
 /// A transaction being built: compares, writes, the keys compared (read
-/// back on failure) and each user's change in token count.
+/// back on failure) and written, each user's change in token count, and
+/// the id counter's new value if it creates.
 #[derive(Default)]
 struct TxnParts {
     applied: i64,
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
-    compared: std::collections::BTreeSet<String>,
+    compared: BTreeSet<String>,
+    written: BTreeSet<String>,
     counts: HashMap<u32, i64>,
+    next_id: Option<u64>,
 }
 
 impl TxnParts {
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        self.written.insert(key.clone());
+        self.ops.push(TxnOp::put(key, value, None));
+    }
+
+    fn delete(&mut self, key: String) {
+        self.written.insert(key.clone());
+        self.ops.push(TxnOp::delete(key, None));
+    }
+
     /// `key` has not changed since the revision the state reflects.
     fn unchanged(&mut self, key: String) {
         self.compared.insert(key.clone());
