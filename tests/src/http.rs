@@ -58,6 +58,18 @@ impl HttpConnection {
         self.read_response()
     }
 
+    /// Sends `part` of a request and nothing more (for a request that
+    /// arrives in pieces; [`HttpConnection::response`] reads the answer).
+    /// Fails once the server has closed the connection.
+    pub fn write_part(&mut self, part: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(part)
+    }
+
+    /// Reads one response (`None` if the server closed the connection).
+    pub fn response(&mut self) -> Option<Response> {
+        self.read_response()
+    }
+
     /// Sends a request with `headers` and `body` (Content-Length is added).
     pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: latchkey\r\n");

@@ -235,6 +235,54 @@ fn bodies_are_checked_before_anything_is_made() {
     assert_eq!(listed.json()["tokens"], json!([]), "nothing was made by a refused request");
 }
 
+/// A body that arrives in pieces (chunked, with pauses) is read whole; one
+/// past the limit without a declared length is refused 413; one that stops
+/// arriving is answered 408 after `[http] request_timeout`.
+#[test]
+fn bodies_in_pieces_past_the_limit_or_stalled() {
+    let home = DataHome::new();
+    let server =
+        TestServer::start(&home, &ServerSpec::default_root().env("LATCHKEY_HTTP_REQUEST_TIMEOUT", "1s"));
+    let head = |extra: &str| {
+        format!(
+            "POST /v1/tokens HTTP/1.1\r\nHost: latchkey\r\nAuthorization: {}\r\nContent-Type: application/json\r\n{extra}\r\n",
+            root_auth()
+        )
+    };
+    let mut connection = HttpConnection::open(http(&server));
+    connection.write_part(head("Transfer-Encoding: chunked\r\n").as_bytes()).unwrap();
+    for piece in [r#"{"name":"#, r#""in-pie"#, r#"ces"}"#] {
+        std::thread::sleep(Duration::from_millis(50));
+        connection.write_part(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes()).unwrap();
+    }
+    connection.write_part(b"0\r\n\r\n").unwrap();
+    let made = connection.response().expect("an answer");
+    assert_eq!(made.status, 201, "{}", made.text());
+    assert_eq!(made.json()["name"], "in-pieces");
+
+    let mut connection = HttpConnection::open(http(&server));
+    connection.write_part(head("Transfer-Encoding: chunked\r\n").as_bytes()).unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, " ".repeat(16 * 1024));
+    // 64 KiB in four pieces, then the byte past the limit with the body's
+    // end in one write, so the server has read everything when it answers.
+    for _ in 0..4 {
+        connection.write_part(chunk.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    connection.write_part(b"1\r\nx\r\n0\r\n\r\n").unwrap();
+    let refused = connection.response().expect("an answer to a body past the limit");
+    assert_error(&refused, 413, 4, "InvalidFormat");
+
+    let mut connection = HttpConnection::open(http(&server));
+    connection.write_part(format!("{}{}", head("Content-Length: 40\r\n"), r#"{"name":"#).as_bytes()).unwrap();
+    let stalled = connection.response().expect("an answer to a stalled body");
+    assert_error(&stalled, 408, 4, "InvalidFormat");
+    let listed = call(&server, "GET", "/v1/tokens", &root_auth(), None).json();
+    let names: Vec<&str> =
+        listed["tokens"].as_array().unwrap().iter().filter_map(|token| token["name"].as_str()).collect();
+    assert_eq!(names, ["in-pieces"], "nothing was made by a refused request");
+}
+
 #[test]
 fn a_caller_may_revoke_or_rotate_the_token_it_authenticated_with() {
     let (_home, server) = start();

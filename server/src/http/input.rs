@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::Poll;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{HeaderMap, Request, StatusCode};
 use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
@@ -19,7 +21,9 @@ use super::reply::ApiError;
 use crate::command::{self, ReplyBody, Session};
 
 /// The request's body, at most `max_body_bytes` (413 past it), sent within
-/// `request_timeout` (408 past it).
+/// `request_timeout` (408 past it). What already arrived with the request's
+/// head (a small form or JSON body usually has) is taken without setting a
+/// timer; only a body still on its way is awaited under the timeout.
 pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Bytes, ApiError> {
     let max = exchange.side.max_body_bytes;
     let too_large = || {
@@ -33,16 +37,69 @@ pub async fn body(request: Request<Incoming>, exchange: &Exchange) -> Result<Byt
     if declared.and_then(|text| text.parse::<u64>().ok()).is_some_and(|length| length > max as u64) {
         return Err(too_large());
     }
-    let collect = Limited::new(request.into_body(), max).collect();
-    match tokio::time::timeout(exchange.side.request_timeout, collect).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(ApiError::invalid("the body could not be read")),
+    let mut incoming = request.into_body();
+    let mut taken = Taken::default();
+    loop {
+        if incoming.is_end_stream() {
+            return Ok(taken.into_bytes());
+        }
+        let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut incoming).poll_frame(cx))).await;
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => taken.add(frame, max).map_err(|()| too_large())?,
+            Poll::Ready(Some(Err(_))) => return Err(ApiError::invalid("the body could not be read")),
+            Poll::Ready(None) => return Ok(taken.into_bytes()),
+            Poll::Pending => break,
+        }
+    }
+    let rest = async {
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|_| ApiError::invalid("the body could not be read"))?;
+            taken.add(frame, max).map_err(|()| too_large())?;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(exchange.side.request_timeout, rest).await {
+        Ok(Ok(())) => Ok(taken.into_bytes()),
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             ErrorCode::InvalidFormat,
             "the body did not arrive within [http] request_timeout",
         )),
+    }
+}
+
+/// A body's data frames so far: the first kept as it came (most bodies
+/// are one frame, so nothing is copied), later ones appended.
+#[derive(Default)]
+struct Taken {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Taken {
+    /// Adds a frame (trailers are ignored); `Err` once past `max` bytes.
+    fn add(&mut self, frame: Frame<Bytes>, max: usize) -> Result<(), ()> {
+        let Ok(data) = frame.into_data() else { return Ok(()) };
+        let so_far = self.more.as_ref().map_or(self.first.len(), BytesMut::len);
+        if so_far.saturating_add(data.len()) > max {
+            return Err(());
+        }
+        match &mut self.more {
+            Some(more) => more.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut more = BytesMut::with_capacity(so_far + data.len());
+                more.extend_from_slice(&self.first);
+                more.extend_from_slice(&data);
+                self.more = Some(more);
+            }
+        }
+        Ok(())
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, BytesMut::freeze)
     }
 }
 

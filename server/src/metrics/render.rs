@@ -183,7 +183,11 @@ pub(super) fn write_exposition(out: &mut String, totals: &Totals, gauges: &Gauge
     text.sample(name, &[], counters[counter::CHANGES_COMMITTED]);
 
     let name = "latchkey_store_batches_committed_total";
-    text.family(name, "counter", "Batches the store made durable (one log write and sync each, or one etcd transaction).");
+    text.family(
+        name,
+        "counter",
+        "Batches the store made durable (one log write and sync each, or one etcd transaction).",
+    );
     text.sample(name, &[], counters[counter::BATCHES_COMMITTED]);
 
     let name = "latchkey_store_commit_failures_total";
