@@ -299,6 +299,39 @@ async fn one_nodes_concurrent_changes_share_transactions_and_keep_every_rule() {
     assert!(batches < changes, "{changes} changes in {batches} transactions: none shared one");
 }
 
+/// Group commit keeps a connection's pipelined changes in the order sent:
+/// the burst of the single-node test answers the same on a cluster node,
+/// and 16 connections each pipelining a create and a delete of their own
+/// token, over and over, never see the delete come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_changes_take_effect_in_the_order_sent() {
+    let Some((_etcd, _key, nodes)) = cluster(1) else { return };
+    let address = nodes[0].server.address;
+    pipelined_burst_answers_in_order(address).await;
+    let mut churners = Vec::new();
+    for connection in 0..16 {
+        churners.push(tokio::spawn(async move {
+            let mut raw = Raw::connect(address).await;
+            assert_eq!(raw.status(LOGIN_USER, &login_body(b"iggy", b"iggy")).await, 0);
+            let name = format!("churn-{connection}");
+            let mut pair = frame(CREATE_PAT, &create_body(name.as_bytes(), 0));
+            pair.extend(frame(DELETE_PAT, &short(name.as_bytes())));
+            let mut statuses = Vec::new();
+            for _ in 0..20 {
+                raw.write(&pair).await;
+                statuses.push(raw.read_reply().await.0);
+                statuses.push(raw.read_reply().await.0);
+            }
+            statuses
+        }));
+    }
+    for churner in churners {
+        let statuses = churner.await.unwrap();
+        assert!(statuses.iter().all(|&status| status == 0), "{statuses:?}");
+    }
+    assert_eq!(token_names(&nodes[0]).await, ["beta", "gamma"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ids_are_unique_across_nodes_and_a_restarted_node_reloads_every_token() {
     let Some((etcd, key, mut nodes)) = cluster(3) else { return };

@@ -280,43 +280,11 @@ async fn logout_is_an_empty_ok_and_ends_the_session() {
 
 /// A burst of pipelined token creates and deletes is queued with the writer
 /// at once (one commit for all of them), yet every reply is what the same
-/// requests sent one by one would get, in order; a list in the burst sees
-/// everything before it; a request before login in the burst is refused.
+/// requests sent one by one would get, in order (`common`'s
+/// `pipelined_burst_answers_in_order`).
 #[tokio::test]
 async fn pipelined_creates_and_deletes_answer_as_if_sent_one_by_one() {
     let home = DataHome::new();
     let server = TestServer::start(&home, &ServerSpec::default_root());
-    let mut raw = Raw::connect(server.address).await;
-    let mut burst = frame(CREATE_PAT, &create_body(b"early", 0));
-    burst.extend(frame(LOGIN_USER, &login_body(b"iggy", b"iggy")));
-    for (code, payload) in [
-        (CREATE_PAT, create_body(b"alpha", 0)),
-        (CREATE_PAT, create_body(b"alpha", 0)),
-        (DELETE_PAT, short(b"alpha")),
-        (DELETE_PAT, short(b"alpha")),
-        (CREATE_PAT, create_body(b"beta", u64::MAX)),
-        (CREATE_PAT, create_body(b"x", 0)),
-        (GET_PATS, Vec::new()),
-        (CREATE_PAT, create_body(b"gamma", 0)),
-    ] {
-        burst.extend(frame(code, &payload));
-    }
-    raw.write(&burst).await;
-    let mut statuses = Vec::new();
-    let mut list = Vec::new();
-    for index in 0..10 {
-        let (status, payload) = raw.read_reply().await;
-        statuses.push(status);
-        if index == 8 {
-            list = payload;
-        }
-    }
-    assert_eq!(statuses, [40, 0, 0, 51, 0, 20, 0, 50, 0, 0]);
-    // The list in the middle of the burst saw beta (and not gamma, after it).
-    assert!(contains(&list, b"beta") && !contains(&list, b"gamma") && !contains(&list, b"alpha"));
-    let names: Vec<String> = {
-        let mut client = root(server.address).await;
-        client.get_personal_access_tokens().await.unwrap().into_iter().map(|token| token.name).collect()
-    };
-    assert_eq!(names, ["beta", "gamma"]);
+    pipelined_burst_answers_in_order(server.address).await;
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_sdk::{Client, Error};
+use latchkey_tests::contains;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -356,4 +357,45 @@ pub async fn wait_until_read_by_server(stream: &TcpStream) {
         assert!(Instant::now() < deadline, "the server never read the bytes (hang guard)");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Sends one burst of pipelined requests (a create before login, then
+/// creates, deletes, a list and more creates, some refused) and checks that
+/// every reply is what the same requests sent one by one would get, in
+/// order; a list in the burst sees everything before it and nothing after.
+/// Leaves root with the tokens `beta` and `gamma`.
+pub async fn pipelined_burst_answers_in_order(address: SocketAddr) {
+    let mut raw = Raw::connect(address).await;
+    let mut burst = frame(CREATE_PAT, &create_body(b"early", 0));
+    burst.extend(frame(LOGIN_USER, &login_body(b"iggy", b"iggy")));
+    for (code, payload) in [
+        (CREATE_PAT, create_body(b"alpha", 0)),
+        (CREATE_PAT, create_body(b"alpha", 0)),
+        (DELETE_PAT, short(b"alpha")),
+        (DELETE_PAT, short(b"alpha")),
+        (CREATE_PAT, create_body(b"beta", u64::MAX)),
+        (CREATE_PAT, create_body(b"x", 0)),
+        (GET_PATS, Vec::new()),
+        (CREATE_PAT, create_body(b"gamma", 0)),
+    ] {
+        burst.extend(frame(code, &payload));
+    }
+    raw.write(&burst).await;
+    let mut statuses = Vec::new();
+    let mut list = Vec::new();
+    for index in 0..10 {
+        let (status, payload) = raw.read_reply().await;
+        statuses.push(status);
+        if index == 8 {
+            list = payload;
+        }
+    }
+    assert_eq!(statuses, [40, 0, 0, 51, 0, 20, 0, 50, 0, 0]);
+    // The list in the middle of the burst saw beta (and not gamma, after it).
+    assert!(contains(&list, b"beta") && !contains(&list, b"gamma") && !contains(&list, b"alpha"));
+    let names: Vec<String> = {
+        let mut client = root(address).await;
+        client.get_personal_access_tokens().await.unwrap().into_iter().map(|token| token.name).collect()
+    };
+    assert_eq!(names, ["beta", "gamma"]);
 }

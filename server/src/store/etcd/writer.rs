@@ -13,14 +13,16 @@
 //! are committed together, in one transaction, when they touch disjoint
 //! keys (each change's compares and writes; the id counter and the users'
 //! counts, which the group adds up, excepted) and stay under the per-user
-//! limit together. Creates in a group take consecutive ids. A change that
-//! overlaps the group waits for the next one; refusals, changes with
-//! nothing to write and changes that need several transactions go alone.
-//! If the group's transaction loses a race, each of its changes is tried
-//! again alone. So a node's write rate follows etcd's transaction rate
-//! times the group's size, not one round trip per change.
+//! limit together. Creates in a group take consecutive ids. A group is a
+//! run of consecutive changes, so changes still take effect in the order
+//! they arrived: the first change that overlaps the group ends it and heads
+//! the next one; refusals, changes with nothing to write and changes that
+//! need several transactions go alone. If the group's transaction loses a
+//! race, each of its changes is tried again alone, in order. So a node's
+//! write rate follows etcd's transaction rate times the group's size, not
+//! one round trip per change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -167,71 +169,82 @@ impl<P: Publish> EtcdWriter<P> {
         self.publish
     }
 
-    /// Commits the changes taken from the inbox, in groups (see the module
-    /// documentation), answering each.
-    async fn commit_queue(&mut self, mut queue: Vec<Queued>) {
-        while queue.len() > 1 {
-            let commit_at_us = self.commit_time();
-            let mut group = Group::new(self.resolver.next_id());
-            let mut alone = Vec::new();
-            let mut later = Vec::new();
-            for (change, reply) in queue.drain(..) {
-                let mut mutations = Vec::new();
-                let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
-                let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot);
-                match checked {
-                    Ok(outcome) if groupable && !mutations.is_empty() => {
-                        if mutations.len() > TXN_MUTATIONS_MAX {
-                            alone.push((change, reply));
-                        } else if let Some(outcome) = self.admit(&mut group, outcome, mutations) {
-                            group.members.push(Member { change, reply, outcome });
-                        } else {
-                            later.push((change, reply));
-                        }
-                    }
-                    // A refusal, or nothing to write: fenced, alone.
-                    _ => alone.push((change, reply)),
-                }
-            }
-            match group.members.len() {
-                0 => {}
-                1 => {
-                    let member = group.members.pop().expect("one member");
-                    alone.push((member.change, member.reply));
-                }
-                changes => {
-                    let started = std::time::Instant::now();
-                    match self.transact(&group.mutations).await {
-                        Ok(Committed::Yes) => {
-                            metrics::store_batch_committed(changes as u64, started.elapsed());
-                            for member in group.members {
-                                let _ = member.reply.send(Ok(member.outcome));
-                            }
-                        }
-                        // Someone else changed what the group relied on: each
-                        // change is checked and tried again alone.
-                        Ok(Committed::Conflict) => {
-                            alone.extend(
-                                group.members.into_iter().map(|member| (member.change, member.reply)),
-                            );
-                        }
-                        Err(code) => {
-                            for member in group.members {
-                                let _ = member.reply.send(Err(code));
-                            }
-                        }
-                    }
-                }
-            }
-            for (change, reply) in alone {
+    /// Commits the changes taken from the inbox, in their order, in groups
+    /// (see the module documentation), answering each. A group is a run of
+    /// consecutive changes: the first change that does not fit ends it and
+    /// waits until the group is committed, so a connection's pipelined
+    /// changes (a create and then a delete of the same token) take effect
+    /// in the order they were sent.
+    async fn commit_queue(&mut self, queue: Vec<Queued>) {
+        let mut queue = VecDeque::from(queue);
+        while let Some(head) = queue.pop_front() {
+            if queue.is_empty() {
+                let (change, reply) = head;
                 let outcome = self.commit(&change).await;
                 let _ = reply.send(outcome);
+                return;
             }
-            queue = later;
-        }
-        if let Some((change, reply)) = queue.pop() {
-            let outcome = self.commit(&change).await;
-            let _ = reply.send(outcome);
+            let commit_at_us = self.commit_time();
+            let mut group = Group::new(self.resolver.next_id());
+            let mut next = Some(head);
+            let mut stopped = None;
+            while let Some((change, reply)) = next.take() {
+                let mut mutations = Vec::new();
+                let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
+                let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot)
+                    && !mutations.is_empty()
+                    && mutations.len() <= TXN_MUTATIONS_MAX;
+                // A refusal, or nothing to write, is fenced: alone.
+                let taken = match checked {
+                    Ok(outcome) if groupable => self.admit(&mut group, outcome, mutations),
+                    _ => None,
+                };
+                match taken {
+                    Some(outcome) => {
+                        group.members.push(Member { change, reply, outcome });
+                        next = queue.pop_front();
+                    }
+                    None => stopped = Some((change, reply)),
+                }
+            }
+            let members = group.members.len();
+            if members >= 2 {
+                let started = std::time::Instant::now();
+                match self.transact(&group.mutations).await {
+                    Ok(Committed::Yes) => {
+                        metrics::store_batch_committed(members as u64, started.elapsed());
+                        for member in group.members {
+                            let _ = member.reply.send(Ok(member.outcome));
+                        }
+                    }
+                    // Someone else changed what the group relied on: each
+                    // change is checked and tried again alone, in order.
+                    Ok(Committed::Conflict) => {
+                        for member in group.members {
+                            let outcome = self.commit(&member.change).await;
+                            let _ = member.reply.send(outcome);
+                        }
+                    }
+                    Err(code) => {
+                        for member in group.members {
+                            let _ = member.reply.send(Err(code));
+                        }
+                    }
+                }
+            } else if let Some(member) = group.members.pop() {
+                let outcome = self.commit(&member.change).await;
+                let _ = member.reply.send(outcome);
+            }
+            match stopped {
+                // It heads the next group, checked against what this one did.
+                Some(stopped) if members > 0 => queue.push_front(stopped),
+                // It fits no group even alone: committed by itself.
+                Some((change, reply)) => {
+                    let outcome = self.commit(&change).await;
+                    let _ = reply.send(outcome);
+                }
+                None => {}
+            }
         }
     }
 
