@@ -10,7 +10,7 @@ use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, IdentityInfo, PersonalAccessTokens, decode_exact,
 };
 use latchkey_sdk::Expiry;
-use latchkey_tests::{DataHome, ServerSpec, TestServer, contains};
+use latchkey_tests::{DataHome, ServerSpec, TestServer};
 
 #[tokio::test]
 async fn ping_is_served_before_and_after_login_as_eight_zero_bytes() {
