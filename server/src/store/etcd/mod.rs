@@ -436,11 +436,48 @@ pub(super) fn never_sent(error: &etcd_client::Error) -> bool {
 const IDEMPOTENT_RETRY_TIMEOUTS: u32 = 6;
 
 /// Whether a request failed in transport or timed out (the connection broke
-/// under it, or no leader answered in time): it may or may not have
-/// reached etcd.
+/// under it, or no leader answered in time; gRPC's "operation was
+/// canceled" is what a request gets when the member it went to is killed
+/// mid-request): it may or may not have reached etcd.
 fn transport_failed(error: &etcd_client::Error) -> bool {
     let text = error.to_string();
-    ["transport error", "broken pipe", "h2 protocol error", "Timeout expired", "leader changed", "no leader"]
-        .iter()
-        .any(|sign| text.contains(sign))
+    TRANSPORT_FAILURE_SIGNS.iter().any(|sign| text.contains(sign))
+}
+
+/// What the client's error text says when the transport failed.
+const TRANSPORT_FAILURE_SIGNS: [&str; 8] = [
+    "transport error",
+    "broken pipe",
+    "h2 protocol error",
+    "Timeout expired",
+    "leader changed",
+    "no leader",
+    "operation was canceled",
+    "operation was cancelled",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::{never_sent, transport_failed};
+
+    /// The client's errors are told apart by their text; these are texts
+    /// seen from etcd-client 0.21 against etcd 3.4 with members killed.
+    #[test]
+    fn transport_failures_are_told_from_answers() {
+        let error = |text: &str| etcd_client::Error::InvalidArgs(text.to_owned());
+        // A start during the chaos crash test: a member killed mid-request.
+        let canceled = error(
+            "grpc request error: status: 'The operation was cancelled', self: \"operation was canceled\"",
+        );
+        assert!(transport_failed(&canceled) && !never_sent(&canceled));
+        assert!(transport_failed(&error("grpc request error: transport error")));
+        assert!(transport_failed(&error("etcdserver: leader changed")));
+        assert!(never_sent(&error("transport error: tcp connect error: Connection refused (os error 111)")));
+        // etcd's answers are not transport failures: sending again would not help.
+        for answer in
+            ["etcdserver: requested lease not found", "etcdserver: too many operations in txn request"]
+        {
+            assert!(!transport_failed(&error(answer)) && !never_sent(&error(answer)), "{answer}");
+        }
+    }
 }
