@@ -51,7 +51,7 @@ LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:0 LATCHKEY_HTTP
 server_pid=$!
 address=""
 for _ in $(seq 1 300); do
-    address="$(sed -n 's/.*Latchkey listening on \([0-9.:]*\).*/\1/p' "$work/server.log" | head -n 1)"
+    address="$(sed -n 's/.*Latchkey listening on \([0-9.:]*\).*/\1/p' "$work/server.log" | sed -n 1p)"
     [[ -n "$address" ]] && break
     if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "cli.sh: latchkey-server exited during start:" >&2
@@ -114,7 +114,7 @@ check "me with a password" 0 "User ID +\| 0 " "Transport +\| TCP"
 
 iggy "${root[@]}" pat create cli-never
 check "pat create without expiry" 0 "cli-never and without token expire time created" "Token: lk_[0-9A-Za-z]{49}"
-token="$(sed -n 's/^Token: \(lk_[0-9A-Za-z]*\).*/\1/p' <<< "$output" | head -n 1)"
+token="$(sed -n 's/^Token: \(lk_[0-9A-Za-z]*\).*/\1/p' <<< "$output" | sed -n 1p)"
 
 iggy "${root[@]}" pat create cli-day 1day
 check "pat create with 1day" 0 "cli-day and token expire time: 1day created" "Token: lk_"

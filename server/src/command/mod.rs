@@ -235,7 +235,8 @@ impl Session {
         self.peer
     }
 
-    fn client_id(&self) -> u32 {
+    /// The connection's (or HTTP request's) id, unique in this process.
+    pub fn client_id(&self) -> u32 {
         self.client_id
     }
 

@@ -25,7 +25,7 @@ use crate::auth::policy::{
     DESCRIPTION_BYTES_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenPolicy, parse_network,
 };
 use crate::registry::{TokenExtras, TokenHash};
-use crate::store::{Change, NewToken, Outcome, Ticket};
+use crate::store::{Change, NewToken, Origin, Outcome, Ticket};
 
 /// Token name bounds in bytes (Iggy legacy: 3–30, code 50 outside).
 pub const TOKEN_NAME_BYTES_MIN: usize = 3;
@@ -131,7 +131,7 @@ async fn start_create(
     let change =
         Change::Create(NewToken { user_id, name: name.clone(), hash, expiry_us: lifetime_us, extras });
     let peer = session.peer();
-    let ticket = ctx.writer.enqueue(change).await?;
+    let ticket = ctx.writer.enqueue(change, Origin::Client(session.client_id())).await?;
     let finish = move |outcome: Result<Outcome, ErrorCode>| match outcome {
         Ok(Outcome::Created(record)) => {
             tracing::info!(target: "audit", event = "token_created", user_id, token_id = record.id, token_name = %name, expiry_at_us = record.expiry_at_us.map_or(0, |at| at.get()), %peer);
@@ -243,7 +243,7 @@ async fn start_change(
     ctx: &Context,
 ) -> Result<PendingReply, ErrorCode> {
     let peer = session.peer();
-    let ticket = ctx.writer.enqueue(change).await?;
+    let ticket = ctx.writer.enqueue(change, Origin::Client(session.client_id())).await?;
     let finish = move |outcome: Result<Outcome, ErrorCode>| match outcome {
         Ok(Outcome::Deleted { id } | Outcome::Revoked { id } | Outcome::Updated { id }) => {
             tracing::info!(target: "audit", event, user_id, token_id = id, %peer);

@@ -53,7 +53,7 @@ use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, Token
 pub use compaction::CompactionPolicy;
 pub use log::TokenLog;
 pub use recovery::{Damage, Inspection, LogError, Recovered, inspect, open, read_file};
-pub use writer::{Inbox, StoreLimits, Ticket, WriterHandle};
+pub use writer::{Inbox, Origin, StoreLimits, Ticket, WriterHandle};
 
 /// A change a caller asks for, not yet checked.
 #[derive(Debug, Clone)]

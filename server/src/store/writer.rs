@@ -41,8 +41,21 @@ pub const QUEUE_CHANGES_MAX: usize = 16 * 1024;
 
 /// What the writer's queue carries.
 pub(super) enum Message {
-    Change(Change, oneshot::Sender<Result<Outcome, ErrorCode>>),
+    Change(Change, Origin, oneshot::Sender<Result<Outcome, ErrorCode>>),
     Stop,
+}
+
+/// Who queued a change. A connection may queue changes ahead of their
+/// answers (pipelining); those must take effect in the order queued.
+/// Changes of different origins are concurrent, so a writer may commit
+/// them in any order (the etcd writer's groups do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A connection or HTTP session, by its client id.
+    Client(u32),
+    /// One change waited for on its own (`WriterHandle::submit`): nothing
+    /// else of its origin is queued with it.
+    Alone,
 }
 
 /// A cheap, cloneable way to submit changes.
@@ -58,15 +71,15 @@ impl WriterHandle {
     /// Submits a change and waits until it is durable and visible to every
     /// reader (or refused). A stopped writer answers `Error`.
     pub async fn submit(&self, change: Change) -> Result<Outcome, ErrorCode> {
-        self.enqueue(change).await?.outcome().await
+        self.enqueue(change, Origin::Alone).await?.outcome().await
     }
 
     /// Queues a change (waiting only for room in the queue) and returns the
-    /// ticket its outcome will arrive on. Changes are committed in the order
-    /// they are queued, each checked against the ones before it.
-    pub async fn enqueue(&self, change: Change) -> Result<Ticket, ErrorCode> {
+    /// ticket its outcome will arrive on. Changes of one origin are committed
+    /// in the order they are queued, each checked against the ones before it.
+    pub async fn enqueue(&self, change: Change, origin: Origin) -> Result<Ticket, ErrorCode> {
         let (reply, outcome) = oneshot::channel();
-        self.sender.send(Message::Change(change, reply)).await.map_err(|_| ErrorCode::Error)?;
+        self.sender.send(Message::Change(change, origin, reply)).await.map_err(|_| ErrorCode::Error)?;
         Ok(Ticket(outcome))
     }
 
@@ -164,12 +177,12 @@ impl<J: Journal, P: Publish> Writer<J, P> {
         let mut stopping = false;
         while !stopping {
             match receiver.blocking_recv() {
-                Some(Message::Change(change, reply)) => pending.push((change, reply)),
+                Some(Message::Change(change, _, reply)) => pending.push((change, reply)),
                 Some(Message::Stop) | None => break,
             }
             while pending.len() < BATCH_CHANGES_MAX {
                 match receiver.try_recv() {
-                    Ok(Message::Change(change, reply)) => pending.push((change, reply)),
+                    Ok(Message::Change(change, _, reply)) => pending.push((change, reply)),
                     Ok(Message::Stop) => {
                         stopping = true;
                         break;

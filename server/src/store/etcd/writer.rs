@@ -13,16 +13,17 @@
 //! are committed together, in one transaction, when they touch disjoint
 //! keys (each change's compares and writes; the id counter and the users'
 //! counts, which the group adds up, excepted) and stay under the per-user
-//! limit together. Creates in a group take consecutive ids. A group is a
-//! run of consecutive changes, so changes still take effect in the order
-//! they arrived: the first change that overlaps the group ends it and heads
-//! the next one; refusals, changes with nothing to write and changes that
-//! need several transactions go alone. If the group's transaction loses a
-//! race, each of its changes is tried again alone, in order. So a node's
+//! limit together. Creates in a group take consecutive ids. A change that
+//! does not fit waits for the next group, and so does every later change
+//! of its origin (a connection's pipelined changes take effect in the order
+//! sent; other connections' changes are concurrent with them and may go
+//! first); refusals, changes with nothing to write and changes that need
+//! several transactions go alone. If the group's transaction loses a race,
+//! each of its changes is tried again alone, in order. So a node's
 //! write rate follows etcd's transaction rate times the group's size, not
 //! one round trip per change.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -42,7 +43,7 @@ use super::{Cluster, Loaded, UNSENT_RETRY_PAUSE, never_sent};
 use crate::clock::now_us;
 use crate::metrics;
 use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
-use crate::store::writer::{Inbox, Message, Resolver, StoreLimits};
+use crate::store::writer::{Inbox, Message, Origin, Resolver, StoreLimits};
 use crate::store::{Change, Freshness, Outcome};
 
 /// Mutations in one transaction at most: a delete is 4 operations (token,
@@ -142,12 +143,12 @@ impl<P: Publish> EtcdWriter<P> {
                     }
                 }
                 message = inbox.recv() => match message {
-                    Some(Message::Change(change, reply)) => {
-                        let mut queue = vec![(change, reply)];
+                    Some(Message::Change(change, origin, reply)) => {
+                        let mut queue = vec![(change, origin, reply)];
                         let mut stop = false;
                         while queue.len() < QUEUE_TAKEN_MAX {
                             match inbox.try_recv() {
-                                Ok(Message::Change(change, reply)) => queue.push((change, reply)),
+                                Ok(Message::Change(change, origin, reply)) => queue.push((change, origin, reply)),
                                 Ok(Message::Stop) => {
                                     stop = true;
                                     break;
@@ -169,42 +170,48 @@ impl<P: Publish> EtcdWriter<P> {
         self.publish
     }
 
-    /// Commits the changes taken from the inbox, in their order, in groups
-    /// (see the module documentation), answering each. A group is a run of
-    /// consecutive changes: the first change that does not fit ends it and
-    /// waits until the group is committed, so a connection's pipelined
-    /// changes (a create and then a delete of the same token) take effect
-    /// in the order they were sent.
+    /// Commits the changes taken from the inbox in groups (see the module
+    /// documentation), answering each. Each round walks the queue in order:
+    /// a change that fits joins the group; one that does not (or whose
+    /// origin already has a change waiting) waits for the next round, so a
+    /// connection's pipelined changes (a create and then a delete of the
+    /// same token) take effect in the order they were sent, while other
+    /// connections' changes, concurrent with them, may go first. A round
+    /// whose group is empty commits its first waiting change alone.
     async fn commit_queue(&mut self, queue: Vec<Queued>) {
         let mut queue = VecDeque::from(queue);
-        while let Some(head) = queue.pop_front() {
-            if queue.is_empty() {
-                let (change, reply) = head;
+        while !queue.is_empty() {
+            if queue.len() == 1 {
+                let (change, _, reply) = queue.pop_front().expect("one change");
                 let outcome = self.commit(&change).await;
                 let _ = reply.send(outcome);
                 return;
             }
             let commit_at_us = self.commit_time();
             let mut group = Group::new(self.resolver.next_id());
-            let mut next = Some(head);
-            let mut stopped = None;
-            while let Some((change, reply)) = next.take() {
-                let mut mutations = Vec::new();
-                let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
-                let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot)
-                    && !mutations.is_empty()
-                    && mutations.len() <= TXN_MUTATIONS_MAX;
-                // A refusal, or nothing to write, is fenced: alone.
-                let taken = match checked {
-                    Ok(outcome) if groupable => self.admit(&mut group, outcome, mutations),
-                    _ => None,
+            let mut waiting = VecDeque::new();
+            let mut blocked = HashSet::new();
+            for (change, origin, reply) in queue.drain(..) {
+                let taken = if origin != Origin::Alone && blocked.contains(&origin) {
+                    None
+                } else {
+                    let mut mutations = Vec::new();
+                    let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
+                    let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot)
+                        && !mutations.is_empty()
+                        && mutations.len() <= TXN_MUTATIONS_MAX;
+                    // A refusal, or nothing to write, is fenced: alone.
+                    match checked {
+                        Ok(outcome) if groupable => self.admit(&mut group, outcome, mutations),
+                        _ => None,
+                    }
                 };
                 match taken {
-                    Some(outcome) => {
-                        group.members.push(Member { change, reply, outcome });
-                        next = queue.pop_front();
+                    Some(outcome) => group.members.push(Member { change, reply, outcome }),
+                    None => {
+                        blocked.insert(origin);
+                        waiting.push_back((change, origin, reply));
                     }
-                    None => stopped = Some((change, reply)),
                 }
             }
             let members = group.members.len();
@@ -234,17 +241,12 @@ impl<P: Publish> EtcdWriter<P> {
             } else if let Some(member) = group.members.pop() {
                 let outcome = self.commit(&member.change).await;
                 let _ = member.reply.send(outcome);
+            } else if let Some((change, _, reply)) = waiting.pop_front() {
+                // Nothing fits a group: the first change goes alone.
+                let outcome = self.commit(&change).await;
+                let _ = reply.send(outcome);
             }
-            match stopped {
-                // It heads the next group, checked against what this one did.
-                Some(stopped) if members > 0 => queue.push_front(stopped),
-                // It fits no group even alone: committed by itself.
-                Some((change, reply)) => {
-                    let outcome = self.commit(&change).await;
-                    let _ = reply.send(outcome);
-                }
-                None => {}
-            }
+            queue = waiting;
         }
     }
 
@@ -703,8 +705,8 @@ impl<P: Publish> EtcdWriter<P> {
     }
 }
 
-/// A change waiting in the inbox, and where its answer goes.
-type Queued = (Change, oneshot::Sender<Result<Outcome, ErrorCode>>);
+/// A change waiting in the inbox, who queued it, and where its answer goes.
+type Queued = (Change, Origin, oneshot::Sender<Result<Outcome, ErrorCode>>);
 
 /// Changes committed together in one transaction.
 struct Group {
