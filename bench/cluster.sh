@@ -14,7 +14,11 @@
 #   3. token login on a cluster node against the file-backed node,
 #      interleaved run by run (latchkey-bench run --baseline).
 # Knobs: PARTS (churn,propagation,login), ROUNDS (200), DURATION (3s),
-# WARMUP (1s), RUNS (5), CONNS (16, login), CHURN_CONNS (1,16,64).
+# WARMUP (1s), RUNS (5), CONNS (16, login), CHURN_CONNS (1,16,64),
+# PIN (login only: 1 puts node 1 and the file-backed node on CPU 0 and
+# everything else, etcd, nodes 2 and 3 and the load generator, on CPU 1, so
+# the node under test shares its core with nothing of the cluster's: the
+# nearest this one machine comes to separate machines).
 # Binaries come from $CARGO_TARGET_DIR (default target).
 # Needs Debian's etcd-server and protoc (protobuf-compiler, libprotobuf-dev).
 set -euo pipefail
@@ -85,6 +89,13 @@ if part propagation; then
 fi
 if part login; then
     echo "== token login: cluster node 1 against the file-backed node, interleaved"
-    "$bench" run --addr 127.0.0.1:18091 --label cluster-node --baseline 127.0.0.1:18090 --baseline-label file-node \
+    pin=()
+    if [[ "${PIN:-0}" == 1 ]]; then
+        echo "pinned: node 1 and the file-backed node on CPU 0; etcd, nodes 2-3 and the load generator on CPU 1"
+        for pid in "${node_pids[0]}" "$file_pid"; do taskset -acp 0 "$pid" >/dev/null; done
+        for pid in "${etcd_pids[@]}" "${node_pids[@]:1}"; do taskset -acp 1 "$pid" >/dev/null; done
+        pin=(taskset -c 1)
+    fi
+    "${pin[@]}" "$bench" run --addr 127.0.0.1:18091 --label cluster-node --baseline 127.0.0.1:18090 --baseline-label file-node \
         --baseline-pid "$file_pid" --scenarios login --connections "$conns" --duration "$duration" --runs "$runs"
 fi

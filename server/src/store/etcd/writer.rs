@@ -18,8 +18,9 @@
 //! of its origin (a connection's pipelined changes take effect in the order
 //! sent; other connections' changes are concurrent with them and may go
 //! first); refusals, changes with nothing to write and changes that need
-//! several transactions go alone. If the group's transaction loses a race,
-//! each of its changes is tried again alone, in order. So a node's
+//! several transactions go alone. If the group's transaction loses a race
+//! (another node wrote what it compares), its changes are checked again
+//! against what won and grouped again, ahead of what waits behind them. So a node's
 //! write rate follows etcd's transaction rate times the group's size, not
 //! one round trip per change.
 
@@ -179,25 +180,27 @@ impl<P: Publish> EtcdWriter<P> {
     /// connections' changes, concurrent with them, may go first. A round
     /// whose group is empty commits its first waiting change alone.
     async fn commit_queue(&mut self, queue: Vec<Queued>) {
-        let mut queue = VecDeque::from(queue);
+        let mut queue: VecDeque<Waiting> = queue
+            .into_iter()
+            .map(|(change, origin, reply)| Waiting { change, origin, reply, lost: 0 })
+            .collect();
         while !queue.is_empty() {
             if queue.len() == 1 {
-                let (change, _, reply) = queue.pop_front().expect("one change");
-                let outcome = self.commit(&change).await;
-                let _ = reply.send(outcome);
+                let waiting = queue.pop_front().expect("one change");
+                self.commit_alone(waiting).await;
                 return;
             }
             let commit_at_us = self.commit_time();
             let mut group = Group::new(self.resolver.next_id());
-            let mut waiting = VecDeque::new();
+            let mut next_round = VecDeque::new();
             let mut blocked = HashSet::new();
-            for (change, origin, reply) in queue.drain(..) {
-                let taken = if origin != Origin::Alone && blocked.contains(&origin) {
+            for waiting in queue.drain(..) {
+                let taken = if waiting.origin != Origin::Alone && blocked.contains(&waiting.origin) {
                     None
                 } else {
                     let mut mutations = Vec::new();
-                    let checked = self.resolver.check(&change, commit_at_us, &mut mutations);
-                    let groupable = !matches!(change, Change::PurgeExpired { .. } | Change::Snapshot)
+                    let checked = self.resolver.check(&waiting.change, commit_at_us, &mut mutations);
+                    let groupable = !matches!(waiting.change, Change::PurgeExpired { .. } | Change::Snapshot)
                         && !mutations.is_empty()
                         && mutations.len() <= TXN_MUTATIONS_MAX;
                     // A refusal, or nothing to write, is fenced: alone.
@@ -207,10 +210,10 @@ impl<P: Publish> EtcdWriter<P> {
                     }
                 };
                 match taken {
-                    Some(outcome) => group.members.push(Member { change, reply, outcome }),
+                    Some(outcome) => group.members.push(Member { waiting, outcome }),
                     None => {
-                        blocked.insert(origin);
-                        waiting.push_back((change, origin, reply));
+                        blocked.insert(waiting.origin);
+                        next_round.push_back(waiting);
                     }
                 }
             }
@@ -221,33 +224,48 @@ impl<P: Publish> EtcdWriter<P> {
                     Ok(Committed::Yes) => {
                         metrics::store_batch_committed(members as u64, started.elapsed());
                         for member in group.members {
-                            let _ = member.reply.send(Ok(member.outcome));
+                            let _ = member.waiting.reply.send(Ok(member.outcome));
                         }
                     }
-                    // Someone else changed what the group relied on: each
-                    // change is checked and tried again alone, in order.
+                    // Another node changed what the group relied on (this
+                    // node has caught up with it): the members are checked
+                    // again in the next round, ahead of what waits behind
+                    // them, each answered 20002 after too many lost races.
                     Ok(Committed::Conflict) => {
-                        for member in group.members {
-                            let outcome = self.commit(&member.change).await;
-                            let _ = member.reply.send(outcome);
+                        for member in group.members.into_iter().rev() {
+                            let mut waiting = member.waiting;
+                            waiting.lost += 1;
+                            if waiting.lost > CONFLICTS_MAX {
+                                tracing::warn!(
+                                    lost = waiting.lost,
+                                    "a change kept losing races in etcd; answered 20002"
+                                );
+                                let _ = waiting.reply.send(Err(ErrorCode::StorageUnavailable));
+                            } else {
+                                next_round.push_front(waiting);
+                            }
                         }
                     }
                     Err(code) => {
                         for member in group.members {
-                            let _ = member.reply.send(Err(code));
+                            let _ = member.waiting.reply.send(Err(code));
                         }
                     }
                 }
             } else if let Some(member) = group.members.pop() {
-                let outcome = self.commit(&member.change).await;
-                let _ = member.reply.send(outcome);
-            } else if let Some((change, _, reply)) = waiting.pop_front() {
+                self.commit_alone(member.waiting).await;
+            } else if let Some(waiting) = next_round.pop_front() {
                 // Nothing fits a group: the first change goes alone.
-                let outcome = self.commit(&change).await;
-                let _ = reply.send(outcome);
+                self.commit_alone(waiting).await;
             }
-            queue = waiting;
+            queue = next_round;
         }
+    }
+
+    /// Commits one change by itself and answers it.
+    async fn commit_alone(&mut self, waiting: Waiting) {
+        let outcome = self.commit(&waiting.change).await;
+        let _ = waiting.reply.send(outcome);
     }
 
     /// Takes a checked change into `group` if it fits: its keys disjoint
@@ -708,6 +726,14 @@ impl<P: Publish> EtcdWriter<P> {
 /// A change waiting in the inbox, who queued it, and where its answer goes.
 type Queued = (Change, Origin, oneshot::Sender<Result<Outcome, ErrorCode>>);
 
+/// A queued change in a round of grouping, with the races its groups lost.
+struct Waiting {
+    change: Change,
+    origin: Origin,
+    reply: oneshot::Sender<Result<Outcome, ErrorCode>>,
+    lost: u32,
+}
+
 /// Changes committed together in one transaction.
 struct Group {
     members: Vec<Member>,
@@ -723,8 +749,7 @@ struct Group {
 }
 
 struct Member {
-    change: Change,
-    reply: oneshot::Sender<Result<Outcome, ErrorCode>>,
+    waiting: Waiting,
     outcome: Outcome,
 }
 
