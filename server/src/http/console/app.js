@@ -81,9 +81,13 @@ function showNotice(root, message) {
   if (box) box.textContent = message;
 }
 
+// dateStyle and timeStyle cannot be mixed with timeZoneName: spelled out.
 const dateTime = new Intl.DateTimeFormat(undefined, {
-  dateStyle: 'medium',
-  timeStyle: 'short',
+  year: 'numeric',
+  month: 'short',
+  day: 'numeric',
+  hour: '2-digit',
+  minute: '2-digit',
   timeZoneName: 'short',
 });
 
@@ -179,7 +183,7 @@ function renderSignIn() {
       const session = await api('POST', '/v1/session', body);
       form.reset();
       signedIn(session);
-      location.hash = '#/tokens';
+      navigate('#/tokens');
     } catch (error) {
       form.querySelector('input[type="password"]').value = '';
       showError(root, signInProblem(error));
@@ -436,7 +440,14 @@ function renderSecret(issued, title) {
   const secret = root.querySelector('#secret');
   secret.value = issued.token;
   secret.select();
-  root.querySelector('#secret-done').href = `#/tokens/${issued.id}`;
+  const done = root.querySelector('#secret-done');
+  done.href = `#/tokens/${issued.id}`;
+  // The secret view has no address of its own: leaving it for the page
+  // already in the address bar must still render that page.
+  done.addEventListener('click', (event) => {
+    event.preventDefault();
+    navigate(done.getAttribute('href'));
+  });
   const copied = slot(root, 'copied');
   root.querySelector('#copy-secret').addEventListener('click', async () => {
     secret.select();
@@ -503,7 +514,7 @@ async function renderDetail(id) {
     try {
       await api('DELETE', `/v1/tokens/${id}`);
       state.notice = `Deleted “${token.name}”.`;
-      location.hash = '#/tokens';
+      navigate('#/tokens');
     } catch (error) {
       if (error.status !== 401) showError(root, `Could not delete: ${error.message}`);
     }
@@ -536,6 +547,15 @@ function fillDetail(root, token) {
 }
 
 // ---- routing ------------------------------------------------------------------
+
+/** Shows the page at `hash`, also when the address bar has it already. */
+function navigate(hash) {
+  if (location.hash === hash) {
+    render();
+  } else {
+    location.hash = hash;
+  }
+}
 
 async function render() {
   const hash = location.hash || '#/tokens';
