@@ -250,6 +250,31 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
     assert_eq!(request(http(&server), "POST", "/v1/session", &[], body.as_bytes()).status, 404);
 }
 
+#[test]
+fn failed_console_sign_ins_are_throttled_like_any_login() {
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_LOGIN_THROTTLE_ENABLED", "true")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", "3")
+        .env("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", "0");
+    let server = TestServer::start(&home, &spec);
+    let attempt = |body: Value| {
+        let headers =
+            [("Content-Type", "application/json"), ("Origin", SAME_ORIGIN), ("X-Latchkey-CSRF", "")];
+        request(http(&server), "POST", "/v1/session", &headers, body.to_string().as_bytes())
+    };
+    for guess in ["one", "two"] {
+        assert_eq!(attempt(json!({"username": "iggy", "password": guess})).status, 401);
+    }
+    assert_eq!(attempt(json!({"token": "lk_a_guess"})).status, 401);
+    // The address's bucket is empty: the right password is refused too,
+    // at the console and over Basic alike (one throttle for every login).
+    let refused = attempt(json!({"username": "iggy", "password": "iggy"}));
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["name"], "TooManyFailedLogins");
+    assert_eq!(rest(&server, "GET", "/v1/me", None).status, 429);
+}
+
 /// Chromium and chromedriver, or a skip naming the packages.
 fn browser_or_skip(width: u32, height: u32) -> Option<Browser> {
     match find_browser() {

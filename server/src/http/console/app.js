@@ -544,6 +544,7 @@ function fillDetail(root, token) {
   const active = token.status === 'active';
   root.querySelector('#revoke').hidden = !active;
   root.querySelector('#regenerate-box').hidden = !active;
+  for (const card of root.querySelectorAll('.waiting')) card.classList.remove('waiting');
 }
 
 // ---- routing ------------------------------------------------------------------
