@@ -55,7 +55,7 @@ pub struct Browser {
 }
 
 /// An element the page holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element(String);
 
 impl Browser {
@@ -159,6 +159,28 @@ impl Browser {
         self.call("POST", &self.session_path("/goog/cdp/execute"), Some(metrics));
     }
 
+    /// Makes the page see `prefers-color-scheme: scheme` (`light`, `dark`).
+    pub fn color_scheme(&self, scheme: &str) {
+        let media = json!({
+            "cmd": "Emulation.setEmulatedMedia",
+            "params": { "features": [{ "name": "prefers-color-scheme", "value": scheme }] },
+        });
+        self.call("POST", &self.session_path("/goog/cdp/execute"), Some(media));
+    }
+
+    /// The page's cumulative layout shift so far (shifts right after input
+    /// excluded, as browsers count it).
+    pub fn layout_shift(&self) -> f64 {
+        let script = "return new Promise((resolve) => {
+            let total = 0;
+            new PerformanceObserver((list) => {
+                for (const entry of list.getEntries()) if (!entry.hadRecentInput) total += entry.value;
+            }).observe({ type: 'layout-shift', buffered: true });
+            setTimeout(() => resolve(total), 200);
+        })";
+        self.script(script).as_f64().expect("a number")
+    }
+
     /// The first element `css` selects now, if any.
     pub fn find_now(&self, css: &str) -> Option<Element> {
         let query = json!({ "using": "css selector", "value": css });
@@ -234,6 +256,15 @@ impl Browser {
             "POST",
             &self.session_path(&format!("/element/{}/value", element.0)),
             Some(json!({ "text": text })),
+        );
+    }
+
+    /// Types `keys` into `element` (focusing it first).
+    pub fn send_keys(&self, element: &Element, keys: &str) {
+        self.call(
+            "POST",
+            &self.session_path(&format!("/element/{}/value", element.0)),
+            Some(json!({ "text": keys })),
         );
     }
 

@@ -251,6 +251,36 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
 }
 
 #[test]
+fn a_password_session_ends_when_its_user_is_made_inactive() {
+    let alice = |active| {
+        common::users_config(&[common::TestUser {
+            id: 1,
+            username: "alice",
+            password: "alice-password",
+            active,
+        }])
+    };
+    let home = DataHome::new();
+    let server = TestServer::start(&home, &ServerSpec::default_root().config(&alice(true)));
+    let (cookie, _) = sign_in(&server, json!({"username": "alice", "password": "alice-password"}));
+    let (again, _) = sign_in(&server, json!({"username": "alice", "password": "alice-password"}));
+    assert_eq!(with_cookie(&server, &cookie, "GET", "/v1/tokens", &[], None).status, 200);
+    // The harness's config file, rewritten, and SIGHUP.
+    std::fs::write(home.dir.path().join("server.toml"), alice(false)).unwrap();
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !server.logs().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for session in [&cookie, &again] {
+        assert_eq!(with_cookie(&server, session, "GET", "/v1/tokens", &[], None).status, 401);
+    }
+    assert!(server.logs().contains("reason=\"user_inactive\""), "{}", server.logs());
+}
+
+#[test]
 fn failed_console_sign_ins_are_throttled_like_any_login() {
     let home = DataHome::new();
     let spec = ServerSpec::default_root()
@@ -339,6 +369,7 @@ fn the_console_manages_tokens_in_a_real_browser() {
     // Bad sign-ins say so, and clear the secret typed.
     browser.go(&base);
     browser.find("#password-form");
+    assert_eq!(browser.focused(), browser.find("#username"), "the page starts where the user types");
     shots.take(&browser, "sign-in");
     browser.fill("#username", "iggy");
     browser.fill("#password", "not-the-password");
@@ -349,9 +380,12 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.click_on("#token-submit");
     browser.wait_text("[data-slot=error]", "were not accepted");
 
-    // Sign in with the password, by keyboard alone: type, Enter.
-    browser.fill("#username", "iggy");
-    browser.fill("#password", "iggy\u{E007}");
+    // Sign in with the password by keyboard alone: type, Tab, type, Enter.
+    browser.fill("#username", "");
+    browser.click_on("#username");
+    browser.keys("iggy\u{E004}");
+    assert_eq!(browser.focused(), browser.find("#password"));
+    browser.keys("iggy\u{E007}");
     browser.wait_text("#who", "iggy · password");
     browser.wait_text("#tokens-empty", "You have no active tokens.");
     assert_eq!(browser.text(&browser.find("#tokens-empty a")), "Create a token");
@@ -441,6 +475,30 @@ fn the_console_manages_tokens_in_a_real_browser() {
     assert_eq!(browser.text(&browser.find("#tokens-body tr:nth-child(2) [data-slot=status]")), "active");
     shots.take(&browser, "tokens");
 
+    // Nothing moves when the data arrives, and dark follows the system.
+    browser.refresh();
+    browser.wait_text("#page-range", "Tokens 1–3");
+    let shift = browser.layout_shift();
+    assert!(shift < 0.01, "the page moved as it loaded: layout shift {shift}");
+    let background = "return getComputedStyle(document.body).backgroundColor";
+    assert_eq!(browser.script(background), "rgb(246, 247, 249)");
+    browser.color_scheme("dark");
+    assert_eq!(browser.script(background), "rgb(17, 20, 24)");
+    shots.take(&browser, "tokens-dark");
+    browser.color_scheme("light");
+
+    // Keyboard: a row's Delete opens the dialog with the focus on Cancel;
+    // Escape closes it and deletes nothing.
+    let delete = browser.find("#tokens-body button[aria-label='Delete billing-read']");
+    browser.send_keys(&delete, "\u{E007}");
+    browser.find("#confirm-yes");
+    assert_eq!(browser.focused(), browser.find("#confirm-no"));
+    browser.keys("\u{E00C}");
+    browser.wait_until("the dialog to close", || {
+        (!browser.displayed(&browser.find_now("#confirm").unwrap())).then_some(())
+    });
+    assert_eq!(names(&browser), ["ci-deploy", "billing-read", "short-lived"]);
+
     // Delete one, from its row.
     browser.click_on("#tokens-body button[aria-label='Delete short-lived']");
     confirm(&browser);
@@ -484,6 +542,11 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.click_on("nav a[href='#/tokens']");
     browser.wait_text("[data-slot=error]", "Your session ended");
     browser.find("#token-form");
+
+    // No script or style was refused by the Content-Security-Policy, and
+    // no script failed.
+    let log = browser.console_log();
+    assert!(!log.contains("Content Security Policy") && !log.contains("Uncaught"), "{log}");
 }
 
 #[test]

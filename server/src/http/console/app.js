@@ -154,13 +154,15 @@ function signedIn(session) {
   const who = document.getElementById('who');
   const name = session.username ?? `user ${session.user_id}`;
   who.textContent = `${name} · ${session.authenticated_with === 'token' ? 'token' : 'password'}`;
-  document.getElementById('nav').hidden = false;
+  document.getElementById('sign-out').setAttribute('aria-label', `Sign out ${name}`);
+  document.getElementById('sign-out').title = `Signed in as ${name}`;
+  document.getElementById('nav').classList.remove('out');
 }
 
 function signedOut(message, calm = false) {
   state.csrf = '';
   state.who = null;
-  document.getElementById('nav').hidden = true;
+  document.getElementById('nav').classList.add('out');
   state.signInMessage = message || '';
   state.signInCalm = calm;
   if (location.hash !== '#/sign-in') {

@@ -361,6 +361,11 @@ pub async fn sign_in(request: Request<Incoming>, exchange: &Exchange) -> Result<
         command: Arc::new(tokio::sync::Mutex::new(session)),
     };
     let description = describe(&session, exchange);
+    // A browser signing in again leaves no session behind under its old
+    // cookie (and a session id planted before sign-in is never used).
+    if let Some(old) = session_cookie(&headers).and_then(|cookie| console.sessions.remove(cookie)) {
+        ended_event(&old, "signed_in_again");
+    }
     let id = console.sessions.insert(session, now)?;
     tracing::info!(target: "audit", event = "console_session_started", user_id, with = description.authenticated_with, peer = %exchange.peer);
     let mut reply = json(StatusCode::CREATED, &description);
