@@ -24,8 +24,9 @@
 //! `reply.rs` responses and errors; `openapi.json` the API's description.
 //!
 //! Must never: decide what a command does (that is `command/`'s), put a
-//! secret in a URL, a log line or an error body, or answer a forward-auth
-//! deny with a 5xx or 429 (proxies turn those into 500s).
+//! secret in a URL, a log line or an error body, answer a forward-auth
+//! deny with a 5xx or 429 (proxies turn those into 500s), or let the
+//! console's cookie change anything without its CSRF header.
 
 mod admin;
 mod check;

@@ -163,7 +163,7 @@ function signedOut(message, calm = false) {
   state.csrf = '';
   state.who = null;
   document.getElementById('nav').classList.add('out');
-  state.signInMessage = message || '';
+  state.signInMessage = message || state.signInMessage || '';
   state.signInCalm = calm;
   if (location.hash !== '#/sign-in') {
     location.hash = '#/sign-in';
@@ -262,14 +262,14 @@ async function renderTokens(params) {
     const first = (state.cursors.length - 1) * PAGE_SIZE;
     if (page.tokens.length === 0) {
       empty.hidden = false;
-      const anyAtAll = status === 'all' || status === 'active';
+      const offerCreate = status === 'all' || status === 'active';
       slot(empty, 'empty-text').textContent = first > 0
         ? 'No more tokens on this page.'
         : status === 'all'
           ? 'You have no tokens yet.'
           : `You have no ${status} tokens.`;
       const action = slot(empty, 'empty-action');
-      if (anyAtAll) {
+      if (offerCreate) {
         action.textContent = 'Create a token';
         action.href = '#/new';
       } else {
@@ -597,7 +597,8 @@ async function start() {
   try {
     signedIn(await api('GET', '/v1/session'));
   } catch (error) {
-    state.who = null;
+    // 401: not signed in. Anything else is worth saying on the sign-in page.
+    if (error.status !== 401) state.signInMessage = error.message;
   }
   await render();
 }

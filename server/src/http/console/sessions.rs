@@ -125,6 +125,10 @@ impl Sessions {
         Some(session)
     }
 
+    fn holds(&self, cookie: &str) -> bool {
+        self.lock().contains_key(&key_of(cookie))
+    }
+
     fn remove(&self, cookie: &str) -> Option<Arc<ConsoleSession>> {
         self.lock().remove(&key_of(cookie))
     }
@@ -246,8 +250,27 @@ pub fn guard(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Resul
 pub async fn session_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Option<Caller>, ApiError> {
     let Some(console) = &exchange.side.console else { return Ok(None) };
     let Some(cookie) = session_cookie(headers) else { return Ok(None) };
-    let Some(found) = console.sessions.find(cookie, Instant::now()) else { return Err(session_ended()) };
+    let (found, session) = standing(console, cookie, exchange).await?;
+    Ok(Some(Caller {
+        session: CallerSession::Console(session),
+        user_id: found.user_id,
+        credential: found.credential,
+    }))
+}
+
+/// The session `cookie` names and its command session, locked, if it still
+/// stands; else ends it and answers 401.
+async fn standing(
+    console: &super::Console,
+    cookie: &str,
+    exchange: &Exchange,
+) -> Result<(Arc<ConsoleSession>, tokio::sync::OwnedMutexGuard<Session>), ApiError> {
+    let found = console.sessions.find(cookie, Instant::now()).ok_or_else(session_ended)?;
     let session = Arc::clone(&found.command).lock_owned().await;
+    // Signed out while this request waited for the one before it.
+    if !console.sessions.holds(cookie) {
+        return Err(session_ended());
+    }
     let ctx = &exchange.ctx;
     let user_active = ctx.auth.users().by_id(found.user_id).is_some_and(|user| user.active);
     let reason = if !session.is_logged_in() {
@@ -264,11 +287,7 @@ pub async fn session_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<
         ended_event(&found, reason);
         return Err(session_ended());
     }
-    Ok(Some(Caller {
-        session: CallerSession::Console(session),
-        user_id: found.user_id,
-        credential: found.credential,
-    }))
+    Ok((found, session))
 }
 
 /// What a sign-in sends: a username and password, or a token.
@@ -379,13 +398,9 @@ pub async fn sign_in(request: Request<Incoming>, exchange: &Exchange) -> Result<
 /// `GET /v1/session`: who is signed in, and the CSRF token.
 pub async fn current(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let console = console_of(exchange)?;
-    let headers = request.headers();
-    // Runs the same checks as any request on the session (ends it if its
-    // user or token stopped).
-    drop(session_caller(headers, exchange).await?.ok_or_else(session_ended)?);
-    let cookie = session_cookie(headers).ok_or_else(session_ended)?;
-    let session = console.sessions.find(cookie, Instant::now()).ok_or_else(session_ended)?;
-    Ok(json(StatusCode::OK, &describe(&session, exchange)))
+    let cookie = session_cookie(request.headers()).ok_or_else(session_ended)?;
+    let (found, _) = standing(console, cookie, exchange).await?;
+    Ok(json(StatusCode::OK, &describe(&found, exchange)))
 }
 
 /// `DELETE /v1/session`: signs out (204, and the cookie cleared), also
