@@ -251,6 +251,33 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
 }
 
 #[test]
+fn behind_a_trusted_tls_proxy_the_cookie_is_secure_and_the_forwarded_host_is_the_origin() {
+    let sign_in_via_proxy = |server: &TestServer| {
+        let headers = [
+            ("Origin", "https://tokens.example"),
+            ("X-Forwarded-Host", "tokens.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "192.0.2.7"),
+        ];
+        let body = json!({"username": "iggy", "password": "iggy"}).to_string();
+        request(http(server), "POST", "/v1/session", &headers, body.as_bytes())
+    };
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root().env("LATCHKEY_HTTP_TRUSTED_PROXIES", "127.0.0.1");
+    let server = TestServer::start(&home, &spec);
+    let response = sign_in_via_proxy(&server);
+    assert_eq!(response.status, 201, "{}", response.text());
+    let cookie = response.header("set-cookie").unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // From a peer that is no trusted proxy, the X-Forwarded headers count
+    // for nothing: the origin is not the Host, so it is refused.
+    drop(server);
+    let home = DataHome::new();
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    assert_eq!(sign_in_via_proxy(&server).status, 403);
+}
+
+#[test]
 fn a_password_session_ends_when_its_user_is_made_inactive() {
     let alice = |active| {
         common::users_config(&[common::TestUser {

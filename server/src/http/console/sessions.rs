@@ -201,8 +201,9 @@ fn session_ended() -> ApiError {
 
 /// Refuses a request another site made the browser send: a
 /// `Sec-Fetch-Site` other than same-origin (or none: typed by the user),
-/// or an `Origin` whose host and port are not the request's `Host`.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+/// or an `Origin` whose host and port are not the request's `Host` (or
+/// the `X-Forwarded-Host` a trusted proxy sets, `forwarded_host`).
+pub fn same_origin(headers: &HeaderMap, forwarded_host: Option<&str>) -> Result<(), ApiError> {
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
@@ -210,13 +211,30 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     if let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        let host = headers.get(HOST).and_then(|host| host.to_str().ok()).unwrap_or("");
+        let host =
+            forwarded_host.or_else(|| headers.get(HOST).and_then(|host| host.to_str().ok())).unwrap_or("");
         let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
         if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
             return Err(forbidden("a request from another origin is refused here"));
         }
     }
     Ok(())
+}
+
+/// [`same_origin`] for a request on `exchange`.
+fn same_origin_here(headers: &HeaderMap, exchange: &Exchange) -> Result<(), ApiError> {
+    same_origin(headers, exchange.side.trusted.forwarded(exchange.peer, headers, "x-forwarded-host"))
+}
+
+/// Whether the browser reached us over HTTPS: our own TLS, or a trusted
+/// proxy's (`X-Forwarded-Proto: https`). The cookie is `Secure` then.
+fn over_https(headers: &HeaderMap, exchange: &Exchange) -> bool {
+    exchange.side.connections.tls.is_some()
+        || exchange
+            .side
+            .trusted
+            .forwarded(exchange.peer, headers, "x-forwarded-proto")
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 fn same_secret(a: &str, b: &str) -> bool {
@@ -233,7 +251,7 @@ pub fn guard(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Resul
         return Ok(());
     }
     let Some(cookie) = session_cookie(headers) else { return Ok(()) };
-    same_origin(headers)?;
+    same_origin_here(headers, exchange)?;
     // An unknown session is left to the login, which answers 401.
     let Some(session) = console.sessions.find(cookie, Instant::now()) else { return Ok(()) };
     let sent = headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok()).unwrap_or("");
@@ -347,7 +365,7 @@ pub async fn sign_in(request: Request<Incoming>, exchange: &Exchange) -> Result<
     let console = console_of(exchange)?;
     // A sign-in another site posts would put the browser in the attacker's
     // account (login CSRF).
-    same_origin(request.headers())?;
+    same_origin_here(request.headers(), exchange)?;
     let headers = request.headers().clone();
     let bytes = body(request, exchange).await?;
     let sign_in: SignIn = serde_json::from_slice(&bytes)
@@ -388,7 +406,7 @@ pub async fn sign_in(request: Request<Incoming>, exchange: &Exchange) -> Result<
     let id = console.sessions.insert(session, now)?;
     tracing::info!(target: "audit", event = "console_session_started", user_id, with = description.authenticated_with, peer = %exchange.peer);
     let mut reply = json(StatusCode::CREATED, &description);
-    let secure = exchange.side.connections.tls.is_some();
+    let secure = over_https(&headers, exchange);
     if let Some(cookie) = cookie_header(&id, SESSION_LIFETIME.as_secs(), secure) {
         reply.headers_mut().insert(SET_COOKIE, cookie);
     }
@@ -502,20 +520,23 @@ mod tests {
         headers.append(COOKIE, HeaderValue::from_static("a=b; latchkey_session=xyz ; c=d"));
         assert_eq!(session_cookie(&headers), Some("xyz"));
         headers.insert(HOST, HeaderValue::from_static("127.0.0.1:8091"));
-        assert!(same_origin(&headers).is_ok());
+        assert!(same_origin(&headers, None).is_ok());
         headers.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:8091"));
-        assert!(same_origin(&headers).is_ok());
+        assert!(same_origin(&headers, None).is_ok());
         headers.insert(ORIGIN, HeaderValue::from_static("http://127.0.0.1:8092"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, None).is_err());
         headers.insert(ORIGIN, HeaderValue::from_static("null"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, None).is_err());
         headers.remove(ORIGIN);
         headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, None).is_err());
         headers.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, None).is_err());
         headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(same_origin(&headers).is_ok());
+        assert!(same_origin(&headers, None).is_ok());
+        headers.insert(ORIGIN, HeaderValue::from_static("https://tokens.example"));
+        assert!(same_origin(&headers, None).is_err());
+        assert!(same_origin(&headers, Some("tokens.example")).is_ok());
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
     }
 }
