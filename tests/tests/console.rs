@@ -435,6 +435,7 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.wait_text("h1", "Token created");
     let secret = browser.property(&browser.find("#secret"), "value").as_str().unwrap().to_owned();
     assert!(secret.len() > 20, "{secret}");
+    assert!(!browser.url().contains(&secret), "the secret is in the address");
     browser.wait_text("[data-slot=name]", "ci-deploy");
     shots.take(&browser, "secret");
     // The secret logs in over the binary protocol.
@@ -459,9 +460,12 @@ fn the_console_manages_tokens_in_a_real_browser() {
         used.contains("from 127.0.0.1").then_some(())
     });
     shots.take(&browser, "detail");
+    let detail = browser.url();
 
-    // Regenerate (rotate) the active token: a new secret that works, the
-    // old one refused.
+    // Regenerate (rotate) the active token with a new lifetime: a new
+    // secret that works, the old one refused, the new expiry shown.
+    let expiry_before = browser.text(&browser.find("[data-slot=expires]"));
+    browser.click_on("#rotate-expiry option[value='7d']");
     browser.click_on("#regenerate");
     confirm(&browser);
     browser.wait_text("h1", "New secret");
@@ -470,6 +474,21 @@ fn the_console_manages_tokens_in_a_real_browser() {
     assert!(binary_login(&server, &rotated));
     assert!(!binary_login(&server, &secret));
     browser.click_on("#secret-done");
+    browser.wait_text("h1", "ci-deploy");
+    browser.wait_text("[data-slot=scopes]", "tokens:read");
+    assert_ne!(browser.text(&browser.find("[data-slot=expires]")), expiry_before);
+
+    // Create refusals say what to do next.
+    browser.click_on("nav a[href='#/new']");
+    browser.fill("#name", "ci-deploy");
+    browser.click_on("#create-submit");
+    browser.wait_text("[data-slot=error]", "You have a token with that name already. Pick another name.");
+    browser.fill("#name", "net-check");
+    browser.fill("#networks", "not-a-network");
+    browser.click_on("#create-submit");
+    browser.wait_text("[data-slot=error]", "A network is not valid");
+    browser.wait_text("[data-slot=error]", "Give an address or a CIDR");
+    browser.go(&detail);
     browser.wait_text("h1", "ci-deploy");
 
     // Revoke: the page says so, offers no Revoke or Regenerate, and the
@@ -569,6 +588,18 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.click_on("nav a[href='#/tokens']");
     browser.wait_text("[data-slot=error]", "Your session ended");
     browser.find("#token-form");
+
+    // A token that may read but not write: the list shows, a create says
+    // what to do instead.
+    let (_, reader) = create(&server, json!({"name": "reader", "scopes": ["tokens:read"]}));
+    browser.fill("#token", &reader);
+    browser.click_on("#token-submit");
+    browser.wait_text("#tokens-body", "reader");
+    browser.click_on("nav a[href='#/new']");
+    browser.fill("#name", "written-by-reader");
+    browser.click_on("#create-submit");
+    browser.wait_text("[data-slot=error]", "The token you signed in with may not do that");
+    browser.wait_text("[data-slot=error]", "sign in with your password");
 
     // No script or style was refused by the Content-Security-Policy, and
     // no script failed.

@@ -253,7 +253,12 @@ async function renderTokens(params) {
     } catch (error) {
       if (error.status === 401) return;
       range.textContent = '';
-      showError(root, `Could not load your tokens: ${error.message}. Reload the page to try again.`);
+      showError(
+        root,
+        error.status === 403
+          ? permissionProblem(error)
+          : `Could not load your tokens: ${error.message}. Reload the page to try again.`,
+      );
       return;
     }
     showError(root, '');
@@ -423,9 +428,20 @@ function createProblem(error) {
       return `A scope is not valid: ${error.message}. Use the forms listed under Scopes.`;
     case 'InvalidNetwork':
       return `A network is not valid: ${error.message}. Give an address or a CIDR such as 10.0.0.0/8.`;
+    case 'InsufficientScope':
+    case 'TokenManagementNotAllowed':
+      return permissionProblem(error);
     default:
       return `The token was not created: ${error.message}`;
   }
+}
+
+/** What to do when this session may not do something. */
+function permissionProblem(error) {
+  if (state.who && state.who.authenticated_with === 'token') {
+    return `The token you signed in with may not do that (${error.message}). Sign out and sign in with your password, or with a token that has the scope.`;
+  }
+  return `Not allowed: ${error.message}.`;
 }
 
 // ---- the secret, once -------------------------------------------------------
