@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
-use hyper::{HeaderMap, Request, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::{ErrorCode, Request as Command, Secret};
 
@@ -124,10 +124,11 @@ impl std::ops::DerefMut for CallerSession {
 }
 
 /// Logs in with the `Authorization` header, or, without one, with the web
-/// console's session cookie (whose CSRF check `routes` made already).
-pub async fn log_in(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+/// console's session cookie: then a `method` that changes something needs
+/// the console's CSRF header from the same origin (`console::sessions`).
+pub async fn log_in(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
     if !headers.contains_key(AUTHORIZATION)
-        && let Some(caller) = super::console::sessions::session_caller(headers, exchange).await?
+        && let Some(caller) = super::console::sessions::session_caller(method, headers, exchange).await?
     {
         return Ok(caller);
     }

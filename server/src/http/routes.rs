@@ -218,25 +218,6 @@ impl Route {
             Route::SignIn | Route::CurrentSession | Route::SignOut => HttpRoute::Session,
         }
     }
-
-    /// Whether a console session's cookie may authenticate this route (the
-    /// token API and signing out), so the CSRF rule applies to it.
-    fn takes_session_cookie(self) -> bool {
-        matches!(
-            self,
-            Route::Me
-                | Route::CreateToken
-                | Route::ListTokens
-                | Route::DeleteAllTokens
-                | Route::RevokeAllTokens
-                | Route::GetToken
-                | Route::UpdateToken
-                | Route::DeleteToken
-                | Route::RevokeToken
-                | Route::RotateToken
-                | Route::SignOut
-        )
-    }
 }
 
 /// Answers one request, and counts it in the metrics by route and status.
@@ -293,9 +274,6 @@ async fn dispatch(
 ) -> Result<Reply, ApiError> {
     use super::{check, probes, rest};
     let id = || id.ok_or_else(|| ApiError::invalid("missing token id"));
-    if route.takes_session_cookie() {
-        console::sessions::guard(request.method(), request.headers(), exchange)?;
-    }
     match route {
         Route::ConsolePage | Route::ConsoleFile => console::page(request.uri(), exchange),
         Route::SignIn => console::sessions::sign_in(request, exchange).await,

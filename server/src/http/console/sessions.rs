@@ -16,8 +16,9 @@
 //!
 //! Must never: log or store a session id or CSRF token, let a cookie alone
 //! change anything (every other method than GET and HEAD needs the CSRF
-//! header and a same-origin request), or keep a session whose user is
-//! inactive or whose token no longer works.
+//! header and a same-origin request: checked where the cookie is taken, in
+//! [`session_caller`], so no route can take it without the check), or keep
+//! a session whose user is inactive or whose token no longer works.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, COOKIE, HOST, HeaderValue, ORIGIN, SET_COOKIE};
+use hyper::header::{COOKIE, HOST, HeaderValue, ORIGIN, SET_COOKIE};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::{ErrorCode, Request as Command, Secret};
@@ -241,19 +242,20 @@ fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// The CSRF rule, for every route a console session may call: a request
-/// that authenticates with the session cookie (no `Authorization`) and is
-/// not a GET or HEAD must come from the console's own origin and carry the
-/// session's CSRF token in [`CSRF_HEADER`].
-pub fn guard(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Result<(), ApiError> {
-    let Some(console) = &exchange.side.console else { return Ok(()) };
-    if headers.contains_key(AUTHORIZATION) || matches!(*method, Method::GET | Method::HEAD) {
+/// The CSRF rule, for every request a console session's cookie
+/// authenticates: unless it is a GET or HEAD, it must come from the
+/// console's own origin and carry the session's CSRF token in
+/// [`CSRF_HEADER`].
+fn guard(
+    method: &Method,
+    headers: &HeaderMap,
+    session: &ConsoleSession,
+    exchange: &Exchange,
+) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD) {
         return Ok(());
     }
-    let Some(cookie) = session_cookie(headers) else { return Ok(()) };
     same_origin_here(headers, exchange)?;
-    // An unknown session is left to the login, which answers 401.
-    let Some(session) = console.sessions.find(cookie, Instant::now()) else { return Ok(()) };
     let sent = headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok()).unwrap_or("");
     if !same_secret(sent, &session.csrf_token) {
         return Err(forbidden("a change made with the console's cookie needs its X-Latchkey-CSRF header"));
@@ -262,13 +264,20 @@ pub fn guard(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Resul
 }
 
 /// The caller a request's session cookie stands for: `None` without a
-/// cookie (or with the console off), 401 for a session that ended. Ends
-/// the session here when its user is inactive or its token is no longer
-/// active (revoked, rotated, deleted or expired), checked on every request.
-pub async fn session_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Option<Caller>, ApiError> {
+/// cookie (or with the console off), 401 for a session that ended, 403 for
+/// a change without the CSRF header or from another origin ([`guard`]).
+/// Ends the session here when its user is inactive or its token is no
+/// longer active (revoked, rotated, deleted or expired), checked on every
+/// request.
+pub async fn session_caller(
+    method: &Method,
+    headers: &HeaderMap,
+    exchange: &Exchange,
+) -> Result<Option<Caller>, ApiError> {
     let Some(console) = &exchange.side.console else { return Ok(None) };
     let Some(cookie) = session_cookie(headers) else { return Ok(None) };
     let (found, session) = standing(console, cookie, exchange).await?;
+    guard(method, headers, &found, exchange)?;
     Ok(Some(Caller {
         session: CallerSession::Console(session),
         user_id: found.user_id,
@@ -422,17 +431,20 @@ pub async fn current(request: Request<Incoming>, exchange: &Exchange) -> Result<
 }
 
 /// `DELETE /v1/session`: signs out (204, and the cookie cleared), also
-/// when the session had ended already.
+/// when the session had ended already. Needs the CSRF header like any
+/// change: another site must not sign the user out either.
 pub async fn sign_out(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let console = console_of(exchange)?;
-    if let Some(session) =
-        session_cookie(request.headers()).and_then(|cookie| console.sessions.remove(cookie))
+    let headers = request.headers();
+    if let Some(cookie) = session_cookie(headers)
+        && let Some(session) = console.sessions.find(cookie, Instant::now())
     {
+        guard(request.method(), headers, &session, exchange)?;
+        console.sessions.remove(cookie);
         ended_event(&session, "signed_out");
     }
     let mut reply = empty(StatusCode::NO_CONTENT);
-    let secure = exchange.side.connections.tls.is_some();
-    if let Some(cookie) = cookie_header("", 0, secure) {
+    if let Some(cookie) = cookie_header("", 0, over_https(headers, exchange)) {
         reply.headers_mut().insert(SET_COOKIE, cookie);
     }
     Ok(reply)
