@@ -168,6 +168,12 @@ impl Browser {
         self.call("POST", &self.session_path("/goog/cdp/execute"), Some(media));
     }
 
+    /// Makes the page run in time zone `zone` (an IANA name).
+    pub fn time_zone(&self, zone: &str) {
+        let zone = json!({ "cmd": "Emulation.setTimezoneOverride", "params": { "timezoneId": zone } });
+        self.call("POST", &self.session_path("/goog/cdp/execute"), Some(zone));
+    }
+
     /// The page's cumulative layout shift so far (shifts right after input
     /// excluded, as browsers count it).
     pub fn layout_shift(&self) -> f64 {

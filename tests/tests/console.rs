@@ -461,6 +461,15 @@ fn the_console_manages_tokens_in_a_real_browser() {
     });
     shots.take(&browser, "detail");
     let detail = browser.url();
+    // Times are the browser's: in Tokyo (UTC+9, no summer time).
+    browser.time_zone("Asia/Tokyo");
+    browser.refresh();
+    browser.wait_text("#zone", "Times are shown in Asia/Tokyo.");
+    browser.wait_text("[data-slot=created]", "GMT+9");
+    browser.wait_text("[data-slot=used]", "GMT+9");
+    browser.time_zone("UTC");
+    browser.refresh();
+    browser.wait_text("[data-slot=created]", "UTC");
 
     // Regenerate (rotate) the active token with a new lifetime: a new
     // secret that works, the old one refused, the new expiry shown.
