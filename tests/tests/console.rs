@@ -436,6 +436,16 @@ fn the_console_manages_tokens_in_a_real_browser() {
     let secret = browser.property(&browser.find("#secret"), "value").as_str().unwrap().to_owned();
     assert!(secret.len() > 20, "{secret}");
     assert!(!browser.url().contains(&secret), "the secret is in the address");
+    // Copy: to the clipboard, or selected for Ctrl+C where the browser
+    // keeps the clipboard to itself (headless may).
+    browser.click_on("#copy-secret");
+    let copied = browser.wait_until("the copy's outcome", || {
+        let text = browser.text(&browser.find("[data-slot=copied]"));
+        (!text.is_empty()).then_some(text)
+    });
+    assert!(copied == "Copied to the clipboard." || copied.contains("Ctrl+C"), "{copied}");
+    let selected = browser.script("return window.getSelection().toString() || document.activeElement.value");
+    assert_eq!(selected, secret.as_str());
     browser.wait_text("[data-slot=name]", "ci-deploy");
     shots.take(&browser, "secret");
     // The secret logs in over the binary protocol.
