@@ -497,6 +497,30 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.wait_text("[data-slot=scopes]", "tokens:read");
     assert_ne!(browser.text(&browser.find("[data-slot=expires]")), expiry_before);
 
+    // Rename and describe it; a name taken already is refused.
+    create(&server, json!({"name": "taken-name"}));
+    browser.fill("#edit-name", "taken-name");
+    browser.click_on("#rename-submit");
+    browser.wait_text("[data-slot=error]", "You have a token with that name already. Pick another name.");
+    browser.fill("#edit-name", "ci-deploy-2");
+    browser.fill("#edit-description", "deploys from CI, renamed");
+    browser.click_on("#rename-submit");
+    browser.wait_text("[data-slot=notice]", "Saved.");
+    browser.wait_text("h1", "ci-deploy-2");
+    browser.wait_text("[data-slot=description]", "deploys from CI, renamed");
+    browser.fill("#edit-name", "ci-deploy");
+    browser.click_on("#rename-submit");
+    browser.wait_text("h1", "ci-deploy");
+    assert_eq!(rest(&server, "GET", "/v1/tokens/1", None).json()["name"], "ci-deploy");
+    let taken = rest(&server, "GET", "/v1/tokens?status=all", None).json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|token| token["name"] == "taken-name")
+        .map(|token| token["id"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(rest(&server, "DELETE", &format!("/v1/tokens/{taken}"), None).status, 204);
+
     // Create refusals say what to do next.
     browser.click_on("nav a[href='#/new']");
     browser.fill("#name", "ci-deploy");

@@ -411,14 +411,15 @@ function renderNew() {
         const issued = await api('POST', '/v1/tokens', request);
         renderSecret(issued, 'Token created');
       } catch (error) {
-        if (error.status !== 401) showError(root, createProblem(error));
+        if (error.status !== 401) showError(root, changeProblem(error, 'The token was not created'));
       }
     }),
   );
   form.querySelector('#name').focus();
 }
 
-function createProblem(error) {
+/** What went wrong with a create or a change, and what to do about it. */
+function changeProblem(error, failed) {
   switch (error.name) {
     case 'PersonalAccessTokenAlreadyExists':
       return 'You have a token with that name already. Pick another name.';
@@ -432,7 +433,7 @@ function createProblem(error) {
     case 'TokenManagementNotAllowed':
       return permissionProblem(error);
     default:
-      return `The token was not created: ${error.message}`;
+      return `${failed}: ${error.message}`;
   }
 }
 
@@ -527,6 +528,21 @@ async function renderDetail(id) {
       }
     }),
   );
+  const rename = root.querySelector('#rename-form');
+  rename.addEventListener(
+    'submit',
+    busy(rename.querySelector('#rename-submit'), async () => {
+      showError(root, '');
+      const change = { name: rename.name.value.trim(), description: rename.description.value.trim() };
+      try {
+        token = await api('PATCH', `/v1/tokens/${id}`, change);
+        fillDetail(root, token);
+        showNotice(root, 'Saved.');
+      } catch (error) {
+        if (error.status !== 401) showError(root, changeProblem(error, 'Not saved'));
+      }
+    }),
+  );
   root.querySelector('#delete').addEventListener('click', async () => {
     if (!(await confirmAction(`Delete “${token.name}”? This cannot be undone.`, 'Delete'))) return;
     try {
@@ -559,6 +575,8 @@ function fillDetail(root, token) {
   slot(root, 'expires').textContent = when(token.expires_at, 'Never');
   slot(root, 'revoked').textContent = when(token.revoked_at, 'No');
   slot(root, 'used').textContent = usedText(token);
+  root.querySelector('#edit-name').value = token.name;
+  root.querySelector('#edit-description').value = token.description;
   const active = token.status === 'active';
   root.querySelector('#revoke').hidden = !active;
   root.querySelector('#regenerate-box').hidden = !active;
