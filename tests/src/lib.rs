@@ -575,6 +575,8 @@ pub mod etcd;
 /// The history checker for the cluster's concurrent runs.
 pub mod history;
 pub mod http;
+/// A small WebDriver client for the web console's browser tests.
+pub mod webdriver;
 
 #[cfg(test)]
 mod tests {

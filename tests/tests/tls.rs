@@ -679,6 +679,21 @@ async fn the_http_side_serves_https_with_its_own_tls_settings() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"username\":\"iggy\""), "{answer}");
+    // The web console's session cookie is Secure under TLS.
+    let mut tls = pki.connect(http).await;
+    let body = r#"{"username":"iggy","password":"iggy"}"#;
+    let request = format!(
+        "POST /v1/session HTTP/1.1\r\nHost: localhost\r\nOrigin: https://localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, tls.read_to_end(&mut answer)).await.expect("hang guard").ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let cookie =
+        answer.lines().find(|line| line.starts_with("set-cookie:")).unwrap_or_else(|| panic!("{answer}"));
+    assert!(cookie.ends_with("; Secure") && cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
     // Plain HTTP on the HTTPS port gets no answer.
     let mut plain = TcpStream::connect(http).await.unwrap();
     plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();

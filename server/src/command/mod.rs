@@ -280,6 +280,20 @@ impl Session {
         last_used
     }
 
+    /// Whether the token this session logged in with is still active now:
+    /// not revoked, rotated, deleted or expired (true for a password
+    /// session). Stricter than the rules at the top of this file, for
+    /// sessions that outlive a connection (the web console's), which must
+    /// not keep a stopped token working for hours.
+    pub fn token_is_active(&self, ctx: &Context, now_us: u64) -> bool {
+        let Some(token) = &self.token else { return true };
+        ctx.registry.read(|replica| {
+            replica.by_hash(&token.hash).is_some_and(|entry| {
+                entry.id == token.id && entry.status(now_us) == latchkey_protocol::ext::TokenStatus::Active
+            })
+        })
+    }
+
     /// Uses not yet handed over (at connection close).
     pub fn take_uses(&mut self) -> Uses {
         std::mem::take(&mut self.uses)

@@ -105,6 +105,7 @@ pub(super) const ENV_KEYS: &[EnvKey] = &[
     env_key!("LATCHKEY_HTTP_MAX_BODY_BYTES", http.max_body_bytes, parse),
     env_key!("LATCHKEY_HTTP_IDLE_TIMEOUT", http.idle_timeout, parse_duration),
     env_key!("LATCHKEY_HTTP_REQUEST_TIMEOUT", http.request_timeout, parse_duration),
+    env_key!("LATCHKEY_HTTP_CONSOLE", http.console, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_ENABLED", login_throttle.enabled, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_BURST", login_throttle.per_address_burst, parse),
     env_key!("LATCHKEY_LOGIN_THROTTLE_PER_ADDRESS_PER_MINUTE", login_throttle.per_address_per_minute, parse),

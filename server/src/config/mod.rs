@@ -233,6 +233,9 @@ pub struct HttpConfig {
     /// it the answer is 408.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// The web console for tokens at `/` (README "Web console"), with its
+    /// browser sessions under `/v1/session`.
+    pub console: bool,
 }
 
 impl Default for HttpConfig {
@@ -248,6 +251,7 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(10),
+            console: true,
         }
     }
 }

@@ -15,7 +15,7 @@ use hyper::{Request, StatusCode};
 use latchkey_protocol::ErrorCode;
 
 use super::Exchange;
-use super::input::{Credential, log_in};
+use super::input::{Credential, log_in_with_header};
 use super::reply::{ApiError, Reply, with_type};
 use crate::auth::users::ROOT_USER_ID;
 use crate::store::{Change, Outcome};
@@ -29,7 +29,7 @@ const KEY_CHECK: &str = "x-latchkey-key-check";
 
 /// `POST /v1/admin/backup`: the token-log file, `application/octet-stream`.
 pub async fn backup(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let caller = log_in(request.headers(), exchange).await?;
+    let caller = log_in_with_header(request.headers(), exchange).await?;
     if caller.user_id != ROOT_USER_ID || caller.credential != Credential::Password {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

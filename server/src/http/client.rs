@@ -57,6 +57,20 @@ impl TrustedProxies {
     }
 }
 
+impl TrustedProxies {
+    /// What a trusted proxy (`peer`) says in header `name` about the
+    /// request as its client made it (`X-Forwarded-Proto`,
+    /// `X-Forwarded-Host`): the nearest proxy's value, the rightmost. None
+    /// from anyone else.
+    pub fn forwarded<'h>(&self, peer: SocketAddr, headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+        if !self.trusts(peer.ip()) {
+            return None;
+        }
+        let last = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+        last.rsplit(',').next().map(str::trim).filter(|value| !value.is_empty())
+    }
+}
+
 /// One hop: an address, bracketed or with a port as some proxies write it.
 fn parse_hop(text: &str) -> Option<IpAddr> {
     let text = text.trim();

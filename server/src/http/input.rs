@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
-use hyper::{HeaderMap, Request, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::{ErrorCode, Request as Command, Secret};
 
@@ -148,28 +148,82 @@ pub enum Credential {
 
 /// A session logged in with the request's credentials.
 pub struct Caller {
-    pub session: Session,
+    pub session: CallerSession,
     pub user_id: u32,
     pub credential: Credential,
 }
 
-/// Logs in with the `Authorization` header as a client at the address the
-/// trusted proxies vouch for.
-pub async fn log_in(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+/// The command session a request runs in: its own, logged in for this
+/// request only, or a web console session's, kept between requests (and
+/// locked for this one, so one browser's requests run one at a time).
+pub enum CallerSession {
+    Own(Session),
+    Console(tokio::sync::OwnedMutexGuard<Session>),
+}
+
+impl std::ops::Deref for CallerSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        match self {
+            CallerSession::Own(session) => session,
+            CallerSession::Console(guard) => guard,
+        }
+    }
+}
+
+impl std::ops::DerefMut for CallerSession {
+    fn deref_mut(&mut self) -> &mut Session {
+        match self {
+            CallerSession::Own(session) => session,
+            CallerSession::Console(guard) => guard,
+        }
+    }
+}
+
+/// Logs in with the `Authorization` header, or, without one, with the web
+/// console's session cookie: then a `method` that changes something needs
+/// the console's CSRF header from the same origin (`console::sessions`).
+pub async fn log_in(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+    if !headers.contains_key(AUTHORIZATION)
+        && let Some(caller) = super::console::sessions::session_caller(method, headers, exchange).await?
+    {
+        return Ok(caller);
+    }
+    log_in_with_header(headers, exchange).await
+}
+
+/// Logs in with the `Authorization` header only, as a client at the
+/// address the trusted proxies vouch for.
+pub async fn log_in_with_header(headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+    let (login, credential) = credentials(headers)?;
+    let session = log_in_as(login, headers, exchange).await?;
+    let user_id = session.1;
+    Ok(Caller { session: CallerSession::Own(session.0), user_id, credential })
+}
+
+/// Runs `login` (a LoginUser or LoginWithPersonalAccessToken) in a new
+/// session at the client's address: Argon2 on the password pool and the
+/// failed-login throttle, as on TCP. The session and its user id.
+pub async fn log_in_as(
+    login: Command,
+    headers: &HeaderMap,
+    exchange: &Exchange,
+) -> Result<(Session, u32), ApiError> {
     let client = exchange.side.trusted.client(exchange.peer, headers);
     let mut session = Session::new(exchange.side.connections.next_client_id(), client);
-    let (login, credential) = credentials(headers)?;
     let ctx = &exchange.ctx;
     let identity = command::handle(login, &mut session, ctx).await.map_err(ApiError::from_login)?;
     let ReplyBody::Identity(identity) = identity else {
         return Err(ApiError::from_code(ErrorCode::Error));
     };
-    Ok(Caller { session, user_id: identity.user_id, credential })
+    Ok((session, identity.user_id))
 }
 
-/// The session of a caller logged in with the `Authorization` header.
+/// The session of a caller logged in with the `Authorization` header
+/// (never a console cookie: introspection is for services, not browsers).
 pub async fn log_in_caller(headers: &HeaderMap, exchange: &Exchange) -> Result<Session, ApiError> {
-    log_in(headers, exchange).await.map(|caller| caller.session)
+    let (login, _) = credentials(headers)?;
+    log_in_as(login, headers, exchange).await.map(|(session, _)| session)
 }
 
 /// The login request the `Authorization` header stands for.

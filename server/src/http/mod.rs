@@ -16,19 +16,22 @@
 //! matching request, so rules, limits and error codes are written once.
 //! Files: [`routes`] maps paths to handlers; `input.rs` what a request
 //! brings (body, fields, credentials); `rest.rs` the token API;
-//! `check.rs` forward auth and introspection; `rabbitmq.rs` RabbitMQ's
+//! `check.rs` forward auth and introspection; `console/` the web console's
+//! pages and browser sessions; `rabbitmq.rs` RabbitMQ's
 //! HTTP auth backend; `admin.rs` root's online backup; `probes.rs` health,
 //! readiness
 //! and metrics; `client.rs` the client address behind trusted proxies;
 //! `reply.rs` responses and errors; `openapi.json` the API's description.
 //!
 //! Must never: decide what a command does (that is `command/`'s), put a
-//! secret in a URL, a log line or an error body, or answer a forward-auth
-//! deny with a 5xx or 429 (proxies turn those into 500s).
+//! secret in a URL, a log line or an error body, answer a forward-auth
+//! deny with a 5xx or 429 (proxies turn those into 500s), or let the
+//! console's cookie change anything without its CSRF header.
 
 mod admin;
 mod check;
 mod client;
+mod console;
 mod input;
 mod probes;
 mod rabbitmq;
@@ -63,6 +66,8 @@ pub struct HttpSide {
     request_timeout: Duration,
     /// Where the binary protocol listens (for `/readyz`).
     tcp_address: SocketAddr,
+    /// The web console and its sessions, when `[http] console` is on.
+    console: Option<console::Console>,
 }
 
 impl HttpSide {
@@ -89,6 +94,7 @@ impl HttpSide {
             idle_timeout: config.idle_timeout,
             request_timeout: config.request_timeout,
             tcp_address,
+            console: config.console.then(console::Console::default),
         }
     }
 

@@ -181,7 +181,7 @@ struct UpdateBody {
 
 /// `GET /v1/me`.
 pub async fn me(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     let ReplyBody::Me(me) = caller.run(Command::GetMe, exchange).await? else {
         return Err(ErrorCode::Error.into());
     };
@@ -207,7 +207,7 @@ pub async fn me(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply
 /// `POST /v1/tokens`: 201 with the secret, once.
 pub async fn create(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let (parts, incoming) = request.into_parts();
-    let mut caller = log_in(&parts.headers, exchange).await?;
+    let mut caller = log_in(&parts.method, &parts.headers, exchange).await?;
     let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
     let CreateBody { name, description, expires_in, expires_at, scopes, networks } = parse(&bytes)?;
     let expiry_us = Lifetime { expires_in, expires_at }.expiry_us(EXPIRY_SERVER_DEFAULT)?;
@@ -225,7 +225,7 @@ pub async fn create(request: Request<Incoming>, exchange: &Exchange) -> Result<R
 
 /// `GET /v1/tokens?status=active&after=ID&limit=N`.
 pub async fn list(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     let query = form(request.uri().query().unwrap_or(""))?;
     let mut list = ListTokens::default();
     let mut expiring_within = None;
@@ -288,7 +288,7 @@ async fn details(caller: &mut Caller, id: u64, exchange: &Exchange) -> Result<To
 
 /// `GET /v1/tokens/{id}`.
 pub async fn get(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     Ok(json(StatusCode::OK, &details(&mut caller, id, exchange).await?))
 }
 
@@ -296,7 +296,7 @@ pub async fn get(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Re
 /// it is after the change.
 pub async fn update(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let (parts, incoming) = request.into_parts();
-    let mut caller = log_in(&parts.headers, exchange).await?;
+    let mut caller = log_in(&parts.method, &parts.headers, exchange).await?;
     let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
     let UpdateBody { name, description } = parse(&bytes)?;
     if name.is_none() && description.is_none() {
@@ -309,7 +309,7 @@ pub async fn update(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
 
 /// `DELETE /v1/tokens/{id}`: 204.
 pub async fn delete(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     caller.run(Command::DeleteToken(DeleteToken { token: TokenSelector::Id(id) }), exchange).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -319,7 +319,7 @@ pub async fn delete(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
 /// 204, like a delete: a caller revoking the token it authenticated with
 /// has no session left to read the token back with.
 pub async fn revoke(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     caller.run(Command::RevokeToken(RevokeToken { token: TokenSelector::Id(id) }), exchange).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -328,7 +328,7 @@ pub async fn revoke(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
 /// expiry is kept): the new secret, once.
 pub async fn rotate(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let (parts, incoming) = request.into_parts();
-    let mut caller = log_in(&parts.headers, exchange).await?;
+    let mut caller = log_in(&parts.method, &parts.headers, exchange).await?;
     let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
     let lifetime: Lifetime = parse(&bytes)?;
     let expiry_us = lifetime.expiry_us(EXPIRY_KEEP)?;
@@ -350,7 +350,7 @@ struct CountJson {
 
 /// `POST /v1/tokens/revoke-all`: how many were revoked.
 pub async fn revoke_all(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     let ReplyBody::Count(count) = caller.run(Command::RevokeAllTokens, exchange).await? else {
         return Err(ErrorCode::Error.into());
     };
@@ -359,7 +359,7 @@ pub async fn revoke_all(request: Request<Incoming>, exchange: &Exchange) -> Resu
 
 /// `DELETE /v1/tokens`: how many were deleted.
 pub async fn delete_all(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
-    let mut caller = log_in(request.headers(), exchange).await?;
+    let mut caller = log_in(request.method(), request.headers(), exchange).await?;
     let ReplyBody::Count(count) = caller.run(Command::DeleteAllTokens, exchange).await? else {
         return Err(ErrorCode::Error.into());
     };

@@ -4,11 +4,12 @@
 //! checks every route is in it and routes to itself.
 
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::ErrorCode;
 
 use super::Exchange;
+use super::console;
 use super::rabbitmq::Question;
 use super::reply::{ApiError, Reply};
 use crate::metrics::{self, HttpRoute};
@@ -36,6 +37,13 @@ pub enum Route {
     /// RabbitMQ's four questions, GET or POST.
     Rabbit(Question),
     Backup,
+    /// The web console's page (`/`) and files (`/console/{file}`).
+    ConsolePage,
+    ConsoleFile,
+    /// The console's browser session: sign in, who am I, sign out.
+    SignIn,
+    CurrentSession,
+    SignOut,
 }
 
 #[cfg(test)]
@@ -62,6 +70,11 @@ impl Route {
         Route::Rabbit(Question::Resource),
         Route::Rabbit(Question::Topic),
         Route::Backup,
+        Route::ConsolePage,
+        Route::ConsoleFile,
+        Route::SignIn,
+        Route::CurrentSession,
+        Route::SignOut,
     ];
 
     /// The method (`None`: any) and the path pattern.
@@ -88,6 +101,11 @@ impl Route {
             Route::Rabbit(Question::Resource) => (Some(Method::POST), "/v1/rabbitmq/resource"),
             Route::Rabbit(Question::Topic) => (Some(Method::POST), "/v1/rabbitmq/topic"),
             Route::Backup => (Some(Method::POST), "/v1/admin/backup"),
+            Route::ConsolePage => (Some(Method::GET), "/"),
+            Route::ConsoleFile => (Some(Method::GET), "/console/{file}"),
+            Route::SignIn => (Some(Method::POST), "/v1/session"),
+            Route::CurrentSession => (Some(Method::GET), "/v1/session"),
+            Route::SignOut => (Some(Method::DELETE), "/v1/session"),
         }
     }
 }
@@ -116,6 +134,17 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
             .map_or(Resolved::WrongMethod(allow), |(_, route)| Resolved::Found(*route, id))
     };
     match segments.as_slice() {
+        [""] => by_method(&[(Method::GET, Route::ConsolePage)], "GET", None),
+        ["console", _] => by_method(&[(Method::GET, Route::ConsoleFile)], "GET", None),
+        ["v1", "session"] => by_method(
+            &[
+                (Method::GET, Route::CurrentSession),
+                (Method::POST, Route::SignIn),
+                (Method::DELETE, Route::SignOut),
+            ],
+            "GET, POST, DELETE",
+            None,
+        ),
         ["metrics"] => by_method(&[(Method::GET, Route::Metrics)], "GET", None),
         ["healthz"] => by_method(&[(Method::GET, Route::Healthz)], "GET", None),
         ["readyz"] => by_method(&[(Method::GET, Route::Readyz)], "GET", None),
@@ -185,6 +214,8 @@ impl Route {
             Route::AuthCheck => HttpRoute::AuthCheck,
             Route::Rabbit(_) => HttpRoute::Rabbitmq,
             Route::Backup => HttpRoute::Backup,
+            Route::ConsolePage | Route::ConsoleFile => HttpRoute::Console,
+            Route::SignIn | Route::CurrentSession | Route::SignOut => HttpRoute::Session,
         }
     }
 }
@@ -197,7 +228,17 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
         Resolved::Found(route, _) => route.metric(),
         _ => HttpRoute::NotFound,
     };
-    let reply = answer(resolved, request, exchange).await;
+    // The console asks with its CSRF header (empty before sign-in) or its
+    // cookie: a 401 for it must not make the browser ask for a password.
+    let headers = request.headers();
+    let from_console = !headers.contains_key(AUTHORIZATION)
+        && (headers.contains_key(console::sessions::CSRF_HEADER)
+            || console::sessions::session_cookie(headers).is_some());
+    let mut reply = answer(resolved, request, exchange).await;
+    if from_console {
+        reply.headers_mut().remove(WWW_AUTHENTICATE);
+    }
+    console::secure(&mut reply);
     metrics::http_request(route, reply.status().as_u16(), started.elapsed());
     reply
 }
@@ -234,6 +275,10 @@ async fn dispatch(
     use super::{check, probes, rest};
     let id = || id.ok_or_else(|| ApiError::invalid("missing token id"));
     match route {
+        Route::ConsolePage | Route::ConsoleFile => console::page(request.uri(), exchange),
+        Route::SignIn => console::sessions::sign_in(request, exchange).await,
+        Route::CurrentSession => console::sessions::current(request, exchange).await,
+        Route::SignOut => console::sessions::sign_out(request, exchange).await,
         Route::Metrics => Ok(probes::metrics(exchange)),
         Route::Healthz => Ok(probes::healthz()),
         Route::Readyz => Ok(probes::readyz(exchange)),
@@ -260,7 +305,7 @@ mod tests {
     use super::*;
 
     fn concrete(pattern: &str) -> String {
-        pattern.replace("{id}", "7")
+        pattern.replace("{id}", "7").replace("{file}", "app.js")
     }
 
     #[test]
@@ -309,5 +354,8 @@ mod tests {
             Resolved::Found(Route::AuthCheck, None)
         );
         assert_eq!(resolve(&Method::GET, "/v1/auth/checkered"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::POST, "/"), Resolved::WrongMethod("GET"));
+        assert_eq!(resolve(&Method::GET, "/console/a/b"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::PUT, "/v1/session"), Resolved::WrongMethod("GET, POST, DELETE"));
     }
 }

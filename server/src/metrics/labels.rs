@@ -219,6 +219,8 @@ labels! {
         Introspect = "introspect",
         Rabbitmq = "rabbitmq",
         Backup = "backup",
+        Console = "console",
+        Session = "session",
         NotFound = "not_found",
     }
 }
