@@ -41,7 +41,13 @@ pub const QUEUE_CHANGES_MAX: usize = 16 * 1024;
 
 /// What the writer's queue carries.
 pub(super) enum Message {
-    Change(Change, Origin, oneshot::Sender<Result<Outcome, ErrorCode>>),
+    // Only the etcd writer reads the origin (the file writer commits in
+    // queue order, which keeps every origin's order).
+    Change(
+        Change,
+        #[cfg_attr(not(feature = "etcd"), allow(dead_code))] Origin,
+        oneshot::Sender<Result<Outcome, ErrorCode>>,
+    ),
     Stop,
 }
 

@@ -54,7 +54,9 @@ const TXN_MUTATIONS_MAX: usize = 32;
 /// Changes taken from the inbox at once to be grouped (those that do not
 /// fit one transaction wait for the next group).
 const QUEUE_TAKEN_MAX: usize = 128;
-/// Lost races one change may have before it is answered 20002.
+/// Lost races after which a change is answered 20002 if it has also been
+/// trying for longer than the request timeout (both: a change is not
+/// given up on while its races are quick, nor after one slow loss).
 const CONFLICTS_MAX: u32 = 16;
 /// After a lost race that names no revision (a key it compared is gone),
 /// how long to wait for the next watch event before checking again.
@@ -182,7 +184,7 @@ impl<P: Publish> EtcdWriter<P> {
     async fn commit_queue(&mut self, queue: Vec<Queued>) {
         let mut queue: VecDeque<Waiting> = queue
             .into_iter()
-            .map(|(change, origin, reply)| Waiting { change, origin, reply, lost: 0 })
+            .map(|(change, origin, reply)| Waiting { change, origin, reply, lost: 0, since: Instant::now() })
             .collect();
         while !queue.is_empty() {
             if queue.len() == 1 {
@@ -235,7 +237,7 @@ impl<P: Publish> EtcdWriter<P> {
                         for member in group.members.into_iter().rev() {
                             let mut waiting = member.waiting;
                             waiting.lost += 1;
-                            if waiting.lost > CONFLICTS_MAX {
+                            if waiting.lost > CONFLICTS_MAX && waiting.since.elapsed() > self.timeout {
                                 tracing::warn!(
                                     lost = waiting.lost,
                                     "a change kept losing races in etcd; answered 20002"
@@ -333,6 +335,7 @@ impl<P: Publish> EtcdWriter<P> {
     async fn commit(&mut self, change: &Change) -> Result<Outcome, ErrorCode> {
         let mut done: Option<Outcome> = None;
         let mut conflicts = 0;
+        let since = Instant::now();
         loop {
             let commit_at_us = self.commit_time();
             let mut mutations = Vec::new();
@@ -361,7 +364,7 @@ impl<P: Publish> EtcdWriter<P> {
                 }
                 Committed::Conflict => {
                     conflicts += 1;
-                    if conflicts > CONFLICTS_MAX {
+                    if conflicts > CONFLICTS_MAX && since.elapsed() > self.timeout {
                         tracing::warn!(conflicts, "a change kept losing races in etcd; answered 20002");
                         return Err(ErrorCode::StorageUnavailable);
                     }
@@ -732,6 +735,8 @@ struct Waiting {
     origin: Origin,
     reply: oneshot::Sender<Result<Outcome, ErrorCode>>,
     lost: u32,
+    /// When it was taken from the inbox.
+    since: Instant,
 }
 
 /// Changes committed together in one transaction.
