@@ -312,7 +312,12 @@ const BURST_PINGS: usize = 1_000_000;
 #[tokio::test]
 async fn a_client_that_pipelines_without_reading_meets_backpressure_not_an_unbounded_buffer() {
     let home = DataHome::new();
-    let spec = ServerSpec::default_root().env("LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT", "4");
+    // The connection never logs in (pings need none): the login timeout
+    // (10 s by default) must not close it while a loaded machine is slow
+    // through the burst.
+    let spec = ServerSpec::default_root()
+        .env("LATCHKEY_TCP_MAX_REQUESTS_IN_FLIGHT", "4")
+        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "600s");
     let server = TestServer::start(&home, &spec);
     let before = latchkey_tests::process_memory(server.pid());
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
