@@ -611,3 +611,29 @@ fn a_commit_of_many_changes_is_one_batch() {
     assert_eq!((frame.records, frame.first_seq), (5000, 1));
     assert_eq!(open(dir.path(), policy_never(), None).unwrap().state.len(), 5000);
 }
+
+#[test]
+fn ids_and_sequence_numbers_near_the_top_of_u64_are_refused_not_a_panic() {
+    // Found by the log_replay fuzz target: a create with id u64::MAX made
+    // replay's `id + 1` overflow (a panic in a debug build; in a release
+    // build the writer's next `id + 1` would have).
+    let mut top = token(1, 1, "top", 0);
+    top.id = u64::MAX;
+    for (seq, record) in [
+        (1, Record::Create(top)),
+        (u64::MAX, Record::Snapshot { next_id: 5, last_seq: u64::MAX, tokens: 0 }),
+        (3, Record::Snapshot { next_id: u64::MAX, last_seq: 3, tokens: 0 }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = header().to_vec();
+        let start = begin_batch(&mut bytes);
+        encode_record(&mut bytes, seq, 1, &record);
+        finish_batch(&mut bytes, start, 1, seq).unwrap();
+        let start = begin_batch(&mut bytes);
+        encode_record(&mut bytes, seq.wrapping_add(1), 1, &Record::Delete { id: 1 });
+        finish_batch(&mut bytes, start, 1, seq.wrapping_add(1)).unwrap();
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let error = open(dir.path(), policy_never(), None).err().expect("refused");
+        assert!(matches!(error, LogError::Corrupt { offset: 16, .. }), "{record:?}: {error}");
+    }
+}

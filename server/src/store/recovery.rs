@@ -40,6 +40,13 @@ use super::log::{
 use crate::metrics;
 use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
 
+/// Token ids and sequence numbers replay accepts: far beyond any a server
+/// hands out, and far enough below `u64::MAX` that the writer's `id + 1`
+/// and `seq + 1` can never overflow after a replay (a damaged or hostile
+/// log is an error, never a panic later).
+const TOKEN_ID_LIMIT: u64 = 1 << 62;
+const SEQ_LIMIT: u64 = 1 << 62;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("{what} {path}: {source}")]
@@ -693,6 +700,9 @@ impl Replay {
             if self.records != 0 {
                 return Err("snapshot record in the middle of the log".into());
             }
+            if next_id > TOKEN_ID_LIMIT || last_seq > SEQ_LIMIT {
+                return Err(format!("snapshot next id {next_id} or last seq {last_seq} out of range"));
+            }
             self.next_id = next_id;
             self.seq = last_seq;
             *snapshot_left = tokens;
@@ -701,8 +711,8 @@ impl Replay {
             }
             return Ok(());
         }
-        if seq != self.seq + 1 {
-            return Err(format!("sequence number {seq} where {} was expected", self.seq + 1));
+        if self.seq >= SEQ_LIMIT || seq != self.seq + 1 {
+            return Err(format!("sequence number {seq} where {} was expected", self.seq.saturating_add(1)));
         }
         self.seq = seq;
         self.apply_change(record)
@@ -756,6 +766,9 @@ impl Replay {
     fn create(&mut self, token: &TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
         if self.ids.contains_key(&token.id) || (!from_snapshot && token.id < self.next_id) {
             return Err(format!("token id {} reused", token.id));
+        }
+        if token.id >= TOKEN_ID_LIMIT {
+            return Err(format!("token id {} out of range", token.id));
         }
         let (id, hash) = (token.id, token.hash);
         // Refuses a name or hash that already exists, without changing anything.
