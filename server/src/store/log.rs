@@ -57,7 +57,7 @@
 //! (its newer version), so a downgrade needs `latchkey-server export` first.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -711,18 +711,22 @@ impl TokenLog {
         &self.path
     }
 
-    /// Starts a compaction if none runs and the file is due for one: the
-    /// snapshot is encoded and written from a copy of `state` on the
-    /// compactor's thread.
+    /// Starts a compaction if none runs and the file is due for one.
+    ///
+    /// What the writer thread does here costs the same whatever the
+    /// registry's size: the compactor thread re-reads this file up to its
+    /// current end (every byte of it synced) and replays it into a state of
+    /// its own, and the snapshot is made from that. Copying the writer's
+    /// state instead would hold every commit for as long as a copy of the
+    /// whole registry takes (hundreds of milliseconds at a million tokens).
     fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
         if self.compaction.is_some() || !self.policy.wants(self.records, state.len()) {
             return;
         }
-        let tokens: Vec<TokenRecord> = state.records().collect();
-        let (last_seq, snapshot_records) = (self.seq, tokens.len() as u64 + 1);
-        tracing::info!(records = self.records, live = tokens.len(), "compacting the token log");
-        let encode = move || encode_snapshot(&tokens, next_id, last_seq, crate::clock::now_us());
-        match Compaction::start(&self.dir, snapshot_records, encode) {
+        let (path, file_bytes, last_seq, live) = (self.path.clone(), self.bytes, self.seq, state.len());
+        tracing::info!(records = self.records, live, "compacting the token log");
+        let encode = move || snapshot_of_prefix(&path, file_bytes, live, next_id, last_seq);
+        match Compaction::start(&self.dir, encode) {
             Ok(compaction) => self.compaction = Some(compaction),
             Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
         }
@@ -733,8 +737,8 @@ impl TokenLog {
         let Some(result) = self.compaction.as_ref().and_then(Compaction::poll) else { return Ok(()) };
         let compaction = self.compaction.take().expect("polled above");
         match result {
-            Ok(file) => {
-                let (file, records) = compaction.install(file, &self.dir, &self.path)?;
+            Ok(snapshot) => {
+                let (file, records) = compaction.install(snapshot, &self.dir, &self.path)?;
                 tracing::info!(before = self.records, after = records, "token log compacted");
                 // An fstat once per compaction, for the metrics only: never
                 // a reason to stop the log.
@@ -750,6 +754,36 @@ impl TokenLog {
         }
         Ok(())
     }
+}
+
+/// On the compactor thread: the compacted file (and its record count) of
+/// the log at `path` as its first `file_bytes` bytes leave it, which must
+/// replay whole to sequence number `last_seq` and `live` tokens, as the
+/// writer's state stood when it asked. Anything else abandons the
+/// compaction (the current log stays in use).
+fn snapshot_of_prefix(
+    path: &Path,
+    file_bytes: u64,
+    live: usize,
+    next_id: u64,
+    last_seq: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    File::open(path)?.read_exact(&mut bytes)?;
+    let (state, replayed_next_id, seq) =
+        super::recovery::replay_whole(path, &bytes).map_err(io::Error::other)?;
+    if seq != last_seq || state.len() != live {
+        return Err(io::Error::other(format!(
+            "the log replays to seq {seq} and {} tokens, the writer stood at seq {last_seq} and {live}",
+            state.len()
+        )));
+    }
+    drop(bytes);
+    let tokens: Vec<TokenRecord> = state.records().collect();
+    drop(state);
+    let snapshot = encode_snapshot(&tokens, next_id.max(replayed_next_id), last_seq, crate::clock::now_us());
+    Ok((snapshot, tokens.len() as u64 + 1))
 }
 
 /// Encodes a whole compacted file: header, Snapshot, one Create per token,

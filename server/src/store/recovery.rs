@@ -97,6 +97,12 @@ pub struct Recovered {
 /// touching any file: the same checks as at start, and a torn or damaged
 /// file is an error here (an export is written whole).
 pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
+    let replay = replay_complete(path, bytes)?;
+    Ok((replay.state, replay.next_id))
+}
+
+/// Replays a file that must check out to its last byte.
+fn replay_complete(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     if bytes.len() < HEADER_BYTES {
         return Err(LogError::NotALog { path: path.to_owned() });
     }
@@ -108,7 +114,7 @@ pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> 
             missing: replay.snapshot_missing,
         });
     }
-    Ok((replay.state, replay.next_id))
+    Ok(replay)
 }
 
 /// What a start would find in a token file, read without changing anything:
@@ -433,6 +439,14 @@ pub(super) struct Replay {
     /// Why the bytes after `valid_bytes` did not replay, when they are a
     /// torn tail (nothing valid follows them).
     pub tail_fault: Option<RecordFault>,
+}
+
+/// Replays a file that must check out to its last byte (the compactor's
+/// re-read of the log it compacts): its tokens, next id and last sequence
+/// number.
+pub(super) fn replay_whole(path: &Path, bytes: &[u8]) -> Result<(Replica, u64, u64), LogError> {
+    let replay = replay_complete(path, bytes)?;
+    Ok((replay.state, replay.next_id, replay.seq))
 }
 
 /// Replays a whole file (header included) into a registry.
