@@ -184,6 +184,9 @@ enum Command {
         connections: usize,
         #[arg(long, value_parser = duration, default_value = "20s")]
         duration: Duration,
+        /// Writes begun this soon after the start are not counted.
+        #[arg(long, value_parser = duration, default_value = "1s")]
+        warmup: Duration,
     },
     /// Hostile clients (garbage, truncated, oversized, one byte per second)
     /// against ADDR for a bounded time: the soak test's attack side.
@@ -272,10 +275,10 @@ fn run(cli: Cli) -> std::io::Result<()> {
             );
             Ok(())
         }
-        Command::CommitLatency { addr, user, pass, connections, duration } => {
-            let result = scale::commit_latency(addr, &user, &pass, connections, duration)?;
+        Command::CommitLatency { addr, user, pass, connections, duration, warmup } => {
+            let result = scale::commit_latency(addr, &user, &pass, connections, duration, warmup)?;
             println!(
-                "commit-latency: {} writes in {:.1} s ({} errors): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs (began at {:.2} s)",
+                "commit-latency: {} writes counted in {:.1} s ({} errors): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs (began at {:.2} s)",
                 result.writes,
                 result.elapsed.as_secs_f64(),
                 result.errors,

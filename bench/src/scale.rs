@@ -177,12 +177,15 @@ impl CommitLatency {
 /// reply: each is a commit (written and synced) the writer thread made.
 /// What stalls the writer thread (a compaction's hand-over, a purge of
 /// expired tokens) shows in the maximum.
+/// Writes begun in the first `warmup` are made but not counted (the first
+/// commits after a start touch cold pages).
 pub fn commit_latency(
     address: SocketAddr,
     user: &str,
     password: &str,
     connections: usize,
     duration: Duration,
+    warmup: Duration,
 ) -> std::io::Result<CommitLatency> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
@@ -205,7 +208,7 @@ pub fn commit_latency(
     let (mut errors, mut slowest) = (0, (0, Duration::ZERO));
     for (samples, failed) in per_connection {
         errors += failed;
-        for (at, us) in samples {
+        for (at, us) in samples.into_iter().filter(|&(at, _)| at >= warmup) {
             if us > slowest.0 {
                 slowest = (us, at);
             }

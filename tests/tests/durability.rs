@@ -655,7 +655,9 @@ const CHURN_CONNECTIONS: usize = 8;
 struct Expected {
     live: BTreeMap<String, String>,
     deleted: Vec<String>,
-    /// Bytes of every Create and Delete record the churn caused.
+    /// Bytes of every Create and Delete record the churn caused, each with
+    /// the header of a batch of its own (concurrent writes may share one:
+    /// this is the most the appends wrote).
     written: u64,
 }
 
@@ -676,7 +678,7 @@ async fn churn(address: SocketAddr, prefix: &str, per_connection: usize, expecte
                         .create_personal_access_token(&name, Expiry::Never)
                         .await
                         .unwrap_or_else(|e| panic!("create {name}: {e}"));
-                    result.written += create_record_bytes(&name);
+                    result.written += BATCH_HEADER_BYTES as u64 + create_record_bytes(&name);
                     if index % 3 == 0 {
                         result.live.insert(name, token);
                     } else {
@@ -688,7 +690,7 @@ async fn churn(address: SocketAddr, prefix: &str, per_connection: usize, expecte
                             .delete_personal_access_token(&name)
                             .await
                             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
-                        result.written += DELETE_RECORD_BYTES;
+                        result.written += BATCH_HEADER_BYTES as u64 + DELETE_RECORD_BYTES;
                         result.deleted.push(token);
                     }
                 }

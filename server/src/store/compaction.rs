@@ -108,12 +108,21 @@ impl Compaction {
     }
 }
 
+/// Bytes the compactor writes between two syncs of its file. A commit's
+/// `fdatasync` on the log may have to wait for other files' dirty pages (a
+/// journaling file system writes them out with its commit), so the snapshot
+/// never has more than this much unsynced at a time.
+const COMPACT_SYNC_BYTES: usize = 1 << 20;
+
 /// Writes a compacted file next to the log and syncs it; returns it open
 /// for appends, positioned at its end.
 pub(super) fn write_compacted(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     let path = dir.join(COMPACT_FILE);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-    file.write_all(bytes)?;
+    for chunk in bytes.chunks(COMPACT_SYNC_BYTES) {
+        file.write_all(chunk)?;
+        file.sync_data()?;
+    }
     file.sync_all()?;
     Ok(file)
 }
