@@ -166,6 +166,31 @@ enum Command {
         depth: usize,
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Token names are PREFIX<connection>-<n>; a second fill on the same
+        /// user needs another prefix.
+        #[arg(long, default_value = "f")]
+        prefix: String,
+        /// Each token's lifetime (e.g. `2m`); without it, tokens never expire.
+        #[arg(long, value_parser = duration)]
+        lifetime: Option<Duration>,
+    },
+    /// Durable writes one after another (create, delete, create, …) on a few
+    /// connections: p50, p99 and the maximum of their round trips, and when
+    /// the slowest began. Run it while the server compacts or purges.
+    CommitLatency {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "iggy")]
+        user: String,
+        #[arg(long, default_value = "iggy")]
+        pass: String,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, value_parser = duration, default_value = "20s")]
+        duration: Duration,
+        /// Writes begun this soon after the start are not counted.
+        #[arg(long, value_parser = duration, default_value = "1s")]
+        warmup: Duration,
     },
     /// Hostile clients (garbage, truncated, oversized, one byte per second)
     /// against ADDR for a bounded time: the soak test's attack side.
@@ -305,9 +330,26 @@ fn run(cli: Cli) -> std::io::Result<()> {
             );
             Ok(())
         }
-        Command::Fill { addr, user, pass, tokens, connections, depth, server_pid } => {
+        Command::CommitLatency { addr, user, pass, connections, duration, warmup } => {
+            let result = scale::commit_latency(addr, &user, &pass, connections, duration, warmup)?;
+            println!(
+                "commit-latency: {} writes counted in {:.1} s ({} errors): p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs (began at {:.2} s)",
+                result.writes,
+                result.elapsed.as_secs_f64(),
+                result.errors,
+                result.quantile_us(0.5),
+                result.quantile_us(0.99),
+                result.quantile_us(0.999),
+                result.latencies_us.last().copied().unwrap_or(0),
+                result.slowest_at.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Fill { addr, user, pass, tokens, connections, depth, server_pid, prefix, lifetime } => {
             let before = server_pid.and_then(sys::process_rss);
-            let result = scale::fill(addr, &user, &pass, tokens, connections, depth)?;
+            let expiry_us = lifetime.map_or(u64::MAX, |lifetime| lifetime.as_micros() as u64);
+            let shape = scale::FillTokens { prefix, expiry_us };
+            let result = scale::fill(addr, &user, &pass, tokens, connections, depth, &shape)?;
             // Let allocator and page state settle before sampling.
             std::thread::sleep(Duration::from_millis(500));
             let after = server_pid.and_then(sys::process_rss);

@@ -18,7 +18,15 @@ pub struct FillResult {
     pub elapsed: Duration,
 }
 
-/// Creates `tokens` tokens (named `f<conn>-<n>`) over `connections`
+/// What `fill` creates: names `<prefix><conn>-<n>`, each with `expiry_us`
+/// as its lifetime (`u64::MAX`: never).
+#[derive(Clone)]
+pub struct FillTokens {
+    pub prefix: String,
+    pub expiry_us: u64,
+}
+
+/// Creates `tokens` tokens (named `<prefix><conn>-<n>`) over `connections`
 /// connections, `depth` requests in flight on each.
 pub fn fill(
     address: SocketAddr,
@@ -27,6 +35,7 @@ pub fn fill(
     tokens: u64,
     connections: usize,
     depth: usize,
+    shape: &FillTokens,
 ) -> std::io::Result<FillResult> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
@@ -35,9 +44,9 @@ pub fn fill(
         for connection in 0..connections {
             let share =
                 tokens / connections as u64 + u64::from((connection as u64) < tokens % connections as u64);
-            let (user, password) = (user.to_owned(), password.to_owned());
+            let (user, password, shape) = (user.to_owned(), password.to_owned(), shape.clone());
             tasks.push(tokio::spawn(async move {
-                fill_one(address, &user, &password, connection, share, depth).await
+                fill_one(address, &user, &password, connection, share, depth, &shape).await
             }));
         }
         let mut totals = (0u64, 0u64);
@@ -58,6 +67,7 @@ async fn fill_one(
     connection: usize,
     count: u64,
     depth: usize,
+    shape: &FillTokens,
 ) -> std::io::Result<(u64, u64)> {
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
@@ -83,8 +93,10 @@ async fn fill_one(
         out.clear();
         let burst = (count - next).min(depth as u64);
         for _ in 0..burst {
-            let create =
-                CreatePersonalAccessToken { name: format!("f{connection}-{next}"), expiry_us: u64::MAX };
+            let create = CreatePersonalAccessToken {
+                name: format!("{}{connection}-{next}", shape.prefix),
+                expiry_us: shape.expiry_us,
+            };
             encode_request(42, &create, &mut out);
             next += 1;
         }
@@ -139,4 +151,143 @@ pub fn idle(
         let rss_after = server_pid.and_then(sys::process_rss);
         Ok(IdleResult { opened: streams.len(), rss_before, rss_after })
     })
+}
+
+/// What `commit-latency` measured: every durable write's round trip.
+pub struct CommitLatency {
+    pub writes: usize,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Sorted, microseconds.
+    pub latencies_us: Vec<u64>,
+    /// When the slowest write started, from the start of the run.
+    pub slowest_at: Duration,
+}
+
+impl CommitLatency {
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let index =
+            ((self.latencies_us.len() as f64 * q) as usize).min(self.latencies_us.len().saturating_sub(1));
+        self.latencies_us.get(index).copied().unwrap_or(0)
+    }
+}
+
+/// Creates and deletes one token after another on each of `connections`
+/// connections (one request in flight each) for `duration`, timing every
+/// reply: each is a commit (written and synced) the writer thread made.
+/// What stalls the writer thread (a compaction's hand-over, a purge of
+/// expired tokens) shows in the maximum.
+/// Writes begun in the first `warmup` are made but not counted (the first
+/// commits after a start touch cold pages).
+pub fn commit_latency(
+    address: SocketAddr,
+    user: &str,
+    password: &str,
+    connections: usize,
+    duration: Duration,
+    warmup: Duration,
+) -> std::io::Result<CommitLatency> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = Instant::now();
+    let per_connection = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for connection in 0..connections {
+            let (user, password) = (user.to_owned(), password.to_owned());
+            tasks.push(tokio::spawn(async move {
+                commit_latency_one(address, &user, &password, connection, started, duration).await
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(task.await.map_err(std::io::Error::other)??);
+        }
+        Ok::<_, std::io::Error>(all)
+    })?;
+    let elapsed = started.elapsed();
+    let mut latencies_us = Vec::new();
+    let (mut errors, mut slowest) = (0, (0, Duration::ZERO));
+    for (samples, failed) in per_connection {
+        errors += failed;
+        for (at, us) in samples.into_iter().filter(|&(at, _)| at >= warmup) {
+            if us > slowest.0 {
+                slowest = (us, at);
+            }
+            latencies_us.push(us);
+        }
+    }
+    latencies_us.sort_unstable();
+    Ok(CommitLatency { writes: latencies_us.len(), errors, elapsed, latencies_us, slowest_at: slowest.1 })
+}
+
+/// One connection's `(started at, latency µs)` per write, and its errors.
+async fn commit_latency_one(
+    address: SocketAddr,
+    user: &str,
+    password: &str,
+    connection: usize,
+    started: Instant,
+    duration: Duration,
+) -> std::io::Result<(Vec<(Duration, u64)>, u64)> {
+    use latchkey_protocol::body::DeletePersonalAccessToken;
+
+    let mut stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    let login = LoginUser {
+        username: user.into(),
+        password: password.to_owned().into(),
+        version: None,
+        context: None,
+    };
+    encode_request(38, &login, &mut out);
+    stream.write_all(&out).await?;
+    let mut header = [0u8; 8];
+    let mut payload = Vec::new();
+    read_reply(&mut stream, &mut header, &mut payload).await?;
+    if header[..4] != [0, 0, 0, 0] {
+        return Err(std::io::Error::other("commit-latency: password login refused"));
+    }
+    let name = format!("commit-latency-{connection}");
+    let (mut samples, mut errors) = (Vec::new(), 0u64);
+    let mut create = true;
+    while started.elapsed() < duration {
+        out.clear();
+        if create {
+            encode_request(
+                42,
+                &CreatePersonalAccessToken { name: name.clone(), expiry_us: u64::MAX },
+                &mut out,
+            );
+        } else {
+            encode_request(43, &DeletePersonalAccessToken { name: name.clone() }, &mut out);
+        }
+        let sent = Instant::now();
+        stream.write_all(&out).await?;
+        read_reply(&mut stream, &mut header, &mut payload).await?;
+        samples.push((sent - started, sent.elapsed().as_micros() as u64));
+        if header[..4] != [0, 0, 0, 0] {
+            errors += 1;
+        }
+        create = !create;
+    }
+    // Leave no token behind.
+    if !create {
+        out.clear();
+        encode_request(43, &DeletePersonalAccessToken { name }, &mut out);
+        stream.write_all(&out).await?;
+        read_reply(&mut stream, &mut header, &mut payload).await?;
+    }
+    Ok((samples, errors))
+}
+
+async fn read_reply(
+    stream: &mut TcpStream,
+    header: &mut [u8; 8],
+    payload: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    stream.read_exact(header).await?;
+    let length = u32::from_le_bytes(header[4..].try_into().expect("4 bytes")) as usize;
+    payload.resize(length, 0);
+    stream.read_exact(payload).await?;
+    Ok(())
 }

@@ -14,6 +14,9 @@
 //!   every value it yields encodes to bytes that decode back to that value.
 //!
 //! Nothing here knows about libFuzzer: the targets in `fuzz_targets/` are thin.
+//! The token log's replay has its own checks, in `log.rs`.
+
+pub mod log;
 
 use std::fmt::Debug;
 use std::ops::Range;

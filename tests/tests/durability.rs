@@ -2,9 +2,12 @@
 //! restarts, torn and corrupt token logs, compaction under concurrent writes
 //! and the expiry cleaner, and no secret ever reaches the data directory.
 //!
-//! Token log facts used here (server/src/log.rs): `<data dir>/tokens.log` is
-//! a 16-byte header followed by records `marker e3 a7 c5 1b | length u32 |
-//! crc u32 | payload`, payload `seq u64 | commit_at_us u64 | type u8 | body`.
+//! Token log facts used here (server/src/store/log.rs, format version 3):
+//! `<data dir>/tokens.log` is a 16-byte header followed by batches, one per
+//! append: a 28-byte header `marker c7 51 3b 9d | length u32 | records u32 |
+//! first_seq u64 | crc u32 | header crc u32`, then its records `marker e3 a7
+//! c5 1b | length u32 | crc u32 | payload`, payload `seq u64 | commit_at_us
+//! u64 | type u8 | body`.
 
 mod common;
 
@@ -22,8 +25,11 @@ use latchkey_tests::{DataHome, ServerSpec, TestServer, contains, read_tree};
 const LOG_FILE: &str = "tokens.log";
 const HEADER_BYTES: usize = 16;
 const MARKER: [u8; 4] = [0xe3, 0xa7, 0xc5, 0x1b];
+const BATCH_MARKER: [u8; 4] = [0xc7, 0x51, 0x3b, 0x9d];
 /// Marker, length, crc.
 const RECORD_HEADER_BYTES: usize = 12;
+/// Marker, length, records, first_seq, crc, header crc.
+const BATCH_HEADER_BYTES: usize = 28;
 const TYPE_SNAPSHOT: u8 = 3;
 
 /// Status codes the tests expect.
@@ -109,18 +115,35 @@ async fn wait_for_login_status(
     }
 }
 
-/// Start offsets of every record in a token log, walking the length fields.
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+/// Start and end offsets of every batch in a token log, walking the length
+/// fields.
+fn batch_offsets(bytes: &[u8]) -> Vec<(usize, usize)> {
     assert!(bytes.len() >= HEADER_BYTES && &bytes[..8] == b"LKTOKLOG", "not a token log");
-    let mut offsets = Vec::new();
+    let mut batches = Vec::new();
     let mut at = HEADER_BYTES;
     while at < bytes.len() {
-        assert_eq!(bytes[at..at + 4], MARKER, "no record marker at offset {at}");
+        assert_eq!(bytes[at..at + 4], BATCH_MARKER, "no batch marker at offset {at}");
         let length = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-        offsets.push(at);
-        at += RECORD_HEADER_BYTES + length;
+        batches.push((at, at + BATCH_HEADER_BYTES + length));
+        at += BATCH_HEADER_BYTES + length;
     }
-    assert_eq!(at, bytes.len(), "the last record overruns the file");
+    assert_eq!(at, bytes.len(), "the last batch overruns the file");
+    batches
+}
+
+/// Start offsets of every record in a token log, walking the length fields.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    for (start, end) in batch_offsets(bytes) {
+        let mut at = start + BATCH_HEADER_BYTES;
+        while at < end {
+            assert_eq!(bytes[at..at + 4], MARKER, "no record marker at offset {at}");
+            let length = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            offsets.push(at);
+            at += RECORD_HEADER_BYTES + length;
+        }
+        assert_eq!(at, end, "a record overruns its batch");
+    }
     offsets
 }
 
@@ -278,7 +301,7 @@ async fn a_deleted_name_can_be_reused_after_restart_and_the_old_token_stays_dead
 struct CutFixture {
     data_dir: PathBuf,
     log: Vec<u8>,
-    /// Where C's record starts (the log of A and B ends there).
+    /// Where C's batch starts (the log of A and B ends there).
     start_c: usize,
     tokens: [String; 3],
 }
@@ -294,7 +317,7 @@ async fn check_cut(fixture: &CutFixture, cut: usize, append: bool) {
     let logs = server.logs();
     let torn_line = logs.lines().find(|line| line.contains("torn tail"));
     if cut == fixture.start_c {
-        assert!(torn_line.is_none(), "cut {cut} at a record boundary reported a torn tail:\n{logs}");
+        assert!(torn_line.is_none(), "cut {cut} at a batch boundary reported a torn tail:\n{logs}");
     } else {
         let line = torn_line.unwrap_or_else(|| panic!("cut {cut}: no torn-tail warning:\n{logs}"));
         assert!(
@@ -331,7 +354,7 @@ async fn check_cut(fixture: &CutFixture, cut: usize, append: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_log_cut_anywhere_in_its_last_record_loses_only_that_record() {
+async fn a_log_cut_anywhere_in_its_last_batch_loses_only_that_batch() {
     let home = DataHome::new();
     let server = TestServer::start(&home, &ServerSpec::default_root());
     let data_dir = server.data_dir.clone();
@@ -348,16 +371,16 @@ async fn a_log_cut_anywhere_in_its_last_record_loses_only_that_record() {
 
     let log = std::fs::read(log_path(&data_dir)).unwrap();
     assert_eq!(log.len(), end_c, "SIGTERM changed the log size");
-    let offsets = record_offsets(&log);
-    assert_eq!(offsets.len(), 3, "records: {offsets:?}");
-    assert_eq!(*offsets.last().unwrap(), start_c, "C's record start by size and by scan");
-    assert_eq!(end_c - start_c, create_record_bytes("ccc") as usize, "C's record size");
+    let batches = batch_offsets(&log);
+    assert_eq!(batches.len(), 3, "batches: {batches:?}");
+    assert_eq!(batches.last().unwrap().0, start_c, "C's batch start by size and by scan");
+    assert_eq!(end_c - start_c, BATCH_HEADER_BYTES + create_record_bytes("ccc") as usize, "C's batch size");
 
     let fixture = CutFixture { data_dir, log, start_c, tokens: [a, b, c] };
-    // Every cut from the record boundary (C never written) to one byte short
-    // of the whole record. Four at a time.
+    // Every cut from the batch boundary (C never written) to one byte short
+    // of the whole batch. Four at a time.
     let cuts: Vec<usize> = (start_c..end_c).collect();
-    let appends = [start_c + 1, start_c + RECORD_HEADER_BYTES + 20, end_c - 1];
+    let appends = [start_c + 1, start_c + BATCH_HEADER_BYTES + RECORD_HEADER_BYTES + 20, end_c - 1];
     let fixture = std::sync::Arc::new(fixture);
     for chunk in cuts.chunks(4) {
         let tasks: Vec<_> = chunk
@@ -403,8 +426,10 @@ async fn three_creates_then_stop() -> (DataHome, std::path::PathBuf, Vec<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() {
     let (_home, data_dir, tokens, log) = three_creates_then_stop().await;
-    let offsets = record_offsets(&log);
-    let (start_c, end_c) = (offsets[2], log.len());
+    let batches = batch_offsets(&log);
+    let (start_c, end_c) = (batches[2].0, log.len());
+    // C's batch header, then its one record.
+    let record_c = BATCH_HEADER_BYTES;
 
     let mut rng = SeededRng::new("a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail");
     let garbage = rng.bytes(300);
@@ -419,16 +444,19 @@ async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() 
     let with = |base: Vec<u8>, tail: &[u8]| [base, tail.to_vec()].concat();
     // (what, the damaged log, where the tail is cut, tokens kept)
     let cases: Vec<(&str, Vec<u8>, usize, usize)> = vec![
-        ("C's checksum", damaged_c(9), start_c, 2),
-        ("C's payload", damaged_c(RECORD_HEADER_BYTES + 20), start_c, 2),
+        ("C's batch header checksum", damaged_c(25), start_c, 2),
+        ("C's batch length", damaged_c(5), start_c, 2),
+        ("C's batch marker", damaged_c(0), start_c, 2),
+        ("C's record checksum", damaged_c(record_c + 9), start_c, 2),
+        ("C's payload", damaged_c(record_c + RECORD_HEADER_BYTES + 20), start_c, 2),
         ("C's last byte", damaged_c(end_c - start_c - 1), start_c, 2),
-        ("C's length", damaged_c(5), start_c, 2),
+        ("C's record length", damaged_c(record_c + 5), start_c, 2),
         ("random bytes after C", with(log.clone(), &garbage), end_c, 3),
         ("zeros after C", with(log.clone(), &[0; 4096]), end_c, 3),
         ("a record header and junk after C", with(log.clone(), &fake_header), end_c, 3),
         (
             "C damaged and random bytes after it",
-            with(damaged_c(RECORD_HEADER_BYTES + 20), &garbage),
+            with(damaged_c(record_c + RECORD_HEADER_BYTES + 20), &garbage),
             start_c,
             2,
         ),
@@ -464,14 +492,16 @@ async fn a_damaged_last_record_or_garbage_after_the_log_is_cut_as_a_torn_tail() 
 #[tokio::test]
 async fn a_flipped_byte_mid_file_refuses_to_start_naming_file_and_offset() {
     let (_home, data_dir, tokens, log) = three_creates_then_stop().await;
-    let offsets = record_offsets(&log);
-    assert_eq!(offsets.len(), 3);
-    assert_eq!(offsets[0], HEADER_BYTES);
+    let batches = batch_offsets(&log);
+    assert_eq!(batches.len(), 3);
+    assert_eq!(batches[0].0, HEADER_BYTES);
 
-    // (record damaged, byte flipped inside it). The first case is the one
-    // the server must name as offset 16.
-    for (damaged, within) in [(0, 20), (0, 2), (1, RECORD_HEADER_BYTES + 30)] {
-        let offset = offsets[damaged];
+    // (batch damaged, byte flipped inside it: its header, its record's
+    // marker, its record's payload). The server must name the batch's
+    // offset (16 for the first; not, say, 44, where its record starts).
+    let in_record = BATCH_HEADER_BYTES;
+    for (damaged, within) in [(0, 20), (0, in_record + 2), (1, in_record + RECORD_HEADER_BYTES + 30)] {
+        let offset = batches[damaged].0;
         let mut bad = log.clone();
         bad[offset + within] ^= 0x40;
         let home = copy_home(&data_dir, &bad);
@@ -625,7 +655,9 @@ const CHURN_CONNECTIONS: usize = 8;
 struct Expected {
     live: BTreeMap<String, String>,
     deleted: Vec<String>,
-    /// Bytes of every Create and Delete record the churn caused.
+    /// Bytes of every Create and Delete record the churn caused, each with
+    /// the header of a batch of its own (concurrent writes may share one:
+    /// this is the most the appends wrote).
     written: u64,
 }
 
@@ -646,7 +678,7 @@ async fn churn(address: SocketAddr, prefix: &str, per_connection: usize, expecte
                         .create_personal_access_token(&name, Expiry::Never)
                         .await
                         .unwrap_or_else(|e| panic!("create {name}: {e}"));
-                    result.written += create_record_bytes(&name);
+                    result.written += BATCH_HEADER_BYTES as u64 + create_record_bytes(&name);
                     if index % 3 == 0 {
                         result.live.insert(name, token);
                     } else {
@@ -658,7 +690,7 @@ async fn churn(address: SocketAddr, prefix: &str, per_connection: usize, expecte
                             .delete_personal_access_token(&name)
                             .await
                             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
-                        result.written += DELETE_RECORD_BYTES;
+                        result.written += BATCH_HEADER_BYTES as u64 + DELETE_RECORD_BYTES;
                         result.deleted.push(token);
                     }
                 }

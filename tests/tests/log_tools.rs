@@ -177,7 +177,7 @@ async fn a_real_log_is_verified_dumped_and_counted_without_a_secret() {
         offsets.push(fields["offset"].as_u64().unwrap());
         assert!(fields.contains_key("kind") && fields.contains_key("commit_at_us"), "{record}");
     }
-    assert_eq!(offsets[0], 16, "records start after the 16-byte header");
+    assert_eq!(offsets[0], 16 + 28, "records start after the 16-byte header and a 28-byte batch header");
     assert!(offsets.windows(2).all(|pair| pair[0] < pair[1]));
     assert_eq!(records[9]["last_used_peer"].as_str().unwrap().split(':').next(), Some("127.0.0.1"));
 
@@ -207,7 +207,12 @@ async fn a_real_log_is_verified_dumped_and_counted_without_a_secret() {
     assert_eq!(tree(&home), before, "the tools changed the data directory");
 }
 
-/// A log of three creates, as a stopped server left it, and each record's offset.
+/// A batch header's bytes (format version 3): each create below is its own
+/// append, so its batch starts this far before its record.
+const BATCH_HEADER_BYTES: u64 = 28;
+
+/// A log of three creates, as a stopped server left it, and the offset of
+/// each one's batch (one record each).
 async fn three_creates(home: &DataHome) -> Vec<u64> {
     let server = TestServer::start(home, &ServerSpec::default_root());
     let mut owner = root(server.address).await;
@@ -221,6 +226,7 @@ async fn three_creates(home: &DataHome) -> Vec<u64> {
     let offsets: Vec<u64> = stdout(&dumped)
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap()["offset"].as_u64().unwrap())
+        .map(|record| record - BATCH_HEADER_BYTES)
         .collect();
     assert_eq!(offsets.len(), 3);
     offsets
@@ -266,9 +272,9 @@ async fn a_flipped_byte_is_named_with_its_offset_exits_4_and_a_start_refuses_the
     let home = DataHome::new();
     let offsets = three_creates(&home).await;
     let mut damaged = std::fs::read(log_path(&home)).unwrap();
-    // A byte of the second record's name: its checksum no longer holds,
-    // and a valid record follows.
-    damaged[offsets[1] as usize + 12 + 17 + 8 + 4 + 1] ^= 0x20;
+    // A byte of the second record's name: its batch's checksum no longer
+    // holds, and a later batch follows.
+    damaged[(offsets[1] + BATCH_HEADER_BYTES) as usize + 12 + 17 + 8 + 4 + 1] ^= 0x20;
     std::fs::write(log_path(&home), &damaged).unwrap();
     let before = tree(&home);
 

@@ -31,10 +31,12 @@ const BAD_SCOPE: u32 = 20007;
 const BAD_NETWORK: u32 = 20008;
 const BAD_DESCRIPTION: u32 = 20009;
 
-/// Token log facts (server/src/log.rs): a 16-byte header whose bytes 8..12
+/// Token log facts (server/src/store/log.rs): a 16-byte header whose bytes 8..12
 /// are the format version, u32 little-endian.
 const LOG_FILE: &str = "tokens.log";
 const FORMAT_VERSION_OFFSET: usize = 8;
+/// The format version this build writes (3: records in batches).
+const CURRENT_FORMAT_VERSION: u32 = 3;
 /// The log written by format version 1, committed before the format changed.
 const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/store/fixture-v1.log");
 
@@ -850,11 +852,12 @@ async fn compaction_keeps_every_new_field() {
     }
     drop(root);
     assert_eq!(server.stop().code(), Some(0));
-    // The file now starts with a Snapshot record: header (16), record
-    // header (12), seq (8), commit time (8), then the type, 3.
+    // The file now starts with a Snapshot record: header (16), batch
+    // header (28), record header (12), seq (8), commit time (8), then the
+    // type, 3.
     let bytes = std::fs::read(log_path(&home.data_dir())).unwrap();
-    assert_eq!(format_version(&home.data_dir()), 2);
-    assert_eq!(bytes[16 + 12 + 16], 3, "the log was compacted");
+    assert_eq!(format_version(&home.data_dir()), CURRENT_FORMAT_VERSION);
+    assert_eq!(bytes[16 + 28 + 12 + 16], 3, "the log was compacted");
 
     let server = TestServer::start(&home, &compacting);
     let mut root = common::root(server.address).await;
@@ -930,7 +933,11 @@ async fn a_version_1_log_loads_is_upgraded_and_takes_new_records() {
     assert_eq!(format_version(&home.data_dir()), 1);
 
     let server = TestServer::start(&home, &spec);
-    assert_eq!(format_version(&home.data_dir()), 2, "rewritten as version 2 at start");
+    assert_eq!(
+        format_version(&home.data_dir()),
+        CURRENT_FORMAT_VERSION,
+        "rewritten as the current version at start"
+    );
     // server/src/log/tests.rs `history()`: root-ci (id 1, user 0), alice-one
     // (id 2, deleted), alice-two (id 3, user 1), bob (id 4, user 2).
     let mut root = common::root(server.address).await;
@@ -976,7 +983,7 @@ async fn a_version_1_log_loads_is_upgraded_and_takes_new_records() {
     assert_eq!(server.stop().code(), Some(0));
 
     let server = TestServer::start(&home, &spec);
-    assert_eq!(format_version(&home.data_dir()), 2);
+    assert_eq!(format_version(&home.data_dir()), CURRENT_FORMAT_VERSION);
     let mut root = common::root(server.address).await;
     assert_eq!(all_tokens(&mut root).await, roots);
     assert_eq!(root.get_token("root-ci").await.unwrap().status, TokenStatus::Revoked);

@@ -119,7 +119,9 @@ pub fn exit_code(damage: Option<&Damage>) -> u8 {
 }
 
 /// What the records say, beyond the state they leave: counted as replay
-/// hands them over.
+/// hands them over. The batches counted here are a guess from commit times,
+/// for files older than format version 3 (which frames them; replay counts
+/// those).
 #[derive(Default)]
 struct Tally {
     /// Records by their type byte.
@@ -258,6 +260,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 pub fn verify(log: &LogFile, json: bool, out: &mut dyn Write) -> io::Result<u8> {
     let mut tally = Tally::default();
     let inspection = inspect(&log.path, &log.bytes, |_, stored| tally.see(stored));
+    let batches = inspection.batches.unwrap_or(tally.batches);
     let census = Census::of(&inspection, crate::clock::now_us());
     let live = inspection.state.len() as u64;
     let dead = inspection.records.saturating_sub(live);
@@ -268,7 +271,7 @@ pub fn verify(log: &LogFile, json: bool, out: &mut dyn Write) -> io::Result<u8> 
             "file_bytes": inspection.file_bytes,
             "valid_bytes": inspection.valid_bytes,
             "records": inspection.records,
-            "batches": tally.batches,
+            "batches": batches,
             "tokens": {
                 "live": live,
                 "active": census.active,
@@ -293,7 +296,7 @@ pub fn verify(log: &LogFile, json: bool, out: &mut dyn Write) -> io::Result<u8> 
             Some(version) => writeln!(out, "format version  {version}")?,
             None => writeln!(out, "format version  unknown")?,
         }
-        writeln!(out, "records         {} in {} batches", inspection.records, tally.batches)?;
+        writeln!(out, "records         {} in {batches} batches", inspection.records)?;
         writeln!(
             out,
             "tokens          {live} live ({} active, {} revoked, {} expired), {} deleted",
@@ -325,6 +328,7 @@ pub fn stats(
 ) -> io::Result<u8> {
     let mut tally = Tally::default();
     let inspection = inspect(&log.path, &log.bytes, |_, stored| tally.see(stored));
+    let batches = inspection.batches.unwrap_or(tally.batches);
     let census = Census::of(&inspection, crate::clock::now_us());
     let reclaim = Reclaim::of(&inspection, policy);
     let live = inspection.state.len() as u64;
@@ -345,7 +349,7 @@ pub fn stats(
             "file_bytes": inspection.file_bytes,
             "records": inspection.records,
             "records_by_kind": by_kind,
-            "batches": tally.batches,
+            "batches": batches,
             "tokens": {
                 "live": live,
                 "active": census.active,
@@ -372,7 +376,7 @@ pub fn stats(
         writeln!(out, "{report}")?;
     } else {
         writeln!(out, "file            {} ({} bytes)", log.path.display(), inspection.file_bytes)?;
-        writeln!(out, "records         {} in {} batches", inspection.records, tally.batches)?;
+        writeln!(out, "records         {} in {batches} batches", inspection.records)?;
         for (&kind, count) in &tally.by_kind {
             writeln!(out, "  {:<13} {count}", record_type_name(kind))?;
         }
@@ -584,7 +588,7 @@ mod tests {
 
     use super::*;
     use crate::registry::TokenExtras;
-    use crate::store::log::{encode_record, header};
+    use crate::store::log::{begin_batch, encode_record, finish_batch, header};
 
     fn token(id: u64, name: &str) -> TokenRecord {
         TokenRecord {
@@ -613,16 +617,27 @@ mod tests {
         .shared();
         let at = NonZeroU64::new(1_700_000_001_000_000).unwrap();
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        for (seq, commit, record) in [
-            (1, 10, Record::Create(token(1, "plain"))),
-            (2, 10, Record::Create(scoped)),
-            (3, 20, Record::Revoke { id: 1, at_us: at }),
-            (4, 20, Record::Update { id: 2, name: "renamed".into(), description: "new".into() }),
-            (5, 20, Record::Rotate { id: 2, hash: [0xEE; 32], expiry_at_us: Some(at) }),
-            (6, 20, Record::Touch { id: 2, used: LastUsed { at_us: at.get(), peer } }),
-            (7, 30, Record::Delete { id: 1 }),
-        ] {
-            encode_record(&mut bytes, seq, commit, &record);
+        let batches = [
+            (10, vec![Record::Create(token(1, "plain")), Record::Create(scoped)]),
+            (
+                20,
+                vec![
+                    Record::Revoke { id: 1, at_us: at },
+                    Record::Update { id: 2, name: "renamed".into(), description: "new".into() },
+                    Record::Rotate { id: 2, hash: [0xEE; 32], expiry_at_us: Some(at) },
+                    Record::Touch { id: 2, used: LastUsed { at_us: at.get(), peer } },
+                ],
+            ),
+            (30, vec![Record::Delete { id: 1 }]),
+        ];
+        let mut seq = 0;
+        for (commit, records) in batches {
+            let start = begin_batch(&mut bytes);
+            for record in &records {
+                seq += 1;
+                encode_record(&mut bytes, seq, commit, record);
+            }
+            finish_batch(&mut bytes, start, records.len(), seq + 1 - records.len() as u64).unwrap();
         }
         bytes
     }
@@ -664,8 +679,9 @@ mod tests {
         assert!(text.contains("checksum mismatch"), "{text}");
     }
 
-    /// A byte of the first record's payload: file header (16), record header (12), then 1 in.
-    const FIRST_RECORD_PAYLOAD_BYTE: usize = 16 + 12 + 1;
+    /// A byte of the first record's payload: file header (16), batch header
+    /// (28), record header (12), then 1 in.
+    const FIRST_RECORD_PAYLOAD_BYTE: usize = 16 + 28 + 12 + 1;
 
     #[test]
     fn dump_shows_every_record_on_one_line_without_a_hash() {
@@ -687,13 +703,13 @@ mod tests {
                     let _: Value = serde_json::from_str(line).unwrap();
                 }
                 assert!(
-                    text.starts_with(r#"{"offset":16,"seq":1,"commit_at_us":10,"kind":"create","id":1,"#),
+                    text.starts_with(r#"{"offset":44,"seq":1,"commit_at_us":10,"kind":"create","id":1,"#),
                     "{text}"
                 );
             } else {
                 assert!(text.contains(r#"description="deploy \"bot\"\nline two""#), "{text}");
                 assert!(text.contains("created_at=2023-11-14T22:13:20.000000Z"), "{text}");
-                assert!(text.starts_with("offset=16 seq=1 commit_at=1970-01-01T00:00:00.000010Z kind=create id=1 user_id=7 name=plain "), "{text}");
+                assert!(text.starts_with("offset=44 seq=1 commit_at=1970-01-01T00:00:00.000010Z kind=create id=1 user_id=7 name=plain "), "{text}");
             }
         }
     }

@@ -1,9 +1,11 @@
 //! Compaction: rewriting the log as a snapshot of the live tokens once most
 //! of its records are dead, without stopping appends.
 //!
-//! The snapshot's bytes are made and written on their own thread from a
-//! copy of the writer's state; appends go on meanwhile and are also kept in
-//! memory. When the compactor is done, the writer thread appends those to
+//! The snapshot's bytes are made and written on their own thread; appends
+//! go on meanwhile and are also kept in memory. The writer thread's part
+//! costs the same whatever the registry's size: it starts the thread and,
+//! at the end, hands over what was appended meanwhile (`log.rs` says what
+//! the snapshot is made from). When the compactor is done, the writer thread appends those to
 //! the new file, syncs it, renames it over the log and syncs the directory.
 //! A crash at any point leaves either the old log (the unfinished file is
 //! removed at the next start) or the new one, each complete. This file knows
@@ -41,26 +43,25 @@ pub(super) struct Compaction {
     /// Records appended since the snapshot was taken, to hand over.
     since_snapshot: Vec<u8>,
     since_snapshot_records: u64,
-    snapshot_records: u64,
-    done: mpsc::Receiver<io::Result<File>>,
+    /// The snapshot file, open, and how many records it holds.
+    done: mpsc::Receiver<io::Result<(File, u64)>>,
     join: JoinHandle<()>,
 }
 
 impl Compaction {
-    /// Starts writing, in `dir`, the snapshot `encode` makes (on the
-    /// compactor thread), a file of `snapshot_records` records.
+    /// Starts writing, in `dir`, the snapshot `encode` makes on the
+    /// compactor thread: its bytes and how many records they hold.
     pub(super) fn start(
         dir: &Path,
-        snapshot_records: u64,
-        encode: impl FnOnce() -> Vec<u8> + Send + 'static,
+        encode: impl FnOnce() -> io::Result<(Vec<u8>, u64)> + Send + 'static,
     ) -> io::Result<Compaction> {
         let dir = dir.to_owned();
         let (done_tx, done) = mpsc::channel();
         let join = std::thread::Builder::new().name("latchkey-compactor".into()).spawn(move || {
-            let bytes = encode();
-            let _ = done_tx.send(write_compacted(&dir, &bytes));
+            let written = encode().and_then(|(bytes, records)| Ok((write_compacted(&dir, &bytes)?, records)));
+            let _ = done_tx.send(written);
         })?;
-        Ok(Compaction { since_snapshot: Vec::new(), since_snapshot_records: 0, snapshot_records, done, join })
+        Ok(Compaction { since_snapshot: Vec::new(), since_snapshot_records: 0, done, join })
     }
 
     /// Keeps a batch appended to the log meanwhile, for the new file.
@@ -70,7 +71,7 @@ impl Compaction {
     }
 
     /// Whether the compactor has finished, and how.
-    pub(super) fn poll(&self) -> Option<io::Result<File>> {
+    pub(super) fn poll(&self) -> Option<io::Result<(File, u64)>> {
         match self.done.try_recv() {
             Ok(result) => Some(result),
             Err(mpsc::TryRecvError::Empty) => None,
@@ -80,8 +81,14 @@ impl Compaction {
 
     /// Puts the finished snapshot `file` in place of the log at `log_path`:
     /// appends what was written meanwhile, syncs, renames, syncs the
-    /// directory. Returns the new file and its record count.
-    pub(super) fn install(self, mut file: File, dir: &Path, log_path: &Path) -> io::Result<(File, u64)> {
+    /// directory. `snapshot_records`: the records of the snapshot alone.
+    /// Returns the new file and its record count.
+    pub(super) fn install(
+        self,
+        (mut file, snapshot_records): (File, u64),
+        dir: &Path,
+        log_path: &Path,
+    ) -> io::Result<(File, u64)> {
         let _ = self.join.join();
         file.write_all(&self.since_snapshot)?;
         file.sync_data()?;
@@ -90,7 +97,7 @@ impl Compaction {
             "injected by the compaction-dir-sync failpoint"
         )));
         fsync_dir(dir)?;
-        Ok((file, self.snapshot_records + self.since_snapshot_records))
+        Ok((file, snapshot_records + self.since_snapshot_records))
     }
 
     /// Waits for the compactor thread and removes its file: at shutdown, or
@@ -101,12 +108,21 @@ impl Compaction {
     }
 }
 
+/// Bytes the compactor writes between two syncs of its file. A commit's
+/// `fdatasync` on the log may have to wait for other files' dirty pages (a
+/// journaling file system writes them out with its commit), so the snapshot
+/// never has more than this much unsynced at a time.
+const COMPACT_SYNC_BYTES: usize = 1 << 20;
+
 /// Writes a compacted file next to the log and syncs it; returns it open
 /// for appends, positioned at its end.
 pub(super) fn write_compacted(dir: &Path, bytes: &[u8]) -> io::Result<File> {
     let path = dir.join(COMPACT_FILE);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-    file.write_all(bytes)?;
+    for chunk in bytes.chunks(COMPACT_SYNC_BYTES) {
+        file.write_all(chunk)?;
+        file.sync_data()?;
+    }
     file.sync_all()?;
     Ok(file)
 }

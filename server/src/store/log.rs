@@ -2,11 +2,14 @@
 //! format, and appending a batch with one write and one sync. Opening it
 //! (replay and repair) is `recovery.rs`'s; rewriting it is `compaction.rs`'s.
 //!
-//!
-//! Layout (all integers little-endian):
+//! Layout of format version 3 (all integers little-endian):
 //!
 //! ```text
+//! file    := header | batch*
 //! header  := magic "LKTOKLOG" (8) | format version u32 | crc32c(magic ‖ version) u32
+//! batch   := marker u32 = 0x9D3B_51C7 | length u32 | records u32 | first_seq u64
+//!            | crc32c(record bytes) u32 | crc32c(the 24 bytes before) u32 | record × records
+//!            (length = bytes of the records; first_seq = the first record's seq)
 //! record  := marker u32 = 0x1BC5_A7E3 | length u32 | crc32c(length ‖ payload) u32 | payload
 //! payload := seq u64 | commit_at_us u64 | type u8 | body            (length = payload bytes)
 //! body    := Create   (1): id u64 | user_id u32 | name u8-len | hash [32] | created_at_us u64 | expiry_at_us u64 (0 = never)
@@ -22,20 +25,39 @@
 //! net     := family u8 (4 | 6) | address [4 or 16] | prefix u8
 //! ```
 //!
+//! **The batch is the unit of atomicity.** One append (one writer commit,
+//! however many records) is one batch, written with one `write` and made
+//! durable with one `fdatasync`; nobody hears of any record in it before
+//! that returns. A power loss during the sync may leave any subset of the
+//! batch's pages on disk (a later page without an earlier one), so replay
+//! never looks inside a batch whose checksum fails: if no batch header that
+//! checks out follows it, it is the torn last batch and is cut whole at its
+//! start; if one does, the damaged batch was synced before the next was
+//! written (appends are sequential), so it held acknowledged records and
+//! the start is refused. A batch whose checksum holds but whose records do
+//! not replay is refused too: it was written that way. The header has its
+//! own checksum so a damaged batch's length is trusted only when it checks
+//! out: then the search for a later batch starts after it, else one byte on.
+//! A compacted file is a Snapshot record and its token records in batches
+//! of at most [`SNAPSHOT_BATCH_RECORDS`], then the appends.
+//!
 //! Format history: version 1 had record types 1–3 only. Version 2 added
 //! types 4–8 (token lifecycle: descriptions, scopes, networks, revoke,
 //! rotate, rename, last use). A Create (1) is still written for a token with
-//! none of the new fields, a Token (4) otherwise.
+//! none of the new fields, a Token (4) otherwise. Versions 1 and 2 have no
+//! batches: records follow the header directly, and their replay keeps the
+//! record-by-record rule (a bad record followed by a valid record refuses
+//! the start). Version 3 added the batch framing, nothing else.
 //!
 //! Only keyed hashes are stored, never a raw token or a password.
-
 //!
-//! A version 1 file is read as it is and then rewritten once, at start, as a
-//! version 2 snapshot (written beside it, synced, renamed over it), so a
-//! file never mixes versions.
+//! A version 1 or 2 file is read as it is and then rewritten once, at start,
+//! as a version 3 snapshot (written beside it, synced, renamed over it), so
+//! a file never mixes versions. An older build refuses the rewritten file
+//! (its newer version), so a downgrade needs `latchkey-server export` first.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -69,7 +91,9 @@ pub struct TokenLog {
 
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format version whose records come in batches.
+pub const FORMAT_VERSION_BATCHES: u32 = 3;
 /// Versions this build reads (older ones are upgraded at start).
 pub const FORMAT_VERSIONS_READ: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 pub const HEADER_BYTES: usize = 16;
@@ -82,6 +106,15 @@ const PAYLOAD_PREFIX_BYTES: usize = 17;
 /// every field at its server limit (about 9 KiB: 32 scopes of up to 255
 /// bytes); anything longer is damage.
 const RECORD_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
+const BATCH_MARKER: u32 = 0x9D3B_51C7;
+/// Marker, length, records, first_seq, body checksum, header checksum.
+pub const BATCH_HEADER_BYTES: usize = 28;
+/// The bytes of a batch header its own checksum covers.
+const BATCH_HEADER_CHECKED_BYTES: usize = 24;
+/// Records per batch of a compacted file's snapshot (appends are one batch
+/// per commit, whatever their size): keeps each batch far below the 4 GiB
+/// its length field can say, whatever the tokens hold.
+pub const SNAPSHOT_BATCH_RECORDS: usize = 4096;
 
 const TYPE_CREATE: u8 = 1;
 const TYPE_DELETE: u8 = 2;
@@ -179,6 +212,138 @@ pub fn header() -> [u8; HEADER_BYTES] {
 pub fn header_version(bytes: &[u8]) -> Option<u32> {
     let checks = &bytes[..8] == MAGIC && crc32c::crc32c(&bytes[..12]) == read_u32(bytes, 12);
     checks.then(|| read_u32(bytes, 8))
+}
+
+/// Starts a batch at the end of `out`: room for its header, filled in by
+/// [`finish_batch`] once the records follow. Returns where it starts.
+pub fn begin_batch(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; BATCH_HEADER_BYTES]);
+    start
+}
+
+/// Fills in the header of the batch begun at `start`: the `records`
+/// records encoded after it, the first with sequence number `first_seq`.
+/// Fails only when the batch is too large for its length field (4 GiB).
+pub fn finish_batch(out: &mut [u8], start: usize, records: usize, first_seq: u64) -> Result<(), String> {
+    let body = &out[start + BATCH_HEADER_BYTES..];
+    let length = u32::try_from(body.len()).map_err(|_| format!("a batch of {} bytes", body.len()))?;
+    let count = u32::try_from(records).map_err(|_| format!("a batch of {records} records"))?;
+    let body_crc = crc32c::crc32c(body);
+    let header = &mut out[start..start + BATCH_HEADER_BYTES];
+    header[..4].copy_from_slice(&BATCH_MARKER.to_le_bytes());
+    header[4..8].copy_from_slice(&length.to_le_bytes());
+    header[8..12].copy_from_slice(&count.to_le_bytes());
+    header[12..20].copy_from_slice(&first_seq.to_le_bytes());
+    header[20..24].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&header[..BATCH_HEADER_CHECKED_BYTES]);
+    header[24..28].copy_from_slice(&header_crc.to_le_bytes());
+    debug_assert!(
+        matches!(read_batch(out, start), Ok(frame) if frame.records == count && frame.end == out.len()),
+        "a batch about to be written must check out"
+    );
+    Ok(())
+}
+
+/// A batch whose header and checksum hold: where its records are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchFrame {
+    /// Records it says it holds (at least one).
+    pub records: u32,
+    /// The sequence number its first record must carry.
+    pub first_seq: u64,
+    /// Offset of its first record (just after its header).
+    pub body: usize,
+    /// Offset just after its last record.
+    pub end: usize,
+}
+
+/// Why a batch does not check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchFault {
+    /// The header itself is torn, damaged or not a batch header: how long
+    /// the batch was is not known.
+    Header(String),
+    /// The header checks out, so the batch ends at `end`; its records do not
+    /// (missing bytes, or bytes other than those written).
+    Body { end: usize, reason: String },
+}
+
+impl BatchFault {
+    /// Where the damaged batch ends, when its header says so and can be
+    /// believed.
+    pub fn end(&self) -> Option<usize> {
+        match self {
+            BatchFault::Header(_) => None,
+            BatchFault::Body { end, .. } => Some(*end),
+        }
+    }
+}
+
+impl std::fmt::Display for BatchFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchFault::Header(reason) | BatchFault::Body { reason, .. } => f.write_str(reason),
+        }
+    }
+}
+
+/// Checks the header of a batch at `offset` only: `(length, records,
+/// first_seq, body crc)`. Sizes that no writer makes (no record, or fewer or
+/// more bytes than that many records can take) are a bad header too.
+fn read_batch_header(bytes: &[u8], offset: usize) -> Result<(usize, u32, u64, u32), String> {
+    let rest = bytes.get(offset..).unwrap_or_default();
+    if rest.len() < BATCH_HEADER_BYTES {
+        return Err(format!("incomplete batch header ({} of {BATCH_HEADER_BYTES} bytes)", rest.len()));
+    }
+    if read_u32(rest, 0) != BATCH_MARKER {
+        return Err("missing batch marker".into());
+    }
+    if crc32c::crc32c(&rest[..BATCH_HEADER_CHECKED_BYTES]) != read_u32(rest, 24) {
+        return Err("batch header checksum mismatch".into());
+    }
+    let (length, records) = (read_u32(rest, 4), read_u32(rest, 8));
+    let record_min = (RECORD_HEADER_BYTES + PAYLOAD_PREFIX_BYTES) as u64;
+    let record_max = (RECORD_HEADER_BYTES + RECORD_PAYLOAD_BYTES_MAX) as u64;
+    let fits = u64::from(records) * record_min..=u64::from(records) * record_max;
+    if records == 0 || !fits.contains(&u64::from(length)) {
+        return Err(format!("batch header says {records} records in {length} bytes"));
+    }
+    Ok((length as usize, records, read_u64(rest, 12), read_u32(rest, 20)))
+}
+
+/// Checks the batch at `offset`: its header, that it is all there, and its
+/// checksum. Its records are read by [`read_record`].
+pub fn read_batch(bytes: &[u8], offset: usize) -> Result<BatchFrame, BatchFault> {
+    let (length, records, first_seq, body_crc) =
+        read_batch_header(bytes, offset).map_err(BatchFault::Header)?;
+    let body = offset + BATCH_HEADER_BYTES;
+    let end = body + length;
+    if end > bytes.len() {
+        let reason = format!("incomplete batch ({} of {} bytes)", bytes.len() - offset, end - offset);
+        return Err(BatchFault::Body { end, reason });
+    }
+    if crc32c::crc32c(&bytes[body..end]) != body_crc {
+        return Err(BatchFault::Body { end, reason: "batch checksum mismatch".into() });
+    }
+    Ok(BatchFrame { records, first_seq, body, end })
+}
+
+/// The offset of the first batch header at or after `from` that checks out
+/// (its records may not): proof that a batch was begun after the ones before
+/// it had been synced.
+pub fn next_batch_header(bytes: &[u8], from: usize) -> Option<usize> {
+    let marker = BATCH_MARKER.to_le_bytes();
+    let mut offset = from;
+    while offset + BATCH_HEADER_BYTES <= bytes.len() {
+        let found = bytes[offset..].windows(4).position(|window| window == marker)?;
+        offset += found;
+        if read_batch_header(bytes, offset).is_ok() {
+            return Some(offset);
+        }
+        offset += 1;
+    }
+    None
 }
 
 /// Appends one encoded record to `out`.
@@ -343,7 +508,7 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, Record, usize),
 /// framing. The one record decoder: replay, the etcd backend and the log
 /// tools all read through it.
 pub fn read_record(bytes: &[u8], offset: usize) -> Result<StoredRecord, RecordFault> {
-    let rest = &bytes[offset..];
+    let rest = bytes.get(offset..).unwrap_or_default();
     if rest.len() < RECORD_HEADER_BYTES {
         return Err(format!("incomplete record header ({} bytes)", rest.len()));
     }
@@ -546,18 +711,22 @@ impl TokenLog {
         &self.path
     }
 
-    /// Starts a compaction if none runs and the file is due for one: the
-    /// snapshot is encoded and written from a copy of `state` on the
-    /// compactor's thread.
+    /// Starts a compaction if none runs and the file is due for one.
+    ///
+    /// What the writer thread does here costs the same whatever the
+    /// registry's size: the compactor thread re-reads this file up to its
+    /// current end (every byte of it synced) and replays it into a state of
+    /// its own, and the snapshot is made from that. Copying the writer's
+    /// state instead would hold every commit for as long as a copy of the
+    /// whole registry takes (hundreds of milliseconds at a million tokens).
     fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
         if self.compaction.is_some() || !self.policy.wants(self.records, state.len()) {
             return;
         }
-        let tokens: Vec<TokenRecord> = state.records().collect();
-        let (last_seq, snapshot_records) = (self.seq, tokens.len() as u64 + 1);
-        tracing::info!(records = self.records, live = tokens.len(), "compacting the token log");
-        let encode = move || encode_snapshot(&tokens, next_id, last_seq, crate::clock::now_us());
-        match Compaction::start(&self.dir, snapshot_records, encode) {
+        let (path, file_bytes, last_seq, live) = (self.path.clone(), self.bytes, self.seq, state.len());
+        tracing::info!(records = self.records, live, "compacting the token log");
+        let encode = move || snapshot_of_prefix(&path, file_bytes, live, next_id, last_seq);
+        match Compaction::start(&self.dir, encode) {
             Ok(compaction) => self.compaction = Some(compaction),
             Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
         }
@@ -568,13 +737,24 @@ impl TokenLog {
         let Some(result) = self.compaction.as_ref().and_then(Compaction::poll) else { return Ok(()) };
         let compaction = self.compaction.take().expect("polled above");
         match result {
-            Ok(file) => {
-                let (file, records) = compaction.install(file, &self.dir, &self.path)?;
-                tracing::info!(before = self.records, after = records, "token log compacted");
+            Ok(snapshot) => {
+                // The hand-over is the writer thread's part of a compaction:
+                // its time is every commit's wait, so it is logged.
+                let started = std::time::Instant::now();
+                let (file, records) = compaction.install(snapshot, &self.dir, &self.path)?;
+                let install_us = started.elapsed().as_micros() as u64;
+                tracing::info!(before = self.records, after = records, install_us, "token log compacted");
                 // An fstat once per compaction, for the metrics only: never
                 // a reason to stop the log.
                 self.bytes = file.metadata().map_or(self.bytes, |metadata| metadata.len());
-                self.file = file;
+                let replaced = std::mem::replace(&mut self.file, file);
+                // The replaced file was renamed over: closing it frees all
+                // its blocks (tens of milliseconds for a large log), so it
+                // is closed on a thread of its own, not before the next commit.
+                let closer = std::thread::Builder::new().name("latchkey-log-close".into());
+                if let Err(error) = closer.spawn(move || drop(replaced)) {
+                    tracing::debug!(%error, "closing the replaced log on the writer thread");
+                }
                 self.records = records;
                 metrics::log_compacted();
             }
@@ -587,26 +767,76 @@ impl TokenLog {
     }
 }
 
-/// Encodes a whole compacted file: header, Snapshot, one Create per token.
+/// On the compactor thread: the compacted file (and its record count) of
+/// the log at `path` as its first `file_bytes` bytes leave it, which must
+/// replay whole to sequence number `last_seq` and `live` tokens, as the
+/// writer's state stood when it asked. Anything else abandons the
+/// compaction (the current log stays in use).
+fn snapshot_of_prefix(
+    path: &Path,
+    file_bytes: u64,
+    live: usize,
+    next_id: u64,
+    last_seq: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    File::open(path)?.read_exact(&mut bytes)?;
+    let (state, replayed_next_id, seq) =
+        super::recovery::replay_whole(path, &bytes).map_err(io::Error::other)?;
+    if seq != last_seq || state.len() != live {
+        return Err(io::Error::other(format!(
+            "the log replays to seq {seq} and {} tokens, the writer stood at seq {last_seq} and {live}",
+            state.len()
+        )));
+    }
+    drop(bytes);
+    let tokens: Vec<TokenRecord> = state.records().collect();
+    drop(state);
+    let snapshot = encode_snapshot(&tokens, next_id.max(replayed_next_id), last_seq, crate::clock::now_us());
+    Ok((snapshot, tokens.len() as u64 + 1))
+}
+
+/// Encodes a whole compacted file: header, Snapshot, one Create per token,
+/// in batches of at most [`SNAPSHOT_BATCH_RECORDS`] records (the first one
+/// starting with the Snapshot, with seq `last_seq`; the others with a token,
+/// seq 0).
 pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_BYTES + 32 + tokens.len() * 96);
+    let batches = (tokens.len() + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
+    let mut out = Vec::with_capacity(HEADER_BYTES + 64 + tokens.len() * 96 + batches * BATCH_HEADER_BYTES);
     out.extend_from_slice(&header());
     let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
+    let mut start = begin_batch(&mut out);
     encode_record(&mut out, last_seq, commit_at_us, &snapshot);
+    let (mut in_batch, mut first_seq) = (1, last_seq);
     for token in tokens {
+        if in_batch == SNAPSHOT_BATCH_RECORDS {
+            finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
+            start = begin_batch(&mut out);
+            (in_batch, first_seq) = (0, 0);
+        }
         encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
+        in_batch += 1;
     }
+    finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
     out
 }
 
 impl Journal for TokenLog {
     fn append(&mut self, batch: &[Mutation], commit_at_us: u64) -> io::Result<()> {
         fail::fail_point!("log-append", |_| Err(io::Error::other("injected by the log-append failpoint")));
+        // One commit, one batch: its records become durable together, or
+        // (torn by a power loss before the sync returned) are cut together.
         self.scratch.clear();
+        let start = begin_batch(&mut self.scratch);
+        let first_seq = self.seq + 1;
+        let mut seq = self.seq;
         for mutation in batch {
-            self.seq += 1;
-            encode_record(&mut self.scratch, self.seq, commit_at_us, &Record::of(mutation));
+            seq += 1;
+            encode_record(&mut self.scratch, seq, commit_at_us, &Record::of(mutation));
         }
+        finish_batch(&mut self.scratch, start, batch.len(), first_seq).map_err(io::Error::other)?;
+        self.seq = seq;
         self.file.write_all(&self.scratch)?;
         self.file.sync_data()?;
         self.records += batch.len() as u64;

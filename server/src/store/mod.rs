@@ -263,4 +263,6 @@ pub trait Journal: Send + 'static {
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]
+mod power_loss_tests;
+#[cfg(test)]
 mod writer_tests;

@@ -8,13 +8,17 @@
 //! `last_seq + 1`. The Snapshot also carries `next_id`, so token ids are never
 //! reused, even for tokens deleted before a compaction.
 //!
-//! A bad record with nothing valid after it is a torn tail (a crash
-//! mid-append): the caller cuts it off. A bad record followed by any record
-//! that checks out is corruption, reported with its offset.
+//! Format version 3 (`log.rs` has the layout and why): a batch whose
+//! checksum fails with no batch header that checks out after it is the torn
+//! last append, cut whole at its start; the same followed by a later batch
+//! header, or a batch whose checksum holds but whose records do not replay,
+//! is corruption, reported with the batch's offset. Versions 1 and 2 have no
+//! batches: a bad record with nothing valid after it is a torn tail, and a
+//! bad record followed by any record that checks out is corruption.
 //!
-//! Recovery reads the whole file. Damage followed by valid records refuses
-//! the start and names the file and offset (`--truncate-log-at OFFSET`
-//! drops everything from there on, knowingly).
+//! Recovery reads the whole file. Corruption refuses the start and names
+//! the file and offset (`--truncate-log-at OFFSET` drops everything from
+//! there on, knowingly).
 //!
 //! [`inspect`] runs the same replay for the log tools (`latchkey-server log
 //! verify|dump|stats`): it changes no file, hands over each record replay
@@ -29,11 +33,19 @@ use std::sync::Arc;
 
 use super::compaction::{COMPACT_FILE, CompactionPolicy, fsync_dir, write_compacted};
 use super::log::{
-    FORMAT_VERSION, FORMAT_VERSIONS_READ, HEADER_BYTES, LOG_FILE, Record, RecordFault, StoredRecord,
-    TokenLog, encode_snapshot, header, header_version, next_valid_record, read_record,
+    BATCH_HEADER_BYTES, BatchFault, BatchFrame, FORMAT_VERSION, FORMAT_VERSION_BATCHES, FORMAT_VERSIONS_READ,
+    HEADER_BYTES, LOG_FILE, Record, RecordFault, StoredRecord, TokenLog, encode_snapshot, header,
+    header_version, next_batch_header, next_valid_record, read_batch, read_record,
 };
 use crate::metrics;
 use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+
+/// Token ids and sequence numbers replay accepts: far beyond any a server
+/// hands out, and far enough below `u64::MAX` that the writer's `id + 1`
+/// and `seq + 1` can never overflow after a replay (a damaged or hostile
+/// log is an error, never a panic later).
+const TOKEN_ID_LIMIT: u64 = 1 << 62;
+const SEQ_LIMIT: u64 = 1 << 62;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -44,8 +56,8 @@ pub enum LogError {
     #[error("{path} has format version {version}; this build reads versions 1 to {FORMAT_VERSION}")]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error(
-        "{path} is corrupt at byte offset {offset}: {reason}; valid records follow it, so this is \
-         not a torn write. Refusing to start. To discard everything from that offset on, restart \
+        "{path} is corrupt at byte offset {offset}: {reason}. This is not a torn write (a crash \
+         or power loss tears only the last append). Refusing to start. To discard everything from that offset on, restart \
          with --truncate-log-at {offset} (tokens recorded after it are lost)"
     )]
     Corrupt { path: PathBuf, offset: u64, reason: String },
@@ -85,6 +97,12 @@ pub struct Recovered {
 /// touching any file: the same checks as at start, and a torn or damaged
 /// file is an error here (an export is written whole).
 pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
+    let replay = replay_complete(path, bytes)?;
+    Ok((replay.state, replay.next_id))
+}
+
+/// Replays a file that must check out to its last byte.
+fn replay_complete(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
     if bytes.len() < HEADER_BYTES {
         return Err(LogError::NotALog { path: path.to_owned() });
     }
@@ -96,7 +114,7 @@ pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> 
             missing: replay.snapshot_missing,
         });
     }
-    Ok((replay.state, replay.next_id))
+    Ok(replay)
 }
 
 /// What a start would find in a token file, read without changing anything:
@@ -112,6 +130,8 @@ pub struct Inspection {
     pub last_seq: u64,
     /// Records replayed, each one handed to the visitor.
     pub records: u64,
+    /// Batches replayed, for a file that has them (format version 3 on).
+    pub batches: Option<u64>,
     /// Where the last record replayed ends.
     pub valid_bytes: u64,
     pub file_bytes: u64,
@@ -156,6 +176,7 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
         next_id: 1,
         last_seq: 0,
         records: 0,
+        batches: None,
         valid_bytes: 0,
         file_bytes: bytes.len() as u64,
         damage: None,
@@ -184,6 +205,12 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
             offset: replay.valid_bytes,
             missing: replay.snapshot_missing,
         })),
+        Ok(()) if replay.reframe => Some(Damage::TornTail {
+            offset: HEADER_BYTES as u64,
+            reason: "the snapshot's records all check out but its batch framing does not; a start \
+                     rewrites the file"
+                .into(),
+        }),
         Ok(()) => {
             replay.tail_fault.take().map(|reason| Damage::TornTail { offset: replay.valid_bytes, reason })
         }
@@ -194,6 +221,7 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
         next_id: replay.next_id,
         last_seq: replay.seq,
         records: replay.records,
+        batches: (replay.version >= FORMAT_VERSION_BATCHES).then_some(replay.batches),
         valid_bytes: replay.valid_bytes,
         ..inspection
     }
@@ -229,7 +257,7 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
             missing: replay.snapshot_missing,
         });
     }
-    let reopened = if replay.snapshot_missing > 0 || replay.version < FORMAT_VERSION {
+    let reopened = if replay.snapshot_missing > 0 || replay.reframe || replay.version < FORMAT_VERSION {
         rewrite_as_snapshot(dir, &path, &replay)?
     } else {
         cut_torn_tail(&path, file, bytes.len() as u64, &replay)?
@@ -333,8 +361,21 @@ fn replay_or_repair(
 /// Keeps what the operator kept as a whole snapshot, or upgrades an older
 /// format: either way, rewrites the state as a current file.
 fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay) -> Result<Reopened, LogError> {
-    let reason =
-        if replay.snapshot_missing > 0 { "the shortened snapshot" } else { "a version 1 log as version 2" };
+    let reason = if replay.snapshot_missing > 0 {
+        "the shortened snapshot".to_owned()
+    } else if replay.reframe {
+        "a snapshot whose batch framing was damaged".to_owned()
+    } else {
+        format!("a version {} log as version {FORMAT_VERSION}", replay.version)
+    };
+    if let Some(fault) = &replay.tail_fault {
+        tracing::warn!(
+            path = %path.display(),
+            offset = replay.valid_bytes,
+            "torn tail: dropping what follows offset {} ({fault})",
+            replay.valid_bytes
+        );
+    }
     let tokens: Vec<TokenRecord> = replay.state.records().collect();
     let snapshot = encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
     let mut file = write_compacted(dir, &snapshot).map_err(io_error("cannot write", path))?;
@@ -365,8 +406,10 @@ fn cut_torn_tail(
             path = %path.display(),
             offset = replay.valid_bytes,
             bytes = dropped,
-            "torn tail: the last record was incomplete (crash during an append); dropping {dropped} bytes from offset {}",
-            replay.valid_bytes
+            "torn tail: the last {} was incomplete (a crash or power loss during an append; nothing in it was acknowledged); dropping {dropped} bytes from offset {}: {}",
+            if replay.version >= FORMAT_VERSION_BATCHES { "batch" } else { "record" },
+            replay.valid_bytes,
+            replay.tail_fault.as_deref().unwrap_or("bytes after the last record")
         );
         file.set_len(replay.valid_bytes).map_err(io_error("cannot truncate", path))?;
         file.sync_all().map_err(io_error("cannot sync", path))?;
@@ -386,12 +429,24 @@ pub(super) struct Replay {
     pub next_id: u64,
     pub seq: u64,
     pub records: u64,
+    /// Batches replayed (format version 3; 0 for older files).
+    pub batches: u64,
     pub valid_bytes: u64,
     /// Token records a snapshot announced that the file does not hold.
     pub snapshot_missing: u64,
+    /// The snapshot is whole but a batch of it is not: rewrite the file.
+    pub reframe: bool,
     /// Why the bytes after `valid_bytes` did not replay, when they are a
     /// torn tail (nothing valid follows them).
     pub tail_fault: Option<RecordFault>,
+}
+
+/// Replays a file that must check out to its last byte (the compactor's
+/// re-read of the log it compacts): its tokens, next id and last sequence
+/// number.
+pub(super) fn replay_whole(path: &Path, bytes: &[u8]) -> Result<(Replica, u64, u64), LogError> {
+    let replay = replay_complete(path, bytes)?;
+    Ok((replay.state, replay.next_id, replay.seq))
 }
 
 /// Replays a whole file (header included) into a registry.
@@ -419,8 +474,10 @@ impl Replay {
             next_id: 1,
             seq: 0,
             records: 0,
+            batches: 0,
             valid_bytes: HEADER_BYTES as u64,
             snapshot_missing: 0,
+            reframe: false,
             tail_fault: None,
         })
     }
@@ -432,17 +489,186 @@ impl Replay {
         &mut self,
         path: &Path,
         bytes: &[u8],
-        mut visit: impl FnMut(u64, &StoredRecord),
+        visit: impl FnMut(u64, &StoredRecord),
     ) -> Result<(), LogError> {
         // Snapshot Create records still expected (seq 0).
         let mut snapshot_left = 0u64;
+        if self.version >= FORMAT_VERSION_BATCHES {
+            self.run_batches(path, bytes, &mut snapshot_left, visit)?;
+        } else {
+            self.run_records(path, bytes, &mut snapshot_left, visit)?;
+        }
+        // A compacted file is renamed into place only when whole, so a short
+        // snapshot is damage, never a torn append.
+        self.snapshot_missing = snapshot_left;
+        Ok(())
+    }
+
+    /// Format version 3: batch by batch. A batch is applied only when its
+    /// checksum holds; one that does not is the torn last append when no
+    /// batch header that checks out follows it (the caller cuts it whole),
+    /// else an acknowledged batch that was damaged later.
+    fn run_batches(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        snapshot_left: &mut u64,
+        mut visit: impl FnMut(u64, &StoredRecord),
+    ) -> Result<(), LogError> {
+        let mut offset = HEADER_BYTES;
+        while offset < bytes.len() {
+            let corrupt =
+                |reason: String| LogError::Corrupt { path: path.to_owned(), offset: offset as u64, reason };
+            let frame = match read_batch(bytes, offset) {
+                Ok(frame) => frame,
+                Err(fault) if self.in_snapshot(bytes, offset, *snapshot_left) => {
+                    return self.salvage_snapshot(path, bytes, offset, &fault, snapshot_left, &mut visit);
+                }
+                Err(fault) => {
+                    // Appends are sequential: a later batch was begun only
+                    // after this one was synced, so this one was acknowledged.
+                    let search_from = fault.end().unwrap_or(offset + 1);
+                    if let Some(next) = next_batch_header(bytes, search_from) {
+                        return Err(corrupt(format!(
+                            "{fault} (a later batch starts at offset {next}, so this one was synced)"
+                        )));
+                    }
+                    self.tail_fault = Some(format!("{fault} (last batch, {} bytes)", bytes.len() - offset));
+                    break;
+                }
+            };
+            // Its checksum holds: it is what was written, so a record that
+            // does not replay is damage (or a bug), never a torn write.
+            self.apply_batch(bytes, &frame, snapshot_left, &mut visit).map_err(corrupt)?;
+            self.batches += 1;
+            offset = frame.end;
+            self.valid_bytes = offset as u64;
+        }
+        Ok(())
+    }
+
+    /// Whether the damaged batch at `offset` belongs to a compacted file's
+    /// snapshot: the snapshot has begun and is not complete, or the file's
+    /// first batch starts with a Snapshot record that checks out. No append
+    /// holds a Snapshot record, so a torn append is never taken for one.
+    fn in_snapshot(&self, bytes: &[u8], offset: usize, snapshot_left: u64) -> bool {
+        snapshot_left > 0
+            || (self.records == 0
+                && matches!(
+                    read_record(bytes, offset + BATCH_HEADER_BYTES),
+                    Ok(StoredRecord { record: Record::Snapshot { .. }, .. })
+                ))
+    }
+
+    /// A damaged batch of a compacted file's snapshot. A compacted file is
+    /// renamed into place only once whole and synced, so this is never a
+    /// torn append: its records that check out (each has its own checksum)
+    /// are kept up to the first that does not, so that the operator's
+    /// `--truncate-log-at` at that record keeps the tokens before it and the
+    /// snapshot's `next_id` (ids are never reused). Then, as in the formats
+    /// without batches: a batch header that checks out after the damage
+    /// refuses the start at that record; else the snapshot is short (the
+    /// caller refuses, or rewrites what is left when the operator cut it).
+    fn salvage_snapshot(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        offset: usize,
+        fault: &BatchFault,
+        snapshot_left: &mut u64,
+        visit: &mut impl FnMut(u64, &StoredRecord),
+    ) -> Result<(), LogError> {
+        let mut at = offset + BATCH_HEADER_BYTES;
+        let bad_record = loop {
+            let stored = match read_record(bytes, at) {
+                Ok(stored) => stored,
+                Err(record_fault) => break record_fault,
+            };
+            if let Err(record_fault) = self.apply(snapshot_left, stored.seq, &stored.record) {
+                break record_fault;
+            }
+            visit(at as u64, &stored);
+            self.records += 1;
+            at += stored.bytes;
+            self.valid_bytes = at as u64;
+            if *snapshot_left == 0 {
+                break "the snapshot ends inside a damaged batch".into();
+            }
+        };
+        let search_from = fault.end().unwrap_or(at + 1).max(at + 1);
+        let later_batch = next_batch_header(bytes, search_from).is_some();
+        if *snapshot_left == 0 && !later_batch && at == bytes.len() {
+            // Every record the snapshot announced checks out and nothing
+            // follows: only the batch's framing is damaged (or the operator
+            // cut just after the snapshot). Nothing is lost; the caller
+            // rewrites the file.
+            self.reframe = true;
+            return Ok(());
+        }
+        if *snapshot_left == 0 || later_batch {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                offset: at as u64,
+                reason: format!(
+                    "compacted snapshot damaged ({fault}; record at offset {at}: {bad_record}), and a \
+                     compacted file is only ever renamed into place whole"
+                ),
+            });
+        }
+        self.tail_fault = Some(format!("{fault}; record at offset {at}: {bad_record}"));
+        Ok(())
+    }
+
+    /// Replays every record of a batch whose checksum holds.
+    fn apply_batch(
+        &mut self,
+        bytes: &[u8],
+        frame: &BatchFrame,
+        snapshot_left: &mut u64,
+        visit: &mut impl FnMut(u64, &StoredRecord),
+    ) -> Result<(), RecordFault> {
+        let body = &bytes[..frame.end];
+        let mut offset = frame.body;
+        let mut count = 0u32;
+        while offset < frame.end {
+            let at = offset;
+            let fault =
+                |fault: RecordFault| format!("record at offset {at} in a batch that checks out: {fault}");
+            if count == frame.records {
+                return Err(fault(format!("more records than the {} the batch header says", frame.records)));
+            }
+            let stored = read_record(body, offset).map_err(fault)?;
+            if count == 0 && stored.seq != frame.first_seq {
+                let message = format!("seq {} where the batch header says {}", stored.seq, frame.first_seq);
+                return Err(fault(message));
+            }
+            self.apply(snapshot_left, stored.seq, &stored.record).map_err(fault)?;
+            visit(offset as u64, &stored);
+            offset += stored.bytes;
+            self.records += 1;
+            count += 1;
+        }
+        if count != frame.records {
+            return Err(format!("batch holds {count} records, its header says {}", frame.records));
+        }
+        Ok(())
+    }
+
+    /// Format versions 1 and 2: record by record, no batches.
+    fn run_records(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        snapshot_left: &mut u64,
+        mut visit: impl FnMut(u64, &StoredRecord),
+    ) -> Result<(), LogError> {
         let mut offset = HEADER_BYTES;
         while offset < bytes.len() {
             let fault = match read_record(bytes, offset) {
                 Ok(stored) if self.version == 1 && stored.record.needs_version_2() => {
                     format!("record type of format version 2 in a version {} file", self.version)
                 }
-                Ok(stored) => match self.apply(&mut snapshot_left, stored.seq, &stored.record) {
+                Ok(stored) => match self.apply(snapshot_left, stored.seq, &stored.record) {
                     Ok(()) => {
                         visit(offset as u64, &stored);
                         offset += stored.bytes;
@@ -466,9 +692,6 @@ impl Replay {
             self.tail_fault = Some(fault);
             break;
         }
-        // A compacted file is renamed into place only when whole, so a short
-        // snapshot is damage, never a torn append.
-        self.snapshot_missing = snapshot_left;
         Ok(())
     }
 
@@ -491,6 +714,9 @@ impl Replay {
             if self.records != 0 {
                 return Err("snapshot record in the middle of the log".into());
             }
+            if next_id > TOKEN_ID_LIMIT || last_seq > SEQ_LIMIT {
+                return Err(format!("snapshot next id {next_id} or last seq {last_seq} out of range"));
+            }
             self.next_id = next_id;
             self.seq = last_seq;
             *snapshot_left = tokens;
@@ -499,8 +725,8 @@ impl Replay {
             }
             return Ok(());
         }
-        if seq != self.seq + 1 {
-            return Err(format!("sequence number {seq} where {} was expected", self.seq + 1));
+        if self.seq >= SEQ_LIMIT || seq != self.seq + 1 {
+            return Err(format!("sequence number {seq} where {} was expected", self.seq.saturating_add(1)));
         }
         self.seq = seq;
         self.apply_change(record)
@@ -555,6 +781,9 @@ impl Replay {
         if self.ids.contains_key(&token.id) || (!from_snapshot && token.id < self.next_id) {
             return Err(format!("token id {} reused", token.id));
         }
+        if token.id >= TOKEN_ID_LIMIT {
+            return Err(format!("token id {} out of range", token.id));
+        }
         let (id, hash) = (token.id, token.hash);
         // Refuses a name or hash that already exists, without changing anything.
         self.state.try_apply(&Mutation::Create(token.clone()))?;
@@ -578,8 +807,10 @@ mod delete_replay_tests {
             next_id: 8,
             seq: 0,
             records: 0,
+            batches: 0,
             valid_bytes: HEADER_BYTES as u64,
             snapshot_missing: 0,
+            reframe: false,
             tail_fault: None,
         }
     }

@@ -19,6 +19,7 @@
 //! them, and hands them back for the journal. A refused change resolves to
 //! nothing.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,12 +267,22 @@ pub struct Resolver {
     state: Replica,
     next_id: u64,
     limits: StoreLimits,
+    /// Every token that has an expiry, by `(expiry_at_us, id)`, with its
+    /// hash: the cleaner's purge takes the expired ones from the front, so a
+    /// purge costs what it deletes, never a scan of every token on the
+    /// writer thread (where every commit would wait behind it). Kept in the
+    /// writer's state only; the readers' copies have no use for it.
+    expiries: BTreeMap<(u64, u64), TokenHash>,
 }
 
 impl Resolver {
     /// `state` and `next_id` come from recovery.
     pub fn new(state: Replica, next_id: u64, limits: StoreLimits) -> Resolver {
-        Resolver { state, next_id, limits }
+        let expiries = state
+            .iter()
+            .filter_map(|(hash, entry)| Some(((entry.expiry_at_us?.get(), entry.id), *hash)))
+            .collect();
+        Resolver { state, next_id, limits, expiries }
     }
 
     /// The state every committed change has been applied to.
@@ -352,9 +363,25 @@ impl Resolver {
     /// next id past its own, so ids are never reused.
     pub fn apply(&mut self, mutations: &[Mutation]) {
         for mutation in mutations {
+            // Only these change a token's expiry or hash, or remove it.
+            if let Mutation::Delete { hash, .. } | Mutation::Rotate { hash, .. } = mutation
+                && let Some(entry) = self.state.by_hash(hash)
+                && let Some(at) = entry.expiry_at_us
+            {
+                self.expiries.remove(&(at.get(), entry.id));
+            }
             self.state.apply(mutation);
-            if let Mutation::Create(record) = mutation {
-                self.next_id = self.next_id.max(record.id + 1);
+            match mutation {
+                Mutation::Create(record) => {
+                    self.next_id = self.next_id.max(record.id + 1);
+                    if let Some(at) = record.expiry_at_us {
+                        self.expiries.insert((at.get(), record.id), record.hash);
+                    }
+                }
+                Mutation::Rotate { id, new_hash, expiry_at_us: Some(at), .. } => {
+                    self.expiries.insert((at.get(), *id), *new_hash);
+                }
+                _ => {}
             }
         }
     }
@@ -512,18 +539,23 @@ impl Resolver {
         }
     }
 
-    /// Deletes up to `max` tokens expired at `commit_at_us`. A linear scan of
-    /// the authoritative replica: it runs once per cleaner interval, and
-    /// keeping an expiry index in every replica would cost memory in every
-    /// copy.
+    /// Deletes up to `max` tokens expired at `commit_at_us`, soonest expired
+    /// first: from the front of the writer's expiry index, so it costs
+    /// O(max · log n), not a scan of every token.
     fn purge_expired(&self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
         let expired: Vec<(u64, TokenHash)> = self
-            .state
-            .iter()
-            .filter(|(_, token)| token.is_expired(commit_at_us))
-            .map(|(hash, token)| (token.id, *hash))
+            .expiries
+            .range(..=(commit_at_us, u64::MAX))
+            .map(|(&(_, id), hash)| (id, *hash))
             .take(max)
             .collect();
+        debug_assert!(
+            expired.iter().all(|(id, hash)| self
+                .state
+                .by_hash(hash)
+                .is_some_and(|entry| entry.id == *id && entry.is_expired(commit_at_us))),
+            "the expiry index names only expired tokens of the state"
+        );
         mutations.extend(expired.iter().map(|&(id, hash)| Mutation::Delete { id, hash }));
         Outcome::Purged { ids: expired.into_iter().map(|(id, _)| id).collect() }
     }

@@ -160,3 +160,77 @@ fn purge_deletes_only_expired_tokens_and_never_a_recreated_one() {
     assert!(published.contains(&Mutation::Delete { id: expired.id, hash: expired.hash }));
     assert!(!published.iter().any(|m| matches!(m, Mutation::Delete { id, .. } if *id == recreated.id)));
 }
+
+/// The purge reads the writer's expiry index, not a scan: after creates,
+/// rotations (a new expiry and hash), deletes and revokes, on a state
+/// loaded at start and on one built by commits, it deletes exactly the
+/// tokens a scan would find expired, soonest first, at most `max`.
+#[test]
+fn purge_takes_exactly_the_expired_tokens_from_the_expiry_index() {
+    use std::num::NonZeroU64;
+
+    use super::writer::Resolver;
+    use crate::registry::TokenRecord;
+
+    let token = |id: u64, expiry: u64| TokenRecord {
+        id,
+        user_id: (id % 3) as u32,
+        name: format!("t{id}").into(),
+        hash: [id as u8; 32],
+        created_at_us: 1,
+        expiry_at_us: NonZeroU64::new(expiry),
+        revoked_at_us: None,
+        extras: None,
+        last_used: None,
+    };
+    let limits = StoreLimits { max_tokens_per_user: 1000 };
+    // Loaded at start: expiries 0 (never), 10, 20, … for ids 1..=60.
+    let mut loaded = Replica::new();
+    for id in 1..=60u64 {
+        loaded.apply(&Mutation::Create(token(id, (id % 7) * 10)));
+    }
+    let mut resolver = Resolver::new(loaded, 61, limits);
+    let mut changes = Vec::new();
+    for id in 61..=80u64 {
+        changes.push(Mutation::Create(token(id, (id % 5) * 15)));
+    }
+    // Token 8 (expiry 10) rotated to never; token 9 (20) to 1000; 15 (10)
+    // deleted; 16 (20) revoked (still expired, so still purged).
+    changes.push(Mutation::Rotate { id: 8, hash: [8; 32], new_hash: [208; 32], expiry_at_us: None });
+    changes.push(Mutation::Rotate {
+        id: 9,
+        hash: [9; 32],
+        new_hash: [209; 32],
+        expiry_at_us: NonZeroU64::new(1000),
+    });
+    changes.push(Mutation::Delete { id: 15, hash: [15; 32] });
+    changes.push(Mutation::Revoke { id: 16, hash: [16; 32], at_us: NonZeroU64::new(5).unwrap() });
+    resolver.apply(&changes);
+    let now = 40;
+    let mut scan: Vec<(u64, u64)> = resolver
+        .state()
+        .iter()
+        .filter(|(_, entry)| entry.is_expired(now))
+        .map(|(_, entry)| (entry.expiry_at_us.unwrap().get(), entry.id))
+        .collect();
+    scan.sort();
+    assert!(scan.len() > 20, "{scan:?}");
+    let mut purged = Vec::new();
+    loop {
+        let mut mutations = Vec::new();
+        let Ok(Outcome::Purged { ids }) =
+            resolver.resolve(&Change::PurgeExpired { max: 7 }, now, &mut mutations)
+        else {
+            panic!("purge refused")
+        };
+        assert!(ids.len() <= 7);
+        if ids.is_empty() {
+            break;
+        }
+        purged.extend(ids);
+    }
+    let expected: Vec<u64> = scan.iter().map(|&(_, id)| id).collect();
+    assert_eq!(purged, expected, "soonest expired first, each once, nothing else");
+    assert!(!purged.contains(&8) && !purged.contains(&9) && !purged.contains(&15) && purged.contains(&16));
+    assert!(resolver.state().iter().all(|(_, entry)| !entry.is_expired(now)));
+}
