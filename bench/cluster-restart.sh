@@ -63,7 +63,7 @@ stop_node() {
     unset 'pids[-1]'
 }
 
-echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | head -1); $tokens tokens"
+echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | sed -n 1p); $tokens tokens"
 echo "== fill a file-backed node"
 start_timed fill "${file_env[@]}"
 "$bench" fill --addr 127.0.0.1:18290 --tokens "$tokens" --server-pid "$node_pid"

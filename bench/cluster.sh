@@ -72,7 +72,7 @@ file_pid=$!
 pids+=("$file_pid")
 await_listening "$work/file.log"
 
-echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | head -1)"
+echo "machine: $(nproc) cores, $(uname -r); $(etcd --version | sed -n 1p)"
 if part churn; then
     echo "== durable churn through 1 node against etcd directly, interleaved"
     churn latchkey-1n 127.0.0.1:18091

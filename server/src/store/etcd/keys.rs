@@ -38,6 +38,10 @@ pub enum Named {
         id: u64,
     },
     NextId,
+    /// A user's token count.
+    Count {
+        user_id: u32,
+    },
     /// Indexes and metadata the registry does not mirror.
     Other,
 }
@@ -69,6 +73,18 @@ impl Keys {
 
     pub fn name(&self, user_id: u32, name: &str) -> String {
         format!("{}names/{user_id:010}/{name}", self.prefix)
+    }
+
+    /// Where every user's token count is kept (one key per user with tokens).
+    pub fn counts(&self) -> String {
+        format!("{}counts/", self.prefix)
+    }
+
+    /// The first key of user `user_id`'s tokens (or last uses, with
+    /// `kind` `used/`) with an id of at least `id`: ids are written with
+    /// fixed width, so keys sort as their ids do.
+    pub fn by_user_from(&self, kind: &str, user_id: u32, id: u64) -> String {
+        format!("{}{kind}{user_id:010}/{id:020}", self.prefix)
     }
 
     pub fn count(&self, user_id: u32) -> String {
@@ -109,6 +125,9 @@ impl Keys {
         }
         if let Some((user_id, id)) = rest.strip_prefix("used/").and_then(ids) {
             return Named::Used { user_id, id };
+        }
+        if let Some(user_id) = rest.strip_prefix("counts/").and_then(|user| user.parse().ok()) {
+            return Named::Count { user_id };
         }
         Named::Other
     }
@@ -176,7 +195,12 @@ mod tests {
             Named::Used { user_id: u32::MAX, id: u64::MAX }
         );
         assert_eq!(keys.parse(keys.next_id().as_bytes()), Named::NextId);
-        for other in [keys.name(7, "a/b"), keys.count(7), keys.root(), "/other/tokens/1/2".to_owned()] {
+        assert_eq!(keys.parse(keys.count(9).as_bytes()), Named::Count { user_id: 9 });
+        // Slices of a user's ids sort as the ids do.
+        assert!(keys.by_user_from("tokens/", 7, 41) < keys.token(7, 42));
+        assert!(keys.token(7, 42) < keys.by_user_from("tokens/", 7, 43));
+        assert!(keys.by_user_from("tokens/", 7, u64::MAX) > keys.token(7, u64::MAX - 1));
+        for other in [keys.name(7, "a/b"), keys.root(), "/other/tokens/1/2".to_owned()] {
             assert_eq!(keys.parse(other.as_bytes()), Named::Other, "{other}");
         }
         assert_eq!(keys.parse(b"/lk/tokens/x/1"), Named::Other);

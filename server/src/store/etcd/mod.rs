@@ -49,6 +49,9 @@ pub use writer::start;
 const IMPORT_TXN_TOKENS: usize = 32;
 /// Keys read per page while listing.
 const LIST_PAGE_KEYS: i64 = 1000;
+/// Keys per id slice of one user's tokens while loading (see
+/// `Cluster::list_by_user`).
+const LIST_SLICE_KEYS: u64 = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
@@ -343,12 +346,12 @@ impl Cluster {
             None => 1,
         };
         let mut state = Replica::new();
-        for (key, value) in self.list(self.keys.tokens(), revision).await? {
+        for (key, value) in self.list_by_user("tokens/", revision, next_id).await? {
             let token =
                 decode_token(&value).map_err(|reason| EtcdError::Damaged { key: key.clone(), reason })?;
             state.try_apply(&Mutation::Create(token)).map_err(|reason| EtcdError::Damaged { key, reason })?;
         }
-        for (key, value) in self.list(self.keys.used_all(), revision).await? {
+        for (key, value) in self.list_by_user("used/", revision, next_id).await? {
             let used: LastUsed =
                 decode_used(&value).map_err(|reason| EtcdError::Damaged { key: key.clone(), reason })?;
             if let keys::Named::Used { user_id, id } = self.keys.parse(key.as_bytes())
@@ -363,11 +366,72 @@ impl Cluster {
         Ok(Loaded { state, next_id, revision })
     }
 
+    /// Every key of `kind` (`tokens/` or `used/`) at `revision`, read in
+    /// slices small enough that no request walks the whole keyspace. etcd
+    /// 3.4 counts every key of a range to answer a page of it, so paging
+    /// through 1M keys from one start to one end costs O(n²) (minutes at
+    /// 1M); instead each user's keys (users from `counts/`) are read in id
+    /// slices of about [`LIST_SLICE_KEYS`] keys. The keys found are checked
+    /// against a count of the whole range; should they differ (a token
+    /// without a count, which no writer makes), the plain listing is used.
+    async fn list_by_user(
+        &mut self,
+        kind: &str,
+        revision: i64,
+        next_id: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        let whole = format!("{}{kind}", self.keys.prefix());
+        let total = self.count_keys(&whole, revision).await?;
+        let mut found = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        for (key, value) in self.list(self.keys.counts(), revision).await? {
+            let keys::Named::Count { user_id } = self.keys.parse(key.as_bytes()) else { continue };
+            let tokens = decode_number(&value).map_err(|reason| EtcdError::Damaged { key, reason })?;
+            let slices = tokens.div_ceil(LIST_SLICE_KEYS).max(1);
+            let width = next_id.div_ceil(slices).max(1);
+            let mut low = 0u64;
+            while low < next_id {
+                let high = low.saturating_add(width).min(next_id);
+                let from = self.keys.by_user_from(kind, user_id, low);
+                let to = self.keys.by_user_from(kind, user_id, high);
+                found.extend(self.list_range(from.into_bytes(), to.into_bytes(), revision).await?);
+                low = high;
+            }
+        }
+        if found.len() as i64 == total {
+            return Ok(found);
+        }
+        tracing::warn!(
+            kind,
+            found = found.len(),
+            total,
+            "keys outside every user's count; listing the whole range instead (slow with many tokens)"
+        );
+        self.list(whole, revision).await
+    }
+
+    /// How many keys are under `prefix` at `revision` (one walk of the range).
+    async fn count_keys(&mut self, prefix: &str, revision: i64) -> Result<i64, EtcdError> {
+        let options =
+            GetOptions::new().with_range(prefix_end(prefix)).with_count_only().with_revision(revision);
+        Ok(self.get(prefix.to_owned(), Some(options), "count").await?.count())
+    }
+
     /// Every key under `prefix` at `revision`, in pages of
-    /// [`LIST_PAGE_KEYS`].
+    /// [`LIST_PAGE_KEYS`]: for short ranges (each page walks the rest of
+    /// the range).
     async fn list(&mut self, prefix: String, revision: i64) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
         let end = prefix_end(&prefix);
-        let mut from = prefix.into_bytes();
+        self.list_range(prefix.into_bytes(), end, revision).await
+    }
+
+    /// Every key from `from` up to `end` at `revision`, in pages of
+    /// [`LIST_PAGE_KEYS`].
+    async fn list_range(
+        &mut self,
+        mut from: Vec<u8>,
+        end: Vec<u8>,
+        revision: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
         let mut found = Vec::new();
         loop {
             let options =
