@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH};
-use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper::{HeaderMap, Request, StatusCode};
 use latchkey_protocol::body::{LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::{ErrorCode, Request as Command, Secret};
 
@@ -178,18 +178,6 @@ impl std::ops::DerefMut for CallerSession {
             CallerSession::Console(guard) => guard,
         }
     }
-}
-
-/// Logs in with the `Authorization` header, or, without one, with the web
-/// console's session cookie: then a `method` that changes something needs
-/// the console's CSRF header from the same origin (`console::sessions`).
-pub async fn log_in(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
-    if !headers.contains_key(AUTHORIZATION)
-        && let Some(caller) = super::console::sessions::session_caller(method, headers, exchange).await?
-    {
-        return Ok(caller);
-    }
-    log_in_with_header(headers, exchange).await
 }
 
 /// Logs in with the `Authorization` header only, as a client at the

@@ -12,8 +12,8 @@
 use std::time::UNIX_EPOCH;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, LOCATION};
-use hyper::{Request, StatusCode};
+use hyper::header::{AUTHORIZATION, HeaderValue, LOCATION};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use latchkey_protocol::ext::{
     CreateToken, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken,
     ListTokens, RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenSelector, TokenStatus,
@@ -23,7 +23,7 @@ use latchkey_protocol::{ErrorCode, Request as Command};
 use serde::{Deserialize, Serialize};
 
 use super::Exchange;
-use super::input::{Caller, Credential, body, form, log_in};
+use super::input::{Caller, Credential, body, form, log_in_with_header};
 use super::reply::{ApiError, Reply, empty, json, optional_time, time};
 use crate::clock::now_us;
 use crate::command::ReplyBody;
@@ -364,4 +364,16 @@ pub async fn delete_all(request: Request<Incoming>, exchange: &Exchange) -> Resu
         return Err(ErrorCode::Error.into());
     };
     Ok(json(StatusCode::OK, &CountJson { count: count.count }))
+}
+
+/// Logs in with the `Authorization` header, or, without one, with the web
+/// console's session cookie: then a `method` that changes something needs
+/// the console's CSRF header from the same origin (`console::sessions`).
+async fn log_in(method: &Method, headers: &HeaderMap, exchange: &Exchange) -> Result<Caller, ApiError> {
+    if !headers.contains_key(AUTHORIZATION)
+        && let Some(caller) = super::console::sessions::session_caller(method, headers, exchange).await?
+    {
+        return Ok(caller);
+    }
+    log_in_with_header(headers, exchange).await
 }

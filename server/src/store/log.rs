@@ -87,7 +87,15 @@ pub struct TokenLog {
     pub(super) policy: CompactionPolicy,
     pub(super) scratch: Vec<u8>,
     pub(super) compaction: Option<Compaction>,
+    /// How the compactor replays the file it compacts (recovery's replay,
+    /// handed in by whoever opened the log: the format does not depend on
+    /// its reader).
+    pub(super) replay_whole: ReplayWhole,
 }
+
+/// Replays a file that must check out to its last byte: its tokens, next
+/// id and last sequence number.
+pub(super) type ReplayWhole = fn(&Path, &[u8]) -> io::Result<(Replica, u64, u64)>;
 
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
 /// The format version this build writes.
@@ -725,7 +733,8 @@ impl TokenLog {
         }
         let (path, file_bytes, last_seq, live) = (self.path.clone(), self.bytes, self.seq, state.len());
         tracing::info!(records = self.records, live, "compacting the token log");
-        let encode = move || snapshot_of_prefix(&path, file_bytes, live, next_id, last_seq);
+        let replay_whole = self.replay_whole;
+        let encode = move || snapshot_of_prefix(replay_whole, &path, file_bytes, live, next_id, last_seq);
         match Compaction::start(&self.dir, encode) {
             Ok(compaction) => self.compaction = Some(compaction),
             Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
@@ -773,6 +782,7 @@ impl TokenLog {
 /// writer's state stood when it asked. Anything else abandons the
 /// compaction (the current log stays in use).
 fn snapshot_of_prefix(
+    replay_whole: ReplayWhole,
     path: &Path,
     file_bytes: u64,
     live: usize,
@@ -782,8 +792,7 @@ fn snapshot_of_prefix(
     let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
     let mut bytes = vec![0u8; len];
     File::open(path)?.read_exact(&mut bytes)?;
-    let (state, replayed_next_id, seq) =
-        super::recovery::replay_whole(path, &bytes).map_err(io::Error::other)?;
+    let (state, replayed_next_id, seq) = replay_whole(path, &bytes)?;
     if seq != last_seq || state.len() != live {
         return Err(io::Error::other(format!(
             "the log replays to seq {seq} and {} tokens, the writer stood at seq {last_seq} and {live}",

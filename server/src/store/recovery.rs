@@ -281,6 +281,7 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
         policy,
         scratch: Vec::with_capacity(64 * 1024),
         compaction: None,
+        replay_whole,
     };
     Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report })
 }
@@ -444,8 +445,8 @@ pub(super) struct Replay {
 /// Replays a file that must check out to its last byte (the compactor's
 /// re-read of the log it compacts): its tokens, next id and last sequence
 /// number.
-pub(super) fn replay_whole(path: &Path, bytes: &[u8]) -> Result<(Replica, u64, u64), LogError> {
-    let replay = replay_complete(path, bytes)?;
+fn replay_whole(path: &Path, bytes: &[u8]) -> std::io::Result<(Replica, u64, u64)> {
+    let replay = replay_complete(path, bytes).map_err(std::io::Error::other)?;
     Ok((replay.state, replay.next_id, replay.seq))
 }
 
