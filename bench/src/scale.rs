@@ -69,25 +69,9 @@ async fn fill_one(
     depth: usize,
     shape: &FillTokens,
 ) -> std::io::Result<(u64, u64)> {
-    let mut stream = TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = logged_in(address, user, password, "fill").await?;
     let mut out = BytesMut::new();
-    let login = LoginUser {
-        username: user.into(),
-        password: password.to_owned().into(),
-        version: None,
-        context: None,
-    };
-    encode_request(38, &login, &mut out);
-    stream.write_all(&out).await?;
-    let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await?;
-    let length = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
-    let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload).await?;
-    if header[..4] != [0, 0, 0, 0] {
-        return Err(std::io::Error::other("fill: password login refused"));
-    }
+    let (mut header, mut payload) = ([0u8; 8], Vec::new());
     let (mut next, mut created, mut refused) = (0u64, 0u64, 0u64);
     while next < count {
         out.clear();
@@ -102,10 +86,7 @@ async fn fill_one(
         }
         stream.write_all(&out).await?;
         for _ in 0..burst {
-            stream.read_exact(&mut header).await?;
-            let length = u32::from_le_bytes(header[4..].try_into().unwrap()) as usize;
-            payload.resize(length, 0);
-            stream.read_exact(&mut payload).await?;
+            read_reply(&mut stream, &mut header, &mut payload).await?;
             if header[..4] == [0, 0, 0, 0] { created += 1 } else { refused += 1 }
         }
     }
@@ -230,23 +211,10 @@ async fn commit_latency_one(
 ) -> std::io::Result<(Vec<(Duration, u64)>, u64)> {
     use latchkey_protocol::body::DeletePersonalAccessToken;
 
-    let mut stream = TcpStream::connect(address).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = logged_in(address, user, password, "commit-latency").await?;
     let mut out = BytesMut::new();
-    let login = LoginUser {
-        username: user.into(),
-        password: password.to_owned().into(),
-        version: None,
-        context: None,
-    };
-    encode_request(38, &login, &mut out);
-    stream.write_all(&out).await?;
     let mut header = [0u8; 8];
     let mut payload = Vec::new();
-    read_reply(&mut stream, &mut header, &mut payload).await?;
-    if header[..4] != [0, 0, 0, 0] {
-        return Err(std::io::Error::other("commit-latency: password login refused"));
-    }
     let name = format!("commit-latency-{connection}");
     let (mut samples, mut errors) = (Vec::new(), 0u64);
     let mut create = true;
@@ -278,6 +246,33 @@ async fn commit_latency_one(
         read_reply(&mut stream, &mut header, &mut payload).await?;
     }
     Ok((samples, errors))
+}
+
+/// A connection to `address` logged in with `user`'s password (`what`
+/// names the command in the error if the login is refused).
+async fn logged_in(
+    address: SocketAddr,
+    user: &str,
+    password: &str,
+    what: &str,
+) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let mut out = BytesMut::new();
+    let login = LoginUser {
+        username: user.into(),
+        password: password.to_owned().into(),
+        version: None,
+        context: None,
+    };
+    encode_request(38, &login, &mut out);
+    stream.write_all(&out).await?;
+    let (mut header, mut payload) = ([0u8; 8], Vec::new());
+    read_reply(&mut stream, &mut header, &mut payload).await?;
+    if header[..4] != [0, 0, 0, 0] {
+        return Err(std::io::Error::other(format!("{what}: password login refused")));
+    }
+    Ok(stream)
 }
 
 async fn read_reply(
