@@ -8,7 +8,9 @@
 # Usage: bench/commit-stall.sh [SERVER_BINARY...]
 #   Each server binary (default: this tree's release build) is measured on
 #   copies of the same two data directories, filled once by the first.
-# Knobs: SECONDS_EACH (20), WORK (a new temporary directory).
+#   Give binaries more than once (A B A B) to alternate them.
+# Knobs: SECONDS_EACH (20), WORK (a new temporary directory),
+#   CASES (default "baseline compacting purging": which runs to make).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 servers=("$@")
@@ -18,6 +20,7 @@ if [[ ${#servers[@]} -eq 0 ]]; then
 fi
 bench="${BENCH:-${CARGO_TARGET_DIR:-target}/release/latchkey-bench}"
 seconds="${SECONDS_EACH:-20}"
+cases=" ${CASES:-baseline compacting purging} "
 work="${WORK:-$(mktemp -d /tmp/latchkey-stall.XXXXXX)}"
 mkdir -p "$work"
 address=127.0.0.1:8390
@@ -56,7 +59,7 @@ if [[ ! -d "$work/compaction" ]]; then
     "$bench" fill --addr "$address" --tokens 1000000
     stop
 fi
-if [[ ! -d "$work/purge" ]]; then
+if [[ "$cases" == *" purging "* && ! -d "$work/purge" ]]; then
     start "${servers[0]}" "$work/purge" "${never_compact[@]}" "${no_cleaner[@]}"
     "$bench" fill --addr "$address" --tokens 900000
     "$bench" fill --addr "$address" --tokens 100000 --prefix e --lifetime 1s
@@ -67,30 +70,37 @@ for server in "${servers[@]}"; do
     echo "== $server"
     rm -rf "$work/run" "$work/run.log"
 
-    cp -a "$work/compaction" "$work/run"
-    start "$server" "$work/run" "${never_compact[@]}" "${no_cleaner[@]}"
-    echo -n "1M tokens, no compaction (baseline):  "
-    "$bench" commit-latency --addr "$address" --duration "${seconds}s"
-    stop
-    rm -rf "$work/run" "$work/run.log"
+    if [[ "$cases" == *" baseline "* ]]; then
+        cp -a "$work/compaction" "$work/run"
+        start "$server" "$work/run" "${never_compact[@]}" "${no_cleaner[@]}"
+        echo -n "1M tokens, no compaction (baseline):  "
+        "$bench" commit-latency --addr "$address" --duration "${seconds}s"
+        stop
+        rm -rf "$work/run" "$work/run.log"
+    fi
 
-    # Due as soon as one record is dead: compactions back to back.
-    cp -a "$work/compaction" "$work/run"
-    start "$server" "$work/run" LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS=1000000 \
-        LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO=0 "${no_cleaner[@]}"
-    echo -n "1M tokens, compacting:                "
-    "$bench" commit-latency --addr "$address" --duration "${seconds}s"
-    stop
-    echo "   compactions installed: $(grep -c 'token log compacted' "$work/run.log")"
-    rm -rf "$work/run" "$work/run.log"
+    if [[ "$cases" == *" compacting "* ]]; then
+        # Due as soon as one record is dead: compactions back to back.
+        cp -a "$work/compaction" "$work/run"
+        start "$server" "$work/run" LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS=1000000 \
+            LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO=0 "${no_cleaner[@]}"
+        echo -n "1M tokens, compacting (from $(date -u +%T.%N | cut -c1-12)): "
+        "$bench" commit-latency --addr "$address" --duration "${seconds}s"
+        stop
+        echo "   compactions installed: $(grep -c 'token log compacted' "$work/run.log")"
+        cp "$work/run.log" "$work/compacting-$(date +%s).log"
+        rm -rf "$work/run" "$work/run.log"
+    fi
 
-    # The cleaner's first pass comes one interval after the start.
-    cp -a "$work/purge" "$work/run"
-    start "$server" "$work/run" "${never_compact[@]}" LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL=3s
-    echo -n "1M tokens, purging 100k expired:      "
-    "$bench" commit-latency --addr "$address" --duration "${seconds}s"
-    stop
-    LATCHKEY_SYSTEM_PATH="$work/run" "$server" log verify | grep -E '^tokens' | sed 's/^/   after: /'
-    echo "   log lines mentioning the cleaner: $(grep -ci 'expired' "$work/run.log")"
-    rm -rf "$work/run" "$work/run.log"
+    if [[ "$cases" == *" purging "* ]]; then
+        # The cleaner's first pass comes one interval after the start.
+        cp -a "$work/purge" "$work/run"
+        start "$server" "$work/run" "${never_compact[@]}" LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_INTERVAL=3s
+        echo -n "1M tokens, purging 100k expired:      "
+        "$bench" commit-latency --addr "$address" --duration "${seconds}s"
+        stop
+        LATCHKEY_SYSTEM_PATH="$work/run" "$server" log verify | grep -E '^tokens' | sed 's/^/   after: /'
+        echo "   log lines mentioning the cleaner: $(grep -ci 'expired' "$work/run.log")"
+        rm -rf "$work/run" "$work/run.log"
+    fi
 done
