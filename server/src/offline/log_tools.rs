@@ -493,9 +493,17 @@ impl TokenNames {
                 fields.push(("description", json!(&**description)));
             }
             // The new hash stays out: only the expiry is shown.
-            Record::Rotate { id, hash: _, expiry_at_us } => {
+            Record::Rotate { id, hash: _, expiry_at_us }
+            | Record::Reactivate { id, hash: _, expiry_at_us } => {
                 self.token(&mut fields, *id);
                 fields.push(("expiry_at_us", json!(expiry_at_us.map(|at| at.get()))));
+            }
+            Record::Access { id, scopes, networks } => {
+                self.token(&mut fields, *id);
+                let scopes: Vec<&str> = scopes.iter().map(|scope| &**scope).collect();
+                fields.push(("scopes", json!(scopes)));
+                let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                fields.push(("networks", json!(networks)));
             }
             Record::Touch { id, used } => {
                 self.token(&mut fields, *id);
