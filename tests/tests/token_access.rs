@@ -536,3 +536,50 @@ async fn edited_access_and_a_reactivation_survive_restarts_and_a_compaction() {
         NOT_FOUND
     );
 }
+
+/// The log written by format version 3, before access and reactivate
+/// records existed (server/src/store/log_tests.rs: `v2_history` on top of
+/// `history`).
+const FIXTURE_V3: &[u8] = include_bytes!("../../server/src/store/fixture-v3.log");
+
+#[tokio::test]
+async fn a_version_3_log_is_upgraded_and_takes_access_edits_and_reactivations() {
+    let home = DataHome::new();
+    let users = users_config(&[
+        TestUser { id: 1, username: "alice", password: "alice-password", active: true },
+        TestUser { id: 2, username: "bob", password: "bob-password", active: true },
+    ]);
+    let spec = ServerSpec::default_root()
+        .config(&users)
+        .env("LATCHKEY_PERSONAL_ACCESS_TOKEN_CLEANER_ENABLED", "false");
+    // The first start makes the key and root; then the v3 log goes in.
+    let server = TestServer::start(&home, &spec);
+    assert_eq!(server.stop().code(), Some(0));
+    let log = home.data_dir().join("tokens.log");
+    std::fs::write(&log, FIXTURE_V3).unwrap();
+    let version = |log: &Path| u32::from_le_bytes(std::fs::read(log).unwrap()[8..12].try_into().unwrap());
+    assert_eq!(version(&log), 3);
+
+    let server = TestServer::start(&home, &spec);
+    assert_eq!(version(&log), 4, "rewritten as version 4 at start");
+    let mut alice = connect(server.address).await;
+    alice.login_user("alice", "alice-password").await.unwrap();
+    // rich-renamed (id 10): two scopes, two networks; plain (id 11): revoked.
+    let rich = alice.get_token(10).await.unwrap();
+    assert_eq!((rich.name.as_str(), rich.scopes.len(), rich.networks.len()), ("rich-renamed", 2, 2));
+    assert_eq!(alice.get_token("plain").await.unwrap().status, TokenStatus::Revoked);
+    alice.edit_token_access(10, [remove_scope("tokens:read"), AccessEdit::ClearNetworks]).await.unwrap();
+    let back = alice.reactivate_token("plain", RotateExpiry::Keep).await.unwrap();
+    let expected = alice.list_all_tokens(StatusFilter::All).await.unwrap();
+    drop(alice);
+    assert_eq!(server.stop().code(), Some(0));
+
+    let server = TestServer::start(&home, &spec);
+    let mut alice = connect(server.address).await;
+    alice.login_user("alice", "alice-password").await.unwrap();
+    assert_eq!(alice.list_all_tokens(StatusFilter::All).await.unwrap(), expected);
+    let rich = alice.get_token(10).await.unwrap();
+    assert_eq!((rich.scopes.as_slice(), rich.networks.len()), (&["stream:orders:write".to_owned()][..], 0));
+    assert_eq!(alice.get_token(11).await.unwrap().status, TokenStatus::Active);
+    assert_eq!(connect(server.address).await.login_with_personal_access_token(&back.token).await.unwrap(), 1);
+}

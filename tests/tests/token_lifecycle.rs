@@ -35,8 +35,9 @@ const BAD_DESCRIPTION: u32 = 20009;
 /// are the format version, u32 little-endian.
 const LOG_FILE: &str = "tokens.log";
 const FORMAT_VERSION_OFFSET: usize = 8;
-/// The format version this build writes (3: records in batches).
-const CURRENT_FORMAT_VERSION: u32 = 3;
+/// The format version this build writes (3: records in batches; 4: access
+/// edits and reactivations).
+const CURRENT_FORMAT_VERSION: u32 = 4;
 /// The log written by format version 1, committed before the format changed.
 const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/store/fixture-v1.log");
 
