@@ -664,6 +664,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
     Ok(record)
 }
 
+/// A token's scopes and networks, as a record carries them.
+type ScopesAndNetworks = (Box<[Box<str>]>, Box<[IpNet]>);
+
 /// Checked reads of a record body over the protocol's checked reader; every
 /// fault names the record type.
 struct Cursor<'a> {
@@ -778,7 +781,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A Token's (4) or an Access's (9) lists.
-    fn scopes_and_networks(&mut self) -> Result<(Box<[Box<str>]>, Box<[IpNet]>), RecordFault> {
+    fn scopes_and_networks(&mut self) -> Result<ScopesAndNetworks, RecordFault> {
         let scopes = (0..self.u8()?).map(|_| self.text8().map(Box::from)).collect::<Result<_, _>>()?;
         let networks = (0..self.u8()?).map(|_| self.network()).collect::<Result<_, _>>()?;
         Ok((scopes, networks))
