@@ -478,7 +478,8 @@ async fn revoke_keeps_the_token_listed_and_delete_removes_it() {
     let mut client = connect(server.address).await;
     assert_eq!(status(client.login_with_personal_access_token(&revoked.token).await), REVOKED);
     assert_eq!(root.authorize(&revoked.token, "", None).await.unwrap().decision, Decision::Revoked);
-    // A revoked token cannot be rotated back to life.
+    // A plain rotate does not bring a revoked token back (only one that
+    // asks to reactivate it does: token_access.rs).
     assert_eq!(status(root.rotate_token(revoked.id, RotateExpiry::Keep).await), REVOKED);
     assert_eq!(status(client.login_with_personal_access_token(&revoked.token).await), REVOKED);
     // It can still be renamed and described, for the audit trail.
