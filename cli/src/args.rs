@@ -84,7 +84,8 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create, list, show, update, revoke, rotate and delete your tokens
+    /// Create, list, show, update, revoke, rotate and delete your tokens, and
+    /// edit their scopes and networks
     #[command(subcommand)]
     Token(TokenCommand),
     /// Show who this login is: user id, username, client id, address
@@ -137,10 +138,17 @@ pub enum TokenCommand {
     /// Rename a token or change its description
     #[command(after_help = SELECTOR_AFTER_HELP)]
     Update(UpdateArgs),
+    /// Add, remove or clear a token's scopes (none left: full access)
+    #[command(after_help = ACCESS_AFTER_HELP)]
+    Scopes(ScopesArgs),
+    /// Add, remove or clear a token's networks (none left: any address)
+    #[command(after_help = ACCESS_AFTER_HELP)]
+    Networks(NetworksArgs),
     /// Revoke a token: it stays listed for audit but can no longer log in
     #[command(after_help = SELECTOR_AFTER_HELP)]
     Revoke(TokenArg),
-    /// Give a token a new secret (printed this once); the old one stops working at once
+    /// Give a token a new secret (printed this once); the old one stops working at once.
+    /// With --reactivate, a revoked token comes back too
     #[command(after_help = SELECTOR_AFTER_HELP)]
     Rotate(RotateArgs),
     /// Delete a token: it is gone, not even listed
@@ -151,6 +159,16 @@ pub enum TokenCommand {
     /// Delete every token of yours
     DeleteAll(ConfirmArgs),
 }
+
+/// Shown after the options of `token scopes` and `token networks`.
+const ACCESS_AFTER_HELP: &str = "\
+The changes are one change on the server, applied in this order: --clear,
+then each --remove, then each --add. Sessions that logged in with the token
+end. A token with no scopes has full access; one with no networks may be
+used from any address.
+
+A token is named by ID|NAME: an argument made only of digits is taken as an
+id, anything else as a name. Use --id or --name to say which.";
 
 /// Which token: a positional ID|NAME, or --id / --name.
 #[derive(Debug, Args)]
@@ -249,6 +267,37 @@ pub struct UpdateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ScopesArgs {
+    #[command(flatten)]
+    pub token: TokenArg,
+    /// Grant this scope (repeatable): built-in (tokens:read, tokens:write,
+    /// me:read, authorize) or <type>:<id or *>:<action or *>
+    #[arg(long = "add", value_name = "SCOPE", value_parser = wire_name)]
+    pub add: Vec<String>,
+    /// Take this scope away (repeatable)
+    #[arg(long = "remove", value_name = "SCOPE", value_parser = wire_name)]
+    pub remove: Vec<String>,
+    /// Take every scope away first; with no --add the token has full access
+    #[arg(long)]
+    pub clear: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworksArgs {
+    #[command(flatten)]
+    pub token: TokenArg,
+    /// Admit this address or CIDR, IPv4 or IPv6 (repeatable)
+    #[arg(long = "add", value_name = "CIDR", value_parser = wire_name)]
+    pub add: Vec<String>,
+    /// Stop admitting this address or CIDR (repeatable)
+    #[arg(long = "remove", value_name = "CIDR", value_parser = wire_name)]
+    pub remove: Vec<String>,
+    /// Take every network away first; with no --add any address may use the token
+    #[arg(long)]
+    pub clear: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RotateArgs {
     #[command(flatten)]
     pub token: TokenArg,
@@ -256,6 +305,11 @@ pub struct RotateArgs {
     /// or `keep` for the current expiry
     #[arg(long, value_name = "DURATION|never|keep", default_value = "keep", value_parser = rotate_expiry)]
     pub expires: RotateExpiry,
+    /// Bring back a revoked token: its revocation is cleared and it works
+    /// again with the new secret. An expired token needs a new lifetime in
+    /// --expires (with or without this flag)
+    #[arg(long)]
+    pub reactivate: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,11 +3,11 @@
 //!
 //! Nothing here prints; main.rs writes the returned [`Report`] in one go.
 
-use latchkey_sdk::{Client, ClientConfig, NewToken, TokenDetails, TokenSelector, TokenStatus};
+use latchkey_sdk::{AccessEdit, Client, ClientConfig, NewToken, TokenDetails, TokenSelector, TokenStatus};
 
 use crate::args::{
-    AuthorizeArgs, Cli, Command, ConfirmArgs, CreateArgs, ListArgs, RotateArgs, TokenArg, TokenCommand,
-    UpdateArgs,
+    AuthorizeArgs, Cli, Command, ConfirmArgs, CreateArgs, ListArgs, NetworksArgs, RotateArgs, ScopesArgs,
+    TokenArg, TokenCommand, UpdateArgs,
 };
 use crate::credentials::{self, Environment, Login};
 use crate::failure::Failure;
@@ -18,6 +18,8 @@ use crate::time;
 const LIST_PAGE_TOKENS_MAX: u32 = 1000;
 /// Scopes or networks one token can carry: they travel as a List8.
 const TOKEN_LIST_ITEMS_MAX: usize = u8::MAX as usize;
+/// Edits of one `token scopes` or `token networks`: their count travels as a u8.
+const ACCESS_EDITS_MAX: usize = u8::MAX as usize;
 
 /// What a command produced: text for standard output, and whether it was an
 /// Authorize that said no (exit code 3, not a failure).
@@ -98,11 +100,32 @@ fn check_usage(command: &TokenCommand) -> Result<(), Failure> {
             return Err(Failure::Usage("nothing to update: give --new-name and/or --description".into()));
         }
         TokenCommand::Update(args) => &args.token,
+        TokenCommand::Scopes(args) => {
+            access_usage("scopes", &args.add, &args.remove, args.clear)?;
+            &args.token
+        }
+        TokenCommand::Networks(args) => {
+            access_usage("networks", &args.add, &args.remove, args.clear)?;
+            &args.token
+        }
         TokenCommand::Rotate(args) => &args.token,
         TokenCommand::Show(token) | TokenCommand::Revoke(token) | TokenCommand::Delete(token) => token,
         TokenCommand::List(_) | TokenCommand::RevokeAll(_) | TokenCommand::DeleteAll(_) => return Ok(()),
     };
     token.selector().map(drop).map_err(Failure::Usage)
+}
+
+/// `token scopes` and `token networks` change something, within one request.
+fn access_usage(what: &str, add: &[String], remove: &[String], clear: bool) -> Result<(), Failure> {
+    if add.is_empty() && remove.is_empty() && !clear {
+        return Err(Failure::Usage(format!(
+            "nothing to change in the {what}: give --add, --remove and/or --clear"
+        )));
+    }
+    if add.len() + remove.len() + usize::from(clear) > ACCESS_EDITS_MAX {
+        return Err(Failure::Usage(format!("at most {ACCESS_EDITS_MAX} --add, --remove and --clear in all")));
+    }
+    Ok(())
 }
 
 async fn ping(config: ClientConfig, json: bool) -> Result<Report, Failure> {
@@ -172,6 +195,18 @@ async fn token(session: &mut Session, command: TokenCommand) -> Result<Report, F
         TokenCommand::List(args) => list(session, args).await,
         TokenCommand::Show(token) => show(session, selector(&token)?).await,
         TokenCommand::Update(args) => update(session, args).await,
+        TokenCommand::Scopes(ScopesArgs { token, add, remove, clear }) => {
+            let edits = ordered(clear.then_some(AccessEdit::ClearScopes), remove, add, |remove, item| {
+                if remove { AccessEdit::RemoveScope(item) } else { AccessEdit::AddScope(item) }
+            });
+            edit_access(session, &token, edits, "scopes").await
+        }
+        TokenCommand::Networks(NetworksArgs { token, add, remove, clear }) => {
+            let edits = ordered(clear.then_some(AccessEdit::ClearNetworks), remove, add, |remove, item| {
+                if remove { AccessEdit::RemoveNetwork(item) } else { AccessEdit::AddNetwork(item) }
+            });
+            edit_access(session, &token, edits, "networks").await
+        }
         TokenCommand::Revoke(token) => {
             let selector = selector(&token)?;
             session.client.revoke_token(selector.clone()).await.map_err(session.failed())?;
@@ -262,10 +297,46 @@ async fn update(session: &mut Session, args: UpdateArgs) -> Result<Report, Failu
     Ok(changed(session, "update", "Updated", &selector))
 }
 
+/// The edits of `token scopes` or `token networks` in the order they apply:
+/// the clear, then the removes, then the adds.
+fn ordered(
+    clear: Option<AccessEdit>,
+    remove: Vec<String>,
+    add: Vec<String>,
+    edit: fn(bool, String) -> AccessEdit,
+) -> Vec<AccessEdit> {
+    let removes = remove.into_iter().map(|item| edit(true, item));
+    let adds = add.into_iter().map(|item| edit(false, item));
+    clear.into_iter().chain(removes).chain(adds).collect()
+}
+
+async fn edit_access(
+    session: &mut Session,
+    token: &TokenArg,
+    edits: Vec<AccessEdit>,
+    what: &'static str,
+) -> Result<Report, Failure> {
+    let selector = token.selector().map_err(Failure::Usage)?;
+    // Cleared and nothing added: the list is empty now, whatever it held.
+    let emptied = matches!(edits.first(), Some(AccessEdit::ClearScopes | AccessEdit::ClearNetworks))
+        && !edits.iter().any(|edit| matches!(edit, AccessEdit::AddScope(_) | AccessEdit::AddNetwork(_)));
+    session.client.edit_token_access(selector.clone(), edits).await.map_err(session.failed())?;
+    let mut report = changed(session, what, &format!("Updated the {what} of"), &selector);
+    if emptied && !session.json {
+        let meaning = if what == "scopes" { "full access" } else { "usable from any address" };
+        report.stdout.push_str(&format!("It has no {what} now: {meaning}.\n"));
+    }
+    Ok(report)
+}
+
 async fn rotate(session: &mut Session, args: RotateArgs) -> Result<Report, Failure> {
     let selector = args.token.selector().map_err(Failure::Usage)?;
-    let issued =
-        session.client.rotate_token(selector.clone(), args.expires).await.map_err(session.failed())?;
+    let issued = if args.reactivate {
+        session.client.reactivate_token(selector.clone(), args.expires).await
+    } else {
+        session.client.rotate_token(selector.clone(), args.expires).await
+    };
+    let issued = issued.map_err(session.failed())?;
     // Rotated by id, the name is not known without another request (which
     // a token limited to tokens:write could not make): JSON says null.
     let name = match &selector {
@@ -276,7 +347,11 @@ async fn rotate(session: &mut Session, args: RotateArgs) -> Result<Report, Failu
         render::json(&IssuedJson::of(&issued, name))
     } else {
         let mut text = render::issued(&issued, name, "Rotated", time::now_us());
-        text.insert_str(0, "The old secret no longer works.\n");
+        if args.reactivate {
+            text.insert_str(0, "The token is active. The old secret no longer works.\n");
+        } else {
+            text.insert_str(0, "The old secret no longer works.\n");
+        }
         text
     }))
 }

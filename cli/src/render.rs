@@ -238,7 +238,7 @@ pub fn decision(answer: &AuthorizeDecision, now_us: u64) -> String {
 /// Result of a command that changes one token or all of them.
 #[derive(Serialize)]
 pub struct ChangeJson<'a> {
-    /// `update`, `revoke`, `delete`, `revoke_all`, `delete_all`.
+    /// `update`, `scopes`, `networks`, `revoke`, `delete`, `revoke_all`, `delete_all`.
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,

@@ -355,6 +355,80 @@ fn rotate_prints_a_new_secret_and_the_old_one_fails_at_once() {
 }
 
 #[test]
+fn scopes_and_networks_are_added_removed_and_cleared() {
+    let (_home, server) = start();
+    let (id, secret) = create(
+        &server,
+        &["edited", "--scope", "tokens:read", "--network", "10.0.0.0/8", "--network", "127.0.0.0/8"],
+    );
+    let show = |selector: &str| root(&server, &["token", "show", selector, "--json"]).ok().json();
+
+    let added =
+        root(&server, &["token", "scopes", "edited", "--add", "me:read", "--add", "stream:*:read"]).ok();
+    assert_eq!(added.stdout, "Updated the scopes of token \"edited\".\n");
+    assert_eq!(show("edited")["scopes"], serde_json::json!(["tokens:read", "me:read", "stream:*:read"]));
+    // Removes apply before adds, in one change.
+    let json = root(
+        &server,
+        &["token", "scopes", &id.to_string(), "--remove", "tokens:read", "--add", "tokens:write", "--json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(json, serde_json::json!({"action": "scopes", "id": id}));
+    assert_eq!(show("edited")["scopes"], serde_json::json!(["me:read", "stream:*:read", "tokens:write"]));
+    // A login after the edit has the scopes as they are now.
+    with_token(&server, &secret, &["me"]).ok();
+    root(&server, &["token", "scopes", "edited", "--clear", "--add", "me:read"]).ok();
+    assert_eq!(show("edited")["scopes"], serde_json::json!(["me:read"]));
+    with_token(&server, &secret, &["token", "list"]).exit(1);
+    let cleared = root(&server, &["token", "scopes", "edited", "--clear"]).ok();
+    assert_eq!(
+        cleared.stdout,
+        "Updated the scopes of token \"edited\".\nIt has no scopes now: full access.\n"
+    );
+    assert_eq!(show("edited")["scopes"], serde_json::json!([]));
+
+    let networks =
+        root(&server, &["token", "networks", "edited", "--add", "127.0.0.1", "--remove", "10.0.0.0/8"]);
+    assert_eq!(networks.ok().stdout, "Updated the networks of token \"edited\".\n");
+    assert_eq!(show("edited")["networks"], serde_json::json!(["127.0.0.0/8", "127.0.0.1/32"]));
+    with_token(&server, &secret, &["me"]).ok();
+    let cleared = root(&server, &["token", "networks", "--name", "edited", "--clear"]).ok();
+    assert!(cleared.stdout.ends_with("It has no networks now: usable from any address.\n"), "{cleared:?}");
+    assert_eq!(show("edited")["networks"], serde_json::json!([]));
+
+    // The server's refusals exit 1 with the code; nothing to change is usage.
+    let refused = root(&server, &["token", "scopes", "edited", "--add", "not a scope"]).exit(1);
+    assert!(refused.stderr.contains("20007"), "{refused:?}");
+    let refused = root(&server, &["token", "networks", "edited", "--add", "10.0.0.1/8"]).exit(1);
+    assert!(refused.stderr.contains("20008"), "{refused:?}");
+    root(&server, &["token", "scopes", "no-such-token", "--add", "me:read"]).exit(1);
+    let usage = root(&server, &["token", "scopes", "edited"]).exit(2);
+    assert!(usage.stderr.contains("--add, --remove and/or --clear"), "{usage:?}");
+    root(&server, &["token", "networks", "edited", "--add", ""]).exit(2);
+}
+
+#[test]
+fn rotate_with_reactivate_brings_a_revoked_token_back() {
+    let (_home, server) = start();
+    let (id, old) = create(&server, &["comeback", "--scope", "me:read", "--expires", "30d"]);
+    root(&server, &["token", "revoke", "comeback"]).ok();
+    // A plain rotate of a revoked token is refused, as it always was.
+    let refused = root(&server, &["token", "rotate", "comeback"]).exit(1);
+    assert!(refused.stderr.contains("20003"), "{refused:?}");
+
+    let back = root(&server, &["token", "rotate", "comeback", "--reactivate"]).ok();
+    assert!(back.stdout.starts_with("The token is active. The old secret no longer works.\n"), "{back:?}");
+    assert!(back.stdout.contains(&format!("Rotated token \"comeback\" (id {id})")), "{back:?}");
+    let new = back.stdout.lines().find(|line| line.starts_with("lk_")).expect("the new secret").to_owned();
+    with_token(&server, &new, &["me"]).ok();
+    with_token(&server, &old, &["me"]).exit(5);
+    let shown = root(&server, &["token", "show", "comeback", "--json"]).ok().json();
+    assert_eq!((shown["status"].as_str(), shown["revoked_at"].is_null()), (Some("active"), true), "{shown}");
+    assert_eq!(shown["scopes"], serde_json::json!(["me:read"]));
+}
+
+#[test]
 fn revoke_keeps_the_token_listed_and_delete_removes_it() {
     let (_home, server) = start();
     let (revoked_id, revoked_secret) = create(&server, &["to-revoke"]);

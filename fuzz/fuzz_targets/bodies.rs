@@ -15,14 +15,14 @@ use latchkey_protocol::body::{
     RawPersonalAccessToken,
 };
 use latchkey_protocol::ext::{
-    Authorize, AuthorizeDecision, Count, CreateToken, IssuedToken, ListTokens, RotateToken, TokenDetails,
-    TokenPage, TokenSelector, UpdateToken,
+    Authorize, AuthorizeDecision, Count, CreateToken, EditTokenAccess, IssuedToken, ListTokens, RotateToken,
+    TokenDetails, TokenPage, TokenSelector, UpdateToken,
 };
 use latchkey_protocol::vsr::{ClientVersionInfo, LoginRegister, LoginRegisterWithPat};
 use libfuzzer_sys::fuzz_target;
 
 /// Number of selector values in use; the selector byte is taken modulo this.
-const BODY_KINDS: u8 = 32;
+const BODY_KINDS: u8 = 33;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -70,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
         28 => drop(check_body_round_trip::<RotateToken>(body)),
         29 => drop(check_body_round_trip::<Count>(body)),
         30 => drop(check_body_round_trip::<Authorize>(body)),
+        31 => drop(check_body_round_trip::<EditTokenAccess>(body)),
         _ => drop(check_body_round_trip::<AuthorizeDecision>(body)),
     }
 });

@@ -229,6 +229,7 @@ pub fn request_body_bytes(request: &Request) -> Option<Vec<u8>> {
         Request::RevokeToken(body) => encode_to_vec(body),
         Request::RotateToken(body) => encode_to_vec(body),
         Request::DeleteToken(body) => encode_to_vec(body),
+        Request::EditTokenAccess(body) => encode_to_vec(body),
         Request::Authorize(body) => encode_to_vec(body),
         Request::Unserved(_) => return None,
     };

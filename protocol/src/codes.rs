@@ -32,6 +32,7 @@ pub const ROTATE_TOKEN: u32 = 9105;
 pub const DELETE_TOKEN: u32 = 9106;
 pub const REVOKE_ALL_TOKENS: u32 = 9107;
 pub const DELETE_ALL_TOKENS: u32 = 9108;
+pub const EDIT_TOKEN_ACCESS: u32 = 9109;
 pub const AUTHORIZE: u32 = 9110;
 
 /// Every command code in Iggy's code table (spec §2.8), served or not.
@@ -79,7 +80,7 @@ mod tests {
         for code in [CREATE_TOKEN, GET_TOKEN, LIST_TOKENS, UPDATE_TOKEN, REVOKE_TOKEN, ROTATE_TOKEN] {
             assert!(EXTENSION_CODES.contains(&code), "{code}");
         }
-        for code in [DELETE_TOKEN, REVOKE_ALL_TOKENS, DELETE_ALL_TOKENS, AUTHORIZE] {
+        for code in [DELETE_TOKEN, REVOKE_ALL_TOKENS, DELETE_ALL_TOKENS, EDIT_TOKEN_ACCESS, AUTHORIZE] {
             assert!(EXTENSION_CODES.contains(&code), "{code}");
         }
     }

@@ -13,7 +13,8 @@ use crate::body::{
     decode_exact,
 };
 use crate::ext::{
-    Authorize, CreateToken, DeleteToken, GetToken, ListTokens, RevokeToken, RotateToken, UpdateToken,
+    Authorize, CreateToken, DeleteToken, EditTokenAccess, GetToken, ListTokens, RevokeToken, RotateToken,
+    UpdateToken,
 };
 use crate::{ErrorCode, codes};
 
@@ -40,6 +41,7 @@ pub enum Request {
     DeleteToken(DeleteToken),
     RevokeAllTokens,
     DeleteAllTokens,
+    EditTokenAccess(EditTokenAccess),
     Authorize(Authorize),
 }
 
@@ -78,6 +80,7 @@ impl Request {
             codes::DELETE_TOKEN => decode_exact(non_empty()?).map(Request::DeleteToken),
             codes::REVOKE_ALL_TOKENS => empty(Request::RevokeAllTokens),
             codes::DELETE_ALL_TOKENS => empty(Request::DeleteAllTokens),
+            codes::EDIT_TOKEN_ACCESS => decode_exact(non_empty()?).map(Request::EditTokenAccess),
             codes::AUTHORIZE => decode_exact(non_empty()?).map(Request::Authorize),
             code if codes::is_iggy_code(code) => Ok(Request::Unserved(code)),
             _ => Err(ErrorCode::InvalidCommand),
@@ -90,7 +93,7 @@ impl Request {
     }
 
     /// Whether handling this request creates, changes or removes stored
-    /// tokens: 42, 43 and 9100, 9103–9108, the commands the
+    /// tokens: 42, 43 and 9100, 9103–9109, the commands the
     /// [`crate::scope::TOKENS_WRITE`] scope gates. A login or an Authorize
     /// that records a token's last use is not a token write.
     pub fn is_token_write(&self) -> bool {
@@ -105,6 +108,7 @@ impl Request {
                 | Request::DeleteToken(_)
                 | Request::RevokeAllTokens
                 | Request::DeleteAllTokens
+                | Request::EditTokenAccess(_)
         )
     }
 
@@ -190,10 +194,22 @@ mod tests {
                 false,
             ),
             (Request::RevokeToken(RevokeToken { token: token() }), true, false),
-            (Request::RotateToken(RotateToken { token: token(), expiry_us: 0 }), true, false),
+            (
+                Request::RotateToken(RotateToken { token: token(), expiry_us: 0, reactivate: false }),
+                true,
+                false,
+            ),
             (Request::DeleteToken(DeleteToken { token: token() }), true, true),
             (Request::RevokeAllTokens, true, false),
             (Request::DeleteAllTokens, true, false),
+            (
+                Request::EditTokenAccess(EditTokenAccess {
+                    token: token(),
+                    edits: vec![crate::ext::AccessEdit::ClearScopes],
+                }),
+                true,
+                false,
+            ),
             (
                 Request::Authorize(Authorize {
                     token: Secret::from("lk_x"),
@@ -230,10 +246,11 @@ mod tests {
             Request::RevokeAllTokens => 17,
             Request::DeleteAllTokens => 18,
             Request::Authorize(_) => 19,
+            Request::EditTokenAccess(_) => 20,
         }
     }
 
-    const VARIANTS: usize = 20;
+    const VARIANTS: usize = 21;
 
     #[test]
     fn every_variant_is_listed_once() {
@@ -244,12 +261,12 @@ mod tests {
     }
 
     #[test]
-    fn token_writes_are_the_nine_commands_that_change_tokens() {
+    fn token_writes_are_the_ten_commands_that_change_tokens() {
         for (request, write, _) in every_variant() {
             assert_eq!(request.is_token_write(), write, "{request:?}");
         }
         let writes = every_variant().into_iter().filter(|(request, ..)| request.is_token_write()).count();
-        assert_eq!(writes, 9);
+        assert_eq!(writes, 10);
     }
 
     #[test]

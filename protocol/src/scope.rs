@@ -15,7 +15,7 @@
 
 /// Lists the caller's tokens (41, 9101, 9102).
 pub const TOKENS_READ: &str = "tokens:read";
-/// Creates, changes and removes the caller's tokens (42, 43, 9100, 9103–9108).
+/// Creates, changes and removes the caller's tokens (42, 43, 9100, 9103–9109).
 pub const TOKENS_WRITE: &str = "tokens:write";
 /// GetMe (20).
 pub const ME_READ: &str = "me:read";

@@ -11,9 +11,10 @@ use bytes::BytesMut;
 use latchkey_protocol::body::{Command, Empty, WireDecode, WireEncode, decode_exact, encode_to_vec};
 use latchkey_protocol::codec::{Reply, encode_reply, encode_request};
 use latchkey_protocol::ext::{
-    Authorize, AuthorizeDecision, Count, CreateToken, Decision, DeleteAllTokens, DeleteToken, EXPIRY_KEEP,
-    EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken, LIST8_ITEMS_MAX, ListTokens, RevokeAllTokens,
-    RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenPage, TokenSelector, TokenStatus, UpdateToken,
+    ACCESS_EDITS_MAX, AccessEdit, Authorize, AuthorizeDecision, Count, CreateToken, Decision,
+    DeleteAllTokens, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, EditTokenAccess,
+    GetToken, IssuedToken, LIST8_ITEMS_MAX, ListTokens, RevokeAllTokens, RevokeToken, RotateToken,
+    StatusFilter, TokenDetails, TokenPage, TokenSelector, TokenStatus, UpdateToken,
 };
 use latchkey_protocol::{ErrorCode, Request, codes, token};
 
@@ -32,7 +33,8 @@ where
 {
     let bytes = round_trip(value);
     assert_trailing_left_unread(value);
-    // No extension body has optional trailing fields: no prefix is whole.
+    // No extension body but RotateToken (tested on its own) has optional
+    // trailing fields: no prefix is whole.
     assert_truncations::<T>(&bytes, &[]);
     bytes
 }
@@ -731,27 +733,163 @@ fn update_token_strings_and_selectors() {
 // RotateToken (9105)
 // ---------------------------------------------------------------------------
 
+fn rotate(token: TokenSelector, expiry_us: u64, reactivate: bool) -> RotateToken {
+    RotateToken { token, expiry_us, reactivate }
+}
+
 #[test]
 fn rotate_token_round_trips_and_truncations_fail() {
     for token in selectors() {
         for expiry_us in [EXPIRY_KEEP, 1, 3_600_000_000, EXPIRY_NEVER] {
-            let value = RotateToken { token: token.clone(), expiry_us };
-            let bytes = check_body(&value);
+            // Without the flag: the bytes of every rotate before flags existed.
+            let plain = rotate(token.clone(), expiry_us, false);
+            let bytes = round_trip(&plain);
             assert_eq!(bytes[..bytes.len() - 8], encode_to_vec(&token));
             assert_eq!(bytes[bytes.len() - 8..], expiry_us.to_le_bytes());
+            assert_truncations::<RotateToken>(&bytes, &[]);
+            // With it: one more byte, flags 1; the body without it is whole.
+            let reactivating = rotate(token.clone(), expiry_us, true);
+            let flagged = round_trip(&reactivating);
+            assert_eq!(flagged[..flagged.len() - 1], bytes);
+            assert_eq!(flagged[flagged.len() - 1], 1);
+            assert_truncations::<RotateToken>(&flagged, &[bytes.len()]);
         }
     }
 }
 
 #[test]
+fn rotate_token_flags_are_optional_and_unknown_bits_are_invalid_format() {
+    let plain = encode_to_vec(&rotate(TokenSelector::Id(7), EXPIRY_KEEP, false));
+    // A flags byte of 0 means what no byte means.
+    let mut zero = plain.clone();
+    zero.push(0);
+    assert_eq!(decode_exact::<RotateToken>(&zero), Ok(rotate(TokenSelector::Id(7), EXPIRY_KEEP, false)));
+    for flags in 2..=u8::MAX {
+        let mut bytes = plain.clone();
+        bytes.push(flags);
+        assert_eq!(decode_err::<RotateToken>(&bytes), ErrorCode::InvalidFormat, "flags {flags:#010b}");
+    }
+    // Past the flags, bytes are trailing: left unread, and refused whole.
+    let mut longer = encode_to_vec(&rotate(TokenSelector::Id(7), EXPIRY_KEEP, true));
+    longer.push(1);
+    assert_eq!(RotateToken::decode(&longer).unwrap().1, longer.len() - 1);
+    assert_eq!(decode_exact::<RotateToken>(&longer), Err(ErrorCode::InvalidCommand));
+}
+
+#[test]
 fn rotate_token_strings_and_selectors() {
-    let value = RotateToken { token: TokenSelector::Name(MARKER.to_owned()), expiry_us: 0 };
-    check_string_field(&value, Field::WireName);
+    for reactivate in [false, true] {
+        let value = rotate(TokenSelector::Name(MARKER.to_owned()), 0, reactivate);
+        check_string_field(&value, Field::WireName);
+    }
     for kind in unknown_selector_kinds() {
         let mut bytes = vec![kind];
         bytes.extend_from_slice(&[0; 16]);
         assert_eq!(decode_err::<RotateToken>(&bytes), ErrorCode::InvalidFormat);
     }
+}
+
+// ---------------------------------------------------------------------------
+// EditTokenAccess (9109)
+// ---------------------------------------------------------------------------
+
+fn every_edit() -> Vec<AccessEdit> {
+    vec![
+        AccessEdit::AddScope("stream:payments:read".to_owned()),
+        AccessEdit::RemoveScope("tokens:read".to_owned()),
+        AccessEdit::ClearScopes,
+        AccessEdit::AddNetwork("192.0.2.0/24".to_owned()),
+        AccessEdit::RemoveNetwork("2001:db8::/32".to_owned()),
+        AccessEdit::ClearNetworks,
+    ]
+}
+
+fn edit_values() -> Vec<EditTokenAccess> {
+    let mut values = Vec::new();
+    for token in selectors() {
+        values.push(EditTokenAccess { token: token.clone(), edits: Vec::new() });
+        values.push(EditTokenAccess { token: token.clone(), edits: every_edit() });
+        for edit in every_edit() {
+            values.push(EditTokenAccess { token: token.clone(), edits: vec![edit] });
+        }
+    }
+    let long = AccessEdit::AddScope("s".repeat(255));
+    values.push(EditTokenAccess { token: TokenSelector::Id(7), edits: vec![long; ACCESS_EDITS_MAX] });
+    values
+}
+
+#[test]
+fn edit_token_access_round_trips_and_truncations_fail() {
+    for value in edit_values() {
+        let bytes = check_body(&value);
+        let count_at = value.token.encoded_size();
+        assert_eq!(usize::from(bytes[count_at]), value.edits.len());
+    }
+}
+
+#[test]
+fn edit_token_access_layout() {
+    let ops: Vec<(AccessEdit, Vec<u8>)> = vec![
+        (AccessEdit::AddScope("a:b:c".to_owned()), b"\x01\x05a:b:c".to_vec()),
+        (AccessEdit::RemoveScope("a:b:c".to_owned()), b"\x02\x05a:b:c".to_vec()),
+        (AccessEdit::ClearScopes, vec![3]),
+        (AccessEdit::AddNetwork("::1".to_owned()), b"\x04\x03::1".to_vec()),
+        (AccessEdit::RemoveNetwork("::1".to_owned()), b"\x05\x03::1".to_vec()),
+        (AccessEdit::ClearNetworks, vec![6]),
+    ];
+    for (edit, expected) in ops {
+        let bytes =
+            encode_to_vec(&EditTokenAccess { token: TokenSelector::Id(7), edits: vec![edit.clone()] });
+        assert_eq!(bytes[..9], [1, 7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes[9], 1, "count");
+        assert_eq!(bytes[10..], expected, "{edit:?}");
+    }
+}
+
+#[test]
+fn edit_token_access_unknown_ops_are_invalid_format() {
+    let selector = encode_to_vec(&TokenSelector::Id(7));
+    for op in (0..=u8::MAX).filter(|op| !(1..=6).contains(op)) {
+        let mut bytes = selector.clone();
+        bytes.extend_from_slice(&[1, op]);
+        // Refused on the op byte, before any item is read.
+        assert_eq!(decode_err::<EditTokenAccess>(&bytes), ErrorCode::InvalidFormat, "op {op}");
+        bytes.extend_from_slice(b"\x03abc");
+        assert_eq!(decode_err::<EditTokenAccess>(&bytes), ErrorCode::InvalidFormat, "op {op}");
+    }
+}
+
+#[test]
+fn edit_token_access_strings_and_counts() {
+    let with = |edit: AccessEdit| EditTokenAccess {
+        token: TokenSelector::Id(7),
+        edits: vec![AccessEdit::ClearScopes, edit, AccessEdit::ClearNetworks],
+    };
+    check_string_field(&with(AccessEdit::AddScope(MARKER.to_owned())), Field::WireName);
+    check_string_field(&with(AccessEdit::RemoveScope(MARKER.to_owned())), Field::WireName);
+    check_string_field(&with(AccessEdit::AddNetwork(MARKER.to_owned())), Field::WireName);
+    check_string_field(&with(AccessEdit::RemoveNetwork(MARKER.to_owned())), Field::WireName);
+    check_string_field(
+        &EditTokenAccess { token: TokenSelector::Name(MARKER.to_owned()), edits: every_edit() },
+        Field::WireName,
+    );
+    for kind in unknown_selector_kinds() {
+        assert_eq!(
+            decode_err::<EditTokenAccess>(&[kind, 7, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ErrorCode::InvalidFormat
+        );
+    }
+    // A count promising more edits than follow.
+    let mut bytes = encode_to_vec(&with(AccessEdit::ClearScopes));
+    bytes[9] = 4;
+    assert_eq!(decode_err::<EditTokenAccess>(&bytes), ErrorCode::InvalidCommand);
+}
+
+#[test]
+#[should_panic(expected = "more than 255 access edits")]
+fn encoding_256_access_edits_panics_rather_than_truncating() {
+    let edits = vec![AccessEdit::ClearScopes; ACCESS_EDITS_MAX + 1];
+    encode_to_vec(&EditTokenAccess { token: TokenSelector::Id(7), edits });
 }
 
 #[test]
@@ -888,8 +1026,9 @@ fn extension_requests() -> Vec<(u32, Vec<u8>, Request)> {
     let list = ListTokens { filter: StatusFilter::Active, after_id: 3, limit: 10 };
     let update = UpdateToken { token: TokenSelector::Id(7), name: Some("abc".to_owned()), description: None };
     let revoke = RevokeToken { token: TokenSelector::Name("laptop".to_owned()) };
-    let rotate = RotateToken { token: TokenSelector::Id(7), expiry_us: EXPIRY_KEEP };
+    let rotate = rotate(TokenSelector::Id(7), EXPIRY_KEEP, false);
     let delete = DeleteToken { token: TokenSelector::Id(3) };
+    let edit = EditTokenAccess { token: TokenSelector::Id(7), edits: every_edit() };
     let check = authorize(&raw_token(0x11), "stream:orders:write", "10.1.2.3:50412");
     vec![
         (codes::CREATE_TOKEN, encode_to_vec(&create), Request::CreateToken(create)),
@@ -899,6 +1038,7 @@ fn extension_requests() -> Vec<(u32, Vec<u8>, Request)> {
         (codes::REVOKE_TOKEN, encode_to_vec(&revoke), Request::RevokeToken(revoke)),
         (codes::ROTATE_TOKEN, encode_to_vec(&rotate), Request::RotateToken(rotate)),
         (codes::DELETE_TOKEN, encode_to_vec(&delete), Request::DeleteToken(delete)),
+        (codes::EDIT_TOKEN_ACCESS, encode_to_vec(&edit), Request::EditTokenAccess(edit)),
         (codes::AUTHORIZE, encode_to_vec(&check), Request::Authorize(check)),
     ]
 }
@@ -937,8 +1077,11 @@ fn extension_bodies_truncated_or_with_trailing_bytes_are_3() {
                 "code {code} cut {cut}"
             );
         }
+        // One byte more is trailing, but for RotateToken, whose optional
+        // flags byte it is: two bytes more are trailing for every body.
+        let extra: &[u8] = if code == codes::ROTATE_TOKEN { &[0, 0] } else { &[0] };
         let mut longer = body.clone();
-        longer.push(0);
+        longer.extend_from_slice(extra);
         assert_eq!(Request::decode(code, &longer), Err(ErrorCode::InvalidCommand), "code {code}");
     }
 }
@@ -947,13 +1090,15 @@ fn extension_bodies_truncated_or_with_trailing_bytes_are_3() {
 fn extension_bodies_with_malformed_fields_are_4() {
     // A zero-length WireName first (name, selector name, token) or an
     // unknown selector kind or filter.
-    let cases: [(u32, &[u8]); 8] = [
+    let cases: [(u32, &[u8]); 10] = [
         (codes::CREATE_TOKEN, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
         (codes::GET_TOKEN, &[3, 7, 0, 0, 0, 0, 0, 0, 0]),
         (codes::LIST_TOKENS, &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
         (codes::UPDATE_TOKEN, &[1, 7, 0, 0, 0, 0, 0, 0, 0, 0b100]),
         (codes::REVOKE_TOKEN, &[2, 0]),
         (codes::ROTATE_TOKEN, &[0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        (codes::ROTATE_TOKEN, &[1, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+        (codes::EDIT_TOKEN_ACCESS, &[1, 7, 0, 0, 0, 0, 0, 0, 0, 1, 7]),
         (codes::DELETE_TOKEN, &[2, 2, 0xc3, 0x28]),
         (codes::AUTHORIZE, &[0, 0, 0]),
     ];
@@ -984,13 +1129,14 @@ fn extension_range_is_outside_iggy_and_unassigned_codes_are_3() {
         codes::DELETE_TOKEN,
         codes::REVOKE_ALL_TOKENS,
         codes::DELETE_ALL_TOKENS,
+        codes::EDIT_TOKEN_ACCESS,
         codes::AUTHORIZE,
     ];
-    assert_eq!(assigned, [9100, 9101, 9102, 9103, 9104, 9105, 9106, 9107, 9108, 9110]);
+    assert_eq!(assigned, [9100, 9101, 9102, 9103, 9104, 9105, 9106, 9107, 9108, 9109, 9110]);
     for code in codes::EXTENSION_CODES {
         assert!(!codes::is_iggy_code(code), "{code} is an Iggy code");
         if !assigned.contains(&code) {
-            // 9109 and 9111–9199 are reserved: unknown commands, like any
+            // 9111–9199 are reserved: unknown commands, like any
             // code Iggy does not define.
             assert_eq!(Request::decode(code, &[]), Err(ErrorCode::InvalidCommand), "code {code}");
             assert_eq!(Request::decode(code, &[1, 2, 3]), Err(ErrorCode::InvalidCommand), "code {code}");
@@ -1012,6 +1158,7 @@ fn request_types_carry_their_codes() {
     assert_eq!(DeleteToken::CODE, 9106);
     assert_eq!(RevokeAllTokens::CODE, 9107);
     assert_eq!(DeleteAllTokens::CODE, 9108);
+    assert_eq!(EditTokenAccess::CODE, 9109);
     assert_eq!(Authorize::CODE, 9110);
 }
 
@@ -1081,6 +1228,15 @@ const ROTATE_REPLY: &str = "\
     67 48 37 79 6c 00 56 15 3b 07 4c 06 00 00 96 52 ba 62 4e 06 00
 ";
 const ROTATE_ERROR: &str = "23 4e 00 00 00 00 00 00";
+/// 2026-04-20T08:00:00Z: when token 7, revoked, is brought back.
+const REACTIVATED_AT_US: u64 = 1_776_672_000_000_000;
+const REACTIVATE_REQUEST: &str =
+    "16 00 00 00 91 23 00 00 01 07 00 00 00 00 00 00 00 00 40 3d 7f 5b 02 00 00 01";
+const REACTIVATE_REPLY: &str = "\
+    00 00 00 00 4d 00 00 00 07 00 00 00 00 00 00 00 34 6c 6b 5f 38 35 70 61 45 57 63 48 73 61 4c 43 \
+    59 52 62 50 49 70 77 34 6a 68 63 4a 4e 56 35 36 55 75 46 6c 35 54 49 50 61 33 4b 39 50 41 77 34 \
+    67 48 37 79 6c 00 56 15 3b 07 4c 06 00 00 80 ae 2e 3b 52 06 00
+";
 const DELETE_REQUEST: &str = "0d 00 00 00 92 23 00 00 01 03 00 00 00 00 00 00 00";
 const DELETE_REPLY: &str = "00 00 00 00 00 00 00 00";
 const REVOKE_ALL_REQUEST: &str = "04 00 00 00 93 23 00 00";
@@ -1088,6 +1244,14 @@ const REVOKE_ALL_REPLY: &str = "00 00 00 00 04 00 00 00 02 00 00 00";
 const DELETE_ALL_REQUEST: &str = "04 00 00 00 94 23 00 00";
 const DELETE_ALL_REPLY: &str = "00 00 00 00 04 00 00 00 05 00 00 00";
 const DELETE_ALL_ERROR: &str = "2a 4e 00 00 00 00 00 00";
+const EDIT_REQUEST: &str = "\
+    40 00 00 00 95 23 00 00 01 07 00 00 00 00 00 00 00 03 01 14 73 74 72 65 61 6d 3a 70 61 79 6d 65 \
+    6e 74 73 3a 72 65 61 64 02 0b 74 6f 6b 65 6e 73 3a 72 65 61 64 05 0d 32 30 30 31 3a 64 62 38 3a \
+    3a 2f 33 32
+";
+const EDIT_REPLY: &str = "00 00 00 00 00 00 00 00";
+const EDIT_CLEAR_REQUEST: &str = "0f 00 00 00 95 23 00 00 01 07 00 00 00 00 00 00 00 01 06";
+const EDIT_ERROR: &str = "25 4e 00 00 00 00 00 00";
 const AUTHORIZE_REQUEST: &str = "\
     5c 00 00 00 96 23 00 00 34 6c 6b 5f 34 32 75 6e 37 47 4a 38 77 49 41 62 48 44 6e 68 65 50 79 32 \
     4d 71 6f 39 67 6b 58 59 46 53 37 73 58 6a 65 43 6e 31 66 34 68 61 54 30 51 4d 31 45 68 13 73 74 \
@@ -1148,12 +1312,37 @@ fn example_update() -> UpdateToken {
     }
 }
 
+fn example_reactivate() -> RotateToken {
+    rotate(TokenSelector::Id(7), THIRTY_DAYS_US, true)
+}
+
+fn example_edit() -> EditTokenAccess {
+    EditTokenAccess {
+        token: TokenSelector::Id(7),
+        edits: vec![
+            AccessEdit::AddScope("stream:payments:read".to_owned()),
+            AccessEdit::RemoveScope("tokens:read".to_owned()),
+            AccessEdit::RemoveNetwork("2001:db8::/32".to_owned()),
+        ],
+    }
+}
+
+fn example_edit_clear() -> EditTokenAccess {
+    EditTokenAccess { token: TokenSelector::Id(7), edits: vec![AccessEdit::ClearNetworks] }
+}
+
 fn example_authorize() -> Authorize {
     authorize(EXAMPLE_TOKEN, "stream:orders:write", "10.1.2.3:50412")
 }
 
 fn example_decision(kind: Decision) -> AuthorizeDecision {
     decision(kind, 1, "alice", 7, EXPIRES_AT_US)
+}
+
+/// The reply to the reactivation: the same id and creation time, the new
+/// secret, and an expiry 30 days after the reactivation.
+fn example_reactivated() -> IssuedToken {
+    issued(7, ROTATED_TOKEN, CREATED_AT_US, REACTIVATED_AT_US + THIRTY_DAYS_US)
 }
 
 fn request_frame<T: Command>(body: &T) -> Vec<u8> {
@@ -1228,13 +1417,11 @@ fn examples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             request_frame(&RevokeToken { token: TokenSelector::from("laptop") }),
         ),
         ("9104-reply", REVOKE_REPLY, ok_frame(&Empty)),
-        (
-            "9105-request",
-            ROTATE_REQUEST,
-            request_frame(&RotateToken { token: TokenSelector::Id(7), expiry_us: EXPIRY_KEEP }),
-        ),
+        ("9105-request", ROTATE_REQUEST, request_frame(&rotate(TokenSelector::Id(7), EXPIRY_KEEP, false))),
         ("9105-reply", ROTATE_REPLY, ok_frame(&issued(ROTATED_TOKEN))),
         ("9105-error", ROTATE_ERROR, error_frame(ErrorCode::PersonalAccessTokenRevoked)),
+        ("9105-request-reactivate", REACTIVATE_REQUEST, request_frame(&example_reactivate())),
+        ("9105-reply-reactivate", REACTIVATE_REPLY, ok_frame(&example_reactivated())),
         ("9106-request", DELETE_REQUEST, request_frame(&DeleteToken { token: TokenSelector::Id(3) })),
         ("9106-reply", DELETE_REPLY, ok_frame(&Empty)),
         ("9107-request", REVOKE_ALL_REQUEST, request_frame(&RevokeAllTokens)),
@@ -1242,6 +1429,10 @@ fn examples() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("9108-request", DELETE_ALL_REQUEST, request_frame(&DeleteAllTokens)),
         ("9108-reply", DELETE_ALL_REPLY, ok_frame(&Count { count: 5 })),
         ("9108-error", DELETE_ALL_ERROR, error_frame(ErrorCode::TokenManagementNotAllowed)),
+        ("9109-request", EDIT_REQUEST, request_frame(&example_edit())),
+        ("9109-reply", EDIT_REPLY, ok_frame(&Empty)),
+        ("9109-request-clear", EDIT_CLEAR_REQUEST, request_frame(&example_edit_clear())),
+        ("9109-error", EDIT_ERROR, error_frame(ErrorCode::InsufficientScope)),
         ("9110-request", AUTHORIZE_REQUEST, request_frame(&example_authorize())),
         ("9110-reply", AUTHORIZE_REPLY, ok_frame(&example_decision(Decision::Allowed))),
         ("9110-reply-network", AUTHORIZE_REPLY_NETWORK, ok_frame(&example_decision(Decision::Network))),
@@ -1294,7 +1485,10 @@ fn example_requests_decode_to_their_values() {
         (LIST_REQUEST, Request::ListTokens(example_list())),
         (UPDATE_REQUEST, Request::UpdateToken(example_update())),
         (REVOKE_REQUEST, Request::RevokeToken(RevokeToken { token: TokenSelector::from("laptop") })),
-        (ROTATE_REQUEST, Request::RotateToken(RotateToken { token: TokenSelector::Id(7), expiry_us: 0 })),
+        (ROTATE_REQUEST, Request::RotateToken(rotate(TokenSelector::Id(7), 0, false))),
+        (REACTIVATE_REQUEST, Request::RotateToken(example_reactivate())),
+        (EDIT_REQUEST, Request::EditTokenAccess(example_edit())),
+        (EDIT_CLEAR_REQUEST, Request::EditTokenAccess(example_edit_clear())),
         (DELETE_REQUEST, Request::DeleteToken(DeleteToken { token: TokenSelector::Id(3) })),
         (REVOKE_ALL_REQUEST, Request::RevokeAllTokens),
         (DELETE_ALL_REQUEST, Request::DeleteAllTokens),
@@ -1330,9 +1524,10 @@ fn example_replies_decode_to_their_values() {
     };
     assert_eq!(decode_exact::<IssuedToken>(&body(CREATE_REPLY)), Ok(issued(EXAMPLE_TOKEN)));
     assert_eq!(decode_exact::<IssuedToken>(&body(ROTATE_REPLY)), Ok(issued(ROTATED_TOKEN)));
+    assert_eq!(decode_exact::<IssuedToken>(&body(REACTIVATE_REPLY)), Ok(example_reactivated()));
     assert_eq!(decode_exact::<TokenDetails>(&body(GET_REPLY)), Ok(example_details()));
     assert_eq!(decode_exact::<TokenPage>(&body(LIST_REPLY)), Ok(example_page()));
-    for empty in [UPDATE_REPLY, REVOKE_REPLY, DELETE_REPLY] {
+    for empty in [UPDATE_REPLY, REVOKE_REPLY, DELETE_REPLY, EDIT_REPLY] {
         assert!(body(empty).is_empty());
     }
     assert_eq!(decode_exact::<Count>(&body(REVOKE_ALL_REPLY)), Ok(Count { count: 2 }));
@@ -1353,6 +1548,7 @@ fn example_replies_decode_to_their_values() {
         (UPDATE_ERROR, ErrorCode::PersonalAccessTokenAlreadyExists),
         (ROTATE_ERROR, ErrorCode::PersonalAccessTokenRevoked),
         (DELETE_ALL_ERROR, ErrorCode::TokenManagementNotAllowed),
+        (EDIT_ERROR, ErrorCode::InsufficientScope),
         (AUTHORIZE_ERROR, ErrorCode::AuthorizeNotPermitted),
         (SESSION_ENDED, ErrorCode::Unauthenticated),
     ] {

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use latchkey_protocol::ext::{
-    Authorize, Count, CreateToken, DeleteAllTokens, DeleteToken, GetToken, ListTokens, RevokeAllTokens,
-    RevokeToken, RotateToken, UpdateToken,
+    ACCESS_EDITS_MAX, Authorize, Count, CreateToken, DeleteAllTokens, DeleteToken, EditTokenAccess, GetToken,
+    ListTokens, RevokeAllTokens, RevokeToken, RotateToken, UpdateToken,
 };
 pub use latchkey_protocol::ext::{
-    AuthorizeDecision, Decision, IssuedToken, StatusFilter, TokenDetails, TokenPage, TokenSelector,
-    TokenStatus,
+    AccessEdit, AuthorizeDecision, Decision, IssuedToken, StatusFilter, TokenDetails, TokenPage,
+    TokenSelector, TokenStatus,
 };
 
 use latchkey_protocol::Secret;
@@ -238,8 +238,82 @@ impl Client {
         token: impl Into<TokenSelector>,
         expiry: RotateExpiry,
     ) -> Result<IssuedToken, Error> {
-        let request = RotateToken { token: selector(token.into())?, expiry_us: expiry.as_wire_us() };
+        self.rotate(token.into(), expiry, false).await
+    }
+
+    /// A new secret for a token that may be revoked or expired (code 9105
+    /// with the reactivate flag): it is active again, with the same id,
+    /// name, description, scopes and networks; the old secret stays refused.
+    /// An expired token needs a new lifetime ([`RotateExpiry::Keep`] is
+    /// refused with 54). On an active token this is a rotate.
+    ///
+    /// ```no_run
+    /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
+    /// use latchkey_sdk::RotateExpiry;
+    /// use std::time::Duration;
+    /// let back = client.reactivate_token("ci", RotateExpiry::After(Duration::from_secs(30 * 86_400))).await?;
+    /// println!("active again, new secret: {}", back.token.expose());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reactivate_token(
+        &mut self,
+        token: impl Into<TokenSelector>,
+        expiry: RotateExpiry,
+    ) -> Result<IssuedToken, Error> {
+        self.rotate(token.into(), expiry, true).await
+    }
+
+    async fn rotate(
+        &mut self,
+        token: TokenSelector,
+        expiry: RotateExpiry,
+        reactivate: bool,
+    ) -> Result<IssuedToken, Error> {
+        let request = RotateToken { token: selector(token)?, expiry_us: expiry.as_wire_us(), reactivate };
         decode(&self.call(&request).await?)
+    }
+
+    /// Edits a token's scopes and networks (code 9109): the edits apply in
+    /// order, as one change. A token with no scopes has full access, and one
+    /// with no networks may be used from anywhere. Sessions that logged in
+    /// with the token end.
+    ///
+    /// ```no_run
+    /// # async fn example(client: &mut latchkey_sdk::Client) -> Result<(), latchkey_sdk::Error> {
+    /// use latchkey_sdk::AccessEdit;
+    /// client
+    ///     .edit_token_access(
+    ///         "ci",
+    ///         [
+    ///             AccessEdit::AddScope("stream:payments:read".into()),
+    ///             AccessEdit::RemoveScope("tokens:read".into()),
+    ///             AccessEdit::ClearNetworks,
+    ///         ],
+    ///     )
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn edit_token_access(
+        &mut self,
+        token: impl Into<TokenSelector>,
+        edits: impl IntoIterator<Item = AccessEdit>,
+    ) -> Result<(), Error> {
+        let edits = edits
+            .into_iter()
+            .map(|edit| match edit {
+                AccessEdit::AddScope(item) => wire_name(&item, "scope").map(AccessEdit::AddScope),
+                AccessEdit::RemoveScope(item) => wire_name(&item, "scope").map(AccessEdit::RemoveScope),
+                AccessEdit::AddNetwork(item) => wire_name(&item, "network").map(AccessEdit::AddNetwork),
+                AccessEdit::RemoveNetwork(item) => wire_name(&item, "network").map(AccessEdit::RemoveNetwork),
+                clear => Ok(clear),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if edits.len() > ACCESS_EDITS_MAX {
+            return Err(Error::Protocol(format!("at most {ACCESS_EDITS_MAX} access edits in one request")));
+        }
+        self.call(&EditTokenAccess { token: selector(token.into())?, edits }).await.map(drop)
     }
 
     /// Deletes a token by id or name (code 9106).

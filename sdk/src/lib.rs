@@ -30,7 +30,8 @@
 //! (the token lifecycle and Authorize): [`Client::create_token`] with
 //! scopes, networks and a description, [`Client::get_token`],
 //! [`Client::list_tokens`], [`Client::update_token`],
-//! [`Client::revoke_token`], [`Client::rotate_token`],
+//! [`Client::edit_token_access`], [`Client::revoke_token`],
+//! [`Client::rotate_token`], [`Client::reactivate_token`],
 //! [`Client::delete_token`], [`Client::revoke_all_tokens`],
 //! [`Client::delete_all_tokens`] and [`Client::authorize`].
 
@@ -41,8 +42,8 @@ use std::time::Duration;
 
 mod ext;
 pub use ext::{
-    AuthorizeDecision, Decision, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenPage,
-    TokenSelector, TokenStatus,
+    AccessEdit, AuthorizeDecision, Decision, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails,
+    TokenPage, TokenSelector, TokenStatus,
 };
 
 use bytes::{Bytes, BytesMut};

@@ -184,6 +184,65 @@ async fn a_token_made_on_one_node_logs_in_everywhere_and_its_revoke_and_delete_r
     }
 }
 
+#[tokio::test]
+async fn an_access_edit_and_a_reactivation_reach_every_node_and_a_restarted_one() {
+    use latchkey_sdk::{AccessEdit, NewToken, RotateExpiry, TokenStatus};
+
+    let Some((etcd, key, mut nodes)) = cluster(2) else { return };
+    let mut owner = root(nodes[0].server.address).await;
+    let made =
+        NewToken::named("edited").with_description("kept").with_scope("me:read").with_network("10.0.0.0/8");
+    let issued = owner.create_token(&made).await.unwrap();
+    // Narrowed and moved to this address on node 0: the token logs in from
+    // here on node 1 once the edit reaches it, with only its new scope.
+    let edits = [AccessEdit::AddScope("tokens:read".into()), AccessEdit::RemoveScope("me:read".into())];
+    owner.edit_token_access(issued.id, edits).await.unwrap();
+    owner
+        .edit_token_access(issued.id, [AccessEdit::ClearNetworks, AccessEdit::AddNetwork("127.0.0.1".into())])
+        .await
+        .unwrap();
+    eventually("the edit reaches node 1", || async { token_login(&nodes[1], &issued.token).await == 0 })
+        .await;
+    let mut on_token = connect(nodes[1].server.address).await;
+    on_token.login_with_personal_access_token(&issued.token).await.unwrap();
+    assert_eq!(status(on_token.get_me().await), 20005, "me:read was removed");
+    let seen = on_token.get_token(issued.id).await.unwrap();
+    assert_eq!(
+        (seen.scopes.as_slice(), seen.networks.as_slice()),
+        (&["tokens:read".to_owned()][..], &["127.0.0.1/32".to_owned()][..])
+    );
+    assert_eq!(seen.description, "kept");
+
+    // Revoked on node 1, brought back on node 0: node 1 follows.
+    root(nodes[1].server.address).await.revoke_token(issued.id).await.unwrap();
+    assert_eq!(status(owner.rotate_token(issued.id, RotateExpiry::Keep).await), 20003);
+    let address = nodes[0].server.address;
+    let back =
+        until_elected(
+            || async move { root(address).await.reactivate_token(issued.id, RotateExpiry::Keep).await },
+        )
+        .await;
+    eventually("the reactivation reaches node 1", || async {
+        token_login(&nodes[1], &back.token).await == 0
+    })
+    .await;
+    assert_eq!(token_login(&nodes[1], &issued.token).await, 20, "the old secret is unknown everywhere");
+    let on_node_1 = root(nodes[1].server.address).await.get_token(issued.id).await.unwrap();
+    assert_eq!((on_node_1.status, on_node_1.revoked_at_us), (TokenStatus::Active, 0));
+
+    // A node started afterwards loads the token as it now is.
+    let restarted = nodes.remove(1);
+    restarted.server.kill();
+    let fresh = node(&spec(&etcd, &key));
+    let loaded = root(fresh.server.address).await.get_token(issued.id).await.unwrap();
+    assert_eq!(loaded, root(nodes[0].server.address).await.get_token(issued.id).await.unwrap());
+    assert_eq!(
+        (loaded.status, loaded.scopes.as_slice()),
+        (TokenStatus::Active, &["tokens:read".to_owned()][..])
+    );
+    assert_eq!(token_login(&fresh, &back.token).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_racing_for_one_name_let_exactly_one_win() {
     let Some((_etcd, _key, nodes)) = cluster(3) else { return };

@@ -3,8 +3,9 @@
 //! with their token), and its pages in a real headless Chromium driven
 //! through WebDriver (Debian's `chromium` and `chromium-driver`): sign-ins,
 //! create, the secret shown once and used for a binary-protocol login,
-//! revoke, regenerate, delete, delete all, revoke all, the status filter,
-//! paging past 1,000 tokens, sign-out.
+//! scopes and networks added and deleted on a token's page, revoke,
+//! regenerate (of an active and of a revoked token), delete, delete all,
+//! revoke all, the status filter, paging past 1,000 tokens, sign-out.
 //!
 //! With `LATCHKEY_CONSOLE_SCREENSHOTS=<dir>` the browser test also saves
 //! the main pages at 1440 and 375 pixels wide there (docs/console/ holds
@@ -213,11 +214,13 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
     assert_eq!(with_cookie(&server, &cookie, "GET", "/v1/session", &[], None).status, 401);
 
     // A session signed in with a token ends once the token is revoked,
-    // deleted or expired, checked on every request.
+    // deleted or expired, or its scopes or networks are edited, checked on
+    // every request.
     let (revoked_id, revoked) = create(&server, json!({"name": "to-revoke"}));
     let (deleted_id, deleted) = create(&server, json!({"name": "to-delete"}));
     let (_, expiring) = create(&server, json!({"name": "to-expire", "expires_in": "2s"}));
-    let sessions: Vec<String> = [&revoked, &deleted, &expiring]
+    let (edited_id, edited) = create(&server, json!({"name": "to-edit", "scopes": ["tokens:read"]}));
+    let sessions: Vec<String> = [&revoked, &deleted, &expiring, &edited]
         .iter()
         .map(|secret| sign_in(&server, json!({"token": secret})).0)
         .collect();
@@ -228,6 +231,8 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
     }
     assert_eq!(rest(&server, "POST", &format!("/v1/tokens/{revoked_id}/revoke"), None).status, 204);
     assert_eq!(rest(&server, "DELETE", &format!("/v1/tokens/{deleted_id}"), None).status, 204);
+    let access = json!({"add_scopes": ["me:read"]});
+    assert_eq!(rest(&server, "PATCH", &format!("/v1/tokens/{edited_id}/access"), Some(access)).status, 200);
     std::thread::sleep(Duration::from_millis(2100));
     for session in &sessions {
         assert_eq!(with_cookie(&server, session, "GET", "/v1/tokens", &[], None).status, 401);
@@ -538,16 +543,106 @@ fn the_console_manages_tokens_in_a_real_browser() {
     browser.go(&detail);
     browser.wait_text("h1", "ci-deploy");
 
-    // Revoke: the page says so, offers no Revoke or Regenerate, and the
-    // secret stops working.
+    // Scopes on the token's page: a bad one says what to do; one added by
+    // keyboard (Enter); one deleted from its row; the last one asks first,
+    // since no scopes is full access; Delete all.
+    let scopes_now = || rest(&server, "GET", "/v1/tokens/1", None).json()["scopes"].clone();
+    browser.wait_text("[data-slot=scopes]", "tokens:read");
+    browser.fill("#add-scope", "not a scope");
+    browser.click_on("#add-scope-submit");
+    browser.wait_text("[data-slot=error]", "A scope is not valid");
+    browser.fill("#add-scope", "stream:orders:read");
+    browser.send_keys(&browser.find("#add-scope"), "\u{E007}");
+    browser.wait_text("[data-slot=notice]", "Added stream:orders:read.");
+    browser.wait_text("[data-slot=scopes]", "stream:orders:read");
+    assert_eq!(scopes_now(), json!(["tokens:read", "stream:orders:read"]));
+    browser.wait_until("the field to be cleared", || {
+        (browser.property(&browser.find("#add-scope"), "value") == "").then_some(())
+    });
+    assert_eq!(browser.focused(), browser.find("#add-scope"), "and keeps the focus");
+    browser.script("document.getElementById('scopes-card').scrollIntoView()");
+    shots.take(&browser, "detail-access");
+    browser.click_on("[data-slot=scopes] button[aria-label='Delete scope tokens:read']");
+    browser.wait_text("[data-slot=notice]", "Deleted tokens:read.");
+    assert_eq!(scopes_now(), json!(["stream:orders:read"]));
+    assert!(!browser.text(&browser.find("[data-slot=scopes]")).contains("tokens:read"));
+    browser.click_on("[data-slot=scopes] button[aria-label='Delete scope stream:orders:read']");
+    browser.wait_text("#confirm-text", "With no scopes the token has full access.");
+    assert_eq!(browser.focused(), browser.find("#confirm-no"));
+    browser.keys("\u{E00C}");
+    browser.wait_until("the dialog to close", || {
+        (!browser.displayed(&browser.find_now("#confirm").unwrap())).then_some(())
+    });
+    assert_eq!(scopes_now(), json!(["stream:orders:read"]), "Escape deletes nothing");
+    browser.fill("#add-scope", "me:read");
+    browser.click_on("#add-scope-submit");
+    browser.wait_text("[data-slot=scopes]", "me:read");
+    browser.click_on("#clear-scopes");
+    browser.wait_text("#confirm-text", "Delete every scope of “ci-deploy”?");
+    confirm(&browser);
+    browser.wait_text("[data-slot=scopes]", "None: full access");
+    assert_eq!(scopes_now(), json!([]));
+    assert!(!browser.displayed(&browser.find_now("#clear-scopes").unwrap()), "nothing left to delete");
+    browser.fill("#add-scope", "tokens:read");
+    browser.click_on("#add-scope-submit");
+    browser.wait_text("[data-slot=scopes]", "tokens:read");
+
+    // Networks the same way; the token keeps logging in from here.
+    let networks_now = || rest(&server, "GET", "/v1/tokens/1", None).json()["networks"].clone();
+    browser.fill("#add-network", "10.0.0.1/8");
+    browser.click_on("#add-network-submit");
+    browser.wait_text("[data-slot=error]", "A network is not valid");
+    browser.fill("#add-network", "10.0.0.0/8");
+    browser.click_on("#add-network-submit");
+    browser.wait_text("[data-slot=networks]", "10.0.0.0/8");
+    assert_eq!(networks_now(), json!(["127.0.0.0/8", "10.0.0.0/8"]));
+    browser.click_on("[data-slot=networks] button[aria-label='Delete network 127.0.0.0/8']");
+    browser.wait_text("[data-slot=notice]", "Deleted 127.0.0.0/8.");
+    assert_eq!(networks_now(), json!(["10.0.0.0/8"]));
+    assert!(!binary_login(&server, &rotated), "127.0.0.1 is outside 10.0.0.0/8");
+    browser.click_on("#clear-networks");
+    browser.wait_text("#confirm-text", "can be used from any address");
+    confirm(&browser);
+    browser.wait_text("[data-slot=networks]", "None: any address");
+    assert_eq!(networks_now(), json!([]));
+    assert!(binary_login(&server, &rotated));
+    // At a phone's width the tables fit: nothing scrolls sideways.
+    browser.resize(375, 812);
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth";
+    browser.wait_until("the page to fit 375 px", || (browser.script(fits) == json!(true)).then_some(()));
+    browser.resize(1440, 900);
+
+    // Revoke: the page says so, offers no Revoke but Regenerate, which
+    // brings the token back; the secret stops working until then.
     browser.click_on("#revoke");
     confirm(&browser);
     browser.wait_text("[data-slot=notice]", "Revoked “ci-deploy”.");
     browser.wait_text("[data-slot=status]", "revoked");
     assert_ne!(browser.text(&browser.find("[data-slot=revoked]")), "No");
     assert!(!browser.displayed(&browser.find_now("#revoke").unwrap()));
-    assert!(!browser.displayed(&browser.find_now("#regenerate").unwrap()));
     assert!(!binary_login(&server, &rotated));
+    browser.wait_text("[data-slot=regenerate-hint]", "Revoked. Regenerate brings it back");
+    browser.script("window.scrollTo(0, 0)");
+    shots.take(&browser, "detail-revoked");
+    browser.click_on("#rotate-expiry option[value='30d']");
+    browser.click_on("#regenerate");
+    browser.wait_text("#confirm-text", "It becomes active again with a new secret");
+    confirm(&browser);
+    browser.wait_text("h1", "Token active again");
+    let revived = browser.property(&browser.find("#secret"), "value").as_str().unwrap().to_owned();
+    assert_ne!(revived, rotated);
+    assert!(binary_login(&server, &revived), "the new secret logs in over TCP");
+    assert!(!binary_login(&server, &rotated), "the old one stays refused");
+    browser.click_on("#secret-done");
+    browser.wait_text("[data-slot=status]", "active");
+    assert_eq!(browser.text(&browser.find("[data-slot=revoked]")), "No");
+    browser.wait_text("[data-slot=scopes]", "tokens:read");
+    assert!(browser.displayed(&browser.find_now("#revoke").unwrap()));
+    // Revoked again, for the rest of this test.
+    browser.click_on("#revoke");
+    confirm(&browser);
+    browser.wait_text("[data-slot=status]", "revoked");
+    assert!(!binary_login(&server, &revived));
 
     // The status filter.
     create(&server, json!({"name": "billing-read", "description": "billing reports", "scopes": ["me:read"]}));

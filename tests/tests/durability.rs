@@ -2,7 +2,7 @@
 //! restarts, torn and corrupt token logs, compaction under concurrent writes
 //! and the expiry cleaner, and no secret ever reaches the data directory.
 //!
-//! Token log facts used here (server/src/store/log.rs, format version 3):
+//! Token log facts used here (server/src/store/log.rs, format versions 3 and 4):
 //! `<data dir>/tokens.log` is a 16-byte header followed by batches, one per
 //! append: a 28-byte header `marker c7 51 3b 9d | length u32 | records u32 |
 //! first_seq u64 | crc u32 | header crc u32`, then its records `marker e3 a7

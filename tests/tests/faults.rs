@@ -197,6 +197,38 @@ async fn a_failed_directory_sync_after_compaction_refuses_later_writes_and_loses
     }
 }
 
+#[tokio::test]
+async fn an_access_edit_or_a_reactivation_the_log_cannot_take_is_20002_and_changes_nothing() {
+    use latchkey_sdk::{AccessEdit, NewToken, RotateExpiry, TokenStatus};
+
+    let home = DataHome::new();
+    // Two appends pass (the create, the revoke), then every one fails.
+    let server = TestServer::start(&home, &failing("log-append=2*off->return"));
+    assert_failpoints_built(&server);
+    let mut owner = root(server.address).await;
+    let token = NewToken::named("stays").with_scope("me:read");
+    let issued = owner.create_token(&token).await.unwrap();
+    owner.revoke_token(issued.id).await.unwrap();
+    let edit = owner.edit_token_access(issued.id, [AccessEdit::ClearScopes]).await;
+    assert_eq!(status(edit), 20002);
+    assert_eq!(status(owner.reactivate_token(issued.id, RotateExpiry::Keep).await), 20002);
+    // Nothing of either is visible, and a restart reads the same.
+    let details = owner.get_token(issued.id).await.unwrap();
+    assert_eq!(
+        (details.status, details.scopes.as_slice()),
+        (TokenStatus::Revoked, &["me:read".to_owned()][..])
+    );
+    drop(owner);
+    assert_eq!(server.stop().code(), Some(0));
+    let server = TestServer::start(&home, &ServerSpec::default_root());
+    let details = root(server.address).await.get_token(issued.id).await.unwrap();
+    assert_eq!(
+        (details.status, details.scopes.as_slice()),
+        (TokenStatus::Revoked, &["me:read".to_owned()][..])
+    );
+    assert_eq!(status_of_login(server.address, &issued.token).await, 20003);
+}
+
 /// The names of root's tokens on `server`.
 async fn token_names(server: &TestServer) -> Vec<String> {
     let tokens = root(server.address).await.get_personal_access_tokens().await.unwrap();

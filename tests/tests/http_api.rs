@@ -284,6 +284,108 @@ fn bodies_in_pieces_past_the_limit_or_stalled() {
 }
 
 #[test]
+fn scopes_and_networks_are_edited_with_patch_access() {
+    let (_home, server) = start();
+    let auth = root_auth();
+    let (id, secret) = create(
+        &server,
+        json!({"name": "edited", "description": "kept", "scopes": ["tokens:read", "stream:orders:write"],
+               "networks": ["10.0.0.0/8", "2001:db8::/32"]}),
+    );
+    let path = format!("/v1/tokens/{id}/access");
+    let edit = |body: Value| call(&server, "PATCH", &path, &auth, Some(body));
+
+    // Clears, then removes, then adds, scopes before networks: one change.
+    let edited = edit(json!({"remove_scopes": ["tokens:read"], "add_scopes": ["stream:payments:read"],
+                             "clear_networks": true, "add_networks": ["127.0.0.1"]}));
+    assert_eq!(edited.status, 200, "{}", edited.text());
+    let token = edited.json();
+    assert_eq!(token["scopes"], json!(["stream:orders:write", "stream:payments:read"]));
+    assert_eq!(token["networks"], json!(["127.0.0.1/32"]));
+    assert_eq!((token["name"].clone(), token["description"].clone()), (json!("edited"), json!("kept")));
+    let replaced =
+        edit(json!({"clear_scopes": true, "add_scopes": ["me:read"], "remove_networks": ["127.0.0.1/32"]}));
+    assert_eq!(replaced.json()["scopes"], json!(["me:read"]));
+    assert_eq!(replaced.json()["networks"], json!([]));
+    let full = edit(json!({"clear_scopes": true}));
+    assert_eq!(full.json()["scopes"], json!([]), "no scopes: full access");
+
+    // The binary protocol's codes, as the other routes give them.
+    assert_error(&edit(json!({})), 400, 4, "InvalidFormat");
+    assert_error(&edit(json!({"add_scopes": "me:read"})), 400, 4, "InvalidFormat");
+    assert_error(&edit(json!({"colour": "red"})), 400, 4, "InvalidFormat");
+    let too_many: Vec<String> = (0..256).map(|n| format!("s:{n}:r")).collect();
+    assert_error(&edit(json!({"add_scopes": too_many})), 400, 4, "InvalidFormat");
+    assert_error(&edit(json!({"add_scopes": ["not a scope"]})), 422, 20007, "InvalidScope");
+    assert_error(&edit(json!({"add_scopes": [""]})), 422, 20007, "InvalidScope");
+    let thirty_three: Vec<String> = (0..33).map(|n| format!("s:{n}:r")).collect();
+    assert_error(&edit(json!({"add_scopes": thirty_three})), 422, 20007, "InvalidScope");
+    assert_error(&edit(json!({"add_networks": ["10.0.0.1/8"]})), 422, 20008, "InvalidNetwork");
+    let missing = call(&server, "PATCH", "/v1/tokens/999/access", &auth, Some(json!({"clear_scopes": true})));
+    assert_error(&missing, 404, 20, "ResourceNotFound");
+    let wrong = call(&server, "POST", &path, &auth, Some(json!({"clear_scopes": true})));
+    assert_error(&wrong, 405, 3, "InvalidCommand");
+    assert_eq!(wrong.header("allow"), Some("PATCH"));
+    assert_eq!(call(&server, "GET", &format!("/v1/tokens/{id}"), &auth, None).json()["scopes"], json!([]));
+
+    // A token that may read: 200 with the token. Its own token: the edit
+    // ends that session, so 204. A scoped session may not widen.
+    let (_, writer) =
+        create(&server, json!({"name": "writer", "scopes": ["tokens:write", "tokens:read", "me:read"]}));
+    let (narrow, _) = create(&server, json!({"name": "narrow", "scopes": ["me:read"]}));
+    let narrow_path = format!("/v1/tokens/{narrow}/access");
+    let by_writer = |body: Value| call(&server, "PATCH", &narrow_path, &bearer(&writer), Some(body));
+    assert_error(&by_writer(json!({"add_scopes": ["stream:x:read"]})), 403, 20005, "InsufficientScope");
+    assert_error(&by_writer(json!({"clear_scopes": true})), 403, 20005, "InsufficientScope");
+    let added = by_writer(json!({"add_scopes": ["tokens:read"]}));
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert_eq!(added.json()["scopes"], json!(["me:read", "tokens:read"]));
+    let own = call(&server, "PATCH", &path, &bearer(&secret), Some(json!({"add_scopes": ["me:read"]})));
+    assert_eq!(own.status, 204, "{}", own.text());
+    let listed = call(&server, "GET", &format!("/v1/tokens/{id}"), &auth, None).json();
+    assert_eq!(listed["scopes"], json!(["me:read"]));
+    let document = request(http(&server), "GET", "/v1/openapi.json", &[], b"");
+    assert!(document.json()["paths"]["/v1/tokens/{id}/access"]["patch"].is_object());
+}
+
+#[test]
+fn rotate_with_reactivate_brings_a_revoked_token_back() {
+    let (_home, server) = start();
+    let auth = root_auth();
+    let (id, secret) =
+        create(&server, json!({"name": "comeback", "scopes": ["me:read"], "expires_in": "1h"}));
+    assert_eq!(call(&server, "POST", &format!("/v1/tokens/{id}/revoke"), &auth, None).status, 204);
+    let path = format!("/v1/tokens/{id}/rotate");
+    // Refused for the token's state: 409 (not 401, which would say the
+    // caller's own credentials failed).
+    let refused = call(&server, "POST", &path, &auth, None);
+    assert_error(&refused, 409, 20003, "PersonalAccessTokenRevoked");
+    assert!(refused.json()["message"].as_str().unwrap().contains("reactivate"), "{}", refused.text());
+    let refused = call(&server, "POST", &path, &auth, Some(json!({"reactivate": "yes"})));
+    assert_error(&refused, 400, 4, "InvalidFormat");
+
+    let back = call(&server, "POST", &path, &auth, Some(json!({"reactivate": true, "expires_in": "2h"})));
+    assert_eq!(back.status, 200, "{}", back.text());
+    assert_eq!((back.json()["id"].clone(), back.json()["name"].clone()), (json!(id), json!("comeback")));
+    let new_secret = back.json()["token"].as_str().unwrap().to_owned();
+    let token = call(&server, "GET", &format!("/v1/tokens/{id}"), &auth, None).json();
+    assert_eq!((token["status"].clone(), token["revoked_at"].clone()), (json!("active"), Value::Null));
+    assert_eq!(token["scopes"], json!(["me:read"]));
+    assert_eq!(call(&server, "GET", "/v1/me", &bearer(&new_secret), None).status, 200);
+    assert_eq!(call(&server, "GET", "/v1/me", &bearer(&secret), None).status, 401);
+
+    // Expired: its expiry cannot be kept (422), a new lifetime brings it back.
+    let (short, _) = create(&server, json!({"name": "short", "expires_in": "1ms"}));
+    std::thread::sleep(Duration::from_millis(5));
+    let short_path = format!("/v1/tokens/{short}/rotate");
+    let kept = call(&server, "POST", &short_path, &auth, Some(json!({"reactivate": true})));
+    assert_error(&kept, 422, 54, "PersonalAccessTokenExpired");
+    let renewed = call(&server, "POST", &short_path, &auth, Some(json!({"expires_in": "1d"})));
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    assert_eq!(call(&server, "GET", &format!("/v1/tokens/{short}"), &auth, None).json()["status"], "active");
+}
+
+#[test]
 fn a_caller_may_revoke_or_rotate_the_token_it_authenticated_with() {
     let (_home, server) = start();
     let (id, secret) = create(&server, json!({"name": "self-service"}));

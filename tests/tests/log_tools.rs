@@ -207,7 +207,7 @@ async fn a_real_log_is_verified_dumped_and_counted_without_a_secret() {
     assert_eq!(tree(&home), before, "the tools changed the data directory");
 }
 
-/// A batch header's bytes (format version 3): each create below is its own
+/// A batch header's bytes (format versions 3 and 4): each create below is its own
 /// append, so its batch starts this far before its record.
 const BATCH_HEADER_BYTES: u64 = 28;
 

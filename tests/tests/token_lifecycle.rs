@@ -35,8 +35,9 @@ const BAD_DESCRIPTION: u32 = 20009;
 /// are the format version, u32 little-endian.
 const LOG_FILE: &str = "tokens.log";
 const FORMAT_VERSION_OFFSET: usize = 8;
-/// The format version this build writes (3: records in batches).
-const CURRENT_FORMAT_VERSION: u32 = 3;
+/// The format version this build writes (3: records in batches; 4: access
+/// edits and reactivations).
+const CURRENT_FORMAT_VERSION: u32 = 4;
 /// The log written by format version 1, committed before the format changed.
 const FIXTURE_V1: &[u8] = include_bytes!("../../server/src/store/fixture-v1.log");
 
@@ -477,7 +478,8 @@ async fn revoke_keeps_the_token_listed_and_delete_removes_it() {
     let mut client = connect(server.address).await;
     assert_eq!(status(client.login_with_personal_access_token(&revoked.token).await), REVOKED);
     assert_eq!(root.authorize(&revoked.token, "", None).await.unwrap().decision, Decision::Revoked);
-    // A revoked token cannot be rotated back to life.
+    // A plain rotate does not bring a revoked token back (only one that
+    // asks to reactivate it does: token_access.rs).
     assert_eq!(status(root.rotate_token(revoked.id, RotateExpiry::Keep).await), REVOKED);
     assert_eq!(status(client.login_with_personal_access_token(&revoked.token).await), REVOKED);
     // It can still be renamed and described, for the audit trail.

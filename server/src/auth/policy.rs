@@ -15,10 +15,9 @@ use crate::config::PersonalAccessTokenConfig;
 
 /// Description bytes at most.
 pub const DESCRIPTION_BYTES_MAX: usize = 256;
-/// Scopes one token may carry at most.
-pub const TOKEN_SCOPES_MAX: usize = 32;
-/// Client networks one token may be limited to at most.
-pub const TOKEN_NETWORKS_MAX: usize = 16;
+/// Scopes and networks one token may carry at most: bounds of the token
+/// itself, which the store's writer checks an access edit against too.
+pub use crate::registry::{TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX};
 /// Tokens in one ListTokens page at most (and when the client asks for 0).
 pub const LIST_PAGE_TOKENS_MAX: usize = 1000;
 

@@ -17,10 +17,12 @@
 //!
 //! A session ends (40) once its user is inactive or gone, or once the token
 //! it logged in with is revoked or rotated: credentials stopped on purpose do
-//! not keep working through an open connection. A token that is deleted or
-//! expires leaves the session open, as in Iggy (whose clients rely on it),
-//! with the token's scopes still in force. A token session must hold the
-//! scope the command needs.
+//! not keep working through an open connection. So it does once the token's
+//! scopes or networks are edited: the session holds the access the token had
+//! at login, which is no longer what its owner means it to have. A token
+//! that is deleted or expires leaves the session open, as in Iggy (whose
+//! clients rely on it), with the token's scopes still in force. A token
+//! session must hold the scope the command needs.
 
 pub mod check;
 mod login;
@@ -40,7 +42,9 @@ use latchkey_protocol::{ErrorCode, Request, scope};
 use crate::auth::Auth;
 use crate::auth::policy::TokenPolicy;
 use crate::metrics::{self, LoginMethod, LoginResult};
-use crate::registry::{LastUsed, Readers, Replica, TokenExtras, TokenHash, UseLedger, Uses, merge_uses};
+use crate::registry::{
+    LastUsed, Readers, Replica, TokenEntry, TokenExtras, TokenHash, UseLedger, Uses, merge_uses,
+};
 use crate::store::{Freshness, WriterHandle};
 
 pub use read::list_tokens_expiring;
@@ -116,6 +120,7 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         Request::UpdateToken(update) => write::update_token(update, session, ctx).await,
         Request::RevokeToken(revoke) => write::revoke_token(revoke, session, ctx).await,
         Request::RotateToken(rotate) => write::rotate_token(rotate, session, ctx).await,
+        Request::EditTokenAccess(edit) => write::edit_token_access(edit, session, ctx).await,
         Request::RevokeAllTokens => write::revoke_all(session, ctx).await,
         Request::DeleteAllTokens => write::delete_all(session, ctx).await,
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
@@ -206,6 +211,19 @@ struct SessionToken {
 impl SessionToken {
     fn scopes(&self) -> &[Box<str>] {
         self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
+
+    fn networks(&self) -> &[ipnet::IpNet] {
+        self.extras.as_deref().map_or(&[], |extras| &extras.networks)
+    }
+
+    /// Whether the token now has other scopes or networks than at login
+    /// (`entry` is the same token, found by its hash).
+    fn access_changed(&self, entry: &TokenEntry) -> bool {
+        match (&self.extras, &entry.extras) {
+            (Some(at_login), Some(now)) if Arc::ptr_eq(at_login, now) => false,
+            _ => self.scopes() != entry.scopes() || self.networks() != entry.networks(),
+        }
     }
 }
 
@@ -309,13 +327,18 @@ impl Session {
             return Err(ErrorCode::Unauthenticated);
         }
         let Some(token) = &self.token else { return Ok(user_id) };
-        let stopped = ctx.registry.read(|replica| match replica.by_hash(&token.hash) {
-            Some(entry) if entry.id == token.id => entry.revoked_at_us.is_some(),
+        let ended = ctx.registry.read(|replica| match replica.by_hash(&token.hash) {
+            Some(entry) if entry.id == token.id && entry.revoked_at_us.is_some() => {
+                Some("token_revoked_or_rotated")
+            }
+            Some(entry) if entry.id == token.id => {
+                token.access_changed(entry).then_some("token_access_changed")
+            }
             // Gone under this hash: rotated if the id is still there, else deleted.
-            _ => replica.by_user_and_id(user_id, token.id).is_some(),
+            _ => replica.by_user_and_id(user_id, token.id).is_some().then_some("token_revoked_or_rotated"),
         });
-        if stopped {
-            tracing::info!(target: "audit", event = "session_ended", reason = "token_revoked_or_rotated", user_id, token_id = token.id, peer = %self.peer);
+        if let Some(reason) = ended {
+            tracing::info!(target: "audit", event = "session_ended", reason, user_id, token_id = token.id, peer = %self.peer);
             self.log_out();
             return Err(ErrorCode::Unauthenticated);
         }
@@ -331,6 +354,24 @@ impl Session {
             return Err(ErrorCode::TokenManagementNotAllowed);
         }
         Ok(user_id)
+    }
+
+    /// Whether this session may leave a token with full access (no scopes):
+    /// a password session, or one whose own token has full access.
+    fn may_grant_full_access(&self) -> bool {
+        self.token.as_ref().is_none_or(|token| token.scopes().is_empty())
+    }
+
+    /// A token session may add to a token only scopes its own cover, as it
+    /// may create only such tokens.
+    fn may_add(&self, scopes: &[Box<str>]) -> Result<(), ErrorCode> {
+        let Some(token) = &self.token else { return Ok(()) };
+        let own = token.scopes();
+        if scopes.iter().all(|wanted| scope::allows(own, wanted)) {
+            Ok(())
+        } else {
+            Err(ErrorCode::InsufficientScope)
+        }
     }
 
     /// A token session may only mint tokens it could itself stand in for:

@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 
 use latchkey_protocol::body::{CreatePersonalAccessToken, LoginUser, LoginWithPersonalAccessToken};
 use latchkey_protocol::ext::{
-    CreateToken, DeleteToken, ListTokens, RevokeToken, RotateToken, TokenSelector, UpdateToken,
+    AccessEdit, CreateToken, DeleteToken, EditTokenAccess, ListTokens, RevokeToken, RotateToken,
+    TokenSelector, UpdateToken,
 };
 use latchkey_protocol::{ErrorCode, Request, Secret};
 
@@ -198,13 +199,21 @@ async fn every_token_write_loads_the_policy_once() {
                 expiry_us: 0,
             }),
             Request::CreateToken(CreateToken { name: "by-9100".into(), ..CreateToken::default() }),
-            Request::RotateToken(RotateToken { token: by_name("by-42"), expiry_us: 0 }),
+            Request::RotateToken(RotateToken { token: by_name("by-42"), expiry_us: 0, reactivate: false }),
             Request::UpdateToken(UpdateToken {
                 token: by_name("by-42"),
                 name: None,
                 description: Some("d".into()),
             }),
+            Request::EditTokenAccess(EditTokenAccess {
+                token: by_name("by-42"),
+                edits: vec![
+                    AccessEdit::AddScope("me:read".into()),
+                    AccessEdit::AddNetwork("10.0.0.0/8".into()),
+                ],
+            }),
             Request::RevokeToken(RevokeToken { token: by_name("by-42") }),
+            Request::RotateToken(RotateToken { token: by_name("by-42"), expiry_us: 0, reactivate: true }),
             Request::DeleteToken(DeleteToken { token: by_name("by-42") }),
             Request::DeleteToken(DeleteToken { token: by_name("by-9100") }),
         ]

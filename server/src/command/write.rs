@@ -1,5 +1,6 @@
 //! The commands that change tokens: create (42, 9100), delete (43, 9106),
-//! update, revoke, rotate, revoke-all and delete-all.
+//! update, revoke, rotate (and reactivate), revoke-all, delete-all and the
+//! access edit.
 //!
 //! Each checks the session's rights first, then its body, then queues one
 //! [`Change`] with the store's writer and answers once it is committed (or
@@ -14,7 +15,8 @@ use std::sync::Arc;
 
 use latchkey_protocol::body::{CreatePersonalAccessToken, DeletePersonalAccessToken, RawPersonalAccessToken};
 use latchkey_protocol::ext::{
-    Count, CreateToken, DeleteToken, IssuedToken, RevokeToken, RotateToken, TokenSelector, UpdateToken,
+    AccessEdit, Count, CreateToken, DeleteToken, EditTokenAccess, IssuedToken, RevokeToken, RotateToken,
+    TokenSelector, TokenStatus, UpdateToken,
 };
 use latchkey_protocol::{ErrorCode, Secret, scope, token};
 use rand::TryRngCore;
@@ -25,7 +27,7 @@ use crate::auth::policy::{
     DESCRIPTION_BYTES_MAX, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenPolicy, parse_network,
 };
 use crate::registry::{TokenExtras, TokenHash};
-use crate::store::{Change, NewToken, Origin, Outcome, Ticket};
+use crate::store::{AccessChange, Change, NewToken, Origin, Outcome, Ticket};
 
 /// Token name bounds in bytes (Iggy legacy: 3–30, code 50 outside).
 pub const TOKEN_NAME_BYTES_MIN: usize = 3;
@@ -277,7 +279,8 @@ pub(super) async fn update_token(
         .await
 }
 
-/// Code 9105.
+/// Code 9105. With the reactivate flag a revoked token may be rotated too,
+/// which brings it back; an expired one needs a new lifetime either way.
 pub(super) async fn rotate_token(
     rotate: RotateToken,
     session: &mut Session,
@@ -289,19 +292,74 @@ pub(super) async fn rotate_token(
     let expiry_us = policy.rotate_lifetime(rotate.expiry_us)?;
     let (raw, new_hash) = mint(ctx)?;
     let max_lifetime_us = policy.max_lifetime_us;
-    let change = Change::Rotate { user_id, token: rotate.token, new_hash, expiry_us, max_lifetime_us };
+    let RotateToken { token, reactivate, .. } = rotate;
+    let change = Change::Rotate { user_id, token, new_hash, expiry_us, max_lifetime_us, reactivate };
     let peer = session.peer();
     match ctx.writer.submit(change).await {
-        Ok(Outcome::Rotated(record)) => {
-            tracing::info!(target: "audit", event = "token_rotated", user_id, token_id = record.id, token_name = %record.name, %peer);
+        Ok(Outcome::Rotated { record, was }) => {
+            let expiry_at_us = record.expiry_at_us.map_or(0, |at| at.get());
+            if was == TokenStatus::Active {
+                tracing::info!(target: "audit", event = "token_rotated", user_id, token_id = record.id, token_name = %record.name, %peer);
+            } else {
+                tracing::info!(target: "audit", event = "token_reactivated", user_id, token_id = record.id, token_name = %record.name, was = was.as_str(), expiry_at_us, %peer);
+            }
             Ok(ReplyBody::Issued(IssuedToken {
                 id: record.id,
                 token: raw,
                 created_at_us: record.created_at_us,
-                expires_at_us: record.expiry_at_us.map_or(0, |at| at.get()),
+                expires_at_us: expiry_at_us,
             }))
         }
         Ok(other) => unreachable!("rotate answered with {other:?}"),
+        Err(code) => Err(code),
+    }
+}
+
+/// Code 9109: each item checked as create checks it, in the order given
+/// (a malformed scope is 20007, a malformed network 20008), and a token
+/// session may add only scopes its own cover; the rest (the token, the
+/// bounds of the result, full access) is the writer's.
+pub(super) async fn edit_token_access(
+    edit: EditTokenAccess,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<ReplyBody, ErrorCode> {
+    let user_id = may_manage(session, ctx)?;
+    let scope_of = |text: String| -> Result<Box<str>, ErrorCode> {
+        scope::validate_granted(&text).map_err(|_| ErrorCode::InvalidScope)?;
+        Ok(text.into())
+    };
+    let mut edits = Vec::with_capacity(edit.edits.len());
+    let mut added = Vec::new();
+    for item in edit.edits {
+        edits.push(match item {
+            AccessEdit::AddScope(text) => {
+                let scope = scope_of(text)?;
+                added.push(scope.clone());
+                AccessChange::AddScope(scope)
+            }
+            AccessEdit::RemoveScope(text) => AccessChange::RemoveScope(scope_of(text)?),
+            AccessEdit::ClearScopes => AccessChange::ClearScopes,
+            AccessEdit::AddNetwork(text) => AccessChange::AddNetwork(parse_network(&text)?),
+            AccessEdit::RemoveNetwork(text) => AccessChange::RemoveNetwork(parse_network(&text)?),
+            AccessEdit::ClearNetworks => AccessChange::ClearNetworks,
+        });
+    }
+    session.may_add(&added)?;
+    let may_grant_full_access = session.may_grant_full_access();
+    let change = Change::EditAccess { user_id, token: edit.token, edits, may_grant_full_access };
+    let peer = session.peer();
+    match ctx.writer.submit(change).await {
+        Ok(Outcome::AccessEdited { id, extras, changed }) => {
+            if changed {
+                let extras = extras.as_deref().cloned().unwrap_or_default();
+                let scopes = extras.scopes.join(",");
+                let networks = extras.networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                tracing::info!(target: "audit", event = "token_access_changed", user_id, token_id = id, %scopes, %networks, %peer);
+            }
+            Ok(ReplyBody::Empty)
+        }
+        Ok(other) => unreachable!("access edit answered with {other:?}"),
         Err(code) => Err(code),
     }
 }

@@ -15,9 +15,9 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderValue, LOCATION};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use latchkey_protocol::ext::{
-    CreateToken, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT, GetToken, IssuedToken,
-    ListTokens, RevokeToken, RotateToken, StatusFilter, TokenDetails, TokenSelector, TokenStatus,
-    UpdateToken,
+    ACCESS_EDITS_MAX, AccessEdit, CreateToken, DeleteToken, EXPIRY_KEEP, EXPIRY_NEVER, EXPIRY_SERVER_DEFAULT,
+    EditTokenAccess, GetToken, IssuedToken, ListTokens, RevokeToken, RotateToken, StatusFilter, TokenDetails,
+    TokenSelector, TokenStatus, UpdateToken,
 };
 use latchkey_protocol::{ErrorCode, Request as Command};
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,68 @@ struct UpdateBody {
     description: Option<String>,
 }
 
+/// A rotate: a lifetime, and whether a revoked token may come back.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    expires_in: Option<String>,
+    expires_at: Option<String>,
+    #[serde(default)]
+    reactivate: bool,
+}
+
+/// An access edit, applied in this order: scopes cleared, removed, added;
+/// then networks the same way.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessBody {
+    #[serde(default)]
+    clear_scopes: bool,
+    #[serde(default)]
+    remove_scopes: Vec<String>,
+    #[serde(default)]
+    add_scopes: Vec<String>,
+    #[serde(default)]
+    clear_networks: bool,
+    #[serde(default)]
+    remove_networks: Vec<String>,
+    #[serde(default)]
+    add_networks: Vec<String>,
+}
+
+impl AccessBody {
+    /// The edits in the order they apply: at least one, and no more than
+    /// one request of the binary protocol carries. Each item is checked by
+    /// the command, as over TCP.
+    fn edits(self) -> Result<Vec<AccessEdit>, ApiError> {
+        let AccessBody {
+            clear_scopes,
+            remove_scopes,
+            add_scopes,
+            clear_networks,
+            remove_networks,
+            add_networks,
+        } = self;
+        let mut edits = Vec::new();
+        edits.extend(clear_scopes.then_some(AccessEdit::ClearScopes));
+        edits.extend(remove_scopes.into_iter().map(AccessEdit::RemoveScope));
+        edits.extend(add_scopes.into_iter().map(AccessEdit::AddScope));
+        edits.extend(clear_networks.then_some(AccessEdit::ClearNetworks));
+        edits.extend(remove_networks.into_iter().map(AccessEdit::RemoveNetwork));
+        edits.extend(add_networks.into_iter().map(AccessEdit::AddNetwork));
+        if edits.is_empty() {
+            return Err(ApiError::invalid(
+                "nothing to change: give clear_scopes, remove_scopes, add_scopes, clear_networks, \
+                 remove_networks and/or add_networks",
+            ));
+        }
+        if edits.len() > ACCESS_EDITS_MAX {
+            return Err(ApiError::invalid(format!("at most {ACCESS_EDITS_MAX} changes in one request")));
+        }
+        Ok(edits)
+    }
+}
+
 /// `GET /v1/me`.
 pub async fn me(request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let mut caller = log_in(request.method(), request.headers(), exchange).await?;
@@ -325,22 +387,64 @@ pub async fn revoke(id: u64, request: Request<Incoming>, exchange: &Exchange) ->
 }
 
 /// `POST /v1/tokens/{id}/rotate`, optionally with a new lifetime (else the
-/// expiry is kept): the new secret, once.
+/// expiry is kept) and `reactivate` (a revoked token comes back): the new
+/// secret, once.
 pub async fn rotate(id: u64, request: Request<Incoming>, exchange: &Exchange) -> Result<Reply, ApiError> {
     let (parts, incoming) = request.into_parts();
     let mut caller = log_in(&parts.method, &parts.headers, exchange).await?;
     let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
-    let lifetime: Lifetime = parse(&bytes)?;
-    let expiry_us = lifetime.expiry_us(EXPIRY_KEEP)?;
-    let rotate = RotateToken { token: TokenSelector::Id(id), expiry_us };
+    let RotateBody { expires_in, expires_at, reactivate } = parse(&bytes)?;
+    let expiry_us = Lifetime { expires_in, expires_at }.expiry_us(EXPIRY_KEEP)?;
+    let rotate = RotateToken { token: TokenSelector::Id(id), expiry_us, reactivate };
     // The name, read first: a caller rotating the token it authenticated
     // with has no session left afterwards (and one without `tokens:read`
     // gets the answer without it).
     let name = details(&mut caller, id, exchange).await.map(|token| token.name).unwrap_or_default();
-    let ReplyBody::Issued(token) = caller.run(Command::RotateToken(rotate), exchange).await? else {
+    let rotated = caller.run(Command::RotateToken(rotate), exchange).await.map_err(about_the_token)?;
+    let ReplyBody::Issued(token) = rotated else {
         return Err(ErrorCode::Error.into());
     };
     Ok(json(StatusCode::OK, &issued(token, name)))
+}
+
+/// A rotate refused for the state of the token it names: not a 401, which
+/// says the request's own credentials failed (a browser signs out on it),
+/// but what to send instead.
+fn about_the_token(error: ApiError) -> ApiError {
+    match error.code {
+        ErrorCode::PersonalAccessTokenRevoked => ApiError::new(
+            StatusCode::CONFLICT,
+            error.code,
+            "the token is revoked: send \"reactivate\": true to give it a new secret and bring it back",
+        ),
+        ErrorCode::PersonalAccessTokenExpired => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error.code,
+            "the token has expired: give a new lifetime (expires_in or expires_at)",
+        ),
+        _ => error,
+    }
+}
+
+/// `PATCH /v1/tokens/{id}/access`: scopes and networks cleared, removed
+/// and added in one change. 200 with the token as it is after it, or 204
+/// when the caller cannot read it back: its token lacks `tokens:read`, or
+/// it edited the token it authenticated with, which ends that session.
+pub async fn edit_access(
+    id: u64,
+    request: Request<Incoming>,
+    exchange: &Exchange,
+) -> Result<Reply, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let mut caller = log_in(&parts.method, &parts.headers, exchange).await?;
+    let bytes = body(Request::from_parts(parts, incoming), exchange).await?;
+    let edits = parse::<AccessBody>(&bytes)?.edits()?;
+    let edit = EditTokenAccess { token: TokenSelector::Id(id), edits };
+    caller.run(Command::EditTokenAccess(edit), exchange).await?;
+    match details(&mut caller, id, exchange).await {
+        Ok(token) => Ok(json(StatusCode::OK, &token)),
+        Err(_) => Ok(empty(StatusCode::NO_CONTENT)),
+    }
 }
 
 #[derive(Serialize)]

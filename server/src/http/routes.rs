@@ -31,6 +31,8 @@ pub enum Route {
     DeleteToken,
     RevokeToken,
     RotateToken,
+    /// A token's scopes and networks: add, remove, clear.
+    EditTokenAccess,
     Introspect,
     /// Any method, and any path below it.
     AuthCheck,
@@ -63,6 +65,7 @@ impl Route {
         Route::DeleteToken,
         Route::RevokeToken,
         Route::RotateToken,
+        Route::EditTokenAccess,
         Route::Introspect,
         Route::AuthCheck,
         Route::Rabbit(Question::User),
@@ -94,6 +97,7 @@ impl Route {
             Route::DeleteToken => (Some(Method::DELETE), "/v1/tokens/{id}"),
             Route::RevokeToken => (Some(Method::POST), "/v1/tokens/{id}/revoke"),
             Route::RotateToken => (Some(Method::POST), "/v1/tokens/{id}/rotate"),
+            Route::EditTokenAccess => (Some(Method::PATCH), "/v1/tokens/{id}/access"),
             Route::Introspect => (Some(Method::POST), "/v1/introspect"),
             Route::AuthCheck => (None, "/v1/auth/check"),
             Route::Rabbit(Question::User) => (Some(Method::POST), "/v1/rabbitmq/user"),
@@ -192,6 +196,10 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
             }
             Err(_) => Resolved::BadId,
         },
+        ["v1", "tokens", id, "access"] => match id.parse::<u64>() {
+            Ok(id) => by_method(&[(Method::PATCH, Route::EditTokenAccess)], "PATCH", Some(id)),
+            Err(_) => Resolved::BadId,
+        },
         _ => Resolved::NotFound,
     }
 }
@@ -210,6 +218,7 @@ impl Route {
             Route::RevokeAllTokens => HttpRoute::RevokeAll,
             Route::RevokeToken => HttpRoute::TokenRevoke,
             Route::RotateToken => HttpRoute::TokenRotate,
+            Route::EditTokenAccess => HttpRoute::TokenAccess,
             Route::Introspect => HttpRoute::Introspect,
             Route::AuthCheck => HttpRoute::AuthCheck,
             Route::Rabbit(_) => HttpRoute::Rabbitmq,
@@ -297,6 +306,7 @@ async fn dispatch(
         Route::DeleteToken => rest::delete(id()?, request, exchange).await,
         Route::RevokeToken => rest::revoke(id()?, request, exchange).await,
         Route::RotateToken => rest::rotate(id()?, request, exchange).await,
+        Route::EditTokenAccess => rest::edit_access(id()?, request, exchange).await,
     }
 }
 
@@ -347,6 +357,8 @@ mod tests {
         assert_eq!(resolve(&Method::GET, "/v1/tokens/revoke-all"), Resolved::WrongMethod("POST"));
         assert_eq!(resolve(&Method::GET, "/v1/tokens/abc"), Resolved::BadId);
         assert_eq!(resolve(&Method::GET, "/v1/tokens/1/frobnicate"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::POST, "/v1/tokens/1/access"), Resolved::WrongMethod("PATCH"));
+        assert_eq!(resolve(&Method::PATCH, "/v1/tokens/one/access"), Resolved::BadId);
         assert_eq!(resolve(&Method::GET, "/nope"), Resolved::NotFound);
         assert_eq!(resolve(&Method::GET, "/v1/tokens/"), Resolved::BadId);
         assert_eq!(

@@ -167,6 +167,7 @@ labels! {
         DeleteToken = "delete_token",
         RevokeAllTokens = "revoke_all_tokens",
         DeleteAllTokens = "delete_all_tokens",
+        EditTokenAccess = "edit_token_access",
         Authorize = "authorize",
         /// An unknown code, a body that does not decode, a broken 0.11 login.
         Invalid = "invalid",
@@ -197,6 +198,7 @@ impl CommandLabel {
             Request::DeleteToken(_) => CommandLabel::DeleteToken,
             Request::RevokeAllTokens => CommandLabel::RevokeAllTokens,
             Request::DeleteAllTokens => CommandLabel::DeleteAllTokens,
+            Request::EditTokenAccess(_) => CommandLabel::EditTokenAccess,
             Request::Authorize(_) => CommandLabel::Authorize,
         }
     }
@@ -213,6 +215,7 @@ labels! {
         Token = "token",
         TokenRevoke = "token_revoke",
         TokenRotate = "token_rotate",
+        TokenAccess = "token_access",
         RevokeAll = "revoke_all",
         OpenApi = "openapi",
         AuthCheck = "auth_check",

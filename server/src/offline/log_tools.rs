@@ -493,9 +493,17 @@ impl TokenNames {
                 fields.push(("description", json!(&**description)));
             }
             // The new hash stays out: only the expiry is shown.
-            Record::Rotate { id, hash: _, expiry_at_us } => {
+            Record::Rotate { id, hash: _, expiry_at_us }
+            | Record::Reactivate { id, hash: _, expiry_at_us } => {
                 self.token(&mut fields, *id);
                 fields.push(("expiry_at_us", json!(expiry_at_us.map(|at| at.get()))));
+            }
+            Record::Access { id, scopes, networks } => {
+                self.token(&mut fields, *id);
+                let scopes: Vec<&str> = scopes.iter().map(|scope| &**scope).collect();
+                fields.push(("scopes", json!(scopes)));
+                let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                fields.push(("networks", json!(networks)));
             }
             Record::Touch { id, used } => {
                 self.token(&mut fields, *id);
@@ -712,6 +720,45 @@ mod tests {
                 assert!(text.starts_with("offset=44 seq=1 commit_at=1970-01-01T00:00:00.000010Z kind=create id=1 user_id=7 name=plain "), "{text}");
             }
         }
+    }
+
+    /// The records of format version 4 are shown like the others: the
+    /// lists an access edit left, a reactivation's expiry, never a hash.
+    #[test]
+    fn dump_shows_access_edits_and_reactivations() {
+        let mut bytes = header().to_vec();
+        let at = NonZeroU64::new(1_700_000_001_000_000).unwrap();
+        let records = [
+            Record::Create(token(1, "edited")),
+            Record::Revoke { id: 1, at_us: at },
+            Record::Reactivate { id: 1, hash: [0xEF; 32], expiry_at_us: Some(at) },
+            Record::Access {
+                id: 1,
+                scopes: vec!["me:read".into(), "stream:*:read".into()].into(),
+                networks: vec!["10.0.0.0/8".parse().unwrap()].into(),
+            },
+        ];
+        let start = begin_batch(&mut bytes);
+        for (seq, record) in (1..).zip(&records) {
+            encode_record(&mut bytes, seq, 10, record);
+        }
+        finish_batch(&mut bytes, start, records.len(), 1).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(dump(&file(bytes.clone()), true, &mut out).unwrap(), (EXIT_CLEAN, None));
+        let lines: Vec<Value> =
+            String::from_utf8(out).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!((&lines[2]["kind"], &lines[2]["name"]), (&json!("reactivate"), &json!("edited")));
+        assert_eq!(lines[2]["expiry_at_us"], at.get());
+        assert_eq!(lines[3]["kind"], "access");
+        assert_eq!(lines[3]["scopes"], json!(["me:read", "stream:*:read"]));
+        assert_eq!(lines[3]["networks"], json!(["10.0.0.0/8"]));
+        let text = lines.iter().map(Value::to_string).collect::<String>();
+        assert!(!text.contains(&"ef".repeat(32)) && !text.contains("239, 239"), "no hash: {text}");
+        let mut out = Vec::new();
+        assert_eq!(verify(&file(bytes), true, &mut out).unwrap(), EXIT_CLEAN);
+        let report: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((&report["tokens"]["live"], &report["tokens"]["revoked"]), (&json!(1), &json!(0)));
     }
 
     #[test]

@@ -37,7 +37,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use left_right::{ReadHandle, ReadHandleFactory, WriteHandle};
 
-pub use token::{LastUsed, Mutation, TokenEntry, TokenExtras, TokenHash, TokenHashHasher, TokenRecord};
+pub use token::{
+    LastUsed, Mutation, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry, TokenExtras, TokenHash,
+    TokenHashHasher, TokenRecord,
+};
 pub use uses::{UseLedger, Uses, merge_uses};
 
 type ByHash = HashMap<TokenHash, TokenEntry, BuildHasherDefault<TokenHashHasher>>;
@@ -130,12 +133,23 @@ impl Replica {
                 entry.extras = extras.clone();
                 Ok(())
             }
-            Mutation::Rotate { id, hash, new_hash, expiry_at_us } => {
+            Mutation::Access { id, hash, extras } => {
+                let entry = self.entry_mut(*id, hash, "access edit")?;
+                entry.extras = extras.clone();
+                Ok(())
+            }
+            Mutation::Rotate { id, hash, new_hash, expiry_at_us }
+            | Mutation::Reactivate { id, hash, new_hash, expiry_at_us } => {
+                let what =
+                    if matches!(mutation, Mutation::Rotate { .. }) { "rotate" } else { "reactivation" };
                 if self.by_hash.contains_key(new_hash) {
-                    return Err(format!("rotate of token id {id}: the new hash exists"));
+                    return Err(format!("{what} of token id {id}: the new hash exists"));
                 }
-                let mut entry = self.take(*id, hash, "rotate")?;
+                let mut entry = self.take(*id, hash, what)?;
                 entry.expiry_at_us = *expiry_at_us;
+                if matches!(mutation, Mutation::Reactivate { .. }) {
+                    entry.revoked_at_us = None;
+                }
                 let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
                 *names.get_mut(&entry.name).expect("name index in sync") = *new_hash;
                 self.by_hash.insert(*new_hash, entry);

@@ -10,6 +10,11 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use latchkey_protocol::ext::TokenStatus;
 
+/// Scopes one token may carry at most.
+pub const TOKEN_SCOPES_MAX: usize = 32;
+/// Client networks one token may be limited to at most.
+pub const TOKEN_NETWORKS_MAX: usize = 16;
+
 /// A keyed BLAKE3 hash of a raw token; the only form a token is kept in.
 pub type TokenHash = [u8; 32];
 
@@ -19,9 +24,11 @@ pub type TokenHash = [u8; 32];
 pub struct TokenExtras {
     /// 0–256 bytes.
     pub description: Box<str>,
-    /// Validated scopes (`latchkey_protocol::scope`); empty = full access.
+    /// Validated scopes (`latchkey_protocol::scope`), at most
+    /// [`TOKEN_SCOPES_MAX`]; empty = full access.
     pub scopes: Box<[Box<str>]>,
-    /// Client networks allowed to use the token; empty = any address.
+    /// Client networks allowed to use the token, at most
+    /// [`TOKEN_NETWORKS_MAX`]; empty = any address.
     pub networks: Box<[IpNet]>,
 }
 
@@ -171,8 +178,23 @@ pub enum Mutation {
         name: Arc<str>,
         extras: Option<Arc<TokenExtras>>,
     },
+    /// New scopes and networks, the name and description kept: the whole
+    /// extras after an access edit, as an update carries them.
+    Access {
+        id: u64,
+        hash: TokenHash,
+        extras: Option<Arc<TokenExtras>>,
+    },
     /// A new secret (and expiry) for the same token.
     Rotate {
+        id: u64,
+        hash: TokenHash,
+        new_hash: TokenHash,
+        expiry_at_us: Option<NonZeroU64>,
+    },
+    /// A rotate that brings a revoked token back: a new secret and expiry,
+    /// and the revocation cleared.
+    Reactivate {
         id: u64,
         hash: TokenHash,
         new_hash: TokenHash,

@@ -2,7 +2,7 @@
 //! format, and appending a batch with one write and one sync. Opening it
 //! (replay and repair) is `recovery.rs`'s; rewriting it is `compaction.rs`'s.
 //!
-//! Layout of format version 3 (all integers little-endian):
+//! Layout of format version 4 (all integers little-endian):
 //!
 //! ```text
 //! file    := header | batch*
@@ -21,6 +21,8 @@
 //!          | Update   (6): id u64 | name u8-len | description u16-len
 //!          | Rotate   (7): id u64 | hash [32] | expiry_at_us u64
 //!          | Touch    (8): id u64 | last_used_at_us u64 | last_used_peer
+//!          | Access   (9): id u64 | scopes u8-count × u8-len | networks u8-count × net
+//!          | Reactivate (10): id u64 | hash [32] | expiry_at_us u64
 //! peer    := family u8 (0 none | 4 | 6) | address [4 or 16] | port u16   (family 0: nothing follows)
 //! net     := family u8 (4 | 6) | address [4 or 16] | prefix u8
 //! ```
@@ -47,12 +49,16 @@
 //! none of the new fields, a Token (4) otherwise. Versions 1 and 2 have no
 //! batches: records follow the header directly, and their replay keeps the
 //! record-by-record rule (a bad record followed by a valid record refuses
-//! the start). Version 3 added the batch framing, nothing else.
+//! the start). Version 3 added the batch framing, nothing else. Version 4
+//! added types 9 (Access: a token's scopes and networks after an edit, its
+//! name and description kept) and 10 (Reactivate: a rotate that also clears
+//! the revocation), nothing else; a version 3 file holding either is
+//! refused, as a version 1 file holding a type of version 2 is.
 //!
 //! Only keyed hashes are stored, never a raw token or a password.
 //!
-//! A version 1 or 2 file is read as it is and then rewritten once, at start,
-//! as a version 3 snapshot (written beside it, synced, renamed over it), so
+//! A version 1, 2 or 3 file is read as it is and then rewritten once, at
+//! start, as a version 4 snapshot (written beside it, synced, renamed over it), so
 //! a file never mixes versions. An older build refuses the rewritten file
 //! (its newer version), so a downgrade needs `latchkey-server export` first.
 
@@ -99,7 +105,7 @@ pub(super) type ReplayWhole = fn(&Path, &[u8]) -> io::Result<(Replica, u64, u64)
 
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The first format version whose records come in batches.
 pub const FORMAT_VERSION_BATCHES: u32 = 3;
 /// Versions this build reads (older ones are upgraded at start).
@@ -132,6 +138,8 @@ const TYPE_REVOKE: u8 = 5;
 const TYPE_UPDATE: u8 = 6;
 const TYPE_ROTATE: u8 = 7;
 const TYPE_TOUCH: u8 = 8;
+const TYPE_ACCESS: u8 = 9;
+const TYPE_REACTIVATE: u8 = 10;
 
 /// Why one record does not check out.
 pub type RecordFault = String;
@@ -167,12 +175,25 @@ pub enum Record {
         id: u64,
         used: LastUsed,
     },
+    /// A token's scopes and networks after an access edit.
+    Access {
+        id: u64,
+        scopes: Box<[Box<str>]>,
+        networks: Box<[IpNet]>,
+    },
+    /// A rotate that also clears the token's revocation.
+    Reactivate {
+        id: u64,
+        hash: TokenHash,
+        expiry_at_us: Option<NonZeroU64>,
+    },
 }
 
 impl Record {
     /// The record that stores a committed mutation. The log keeps ids only
     /// (replay resolves them to hashes); a rename keeps only the description
-    /// of the extras, as scopes and networks never change after a create.
+    /// of the extras, and an access edit only the scopes and networks: each
+    /// record holds what its change changed.
     pub fn of(mutation: &Mutation) -> Record {
         match mutation {
             Mutation::Create(token) => Record::Create(token.clone()),
@@ -187,15 +208,31 @@ impl Record {
                 Record::Rotate { id: *id, hash: *new_hash, expiry_at_us: *expiry_at_us }
             }
             Mutation::Touch { id, used, .. } => Record::Touch { id: *id, used: *used },
+            Mutation::Access { id, extras, .. } => {
+                let extras = extras.as_deref();
+                Record::Access {
+                    id: *id,
+                    scopes: extras.map_or_else(Box::default, |extras| extras.scopes.clone()),
+                    networks: extras.map_or_else(Box::default, |extras| extras.networks.clone()),
+                }
+            }
+            Mutation::Reactivate { id, new_hash, expiry_at_us, .. } => {
+                Record::Reactivate { id: *id, hash: *new_hash, expiry_at_us: *expiry_at_us }
+            }
         }
     }
 
-    /// Record types a version 1 file cannot hold.
-    pub fn needs_version_2(&self) -> bool {
+    /// The first format version that has this record's type.
+    pub fn format_version(&self) -> u32 {
         match self {
-            Record::Create(token) => needs_token_record(token),
-            Record::Delete { .. } | Record::Snapshot { .. } => false,
-            _ => true,
+            Record::Create(token) if !needs_token_record(token) => 1,
+            Record::Delete { .. } | Record::Snapshot { .. } => 1,
+            Record::Create(_)
+            | Record::Revoke { .. }
+            | Record::Update { .. }
+            | Record::Rotate { .. }
+            | Record::Touch { .. } => 2,
+            Record::Access { .. } | Record::Reactivate { .. } => 4,
         }
     }
 }
@@ -386,6 +423,17 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, commit_at_us: u64, record: &Re
             out.extend_from_slice(&used.at_us.to_le_bytes());
             put_peer(out, Some(used.peer));
         }
+        Record::Access { id, scopes, networks } => {
+            out.push(TYPE_ACCESS);
+            out.extend_from_slice(&id.to_le_bytes());
+            put_scopes_and_networks(out, scopes, networks);
+        }
+        Record::Reactivate { id, hash, expiry_at_us } => {
+            out.push(TYPE_REACTIVATE);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(hash);
+            out.extend_from_slice(&expiry_at_us.map_or(0, NonZeroU64::get).to_le_bytes());
+        }
         Record::Delete { id } => {
             out.push(TYPE_DELETE);
             out.extend_from_slice(&id.to_le_bytes());
@@ -427,12 +475,17 @@ fn encode_token(out: &mut Vec<u8>, token: &TokenRecord) {
     put_peer(out, token.last_used.map(|used| used.peer));
     let extras = token.extras.as_deref().cloned().unwrap_or_default();
     put_text16(out, &extras.description);
-    out.push(u8::try_from(extras.scopes.len()).expect("scopes are bounded"));
-    for scope in &extras.scopes {
+    put_scopes_and_networks(out, &extras.scopes, &extras.networks);
+}
+
+/// A Token's (4) or an Access's (9) lists: scopes, then networks.
+fn put_scopes_and_networks(out: &mut Vec<u8>, scopes: &[Box<str>], networks: &[IpNet]) {
+    out.push(u8::try_from(scopes.len()).expect("scopes are bounded"));
+    for scope in scopes {
         put_text8(out, scope);
     }
-    out.push(u8::try_from(extras.networks.len()).expect("networks are bounded"));
-    for network in &extras.networks {
+    out.push(u8::try_from(networks.len()).expect("networks are bounded"));
+    for network in networks {
         put_ip(out, network.addr());
         out.push(network.prefix_len());
     }
@@ -503,6 +556,8 @@ pub fn record_type_name(kind: u8) -> &'static str {
         TYPE_UPDATE => "update",
         TYPE_ROTATE => "rotate",
         TYPE_TOUCH => "last-used",
+        TYPE_ACCESS => "access",
+        TYPE_REACTIVATE => "reactivate",
         _ => "unknown",
     }
 }
@@ -591,6 +646,16 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
             let peer = cursor.peer()?.ok_or("last-used record without an address")?;
             Record::Touch { id, used: LastUsed { at_us, peer } }
         }
+        TYPE_ACCESS => {
+            let id = cursor.u64()?;
+            let (scopes, networks) = cursor.scopes_and_networks()?;
+            Record::Access { id, scopes, networks }
+        }
+        TYPE_REACTIVATE => {
+            let id = cursor.u64()?;
+            let hash = cursor.hash()?;
+            Record::Reactivate { id, hash, expiry_at_us: NonZeroU64::new(cursor.u64()?) }
+        }
         other => return Err(format!("unknown record type {other}")),
     };
     if !cursor.reader.is_empty() {
@@ -598,6 +663,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Record, RecordFault> {
     }
     Ok(record)
 }
+
+/// A token's scopes and networks, as a record carries them.
+type ScopesAndNetworks = (Box<[Box<str>]>, Box<[IpNet]>);
 
 /// Checked reads of a record body over the protocol's checked reader; every
 /// fault names the record type.
@@ -707,10 +775,16 @@ impl<'a> Cursor<'a> {
             _ => return Err("token record: last use time and address disagree".into()),
         };
         let description = self.text16()?.into();
-        let scopes = (0..self.u8()?).map(|_| self.text8().map(Box::from)).collect::<Result<_, _>>()?;
-        let networks = (0..self.u8()?).map(|_| self.network()).collect::<Result<_, _>>()?;
+        let (scopes, networks) = self.scopes_and_networks()?;
         token.extras = TokenExtras { description, scopes, networks }.shared();
         Ok(token)
+    }
+
+    /// A Token's (4) or an Access's (9) lists.
+    fn scopes_and_networks(&mut self) -> Result<ScopesAndNetworks, RecordFault> {
+        let scopes = (0..self.u8()?).map(|_| self.text8().map(Box::from)).collect::<Result<_, _>>()?;
+        let networks = (0..self.u8()?).map(|_| self.network()).collect::<Result<_, _>>()?;
+        Ok((scopes, networks))
     }
 }
 

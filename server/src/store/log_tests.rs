@@ -458,26 +458,170 @@ fn the_committed_v2_fixture_still_loads_and_is_upgraded_once() {
     assert_eq!(reopened.state, expected);
 }
 
-/// Bytes of a log written by format version 3 (every record type, batches
-/// of one and of several records), committed to the repository. Later
-/// format versions must keep reading it.
+/// Bytes of a log written by format version 3 (every record type of
+/// version 2, batches of one and of several records), committed to the
+/// repository. Later format versions must keep reading it.
 const FIXTURE_V3: &[u8] = include_bytes!("fixture-v3.log");
 
 #[test]
-fn this_build_writes_the_v3_fixture_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    write_v2_history(dir.path());
-    let written = fs::read(dir.path().join(LOG_FILE)).unwrap();
-    if std::env::var_os("LATCHKEY_WRITE_FIXTURE").is_some() {
-        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/fixture-v3.log"), &written).unwrap();
-    }
-    assert_eq!(written, FIXTURE_V3, "format v3 changed: bump FORMAT_VERSION and keep reading v3");
+fn the_committed_v3_fixture_still_loads_and_is_upgraded_once() {
+    assert_eq!(u32::from_le_bytes(FIXTURE_V3[8..12].try_into().unwrap()), 3);
     // One batch per append: 4 of the v1 history, 5 of the v2 one.
     assert_eq!(batches(FIXTURE_V3).len(), 9);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(LOG_FILE), FIXTURE_V3).unwrap();
+    let mut recovered = open(dir.path(), policy_never(), None).unwrap();
+    let mut expected = v2_state();
+    assert_eq!(recovered.state, expected);
+    assert_eq!(recovered.next_id, 12);
+    // Rewritten as a current file: one snapshot, which takes version 4
+    // records after it.
+    let bytes = fs::read(dir.path().join(LOG_FILE)).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(batches(&bytes).len(), 1);
+    for (index, batch) in v4_history().into_iter().enumerate() {
+        recovered.log.append(&batch, 1_900_000_000_000_000 + index as u64).unwrap();
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    drop(recovered);
+    let reopened = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(reopened.state, expected);
+    assert_eq!(reopened.state, v4_state());
+}
+
+#[test]
+fn a_version_4_record_in_a_version_3_file_is_refused() {
+    for record in [
+        Record::Access { id: 10, scopes: Box::default(), networks: Box::default() },
+        Record::Reactivate { id: 11, hash: [0xCD; 32], expiry_at_us: None },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = FIXTURE_V3.to_vec();
+        let last_seq = record_offsets(FIXTURE_V3)
+            .into_iter()
+            .map(|at| parse_record(FIXTURE_V3, at).unwrap().0)
+            .max()
+            .unwrap();
+        // A batch whose checksum holds: written that way, so refused, not cut.
+        let start = begin_batch(&mut bytes);
+        encode_record(&mut bytes, last_seq + 1, 9, &record);
+        finish_batch(&mut bytes, start, 1, last_seq + 1).unwrap();
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        let error = open(dir.path(), policy_never(), None).err().unwrap();
+        assert!(
+            matches!(&error, LogError::Corrupt { offset, reason, .. }
+                if *offset == FIXTURE_V3.len() as u64 && reason.contains("format version 4 in a version 3 file")),
+            "{error}"
+        );
+    }
+}
+
+/// A history using the record types format version 4 added, after the
+/// version 2 one: access edits (one that narrows a token, one that gives a
+/// plain token a network, one that takes it away again) and a reactivation
+/// of a revoked token.
+fn v4_history() -> Vec<Vec<Mutation>> {
+    let rich_hash = [0xAB; 32];
+    let plain_hash = token(11, 1, "plain", 0).hash;
+    let alice_two_hash = token(3, 1, "alice-two", 0).hash;
+    let edited = TokenExtras {
+        description: "renamed".into(),
+        scopes: vec!["stream:orders:write".into(), "stream:payments:read".into()].into(),
+        networks: vec!["10.0.0.0/8".parse().unwrap()].into(),
+    };
+    let one_host =
+        TokenExtras { networks: vec!["192.0.2.7/32".parse().unwrap()].into(), ..TokenExtras::default() };
+    vec![
+        vec![
+            Mutation::Access { id: 10, hash: rich_hash, extras: edited.shared() },
+            Mutation::Access { id: 3, hash: alice_two_hash, extras: one_host.shared() },
+        ],
+        vec![Mutation::Reactivate {
+            id: 11,
+            hash: plain_hash,
+            new_hash: [0xCD; 32],
+            expiry_at_us: NonZeroU64::new(1_960_000_000_000_000),
+        }],
+        vec![Mutation::Access { id: 3, hash: alice_two_hash, extras: None }],
+    ]
+}
+
+/// The state the version 1, 2 and 4 histories leave.
+fn v4_state() -> Replica {
+    let mut expected = v2_state();
+    for batch in v4_history() {
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    expected
+}
+
+fn write_v4_history(dir: &Path) -> Replica {
+    let mut expected = write_v2_history(dir);
+    let mut recovered = open(dir, policy_never(), None).unwrap();
+    for (index, batch) in v4_history().into_iter().enumerate() {
+        recovered.log.append(&batch, 1_900_000_000_000_000 + index as u64).unwrap();
+        for mutation in &batch {
+            expected.apply(mutation);
+        }
+    }
+    expected
+}
+
+#[test]
+fn every_version_4_record_replays_and_survives_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = write_v4_history(dir.path());
     let recovered = open(dir.path(), policy_never(), None).unwrap();
-    assert_eq!(recovered.state, v2_state());
+    assert_eq!(recovered.state, expected);
+    // The access edit replaced scopes and networks and kept the rest.
+    let (hash, rich) = recovered.state.by_name(1, "rich-renamed").unwrap();
+    assert_eq!(hash, &[0xAB; 32]);
+    assert_eq!(rich.description(), "renamed");
+    let scopes: Vec<&str> = rich.scopes().iter().map(|scope| &**scope).collect();
+    assert_eq!(scopes, ["stream:orders:write", "stream:payments:read"]);
+    assert_eq!(rich.networks(), ["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(rich.expiry_at_us, NonZeroU64::new(1_950_000_000_000_000));
+    // A network given and taken away: a plain token again.
+    assert_eq!(recovered.state.by_name(1, "alice-two").unwrap().1.extras, None);
+    // The reactivation: a new hash and expiry, no revocation, the last use kept.
+    let (hash, plain) = recovered.state.by_name(1, "plain").unwrap();
+    assert_eq!((hash, plain.revoked_at_us), (&[0xCD; 32], None));
+    assert_eq!(plain.expiry_at_us, NonZeroU64::new(1_960_000_000_000_000));
+    assert_eq!(recovered.state.last_used(11), Some(used(1_800_000_000_000_002, "[2001:db8::1]:5")));
+    // Compaction writes whole token records: the same state replays.
+    let tokens: Vec<TokenRecord> = recovered.state.records().collect();
+    let snapshot = encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
+    drop(recovered);
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
+    assert_eq!(open(other.path(), policy_never(), None).unwrap().state, expected);
+}
+
+/// Bytes of a log written by format version 4 (every record type, batches
+/// of one and of several records), committed to the repository. Later
+/// format versions must keep reading it.
+const FIXTURE_V4: &[u8] = include_bytes!("fixture-v4.log");
+
+#[test]
+fn this_build_writes_the_v4_fixture_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    write_v4_history(dir.path());
+    let written = fs::read(dir.path().join(LOG_FILE)).unwrap();
+    if std::env::var_os("LATCHKEY_WRITE_FIXTURE").is_some() {
+        fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/fixture-v4.log"), &written).unwrap();
+    }
+    assert_eq!(written, FIXTURE_V4, "format v4 changed: bump FORMAT_VERSION and keep reading v4");
+    assert_eq!(u32::from_le_bytes(FIXTURE_V4[8..12].try_into().unwrap()), 4);
+    // One batch per append: 4 of the v1 history, 5 of the v2 one, 3 of the v4 one.
+    assert_eq!(batches(FIXTURE_V4).len(), 12);
+    let recovered = open(dir.path(), policy_never(), None).unwrap();
+    assert_eq!(recovered.state, v4_state());
     let reference = tempfile::tempdir().unwrap();
-    fs::write(reference.path().join(LOG_FILE), FIXTURE_V3).unwrap();
+    fs::write(reference.path().join(LOG_FILE), FIXTURE_V4).unwrap();
     assert_eq!(open(reference.path(), policy_never(), None).unwrap().state, recovered.state);
 }
 

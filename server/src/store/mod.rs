@@ -46,7 +46,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use latchkey_protocol::ext::TokenSelector;
+use ipnet::IpNet;
+use latchkey_protocol::ext::{TokenSelector, TokenStatus};
 
 use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 
@@ -85,6 +86,22 @@ pub enum Change {
         /// The policy's maximum lifetime, which a kept expiry must meet too
         /// (the policy may have tightened since the token was made).
         max_lifetime_us: Option<u64>,
+        /// A revoked token may be rotated, and is active again after it:
+        /// asked for explicitly (9105's flag), never implied.
+        reactivate: bool,
+    },
+    /// Edits of a token's scopes and networks, applied in order to what the
+    /// token has at commit. Each item was checked by the command (grammar,
+    /// and that the session may grant an added scope); the rules that need
+    /// the token are the writer's.
+    EditAccess {
+        user_id: u32,
+        token: TokenSelector,
+        edits: Vec<AccessChange>,
+        /// Whether the edit may leave a token that had scopes with none,
+        /// which is full access: false for a session that is itself scoped,
+        /// as such a session may not create a full-access token either.
+        may_grant_full_access: bool,
     },
     RevokeAll {
         user_id: u32,
@@ -105,6 +122,19 @@ pub enum Change {
     PurgeExpired {
         max: usize,
     },
+}
+
+/// One checked edit of a token's access ([`Change::EditAccess`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    /// A valid scope (`latchkey_protocol::scope::validate_granted`).
+    AddScope(Box<str>),
+    RemoveScope(Box<str>),
+    ClearScopes,
+    /// A network in its normal form (`auth::policy::parse_network`).
+    AddNetwork(IpNet),
+    RemoveNetwork(IpNet),
+    ClearNetworks,
 }
 
 /// A token to create. `expiry_us` is a lifetime: 0 and `u64::MAX` mean
@@ -133,7 +163,20 @@ pub enum Outcome {
     Updated {
         id: u64,
     },
-    Rotated(TokenRecord),
+    /// An access edit: the token's extras after it (scopes and networks as
+    /// they now are), and whether they changed; nothing is written when
+    /// they did not.
+    AccessEdited {
+        id: u64,
+        extras: Option<Arc<TokenExtras>>,
+        changed: bool,
+    },
+    /// A rotate: the token with its new hash and expiry, and its status
+    /// just before (a rotate of a revoked or expired token brings it back).
+    Rotated {
+        record: TokenRecord,
+        was: TokenStatus,
+    },
     /// Tokens affected by a revoke-all or delete-all.
     Count(u32),
     Touched,

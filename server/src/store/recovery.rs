@@ -8,7 +8,7 @@
 //! `last_seq + 1`. The Snapshot also carries `next_id`, so token ids are never
 //! reused, even for tokens deleted before a compaction.
 //!
-//! Format version 3 (`log.rs` has the layout and why): a batch whose
+//! Format versions 3 and 4 (`log.rs` has the layout and why): a batch whose
 //! checksum fails with no batch header that checks out after it is the torn
 //! last append, cut whole at its start; the same followed by a later batch
 //! header, or a batch whose checksum holds but whose records do not replay,
@@ -666,9 +666,6 @@ impl Replay {
         let mut offset = HEADER_BYTES;
         while offset < bytes.len() {
             let fault = match read_record(bytes, offset) {
-                Ok(stored) if self.version == 1 && stored.record.needs_version_2() => {
-                    format!("record type of format version 2 in a version {} file", self.version)
-                }
                 Ok(stored) => match self.apply(snapshot_left, stored.seq, &stored.record) {
                     Ok(()) => {
                         visit(offset as u64, &stored);
@@ -701,6 +698,12 @@ impl Replay {
     /// It borrows the record, so the log tools can still show it after; a
     /// create clones its token (two reference counts), nothing costlier.
     fn apply(&mut self, snapshot_left: &mut u64, seq: u64, record: &Record) -> Result<(), RecordFault> {
+        // A file holds only what its own version defines: a newer type in
+        // it was not written by any build of that version.
+        let needs = record.format_version();
+        if needs > self.version {
+            return Err(format!("record type of format version {needs} in a version {} file", self.version));
+        }
         if *snapshot_left > 0 {
             let Record::Create(token) = record else {
                 return Err("snapshot ended before all its token records".into());
@@ -757,9 +760,24 @@ impl Replay {
                 let extras = extras.shared();
                 self.state.try_apply(&Mutation::Update { id, hash, name: Arc::clone(name), extras })
             }
+            Record::Access { id, ref scopes, ref networks } => {
+                let hash = self.hash_of(id, "access edit")?;
+                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
+                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                extras.scopes = scopes.clone();
+                extras.networks = networks.clone();
+                let extras = extras.shared();
+                self.state.try_apply(&Mutation::Access { id, hash, extras })
+            }
             Record::Rotate { id, hash: new_hash, expiry_at_us } => {
                 let hash = self.hash_of(id, "rotate")?;
                 self.state.try_apply(&Mutation::Rotate { id, hash, new_hash, expiry_at_us })?;
+                self.ids.insert(id, new_hash);
+                Ok(())
+            }
+            Record::Reactivate { id, hash: new_hash, expiry_at_us } => {
+                let hash = self.hash_of(id, "reactivation")?;
+                self.state.try_apply(&Mutation::Reactivate { id, hash, new_hash, expiry_at_us })?;
                 self.ids.insert(id, new_hash);
                 Ok(())
             }

@@ -12,8 +12,9 @@
 //!
 //! **The rules**, written once for every backend: the per-user token limit
 //! (before the duplicate-name check, as Iggy orders them), names unique per
-//! user, ids never reused, a fresh hash for every secret, and the lifetime
-//! rules of rotate. The [`Resolver`] owns the authoritative state: it checks
+//! user, ids never reused, a fresh hash for every secret, the lifetime
+//! rules of rotate (and that only an explicit reactivation rotates a revoked
+//! token), and the bounds of an access edit's result. The [`Resolver`] owns the authoritative state: it checks
 //! a [`Change`], resolves it into [`Mutation`]s (ids, hashes and absolute
 //! times filled in), applies them to its own state so that later changes see
 //! them, and hands them back for the journal. A refused change resolves to
@@ -26,14 +27,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use latchkey_protocol::ErrorCode;
 use latchkey_protocol::ext::TokenSelector;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Change, Journal, NewToken, Outcome};
+use super::{AccessChange, Change, Journal, NewToken, Outcome};
 use crate::clock::now_us;
 use crate::metrics;
-use crate::registry::{LastUsed, Mutation, Publish, Replica, TokenHash, TokenRecord};
+use crate::registry::{
+    LastUsed, Mutation, Publish, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenHash, TokenRecord,
+};
 
 /// Changes committed together at most (one journal append, one sync).
 pub const BATCH_CHANGES_MAX: usize = 4096;
@@ -329,9 +333,17 @@ impl Resolver {
             Change::Update { user_id, token, name, description } => {
                 self.update(*user_id, token, name.as_deref(), description.as_deref(), mutations)
             }
-            Change::Rotate { user_id, token, new_hash, expiry_us, max_lifetime_us } => {
-                let rotate = Rotate { new_hash, expiry_us: *expiry_us, max_lifetime_us: *max_lifetime_us };
+            Change::Rotate { user_id, token, new_hash, expiry_us, max_lifetime_us, reactivate } => {
+                let rotate = Rotate {
+                    new_hash,
+                    expiry_us: *expiry_us,
+                    max_lifetime_us: *max_lifetime_us,
+                    reactivate: *reactivate,
+                };
                 self.rotate(*user_id, token, rotate, commit_at_us, mutations)
+            }
+            Change::EditAccess { user_id, token, edits, may_grant_full_access } => {
+                self.edit_access(*user_id, token, edits, *may_grant_full_access, mutations)
             }
             Change::RevokeAll { user_id } => self.revoke_all(*user_id, commit_at_us, mutations),
             Change::DeleteAll { user_id } => {
@@ -364,7 +376,9 @@ impl Resolver {
     pub fn apply(&mut self, mutations: &[Mutation]) {
         for mutation in mutations {
             // Only these change a token's expiry or hash, or remove it.
-            if let Mutation::Delete { hash, .. } | Mutation::Rotate { hash, .. } = mutation
+            if let Mutation::Delete { hash, .. }
+            | Mutation::Rotate { hash, .. }
+            | Mutation::Reactivate { hash, .. } = mutation
                 && let Some(entry) = self.state.by_hash(hash)
                 && let Some(at) = entry.expiry_at_us
             {
@@ -378,7 +392,8 @@ impl Resolver {
                         self.expiries.insert((at.get(), record.id), record.hash);
                     }
                 }
-                Mutation::Rotate { id, new_hash, expiry_at_us: Some(at), .. } => {
+                Mutation::Rotate { id, new_hash, expiry_at_us: Some(at), .. }
+                | Mutation::Reactivate { id, new_hash, expiry_at_us: Some(at), .. } => {
                     self.expiries.insert((at.get(), *id), *new_hash);
                 }
                 _ => {}
@@ -483,7 +498,9 @@ impl Resolver {
     ) -> Result<Outcome, ErrorCode> {
         let (hash, id) = self.find(user_id, token)?;
         let entry = self.state.by_hash(&hash).expect("found above");
-        if entry.revoked_at_us.is_some() {
+        let was = entry.status(commit_at_us);
+        let revoked = entry.revoked_at_us.is_some();
+        if revoked && !rotate.reactivate {
             return Err(ErrorCode::PersonalAccessTokenRevoked);
         }
         let expiry_at_us = match rotate.expiry_us {
@@ -506,8 +523,62 @@ impl Resolver {
         let new_hash = *rotate.new_hash;
         let mut record = entry.record(&new_hash, None);
         record.expiry_at_us = expiry_at_us;
-        mutations.push(Mutation::Rotate { id, hash, new_hash, expiry_at_us });
-        Ok(Outcome::Rotated(record))
+        if revoked {
+            record.revoked_at_us = None;
+            mutations.push(Mutation::Reactivate { id, hash, new_hash, expiry_at_us });
+        } else {
+            mutations.push(Mutation::Rotate { id, hash, new_hash, expiry_at_us });
+        }
+        Ok(Outcome::Rotated { record, was })
+    }
+
+    /// Applies `edits` in order to the token's scopes and networks. An add
+    /// of an item the token has and a remove of one it lacks change
+    /// nothing; the result must be within the token bounds; nothing is
+    /// written when it equals what the token has.
+    fn edit_access(
+        &self,
+        user_id: u32,
+        token: &TokenSelector,
+        edits: &[AccessChange],
+        may_grant_full_access: bool,
+        mutations: &mut Vec<Mutation>,
+    ) -> Result<Outcome, ErrorCode> {
+        let (hash, id) = self.find(user_id, token)?;
+        let entry = self.state.by_hash(&hash).expect("found above");
+        let mut scopes: Vec<Box<str>> = entry.scopes().to_vec();
+        let mut networks: Vec<IpNet> = entry.networks().to_vec();
+        for edit in edits {
+            match edit {
+                AccessChange::AddScope(scope) if !scopes.contains(scope) => scopes.push(scope.clone()),
+                AccessChange::RemoveScope(scope) => scopes.retain(|have| have != scope),
+                AccessChange::ClearScopes => scopes.clear(),
+                AccessChange::AddNetwork(network) if !networks.contains(network) => networks.push(*network),
+                AccessChange::RemoveNetwork(network) => networks.retain(|have| have != network),
+                AccessChange::ClearNetworks => networks.clear(),
+                AccessChange::AddScope(_) | AccessChange::AddNetwork(_) => {}
+            }
+        }
+        if scopes.len() > TOKEN_SCOPES_MAX {
+            return Err(ErrorCode::InvalidScope);
+        }
+        if networks.len() > TOKEN_NETWORKS_MAX {
+            return Err(ErrorCode::InvalidNetwork);
+        }
+        // No scopes is full access: a scoped session may not widen a
+        // token to it, as it may not create such a token.
+        if scopes.is_empty() && !entry.scopes().is_empty() && !may_grant_full_access {
+            return Err(ErrorCode::InsufficientScope);
+        }
+        let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+        extras.scopes = scopes.into();
+        extras.networks = networks.into();
+        let extras = extras.shared();
+        let changed = extras != entry.extras;
+        if changed {
+            mutations.push(Mutation::Access { id, hash, extras: extras.clone() });
+        }
+        Ok(Outcome::AccessEdited { id, extras, changed })
     }
 
     fn revoke_all(
@@ -584,6 +655,7 @@ struct Rotate<'a> {
     new_hash: &'a TokenHash,
     expiry_us: u64,
     max_lifetime_us: Option<u64>,
+    reactivate: bool,
 }
 
 /// An absolute expiry from a lifetime (0 and `u64::MAX`: never).

@@ -234,3 +234,239 @@ fn purge_takes_exactly_the_expired_tokens_from_the_expiry_index() {
     assert!(!purged.contains(&8) && !purged.contains(&9) && !purged.contains(&15) && purged.contains(&16));
     assert!(resolver.state().iter().all(|(_, entry)| !entry.is_expired(now)));
 }
+
+mod access_and_reactivation {
+    use std::num::NonZeroU64;
+
+    use latchkey_protocol::ErrorCode;
+    use latchkey_protocol::ext::{TokenSelector, TokenStatus};
+
+    use super::super::writer::{Resolver, StoreLimits};
+    use super::super::{AccessChange, Change, Outcome};
+    use crate::registry::{
+        Mutation, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenExtras, TokenHash, TokenRecord,
+    };
+
+    const NOW: u64 = 1_000_000;
+
+    /// User 1's token `id`, hash `[id; 32]`, with these scopes and
+    /// networks and a description.
+    fn token(id: u64, scopes: &[&str], networks: &[&str]) -> TokenRecord {
+        TokenRecord {
+            id,
+            user_id: 1,
+            name: format!("token-{id}").into(),
+            hash: [id as u8; 32],
+            created_at_us: 1,
+            expiry_at_us: None,
+            revoked_at_us: None,
+            extras: TokenExtras {
+                description: "kept".into(),
+                scopes: scopes.iter().map(|scope| Box::from(*scope)).collect(),
+                networks: networks.iter().map(|network| network.parse().unwrap()).collect(),
+            }
+            .shared(),
+            last_used: None,
+        }
+    }
+
+    fn resolver(tokens: &[TokenRecord]) -> Resolver {
+        let mut state = Replica::new();
+        for token in tokens {
+            state.apply(&Mutation::Create(token.clone()));
+        }
+        Resolver::new(state, 100, StoreLimits { max_tokens_per_user: 100 })
+    }
+
+    fn edit(id: u64, edits: Vec<AccessChange>, may_grant_full_access: bool) -> Change {
+        Change::EditAccess { user_id: 1, token: TokenSelector::Id(id), edits, may_grant_full_access }
+    }
+
+    fn scope(text: &str) -> Box<str> {
+        text.into()
+    }
+
+    /// Resolves `change` and returns its outcome and what it wrote.
+    fn run(resolver: &mut Resolver, change: &Change) -> (Result<Outcome, ErrorCode>, Vec<Mutation>) {
+        let mut mutations = Vec::new();
+        let outcome = resolver.resolve(change, NOW, &mut mutations);
+        (outcome, mutations)
+    }
+
+    fn scopes_of(resolver: &Resolver, id: u64) -> Vec<String> {
+        let (_, entry) = resolver.state().by_user_and_id(1, id).unwrap();
+        entry.scopes().iter().map(ToString::to_string).collect()
+    }
+
+    fn networks_of(resolver: &Resolver, id: u64) -> Vec<String> {
+        let (_, entry) = resolver.state().by_user_and_id(1, id).unwrap();
+        entry.networks().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn edits_apply_in_order_and_keep_the_rest_of_the_token() {
+        let mut resolver = resolver(&[token(1, &["a:b:c", "tokens:read"], &["10.0.0.0/8"])]);
+        let edits = vec![
+            AccessChange::AddScope(scope("x:y:z")),
+            AccessChange::AddScope(scope("a:b:c")),
+            AccessChange::RemoveScope(scope("tokens:read")),
+            AccessChange::RemoveScope(scope("not:held:here")),
+            AccessChange::AddNetwork("192.0.2.7/32".parse().unwrap()),
+            AccessChange::RemoveNetwork("10.0.0.0/8".parse().unwrap()),
+        ];
+        let (outcome, written) = run(&mut resolver, &edit(1, edits, true));
+        let Ok(Outcome::AccessEdited { id: 1, changed: true, .. }) = outcome else { panic!("{outcome:?}") };
+        assert!(matches!(written.as_slice(), [Mutation::Access { id: 1, .. }]), "{written:?}");
+        assert_eq!(scopes_of(&resolver, 1), ["a:b:c", "x:y:z"]);
+        assert_eq!(networks_of(&resolver, 1), ["192.0.2.7/32"]);
+        let (_, entry) = resolver.state().by_user_and_id(1, 1).unwrap();
+        assert_eq!((entry.description(), &*entry.name), ("kept", "token-1"));
+        // Clear, then add: exactly what was added.
+        let edits = vec![AccessChange::ClearScopes, AccessChange::AddScope(scope("me:read"))];
+        run(&mut resolver, &edit(1, edits, true)).0.unwrap();
+        assert_eq!(scopes_of(&resolver, 1), ["me:read"]);
+        // Clear both lists: full access from anywhere, the description kept.
+        let edits = vec![AccessChange::ClearScopes, AccessChange::ClearNetworks];
+        run(&mut resolver, &edit(1, edits, true)).0.unwrap();
+        let (_, entry) = resolver.state().by_user_and_id(1, 1).unwrap();
+        assert!(entry.scopes().is_empty() && entry.networks().is_empty());
+        assert_eq!(entry.description(), "kept");
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_writes_nothing() {
+        let mut resolver = resolver(&[token(1, &["a:b:c"], &["10.0.0.0/8"]), token(2, &[], &[])]);
+        let no_ops = [
+            vec![],
+            vec![AccessChange::AddScope(scope("a:b:c"))],
+            vec![
+                AccessChange::RemoveScope(scope("x:y:z")),
+                AccessChange::RemoveNetwork("::1/128".parse().unwrap()),
+            ],
+            vec![AccessChange::AddScope(scope("x:y:z")), AccessChange::RemoveScope(scope("x:y:z"))],
+            vec![AccessChange::AddNetwork("10.0.0.0/8".parse().unwrap())],
+        ];
+        for edits in no_ops {
+            let (outcome, written) = run(&mut resolver, &edit(1, edits.clone(), true));
+            assert!(matches!(outcome, Ok(Outcome::AccessEdited { changed: false, .. })), "{edits:?}");
+            assert!(written.is_empty(), "{edits:?}: {written:?}");
+        }
+        // A token with no scopes, cleared, by a scoped session: nothing to
+        // write, and nothing widened.
+        let (outcome, written) = run(&mut resolver, &edit(2, vec![AccessChange::ClearScopes], false));
+        assert!(matches!(outcome, Ok(Outcome::AccessEdited { changed: false, .. })), "{outcome:?}");
+        assert!(written.is_empty());
+    }
+
+    #[test]
+    fn the_result_is_held_to_the_token_bounds_and_the_caller_to_what_it_may_grant() {
+        let mut resolver = resolver(&[token(1, &["a:b:c"], &[]), token(2, &[], &[])]);
+        let many_scopes: Vec<AccessChange> =
+            (0..TOKEN_SCOPES_MAX).map(|n| AccessChange::AddScope(format!("s:{n}:r").into())).collect();
+        assert_eq!(run(&mut resolver, &edit(1, many_scopes.clone(), true)).0, Err(ErrorCode::InvalidScope));
+        // 32 in all is fine once one is cleared first.
+        let mut fits = vec![AccessChange::ClearScopes];
+        fits.extend(many_scopes);
+        run(&mut resolver, &edit(1, fits, true)).0.unwrap();
+        assert_eq!(scopes_of(&resolver, 1).len(), TOKEN_SCOPES_MAX);
+        let many_networks: Vec<AccessChange> = (0..=TOKEN_NETWORKS_MAX)
+            .map(|n| AccessChange::AddNetwork(format!("10.0.{n}.0/24").parse().unwrap()))
+            .collect();
+        assert_eq!(run(&mut resolver, &edit(1, many_networks, true)).0, Err(ErrorCode::InvalidNetwork));
+        // A scoped session may not turn a scoped token into a full-access one.
+        let clear = vec![AccessChange::ClearScopes];
+        assert_eq!(run(&mut resolver, &edit(1, clear.clone(), false)).0, Err(ErrorCode::InsufficientScope));
+        assert_eq!(scopes_of(&resolver, 1).len(), TOKEN_SCOPES_MAX, "a refused edit changes nothing");
+        // It may narrow a full-access token, and leave one as it is.
+        let narrow = vec![AccessChange::AddScope(scope("me:read"))];
+        run(&mut resolver, &edit(2, narrow, false)).0.unwrap();
+        assert_eq!(scopes_of(&resolver, 2), ["me:read"]);
+        run(&mut resolver, &edit(1, clear, true)).0.unwrap();
+        assert!(scopes_of(&resolver, 1).is_empty());
+        // Another user's token, or none: 20.
+        let foreign = Change::EditAccess {
+            user_id: 2,
+            token: TokenSelector::Id(1),
+            edits: vec![AccessChange::ClearNetworks],
+            may_grant_full_access: true,
+        };
+        assert_eq!(run(&mut resolver, &foreign).0, Err(ErrorCode::ResourceNotFound));
+        assert_eq!(run(&mut resolver, &edit(9, vec![], true)).0, Err(ErrorCode::ResourceNotFound));
+    }
+
+    fn rotate(id: u64, seed: u8, expiry_us: u64, reactivate: bool, new_hash: &mut TokenHash) -> Change {
+        *new_hash = [seed; 32];
+        Change::Rotate {
+            user_id: 1,
+            token: TokenSelector::Id(id),
+            new_hash: *new_hash,
+            expiry_us,
+            max_lifetime_us: None,
+            reactivate,
+        }
+    }
+
+    #[test]
+    fn only_an_explicit_reactivation_rotates_a_revoked_token_and_it_clears_the_revocation() {
+        let mut revoked = token(1, &["me:read"], &[]);
+        revoked.revoked_at_us = NonZeroU64::new(10);
+        let mut expired = token(2, &[], &[]);
+        expired.expiry_at_us = NonZeroU64::new(NOW - 1);
+        let mut both = token(3, &[], &[]);
+        both.revoked_at_us = NonZeroU64::new(10);
+        both.expiry_at_us = NonZeroU64::new(NOW - 1);
+        let mut resolver = resolver(&[revoked, expired, both]);
+        let mut hash = [0; 32];
+
+        // Revoked, no flag: 20003, as ever.
+        let (outcome, written) = run(&mut resolver, &rotate(1, 101, 0, false, &mut hash));
+        assert_eq!((outcome, written.len()), (Err(ErrorCode::PersonalAccessTokenRevoked), 0));
+        // With the flag: a Reactivate, the revocation cleared, the rest kept.
+        let (outcome, written) = run(&mut resolver, &rotate(1, 102, 0, true, &mut hash));
+        let Ok(Outcome::Rotated { record, was: TokenStatus::Revoked }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!((record.revoked_at_us, record.hash), (None, [102; 32]));
+        assert!(
+            matches!(written.as_slice(), [Mutation::Reactivate { id: 1, new_hash, .. }] if *new_hash == hash)
+        );
+        let entry = resolver.state().by_hash(&[102; 32]).unwrap();
+        assert_eq!(
+            (entry.status(NOW), entry.revoked_at_us, entry.scopes().len()),
+            (TokenStatus::Active, None, 1)
+        );
+        assert!(resolver.state().by_hash(&[1; 32]).is_none(), "the old secret is gone");
+
+        // Expired: a new lifetime brings it back as a plain rotate; keep is 54.
+        let (outcome, _) = run(&mut resolver, &rotate(2, 103, 0, true, &mut hash));
+        assert_eq!(outcome, Err(ErrorCode::PersonalAccessTokenExpired));
+        let (outcome, written) = run(&mut resolver, &rotate(2, 104, 600, false, &mut hash));
+        let Ok(Outcome::Rotated { record, was: TokenStatus::Expired }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(record.expiry_at_us, NonZeroU64::new(NOW + 600));
+        assert!(matches!(written.as_slice(), [Mutation::Rotate { id: 2, .. }]));
+
+        // Revoked and expired: the flag and a new lifetime, both.
+        assert_eq!(
+            run(&mut resolver, &rotate(3, 105, 600, false, &mut hash)).0,
+            Err(ErrorCode::PersonalAccessTokenRevoked)
+        );
+        assert_eq!(
+            run(&mut resolver, &rotate(3, 106, 0, true, &mut hash)).0,
+            Err(ErrorCode::PersonalAccessTokenExpired)
+        );
+        let (outcome, written) = run(&mut resolver, &rotate(3, 107, 600, true, &mut hash));
+        assert!(matches!(outcome, Ok(Outcome::Rotated { was: TokenStatus::Revoked, .. })), "{outcome:?}");
+        assert!(matches!(written.as_slice(), [Mutation::Reactivate { id: 3, .. }]));
+        // The expiry index follows the new expiry: nothing is due now.
+        let mut purged = Vec::new();
+        let purge = resolver.resolve(&Change::PurgeExpired { max: 10 }, NOW, &mut purged);
+        assert_eq!(purge, Ok(Outcome::Purged { ids: vec![] }));
+
+        // An active token with the flag: a plain rotate.
+        let (outcome, written) = run(&mut resolver, &rotate(1, 108, 0, true, &mut hash));
+        assert!(matches!(outcome, Ok(Outcome::Rotated { was: TokenStatus::Active, .. })), "{outcome:?}");
+        assert!(matches!(written.as_slice(), [Mutation::Rotate { id: 1, .. }]));
+    }
+}

@@ -517,17 +517,77 @@ async function renderDetail(id) {
   regenerate.addEventListener(
     'click',
     busy(regenerate, async () => {
-      const ask = `Regenerate “${token.name}”? The current secret stops working at once.`;
+      // A revoked token comes back only when asked to: the flag is sent
+      // for a token this page shows as stopped, never for an active one.
+      const stopped = token.status !== 'active';
+      const ask = stopped
+        ? `Regenerate “${token.name}”? It becomes active again with a new secret; the old secret stays refused.`
+        : `Regenerate “${token.name}”? The current secret stops working at once.`;
       if (!(await confirmAction(ask, 'Regenerate'))) return;
+      showError(root, '');
       try {
         const choice = root.querySelector('#rotate-expiry').value;
-        const issued = await api('POST', `/v1/tokens/${id}/rotate`, lifetime(choice, ''));
-        renderSecret({ ...issued, name: issued.name || token.name }, 'New secret');
+        const body = { ...lifetime(choice, ''), ...(stopped ? { reactivate: true } : {}) };
+        const issued = await api('POST', `/v1/tokens/${id}/rotate`, body);
+        renderSecret({ ...issued, name: issued.name || token.name }, stopped ? 'Token active again' : 'New secret');
       } catch (error) {
-        if (error.status !== 401) showError(root, `Could not regenerate: ${error.message}`);
+        if (error.status !== 401) showError(root, changeProblem(error, 'Could not regenerate'));
       }
     }),
   );
+  // Scopes and networks: each list edited as one change of the token.
+  const editAccess = async (change, done) => {
+    showError(root, '');
+    try {
+      const updated = await api('PATCH', `/v1/tokens/${id}/access`, change);
+      if (updated === null) {
+        // 204: this session signed in with this token, and the change
+        // ended it; the next request says so.
+        await renderDetail(id);
+        return false;
+      }
+      token = updated;
+      fillDetail(root, token);
+      showNotice(root, done);
+      return true;
+    } catch (error) {
+      if (error.status !== 401) showError(root, changeProblem(error, 'Not changed'));
+      return false;
+    }
+  };
+  for (const kind of ['scope', 'network']) {
+    const plural = `${kind}s`;
+    const form = root.querySelector(`#add-${kind}-form`);
+    const input = form.querySelector('input');
+    form.addEventListener(
+      'submit',
+      busy(form.querySelector('button'), async () => {
+        const item = input.value.trim();
+        if (!item) return;
+        if (await editAccess({ [`add_${plural}`]: [item] }, `Added ${item}.`)) input.value = '';
+        input.focus();
+      }),
+    );
+    slot(root, plural).addEventListener('click', async (event) => {
+      const button = event.target.closest('button[data-item]');
+      if (!button) return;
+      const { item } = button.dataset;
+      if (token[plural].length === 1 && !(await confirmAction(emptyQuestion(kind, token.name), 'Delete'))) return;
+      button.disabled = true;
+      // Done, the row is gone; refused, it stays and can be tried again.
+      if (!(await editAccess({ [`remove_${plural}`]: [item] }, `Deleted ${item}.`))) button.disabled = false;
+      input.focus();
+    });
+    const clear = root.querySelector(`#clear-${plural}`);
+    clear.addEventListener(
+      'click',
+      busy(clear, async () => {
+        if (!(await confirmAction(emptyQuestion(kind, token.name, true), 'Delete all'))) return;
+        await editAccess({ [`clear_${plural}`]: true }, `Deleted every ${kind}.`);
+        input.focus();
+      }),
+    );
+  }
   const rename = root.querySelector('#rename-form');
   rename.addEventListener(
     'submit',
@@ -555,22 +615,45 @@ async function renderDetail(id) {
   });
 }
 
+/** What taking the last (or every) scope or network away means. */
+function emptyQuestion(kind, name, all = false) {
+  const what = all ? `Delete every ${kind} of “${name}”?` : `Delete the last ${kind} of “${name}”?`;
+  return kind === 'scope'
+    ? `${what} With no scopes the token has full access.`
+    : `${what} With no networks the token can be used from any address.`;
+}
+
+/** The rows of a scopes or networks table, or the one row saying none. */
+function accessRows(items, kind, none) {
+  if (!items.length) {
+    const row = document.getElementById('row-access-none').content.firstElementChild.cloneNode(true);
+    slot(row, 'none').textContent = none;
+    return [row];
+  }
+  return items.map((item) => {
+    const row = document.getElementById('row-access').content.firstElementChild.cloneNode(true);
+    slot(row, 'item').textContent = item;
+    const remove = slot(row, 'remove');
+    remove.dataset.item = item;
+    remove.setAttribute('aria-label', `Delete ${kind} ${item}`);
+    return row;
+  });
+}
+
+/** Whether the token's expiry has passed (revoked or not). */
+function pastExpiry(token) {
+  return Boolean(token.expires_at) && new Date(token.expires_at).getTime() <= Date.now();
+}
+
 function fillDetail(root, token) {
   slot(root, 'name').textContent = token.name;
   statusBadge(slot(root, 'status'), token.status);
   slot(root, 'description').textContent = token.description || '—';
   slot(root, 'id').textContent = String(token.id);
-  const chips = (list, none) => {
-    const items = list.length ? list : [none];
-    return items.map((text) => {
-      const item = document.createElement('li');
-      item.textContent = text;
-      if (!list.length) item.className = 'none';
-      return item;
-    });
-  };
-  slot(root, 'scopes').replaceChildren(...chips(token.scopes, 'Full access'));
-  slot(root, 'networks').replaceChildren(...chips(token.networks, 'Any address'));
+  slot(root, 'scopes').replaceChildren(...accessRows(token.scopes, 'scope', 'None: full access'));
+  slot(root, 'networks').replaceChildren(...accessRows(token.networks, 'network', 'None: any address'));
+  root.querySelector('#clear-scopes').hidden = token.scopes.length === 0;
+  root.querySelector('#clear-networks').hidden = token.networks.length === 0;
   slot(root, 'created').textContent = when(token.created_at, '—');
   slot(root, 'expires').textContent = when(token.expires_at, 'Never');
   slot(root, 'revoked').textContent = when(token.revoked_at, 'No');
@@ -579,7 +662,19 @@ function fillDetail(root, token) {
   root.querySelector('#edit-description').value = token.description;
   const active = token.status === 'active';
   root.querySelector('#revoke').hidden = !active;
-  root.querySelector('#regenerate-box').hidden = !active;
+  // Regenerate is offered whatever the status: for a revoked or expired
+  // token it brings it back. An expiry that has passed cannot be kept.
+  const expiry = root.querySelector('#rotate-expiry');
+  const keep = expiry.querySelector('option[value="keep"]');
+  const passed = pastExpiry(token);
+  keep.hidden = passed;
+  keep.disabled = passed;
+  if (passed && expiry.value === 'keep') expiry.value = '30d';
+  const hint = slot(root, 'regenerate-hint');
+  hint.hidden = active;
+  hint.textContent = token.status === 'revoked'
+    ? 'Revoked. Regenerate brings it back: a new secret, the same scopes and networks; the old secret stays refused.'
+    : 'Expired. Regenerate brings it back with a new secret and the lifetime you pick.';
   for (const card of root.querySelectorAll('.waiting')) card.classList.remove('waiting');
 }
 

@@ -542,7 +542,9 @@ impl<P: Publish> EtcdWriter<P> {
             }
             Mutation::Revoke { id, hash, .. }
             | Mutation::Update { id, hash, .. }
-            | Mutation::Rotate { id, hash, .. } => {
+            | Mutation::Access { id, hash, .. }
+            | Mutation::Rotate { id, hash, .. }
+            | Mutation::Reactivate { id, hash, .. } => {
                 let Some(entry) = current(*id, hash) else { return };
                 let token_key = keys.token(entry.user_id, *id);
                 txn.exists_unchanged(token_key.clone());
@@ -707,20 +709,29 @@ impl<P: Publish> EtcdWriter<P> {
         };
         let mut mutations = Vec::new();
         let mut current = hash;
+        let reactivated = token.revoked_at_us.is_none() && old.revoked_at_us.is_some();
         if token.hash != hash {
-            mutations.push(Mutation::Rotate {
-                id,
-                hash,
-                new_hash: token.hash,
-                expiry_at_us: token.expiry_at_us,
+            let (new_hash, expiry_at_us) = (token.hash, token.expiry_at_us);
+            mutations.push(if reactivated {
+                Mutation::Reactivate { id, hash, new_hash, expiry_at_us }
+            } else {
+                Mutation::Rotate { id, hash, new_hash, expiry_at_us }
             });
             current = token.hash;
+        } else if reactivated {
+            // Every writer clears a revocation only with a new secret: the
+            // old one was stopped on purpose. Kept revoked here (fails closed).
+            tracing::error!(token_id = id, "etcd holds a revocation cleared without a new secret; ignored");
         }
         if let (Some(at_us), None) = (token.revoked_at_us, old.revoked_at_us) {
             mutations.push(Mutation::Revoke { id, hash: current, at_us });
         }
-        if token.name != old.name || token.extras != old.extras {
+        let old_extras = old.extras.as_deref().cloned().unwrap_or_default();
+        let new_extras = token.extras.as_deref().cloned().unwrap_or_default();
+        if token.name != old.name || new_extras.description != old_extras.description {
             mutations.push(Mutation::Update { id, hash: current, name: token.name, extras: token.extras });
+        } else if new_extras.scopes != old_extras.scopes || new_extras.networks != old_extras.networks {
+            mutations.push(Mutation::Access { id, hash: current, extras: token.extras });
         }
         mutations
     }
@@ -817,7 +828,8 @@ impl TxnParts {
     }
 }
 
-/// The token record a revoke, update or rotate leaves.
+/// The token record a revoke, update, access edit, rotate or reactivation
+/// leaves.
 fn changed_record(entry: &TokenEntry, hash: &TokenHash, mutation: &Mutation) -> TokenRecord {
     let mut record = entry.record(hash, None);
     match mutation {
@@ -828,9 +840,17 @@ fn changed_record(entry: &TokenEntry, hash: &TokenHash, mutation: &Mutation) -> 
             record.name = Arc::clone(name);
             record.extras = extras.clone();
         }
+        Mutation::Access { extras, .. } => {
+            record.extras = extras.clone();
+        }
         Mutation::Rotate { new_hash, expiry_at_us, .. } => {
             record.hash = *new_hash;
             record.expiry_at_us = *expiry_at_us;
+        }
+        Mutation::Reactivate { new_hash, expiry_at_us, .. } => {
+            record.hash = *new_hash;
+            record.expiry_at_us = *expiry_at_us;
+            record.revoked_at_us = None;
         }
         Mutation::Create(_) | Mutation::Delete { .. } | Mutation::Touch { .. } => {}
     }
