@@ -4,13 +4,26 @@
 #   login: a primary-key lookup of the token hash (what a PAT login needs);
 #   churn: an INSERT then a DELETE, each its own transaction, with default
 #          durability (fsync = on, synchronous_commit = on).
-# Prints one line per scenario and client count: tps, p50 / p99 latency (µs).
+# PostgreSQL is run at its best: pgbench with as many client threads as
+# cores (`-j`, at most one per client) and no per-transaction log. The log
+# (`-l`) and one thread halved its lookups on this 2-core machine; set
+# PG_LATENCY_LOG=1 to have it anyway for p50 / p99 (otherwise pgbench's
+# own average latency is printed, in the p50 column's place, p99 "-").
+# With LATCHKEY=1 a release Latchkey (default config, fresh data directory)
+# runs beside it and each figure alternates, pgbench then latchkey-bench,
+# ROUNDS times (default 3), with the same scenario and client count; the
+# last lines give the medians and their ratio.
+# Prints one line per run: target, scenario, clients, tps, ops/s, latency.
 # Usage: bench/pgbench.sh [clients...]   (default: 1 16 64; DURATION=5 s)
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 clients=("${@:-1 16 64}")
 read -r -a clients <<<"${clients[*]}"
 duration="${DURATION:-5}"
+rounds="${ROUNDS:-1}"
+[[ "${LATCHKEY:-0}" == 1 ]] && rounds="${ROUNDS:-3}"
+cores="$(nproc)"
 port="${PGPORT_BENCH:-5499}"
 
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v pgbench >/dev/null; then
@@ -21,7 +34,12 @@ as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; f
 
 work="$(mktemp -d /tmp/latchkey-pgbench.XXXXXX)"
 [[ $(id -u) == 0 ]] && chown postgres "$work"
-cleanup() { as_pg "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+latchkey_pid=""
+cleanup() {
+    as_pg "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+    [[ -n "$latchkey_pid" ]] && kill "$latchkey_pid" 2>/dev/null
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 as_pg "$pgbin/initdb" -D "$work/data" -A trust -U bench >/dev/null
@@ -61,17 +79,67 @@ quantiles() { # pgbench per-transaction log: column 3 is latency in µs
         print p50, p99 }'
 }
 
+if [[ "${LATCHKEY:-0}" == 1 ]]; then
+    cargo build --release -q -p latchkey-server -p latchkey-bench
+    bench="${CARGO_TARGET_DIR:-target}/release/latchkey-bench"
+    LATCHKEY_SYSTEM_PATH="$work/latchkey" LATCHKEY_TCP_ADDRESS=127.0.0.1:8490 LATCHKEY_HTTP_ENABLED=false \
+        "${CARGO_TARGET_DIR:-target}/release/latchkey-server" --config configs/server.toml \
+        --with-default-root-credentials >"$work/latchkey.log" 2>&1 &
+    latchkey_pid=$!
+    for _ in $(seq 100); do grep -q listening "$work/latchkey.log" && break; sleep 0.1; done
+fi
+
+# pgbench SCENARIO CLIENTS: one run; prints its line.
+pg_run() {
+    local scenario="$1" c="$2" threads log=()
+    threads=$((c < cores ? c : cores))
+    [[ "${PG_LATENCY_LOG:-0}" == 1 ]] && log=(-l)
+    rm -f "$work"/pgbench_log.*
+    out="$(cd "$work" && as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$port" -U bench -c "$c" -j "$threads" \
+        -T "$duration" "${log[@]}" -f "$work/$scenario.sql" postgres 2>&1)"
+    tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)"
+    # A churn transaction is two commits (two durable writes), like
+    # latchkey-bench's churn counting create and delete separately.
+    ops="$(awk -v t="$tps" -v s="$scenario" 'BEGIN { printf "%.0f", (s == "churn" ? 2 : 1) * t }')"
+    if [[ "${PG_LATENCY_LOG:-0}" == 1 ]]; then
+        read -r p50 p99 <<<"$(quantiles "$work"/pgbench_log.*)"
+    else
+        p50="$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | awk '{printf "%.0f(avg)", $1 * 1000}')"
+        p99=-
+    fi
+    printf '%-10s %-8s %6s %12.0f %12s %8s %8s\n' postgresql "$scenario" "$c" "$tps" "$ops" "$p50" "$p99"
+}
+
+# latchkey-bench SCENARIO CLIENTS: one run of the same shape; prints its line.
+latchkey_run() {
+    local line
+    line="$("$bench" run --addr 127.0.0.1:8490 --scenarios "$1" --connections "$2" --duration "${duration}s" \
+        --warmup 1s --runs 1 --json 2>/dev/null | grep '"ops_per_sec"' | tail -n 1)"
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-10s %-8s %6s %12s %12.0f %8s %8s" % ("latchkey", sys.argv[2], sys.argv[3], "-", r["ops_per_sec"], r.get("p50_us","-"), r.get("p99_us","-")))' "$line" "$1" "$2"
+}
+
 printf '%-10s %-8s %6s %12s %12s %8s %8s\n' target scenario conns tps ops/s p50_us p99_us
 for scenario in login churn; do
     for c in "${clients[@]}"; do
-        rm -f "$work"/pgbench_log.*
-        out="$(cd "$work" && as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$port" -U bench -c "$c" -j 1 \
-            -T "$duration" -l -f "$work/$scenario.sql" postgres 2>&1)"
-        tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)"
-        # A churn transaction is two commits (two durable writes), like
-        # latchkey-bench's churn counting create and delete separately.
-        ops="$(awk -v t="$tps" -v s="$scenario" 'BEGIN { printf "%.0f", (s == "churn" ? 2 : 1) * t }')"
-        read -r p50 p99 <<<"$(quantiles "$work"/pgbench_log.*)"
-        printf '%-10s %-8s %6s %12.0f %12s %8s %8s\n' postgresql "$scenario" "$c" "$tps" "$ops" "$p50" "$p99"
+        for _ in $(seq "$rounds"); do
+            pg_run "$scenario" "$c"
+            [[ "${LATCHKEY:-0}" == 1 ]] && latchkey_run "$scenario" "$c"
+        done
     done
-done
+done | tee "$work/runs.txt"
+
+if [[ "${LATCHKEY:-0}" == 1 ]]; then
+    echo "medians over $rounds alternating rounds (ops/s):"
+    awk '{ key = $2 " " $3; v[$1, key] = v[$1, key] " " $5; keys[key] = 1 }
+        END { for (k in keys) print k, v["postgresql", k], "|", v["latchkey", k] }' "$work/runs.txt" |
+        python3 -c '
+import sys, statistics
+for line in sys.stdin:
+    head, lk = line.split("|")
+    parts = head.split(); scenario, c = parts[0], parts[1]
+    pg = [float(x) for x in parts[2:]]; lkv = [float(x) for x in lk.split()]
+    if not pg or not lkv: continue
+    a, b = statistics.median(pg), statistics.median(lkv)
+    print(f"{scenario:8} {c:>4} clients: postgresql {a:>9,.0f} ({min(pg):,.0f}-{max(pg):,.0f})  latchkey {b:>9,.0f} ({min(lkv):,.0f}-{max(lkv):,.0f})  latchkey/postgresql {b/a:.2f} x")
+' | sort
+fi
