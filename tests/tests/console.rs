@@ -117,6 +117,28 @@ fn console_responses_carry_security_headers_and_refuse_cross_site_changes() {
         assert_eq!(response.header("x-frame-options"), Some("DENY"));
         assert_eq!(response.header("cache-control"), Some("no-store"));
     }
+    // Answers only a machine reads go without the browser-only headers:
+    // RabbitMQ's questions and a forward-auth allow. A forward-auth deny
+    // may reach a browser (Traefik returns it as it is): it keeps them.
+    let (id, secret) = create(&server, json!({"name": "header-check"}));
+    let bearer = format!("Bearer {secret}");
+    let allow = request(http(&server), "GET", "/v1/auth/check", &[("Authorization", &bearer)], b"");
+    let deny = request(http(&server), "GET", "/v1/auth/check", &[], b"");
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let broker =
+        request(http(&server), "POST", "/v1/rabbitmq/vhost", &form, b"username=a/b&vhost=v&ip=127.0.0.1");
+    assert_eq!((allow.status, deny.status, broker.status, broker.text().as_str()), (200, 401, 200, "deny"));
+    for machine_only in [&allow, &broker] {
+        assert_eq!(machine_only.header("content-security-policy"), None);
+        assert_eq!(machine_only.header("x-frame-options"), None);
+        assert_eq!(machine_only.header("cache-control"), Some("no-store"));
+    }
+    assert!(
+        deny.header("content-security-policy").is_some_and(|policy| policy.contains("default-src 'none'"))
+    );
+    assert_eq!(deny.header("x-frame-options"), Some("DENY"));
+    assert_eq!(rest(&server, "DELETE", &format!("/v1/tokens/{id}"), None).status, 204);
+
     let script = request(http(&server), "GET", "/console/app.js", &[], b"");
     assert_eq!((script.status, script.header("content-type")), (200, Some("text/javascript; charset=utf-8")));
     assert_eq!(request(http(&server), "GET", "/console/secrets.txt", &[], b"").status, 404);

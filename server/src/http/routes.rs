@@ -243,11 +243,20 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
     let from_console = !headers.contains_key(AUTHORIZATION)
         && (headers.contains_key(console::sessions::CSRF_HEADER)
             || console::sessions::session_cookie(headers).is_some());
+    let to_a_machine = matches!(resolved, Resolved::Found(Route::Rabbit(_), _));
+    let check = matches!(resolved, Resolved::Found(Route::AuthCheck, _));
     let mut reply = answer(resolved, request, exchange).await;
     if from_console {
         reply.headers_mut().remove(WWW_AUTHENTICATE);
     }
-    console::secure(&mut reply);
+    // A browser never sees RabbitMQ's answers (only the broker asks) nor a
+    // forward-auth allow (the proxy passes on only the headers it is told
+    // to, to the upstream): the browser-only headers would be a third of
+    // each such reply's bytes for nothing. A forward-auth deny may be shown
+    // to the browser (Traefik returns it as it is), so it keeps them.
+    if !(to_a_machine || check && reply.status() == StatusCode::OK) {
+        console::secure(&mut reply);
+    }
     metrics::http_request(route, reply.status().as_u16(), started.elapsed());
     reply
 }
