@@ -12,9 +12,7 @@ use std::time::Duration;
 use common::*;
 use latchkey_protocol::body::encode_to_vec;
 use latchkey_protocol::ext::{AccessEdit, EditTokenAccess, RotateToken, TokenSelector};
-use latchkey_sdk::{
-    Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenStatus,
-};
+use latchkey_sdk::{Decision, Expiry, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenStatus};
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
 
 const EDIT_TOKEN_ACCESS: u32 = 9109;
@@ -33,11 +31,6 @@ const MANAGEMENT_NOT_ALLOWED: u32 = 20010;
 
 fn log_len(data_dir: &Path) -> u64 {
     std::fs::metadata(data_dir.join("tokens.log")).expect("tokens.log").len()
-}
-
-async fn create(client: &mut Client, token: NewToken) -> IssuedToken {
-    let name = token.name.clone();
-    client.create_token(&token).await.unwrap_or_else(|error| panic!("create {name}: {error}"))
 }
 
 fn add_scope(scope: &str) -> AccessEdit {
@@ -512,12 +505,7 @@ async fn edited_access_and_a_reactivation_survive_restarts_and_a_compaction() {
         .env("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", "0.0");
     let server = TestServer::start(&home, &compacting);
     let mut root = common::root(server.address).await;
-    let poll = Poll::new("a compaction");
-    while !server.logs().contains("token log compacted") {
-        create(&mut root, NewToken::named("churn")).await;
-        root.delete_token("churn").await.unwrap();
-        poll.pause().await;
-    }
+    churn_until_compacted(&server, &mut root).await;
     drop(root);
     assert_eq!(server.stop().code(), Some(0));
     let bytes = std::fs::read(home.data_dir().join("tokens.log")).unwrap();

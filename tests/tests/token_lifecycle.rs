@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use latchkey_sdk::{
-    Client, Decision, Expiry, IssuedToken, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenStatus,
+    Client, Decision, Expiry, NewToken, RotateExpiry, StatusFilter, TokenDetails, TokenStatus,
 };
 use latchkey_tests::{DataHome, ServerSpec, TestServer};
 
@@ -77,11 +77,6 @@ async fn wait_for_flushed_use(
 fn format_version(data_dir: &Path) -> u32 {
     let bytes = std::fs::read(log_path(data_dir)).expect("read tokens.log");
     u32::from_le_bytes(bytes[FORMAT_VERSION_OFFSET..FORMAT_VERSION_OFFSET + 4].try_into().unwrap())
-}
-
-async fn create(client: &mut Client, token: NewToken) -> IssuedToken {
-    let name = token.name.clone();
-    client.create_token(&token).await.unwrap_or_else(|error| panic!("create {name}: {error}"))
 }
 
 async fn all_tokens(client: &mut Client) -> Vec<TokenDetails> {
@@ -846,12 +841,7 @@ async fn compaction_keeps_every_new_field() {
     let server = TestServer::start(&home, &compacting);
     let mut root = common::root(server.address).await;
     assert_eq!(all_tokens(&mut root).await, before);
-    let poll = Poll::new("a compaction");
-    while !server.logs().contains("token log compacted") {
-        create(&mut root, NewToken::named("churn")).await;
-        root.delete_token("churn").await.unwrap();
-        poll.pause().await;
-    }
+    churn_until_compacted(&server, &mut root).await;
     drop(root);
     assert_eq!(server.stop().code(), Some(0));
     // The file now starts with a Snapshot record: header (16), batch

@@ -387,10 +387,21 @@ fn v2_history() -> Vec<Vec<Mutation>> {
 }
 
 fn write_v2_history(dir: &Path) -> Replica {
-    let mut expected = write_history(dir);
+    let expected = write_history(dir);
+    append_history(dir, expected, v2_history(), 1_800_000_000_000_000)
+}
+
+/// Appends `history` (one batch per element, commit times from
+/// `first_at_us` on) to the log in `dir` and applies it to `expected`.
+fn append_history(
+    dir: &Path,
+    mut expected: Replica,
+    history: Vec<Vec<Mutation>>,
+    first_at_us: u64,
+) -> Replica {
     let mut recovered = open(dir, policy_never(), None).unwrap();
-    for (index, batch) in v2_history().into_iter().enumerate() {
-        recovered.log.append(&batch, 1_800_000_000_000_000 + index as u64).unwrap();
+    for (index, batch) in history.into_iter().enumerate() {
+        recovered.log.append(&batch, first_at_us + index as u64).unwrap();
         for mutation in &batch {
             expected.apply(mutation);
         }
@@ -560,15 +571,8 @@ fn v4_state() -> Replica {
 }
 
 fn write_v4_history(dir: &Path) -> Replica {
-    let mut expected = write_v2_history(dir);
-    let mut recovered = open(dir, policy_never(), None).unwrap();
-    for (index, batch) in v4_history().into_iter().enumerate() {
-        recovered.log.append(&batch, 1_900_000_000_000_000 + index as u64).unwrap();
-        for mutation in &batch {
-            expected.apply(mutation);
-        }
-    }
-    expected
+    let expected = write_v2_history(dir);
+    append_history(dir, expected, v4_history(), 1_900_000_000_000_000)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey_sdk::{Client, Error};
+use latchkey_sdk::{Client, Error, IssuedToken, NewToken};
 use latchkey_tests::contains;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -326,6 +326,24 @@ impl Poll {
     pub async fn pause(&self) {
         assert!(Instant::now() < self.until, "{} did not happen (hang guard)", self.what);
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates a token with the SDK; fails the test, naming it, if refused.
+pub async fn create(client: &mut Client, token: NewToken) -> IssuedToken {
+    let name = token.name.clone();
+    client.create_token(&token).await.unwrap_or_else(|error| panic!("create {name}: {error}"))
+}
+
+/// Creates and deletes a token named `churn` until `server` logs that a
+/// compaction of its token log finished (it must run with a policy that
+/// makes one due after a dead record or two).
+pub async fn churn_until_compacted(server: &latchkey_tests::TestServer, client: &mut Client) {
+    let poll = Poll::new("a compaction");
+    while !server.logs().contains("token log compacted") {
+        create(client, NewToken::named("churn")).await;
+        client.delete_token("churn").await.unwrap();
+        poll.pause().await;
     }
 }
 
