@@ -10,7 +10,7 @@ use super::log::{
     BATCH_HEADER_BYTES, FORMAT_VERSION, HEADER_BYTES, LOG_FILE, Record, SNAPSHOT_BATCH_RECORDS, TokenLog,
     begin_batch, encode_record, encode_snapshot, finish_batch, header, parse_record, read_batch,
 };
-use super::recovery::{LogError, open};
+use super::recovery::{LogError, Recovered, open};
 use crate::registry::{LastUsed, Mutation, Replica, TokenExtras, TokenRecord};
 
 fn policy_never() -> CompactionPolicy {
@@ -386,6 +386,17 @@ fn v2_history() -> Vec<Vec<Mutation>> {
     ]
 }
 
+/// A snapshot of `recovered`'s state, as compaction writes it, replays to
+/// `expected`.
+fn snapshot_replays_to(recovered: Recovered, expected: &Replica) {
+    let tokens: Vec<TokenRecord> = recovered.state.records().collect();
+    let snapshot = encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
+    drop(recovered);
+    let other = tempfile::tempdir().unwrap();
+    fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
+    assert_eq!(&open(other.path(), policy_never(), None).unwrap().state, expected);
+}
+
 fn write_v2_history(dir: &Path) -> Replica {
     let expected = write_history(dir);
     append_history(dir, expected, v2_history(), 1_800_000_000_000_000)
@@ -425,12 +436,7 @@ fn every_version_2_record_replays_and_survives_compaction() {
     let plain = recovered.state.by_name(1, "plain").unwrap().1;
     assert_eq!(plain.revoked_at_us, NonZeroU64::new(1_800_000_000_000_009));
     // A snapshot of that state (as compaction writes it) replays to the same state.
-    let tokens: Vec<TokenRecord> = recovered.state.records().collect();
-    let snapshot = encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
-    drop(recovered);
-    let other = tempfile::tempdir().unwrap();
-    fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
-    assert_eq!(open(other.path(), policy_never(), None).unwrap().state, expected);
+    snapshot_replays_to(recovered, &expected);
 }
 
 /// Bytes of a log written by format version 2 (every record type),
@@ -597,12 +603,7 @@ fn every_version_4_record_replays_and_survives_compaction() {
     assert_eq!(plain.expiry_at_us, NonZeroU64::new(1_960_000_000_000_000));
     assert_eq!(recovered.state.last_used(11), Some(used(1_800_000_000_000_002, "[2001:db8::1]:5")));
     // Compaction writes whole token records: the same state replays.
-    let tokens: Vec<TokenRecord> = recovered.state.records().collect();
-    let snapshot = encode_snapshot(&tokens, recovered.next_id, recovered.log.seq, 7);
-    drop(recovered);
-    let other = tempfile::tempdir().unwrap();
-    fs::write(other.path().join(LOG_FILE), snapshot).unwrap();
-    assert_eq!(open(other.path(), policy_never(), None).unwrap().state, expected);
+    snapshot_replays_to(recovered, &expected);
 }
 
 /// Bytes of a log written by format version 4 (every record type, batches
