@@ -80,25 +80,23 @@ pub(super) struct TokenCounts {
 }
 
 /// Tokens per status at `now_us`, and the active ones expiring within
-/// `window_us`. One pass over the registry, O(n) in tokens, inside one
-/// read: fine once per scrape, but the writer's next publish waits for the
-/// read to end, so this is no per-request work.
+/// `window_us`: one pass over the registry, O(n) in tokens, once per
+/// scrape, in short reads ([`Readers::scan`]) so that it never holds up the
+/// writer's next publish.
 pub(super) fn count_tokens(registry: &Readers, now_us: u64, window_us: u64) -> TokenCounts {
     let horizon_us = now_us.saturating_add(window_us);
-    registry.read(|replica| {
-        let mut counts = TokenCounts::default();
-        for (_, entry) in replica.iter() {
-            let status = entry.status(now_us);
-            if let Some(index) = TOKEN_STATUSES.iter().position(|listed| *listed == status) {
-                counts.by_status[index] += 1;
-            }
-            let soon = entry.expiry_at_us.is_some_and(|at| at.get() <= horizon_us);
-            if status == TokenStatus::Active && soon {
-                counts.expiring += 1;
-            }
+    let mut counts = TokenCounts::default();
+    registry.scan(|entry| {
+        let status = entry.status(now_us);
+        if let Some(index) = TOKEN_STATUSES.iter().position(|listed| *listed == status) {
+            counts.by_status[index] += 1;
         }
-        counts
-    })
+        let soon = entry.expiry_at_us.is_some_and(|at| at.get() <= horizon_us);
+        if status == TokenStatus::Active && soon {
+            counts.expiring += 1;
+        }
+    });
+    counts
 }
 
 /// Writes every family, in a fixed order.

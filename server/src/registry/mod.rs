@@ -32,6 +32,7 @@ mod uses;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, btree_map};
 use std::hash::BuildHasherDefault;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -239,6 +240,37 @@ impl Replica {
             .filter_map(|hash| self.by_hash.get(hash))
     }
 
+    /// Every user holding a token, in id order.
+    pub fn user_ids(&self) -> Vec<u32> {
+        let mut users: Vec<u32> = self.by_user.keys().copied().collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Visits up to `max` of `user_id`'s tokens whose names sort after
+    /// `after` (all of them for `None`), in name order. Returns the last
+    /// name visited when `max` were: more may follow it.
+    pub fn visit_slice(
+        &self,
+        user_id: u32,
+        after: Option<&str>,
+        max: usize,
+        visit: &mut impl FnMut(&TokenEntry),
+    ) -> Option<Arc<str>> {
+        let names = self.by_user.get(&user_id)?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut visited = 0;
+        let mut last = None;
+        for (name, hash) in names.range::<str, _>((lower, Bound::Unbounded)).take(max) {
+            if let Some(entry) = self.by_hash.get(hash) {
+                visit(entry);
+            }
+            visited += 1;
+            last = Some(name);
+        }
+        (visited == max).then(|| Arc::clone(last.expect("max is not zero")))
+    }
+
     /// Every token with its hash, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
         self.by_hash.iter()
@@ -336,6 +368,10 @@ impl left_right::Absorb<RegistryOp> for Replica {
     fn sync_with(&mut self, _first: &Self) {}
 }
 
+/// Tokens visited per read by [`Readers::scan`]: a few hundred
+/// microseconds of work.
+pub const SCAN_SLICE: usize = 4096;
+
 impl Readers {
     /// The readers' end and the writer's end of a registry pair, from two
     /// equal copies of the recovered state (the caller makes them in
@@ -352,6 +388,30 @@ impl Readers {
         write.publish();
         let readers = Readers { id: REGISTRY_IDS.fetch_add(1, Ordering::Relaxed), factory: read.factory() };
         (readers, RegistryPublisher(write))
+    }
+
+    /// Visits every token, [`SCAN_SLICE`] at a time, each slice inside a
+    /// read of its own: a scan of the whole registry (metrics, expiry
+    /// warnings) never holds one read for long, so the writer's next
+    /// publish, which waits for the readers of the copy it is about to
+    /// change, never waits long for it (one read over 1M tokens is tens of
+    /// milliseconds). Not a snapshot: a token created or deleted during
+    /// the scan may or may not be visited; every token there throughout is
+    /// visited once.
+    pub fn scan(&self, mut visit: impl FnMut(&TokenEntry)) {
+        self.scan_in_slices(SCAN_SLICE, &mut visit);
+    }
+
+    fn scan_in_slices(&self, slice: usize, visit: &mut impl FnMut(&TokenEntry)) {
+        assert!(slice > 0, "a slice holds at least one token");
+        for user_id in self.read(Replica::user_ids) {
+            let mut after: Option<Arc<str>> = None;
+            while let Some(last) =
+                self.read(|replica| replica.visit_slice(user_id, after.as_deref(), slice, visit))
+            {
+                after = Some(last);
+            }
+        }
     }
 
     /// Runs `read` against the registry. The guard cannot outlive the call,

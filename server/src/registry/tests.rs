@@ -72,3 +72,31 @@ fn a_delete_whose_id_and_hash_disagree_is_a_divergence() {
     replica.apply(&Mutation::Create(token.clone()));
     replica.apply(&Mutation::Delete { id: 2, hash: token.hash });
 }
+
+#[test]
+fn a_scan_in_slices_visits_every_token_once_across_users_and_slice_edges() {
+    let mut replica = Replica::new();
+    let mut id = 0;
+    // Users of 10, 6 (two whole slices: the last read finds nothing more),
+    // 1 and 0 tokens left; names out of order on purpose.
+    for (user_id, tokens) in [(3, 10), (1, 6), (2, 1), (4, 1)] {
+        for n in (0..tokens).rev() {
+            id += 1;
+            replica.apply(&Mutation::Create(record(id, user_id, &format!("t{n:02}"))));
+        }
+    }
+    let gone = replica.by_name(4, "t00").map(|(hash, entry)| (entry.id, *hash)).unwrap();
+    replica.apply(&Mutation::Delete { id: gone.0, hash: gone.1 });
+    let (readers, _publisher) = Readers::new(replica.clone(), replica);
+    for slice in [1, 3, 6, 4096] {
+        let mut seen = Vec::new();
+        readers.scan_in_slices(slice, &mut |entry: &TokenEntry| {
+            seen.push((entry.user_id, entry.name.to_string()))
+        });
+        let mut expected: Vec<(u32, String)> = Vec::new();
+        for (user_id, tokens) in [(1, 6), (2, 1), (3, 10)] {
+            expected.extend((0..tokens).map(|n| (user_id, format!("t{n:02}"))));
+        }
+        assert_eq!(seen, expected, "slice {slice}: users in id order, names in order, each once");
+    }
+}

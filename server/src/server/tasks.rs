@@ -53,7 +53,7 @@ fn expiry_scan_interval(window: Duration) -> Duration {
 /// after a restart, tokens still inside the window are announced anew (the
 /// announcements are remembered in memory only). Each scan reads the whole
 /// registry (O(tokens), at most once a second, once a minute for windows
-/// of ten minutes and more).
+/// of ten minutes and more), in short reads that never hold up a commit.
 pub(super) async fn announce_expiring(ctx: Arc<Context>, window: Duration) {
     let window_us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
     let mut announced: HashMap<u64, u64> = HashMap::new();
@@ -63,16 +63,23 @@ pub(super) async fn announce_expiring(ctx: Arc<Context>, window: Duration) {
         ticks.tick().await;
         let now = crate::clock::now_us();
         let horizon = now.saturating_add(window_us);
-        let expiring: Vec<(u64, u32, Arc<str>, u64)> = ctx.registry.read(|replica| {
-            replica
-                .iter()
-                .filter(|(_, entry)| entry.status(now) == TokenStatus::Active)
-                .filter_map(|(_, entry)| {
-                    let at = entry.expiry_at_us?.get();
-                    (at <= horizon).then(|| (entry.id, entry.user_id, entry.name.clone(), at))
-                })
-                .collect()
-        });
+        // O(tokens) of work: on a blocking thread, not a worker's.
+        let scanning = Arc::clone(&ctx);
+        let expiring = tokio::task::spawn_blocking(move || {
+            let mut expiring: Vec<(u64, u32, Arc<str>, u64)> = Vec::new();
+            scanning.registry.scan(|entry| {
+                if entry.status(now) == TokenStatus::Active
+                    && let Some(at) = entry.expiry_at_us.map(|at| at.get())
+                    && at <= horizon
+                {
+                    expiring.push((entry.id, entry.user_id, entry.name.clone(), at));
+                }
+            });
+            expiring
+        })
+        .await;
+        // Only a runtime shutting down stops a blocking task: so is this one.
+        let Ok(expiring) = expiring else { return };
         let mut still = HashMap::with_capacity(expiring.len());
         for (id, user_id, name, at) in expiring {
             if announced.get(&id) != Some(&at) {
