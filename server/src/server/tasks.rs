@@ -63,23 +63,15 @@ pub(super) async fn announce_expiring(ctx: Arc<Context>, window: Duration) {
         ticks.tick().await;
         let now = crate::clock::now_us();
         let horizon = now.saturating_add(window_us);
-        // O(tokens) of work: on a blocking thread, not a worker's.
-        let scanning = Arc::clone(&ctx);
-        let expiring = tokio::task::spawn_blocking(move || {
-            let mut expiring: Vec<(u64, u32, Arc<str>, u64)> = Vec::new();
-            scanning.registry.scan(|entry| {
-                if entry.status(now) == TokenStatus::Active
-                    && let Some(at) = entry.expiry_at_us.map(|at| at.get())
-                    && at <= horizon
-                {
-                    expiring.push((entry.id, entry.user_id, entry.name.clone(), at));
-                }
-            });
-            expiring
-        })
-        .await;
-        // Only a runtime shutting down stops a blocking task: so is this one.
-        let Ok(expiring) = expiring else { return };
+        let mut expiring: Vec<(u64, u32, Arc<str>, u64)> = Vec::new();
+        ctx.registry.scan(|entry| {
+            if entry.status(now) == TokenStatus::Active
+                && let Some(at) = entry.expiry_at_us.map(|at| at.get())
+                && at <= horizon
+            {
+                expiring.push((entry.id, entry.user_id, entry.name.clone(), at));
+            }
+        });
         let mut still = HashMap::with_capacity(expiring.len());
         for (id, user_id, name, at) in expiring {
             if announced.get(&id) != Some(&at) {
