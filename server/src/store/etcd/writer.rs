@@ -428,7 +428,7 @@ impl<P: Publish> EtcdWriter<P> {
             return first;
         }
         let revision = self.fence().await?;
-        self.applied_own(revision, &[]).await?;
+        self.catch_up(revision).await?;
         mutations.clear();
         self.resolver.check(change, commit_at_us, mutations)
     }
@@ -489,7 +489,7 @@ impl<P: Publish> EtcdWriter<P> {
         if response.succeeded() {
             // This change's own events carry the transaction's revision.
             let revision = response.header().map_or(0, |header| header.revision());
-            self.applied_own(revision, mutations).await?;
+            self.catch_up(revision).await?;
             return Ok(Committed::Yes);
         }
         metrics::store_conflict();
@@ -586,27 +586,6 @@ impl<P: Publish> EtcdWriter<P> {
         }
     }
 
-    /// Brings the state to `revision`, that of this node's own write of
-    /// `mutations` (a transaction, or the fence with none). When the write
-    /// directly follows `applied`, nothing else happened in etcd between
-    /// them: the state at `revision` is the state now with `mutations`
-    /// applied, so they are applied at once, and the watch's events of
-    /// `revision`, when they come, are skipped as applied. That saves the
-    /// wait for the watch to bring a node's own write back, which is most
-    /// of what a lone connection's change costs above etcd's round trip.
-    /// Otherwise (another write came between) it waits for the watch.
-    async fn applied_own(&mut self, revision: i64, mutations: &[Mutation]) -> Result<(), ErrorCode> {
-        if revision != self.applied + 1 {
-            return self.catch_up(revision).await;
-        }
-        self.resolver.apply(mutations);
-        if !mutations.is_empty() {
-            self.publish.publish(Arc::from(mutations));
-        }
-        self.applied = revision;
-        Ok(())
-    }
-
     /// Waits until the state has applied the events of `revision` (there
     /// is at least one under the prefix). Bounded by the request timeout.
     async fn catch_up(&mut self, revision: i64) -> Result<(), ErrorCode> {
@@ -699,16 +678,8 @@ impl<P: Publish> EtcdWriter<P> {
             return;
         }
         let mut batch = Vec::new();
-        // Revisions up to here are applied already: the watch delivers
-        // events after `applied` in order, a revision's events together,
-        // and a revision at or below it is this node's own write, applied
-        // when etcd answered it (`applied_own`).
-        let before = self.applied;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            if kv.mod_revision() <= before {
-                continue;
-            }
             let mutation = match (self.keys.parse(kv.key()), event.event_type()) {
                 (Named::Token { user_id, id }, EventType::Put) => match decode_token(kv.value()) {
                     Ok(token) => self.token_put(user_id, id, token),
