@@ -77,13 +77,41 @@ start_node() {
     await_listening "$work/node$i.log"
 }
 
-# churn LABEL ADDRS WARMUP [ARGS...]: Latchkey through ADDRS against etcd directly.
+# store_counters: the nodes' store counters, summed over the running nodes
+# ("-" for one no node has, as in an older build).
+store_counters=(changes_committed batches_committed conflicts id_blocks_leased)
+store_counters() {
+    local name i value total
+    for name in "${store_counters[@]}"; do
+        total=-
+        for ((i = 1; i <= ${#node_pids[@]}; i++)); do
+            value=$(curl -fsS "http://127.0.0.1:1819$i/metrics" | awk -v n="latchkey_store_${name}_total" '$1 == n { print $2 }')
+            [[ -n "$value" ]] && total=$((${total/-/0} + value))
+        done
+        printf '%s ' "$total"
+    done
+}
+
+# churn LABEL ADDRS WARMUP [ARGS...]: Latchkey through ADDRS against etcd
+# directly; then what the nodes' stores counted over it (every run, warm-ups
+# and setup included): changes, transactions, lost races, id blocks leased.
 churn() {
-    local label="$1" addrs="$2" warm="$3"
+    local label="$1" addrs="$2" warm="$3" before after i
     shift 3
+    read -ra before <<<"$(store_counters)"
     "$bench" etcd-churn --addr "$addrs" --label "$label" --etcd "$ETCD_ENDPOINTS" \
         --etcd-pids "$(IFS=,; echo "${etcd_pids[*]}")" --node-pids "$(IFS=,; echo "${node_pids[*]}")" \
         --connections "$churn_conns" --duration "$duration" --warmup "$warm" --runs "$runs" "$@"
+    read -ra after <<<"$(store_counters)"
+    printf '%s, nodes summed over the whole part:' "$label"
+    for i in "${!store_counters[@]}"; do
+        if [[ "${after[i]}" == - ]]; then
+            printf ' %s -' "${store_counters[i]}"
+        else
+            printf ' %s %s' "${store_counters[i]}" $((after[i] - before[i]))
+        fi
+    done
+    echo
 }
 
 start_node 1
