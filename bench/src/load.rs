@@ -126,6 +126,18 @@ pub struct Target {
     pub framing: Framing,
     /// Connect over TLS (`--tls-ca`): every connection handshakes first.
     pub tls: Option<Tls>,
+    /// Churn only: each connection logs in with a password as a user of
+    /// its own instead of with the setup user's token, so each churns its
+    /// own user's tokens (in cluster mode: what id blocks are for).
+    pub own_users: Option<OwnUsers>,
+}
+
+/// Users of their own for churn's connections: connection `n` is
+/// `{prefix}{n}` with `password`; they must be in the server's config.
+#[derive(Debug, Clone)]
+pub struct OwnUsers {
+    pub prefix: String,
+    pub password: String,
 }
 
 /// A TLS client setup: the CA to trust and the name to ask for.
@@ -385,7 +397,15 @@ pub fn run(
             let endpoint = target.endpoint_for(connection);
             let framing = target.framing;
             let token = token.to_owned();
-            let login = frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) });
+            let login = match (&target.own_users, scenario) {
+                (Some(users), Scenario::Churn) => frame(&LoginUser {
+                    username: format!("{}{connection}", users.prefix),
+                    password: Secret::from(users.password.clone()),
+                    version: Some("latchkey-bench".into()),
+                    context: None,
+                }),
+                _ => frame(&LoginWithPersonalAccessToken { token: Secret::from(token.clone()) }),
+            };
             tasks.push(tokio::task::spawn_local(async move {
                 if scenario.is_http() {
                     forward_connection(&endpoint, &bytes, per_burst, &phase).await
@@ -445,7 +465,7 @@ async fn open_connection(
     if let Some(login) = login {
         let (status, _) = call(&mut stream, login).await?;
         if status != 0 {
-            return Err(setup_error("token login", status));
+            return Err(setup_error("login", status));
         }
     }
     drive(&mut stream, burst, per_burst, phase, legacy_replies).await

@@ -258,6 +258,14 @@ struct EtcdChurnArgs {
     user: String,
     #[arg(long, default_value = "iggy")]
     pass: String,
+    /// Each Latchkey connection churns the tokens of a user of its own:
+    /// connection n logs in as this prefix followed by n (users 0 to the
+    /// largest connection count less one must be in the nodes' config),
+    /// with --own-users-pass. Without it, every connection is --user's.
+    #[arg(long)]
+    own_users: Option<String>,
+    #[arg(long, default_value = "bench-user-pass")]
+    own_users_pass: String,
     /// Connection counts (Latchkey) = client loops (etcd), e.g. 1,16,64.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     connections: Vec<usize>,
@@ -431,6 +439,7 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 bind,
                 framing,
                 tls,
+                own_users: None,
             };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             // Only the doors the scenarios use are set up.
@@ -576,6 +585,10 @@ fn etcd_churn(args: EtcdChurnArgs) -> std::io::Result<()> {
         bind: None,
         framing: load::Framing::Legacy,
         tls: None,
+        own_users: args
+            .own_users
+            .clone()
+            .map(|prefix| load::OwnUsers { prefix, password: args.own_users_pass.clone() }),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let token = runtime.block_on(load::prepare(&target))?;

@@ -436,6 +436,139 @@ async fn ids_are_unique_across_nodes_and_a_restarted_node_reloads_every_token() 
     assert!(next.id > *ids.last().unwrap(), "id {} reused or out of order", next.id);
 }
 
+/// Tokens each user makes in the id-block tests.
+const TOKENS_PER_MAKER: usize = 20;
+
+/// Id blocks (CLUSTER.md, "Id blocks"): three nodes creating at once, each
+/// for users of its own, share no key in etcd. No transaction of any node
+/// loses a race (before id blocks, every group compared the one id
+/// counter), each node leases one block and gives every id from it, no id
+/// is given twice, and every node lists every user's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_for_different_users_on_three_nodes_never_share_an_id_nor_lose_a_race() {
+    let Some(etcd) = EtcdCluster::start(3) else { return };
+    let key = KeyFile::new();
+    let names: Vec<String> = (1..=6).map(|user| format!("maker{user}")).collect();
+    let users: Vec<TestUser<'_>> = names
+        .iter()
+        .zip(1..)
+        .map(|(name, id)| TestUser { id, username: name, password: "maker-password", active: true })
+        .collect();
+    let with_users = spec(&etcd, &key).config(&users_config(&users));
+    let nodes: Vec<Node> = (0..3).map(|_| node(&with_users)).collect();
+    // Two users per node, each on its own connection; every connection logs
+    // in first (a password login is slow), then all create at once.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(names.len()));
+    let mut makers = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let (address, name, start) = (nodes[index / 2].server.address, name.clone(), start.clone());
+        makers.push(tokio::spawn(async move {
+            let mut client = connect(address).await;
+            assert_eq!(
+                client.login_user(&name, "maker-password").await.unwrap(),
+                u32::try_from(index + 1).unwrap()
+            );
+            start.wait().await;
+            let mut ids = Vec::new();
+            for round in 0..TOKENS_PER_MAKER {
+                let made =
+                    client.create_token(&latchkey_sdk::NewToken::named(format!("token-{round}"))).await;
+                ids.push(made.expect("create").id);
+            }
+            ids
+        }));
+    }
+    let mut made = Vec::new();
+    for maker in makers {
+        made.push(maker.await.unwrap());
+    }
+    let mut every_id = BTreeSet::new();
+    for id in made.iter().flatten() {
+        assert!(every_id.insert(*id), "id {id} given twice");
+    }
+    let block = latchkey_server::store::etcd::ID_BLOCK_IDS;
+    let mut spans = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let ids: BTreeSet<u64> = made[2 * index..2 * index + 2].iter().flatten().copied().collect();
+        let (low, high) = (*ids.first().unwrap(), *ids.last().unwrap());
+        assert!(high - low < block, "node {index} gave ids {low}..={high}: not from one block");
+        spans.push((low, high));
+        assert_eq!(counter(node, "latchkey_store_conflicts_total"), 0, "node {index} lost a race");
+        assert_eq!(counter(node, "latchkey_store_id_blocks_leased_total"), 1, "node {index}");
+        assert_eq!(counter(node, "latchkey_store_changes_committed_total"), 2 * TOKENS_PER_MAKER as u64);
+    }
+    spans.sort_unstable();
+    assert!(spans.windows(2).all(|pair| pair[0].1 < pair[1].0), "blocks overlap: {spans:?}");
+    // Every node applies every other node's creates, ids sparse as they are.
+    for node in &nodes {
+        for (name, ids) in names.iter().zip(&made) {
+            let expected: BTreeSet<u64> = ids.iter().copied().collect();
+            let mut client = connect(node.server.address).await;
+            client.login_user(name, "maker-password").await.unwrap();
+            let deadline = Instant::now() + PROPAGATION_BOUND;
+            loop {
+                let listed = client.list_all_tokens(latchkey_protocol::ext::StatusFilter::All).await.unwrap();
+                let listed: BTreeSet<u64> = listed.into_iter().map(|token| token.id).collect();
+                if listed == expected {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}'s tokens on a node: {listed:?}, not {expected:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A node SIGKILLed in the middle of its id block abandons the rest: after
+/// its restart it leases a new block, past every block leased before, while
+/// the other node goes on in its own; no id is ever given twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_block_skips_the_rest_of_it_and_no_id_is_given_twice() {
+    let Some((etcd, key, mut nodes)) = cluster(2) else { return };
+    async fn make(node: &Node, prefix: &str) -> Vec<u64> {
+        let mut client = root(node.server.address).await;
+        let mut ids = Vec::new();
+        for round in 0..5 {
+            let made = client.create_token(&latchkey_sdk::NewToken::named(format!("{prefix}-{round}"))).await;
+            ids.push(made.expect("create").id);
+        }
+        ids
+    }
+    let block = latchkey_server::store::etcd::ID_BLOCK_IDS;
+    let killed = make(&nodes[0], "killed").await;
+    let other = make(&nodes[1], "other").await;
+    let (killed_block, other_block) = (killed[0]..killed[0] + block, other[0]..other[0] + block);
+    assert!(killed.iter().all(|id| killed_block.contains(id)), "{killed:?}");
+    nodes.remove(0).server.kill();
+    let revived = node(&spec(&etcd, &key));
+    let after = make(&revived, "after").await;
+    let other_after = make(&nodes[0], "other-after").await;
+    assert!(
+        after.iter().all(|id| *id >= killed_block.end && *id >= other_block.end),
+        "the restarted node gave {after:?}: within a block leased before its restart \
+         ({killed_block:?}, {other_block:?})"
+    );
+    assert!(
+        other_after.iter().all(|id| other_block.contains(id)),
+        "{other_after:?}: not from {other_block:?}"
+    );
+    let mut every_id = BTreeSet::new();
+    for id in killed.iter().chain(&other).chain(&after).chain(&other_after) {
+        assert!(every_id.insert(*id), "id {id} given twice");
+    }
+    for node in [&revived, &nodes[0]] {
+        eventually("every node lists every token", || async {
+            let listed = root(node.server.address)
+                .await
+                .list_all_tokens(latchkey_protocol::ext::StatusFilter::All)
+                .await
+                .unwrap();
+            listed.into_iter().map(|token| token.id).collect::<BTreeSet<u64>>() == every_id
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn a_revoke_made_while_a_node_was_down_is_refused_on_it_after_its_restart() {
     let Some((etcd, key, mut nodes)) = cluster(2) else { return };
@@ -659,6 +792,22 @@ async fn a_single_node_moves_into_a_cluster_and_back_without_reissuing_a_token()
     let key = KeyFile::new();
     std::fs::copy(single.data_dir().join("server.key"), key.path()).unwrap();
     let clustered = spec(&etcd, &key);
+    // A prefix that has handed out ids (a token made and deleted: a block
+    // leased) refuses the import: the export's ids may be among them.
+    let used = spec(&etcd, &key).env("LATCHKEY_STORAGE_ETCD_PREFIX", "/used/");
+    let node_on_used = node(&used);
+    let mut client = root(node_on_used.server.address).await;
+    client.create_personal_access_token("passing", Expiry::Never).await.unwrap();
+    client.delete_personal_access_token("passing").await.unwrap();
+    assert_eq!(node_on_used.server.stop().code(), Some(0));
+    let refused = std::process::Command::new(latchkey_tests::server_binary())
+        .args(["import", "--in", exported])
+        .envs(used.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .env("LATCHKEY_SYSTEM_PATH", DataHome::new().data_dir())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("import into a new prefix"), "{said}");
     let importer = DataHome::new();
     assert!(tool(&importer, &clustered, &["import", "--in", exported]).contains("imported 2 tokens"));
     let nodes = [node(&clustered), node(&clustered)];

@@ -421,12 +421,14 @@ async fn settled_lists(run: &Run) -> Vec<Vec<Listed>> {
 /// - writes linearizable per name: one real-time order of the creates,
 ///   revokes and deletes in which every answer is the sequential model's
 ///   (create ok iff the name is free, 51 iff held; revoke or delete ok iff
-///   the token exists, 20 iff not; ids increasing), ending in the final
+///   the token exists, 20 iff not), ending in the final
 ///   lists; a refusal, answered from a node's own state, may be up to
 ///   [`STALENESS_BOUND`] old but never older than what that node answered
 ///   before; and with no staleness at all (strictly linearizable): a node
 ///   fences before it answers a refusal (`meta/fence`, CLUSTER.md);
-/// - ids never reused, and in real-time order across all names;
+/// - ids never reused, and each node's in real-time order across all names
+///   (across nodes they need not be: each node gives ids from its own
+///   blocks);
 /// - token logins: read-your-writes on the node that acknowledged a create,
 ///   revoke or delete; every node within [`STALENESS_BOUND`]; no node goes
 ///   back; no phantom revoke or delete;

@@ -111,6 +111,19 @@ pub fn store_batch_committed(changes: u64, elapsed: Duration) {
     });
 }
 
+/// A cluster node's etcd transaction lost a race: a compare failed because
+/// another node (or this one's own earlier change) wrote what it relied
+/// on; its changes are checked again. `latchkey_store_conflicts_total`.
+pub fn store_conflict() {
+    with_local(|shard| shard.count(counter::CONFLICTS));
+}
+
+/// A cluster node leased a block of token ids from etcd's id counter.
+/// `latchkey_store_id_blocks_leased_total`.
+pub fn id_block_leased() {
+    with_local(|shard| shard.count(counter::ID_BLOCKS_LEASED));
+}
+
 /// The journal's append of a batch failed after `elapsed` (the store then
 /// refuses every change until a restart).
 pub fn store_batch_failed(elapsed: Duration) {

@@ -198,6 +198,15 @@ pub(super) fn write_exposition(out: &mut String, totals: &Totals, gauges: &Gauge
     text.family(name, "histogram", "Time to write and sync one batch to the log.");
     text.histogram(name, None, &totals.histograms[histogram::STORE_COMMIT]);
 
+    let name = "latchkey_store_conflicts_total";
+    let help = "Cluster mode: etcd transactions that lost a race (a compare failed) and were checked again.";
+    text.family(name, "counter", help);
+    text.sample(name, &[], counters[counter::CONFLICTS]);
+
+    let name = "latchkey_store_id_blocks_leased_total";
+    text.family(name, "counter", "Cluster mode: blocks of token ids leased from etcd's id counter.");
+    text.sample(name, &[], counters[counter::ID_BLOCKS_LEASED]);
+
     let name = "latchkey_log_size_bytes";
     text.family(name, "gauge", "Size of the token log file (0 in cluster mode).");
     text.sample(name, &[], gauges.log_bytes);

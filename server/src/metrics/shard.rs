@@ -66,7 +66,9 @@ pub(super) mod counter {
     pub const BATCHES_COMMITTED: usize = CHANGES_COMMITTED + 1;
     pub const COMMIT_FAILURES: usize = BATCHES_COMMITTED + 1;
     pub const COMPACTIONS: usize = COMMIT_FAILURES + 1;
-    pub const COUNT: usize = COMPACTIONS + 1;
+    pub const CONFLICTS: usize = COMPACTIONS + 1;
+    pub const ID_BLOCKS_LEASED: usize = CONFLICTS + 1;
+    pub const COUNT: usize = ID_BLOCKS_LEASED + 1;
 
     #[inline]
     pub fn login(method: LoginMethod, result: LoginResult) -> usize {

@@ -110,6 +110,8 @@ fn busy_totals() -> Box<Totals> {
     shard.count_by(counter::CHANGES_COMMITTED, 9);
     shard.count_by(counter::BATCHES_COMMITTED, 3);
     shard.count(counter::COMPACTIONS);
+    shard.count_by(counter::CONFLICTS, 5);
+    shard.count_by(counter::ID_BLOCKS_LEASED, 2);
     let durations = [20_000, 50_000, 700_000, 3_000_000, 40_000_000, 12_000_000_000];
     for ns in durations {
         shard.observe(
@@ -302,6 +304,8 @@ fn the_exposition_carries_what_was_recorded() {
     assert_eq!(value("latchkey_log_dead_ratio", &[]), 0.75);
     assert_eq!(value("latchkey_log_size_bytes", &[]), 4096.0);
     assert_eq!(value("latchkey_store_batches_committed_total", &[]), 3.0);
+    assert_eq!(value("latchkey_store_conflicts_total", &[]), 5.0);
+    assert_eq!(value("latchkey_store_id_blocks_leased_total", &[]), 2.0);
     assert_eq!(value("latchkey_build_info", &[]), 1.0);
 }
 

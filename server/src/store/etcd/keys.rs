@@ -8,7 +8,7 @@
 //! | `P used/{user:010}/{id:020}` | its last use, as a log Touch record | apart, so a use never rewrites the token |
 //! | `P names/{user:010}/{name}` | the id, decimal | a name unique per user: created only if absent |
 //! | `P counts/{user:010}` | tokens the user holds, decimal; absent at 0 | the per-user limit, compared on every create and delete |
-//! | `P meta/next-id` | the next token id, decimal | ids unique and never reused |
+//! | `P meta/next-id` | the id counter, decimal: every id below it may have been handed out, none at or above it | ids unique and never reused: nodes lease blocks of ids from it (`ids.rs`) |
 //! | `P meta/key-check` | keyed hash of a fixed label, hex | every node has the same token-hash key |
 //! | `P meta/root` | root's username and Argon2 hash (TOML) | chosen once, by the first node |
 //! | `P meta/fence` | empty | written before a node answers a refusal, so it answers at etcd's latest revision |

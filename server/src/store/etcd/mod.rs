@@ -12,11 +12,13 @@
 //!    Authorize stay local reads that never wait on etcd;
 //! 3. **writes** each change as one etcd transaction (or a few, for changes
 //!    that touch many tokens) whose compare conditions hold the rules for
-//!    the whole cluster: the name absent, the user's count and the id
-//!    counter unchanged since the state the change was checked against. A
-//!    transaction that loses a race is not an error: the node catches up to
-//!    etcd's revision and checks the change again, which then refuses it
-//!    with the code one node would give (51, 52, 20…).
+//!    the whole cluster: the name absent, the user's count unchanged since
+//!    the state the change was checked against. A create's id comes from a
+//!    block of ids the node leased from the id counter (`ids.rs`), so
+//!    nodes creating for different users share no key. A transaction that
+//!    loses a race is not an error: the node catches up to etcd's revision
+//!    and checks the change again, which then refuses it with the code one
+//!    node would give (51, 52, 20…).
 //!
 //! A change is answered once etcd committed it **and** this node's
 //! registry applied it (read-your-writes on the node that answered). A
@@ -26,6 +28,7 @@
 //! The key layout and value bytes are `keys.rs`'s. No raw token, password
 //! or key is ever written to etcd.
 
+mod ids;
 pub mod keys;
 mod writer;
 
@@ -42,6 +45,7 @@ use crate::datadir::RootCredentials;
 use crate::registry::{LastUsed, Mutation, Replica};
 use keys::{Keys, decode_number, decode_token, decode_used, encode_number};
 
+pub use ids::ID_BLOCK_IDS;
 pub use writer::start;
 
 /// Tokens written per transaction by an import (3 operations each at most,
@@ -64,6 +68,8 @@ pub enum EtcdError {
     KeyMismatch { key: String },
     #[error("etcd holds a damaged value at {key}: {reason}")]
     Damaged { key: String, reason: String },
+    #[error("import refused: {reason}")]
+    ImportRefused { reason: String },
     #[error(transparent)]
     Root(#[from] RootError),
 }
@@ -260,22 +266,25 @@ impl Cluster {
     }
 
     /// Writes every token of `state` (ids, hashes, times, scopes, networks,
-    /// revocations, last uses) into a prefix that holds no token yet, and
-    /// moves the id counter past `next_id`. Refuses a prefix with tokens: an
-    /// import never merges. Returns the tokens written.
+    /// revocations, last uses) into a prefix that holds no token yet, after
+    /// moving the id counter past `next_id`. Refuses a prefix with tokens
+    /// (an import never merges) and one whose counter is past an imported
+    /// id (that id may have been handed out). Returns the tokens written.
     pub async fn import(&mut self, state: &Replica, next_id: u64) -> Result<usize, EtcdError> {
         let count_only = GetOptions::new().with_prefix().with_count_only();
         let existing = self.get(self.keys.tokens(), Some(count_only), "count tokens").await?;
         if existing.count() > 0 {
-            return Err(EtcdError::Damaged {
-                key: self.keys.tokens(),
+            return Err(EtcdError::ImportRefused {
                 reason: format!(
-                    "holds {} tokens already; import only into an empty prefix",
+                    "{} holds {} tokens already; import only into an empty prefix",
+                    self.keys.tokens(),
                     existing.count()
                 ),
             });
         }
         let records: Vec<_> = state.records().collect();
+        let lowest = records.iter().map(|token| token.id).min();
+        self.reserve_ids(lowest, next_id).await?;
         let mut counts: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
         for chunk in records.chunks(IMPORT_TXN_TOKENS) {
             let mut compares = Vec::new();
@@ -313,15 +322,10 @@ impl Cluster {
                 });
             }
         }
-        let mut ops: Vec<TxnOp> = counts
+        let ops: Vec<TxnOp> = counts
             .iter()
             .map(|(user_id, count)| TxnOp::put(self.keys.count(*user_id), encode_number(*count), None))
             .collect();
-        let counter = self.get(self.keys.next_id(), None, "read id counter").await?;
-        let current = counter.kvs().first().map(|kv| decode_number(kv.value())).transpose();
-        let current =
-            current.map_err(|reason| EtcdError::Damaged { key: self.keys.next_id(), reason })?.unwrap_or(1);
-        ops.push(TxnOp::put(self.keys.next_id(), encode_number(current.max(next_id)), None));
         for chunk in ops.chunks(IMPORT_TXN_TOKENS) {
             let txn = Txn::new().and_then(chunk.to_vec());
             self.send("import counts", |mut client| {
@@ -331,6 +335,52 @@ impl Cluster {
             .await?;
         }
         Ok(records.len())
+    }
+
+    /// Moves the id counter to at least `next_id` before an import writes a
+    /// token, as one compare-and-set, so no node leases a block that holds
+    /// an imported id (nodes may run meanwhile). Refused if the counter is
+    /// already past `lowest`, the smallest imported id: ids below the
+    /// counter may have been handed out (to a token since deleted, or in a
+    /// node's block), and an id is never given twice.
+    async fn reserve_ids(&mut self, lowest: Option<u64>, next_id: u64) -> Result<(), EtcdError> {
+        let key = self.keys.next_id();
+        loop {
+            let counter = self.get(key.clone(), None, "read id counter").await?;
+            let (current, compare) = match counter.kvs().first() {
+                Some(kv) => (
+                    decode_number(kv.value())
+                        .map_err(|reason| EtcdError::Damaged { key: key.clone(), reason })?,
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                ),
+                None => (1, Compare::create_revision(key.clone(), CompareOp::Equal, 0)),
+            };
+            if let Some(lowest) = lowest
+                && lowest < current
+            {
+                return Err(EtcdError::ImportRefused {
+                    reason: format!(
+                        "this prefix may have handed out ids up to {} already ({key}) and the export holds id \
+                         {lowest}; import into a new prefix",
+                        current - 1
+                    ),
+                });
+            }
+            let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                key.clone(),
+                encode_number(current.max(next_id)),
+                None,
+            )]);
+            let response = self
+                .send("reserve ids", |mut client| {
+                    let txn = txn.clone();
+                    async move { client.txn(txn).await }
+                })
+                .await?;
+            if response.succeeded() {
+                return Ok(());
+            }
+        }
     }
 
     /// Lists every token and last use at one revision, in pages.

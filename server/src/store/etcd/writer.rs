@@ -9,11 +9,16 @@
 //! anyone else's. The rules and the registry's apply are the ones the file
 //! backend uses.
 //!
+//! Creates take their ids from blocks this node leases from the cluster's
+//! id counter (`ids.rs`), so a create's transaction compares only its
+//! name and its user's count: nodes creating for different users share no
+//! key.
+//!
 //! Group commit: the changes waiting in the inbox when the writer takes one
 //! are committed together, in one transaction, when they touch disjoint
-//! keys (each change's compares and writes; the id counter and the users'
-//! counts, which the group adds up, excepted) and stay under the per-user
-//! limit together. Creates in a group take consecutive ids. A change that
+//! keys (each change's compares and writes; the users' counts, which the
+//! group adds up, excepted) and stay under the per-user limit together.
+//! Creates in a group take the node's next ids in order. A change that
 //! does not fit waits for the next group, and so does every later change
 //! of its origin (a connection's pipelined changes take effect in the order
 //! sent; other connections' changes are concurrent with them and may go
@@ -37,6 +42,7 @@ use latchkey_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::ids::IdBlocks;
 use super::keys::{
     Keys, Named, decode_number, decode_token, decode_used, encode_number, encode_token, encode_used,
 };
@@ -79,6 +85,7 @@ pub fn start<P: Publish>(
     let Loaded { state, next_id, revision } = loaded;
     freshness.heard();
     let writer = EtcdWriter {
+        ids: IdBlocks::new(cluster.client.clone(), cluster.keys.next_id(), cluster.timeout),
         client: cluster.client.clone(),
         keys: cluster.keys.clone(),
         timeout: cluster.timeout,
@@ -123,6 +130,8 @@ struct EtcdWriter<P> {
     freshness: Arc<Freshness>,
     /// etcd compacted history this node still needed: list afresh.
     reload_pending: bool,
+    /// The ids this node's creates take.
+    ids: IdBlocks,
 }
 
 /// What a transaction did.
@@ -192,8 +201,22 @@ impl<P: Publish> EtcdWriter<P> {
                 self.commit_alone(waiting).await;
                 return;
             }
+            // Ids for as many creates as one group can hold, before any is
+            // checked (almost always in hand already: the next block is
+            // leased ahead). Without ids, the creates are answered 20002.
+            let creates = queue.iter().filter(|waiting| matches!(waiting.change, Change::Create(_))).count();
+            let wanted = creates.min(TXN_MUTATIONS_MAX) as u64;
+            if let Err(code) = self.ids.ensure(wanted, self.resolver.next_id()).await {
+                let (creates, rest): (VecDeque<Waiting>, VecDeque<Waiting>) =
+                    queue.into_iter().partition(|waiting| matches!(waiting.change, Change::Create(_)));
+                for waiting in creates {
+                    let _ = waiting.reply.send(Err(code));
+                }
+                queue = rest;
+                continue;
+            }
             let commit_at_us = self.commit_time();
-            let mut group = Group::new(self.resolver.next_id());
+            let mut group = Group::new();
             let mut next_round = VecDeque::new();
             let mut blocked = HashSet::new();
             for waiting in queue.drain(..) {
@@ -221,6 +244,7 @@ impl<P: Publish> EtcdWriter<P> {
             }
             let members = group.members.len();
             if members >= 2 {
+                self.ids.take(group.ids_used, self.resolver.next_id());
                 let started = std::time::Instant::now();
                 match self.transact(&group.mutations).await {
                     Ok(Committed::Yes) => {
@@ -273,26 +297,18 @@ impl<P: Publish> EtcdWriter<P> {
     /// Takes a checked change into `group` if it fits: its keys disjoint
     /// from the group's, every user's count within the limit with the
     /// group's creates and deletes, the group's transaction within etcd's
-    /// size limit. Its creates get the group's next ids. Gives the change's
-    /// outcome (with those ids) back if it was taken.
+    /// size limit. Its creates get the ids after the group's. Gives the
+    /// change's outcome (with those ids) back if it was taken.
     fn admit(&self, group: &mut Group, outcome: Outcome, mut mutations: Vec<Mutation>) -> Option<Outcome> {
         if group.mutations.len() + mutations.len() > TXN_MUTATIONS_MAX {
             return None;
         }
-        let mut next_id = group.next_id;
-        for mutation in &mut mutations {
-            if let Mutation::Create(token) = mutation {
-                token.id = next_id;
-                next_id += 1;
-            }
-        }
+        let ids_used = group.ids_used + self.give_ids(&mut mutations, group.ids_used)?;
         let mut parts = TxnParts::default();
         for mutation in &mutations {
             self.add(&mut parts, mutation);
         }
-        let next_id_key = self.keys.next_id();
-        let keys: BTreeSet<String> =
-            parts.compared.into_iter().chain(parts.written).filter(|key| *key != next_id_key).collect();
+        let keys: BTreeSet<String> = parts.compared.into_iter().chain(parts.written).collect();
         if !keys.is_disjoint(&group.keys) {
             return None;
         }
@@ -309,16 +325,24 @@ impl<P: Publish> EtcdWriter<P> {
             *group.counts.entry(user_id).or_default() += delta;
         }
         group.keys.extend(keys);
-        group.next_id = next_id;
-        let outcome = match outcome {
-            Outcome::Created(_) => match mutations.first() {
-                Some(Mutation::Create(token)) => Outcome::Created(token.clone()),
-                _ => outcome,
-            },
-            other => part(other, &mutations),
-        };
+        group.ids_used = ids_used;
+        let outcome = part(outcome, &mutations);
         group.mutations.extend(mutations);
         Some(outcome)
+    }
+
+    /// Gives the creates among `mutations` the ids in hand from the
+    /// `from`-th on, in order; how many it gave, or `None` if too few are
+    /// in hand. (The ids are taken only when a transaction carries them.)
+    fn give_ids(&self, mutations: &mut [Mutation], from: u64) -> Option<u64> {
+        let mut given = 0;
+        for mutation in mutations {
+            if let Mutation::Create(token) = mutation {
+                token.id = self.ids.peek(from + given)?;
+                given += 1;
+            }
+        }
+        Some(given)
     }
 
     /// The commit time of the next change or group: the clock, never behind
@@ -344,6 +368,15 @@ impl<P: Publish> EtcdWriter<P> {
                 return Ok(merge(done, outcome));
             }
             let taken = mutations.len().min(TXN_MUTATIONS_MAX);
+            let creates =
+                mutations[..taken].iter().filter(|mutation| matches!(mutation, Mutation::Create(_)));
+            let creates = creates.count() as u64;
+            if creates > 0 {
+                self.ids.ensure(creates, self.resolver.next_id()).await?;
+                let given = self.give_ids(&mut mutations[..taken], 0);
+                debug_assert_eq!(given, Some(creates), "ids were ensured");
+                self.ids.take(creates, self.resolver.next_id());
+            }
             let started = std::time::Instant::now();
             match self.transact(&mutations[..taken]).await? {
                 Committed::Yes if taken == mutations.len() => {
@@ -459,6 +492,7 @@ impl<P: Publish> EtcdWriter<P> {
             self.catch_up(revision).await?;
             return Ok(Committed::Yes);
         }
+        metrics::store_conflict();
         // The failure branch read every compared key: the latest revision
         // among them is a change this node has not applied yet. (A key that
         // is gone tells no revision; then wait for the next event at most
@@ -490,9 +524,6 @@ impl<P: Publish> EtcdWriter<P> {
         for mutation in mutations {
             self.add(&mut txn, mutation);
         }
-        if let Some(next_id) = txn.next_id {
-            txn.ops.push(TxnOp::put(self.keys.next_id(), encode_number(next_id), None));
-        }
         let state = self.resolver.state();
         for (user_id, delta) in std::mem::take(&mut txn.counts) {
             let key = self.keys.count(user_id);
@@ -508,7 +539,8 @@ impl<P: Publish> EtcdWriter<P> {
     }
 
     /// One mutation's compares and writes. (The counts of tokens per user
-    /// and the id counter are written once per transaction, by `txn`.)
+    /// are written once per transaction, by `txn`. A create's id is this
+    /// node's, from its block: nothing about it is compared.)
     fn add(&self, txn: &mut TxnParts, mutation: &Mutation) {
         let keys = &self.keys;
         let state = self.resolver.state();
@@ -517,10 +549,6 @@ impl<P: Publish> EtcdWriter<P> {
             Mutation::Create(token) => {
                 let name_key = keys.name(token.user_id, &token.name);
                 txn.absent(name_key.clone());
-                if txn.next_id.is_none() {
-                    txn.unchanged(keys.next_id());
-                }
-                txn.next_id = txn.next_id.max(Some(token.id + 1));
                 txn.put(keys.token(token.user_id, token.id), encode_token(token));
                 txn.put(name_key, encode_number(token.id));
                 *txn.counts.entry(token.user_id).or_default() += 1;
@@ -703,8 +731,20 @@ impl<P: Publish> EtcdWriter<P> {
     }
 
     /// A token written: new here, or what changed in it.
-    fn token_put(&self, user_id: u32, id: u64, token: TokenRecord) -> Vec<Mutation> {
+    fn token_put(&mut self, user_id: u32, id: u64, token: TokenRecord) -> Vec<Mutation> {
         let Some((hash, old)) = self.found(user_id, id) else {
+            // This node's own creates took their ids before they were sent,
+            // so a new token with an id still in hand here was made by
+            // someone who did not lease it (the counter moved back, or a
+            // writer that ignores it): give up those ids rather than
+            // hand one out twice.
+            if self.ids.holds(id) {
+                tracing::error!(
+                    id,
+                    "a token was made with an id this node leased; its id blocks are dropped"
+                );
+                self.ids.abandon();
+            }
             return vec![Mutation::Create(token)];
         };
         let mut mutations = Vec::new();
@@ -760,8 +800,8 @@ struct Group {
     keys: BTreeSet<String>,
     /// Each user's change in token count so far.
     counts: HashMap<u32, i64>,
-    /// The id the group's next create takes.
-    next_id: u64,
+    /// Ids in hand the members' creates took (the first ones).
+    ids_used: u64,
 }
 
 struct Member {
@@ -770,20 +810,19 @@ struct Member {
 }
 
 impl Group {
-    fn new(next_id: u64) -> Group {
+    fn new() -> Group {
         Group {
             members: Vec::new(),
             mutations: Vec::new(),
             keys: BTreeSet::new(),
             counts: HashMap::new(),
-            next_id,
+            ids_used: 0,
         }
     }
 }
 
 /// A transaction being built: compares, writes, the keys compared (read
-/// back on failure) and written, each user's change in token count, and
-/// the id counter's new value if it creates.
+/// back on failure) and written, and each user's change in token count.
 #[derive(Default)]
 struct TxnParts {
     applied: i64,
@@ -792,7 +831,6 @@ struct TxnParts {
     compared: BTreeSet<String>,
     written: BTreeSet<String>,
     counts: HashMap<u32, i64>,
-    next_id: Option<u64>,
 }
 
 impl TxnParts {
@@ -865,8 +903,14 @@ fn damaged(key: &[u8], reason: &str) -> Vec<Mutation> {
 }
 
 /// The outcome of the part of a change that `mutations` committed.
+/// (A create's outcome is its token as written: with the id it was given
+/// here.)
 fn part(outcome: Outcome, mutations: &[Mutation]) -> Outcome {
     match outcome {
+        Outcome::Created(token) => match mutations.first() {
+            Some(Mutation::Create(written)) => Outcome::Created(written.clone()),
+            _ => Outcome::Created(token),
+        },
         Outcome::Count(_) => Outcome::Count(u32::try_from(mutations.len()).unwrap_or(u32::MAX)),
         Outcome::Purged { .. } => Outcome::Purged {
             ids: mutations
