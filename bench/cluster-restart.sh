@@ -11,7 +11,11 @@
 #      node, each started, timed from its start until it logs "Latchkey
 #      listening" (polled every 10 ms), its VmRSS and VmHWM read from
 #      /proc/PID/status one second later, and then SIGKILLed.
-# Knobs: TOKENS (1000000), RESTARTS (3). Binaries come from
+# Knobs: TOKENS (1000000), RESTARTS (3), BEFORE (a path to another
+# latchkey-server built with the etcd feature: each round then also starts
+# a cluster node with it, between the file-backed and this build's cluster
+# node, so a change to the cluster's start-up is measured alternated with
+# its baseline). Binaries come from
 # $CARGO_TARGET_DIR (default target). Needs Debian's etcd-server and
 # protoc; about 3 GB of free memory and 2 GB of disk under /tmp at 1M.
 set -euo pipefail
@@ -30,6 +34,16 @@ file_env=(LATCHKEY_SYSTEM_PATH="$work/file" LATCHKEY_TCP_ADDRESS=127.0.0.1:18290
 etcd_env=(LATCHKEY_STORAGE_BACKEND=etcd LATCHKEY_STORAGE_ETCD_KEY_FILE="$work/token.key"
     LATCHKEY_STORAGE_ETCD_ENDPOINTS="$ETCD_ENDPOINTS" LATCHKEY_SYSTEM_PATH="$work/node"
     LATCHKEY_TCP_ADDRESS=127.0.0.1:18291 LATCHKEY_HTTP_ADDRESS=127.0.0.1:18391)
+
+# cpu_ms PID...: user + system CPU the processes have used, in ms.
+cpu_ms() {
+    local total=0 pid ticks
+    for pid in "$@"; do
+        ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + ticks))
+    done
+    echo $((total * 1000 / $(getconf CLK_TCK)))
+}
 
 # status PID FIELD: a /proc/PID/status figure in MiB.
 status() { awk -v field="$2:" '$1 == field { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
@@ -79,16 +93,26 @@ echo "import took $(($(date +%s) - started)) s; etcd member data: $(du -sm "$wor
 
 echo "== restarts to \"Latchkey listening\", alternating (then SIGKILL)"
 for round in $(seq "$restarts"); do
-    for side in file cluster; do
+    sides=(file cluster)
+    [[ -n ${BEFORE:-} ]] && sides=(file cluster-before cluster)
+    for side in "${sides[@]}"; do
+        etcd_before=$(cpu_ms $(pgrep -x etcd))
         if [[ $side == file ]]; then
             start_timed "file-$round" "${file_env[@]}"
             loaded=$(grep 'token log replayed' "$work/file-$round.log" | grep -o 'elapsed_ms=[0-9]*')
         else
-            start_timed "cluster-$round" "${etcd_env[@]}"
-            loaded=$(grep 'registry loaded from etcd' "$work/cluster-$round.log" | grep -o 'elapsed_ms=[0-9]*')
+            this_server="$server"
+            [[ $side == cluster-before ]] && server="$BEFORE"
+            start_timed "$side-$round" "${etcd_env[@]}"
+            server="$this_server"
+            loaded=$(grep 'registry loaded from etcd' "$work/$side-$round.log" | grep -o 'elapsed_ms=[0-9]*')
+            if grep -q 'keys outside every user' "$work/$side-$round.log"; then
+                echo "$side restart $round: fell back to the whole listing" >&2
+            fi
         fi
+        node_cpu=$(cpu_ms "$node_pid") etcd_cpu=$(($(cpu_ms $(pgrep -x etcd)) - etcd_before))
         sleep 1
-        echo "$side restart $round: listening after $listen_ms ms (store: ${loaded#elapsed_ms=} ms); VmRSS $(status "$node_pid" VmRSS) MiB, VmHWM $(status "$node_pid" VmHWM) MiB"
+        echo "$side restart $round: listening after $listen_ms ms (store: ${loaded#elapsed_ms=} ms; CPU: node $node_cpu ms, etcd members $etcd_cpu ms); VmRSS $(status "$node_pid" VmRSS) MiB, VmHWM $(status "$node_pid" VmHWM) MiB"
         stop_node KILL
     done
 done
