@@ -63,7 +63,7 @@
 //! (its newer version), so a downgrade needs `latchkey-server export` first.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -93,15 +93,18 @@ pub struct TokenLog {
     pub(super) policy: CompactionPolicy,
     pub(super) scratch: Vec<u8>,
     pub(super) compaction: Option<Compaction>,
-    /// How the compactor replays the file it compacts (recovery's replay,
-    /// handed in by whoever opened the log: the format does not depend on
-    /// its reader).
-    pub(super) replay_whole: ReplayWhole,
+    /// How the compactor makes the snapshot of the file it compacts (a
+    /// replay of it, `recovery.rs`'s: handed in by whoever opened the log,
+    /// so that the format does not depend on its reader).
+    pub(super) snapshot_of_prefix: SnapshotOfPrefix,
 }
 
-/// Replays a file that must check out to its last byte: its tokens, next
-/// id and last sequence number.
-pub(super) type ReplayWhole = fn(&Path, &[u8]) -> io::Result<(Replica, u64, u64)>;
+/// On the compactor thread: the compacted file, and its record count, of
+/// the log at `path` as its first `file_bytes` bytes leave it, which must
+/// replay whole to sequence number `last_seq` and `live` tokens, as the
+/// writer's state stood when it asked (`next_id` is the writer's too).
+pub(super) type SnapshotOfPrefix =
+    fn(path: &Path, file_bytes: u64, live: usize, next_id: u64, last_seq: u64) -> io::Result<(Vec<u8>, u64)>;
 
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
 /// The format version this build writes.
@@ -797,8 +800,8 @@ impl TokenLog {
     ///
     /// What the writer thread does here costs the same whatever the
     /// registry's size: the compactor thread re-reads this file up to its
-    /// current end (every byte of it synced) and replays it into a state of
-    /// its own, and the snapshot is made from that. Copying the writer's
+    /// current end (every byte of it synced) and replays it into what a
+    /// snapshot needs (`live.rs`), and the snapshot is made from that. Copying the writer's
     /// state instead would hold every commit for as long as a copy of the
     /// whole registry takes (hundreds of milliseconds at a million tokens).
     fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
@@ -807,8 +810,8 @@ impl TokenLog {
         }
         let (path, file_bytes, last_seq, live) = (self.path.clone(), self.bytes, self.seq, state.len());
         tracing::info!(records = self.records, live, "compacting the token log");
-        let replay_whole = self.replay_whole;
-        let encode = move || snapshot_of_prefix(replay_whole, &path, file_bytes, live, next_id, last_seq);
+        let snapshot_of_prefix = self.snapshot_of_prefix;
+        let encode = move || snapshot_of_prefix(&path, file_bytes, live, next_id, last_seq);
         match Compaction::start(&self.dir, encode) {
             Ok(compaction) => self.compaction = Some(compaction),
             Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
@@ -850,81 +853,42 @@ impl TokenLog {
     }
 }
 
-/// On the compactor thread: the compacted file (and its record count) of
-/// the log at `path` as its first `file_bytes` bytes leave it, which must
-/// replay whole to sequence number `last_seq` and `live` tokens, as the
-/// writer's state stood when it asked. Anything else abandons the
-/// compaction (the current log stays in use).
-fn snapshot_of_prefix(
-    replay_whole: ReplayWhole,
-    path: &Path,
-    file_bytes: u64,
-    live: usize,
-    next_id: u64,
-    last_seq: u64,
-) -> io::Result<(Vec<u8>, u64)> {
-    let began = std::time::Instant::now();
-    let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
-    let bytes = read_prefix(path, len)?;
-    let read_ms = began.elapsed().as_millis();
-    let (state, replayed_next_id, seq) = replay_whole(path, &bytes)?;
-    let replay_ms = began.elapsed().as_millis();
-    if seq != last_seq || state.len() != live {
-        return Err(io::Error::other(format!(
-            "the log replays to seq {seq} and {} tokens, the writer stood at seq {last_seq} and {live}",
-            state.len()
-        )));
-    }
-    drop(bytes);
-    let tokens: Vec<TokenRecord> = state.records().collect();
-    drop(state);
-    let snapshot = encode_snapshot(&tokens, next_id.max(replayed_next_id), last_seq, crate::clock::now_us());
-    let encode_ms = began.elapsed().as_millis();
-    tracing::debug!(read_ms, replay_ms, encode_ms, "compactor: snapshot made");
-    Ok((snapshot, tokens.len() as u64 + 1))
-}
-
-/// The first `len` bytes of the file at `path`, read a megabyte at a time
-/// into memory that is filled as it is read: no zeroing pass over the
-/// whole length first (100 MB at 1M tokens), and no single read syscall
-/// that long.
-fn read_prefix(path: &Path, len: usize) -> io::Result<Vec<u8>> {
-    const PIECE: u64 = 1 << 20;
-    let mut bytes = Vec::with_capacity(len);
-    let mut file = File::open(path)?.take(len as u64);
-    while bytes.len() < len {
-        let read = (&mut file).take(PIECE).read_to_end(&mut bytes)?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the log is shorter than the writer said",
-            ));
-        }
-    }
-    Ok(bytes)
-}
-
 /// Encodes a whole compacted file: header, Snapshot, one Create per token,
 /// in batches of at most [`SNAPSHOT_BATCH_RECORDS`] records (the first one
 /// starting with the Snapshot, with seq `last_seq`; the others with a token,
 /// seq 0).
 pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
-    let batches = (tokens.len() + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
-    let mut out = Vec::with_capacity(HEADER_BYTES + 64 + tokens.len() * 96 + batches * BATCH_HEADER_BYTES);
+    encode_snapshot_of(tokens.len(), tokens.iter().cloned(), next_id, last_seq, commit_at_us)
+}
+
+/// [`encode_snapshot`] of `count` tokens handed over one at a time (the
+/// compactor decodes each as it goes, and never holds them all).
+pub fn encode_snapshot_of(
+    count: usize,
+    tokens: impl Iterator<Item = TokenRecord>,
+    next_id: u64,
+    last_seq: u64,
+    commit_at_us: u64,
+) -> Vec<u8> {
+    let batches = (count + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
+    let mut out = Vec::with_capacity(HEADER_BYTES + 64 + count * 96 + batches * BATCH_HEADER_BYTES);
     out.extend_from_slice(&header());
-    let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
+    let snapshot = Record::Snapshot { next_id, last_seq, tokens: count as u64 };
     let mut start = begin_batch(&mut out);
     encode_record(&mut out, last_seq, commit_at_us, &snapshot);
-    let (mut in_batch, mut first_seq) = (1, last_seq);
+    let (mut in_batch, mut first_seq, mut encoded) = (1, last_seq, 0);
     for token in tokens {
         if in_batch == SNAPSHOT_BATCH_RECORDS {
             finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
             start = begin_batch(&mut out);
             (in_batch, first_seq) = (0, 0);
         }
-        encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
+        let created_at_us = token.created_at_us;
+        encode_record(&mut out, 0, created_at_us, &Record::Create(token));
         in_batch += 1;
+        encoded += 1;
     }
+    assert_eq!(encoded, count, "a snapshot holds the tokens its Snapshot record counts");
     finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
     out
 }
