@@ -10,7 +10,9 @@
 #   copies of the same two data directories, filled once by the first.
 #   Give binaries more than once (A B A B) to alternate them.
 # Knobs: SECONDS_EACH (20), WORK (a new temporary directory),
-#   CASES (default "baseline compacting purging": which runs to make).
+#   CASES (default "baseline compacting purging": which runs to make),
+#   ADDRESS (127.0.0.1:8390: where the server listens; another port when
+#   another bench on the machine has that one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 servers=("$@")
@@ -23,7 +25,7 @@ seconds="${SECONDS_EACH:-20}"
 cases=" ${CASES:-baseline compacting purging} "
 work="${WORK:-$(mktemp -d /tmp/latchkey-stall.XXXXXX)}"
 mkdir -p "$work"
-address=127.0.0.1:8390
+address="${ADDRESS:-127.0.0.1:8390}"
 pid=""
 trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; true' EXIT
 

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use super::log::{Record, RecordFault, encode_snapshot_of, read_record};
+use super::log::{Record, RecordFault, SnapshotEncoder, read_record};
 use crate::registry::{Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
 
 /// What a replay builds, fed the records it accepts in file order.
@@ -159,10 +159,10 @@ pub(super) struct LiveRecords<'a> {
 }
 
 impl<'a> LiveRecords<'a> {
-    /// An empty fold of `bytes`, the whole file about to be replayed.
-    pub fn of(bytes: &'a [u8]) -> LiveRecords<'a> {
-        // A create record is about 100 bytes: size the index once.
-        let tokens = HashMap::with_capacity_and_hasher(bytes.len() / 128, BuildHasherDefault::default());
+    /// An empty fold of `bytes`, the whole file about to be replayed, which
+    /// leaves about `live` tokens (the index is sized once).
+    pub fn of(bytes: &'a [u8], live: usize) -> LiveRecords<'a> {
+        let tokens = HashMap::with_capacity_and_hasher(live, BuildHasherDefault::default());
         LiveRecords { bytes, tokens }
     }
 
@@ -179,25 +179,29 @@ impl<'a> LiveRecords<'a> {
         }
     }
 
-    /// The compacted file of this state (`log::encode_snapshot_of`), its
-    /// tokens in id order, and its record count. Consumes the fold: each
-    /// token is decoded (or taken) once, as it is encoded.
-    pub fn encode_snapshot(self, next_id: u64, last_seq: u64, commit_at_us: u64) -> (Vec<u8>, u64) {
+    /// The compacted file of this state (as `log::encode_snapshot` writes
+    /// it, its tokens in id order) and its record count. A token no later
+    /// record changed is copied from the replayed bytes, never decoded.
+    pub fn encode_snapshot(
+        self,
+        next_id: u64,
+        last_seq: u64,
+        commit_at_us: u64,
+    ) -> Result<(Vec<u8>, u64), RecordFault> {
         let mut tokens: Vec<(u64, LiveToken)> = self.tokens.into_iter().collect();
-        // Id order: the records a file holds are read in file order, and
-        // creates are mostly in id order there, so this reads the old file
-        // front to back; and the snapshot comes out the same every time.
+        // Id order: creates are in id order in the file, so the copies read
+        // the old file front to back; and the snapshot comes out the same
+        // every time.
         tokens.sort_unstable_by_key(|&(id, _)| id);
         let count = tokens.len();
-        let bytes = self.bytes;
-        let records = tokens.into_iter().map(|(_, live)| match live {
-            LiveToken::AsRecorded { offset } => {
-                token_at(bytes, offset).expect("a record replay accepted decodes again")
+        let mut snapshot = SnapshotEncoder::new(count, next_id, last_seq, commit_at_us);
+        for (_, live) in tokens {
+            match live {
+                LiveToken::AsRecorded { offset } => snapshot.recorded(self.bytes, offset)?,
+                LiveToken::Changed(token) => snapshot.token(&token),
             }
-            LiveToken::Changed(token) => *token,
-        });
-        let file = encode_snapshot_of(count, records, next_id, last_seq, commit_at_us);
-        (file, count as u64 + 1)
+        }
+        Ok((snapshot.finish(), count as u64 + 1))
     }
 }
 

@@ -148,10 +148,10 @@ fn commit(dir: &Path, history: &[Vec<Op>], start_us: u64) -> u64 {
 fn both_snapshots(path: &Path) -> (Vec<u8>, Vec<u8>, Replica) {
     let bytes = fs::read(path).unwrap();
     let full = replay_complete(path, &bytes, Registry::for_file_of(bytes.len())).unwrap();
-    let folded = replay_complete(path, &bytes, LiveRecords::of(&bytes)).unwrap();
+    let folded = replay_complete(path, &bytes, LiveRecords::of(&bytes, 0)).unwrap();
     assert_eq!(folded.tokens.len(), full.tokens.len());
     assert_eq!((folded.seq, folded.next_id), (full.seq, full.next_id));
-    let (from_fold, records) = folded.tokens.encode_snapshot(folded.next_id, folded.seq, 7);
+    let (from_fold, records) = folded.tokens.encode_snapshot(folded.next_id, folded.seq, 7).unwrap();
     assert_eq!(records, full.tokens.len() as u64 + 1);
     let mut tokens: Vec<TokenRecord> = full.tokens.state.records().collect();
     tokens.sort_unstable_by_key(|token| token.id);

@@ -858,39 +858,108 @@ impl TokenLog {
 /// starting with the Snapshot, with seq `last_seq`; the others with a token,
 /// seq 0).
 pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
-    encode_snapshot_of(tokens.len(), tokens.iter().cloned(), next_id, last_seq, commit_at_us)
+    let mut snapshot = SnapshotEncoder::new(tokens.len(), next_id, last_seq, commit_at_us);
+    for token in tokens {
+        snapshot.token(token);
+    }
+    snapshot.finish()
 }
 
-/// [`encode_snapshot`] of `count` tokens handed over one at a time (the
-/// compactor decodes each as it goes, and never holds them all).
-pub fn encode_snapshot_of(
-    count: usize,
-    tokens: impl Iterator<Item = TokenRecord>,
-    next_id: u64,
-    last_seq: u64,
-    commit_at_us: u64,
-) -> Vec<u8> {
-    let batches = (count + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
-    let mut out = Vec::with_capacity(HEADER_BYTES + 64 + count * 96 + batches * BATCH_HEADER_BYTES);
-    out.extend_from_slice(&header());
-    let snapshot = Record::Snapshot { next_id, last_seq, tokens: count as u64 };
-    let mut start = begin_batch(&mut out);
-    encode_record(&mut out, last_seq, commit_at_us, &snapshot);
-    let (mut in_batch, mut first_seq, mut encoded) = (1, last_seq, 0);
-    for token in tokens {
-        if in_batch == SNAPSHOT_BATCH_RECORDS {
-            finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
-            start = begin_batch(&mut out);
-            (in_batch, first_seq) = (0, 0);
-        }
-        let created_at_us = token.created_at_us;
-        encode_record(&mut out, 0, created_at_us, &Record::Create(token));
-        in_batch += 1;
-        encoded += 1;
+/// A compacted file as it is encoded, one token at a time: what
+/// [`encode_snapshot`] writes, for a caller that does not hold every token
+/// as a [`TokenRecord`] (the compactor holds most as offsets into the file
+/// it compacts, [`SnapshotEncoder::recorded`]).
+pub struct SnapshotEncoder {
+    out: Vec<u8>,
+    /// Where the open batch starts, how many records it holds, and its first
+    /// record's seq.
+    batch_start: usize,
+    in_batch: usize,
+    first_seq: u64,
+    /// Tokens the Snapshot record announced and not yet encoded.
+    tokens_left: usize,
+}
+
+impl SnapshotEncoder {
+    /// Starts a file of `tokens` tokens: its header and Snapshot record.
+    pub fn new(tokens: usize, next_id: u64, last_seq: u64, commit_at_us: u64) -> SnapshotEncoder {
+        let batches = (tokens + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
+        let mut out = Vec::with_capacity(HEADER_BYTES + 64 + tokens * 100 + batches * BATCH_HEADER_BYTES);
+        out.extend_from_slice(&header());
+        let batch_start = begin_batch(&mut out);
+        let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens as u64 };
+        encode_record(&mut out, last_seq, commit_at_us, &snapshot);
+        SnapshotEncoder { out, batch_start, in_batch: 1, first_seq: last_seq, tokens_left: tokens }
     }
-    assert_eq!(encoded, count, "a snapshot holds the tokens its Snapshot record counts");
-    finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
-    out
+
+    /// Makes room for one more token record: a new batch when this one is full.
+    fn next_record(&mut self) {
+        assert!(self.tokens_left > 0, "more tokens than the snapshot announced");
+        self.tokens_left -= 1;
+        if self.in_batch == SNAPSHOT_BATCH_RECORDS {
+            finish_batch(&mut self.out, self.batch_start, self.in_batch, self.first_seq)
+                .expect("a snapshot batch is bounded");
+            self.batch_start = begin_batch(&mut self.out);
+            (self.in_batch, self.first_seq) = (0, 0);
+        }
+        self.in_batch += 1;
+    }
+
+    /// Encodes a token's record (seq 0, at its creation time).
+    pub fn token(&mut self, token: &TokenRecord) {
+        self.next_record();
+        encode_record(&mut self.out, 0, token.created_at_us, &Record::Create(token.clone()));
+    }
+
+    /// Copies the token of the create or token record at `offset` of
+    /// `bytes`, a record replay has accepted, giving it seq 0 and its
+    /// creation time: the same bytes [`SnapshotEncoder::token`] writes for
+    /// what it decodes to, without decoding it (its body is kept as it is,
+    /// so only the frame's seq, time and checksum are new).
+    pub fn recorded(&mut self, bytes: &[u8], offset: usize) -> Result<(), RecordFault> {
+        let stored = bytes.get(offset..).unwrap_or_default();
+        let length = match stored.get(4..8) {
+            Some(field) => u32::from_le_bytes(field.try_into().expect("4 bytes")) as usize,
+            None => return Err(format!("no record at offset {offset}")),
+        };
+        let payload = stored
+            .get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)
+            .filter(|payload| payload.len() > PAYLOAD_PREFIX_BYTES)
+            .ok_or_else(|| format!("record at offset {offset} is cut short"))?;
+        let (kind, body) = (payload[16], &payload[PAYLOAD_PREFIX_BYTES..]);
+        // The creation time follows id, user id, name and hash.
+        let created_at = body.get(12).map(|&name_len| 13 + usize::from(name_len) + 32);
+        let created_at_us = match created_at.and_then(|at| body.get(at..at + 8)) {
+            Some(field) if kind == TYPE_CREATE || kind == TYPE_TOKEN => {
+                u64::from_le_bytes(field.try_into().expect("8 bytes"))
+            }
+            _ => return Err(format!("the record at offset {offset} is not a token")),
+        };
+        self.next_record();
+        let start = self.out.len();
+        self.out.extend_from_slice(&stored[..RECORD_HEADER_BYTES]);
+        self.out.extend_from_slice(&0u64.to_le_bytes());
+        self.out.extend_from_slice(&created_at_us.to_le_bytes());
+        self.out.push(kind);
+        self.out.extend_from_slice(body);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&stored[4..8]), &self.out[start + RECORD_HEADER_BYTES..]);
+        self.out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+        debug_assert!(
+            matches!((read_record(&self.out, start), read_record(bytes, offset)),
+                (Ok(copy), Ok(original)) if copy.seq == 0 && copy.record == original.record),
+            "a copied token record must decode to the token it was copied from"
+        );
+        Ok(())
+    }
+
+    /// The whole file, once every token announced has been encoded.
+    pub fn finish(mut self) -> Vec<u8> {
+        assert_eq!(self.tokens_left, 0, "a snapshot holds the tokens its Snapshot record counts");
+        finish_batch(&mut self.out, self.batch_start, self.in_batch, self.first_seq)
+            .expect("a snapshot batch is bounded");
+        self.out
+    }
 }
 
 impl Journal for TokenLog {

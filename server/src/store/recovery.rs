@@ -463,7 +463,7 @@ pub(super) fn snapshot_of_prefix(
     let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
     let bytes = read_prefix(path, len)?;
     let read_ms = began.elapsed().as_millis();
-    let replay = replay_complete(path, &bytes, LiveRecords::of(&bytes)).map_err(io::Error::other)?;
+    let replay = replay_complete(path, &bytes, LiveRecords::of(&bytes, live)).map_err(io::Error::other)?;
     let replay_ms = began.elapsed().as_millis();
     if replay.seq != last_seq || replay.tokens.len() != live {
         return Err(io::Error::other(format!(
@@ -473,7 +473,8 @@ pub(super) fn snapshot_of_prefix(
         )));
     }
     let next_id = next_id.max(replay.next_id);
-    let snapshot = replay.tokens.encode_snapshot(next_id, last_seq, crate::clock::now_us());
+    let snapshot =
+        replay.tokens.encode_snapshot(next_id, last_seq, crate::clock::now_us()).map_err(io::Error::other)?;
     let encode_ms = began.elapsed().as_millis();
     tracing::debug!(read_ms, replay_ms, encode_ms, "compactor: snapshot made");
     Ok(snapshot)
