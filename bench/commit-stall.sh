@@ -12,7 +12,10 @@
 # Knobs: SECONDS_EACH (20), WORK (a new temporary directory),
 #   CASES (default "baseline compacting purging": which runs to make),
 #   ADDRESS (127.0.0.1:8390: where the server listens; another port when
-#   another bench on the machine has that one).
+#   another bench on the machine has that one), DEAD_RATIO (0: the
+#   compacting case's dead ratio; 0 compacts back to back, so a faster
+#   compactor makes more compactions in the same run, while e.g. 0.02
+#   spaces them a few seconds apart whatever the build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 servers=("$@")
@@ -82,10 +85,11 @@ for server in "${servers[@]}"; do
     fi
 
     if [[ "$cases" == *" compacting "* ]]; then
-        # Due as soon as one record is dead: compactions back to back.
+        # With DEAD_RATIO 0, due as soon as one record is dead: compactions
+        # back to back.
         cp -a "$work/compaction" "$work/run"
         start "$server" "$work/run" LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS=1000000 \
-            LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO=0 "${no_cleaner[@]}"
+            LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO="${DEAD_RATIO:-0}" "${no_cleaner[@]}"
         echo -n "1M tokens, compacting (from $(date -u +%T.%N | cut -c1-12)): "
         "$bench" commit-latency --addr "$address" --duration "${seconds}s"
         stop
