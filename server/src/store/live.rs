@@ -137,7 +137,8 @@ impl Tokens for Registry {
 enum LiveToken {
     /// Exactly what the record at this offset says: nothing after it
     /// changed the token, so its bytes (already in memory, checksummed)
-    /// are all the snapshot needs. Decoded again only when encoded.
+    /// are all the snapshot needs: they are copied into it, never decoded
+    /// again.
     AsRecorded { offset: usize },
     /// Changed by a later record: the token as it now stands.
     Changed(Box<TokenRecord>),
