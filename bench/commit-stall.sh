@@ -10,7 +10,12 @@
 #   copies of the same two data directories, filled once by the first.
 #   Give binaries more than once (A B A B) to alternate them.
 # Knobs: SECONDS_EACH (20), WORK (a new temporary directory),
-#   CASES (default "baseline compacting purging": which runs to make).
+#   CASES (default "baseline compacting purging": which runs to make),
+#   ADDRESS (127.0.0.1:8390: where the server listens; another port when
+#   another bench on the machine has that one), DEAD_RATIO (0: the
+#   compacting case's dead ratio; 0 compacts back to back, so a faster
+#   compactor makes more compactions in the same run, while e.g. 0.02
+#   spaces them a few seconds apart whatever the build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 servers=("$@")
@@ -23,7 +28,7 @@ seconds="${SECONDS_EACH:-20}"
 cases=" ${CASES:-baseline compacting purging} "
 work="${WORK:-$(mktemp -d /tmp/latchkey-stall.XXXXXX)}"
 mkdir -p "$work"
-address=127.0.0.1:8390
+address="${ADDRESS:-127.0.0.1:8390}"
 pid=""
 trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; true' EXIT
 
@@ -80,10 +85,11 @@ for server in "${servers[@]}"; do
     fi
 
     if [[ "$cases" == *" compacting "* ]]; then
-        # Due as soon as one record is dead: compactions back to back.
+        # With DEAD_RATIO 0, due as soon as one record is dead: compactions
+        # back to back.
         cp -a "$work/compaction" "$work/run"
         start "$server" "$work/run" LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS=1000000 \
-            LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO=0 "${no_cleaner[@]}"
+            LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO="${DEAD_RATIO:-0}" "${no_cleaner[@]}"
         echo -n "1M tokens, compacting (from $(date -u +%T.%N | cut -c1-12)): "
         "$bench" commit-latency --addr "$address" --duration "${seconds}s"
         stop

@@ -63,7 +63,7 @@
 //! (its newer version), so a downgrade needs `latchkey-server export` first.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -93,15 +93,18 @@ pub struct TokenLog {
     pub(super) policy: CompactionPolicy,
     pub(super) scratch: Vec<u8>,
     pub(super) compaction: Option<Compaction>,
-    /// How the compactor replays the file it compacts (recovery's replay,
-    /// handed in by whoever opened the log: the format does not depend on
-    /// its reader).
-    pub(super) replay_whole: ReplayWhole,
+    /// How the compactor makes the snapshot of the file it compacts (a
+    /// replay of it, `recovery.rs`'s: handed in by whoever opened the log,
+    /// so that the format does not depend on its reader).
+    pub(super) snapshot_of_prefix: SnapshotOfPrefix,
 }
 
-/// Replays a file that must check out to its last byte: its tokens, next
-/// id and last sequence number.
-pub(super) type ReplayWhole = fn(&Path, &[u8]) -> io::Result<(Replica, u64, u64)>;
+/// On the compactor thread: the compacted file, and its record count, of
+/// the log at `path` as its first `file_bytes` bytes leave it, which must
+/// replay whole to sequence number `last_seq` and `live` tokens, as the
+/// writer's state stood when it asked (`next_id` is the writer's too).
+pub(super) type SnapshotOfPrefix =
+    fn(path: &Path, file_bytes: u64, live: usize, next_id: u64, last_seq: u64) -> io::Result<(Vec<u8>, u64)>;
 
 const MAGIC: &[u8; 8] = b"LKTOKLOG";
 /// The format version this build writes.
@@ -797,8 +800,8 @@ impl TokenLog {
     ///
     /// What the writer thread does here costs the same whatever the
     /// registry's size: the compactor thread re-reads this file up to its
-    /// current end (every byte of it synced) and replays it into a state of
-    /// its own, and the snapshot is made from that. Copying the writer's
+    /// current end (every byte of it synced) and replays it into what a
+    /// snapshot needs (`live.rs`), and the snapshot is made from that. Copying the writer's
     /// state instead would hold every commit for as long as a copy of the
     /// whole registry takes (hundreds of milliseconds at a million tokens).
     fn maybe_compact(&mut self, state: &Replica, next_id: u64) {
@@ -807,8 +810,8 @@ impl TokenLog {
         }
         let (path, file_bytes, last_seq, live) = (self.path.clone(), self.bytes, self.seq, state.len());
         tracing::info!(records = self.records, live, "compacting the token log");
-        let replay_whole = self.replay_whole;
-        let encode = move || snapshot_of_prefix(replay_whole, &path, file_bytes, live, next_id, last_seq);
+        let snapshot_of_prefix = self.snapshot_of_prefix;
+        let encode = move || snapshot_of_prefix(&path, file_bytes, live, next_id, last_seq);
         match Compaction::start(&self.dir, encode) {
             Ok(compaction) => self.compaction = Some(compaction),
             Err(error) => tracing::warn!(%error, "cannot start compaction thread; will retry"),
@@ -850,83 +853,113 @@ impl TokenLog {
     }
 }
 
-/// On the compactor thread: the compacted file (and its record count) of
-/// the log at `path` as its first `file_bytes` bytes leave it, which must
-/// replay whole to sequence number `last_seq` and `live` tokens, as the
-/// writer's state stood when it asked. Anything else abandons the
-/// compaction (the current log stays in use).
-fn snapshot_of_prefix(
-    replay_whole: ReplayWhole,
-    path: &Path,
-    file_bytes: u64,
-    live: usize,
-    next_id: u64,
-    last_seq: u64,
-) -> io::Result<(Vec<u8>, u64)> {
-    let began = std::time::Instant::now();
-    let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
-    let bytes = read_prefix(path, len)?;
-    let read_ms = began.elapsed().as_millis();
-    let (state, replayed_next_id, seq) = replay_whole(path, &bytes)?;
-    let replay_ms = began.elapsed().as_millis();
-    if seq != last_seq || state.len() != live {
-        return Err(io::Error::other(format!(
-            "the log replays to seq {seq} and {} tokens, the writer stood at seq {last_seq} and {live}",
-            state.len()
-        )));
-    }
-    drop(bytes);
-    let tokens: Vec<TokenRecord> = state.records().collect();
-    drop(state);
-    let snapshot = encode_snapshot(&tokens, next_id.max(replayed_next_id), last_seq, crate::clock::now_us());
-    let encode_ms = began.elapsed().as_millis();
-    tracing::debug!(read_ms, replay_ms, encode_ms, "compactor: snapshot made");
-    Ok((snapshot, tokens.len() as u64 + 1))
-}
-
-/// The first `len` bytes of the file at `path`, read a megabyte at a time
-/// into memory that is filled as it is read: no zeroing pass over the
-/// whole length first (100 MB at 1M tokens), and no single read syscall
-/// that long.
-fn read_prefix(path: &Path, len: usize) -> io::Result<Vec<u8>> {
-    const PIECE: u64 = 1 << 20;
-    let mut bytes = Vec::with_capacity(len);
-    let mut file = File::open(path)?.take(len as u64);
-    while bytes.len() < len {
-        let read = (&mut file).take(PIECE).read_to_end(&mut bytes)?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the log is shorter than the writer said",
-            ));
-        }
-    }
-    Ok(bytes)
-}
-
 /// Encodes a whole compacted file: header, Snapshot, one Create per token,
 /// in batches of at most [`SNAPSHOT_BATCH_RECORDS`] records (the first one
 /// starting with the Snapshot, with seq `last_seq`; the others with a token,
 /// seq 0).
 pub fn encode_snapshot(tokens: &[TokenRecord], next_id: u64, last_seq: u64, commit_at_us: u64) -> Vec<u8> {
-    let batches = (tokens.len() + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
-    let mut out = Vec::with_capacity(HEADER_BYTES + 64 + tokens.len() * 96 + batches * BATCH_HEADER_BYTES);
-    out.extend_from_slice(&header());
-    let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens.len() as u64 };
-    let mut start = begin_batch(&mut out);
-    encode_record(&mut out, last_seq, commit_at_us, &snapshot);
-    let (mut in_batch, mut first_seq) = (1, last_seq);
+    let mut snapshot = SnapshotEncoder::new(tokens.len(), next_id, last_seq, commit_at_us);
     for token in tokens {
-        if in_batch == SNAPSHOT_BATCH_RECORDS {
-            finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
-            start = begin_batch(&mut out);
-            (in_batch, first_seq) = (0, 0);
-        }
-        encode_record(&mut out, 0, token.created_at_us, &Record::Create(token.clone()));
-        in_batch += 1;
+        snapshot.token(token);
     }
-    finish_batch(&mut out, start, in_batch, first_seq).expect("a snapshot batch is bounded");
-    out
+    snapshot.finish()
+}
+
+/// A compacted file as it is encoded, one token at a time: what
+/// [`encode_snapshot`] writes, for a caller that does not hold every token
+/// as a [`TokenRecord`] (the compactor holds most as offsets into the file
+/// it compacts, [`SnapshotEncoder::recorded`]).
+pub struct SnapshotEncoder {
+    out: Vec<u8>,
+    /// Where the open batch starts, how many records it holds, and its first
+    /// record's seq.
+    batch_start: usize,
+    in_batch: usize,
+    first_seq: u64,
+    /// Tokens the Snapshot record announced and not yet encoded.
+    tokens_left: usize,
+}
+
+impl SnapshotEncoder {
+    /// Starts a file of `tokens` tokens: its header and Snapshot record.
+    pub fn new(tokens: usize, next_id: u64, last_seq: u64, commit_at_us: u64) -> SnapshotEncoder {
+        let batches = (tokens + 1).div_ceil(SNAPSHOT_BATCH_RECORDS);
+        let mut out = Vec::with_capacity(HEADER_BYTES + 64 + tokens * 100 + batches * BATCH_HEADER_BYTES);
+        out.extend_from_slice(&header());
+        let batch_start = begin_batch(&mut out);
+        let snapshot = Record::Snapshot { next_id, last_seq, tokens: tokens as u64 };
+        encode_record(&mut out, last_seq, commit_at_us, &snapshot);
+        SnapshotEncoder { out, batch_start, in_batch: 1, first_seq: last_seq, tokens_left: tokens }
+    }
+
+    /// Makes room for one more token record: a new batch when this one is full.
+    fn next_record(&mut self) {
+        assert!(self.tokens_left > 0, "more tokens than the snapshot announced");
+        self.tokens_left -= 1;
+        if self.in_batch == SNAPSHOT_BATCH_RECORDS {
+            finish_batch(&mut self.out, self.batch_start, self.in_batch, self.first_seq)
+                .expect("a snapshot batch is bounded");
+            self.batch_start = begin_batch(&mut self.out);
+            (self.in_batch, self.first_seq) = (0, 0);
+        }
+        self.in_batch += 1;
+    }
+
+    /// Encodes a token's record (seq 0, at its creation time).
+    pub fn token(&mut self, token: &TokenRecord) {
+        self.next_record();
+        encode_record(&mut self.out, 0, token.created_at_us, &Record::Create(token.clone()));
+    }
+
+    /// Copies the token of the create or token record at `offset` of
+    /// `bytes`, a record replay has accepted, giving it seq 0 and its
+    /// creation time: the same bytes [`SnapshotEncoder::token`] writes for
+    /// what it decodes to, without decoding it (its body is kept as it is,
+    /// so only the frame's seq, time and checksum are new).
+    pub fn recorded(&mut self, bytes: &[u8], offset: usize) -> Result<(), RecordFault> {
+        let stored = bytes.get(offset..).unwrap_or_default();
+        let length = match stored.get(4..8) {
+            Some(field) => u32::from_le_bytes(field.try_into().expect("4 bytes")) as usize,
+            None => return Err(format!("no record at offset {offset}")),
+        };
+        let payload = stored
+            .get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)
+            .filter(|payload| payload.len() > PAYLOAD_PREFIX_BYTES)
+            .ok_or_else(|| format!("record at offset {offset} is cut short"))?;
+        let (kind, body) = (payload[16], &payload[PAYLOAD_PREFIX_BYTES..]);
+        // The creation time follows id, user id, name and hash.
+        let created_at = body.get(12).map(|&name_len| 13 + usize::from(name_len) + 32);
+        let created_at_us = match created_at.and_then(|at| body.get(at..at + 8)) {
+            Some(field) if kind == TYPE_CREATE || kind == TYPE_TOKEN => {
+                u64::from_le_bytes(field.try_into().expect("8 bytes"))
+            }
+            _ => return Err(format!("the record at offset {offset} is not a token")),
+        };
+        self.next_record();
+        let start = self.out.len();
+        self.out.extend_from_slice(&stored[..RECORD_HEADER_BYTES]);
+        self.out.extend_from_slice(&0u64.to_le_bytes());
+        self.out.extend_from_slice(&created_at_us.to_le_bytes());
+        self.out.push(kind);
+        self.out.extend_from_slice(body);
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&stored[4..8]), &self.out[start + RECORD_HEADER_BYTES..]);
+        self.out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+        debug_assert!(
+            matches!((read_record(&self.out, start), read_record(bytes, offset)),
+                (Ok(copy), Ok(original)) if copy.seq == 0 && copy.record == original.record),
+            "a copied token record must decode to the token it was copied from"
+        );
+        Ok(())
+    }
+
+    /// The whole file, once every token announced has been encoded.
+    pub fn finish(mut self) -> Vec<u8> {
+        assert_eq!(self.tokens_left, 0, "a snapshot holds the tokens its Snapshot record counts");
+        finish_batch(&mut self.out, self.batch_start, self.in_batch, self.first_seq)
+            .expect("a snapshot batch is bounded");
+        self.out
+    }
 }
 
 impl Journal for TokenLog {

@@ -32,11 +32,14 @@
 //! Layout: [`writer`] (the queue, the group-commit loop, and the rules a
 //! change is checked against), then the file backend: [`log`] (the record
 //! format, append and sync, when to compact), [`recovery`] (open, replay,
-//! repair) and [`compaction`] (the compactor thread and the file swap).
+//! repair), `live` (what a replay builds: a registry, or only what the
+//! compactor's snapshot needs) and [`compaction`] (the compactor thread and
+//! the file swap).
 
 pub mod compaction;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod live;
 pub mod log;
 pub mod recovery;
 pub mod writer;
@@ -303,6 +306,8 @@ pub trait Journal: Send + 'static {
     }
 }
 
+#[cfg(test)]
+mod live_tests;
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]

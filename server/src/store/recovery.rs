@@ -24,21 +24,20 @@
 //! verify|dump|stats`): it changes no file, hands over each record replay
 //! accepts, and says what a start would do about the first problem.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::compaction::{COMPACT_FILE, CompactionPolicy, fsync_dir, write_compacted};
+use super::live::{LiveRecords, Registry, Tokens};
 use super::log::{
     BATCH_HEADER_BYTES, BatchFault, BatchFrame, FORMAT_VERSION, FORMAT_VERSION_BATCHES, FORMAT_VERSIONS_READ,
     HEADER_BYTES, LOG_FILE, Record, RecordFault, StoredRecord, TokenLog, encode_snapshot, header,
     header_version, next_batch_header, next_valid_record, read_batch, read_record,
 };
 use crate::metrics;
-use crate::registry::{Mutation, Replica, TokenHash, TokenRecord};
+use crate::registry::{Replica, TokenRecord};
 
 /// Token ids and sequence numbers replay accepts: far beyond any a server
 /// hands out, and far enough below `u64::MAX` that the writer's `id + 1`
@@ -97,16 +96,21 @@ pub struct Recovered {
 /// touching any file: the same checks as at start, and a torn or damaged
 /// file is an error here (an export is written whole).
 pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
-    let replay = replay_complete(path, bytes)?;
-    Ok((replay.state, replay.next_id))
+    let replay = replay_complete(path, bytes, Registry::for_file_of(bytes.len()))?;
+    Ok((replay.tokens.state, replay.next_id))
 }
 
-/// Replays a file that must check out to its last byte.
-fn replay_complete(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
+/// Replays a file that must check out to its last byte into `tokens`.
+pub(super) fn replay_complete<T: Tokens>(
+    path: &Path,
+    bytes: &[u8],
+    tokens: T,
+) -> Result<Replay<T>, LogError> {
     if bytes.len() < HEADER_BYTES {
         return Err(LogError::NotALog { path: path.to_owned() });
     }
-    let replay = replay(path, bytes)?;
+    let mut replay = Replay::start(path, bytes, tokens)?;
+    replay.run(path, bytes, |_, _| {})?;
     if replay.valid_bytes != bytes.len() as u64 || replay.snapshot_missing > 0 {
         return Err(LogError::Incomplete {
             path: path.to_owned(),
@@ -190,7 +194,7 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
         }
         return inspection;
     }
-    let mut replay = match Replay::start(path, bytes) {
+    let mut replay = match Replay::start(path, bytes, Registry::for_file_of(bytes.len())) {
         Ok(replay) => replay,
         Err(error) => {
             inspection.damage = Some(Damage::Refused(error));
@@ -217,7 +221,7 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
     };
     Inspection {
         version: Some(replay.version),
-        state: replay.state,
+        state: replay.tokens.state,
         next_id: replay.next_id,
         last_seq: replay.seq,
         records: replay.records,
@@ -264,13 +268,13 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
     };
     let report = RecoveryReport {
         records: replay.records,
-        tokens: replay.state.len(),
+        tokens: replay.tokens.len(),
         file_bytes: reopened.file_bytes,
         truncated: reopened.truncated,
     };
     // A torn tail was cut at its offset: the file ends there now.
     let bytes = reopened.truncated.map_or(reopened.file_bytes, |(offset, _)| offset);
-    metrics::log_file(bytes, reopened.records, replay.state.len() as u64);
+    metrics::log_file(bytes, reopened.records, replay.tokens.len() as u64);
     let log = TokenLog {
         path,
         dir: dir.to_owned(),
@@ -281,9 +285,9 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
         policy,
         scratch: Vec::with_capacity(64 * 1024),
         compaction: None,
-        replay_whole,
+        snapshot_of_prefix,
     };
-    Ok(Recovered { state: replay.state, next_id: replay.next_id, log, report })
+    Ok(Recovered { state: replay.tokens.state, next_id: replay.next_id, log, report })
 }
 
 /// Opens the log and reads it whole; a new file (or one whose header was
@@ -322,7 +326,7 @@ fn replay_or_repair(
     file: &mut File,
     bytes: &mut Vec<u8>,
     truncate_at: Option<u64>,
-) -> Result<(Replay, bool), LogError> {
+) -> Result<(Replay<Registry>, bool), LogError> {
     let replayed = replay(path, bytes);
     let Some(offset) = truncate_at else { return Ok((replayed?, false)) };
     let damaged = match &replayed {
@@ -361,7 +365,7 @@ fn replay_or_repair(
 
 /// Keeps what the operator kept as a whole snapshot, or upgrades an older
 /// format: either way, rewrites the state as a current file.
-fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay) -> Result<Reopened, LogError> {
+fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay<Registry>) -> Result<Reopened, LogError> {
     let reason = if replay.snapshot_missing > 0 {
         "the shortened snapshot".to_owned()
     } else if replay.reframe {
@@ -377,7 +381,7 @@ fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay) -> Result<Reope
             replay.valid_bytes
         );
     }
-    let tokens: Vec<TokenRecord> = replay.state.records().collect();
+    let tokens: Vec<TokenRecord> = replay.tokens.state.records().collect();
     let snapshot = encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
     let mut file = write_compacted(dir, &snapshot).map_err(io_error("cannot write", path))?;
     fs::rename(dir.join(COMPACT_FILE), path).map_err(io_error("cannot rename over", path))?;
@@ -398,7 +402,7 @@ fn cut_torn_tail(
     path: &Path,
     mut file: File,
     file_bytes: u64,
-    replay: &Replay,
+    replay: &Replay<Registry>,
 ) -> Result<Reopened, LogError> {
     let mut truncated = None;
     if replay.valid_bytes < file_bytes {
@@ -420,13 +424,12 @@ fn cut_torn_tail(
     Ok(Reopened { file, records: replay.records, file_bytes, truncated })
 }
 
-pub(super) struct Replay {
+/// A replay of a file: where it got to under the file's rules, and the
+/// tokens it built (`live.rs`: a registry, or only what a snapshot needs).
+pub(super) struct Replay<T> {
     /// The file's format version.
     pub version: u32,
-    pub state: Replica,
-    /// Live token ids → hashes, for resolving records that carry the id
-    /// only. Lives only during replay; replicas keep no id index.
-    ids: HashMap<u64, TokenHash>,
+    pub tokens: T,
     pub next_id: u64,
     pub seq: u64,
     pub records: u64,
@@ -442,25 +445,72 @@ pub(super) struct Replay {
     pub tail_fault: Option<RecordFault>,
 }
 
-/// Replays a file that must check out to its last byte (the compactor's
-/// re-read of the log it compacts): its tokens, next id and last sequence
-/// number.
-fn replay_whole(path: &Path, bytes: &[u8]) -> std::io::Result<(Replica, u64, u64)> {
-    let replay = replay_complete(path, bytes).map_err(std::io::Error::other)?;
-    Ok((replay.state, replay.next_id, replay.seq))
+/// On the compactor thread: the compacted file (and its record count) of
+/// the log at `path` as its first `file_bytes` bytes leave it, which must
+/// replay whole to sequence number `last_seq` and `live` tokens, as the
+/// writer's state stood when it asked. Anything else abandons the
+/// compaction (the current log stays in use). The replay is a start's, with
+/// every check on the file, but it keeps only what the snapshot needs
+/// ([`LiveRecords`]), not a registry.
+pub(super) fn snapshot_of_prefix(
+    path: &Path,
+    file_bytes: u64,
+    live: usize,
+    next_id: u64,
+    last_seq: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    let began = std::time::Instant::now();
+    let len = usize::try_from(file_bytes).map_err(io::Error::other)?;
+    let bytes = read_prefix(path, len)?;
+    let read_ms = began.elapsed().as_millis();
+    let replay = replay_complete(path, &bytes, LiveRecords::of(&bytes, live)).map_err(io::Error::other)?;
+    let replay_ms = began.elapsed().as_millis();
+    if replay.seq != last_seq || replay.tokens.len() != live {
+        return Err(io::Error::other(format!(
+            "the log replays to seq {} and {} tokens, the writer stood at seq {last_seq} and {live}",
+            replay.seq,
+            replay.tokens.len()
+        )));
+    }
+    let next_id = next_id.max(replay.next_id);
+    let snapshot =
+        replay.tokens.encode_snapshot(next_id, last_seq, crate::clock::now_us()).map_err(io::Error::other)?;
+    let encode_ms = began.elapsed().as_millis();
+    tracing::debug!(read_ms, replay_ms, encode_ms, "compactor: snapshot made");
+    Ok(snapshot)
+}
+
+/// The first `len` bytes of the file at `path`, read a megabyte at a time
+/// into memory that is filled as it is read: no zeroing pass over the
+/// whole length first (100 MB at 1M tokens), and no single read syscall
+/// that long.
+fn read_prefix(path: &Path, len: usize) -> io::Result<Vec<u8>> {
+    const PIECE: u64 = 1 << 20;
+    let mut bytes = Vec::with_capacity(len);
+    let mut file = File::open(path)?.take(len as u64);
+    while bytes.len() < len {
+        let read = (&mut file).take(PIECE).read_to_end(&mut bytes)?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the log is shorter than the writer said",
+            ));
+        }
+    }
+    Ok(bytes)
 }
 
 /// Replays a whole file (header included) into a registry.
-pub(super) fn replay(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
-    let mut replay = Replay::start(path, bytes)?;
+pub(super) fn replay(path: &Path, bytes: &[u8]) -> Result<Replay<Registry>, LogError> {
+    let mut replay = Replay::start(path, bytes, Registry::for_file_of(bytes.len()))?;
     replay.run(path, bytes, |_, _| {})?;
     Ok(replay)
 }
 
-impl Replay {
+impl<T: Tokens> Replay<T> {
     /// Checks the header of a file (at least [`HEADER_BYTES`] long) and
-    /// starts an empty replay of it.
-    fn start(path: &Path, bytes: &[u8]) -> Result<Replay, LogError> {
+    /// starts a replay of it into `tokens` (empty).
+    fn start(path: &Path, bytes: &[u8], tokens: T) -> Result<Replay<T>, LogError> {
         let Some(version) = header_version(bytes) else {
             return Err(LogError::NotALog { path: path.to_owned() });
         };
@@ -469,9 +519,7 @@ impl Replay {
         }
         Ok(Replay {
             version,
-            state: Replica::new(),
-            // A create record is about 100 bytes: size the id index once.
-            ids: HashMap::with_capacity(bytes.len() / 128),
+            tokens,
             next_id: 1,
             seq: 0,
             records: 0,
@@ -585,7 +633,7 @@ impl Replay {
                 Ok(stored) => stored,
                 Err(record_fault) => break record_fault,
             };
-            if let Err(record_fault) = self.apply(snapshot_left, stored.seq, &stored.record) {
+            if let Err(record_fault) = self.apply(snapshot_left, at, stored.seq, &stored.record) {
                 break record_fault;
             }
             visit(at as u64, &stored);
@@ -643,7 +691,7 @@ impl Replay {
                 let message = format!("seq {} where the batch header says {}", stored.seq, frame.first_seq);
                 return Err(fault(message));
             }
-            self.apply(snapshot_left, stored.seq, &stored.record).map_err(fault)?;
+            self.apply(snapshot_left, offset, stored.seq, &stored.record).map_err(fault)?;
             visit(offset as u64, &stored);
             offset += stored.bytes;
             self.records += 1;
@@ -666,7 +714,7 @@ impl Replay {
         let mut offset = HEADER_BYTES;
         while offset < bytes.len() {
             let fault = match read_record(bytes, offset) {
-                Ok(stored) => match self.apply(snapshot_left, stored.seq, &stored.record) {
+                Ok(stored) => match self.apply(snapshot_left, offset, stored.seq, &stored.record) {
                     Ok(()) => {
                         visit(offset as u64, &stored);
                         offset += stored.bytes;
@@ -693,11 +741,18 @@ impl Replay {
         Ok(())
     }
 
-    /// Checks a decoded record against the replayed state and applies it.
+    /// Checks a decoded record, read at `offset`, against the replayed
+    /// state and applies it.
     ///
     /// It borrows the record, so the log tools can still show it after; a
     /// create clones its token (two reference counts), nothing costlier.
-    fn apply(&mut self, snapshot_left: &mut u64, seq: u64, record: &Record) -> Result<(), RecordFault> {
+    fn apply(
+        &mut self,
+        snapshot_left: &mut u64,
+        offset: usize,
+        seq: u64,
+        record: &Record,
+    ) -> Result<(), RecordFault> {
         // A file holds only what its own version defines: a newer type in
         // it was not written by any build of that version.
         let needs = record.format_version();
@@ -712,7 +767,7 @@ impl Replay {
                 return Err(format!("snapshot token record has seq {seq}, expected 0"));
             }
             *snapshot_left -= 1;
-            return self.create(token, true);
+            return self.create(token, true, offset);
         }
         if let Record::Snapshot { next_id, last_seq, tokens } = *record {
             if self.records != 0 {
@@ -733,96 +788,46 @@ impl Replay {
             return Err(format!("sequence number {seq} where {} was expected", self.seq.saturating_add(1)));
         }
         self.seq = seq;
-        self.apply_change(record)
+        self.apply_change(record, offset)
     }
 
-    /// A record after the snapshot: resolved by id and applied.
-    fn apply_change(&mut self, record: &Record) -> Result<(), RecordFault> {
-        match *record {
-            Record::Create(ref token) => self.create(token, false),
-            Record::Delete { id } => {
-                let hash = self.hash_of(id, "delete")?;
-                // A record that does not fit is a fault, never a panic; and
-                // the id index changes only once the registry has.
-                self.state.try_apply(&Mutation::Delete { id, hash })?;
-                self.ids.remove(&id);
-                Ok(())
-            }
-            Record::Revoke { id, at_us } => {
-                let hash = self.hash_of(id, "revoke")?;
-                self.state.try_apply(&Mutation::Revoke { id, hash, at_us })
-            }
-            Record::Update { id, ref name, ref description } => {
-                let hash = self.hash_of(id, "update")?;
-                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
-                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
-                extras.description = description.clone();
-                let extras = extras.shared();
-                self.state.try_apply(&Mutation::Update { id, hash, name: Arc::clone(name), extras })
-            }
-            Record::Access { id, ref scopes, ref networks } => {
-                let hash = self.hash_of(id, "access edit")?;
-                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
-                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
-                extras.scopes = scopes.clone();
-                extras.networks = networks.clone();
-                let extras = extras.shared();
-                self.state.try_apply(&Mutation::Access { id, hash, extras })
-            }
-            Record::Rotate { id, hash: new_hash, expiry_at_us } => {
-                let hash = self.hash_of(id, "rotate")?;
-                self.state.try_apply(&Mutation::Rotate { id, hash, new_hash, expiry_at_us })?;
-                self.ids.insert(id, new_hash);
-                Ok(())
-            }
-            Record::Reactivate { id, hash: new_hash, expiry_at_us } => {
-                let hash = self.hash_of(id, "reactivation")?;
-                self.state.try_apply(&Mutation::Reactivate { id, hash, new_hash, expiry_at_us })?;
-                self.ids.insert(id, new_hash);
-                Ok(())
-            }
-            Record::Touch { id, used } => {
-                let hash = self.hash_of(id, "last-used update")?;
-                self.state.try_apply(&Mutation::Touch { id, hash, used })
-            }
+    /// A record after the snapshot, read at `offset`: applied by id.
+    fn apply_change(&mut self, record: &Record, offset: usize) -> Result<(), RecordFault> {
+        match record {
+            Record::Create(token) => self.create(token, false, offset),
             Record::Snapshot { .. } => Err("snapshot record in the middle of the log".into()),
+            change => self.tokens.change(change),
         }
-    }
-
-    fn hash_of(&self, id: u64, what: &str) -> Result<TokenHash, RecordFault> {
-        self.ids.get(&id).copied().ok_or_else(|| format!("{what} of unknown token id {id}"))
     }
 
     /// `from_snapshot`: snapshot tokens have ids below the snapshot's
     /// `next_id`; any other create must use a fresh id, since ids are never
     /// reused.
-    fn create(&mut self, token: &TokenRecord, from_snapshot: bool) -> Result<(), RecordFault> {
-        if self.ids.contains_key(&token.id) || (!from_snapshot && token.id < self.next_id) {
+    fn create(&mut self, token: &TokenRecord, from_snapshot: bool, offset: usize) -> Result<(), RecordFault> {
+        if self.tokens.contains(token.id) || (!from_snapshot && token.id < self.next_id) {
             return Err(format!("token id {} reused", token.id));
         }
         if token.id >= TOKEN_ID_LIMIT {
             return Err(format!("token id {} out of range", token.id));
         }
-        let (id, hash) = (token.id, token.hash);
-        // Refuses a name or hash that already exists, without changing anything.
-        self.state.try_apply(&Mutation::Create(token.clone()))?;
-        self.next_id = self.next_id.max(id + 1);
-        self.ids.insert(id, hash);
+        self.tokens.create(token, offset)?;
+        self.next_id = self.next_id.max(token.id + 1);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod delete_replay_tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     /// A replay whose id index names a token its registry does not hold:
     /// out of step, as only a bug could leave it (no record sequence does).
-    fn out_of_step() -> Replay {
+    fn out_of_step() -> Replay<Registry> {
         Replay {
             version: FORMAT_VERSION,
-            state: Replica::new(),
-            ids: HashMap::from([(7, [7; 32])]),
+            tokens: Registry { state: Replica::new(), ids: HashMap::from([(7, [7; 32])]) },
             next_id: 8,
             seq: 0,
             records: 0,
@@ -837,11 +842,11 @@ mod delete_replay_tests {
     #[test]
     fn a_delete_that_does_not_fit_the_registry_is_a_fault_not_a_panic() {
         let mut replay = out_of_step();
-        let fault = replay.apply_change(&Record::Delete { id: 7 }).unwrap_err();
+        let fault = replay.apply_change(&Record::Delete { id: 7 }, HEADER_BYTES).unwrap_err();
         assert!(fault.contains("delete of unknown token id 7"), "{fault}");
         // Nothing changed: a fault that ends in a torn-tail cut keeps the
         // replay's state, so it must be the state before the record.
-        assert_eq!(replay.ids.get(&7), Some(&[7; 32]));
-        assert!(replay.state.is_empty());
+        assert_eq!(replay.tokens.ids.get(&7), Some(&[7; 32]));
+        assert!(replay.tokens.state.is_empty());
     }
 }

@@ -1,0 +1,301 @@
+//! What a replay of the log builds from the records it accepts: the
+//! registry itself ([`Registry`], for a start and the log tools), or only
+//! what a compacted snapshot needs ([`LiveRecords`], for the compactor).
+//!
+//! Recovery's replay (`recovery.rs`) owns every rule about the file: the
+//! framing, checksums, sequence numbers, the snapshot's shape, ids never
+//! reused. It hands each accepted token record and each change to one of
+//! these, so both see exactly the same records under the same rules; they
+//! differ only in what they keep.
+//!
+//! Why two: the compactor runs beside the commit path, and with 1M tokens
+//! a replay into a [`Replica`] (a hash index, a per-user ordered name index,
+//! an owned name per token, an id index) took 1.4–4.5 s of a core while
+//! commits waited for theirs. A snapshot needs none of those indexes: per
+//! live id, the record it was created with (an offset into the bytes
+//! already in memory) or, once a later record changed it, the token as
+//! changed. That is the whole of [`LiveRecords`].
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use super::log::{Record, RecordFault, SnapshotEncoder, read_record};
+use crate::registry::{Mutation, Replica, TokenExtras, TokenHash, TokenRecord};
+
+/// What a replay builds, fed the records it accepts in file order.
+pub(super) trait Tokens {
+    /// Whether a token with this id is live.
+    fn contains(&self, id: u64) -> bool;
+
+    /// Adds `token`, whose record starts at `offset` of the replayed bytes;
+    /// the replay has checked that its id is new. Refuses what does not fit,
+    /// changing nothing.
+    fn create(&mut self, token: &TokenRecord, offset: usize) -> Result<(), RecordFault>;
+
+    /// Applies a record after the snapshot that changes or removes a token
+    /// by its id (anything but a create or a snapshot). Refuses what does
+    /// not fit, changing nothing.
+    fn change(&mut self, record: &Record) -> Result<(), RecordFault>;
+
+    /// Live tokens.
+    fn len(&self) -> usize;
+}
+
+/// The registry a replay rebuilds: every check a [`Replica`] makes (names
+/// unique per user, hashes unique), and the id index the log's records
+/// need to find a token (replicas keep none).
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    pub state: Replica,
+    /// Live token ids → hashes. Lives only during replay.
+    pub ids: HashMap<u64, TokenHash>,
+}
+
+impl Registry {
+    /// An empty registry, its id index sized for a file of `bytes` bytes.
+    pub fn for_file_of(bytes: usize) -> Registry {
+        // A create record is about 100 bytes: size the id index once.
+        Registry { state: Replica::new(), ids: HashMap::with_capacity(bytes / 128) }
+    }
+
+    fn hash_of(&self, id: u64, what: &str) -> Result<TokenHash, RecordFault> {
+        self.ids.get(&id).copied().ok_or_else(|| format!("{what} of unknown token id {id}"))
+    }
+}
+
+impl Tokens for Registry {
+    fn contains(&self, id: u64) -> bool {
+        self.ids.contains_key(&id)
+    }
+
+    fn create(&mut self, token: &TokenRecord, _offset: usize) -> Result<(), RecordFault> {
+        // Refuses a name or hash that already exists, without changing anything.
+        self.state.try_apply(&Mutation::Create(token.clone()))?;
+        self.ids.insert(token.id, token.hash);
+        Ok(())
+    }
+
+    fn change(&mut self, record: &Record) -> Result<(), RecordFault> {
+        match *record {
+            Record::Delete { id } => {
+                let hash = self.hash_of(id, "delete")?;
+                // A record that does not fit is a fault, never a panic; and
+                // the id index changes only once the registry has.
+                self.state.try_apply(&Mutation::Delete { id, hash })?;
+                self.ids.remove(&id);
+                Ok(())
+            }
+            Record::Revoke { id, at_us } => {
+                let hash = self.hash_of(id, "revoke")?;
+                self.state.try_apply(&Mutation::Revoke { id, hash, at_us })
+            }
+            Record::Update { id, ref name, ref description } => {
+                let hash = self.hash_of(id, "update")?;
+                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
+                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                extras.description = description.clone();
+                let extras = extras.shared();
+                self.state.try_apply(&Mutation::Update { id, hash, name: Arc::clone(name), extras })
+            }
+            Record::Access { id, ref scopes, ref networks } => {
+                let hash = self.hash_of(id, "access edit")?;
+                let entry = self.state.by_hash(&hash).ok_or("id index out of step")?;
+                let mut extras = entry.extras.as_deref().cloned().unwrap_or_default();
+                extras.scopes = scopes.clone();
+                extras.networks = networks.clone();
+                let extras = extras.shared();
+                self.state.try_apply(&Mutation::Access { id, hash, extras })
+            }
+            Record::Rotate { id, hash: new_hash, expiry_at_us } => {
+                let hash = self.hash_of(id, "rotate")?;
+                self.state.try_apply(&Mutation::Rotate { id, hash, new_hash, expiry_at_us })?;
+                self.ids.insert(id, new_hash);
+                Ok(())
+            }
+            Record::Reactivate { id, hash: new_hash, expiry_at_us } => {
+                let hash = self.hash_of(id, "reactivation")?;
+                self.state.try_apply(&Mutation::Reactivate { id, hash, new_hash, expiry_at_us })?;
+                self.ids.insert(id, new_hash);
+                Ok(())
+            }
+            Record::Touch { id, used } => {
+                let hash = self.hash_of(id, "last-used update")?;
+                self.state.try_apply(&Mutation::Touch { id, hash, used })
+            }
+            Record::Create(_) | Record::Snapshot { .. } => Err("not a change of a token".into()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.state.len()
+    }
+}
+
+/// A live token as [`LiveRecords`] keeps it.
+#[derive(Debug)]
+enum LiveToken {
+    /// Exactly what the record at this offset says: nothing after it
+    /// changed the token, so its bytes (already in memory, checksummed)
+    /// are all the snapshot needs: they are copied into it, never decoded
+    /// again.
+    AsRecorded { offset: usize },
+    /// Changed by a later record: the token as it now stands.
+    Changed(Box<TokenRecord>),
+}
+
+/// The compactor's fold of a log: per live id, its latest token and
+/// nothing else. It applies each change exactly as a [`Replica`] does
+/// (`registry/mod.rs`, `try_apply`), which the test
+/// `live_records_make_the_snapshot_a_full_replay_makes` holds it to. It
+/// does not check what only the registry's indexes could (a name or a hash
+/// used twice): the writer checked every record before it was written, the
+/// checksums say these bytes are those records, and the next start's replay
+/// checks the snapshot in full.
+#[derive(Debug)]
+pub(super) struct LiveRecords<'a> {
+    /// The replayed file, which the offsets point into.
+    bytes: &'a [u8],
+    tokens: HashMap<u64, LiveToken, BuildHasherDefault<IdHasher>>,
+}
+
+impl<'a> LiveRecords<'a> {
+    /// An empty fold of `bytes`, the whole file about to be replayed, which
+    /// leaves about `live` tokens (the index is sized once).
+    pub fn of(bytes: &'a [u8], live: usize) -> LiveRecords<'a> {
+        let tokens = HashMap::with_capacity_and_hasher(live, BuildHasherDefault::default());
+        LiveRecords { bytes, tokens }
+    }
+
+    /// The token with this id, decoded and owned so that a change can be
+    /// applied to it.
+    fn changed(&mut self, id: u64, what: &str) -> Result<&mut TokenRecord, RecordFault> {
+        let live = self.tokens.get_mut(&id).ok_or_else(|| format!("{what} of unknown token id {id}"))?;
+        if let LiveToken::AsRecorded { offset } = *live {
+            *live = LiveToken::Changed(Box::new(token_at(self.bytes, offset)?));
+        }
+        match live {
+            LiveToken::Changed(token) => Ok(token),
+            LiveToken::AsRecorded { .. } => unreachable!("decoded above"),
+        }
+    }
+
+    /// The compacted file of this state (as `log::encode_snapshot` writes
+    /// it, its tokens in id order) and its record count. A token no later
+    /// record changed is copied from the replayed bytes, never decoded.
+    pub fn encode_snapshot(
+        self,
+        next_id: u64,
+        last_seq: u64,
+        commit_at_us: u64,
+    ) -> Result<(Vec<u8>, u64), RecordFault> {
+        let mut tokens: Vec<(u64, LiveToken)> = self.tokens.into_iter().collect();
+        // Id order: creates are in id order in the file, so the copies read
+        // the old file front to back; and the snapshot comes out the same
+        // every time.
+        tokens.sort_unstable_by_key(|&(id, _)| id);
+        let count = tokens.len();
+        let mut snapshot = SnapshotEncoder::new(count, next_id, last_seq, commit_at_us);
+        for (_, live) in tokens {
+            match live {
+                LiveToken::AsRecorded { offset } => snapshot.recorded(self.bytes, offset)?,
+                LiveToken::Changed(token) => snapshot.token(&token),
+            }
+        }
+        Ok((snapshot.finish(), count as u64 + 1))
+    }
+}
+
+/// The token of the create or token record at `offset`.
+fn token_at(bytes: &[u8], offset: usize) -> Result<TokenRecord, RecordFault> {
+    match read_record(bytes, offset)?.record {
+        Record::Create(token) => Ok(token),
+        _ => Err(format!("the record at offset {offset} is not a token")),
+    }
+}
+
+impl Tokens for LiveRecords<'_> {
+    fn contains(&self, id: u64) -> bool {
+        self.tokens.contains_key(&id)
+    }
+
+    fn create(&mut self, token: &TokenRecord, offset: usize) -> Result<(), RecordFault> {
+        self.tokens.insert(token.id, LiveToken::AsRecorded { offset });
+        Ok(())
+    }
+
+    /// Each arm does what `Replica::try_apply` does with the mutation the
+    /// record stands for (and what [`Registry::change`] builds it from).
+    fn change(&mut self, record: &Record) -> Result<(), RecordFault> {
+        match *record {
+            Record::Delete { id } => {
+                self.tokens.remove(&id).ok_or_else(|| format!("delete of unknown token id {id}"))?;
+            }
+            Record::Revoke { id, at_us } => {
+                let token = self.changed(id, "revoke")?;
+                token.revoked_at_us.get_or_insert(at_us);
+            }
+            Record::Update { id, ref name, ref description } => {
+                let token = self.changed(id, "update")?;
+                let mut extras = token.extras.as_deref().cloned().unwrap_or_default();
+                extras.description = description.clone();
+                token.name = Arc::clone(name);
+                token.extras = extras.shared();
+            }
+            Record::Access { id, ref scopes, ref networks } => {
+                let token = self.changed(id, "access edit")?;
+                let mut extras: TokenExtras = token.extras.as_deref().cloned().unwrap_or_default();
+                extras.scopes = scopes.clone();
+                extras.networks = networks.clone();
+                token.extras = extras.shared();
+            }
+            Record::Rotate { id, hash, expiry_at_us } => {
+                let token = self.changed(id, "rotate")?;
+                token.hash = hash;
+                token.expiry_at_us = expiry_at_us;
+            }
+            Record::Reactivate { id, hash, expiry_at_us } => {
+                let token = self.changed(id, "reactivation")?;
+                token.hash = hash;
+                token.expiry_at_us = expiry_at_us;
+                token.revoked_at_us = None;
+            }
+            Record::Touch { id, used } => {
+                let token = self.changed(id, "last-used update")?;
+                // A replica keeps the later of two uses, the new one on a tie.
+                if token.last_used.is_none_or(|last| used.at_us >= last.at_us) {
+                    token.last_used = Some(used);
+                }
+            }
+            Record::Create(_) | Record::Snapshot { .. } => return Err("not a change of a token".into()),
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+/// Hashes a token id by one multiplication (Fibonacci hashing): ids are
+/// small sequential integers, chosen by the server, so SipHash's defence
+/// buys nothing here, and the product spreads them over the high bits the
+/// table's control bytes are taken from.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
