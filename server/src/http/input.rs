@@ -146,8 +146,11 @@ pub fn decode_form_value(raw: &str) -> Option<Cow<'_, str>> {
     let hex = |at: usize| bytes.get(at).and_then(|&digit| char::from(digit).to_digit(16));
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        match (byte, hex(at + 1), hex(at + 2)) {
+    // Copies the plain runs whole, and decodes only at `%` and `+`.
+    while let Some(run) = bytes[at..].iter().position(|&byte| byte == b'%' || byte == b'+') {
+        decoded.extend_from_slice(&bytes[at..at + run]);
+        at += run;
+        match (bytes[at], hex(at + 1), hex(at + 2)) {
             (b'%', Some(high), Some(low)) => {
                 // Two hex digits: at most 0xFF, so the cast keeps every bit.
                 decoded.push((high * 16 + low) as u8);
@@ -157,12 +160,13 @@ pub fn decode_form_value(raw: &str) -> Option<Cow<'_, str>> {
                 decoded.push(b' ');
                 at += 1;
             }
-            _ => {
+            (byte, _, _) => {
                 decoded.push(byte);
                 at += 1;
             }
         }
     }
+    decoded.extend_from_slice(&bytes[at..]);
     String::from_utf8(decoded).ok().map(Cow::Owned)
 }
 

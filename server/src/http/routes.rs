@@ -251,13 +251,15 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
         Resolved::Found(route, _) => route.metric(),
         _ => HttpRoute::NotFound,
     };
+    let to_a_machine = matches!(resolved, Resolved::Found(Route::Rabbit(_), _));
     // The console asks with its CSRF header (empty before sign-in) or its
     // cookie: a 401 for it must not make the browser ask for a password.
+    // RabbitMQ's answers are never a 401, so their headers are not looked at.
     let headers = request.headers();
-    let from_console = !headers.contains_key(AUTHORIZATION)
+    let from_console = !to_a_machine
+        && !headers.contains_key(AUTHORIZATION)
         && (headers.contains_key(console::sessions::CSRF_HEADER)
             || console::sessions::session_cookie(headers).is_some());
-    let to_a_machine = matches!(resolved, Resolved::Found(Route::Rabbit(_), _));
     let check = matches!(resolved, Resolved::Found(Route::AuthCheck, _));
     let mut reply = answer(resolved, request, exchange).await;
     if from_console {
