@@ -45,7 +45,14 @@ pub enum Question {
 
 /// Answers one question.
 pub async fn answer(question: Question, request: Request<Incoming>, exchange: &Exchange) -> Reply {
-    let Some(sent) = fields(request, exchange).await else {
+    // The question's fields as sent: the query of a GET, the form body of
+    // a POST (read in place by [`Fields::read`]).
+    let sent = if request.method() == Method::GET {
+        Some(Bytes::copy_from_slice(request.uri().query().unwrap_or("").as_bytes()))
+    } else {
+        body(request, exchange).await.ok()
+    };
+    let Some(sent) = sent else {
         return text("deny");
     };
     let Ok(sent) = std::str::from_utf8(&sent) else {
@@ -144,16 +151,6 @@ fn required_scope(kind: &str, name: &str, action: &str) -> String {
         }
     }
     scope
-}
-
-/// The question's fields as sent: the query of a GET, the form body of a
-/// POST (read with [`Fields::read`], so nothing is copied for fields
-/// without escapes).
-async fn fields(request: Request<Incoming>, exchange: &Exchange) -> Option<Bytes> {
-    if request.method() == Method::GET {
-        return Some(Bytes::copy_from_slice(request.uri().query().unwrap_or("").as_bytes()));
-    }
-    body(request, exchange).await.ok()
 }
 
 fn text(answer: &'static str) -> Reply {

@@ -261,7 +261,15 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
         && (headers.contains_key(console::sessions::CSRF_HEADER)
             || console::sessions::session_cookie(headers).is_some());
     let check = matches!(resolved, Resolved::Found(Route::AuthCheck, _));
-    let mut reply = answer(resolved, request, exchange).await;
+    let mut reply = match resolved {
+        // RabbitMQ's questions go straight to their handler (`dispatch`
+        // routes them the same way): two async layers fewer between hyper
+        // and the answer, each of which would hold and move the request.
+        Resolved::Found(Route::Rabbit(question), _) => {
+            super::rabbitmq::answer(question, request, exchange).await
+        }
+        resolved => answer(resolved, request, exchange).await,
+    };
     if from_console {
         reply.headers_mut().remove(WWW_AUTHENTICATE);
     }
