@@ -13,8 +13,10 @@
 # Knobs: DURATION (3s), WARMUP (1s), RUNS (5), CONNS (16,64), DEPTH (1),
 # SCENARIOS (forward-auth; or RabbitMQ's questions: rabbitmq-user,
 # rabbitmq-vhost, rabbitmq-resource, rabbitmq-topic), OUT.
-# Binaries come from $CARGO_TARGET_DIR (default target). Run it on an
-# otherwise idle machine: the clients and both servers share the cores.
+# Binaries come from $CARGO_TARGET_DIR (default target); SERVER names
+# another latchkey-server binary to measure instead (a build of an older
+# commit, for a before/after on the same machine). Run it on an otherwise
+# idle machine: the clients and both servers share the cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,7 +27,7 @@ mkdir -p "$out"
 
 cargo build --release -q -p latchkey-server -p latchkey-bench
 bench="${CARGO_TARGET_DIR:-target}/release/latchkey-bench"
-server="${CARGO_TARGET_DIR:-target}/release/latchkey-server"
+server="${SERVER:-${CARGO_TARGET_DIR:-target}/release/latchkey-server}"
 work="$(mktemp -d /tmp/latchkey-http.XXXXXX)"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }

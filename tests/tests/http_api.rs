@@ -679,3 +679,84 @@ fn broker_questions_by_name_record_no_use_only_the_login_does() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn rabbitmq_questions_by_get_and_post_field_by_field() {
+    let (_home, server) = start();
+    let scopes = json!({"name": "amqp", "scopes": ["vhost:prod:access", "exchange:orders:write", "topic:events:read"]});
+    let (_, secret) = create(&server, scopes);
+    let post = |question: &str, body: &str| {
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
+        request(http(&server), "POST", &format!("/v1/rabbitmq/{question}"), &headers, body.as_bytes())
+    };
+    let get = |question: &str, query: &str| {
+        request(http(&server), "GET", &format!("/v1/rabbitmq/{question}?{query}"), &[], b"")
+    };
+    let answer = |response: Response| {
+        // Always a 200 in plain text that no cache keeps, without the
+        // headers only a browser reads.
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(response.header("cache-control"), Some("no-store"));
+        assert_eq!(response.header("content-security-policy"), None);
+        assert_eq!(response.header("x-frame-options"), None);
+        response.text()
+    };
+    let user = format!("username=iggy%2Famqp&password={secret}");
+    assert_eq!(answer(post("user", &user)), "allow");
+    assert_eq!(answer(get("user", &user)), "allow");
+    // The name unescaped, and `+` in a field that has none.
+    assert_eq!(answer(post("user", &format!("username=iggy/amqp&password={secret}"))), "allow");
+    assert_eq!(answer(post("user", &format!("username=iggy%2Famqp&password={secret}+"))), "deny");
+    assert_eq!(answer(post("user", "username=iggy%2Famqp")), "deny");
+    assert_eq!(answer(post("user", &format!("username=iggy%2Fother&password={secret}"))), "deny");
+
+    let vhost = "username=iggy%2Famqp&vhost=prod&ip=127.0.0.1";
+    assert_eq!(answer(post("vhost", vhost)), "allow");
+    assert_eq!(answer(get("vhost", vhost)), "allow");
+    assert_eq!(answer(post("vhost", "username=iggy%2Famqp&vhost=prod")), "deny", "no ip");
+    assert_eq!(answer(post("vhost", "username=iggy%2Famqp&vhost=prod&ip=a.b")), "deny", "bad ip");
+    assert_eq!(
+        answer(post("vhost", "username=iggy%2Famqp&vhost=%2F&ip=127.0.0.1")),
+        "deny",
+        "/ needs vhost:*"
+    );
+    assert_eq!(answer(post("vhost", "username=iggy%2Famqp&vhost=%FF&ip=127.0.0.1")), "deny", "not UTF-8");
+
+    let resource = |rest: &str| format!("username=iggy%2Famqp&vhost=prod&{rest}");
+    assert_eq!(
+        answer(post("resource", &resource("resource=exchange&name=orders&permission=write"))),
+        "allow"
+    );
+    assert_eq!(answer(get("resource", &resource("resource=exchange&name=orders&permission=write"))), "allow");
+    assert_eq!(answer(post("resource", &resource("resource=exchange&name=orders&permission=read"))), "deny");
+    assert_eq!(answer(post("resource", &resource("resource=queue&name=orders&permission=write"))), "deny");
+    assert_eq!(
+        answer(post("resource", &resource("resource=exchange&name=orders&permission=delete"))),
+        "deny"
+    );
+    assert_eq!(answer(post("resource", &resource("resource=stream&name=orders&permission=write"))), "deny");
+    assert_eq!(answer(post("resource", &resource("resource=exchange&permission=write"))), "deny", "no name");
+    // A field given twice counts once, with its last value.
+    let twice = |names: &str| resource(&format!("resource=exchange&{names}&permission=write"));
+    assert_eq!(answer(post("resource", &twice("name=billing&name=orders"))), "allow");
+    assert_eq!(answer(post("resource", &twice("name=orders&name=billing"))), "deny");
+    assert_eq!(answer(post("resource", &twice("name=ord%65rs"))), "allow", "an escaped letter");
+
+    // The topic question is about a topic whatever `resource` says.
+    let topic = |rest: &str| format!("username=iggy%2Famqp&vhost=prod&{rest}&routing_key=a.b");
+    assert_eq!(answer(post("topic", &topic("resource=topic&name=events&permission=read"))), "allow");
+    assert_eq!(answer(post("topic", &topic("resource=exchange&name=events&permission=read"))), "allow");
+    assert_eq!(answer(post("topic", &topic("resource=topic&name=events&permission=write"))), "deny");
+    assert_eq!(answer(post("topic", &topic("resource=topic&name=orders&permission=write"))), "deny");
+
+    // Asked with a console's headers, still the broker's answer.
+    let headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Latchkey-Csrf", "")];
+    let consoled = request(http(&server), "POST", "/v1/rabbitmq/vhost", &headers, vhost.as_bytes());
+    assert_eq!(answer(consoled), "allow");
+    // Only the four questions, by GET or POST.
+    assert_eq!(request(http(&server), "POST", "/v1/rabbitmq/user/x", &[], b"").status, 404);
+    assert_eq!(request(http(&server), "POST", "/v1/rabbitmq/queue", &[], b"").status, 404);
+    let put = request(http(&server), "PUT", "/v1/rabbitmq/user", &[], b"");
+    assert_eq!((put.status, put.header("allow")), (405, Some("GET, POST")));
+}

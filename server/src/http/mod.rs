@@ -50,6 +50,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 
 use crate::command::{Context, Session};
 use crate::config::HttpConfig;
@@ -118,7 +119,13 @@ pub(crate) struct Exchange {
     /// a kept-alive connection hands them over in bulk like a TCP one.
     /// Locked by one request at a time, never across an await.
     pub uses: Mutex<Session>,
-    /// Requests begun and answered on this connection, for the idle check.
+    /// Requests begun and answered, shared with the connection's watcher.
+    activity: Arc<Activity>,
+}
+
+/// Requests begun and answered on one connection, for the idle check.
+#[derive(Default)]
+struct Activity {
     started: AtomicU64,
     answered: AtomicU64,
 }
@@ -164,8 +171,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<HttpSide>, ctx: Ar
         side: Arc::clone(&side),
         peer,
         uses: Mutex::new(Session::new(client_id, peer)),
-        started: AtomicU64::new(0),
-        answered: AtomicU64::new(0),
+        activity: Arc::default(),
     });
     match &side.connections.tls {
         None => converse(stream, exchange).await,
@@ -188,6 +194,12 @@ async fn serve(stream: TcpStream, peer: SocketAddr, side: Arc<HttpSide>, ctx: Ar
 /// every `idle_timeout`, a connection that began no request in the whole
 /// period and has none in flight is closed. An idle connection, or one
 /// that sends a head too slowly, so lasts one to two `idle_timeout`s.
+///
+/// The timer and the shutdown signal wait in a task of their own
+/// ([`watch`]), which sends one word when the connection must end: this
+/// task is woken for every request, and would otherwise poll both (a lock
+/// for the signal, a waker swap for the timer) on each wake-up besides
+/// the connection.
 async fn converse<S>(stream: S, exchange: Arc<Exchange>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -198,7 +210,7 @@ where
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let exchange = Arc::clone(&serving);
         async move {
-            exchange.started.fetch_add(1, Ordering::Relaxed);
+            exchange.activity.started.fetch_add(1, Ordering::Relaxed);
             let reply = routes::respond(request, &exchange).await;
             // Answered once hyper has written the body and dropped it, so a
             // response still being written counts as in flight.
@@ -212,19 +224,55 @@ where
     if *stop.borrow_and_update() {
         connection.as_mut().graceful_shutdown();
     }
+    let (ending_tx, mut ending) = oneshot::channel();
+    // Dropped when this function returns, which ends the watcher.
+    let (_ended_tx, ended) = oneshot::channel::<()>();
+    tokio::spawn(watch(stop, Arc::clone(&exchange.activity), side.idle_timeout, ending_tx, ended));
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => finished(result),
+        Ok(why) = &mut ending => match why {
+            Ending::Stop => {
+                connection.as_mut().graceful_shutdown();
+                finished(connection.await);
+            }
+            Ending::Idle => {
+                tracing::debug!(peer = %exchange.peer, "HTTP connection idle past idle_timeout: closed");
+            }
+        },
+    }
+}
+
+/// Why a connection's watcher ends it.
+enum Ending {
+    /// Shutdown: finish the request in flight, then close.
+    Stop,
+    /// No request begun for a whole `idle_timeout`, none in flight: close.
+    Idle,
+}
+
+/// Waits for shutdown or for the connection to idle (see [`converse`]),
+/// and says which on `ending`; returns without a word once `ended` fires
+/// (the connection is over).
+async fn watch(
+    mut stop: crate::net::StopSignal,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    ending: oneshot::Sender<Ending>,
+    mut ended: oneshot::Receiver<()>,
+) {
     let mut seen = 0;
     loop {
         tokio::select! {
-            result = connection.as_mut() => return finished(result),
+            _ = &mut ended => return,
             _ = stop.changed() => {
-                connection.as_mut().graceful_shutdown();
-                return finished(connection.await);
+                let _ = ending.send(Ending::Stop);
+                return;
             }
-            () = tokio::time::sleep(side.idle_timeout) => {
-                let started = exchange.started.load(Ordering::Relaxed);
-                let idle = started == seen && exchange.answered.load(Ordering::Relaxed) == started;
-                if idle {
-                    tracing::debug!(peer = %exchange.peer, "HTTP connection idle past idle_timeout: closed");
+            () = tokio::time::sleep(idle_timeout) => {
+                let started = activity.started.load(Ordering::Relaxed);
+                if started == seen && activity.answered.load(Ordering::Relaxed) == started {
+                    let _ = ending.send(Ending::Idle);
                     return;
                 }
                 seen = started;
@@ -241,7 +289,7 @@ struct Answering {
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.exchange.answered.fetch_add(1, Ordering::Relaxed);
+        self.exchange.activity.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 

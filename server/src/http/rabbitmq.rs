@@ -21,6 +21,7 @@
 //! question missing a field is denied. docs/brokers/rabbitmq.md has the
 //! rules, the security argument and the broker's configuration.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -29,7 +30,7 @@ use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::scope;
 
 use super::Exchange;
-use super::input::{body, form_field};
+use super::input::{body, decode_form_value};
 use super::reply::{Reply, with_type};
 use crate::command::check;
 
@@ -44,42 +45,48 @@ pub enum Question {
 
 /// Answers one question.
 pub async fn answer(question: Question, request: Request<Incoming>, exchange: &Exchange) -> Reply {
-    let Some(sent) = fields(request, exchange).await else {
+    // The question's fields as sent: the query of a GET, the form body of
+    // a POST (read in place by [`Fields::read`]).
+    let sent = if request.method() == Method::GET {
+        Some(Bytes::copy_from_slice(request.uri().query().unwrap_or("").as_bytes()))
+    } else {
+        body(request, exchange).await.ok()
+    };
+    let Some(sent) = sent else {
         return text("deny");
     };
     let Ok(sent) = std::str::from_utf8(&sent) else {
         return text("deny");
     };
-    let field = |name: &str| form_field(sent, name).unwrap_or_default();
-    let username = field("username");
-    let username = &*username;
+    let sent = Fields::read(sent);
+    let username = &*sent.username;
     let ctx = &exchange.ctx;
     let uses = &exchange.uses;
     let verdict = match question {
         Question::User => {
             // The broker is the peer, and this question carries no client
             // address: failed logins count against the broker's.
-            check::broker_login(username, &field("password"), exchange.peer, uses, ctx).await
+            check::broker_login(username, &sent.password, exchange.peer, uses, ctx).await
         }
         Question::Vhost => {
-            let address = field("ip").parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
+            let address = sent.ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
             if address.is_none() {
                 tracing::info!(target: "audit", event = "authorize", decision = "network", via = "broker", "a RabbitMQ vhost question without a valid ip was denied");
                 crate::metrics::authorize(crate::metrics::Via::Broker, "network");
                 return text("deny");
             }
-            let required = required_scope("vhost", &field("vhost"), "access");
+            let required = required_scope("vhost", &sent.vhost, "access");
             check::broker_check(username, &required, address, uses, ctx)
         }
         Question::Resource | Question::Topic => {
-            let resource = if question == Question::Topic { "topic".into() } else { field("resource") };
-            let permission = field("permission");
-            let known = matches!(&*resource, "exchange" | "queue" | "topic")
-                && matches!(&*permission, "configure" | "write" | "read");
+            let resource = if question == Question::Topic { "topic" } else { &*sent.resource };
+            let permission = &*sent.permission;
+            let known = matches!(resource, "exchange" | "queue" | "topic")
+                && matches!(permission, "configure" | "write" | "read");
             if !known {
                 return text("deny");
             }
-            let required = required_scope(&resource, &field("name"), &permission);
+            let required = required_scope(resource, &sent.name, permission);
             check::broker_check(username, &required, None, uses, ctx)
         }
     };
@@ -90,22 +97,60 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
     }
 }
 
+/// The fields the four questions carry, read in one pass over the query
+/// or form (a question is asked for every connection, channel and
+/// resource the broker has not cached). Each is as `input::form_field`
+/// reads it: the last value given, decoded, and empty when absent or not UTF-8
+/// once decoded. Fields a question does not use are read and ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fields<'a> {
+    username: Cow<'a, str>,
+    password: Cow<'a, str>,
+    vhost: Cow<'a, str>,
+    ip: Cow<'a, str>,
+    resource: Cow<'a, str>,
+    name: Cow<'a, str>,
+    permission: Cow<'a, str>,
+}
+
+impl<'a> Fields<'a> {
+    fn read(text: &'a str) -> Fields<'a> {
+        let mut raw: [&str; 7] = [""; 7];
+        for pair in text.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
+                "username" => 0,
+                "password" => 1,
+                "vhost" => 2,
+                "ip" => 3,
+                "resource" => 4,
+                "name" => 5,
+                "permission" => 6,
+                _ => continue,
+            };
+            raw[slot] = value;
+        }
+        let [username, password, vhost, ip, resource, name, permission] =
+            raw.map(|value| decode_form_value(value).unwrap_or_default());
+        Fields { username, password, vhost, ip, resource, name, permission }
+    }
+}
+
 /// The scope a question needs: `<kind>:<name>:<action>`, or with a name
 /// that no scope can spell, `<kind>:*:<action>`, which only a wildcard
 /// grant covers.
 fn required_scope(kind: &str, name: &str, action: &str) -> String {
-    let concrete = format!("{kind}:{name}:{action}");
-    if scope::validate_required(&concrete).is_ok() { concrete } else { format!("{kind}:*:{action}") }
-}
-
-/// The question's fields as sent: the query of a GET, the form body of a
-/// POST (read with [`form_field`], so nothing is copied for fields
-/// without escapes).
-async fn fields(request: Request<Incoming>, exchange: &Exchange) -> Option<Bytes> {
-    if request.method() == Method::GET {
-        return Some(Bytes::copy_from_slice(request.uri().query().unwrap_or("").as_bytes()));
+    let mut scope = String::with_capacity(kind.len() + name.len() + action.len() + 2);
+    for part in [kind, ":", name, ":", action] {
+        scope.push_str(part);
     }
-    body(request, exchange).await.ok()
+    if scope::validate_required(&scope).is_err() {
+        scope.clear();
+        for part in [kind, ":*:", action] {
+            scope.push_str(part);
+        }
+    }
+    scope
 }
 
 fn text(answer: &'static str) -> Reply {
@@ -114,7 +159,37 @@ fn text(answer: &'static str) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::required_scope;
+    use super::{Fields, required_scope};
+    use crate::http::input::form_field;
+
+    #[test]
+    fn fields_are_read_as_form_field_reads_each() {
+        let forms = [
+            "username=iggy%2Forders&password=lk_a%2Bb&vhost=%2F&ip=10.0.0.1",
+            "username=iggy%2Fq&vhost=%2F&resource=exchange&name=amq.gen-Xa_1&permission=write&routing_key=a.b",
+            "name=first&name=second&username=a+b&resource&permission=",
+            "username=%FF&vhost=ok&vhost=%C3%28&ip=::1&unknown=1&&=x&name%3D=y",
+            "",
+            "username",
+        ];
+        for form in forms {
+            let fields = Fields::read(form);
+            let read = [
+                (&fields.username, "username"),
+                (&fields.password, "password"),
+                (&fields.vhost, "vhost"),
+                (&fields.ip, "ip"),
+                (&fields.resource, "resource"),
+                (&fields.name, "name"),
+                (&fields.permission, "permission"),
+            ];
+            for (value, name) in read {
+                assert_eq!(**value, *form_field(form, name).unwrap_or_default(), "{name} in {form:?}");
+            }
+        }
+        let fields = Fields::read("name=first&name=second&username=iggy%2Fq&vhost=%FF");
+        assert_eq!((&*fields.name, &*fields.username, &*fields.vhost), ("second", "iggy/q", ""));
+    }
 
     #[test]
     fn names_a_scope_cannot_spell_need_a_wildcard_grant() {

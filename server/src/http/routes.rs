@@ -125,19 +125,33 @@ pub enum Resolved {
     BadId,
 }
 
+/// The most `/`-separated segments a route's path has (`/v1/tokens/{id}/access`).
+const ROUTE_SEGMENTS_MAX: usize = 4;
+
 /// Finds the route for `method` and `path`.
 pub fn resolve(method: &Method, path: &str) -> Resolved {
     if path == "/v1/auth/check" || path.starts_with("/v1/auth/check/") {
         return Resolved::Found(Route::AuthCheck, None);
     }
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // No route has more than four segments: a longer path is no route, and
+    // the segments fit on the stack (this runs for every request).
+    let mut segments = [""; ROUTE_SEGMENTS_MAX];
+    let mut count = 0;
+    for segment in path.strip_prefix('/').unwrap_or(path).split('/') {
+        let Some(slot) = segments.get_mut(count) else {
+            return Resolved::NotFound;
+        };
+        *slot = segment;
+        count += 1;
+    }
+    let segments = &segments[..count];
     let by_method = |choices: &[(Method, Route)], allow: &'static str, id: Option<u64>| {
         choices
             .iter()
             .find(|(wanted, _)| wanted == method)
             .map_or(Resolved::WrongMethod(allow), |(_, route)| Resolved::Found(*route, id))
     };
-    match segments.as_slice() {
+    match segments {
         [""] => by_method(&[(Method::GET, Route::ConsolePage)], "GET", None),
         ["console", _] => by_method(&[(Method::GET, Route::ConsoleFile)], "GET", None),
         ["v1", "session"] => by_method(
@@ -237,15 +251,25 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
         Resolved::Found(route, _) => route.metric(),
         _ => HttpRoute::NotFound,
     };
+    let to_a_machine = matches!(resolved, Resolved::Found(Route::Rabbit(_), _));
     // The console asks with its CSRF header (empty before sign-in) or its
     // cookie: a 401 for it must not make the browser ask for a password.
+    // RabbitMQ's answers are never a 401, so their headers are not looked at.
     let headers = request.headers();
-    let from_console = !headers.contains_key(AUTHORIZATION)
+    let from_console = !to_a_machine
+        && !headers.contains_key(AUTHORIZATION)
         && (headers.contains_key(console::sessions::CSRF_HEADER)
             || console::sessions::session_cookie(headers).is_some());
-    let to_a_machine = matches!(resolved, Resolved::Found(Route::Rabbit(_), _));
     let check = matches!(resolved, Resolved::Found(Route::AuthCheck, _));
-    let mut reply = answer(resolved, request, exchange).await;
+    let mut reply = match resolved {
+        // RabbitMQ's questions go straight to their handler (`dispatch`
+        // routes them the same way): two async layers fewer between hyper
+        // and the answer, each of which would hold and move the request.
+        Resolved::Found(Route::Rabbit(question), _) => {
+            super::rabbitmq::answer(question, request, exchange).await
+        }
+        resolved => answer(resolved, request, exchange).await,
+    };
     if from_console {
         reply.headers_mut().remove(WWW_AUTHENTICATE);
     }
@@ -284,6 +308,11 @@ async fn answer(resolved: Resolved, request: Request<Incoming>, exchange: &Excha
     }
 }
 
+/// Runs the route's handler. The answers machines ask for in bulk (forward
+/// auth, RabbitMQ's questions) are awaited in place; every other handler's
+/// future is boxed, so that this future, which hyper moves into place for
+/// every request, is the size of the small ones rather than of the largest
+/// REST handler (a once-per-call allocation on routes that log in).
 async fn dispatch(
     route: Route,
     id: Option<u64>,
@@ -293,29 +322,29 @@ async fn dispatch(
     use super::{check, probes, rest};
     let id = || id.ok_or_else(|| ApiError::invalid("missing token id"));
     match route {
+        Route::AuthCheck => Ok(check::forward(request, exchange).await),
+        Route::Rabbit(question) => Ok(super::rabbitmq::answer(question, request, exchange).await),
         Route::ConsolePage | Route::ConsoleFile => console::page(request.uri(), exchange),
-        Route::SignIn => console::sessions::sign_in(request, exchange).await,
-        Route::CurrentSession => console::sessions::current(request, exchange).await,
-        Route::SignOut => console::sessions::sign_out(request, exchange).await,
         Route::Metrics => Ok(probes::metrics(exchange)),
         Route::Healthz => Ok(probes::healthz()),
         Route::Readyz => Ok(probes::readyz(exchange)),
         Route::OpenApi => Ok(probes::openapi()),
-        Route::AuthCheck => Ok(check::forward(request, exchange).await),
-        Route::Rabbit(question) => Ok(super::rabbitmq::answer(question, request, exchange).await),
-        Route::Backup => super::admin::backup(request, exchange).await,
-        Route::Introspect => check::introspect(request, exchange).await,
-        Route::Me => rest::me(request, exchange).await,
-        Route::CreateToken => rest::create(request, exchange).await,
-        Route::ListTokens => rest::list(request, exchange).await,
-        Route::DeleteAllTokens => rest::delete_all(request, exchange).await,
-        Route::RevokeAllTokens => rest::revoke_all(request, exchange).await,
-        Route::GetToken => rest::get(id()?, request, exchange).await,
-        Route::UpdateToken => rest::update(id()?, request, exchange).await,
-        Route::DeleteToken => rest::delete(id()?, request, exchange).await,
-        Route::RevokeToken => rest::revoke(id()?, request, exchange).await,
-        Route::RotateToken => rest::rotate(id()?, request, exchange).await,
-        Route::EditTokenAccess => rest::edit_access(id()?, request, exchange).await,
+        Route::SignIn => Box::pin(console::sessions::sign_in(request, exchange)).await,
+        Route::CurrentSession => Box::pin(console::sessions::current(request, exchange)).await,
+        Route::SignOut => Box::pin(console::sessions::sign_out(request, exchange)).await,
+        Route::Backup => Box::pin(super::admin::backup(request, exchange)).await,
+        Route::Introspect => Box::pin(check::introspect(request, exchange)).await,
+        Route::Me => Box::pin(rest::me(request, exchange)).await,
+        Route::CreateToken => Box::pin(rest::create(request, exchange)).await,
+        Route::ListTokens => Box::pin(rest::list(request, exchange)).await,
+        Route::DeleteAllTokens => Box::pin(rest::delete_all(request, exchange)).await,
+        Route::RevokeAllTokens => Box::pin(rest::revoke_all(request, exchange)).await,
+        Route::GetToken => Box::pin(rest::get(id()?, request, exchange)).await,
+        Route::UpdateToken => Box::pin(rest::update(id()?, request, exchange)).await,
+        Route::DeleteToken => Box::pin(rest::delete(id()?, request, exchange)).await,
+        Route::RevokeToken => Box::pin(rest::revoke(id()?, request, exchange)).await,
+        Route::RotateToken => Box::pin(rest::rotate(id()?, request, exchange)).await,
+        Route::EditTokenAccess => Box::pin(rest::edit_access(id()?, request, exchange)).await,
     }
 }
 
@@ -377,6 +406,11 @@ mod tests {
         assert_eq!(resolve(&Method::GET, "/v1/auth/checkered"), Resolved::NotFound);
         assert_eq!(resolve(&Method::POST, "/"), Resolved::WrongMethod("GET"));
         assert_eq!(resolve(&Method::GET, "/console/a/b"), Resolved::NotFound);
+        // Past the longest route's four segments: no route, whatever the start.
+        assert_eq!(resolve(&Method::PATCH, "/v1/tokens/1/access/x"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::POST, "/v1/rabbitmq/user/x"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::POST, "/v1/rabbitmq/user/"), Resolved::NotFound);
+        assert_eq!(resolve(&Method::GET, "/a/b/c/d/e/f/g/h"), Resolved::NotFound);
         assert_eq!(resolve(&Method::PUT, "/v1/session"), Resolved::WrongMethod("GET, POST, DELETE"));
     }
 }
