@@ -880,14 +880,26 @@ fn search(steps: &[Step], staleness: Duration, known: &HashMap<u64, (String, usi
         }
         for &index in &orders.answered_by_invoked[point.low..] {
             let step = &steps[index];
-            if step.invoked > frontier {
+            if step.invoked.saturating_sub(staleness) > frontier {
                 break;
             }
             if point.has(index) {
                 continue;
             }
-            if let Some((state, true)) = apply(point.state, &step.act, known) {
-                branches.push((index, state));
+            match apply(point.state, &step.act, known) {
+                Some((state, true)) if step.invoked <= frontier => branches.push((index, state)),
+                // An answer that may be a change later is a branch here
+                // even where it changes nothing (`settle` leaves it alone),
+                // under settle's rule for when such an answer may go.
+                Some((state, false))
+                    if may_change(&step.act)
+                        && (step.invoked <= frontier
+                            || (step.entry.is_some()
+                                && step.invoked <= point.node_frontier(step.node, &orders, steps))) =>
+                {
+                    branches.push((index, state));
+                }
+                _ => {}
             }
         }
         for (index, state) in branches {
@@ -929,7 +941,7 @@ fn settle(
                 break;
             }
             let changes_nothing = matches!(apply(point.state, &step.act, known), Some((_, false)));
-            if point.has(index) || !changes_nothing {
+            if point.has(index) || !changes_nothing || may_change(&step.act) {
                 continue;
             }
             let fresh = step.invoked <= frontier;
@@ -944,6 +956,17 @@ fn settle(
             return;
         }
     }
+}
+
+/// Whether an answer fits some states as a change and others as none: a
+/// revoke answered ok, of a token not revoked yet (a change) or of one
+/// already revoked (none). Placing such an answer at once where it changes
+/// nothing can use it up before the state where it is the change, which
+/// may be the only order that fits (a revoke by name asked while an older,
+/// revoked token held the name, answered once a new one did), so `settle`
+/// never places it and `search` branches on it instead.
+fn may_change(act: &Act) -> bool {
+    matches!(act, Act::Revoke(_, Answer::Ok(_)))
 }
 
 /// What a login said.
@@ -1311,6 +1334,24 @@ mod tests {
         let mut own = entries;
         own.push(op(0, 40, 50, create("ci"), refused(CODE_NAME_TAKEN)));
         assert_eq!(rules(&own, &lists(8000, &[])), [Rule::NotLinearizable]);
+    }
+
+    #[test]
+    fn a_revoke_by_name_that_fits_an_old_revoked_token_may_still_be_the_new_ones() {
+        let revoke_name = |name: &str| Op::Revoke { target: Target::Name(name.into()) };
+        let entries = vec![
+            op(0, 0, 10, create("ci"), created(1)),
+            op(0, 10, 20, revoke(1), Outcome::Done),
+            op(1, 20, 30, delete(1), Outcome::Done),
+            op(1, 40, 50, create("ci"), created(2)),
+            // Asked while token 1 (revoked) may still have held the name on
+            // node 2; answered after token 2 took it: it revoked token 2.
+            op(2, 40, 60, revoke_name("ci"), Outcome::Done),
+        ];
+        let verdict = check(&entries, &lists(8000, &[(2, "ci", true)]), BOUND);
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        // Nothing else revoked token 2.
+        assert_eq!(rules(&entries[..4], &lists(8000, &[(2, "ci", true)])), [Rule::NotLinearizable]);
     }
 
     #[test]
