@@ -6,7 +6,7 @@
 //! skip is a failure.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,11 +31,6 @@ pub fn etcd_binary() -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A free loopback port (bound, then released for the child to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
 struct Member {
@@ -95,11 +90,13 @@ impl EtcdCluster {
     }
 
     fn on_free_ports(binary: PathBuf, size: usize, tls: Option<EtcdTls>) -> EtcdCluster {
+        let ports = crate::free_ports(2 * size);
         let members: Vec<Member> = (1..=size)
-            .map(|index| Member {
+            .zip(ports.chunks(2))
+            .map(|(index, pair)| Member {
                 name: format!("m{index}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: pair[0],
+                peer_port: pair[1],
                 child: None,
             })
             .collect();

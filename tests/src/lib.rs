@@ -391,6 +391,24 @@ fn limit_file_size(command: &mut Command, bytes: u64) {
     }
 }
 
+/// `count` distinct free loopback ports, for child processes to bind.
+///
+/// Every listener is held until all are found, so no two picks return the
+/// same port (a port released at once may be handed out again by the next
+/// bind). Another process may still take one before the child binds it:
+/// callers that start several processes retry on "address already in use".
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners.iter().map(|listener| listener.local_addr().expect("a bound address").port()).collect()
+}
+
+/// One free loopback port (see [`free_ports`]).
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
 /// Whether this run is CI's (`CI=true`, as CI systems set it).
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
@@ -580,7 +598,7 @@ pub mod webdriver;
 
 #[cfg(test)]
 mod tests {
-    use super::{DataHome, ServerSpec, TcpQueues, TestServer, listening_address, tcp_queues};
+    use super::{DataHome, ServerSpec, TcpQueues, TestServer, free_ports, listening_address, tcp_queues};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
@@ -599,6 +617,16 @@ mod tests {
         };
         assert_eq!(exited.status.code(), Some(3));
         assert_eq!(exited.stderr, "last words\n");
+    }
+
+    /// An etcd cluster once failed to start because two of its members
+    /// were given the same peer port: each port had been bound and released
+    /// in turn, and the kernel handed one out twice.
+    #[test]
+    fn ports_picked_together_are_distinct() {
+        let ports = free_ports(300);
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was picked twice: {ports:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use latchkey_tests::http::{Response, basic, bearer, request};
-use latchkey_tests::{DataHome, ServerSpec, TestServer, skip};
+use latchkey_tests::{DataHome, ServerSpec, TestServer, free_port, skip};
 use serde_json::json;
 
 /// What the upstream saw: each request's path and headers (lower-cased).
@@ -63,10 +63,6 @@ fn serve_upstream(stream: TcpStream, seen: &Seen) {
             return;
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Nginx {

@@ -7,7 +7,7 @@
 //! Needs Debian's `rabbitmq-server` (3.10, with the plugin) and
 //! `python3-pika`; skipped with a message without them, failed under CI.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,17 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use latchkey_tests::http::{basic, request};
-use latchkey_tests::{DataHome, ServerSpec, TestServer, skip};
+use latchkey_tests::{DataHome, ServerSpec, TestServer, free_ports, skip};
 use serde_json::{Value, json};
 
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 /// Debian's Python, where `python3-pika` installs (a python3 earlier on the
 /// PATH, such as a pyenv shim, may lack it).
 const PYTHON: &str = "/usr/bin/python3";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A RabbitMQ node of the test's own: node name, ports, data and config in
 /// a temporary directory. Killed (its whole process group) when dropped.
@@ -50,7 +46,8 @@ impl Rabbit {
     fn start(latchkey_http: SocketAddr) -> Rabbit {
         static NODES: AtomicU32 = AtomicU32::new(0);
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let ports = free_ports(2);
+        let (port, dist_port) = (ports[0], ports[1]);
         let base = format!("http://{latchkey_http}/v1/rabbitmq");
         let config = format!(
             "listeners.tcp.default = 127.0.0.1:{port}\n\
@@ -75,7 +72,7 @@ impl Rabbit {
             .env("HOME", dir.path())
             .env("RABBITMQ_NODENAME", &node)
             .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
             .env("RABBITMQ_CONFIG_FILE", path("rabbitmq.conf"))
             .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
             .env("RABBITMQ_LOG_BASE", path("log"))
