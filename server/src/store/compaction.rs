@@ -58,6 +58,7 @@ impl Compaction {
         let dir = dir.to_owned();
         let (done_tx, done) = mpsc::channel();
         let join = std::thread::Builder::new().name("latchkey-compactor".into()).spawn(move || {
+            yield_to_commits();
             let written = encode().and_then(|(bytes, records)| {
                 let began = std::time::Instant::now();
                 let file = write_compacted(&dir, &bytes)?;
@@ -121,6 +122,24 @@ impl Compaction {
     }
 }
 
+/// The compactor thread's nice value. Under CPU contention the writer
+/// thread, the connection workers and anything else at nice 0 run first:
+/// a commit no longer waits for a time slice behind the snapshot's encoding.
+/// The compaction still moves on (the kernel's fair scheduler gives a nice
+/// 19 thread about 1.5 % of a core that a nice 0 thread also wants), so
+/// under sustained full load it takes longer while appends go on as usual.
+pub(super) const COMPACTOR_NICE: i32 = 19;
+
+/// Lowers the calling thread, and only it, to [`COMPACTOR_NICE`]. On Linux a
+/// thread id names one thread for `setpriority`. Where that is refused, the
+/// compaction runs at the usual priority and says so once at debug level.
+fn yield_to_commits() {
+    let thread = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), COMPACTOR_NICE) {
+        tracing::debug!(%error, "compactor: could not lower its priority");
+    }
+}
+
 /// Bytes the compactor writes between two syncs of its file. A commit's
 /// `fdatasync` on the log may have to wait for other files' dirty pages (a
 /// journaling file system writes them out with its commit), so the snapshot
@@ -143,4 +162,34 @@ pub(super) fn write_compacted(dir: &Path, bytes: &[u8]) -> io::Result<File> {
 /// Makes a rename or creation in `dir` durable.
 pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COMPACT_FILE, COMPACTOR_NICE, Compaction};
+    use std::time::{Duration, Instant};
+
+    /// The snapshot is made at the lowest priority, on the compactor's
+    /// thread alone: the thread that started it keeps its own.
+    #[test]
+    fn the_snapshot_is_made_at_the_compactors_priority_and_nowhere_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = rustix::process::getpriority_process(None).unwrap();
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let compaction = Compaction::start(dir.path(), move || {
+            let thread = rustix::thread::gettid();
+            seen_tx.send(rustix::process::getpriority_process(Some(thread)).unwrap()).unwrap();
+            Ok((Vec::new(), 0))
+        })
+        .unwrap();
+        assert_eq!(seen.recv_timeout(Duration::from_secs(10)).unwrap(), COMPACTOR_NICE);
+        let began = Instant::now();
+        while compaction.poll().is_none() {
+            assert!(began.elapsed() < Duration::from_secs(10), "the compactor did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        compaction.abandon(dir.path());
+        assert!(!dir.path().join(COMPACT_FILE).exists());
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), own);
+    }
 }
