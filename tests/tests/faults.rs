@@ -229,6 +229,36 @@ async fn an_access_edit_or_a_reactivation_the_log_cannot_take_is_20002_and_chang
     assert_eq!(status_of_login(server.address, &issued.token).await, 20003);
 }
 
+/// A scrape counts every token (O(n)); with one worker thread, a count run
+/// on it would hold every other connection until it ends. The failpoint
+/// stretches the count to 6 s: a ping sent while it runs must be answered
+/// within 4 s (it takes milliseconds; run on the worker, it would wait for
+/// the whole count), while the scrape is still out, and the scrape must
+/// still answer.
+#[tokio::test]
+async fn a_slow_metrics_scrape_holds_up_no_other_connection() {
+    let home = DataHome::new();
+    let spec = failing("metrics-render=sleep(6000)").env("LATCHKEY_SYSTEM_SHARDS", "1");
+    let mut server = TestServer::start(&home, &spec);
+    assert_failpoints_built(&server);
+    let http = server.http_address.expect("the HTTP listener is on by default");
+    let mut client = connect(server.address).await;
+    client.ping().await.unwrap();
+    let scrape = std::thread::spawn(move || latchkey_tests::http::request(http, "GET", "/metrics", &[], b""));
+    // Time for the scrape to reach the count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ping = tokio::time::timeout(Duration::from_secs(4), client.ping()).await;
+    ping.expect("the ping waited for the scrape's count").unwrap();
+    assert!(
+        !scrape.is_finished(),
+        "the scrape ended before the ping was answered: the failpoint did not hold it"
+    );
+    let metrics = scrape.join().unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("latchkey_tokens"), "{}", metrics.text());
+    server.assert_running();
+}
+
 /// The names of root's tokens on `server`.
 async fn token_names(server: &TestServer) -> Vec<String> {
     let tokens = root(server.address).await.get_personal_access_tokens().await.unwrap();

@@ -2,12 +2,15 @@
 //! `/readyz` (it can do its job now), `/metrics` (Prometheus), and the
 //! API's OpenAPI document.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::StatusCode;
+use latchkey_protocol::ErrorCode;
 use serde::Serialize;
 
 use super::Exchange;
-use super::reply::{Reply, json, with_type};
+use super::reply::{ApiError, Reply, json, with_type};
 
 /// The OpenAPI 3 description of every route (`routes::Route`).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -53,9 +56,27 @@ pub fn readyz(exchange: &Exchange) -> Reply {
 }
 
 /// `GET /metrics`: the Prometheus text format (`metrics/`).
-pub fn metrics(exchange: &Exchange) -> Reply {
-    let text = crate::metrics::render(&exchange.ctx.registry);
-    with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(text))
+///
+/// Rendering counts the registry's tokens, one pass over all of them (about
+/// 50 ms at a million here), so it runs on the blocking pool: a worker
+/// thread that took the scrape goes on serving its other connections
+/// meanwhile instead of holding their logins behind the count. One render
+/// at a time: scrapes that arrive together wait their turn, so a burst of
+/// them (the endpoint asks for no credentials) costs at most one core.
+pub async fn metrics(exchange: &Exchange) -> Result<Reply, ApiError> {
+    static ONE_RENDER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = ONE_RENDER.acquire().await.expect("the semaphore is never closed");
+    let ctx = Arc::clone(&exchange.ctx);
+    let rendered = tokio::task::spawn_blocking(move || crate::metrics::render(&ctx.registry)).await;
+    let text = rendered.map_err(|error| {
+        tracing::error!(%error, "rendering /metrics failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Error,
+            "the metrics could not be rendered",
+        )
+    })?;
+    Ok(with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(text)))
 }
 
 /// `GET /v1/openapi.json`.

@@ -325,7 +325,7 @@ async fn dispatch(
         Route::AuthCheck => Ok(check::forward(request, exchange).await),
         Route::Rabbit(question) => Ok(super::rabbitmq::answer(question, request, exchange).await),
         Route::ConsolePage | Route::ConsoleFile => console::page(request.uri(), exchange),
-        Route::Metrics => Ok(probes::metrics(exchange)),
+        Route::Metrics => Box::pin(probes::metrics(exchange)).await,
         Route::Healthz => Ok(probes::healthz()),
         Route::Readyz => Ok(probes::readyz(exchange)),
         Route::OpenApi => Ok(probes::openapi()),

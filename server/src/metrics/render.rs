@@ -62,6 +62,7 @@ impl Gauges {
 
 /// The whole exposition for one scrape.
 pub fn render(registry: &Readers) -> String {
+    fail::fail_point!("metrics-render");
     let window_us = super::EXPIRY_WINDOW_US.load(Ordering::Relaxed);
     let gauges = Gauges::read(count_tokens(registry, now_us(), window_us));
     let totals = shards().totals();
