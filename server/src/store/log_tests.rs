@@ -786,3 +786,36 @@ fn ids_and_sequence_numbers_near_the_top_of_u64_are_refused_not_a_panic() {
         assert!(matches!(error, LogError::Corrupt { offset: 16, .. }), "{record:?}: {error}");
     }
 }
+
+#[test]
+fn a_token_id_created_twice_is_refused_in_appends_and_in_a_snapshot() {
+    let refusal = |batches: &[&[(u64, Record)]]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = header().to_vec();
+        for batch in batches {
+            let start = begin_batch(&mut bytes);
+            for (seq, record) in batch.iter() {
+                encode_record(&mut bytes, *seq, 1, record);
+            }
+            finish_batch(&mut bytes, start, batch.len(), batch[0].0).unwrap();
+        }
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        open(dir.path(), policy_never(), None).err().expect("refused").to_string()
+    };
+    let create = |id: u64, name: &str| Record::Create(token(id, 1, name, 0));
+    // Appended: the same id again, and an id below one already made (ids
+    // only grow, so that one may be a token deleted since).
+    let again = refusal(&[&[(1, create(3, "a"))], &[(2, create(3, "b"))]]);
+    assert!(again.contains("token id 3 reused"), "{again}");
+    let lower = refusal(&[&[(1, create(3, "a")), (2, Record::Delete { id: 3 })], &[(3, create(2, "b"))]]);
+    assert!(lower.contains("token id 2 reused"), "{lower}");
+    // In a snapshot, whose tokens may come in any order below its next id.
+    let snapshot = Record::Snapshot { next_id: 10, last_seq: 1, tokens: 2 };
+    let twice = refusal(&[&[(1, snapshot), (0, create(3, "a")), (0, create(3, "b"))]]);
+    assert!(twice.contains("token id 3 reused"), "{twice}");
+    // After a snapshot, an id below its next id is refused even when no
+    // snapshot token holds it.
+    let snapshot = Record::Snapshot { next_id: 10, last_seq: 1, tokens: 1 };
+    let below = refusal(&[&[(1, snapshot), (0, create(3, "a"))], &[(2, create(4, "b"))]]);
+    assert!(below.contains("token id 4 reused"), "{below}");
+}
