@@ -10,6 +10,13 @@
 //! deterministic: replaying the log rebuilds exactly the state that was
 //! acknowledged.
 //!
+//! **Memory.** Every node of a cluster holds every token, three times over,
+//! so a replica holds each token as a pointer to one [`TokenEntry`]
+//! allocation that all three share: the writer's replica makes the entries a
+//! batch needs and hands them over with it ([`Committed`]), and the readers'
+//! replicas take those instead of making their own. An entry never changes
+//! in place; a changed token gets a new one.
+//!
 //! **Reads.** Every worker thread has its own read handle (a thread-local),
 //! so a token login or a list is one epoch counter bump on a cache line no
 //! other thread writes, then a plain map lookup: no lock, no message, no
@@ -29,9 +36,10 @@
 mod token;
 mod uses;
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, btree_map};
-use std::hash::BuildHasherDefault;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,21 +52,127 @@ pub use token::{
 };
 pub use uses::{UseLedger, Uses, merge_uses};
 
-type ByHash = HashMap<TokenHash, TokenEntry, BuildHasherDefault<TokenHashHasher>>;
+/// The login index: each token's one entry, found by its hash.
+type ByHash = HashSet<HashKeyed, BuildHasherDefault<TokenHashHasher>>;
+
+/// An entry in the login index: hashed and compared by its token hash
+/// alone, so the set is looked up with a bare [`TokenHash`].
+#[derive(Debug, Clone)]
+struct HashKeyed(Arc<TokenEntry>);
+
+impl Borrow<TokenHash> for HashKeyed {
+    fn borrow(&self) -> &TokenHash {
+        &self.0.hash
+    }
+}
+
+impl Hash for HashKeyed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state);
+    }
+}
+
+impl PartialEq for HashKeyed {
+    fn eq(&self, other: &HashKeyed) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for HashKeyed {}
+
+/// An entry in a user's name index: ordered and compared by its name
+/// alone, so the set is looked up and ranged over with a bare `str`.
+#[derive(Debug, Clone)]
+struct NameKeyed(Arc<TokenEntry>);
+
+impl Borrow<str> for NameKeyed {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl Ord for NameKeyed {
+    fn cmp(&self, other: &NameKeyed) -> std::cmp::Ordering {
+        self.0.name.cmp(&other.0.name)
+    }
+}
+
+impl PartialOrd for NameKeyed {
+    fn partial_cmp(&self, other: &NameKeyed) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for NameKeyed {
+    fn eq(&self, other: &NameKeyed) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for NameKeyed {}
+
+/// Where a replica gets the entries a mutation makes.
+enum Entries<'a> {
+    /// Makes them, and hands each to `made` when there is one (the
+    /// writer's copy, which the readers' copies then share).
+    Make(Option<&'a mut Vec<Arc<TokenEntry>>>),
+    /// Takes them, in order, from what the writer's copy made for the same
+    /// mutations.
+    Share(std::slice::Iter<'a, Arc<TokenEntry>>),
+}
+
+impl Entries<'_> {
+    fn next(&mut self, make: impl FnOnce() -> TokenEntry) -> Arc<TokenEntry> {
+        match self {
+            Entries::Make(made) => {
+                let entry = Arc::new(make());
+                if let Some(made) = made {
+                    made.push(Arc::clone(&entry));
+                }
+                entry
+            }
+            Entries::Share(made) => {
+                let entry = made.next().expect("replica diverged: the batch made fewer entries");
+                debug_assert_eq!(**entry, make(), "replica diverged: a shared entry differs");
+                Arc::clone(entry)
+            }
+        }
+    }
+}
 
 /// One replica: tokens by hash (the login lookup), and per user by name.
-/// Memory matters here (three copies: the readers' two and the writer's):
-/// there is no id index, and
-/// names are shared `Arc<str>`s.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Memory matters here (three replicas: the readers' two and the
+/// writer's): each token is one [`TokenEntry`] allocation shared by every
+/// replica, and each index holds a pointer to it, nothing more. There is
+/// no id index.
+#[derive(Debug, Default, Clone)]
 pub struct Replica {
     by_hash: ByHash,
-    /// Per user, name → hash; ordered so lists come out sorted by name.
-    by_user: HashMap<u32, BTreeMap<Arc<str>, TokenHash>>,
+    /// Per user, the tokens ordered by name, so lists come out sorted.
+    by_user: HashMap<u32, BTreeSet<NameKeyed>>,
     /// Last use by token id, for tokens that have been used (kept across
     /// a rotation: the id stays).
     last_used: HashMap<u64, LastUsed>,
 }
+
+/// Equal when they hold the same tokens (whole entries compared, not only
+/// their keys) and the same last uses.
+impl PartialEq for Replica {
+    fn eq(&self, other: &Replica) -> bool {
+        let same_names = |(user_id, names): (&u32, &BTreeSet<NameKeyed>)| {
+            other.by_user.get(user_id).is_some_and(|theirs| {
+                names.len() == theirs.len() && names.iter().zip(theirs).all(|(a, b)| a.0 == b.0)
+            })
+        };
+        self.by_hash.len() == other.by_hash.len()
+            && self.by_hash.iter().all(|entry| other.by_hash(&entry.0.hash) == Some(&*entry.0))
+            && self.by_user.len() == other.by_user.len()
+            && self.by_user.iter().all(same_names)
+            && self.last_used == other.last_used
+    }
+}
+
+impl Eq for Replica {}
 
 impl Replica {
     pub fn new() -> Replica {
@@ -69,8 +183,30 @@ impl Replica {
     /// writer against the same state, so a conflict here means replicas have
     /// diverged: that would corrupt answers, so it stops the process.
     pub fn apply(&mut self, mutation: &Mutation) {
-        if let Err(conflict) = self.try_apply(mutation) {
+        if let Err(conflict) = self.try_apply_from(mutation, &mut Entries::Make(None)) {
             panic!("replica diverged: {conflict}");
+        }
+    }
+
+    /// [`Replica::apply`], handing every entry it makes to `made`, for
+    /// [`Committed`].
+    pub fn apply_making(&mut self, mutation: &Mutation, made: &mut Vec<Arc<TokenEntry>>) {
+        if let Err(conflict) = self.try_apply_from(mutation, &mut Entries::Make(Some(made))) {
+            panic!("replica diverged: {conflict}");
+        }
+    }
+
+    /// Applies a batch another replica applied first, sharing the entries
+    /// it made instead of making equal ones.
+    fn apply_committed(&mut self, batch: &Committed) {
+        let mut entries = Entries::Share(batch.made.iter());
+        for mutation in batch.mutations.iter() {
+            if let Err(conflict) = self.try_apply_from(mutation, &mut entries) {
+                panic!("replica diverged: {conflict}");
+            }
+        }
+        if let Entries::Share(mut rest) = entries {
+            assert!(rest.next().is_none(), "replica diverged: the batch made more entries");
         }
     }
 
@@ -78,24 +214,27 @@ impl Replica {
     /// does not (log replay turns that into a corruption report). Each index
     /// is searched once.
     pub fn try_apply(&mut self, mutation: &Mutation) -> Result<(), String> {
+        self.try_apply_from(mutation, &mut Entries::Make(None))
+    }
+
+    /// The one place a mutation changes a replica. An entry is never changed
+    /// in place (other replicas share it): a changed token gets a new entry
+    /// from `entries`, taken only once the change is known to fit.
+    fn try_apply_from(&mut self, mutation: &Mutation, entries: &mut Entries<'_>) -> Result<(), String> {
         match mutation {
             Mutation::Create(record) => {
-                if self.by_hash.contains_key(&record.hash) {
+                if self.by_hash.contains(&record.hash) {
                     return Err(format!("create of token id {}: its hash exists", record.id));
                 }
-                let names = self.by_user.entry(record.user_id).or_default();
-                match names.entry(Arc::clone(&record.name)) {
-                    btree_map::Entry::Vacant(slot) => {
-                        slot.insert(record.hash);
-                    }
-                    btree_map::Entry::Occupied(_) => {
-                        return Err(format!(
-                            "create of token id {}: user {} already has a token named {:?}",
-                            record.id, record.user_id, record.name
-                        ));
-                    }
+                if self.by_name(record.user_id, &record.name).is_some() {
+                    return Err(format!(
+                        "create of token id {}: user {} already has a token named {:?}",
+                        record.id, record.user_id, record.name
+                    ));
                 }
-                self.by_hash.insert(record.hash, record.entry());
+                let entry = entries.next(|| record.entry());
+                self.by_user.entry(record.user_id).or_default().insert(NameKeyed(Arc::clone(&entry)));
+                self.by_hash.insert(HashKeyed(entry));
                 if let Some(used) = record.last_used {
                     self.last_used.insert(record.id, used);
                 }
@@ -104,7 +243,7 @@ impl Replica {
             Mutation::Delete { id, hash } => {
                 let entry = self.take(*id, hash, "delete")?;
                 let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
-                names.remove(&entry.name);
+                names.remove(&*entry.name);
                 if names.is_empty() {
                     self.by_user.remove(&entry.user_id);
                 }
@@ -112,48 +251,56 @@ impl Replica {
                 Ok(())
             }
             Mutation::Revoke { id, hash, at_us } => {
-                let entry = self.entry_mut(*id, hash, "revoke")?;
-                entry.revoked_at_us.get_or_insert(*at_us);
+                let entry = self.entry(*id, hash, "revoke")?;
+                // The first revocation's time is kept.
+                if entry.revoked_at_us.is_none() {
+                    let revoked =
+                        entries.next(|| TokenEntry { revoked_at_us: Some(*at_us), ..entry.clone() });
+                    self.put(revoked);
+                }
                 Ok(())
             }
             Mutation::Update { id, hash, name, extras } => {
                 let entry = self.entry(*id, hash, "update")?;
-                let (user_id, old_name) = (entry.user_id, Arc::clone(&entry.name));
-                let names = self.by_user.get_mut(&user_id).expect("user index in sync");
-                if *name != old_name {
-                    if names.contains_key(name) {
-                        return Err(format!(
-                            "rename of token id {id}: user {user_id} has a token named {name:?}"
-                        ));
-                    }
-                    names.remove(&old_name);
-                    names.insert(Arc::clone(name), *hash);
+                let user_id = entry.user_id;
+                if **name != *entry.name && self.by_name(user_id, name).is_some() {
+                    return Err(format!(
+                        "rename of token id {id}: user {user_id} has a token named {name:?}"
+                    ));
                 }
-                let entry = self.by_hash.get_mut(hash).expect("checked above");
-                entry.name = Arc::clone(name);
-                entry.extras = extras.clone();
+                let old_name = Arc::clone(&entry.name);
+                let updated = entries.next(|| TokenEntry {
+                    name: Arc::clone(name),
+                    extras: extras.clone(),
+                    ..entry.clone()
+                });
+                let names = self.by_user.get_mut(&user_id).expect("user index in sync");
+                names.remove(&*old_name);
+                names.insert(NameKeyed(Arc::clone(&updated)));
+                self.by_hash.replace(HashKeyed(updated));
                 Ok(())
             }
             Mutation::Access { id, hash, extras } => {
-                let entry = self.entry_mut(*id, hash, "access edit")?;
-                entry.extras = extras.clone();
+                let entry = self.entry(*id, hash, "access edit")?;
+                let edited = entries.next(|| TokenEntry { extras: extras.clone(), ..entry.clone() });
+                self.put(edited);
                 Ok(())
             }
             Mutation::Rotate { id, hash, new_hash, expiry_at_us }
             | Mutation::Reactivate { id, hash, new_hash, expiry_at_us } => {
-                let what =
-                    if matches!(mutation, Mutation::Rotate { .. }) { "rotate" } else { "reactivation" };
-                if self.by_hash.contains_key(new_hash) {
+                let reactivate = matches!(mutation, Mutation::Reactivate { .. });
+                let what = if reactivate { "reactivation" } else { "rotate" };
+                if self.by_hash.contains(new_hash) {
                     return Err(format!("{what} of token id {id}: the new hash exists"));
                 }
-                let mut entry = self.take(*id, hash, what)?;
-                entry.expiry_at_us = *expiry_at_us;
-                if matches!(mutation, Mutation::Reactivate { .. }) {
-                    entry.revoked_at_us = None;
-                }
-                let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
-                *names.get_mut(&entry.name).expect("name index in sync") = *new_hash;
-                self.by_hash.insert(*new_hash, entry);
+                let entry = self.take(*id, hash, what)?;
+                let rotated = entries.next(|| TokenEntry {
+                    hash: *new_hash,
+                    expiry_at_us: *expiry_at_us,
+                    revoked_at_us: if reactivate { None } else { entry.revoked_at_us },
+                    ..(*entry).clone()
+                });
+                self.put(rotated);
                 Ok(())
             }
             Mutation::Touch { id, hash, used } => {
@@ -167,58 +314,52 @@ impl Replica {
         }
     }
 
+    /// Puts `entry` in both indexes, in place of the entry with its hash
+    /// and of the one with its owner and name.
+    fn put(&mut self, entry: Arc<TokenEntry>) {
+        let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");
+        names.replace(NameKeyed(Arc::clone(&entry)));
+        self.by_hash.replace(HashKeyed(entry));
+    }
+
     fn entry(&self, id: u64, hash: &TokenHash, what: &str) -> Result<&TokenEntry, String> {
-        match self.by_hash.get(hash) {
+        match self.by_hash(hash) {
             Some(entry) if entry.id == id => Ok(entry),
             _ => Err(format!("{what} of unknown token id {id}")),
         }
     }
 
-    fn entry_mut(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<&mut TokenEntry, String> {
-        match self.by_hash.get_mut(hash) {
-            Some(entry) if entry.id == id => Ok(entry),
-            _ => Err(format!("{what} of unknown token id {id}")),
-        }
-    }
-
-    fn take(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<TokenEntry, String> {
+    /// Takes the entry out of the login index (the name index still has it).
+    fn take(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<Arc<TokenEntry>, String> {
         self.entry(id, hash, what)?;
-        Ok(self.by_hash.remove(hash).expect("checked above"))
+        Ok(self.by_hash.take(hash).expect("checked above").0)
     }
 
     pub fn by_hash(&self, hash: &TokenHash) -> Option<&TokenEntry> {
-        self.by_hash.get(hash)
+        self.by_hash.get(hash).map(|entry| &*entry.0)
     }
 
     /// `user_id`'s token called `name`, with its hash.
     pub fn by_name(&self, user_id: u32, name: &str) -> Option<(&TokenHash, &TokenEntry)> {
-        let hash = self.by_user.get(&user_id)?.get(name)?;
-        self.by_hash.get_key_value(hash)
+        let entry = self.by_user.get(&user_id)?.get(name)?;
+        Some((&entry.0.hash, &entry.0))
     }
 
     /// Whether a token with this id exists. A scan, for tests only.
     #[cfg(test)]
     pub fn contains_id(&self, id: u64) -> bool {
-        self.by_hash.values().any(|entry| entry.id == id)
+        self.by_hash.iter().any(|entry| entry.0.id == id)
     }
 
     /// `user_id`'s token with this id, with its hash: a scan of that user's
     /// tokens (at most `max_tokens_per_user`).
     pub fn by_user_and_id(&self, user_id: u32, id: u64) -> Option<(&TokenHash, &TokenEntry)> {
-        self.by_user
-            .get(&user_id)?
-            .values()
-            .filter_map(|hash| self.by_hash.get_key_value(hash))
-            .find(|(_, entry)| entry.id == id)
+        self.owned_by(user_id).find(|(_, entry)| entry.id == id)
     }
 
     /// `user_id`'s tokens with their hashes, sorted by name.
     pub fn owned_by(&self, user_id: u32) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
-        self.by_user
-            .get(&user_id)
-            .into_iter()
-            .flat_map(|names| names.values())
-            .filter_map(|hash| self.by_hash.get_key_value(hash))
+        self.list_for(user_id).map(|entry| (&entry.hash, entry))
     }
 
     /// The last recorded use of a token, if any.
@@ -228,16 +369,12 @@ impl Replica {
 
     /// Tokens `user_id` holds, expired ones included.
     pub fn count_for(&self, user_id: u32) -> usize {
-        self.by_user.get(&user_id).map_or(0, BTreeMap::len)
+        self.by_user.get(&user_id).map_or(0, BTreeSet::len)
     }
 
     /// `user_id`'s tokens, sorted by name.
     pub fn list_for(&self, user_id: u32) -> impl Iterator<Item = &TokenEntry> {
-        self.by_user
-            .get(&user_id)
-            .into_iter()
-            .flat_map(|names| names.values())
-            .filter_map(|hash| self.by_hash.get(hash))
+        self.by_user.get(&user_id).into_iter().flatten().map(|entry| &*entry.0)
     }
 
     /// Every user holding a token, in id order.
@@ -261,24 +398,22 @@ impl Replica {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut visited = 0;
         let mut last = None;
-        for (name, hash) in names.range::<str, _>((lower, Bound::Unbounded)).take(max) {
-            if let Some(entry) = self.by_hash.get(hash) {
-                visit(entry);
-            }
+        for entry in names.range::<str, _>((lower, Bound::Unbounded)).take(max) {
+            visit(&entry.0);
             visited += 1;
-            last = Some(name);
+            last = Some(&entry.0.name);
         }
         (visited == max).then(|| Arc::clone(last.expect("max is not zero")))
     }
 
     /// Every token with its hash, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
-        self.by_hash.iter()
+        self.by_hash.iter().map(|entry| (&entry.0.hash, &*entry.0))
     }
 
     /// Every token as a full record, last use included (compaction snapshots).
     pub fn records(&self) -> impl Iterator<Item = TokenRecord> + '_ {
-        self.by_hash.iter().map(|(hash, entry)| entry.record(hash, self.last_used(entry.id)))
+        self.iter().map(|(hash, entry)| entry.record(hash, self.last_used(entry.id)))
     }
 
     pub fn len(&self) -> usize {
@@ -290,11 +425,28 @@ impl Replica {
     }
 }
 
+/// A committed batch as the writer's replica applied it: the mutations, and
+/// the entries they made there, which the readers' replicas share instead of
+/// making equal ones of their own.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub mutations: Arc<[Mutation]>,
+    made: Arc<[Arc<TokenEntry>]>,
+}
+
+impl Committed {
+    /// `made` is what [`Replica::apply_making`] handed over for `mutations`,
+    /// in order.
+    pub fn new(mutations: Vec<Mutation>, made: Vec<Arc<TokenEntry>>) -> Committed {
+        Committed { mutations: Arc::from(mutations), made: Arc::from(made) }
+    }
+}
+
 /// Makes a committed batch visible to every reader; returns once every read
 /// that starts from then on sees it. The store's writer calls it after the
 /// batch is durable.
 pub trait Publish: Send + 'static {
-    fn publish(&mut self, batch: Arc<[Mutation]>);
+    fn publish(&mut self, batch: Committed);
 
     /// Replaces the whole registry with `state` (a store that lost track of
     /// its history reloads it); returns once every read that starts sees it.
@@ -319,7 +471,7 @@ pub struct Readers {
 /// What the writer hands to the registry pair.
 enum RegistryOp {
     /// A committed batch, applied to each copy in turn.
-    Batch(Arc<[Mutation]>),
+    Batch(Committed),
     /// A whole recovered registry, moved into one copy (start-up only; the
     /// slot is emptied when taken, so the other copy ignores it).
     Load(Option<Box<Replica>>),
@@ -329,7 +481,7 @@ enum RegistryOp {
 pub struct RegistryPublisher(WriteHandle<Replica, RegistryOp>);
 
 impl Publish for RegistryPublisher {
-    fn publish(&mut self, batch: Arc<[Mutation]>) {
+    fn publish(&mut self, batch: Committed) {
         self.0.append(RegistryOp::Batch(batch));
         self.0.publish();
     }
@@ -349,11 +501,7 @@ impl Publish for RegistryPublisher {
 impl left_right::Absorb<RegistryOp> for Replica {
     fn absorb_first(&mut self, op: &mut RegistryOp, _other: &Self) {
         match op {
-            RegistryOp::Batch(batch) => {
-                for mutation in batch.iter() {
-                    self.apply(mutation);
-                }
-            }
+            RegistryOp::Batch(batch) => self.apply_committed(batch),
             RegistryOp::Load(slot) => {
                 if let Some(loaded) = slot.take() {
                     *self = *loaded;
@@ -374,8 +522,8 @@ pub const SCAN_SLICE: usize = 4096;
 
 impl Readers {
     /// The readers' end and the writer's end of a registry pair, from two
-    /// equal copies of the recovered state (the caller makes them in
-    /// parallel): each is moved into one side of the pair, nothing is cloned.
+    /// equal copies of the recovered state (clones of the writer's, sharing
+    /// its entries): each is moved into one side of the pair.
     pub fn new(first: Replica, second: Replica) -> (Readers, RegistryPublisher) {
         debug_assert_eq!(first.len(), second.len(), "the two copies must be equal");
         let (mut write, read) = left_right::new::<Replica, RegistryOp>();

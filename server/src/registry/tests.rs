@@ -100,3 +100,63 @@ fn a_scan_in_slices_visits_every_token_once_across_users_and_slice_edges() {
         assert_eq!(seen, expected, "slice {slice}: users in id order, names in order, each once");
     }
 }
+
+/// Where `hash`'s entry lives in `replica`, and how many pointers lead to it.
+fn allocation(replica: &Replica, hash: &TokenHash) -> (*const TokenEntry, usize) {
+    let entry = &replica.by_hash.get(hash).expect("the token is there").0;
+    (Arc::as_ptr(entry), Arc::strong_count(entry))
+}
+
+#[test]
+fn the_readers_replicas_share_every_entry_the_writers_replica_made() {
+    let mut writer = Replica::new();
+    let (readers, mut publisher) = Readers::new(Replica::new(), Replica::new());
+    let mut commit = |writer: &mut Replica, mutations: Vec<Mutation>| {
+        let mut made = Vec::new();
+        for mutation in &mutations {
+            writer.apply_making(mutation, &mut made);
+        }
+        // The second, empty publish brings the other readers' replica up to
+        // date and shows it to the readers.
+        publisher.publish(Committed::new(mutations, made));
+        let first = readers.read(Replica::clone);
+        publisher.publish(Committed::new(Vec::new(), Vec::new()));
+        let second = readers.read(Replica::clone);
+        (first, second)
+    };
+    let (a, b) = (record(1, 7, "a"), record(2, 7, "b"));
+    let mut new_hash = a.hash;
+    new_hash[31] = 1;
+    let extras = TokenExtras { description: "d".into(), ..TokenExtras::default() }.shared();
+    let batches = [
+        vec![Mutation::Create(a.clone()), Mutation::Create(b.clone())],
+        vec![Mutation::Revoke { id: 1, hash: a.hash, at_us: NonZeroU64::MIN }],
+        vec![Mutation::Reactivate { id: 1, hash: a.hash, new_hash, expiry_at_us: None }],
+        vec![
+            Mutation::Update { id: 2, hash: b.hash, name: "c".into(), extras: extras.clone() },
+            Mutation::Access { id: 2, hash: b.hash, extras: None },
+        ],
+    ];
+    for batch in batches {
+        let (first, second) = commit(&mut writer, batch);
+        assert_eq!(first, writer);
+        assert_eq!(second, writer);
+        for hash in [new_hash, b.hash].iter().filter(|hash| writer.by_hash(hash).is_some()) {
+            let (at, pointers) = allocation(&writer, hash);
+            assert_eq!(allocation(&first, hash).0, at, "one allocation for every replica");
+            assert_eq!(allocation(&second, hash).0, at);
+            // Two indexes in each of the three replicas, and the two clones
+            // taken here; nothing else holds an old entry.
+            assert_eq!(pointers, 2 * 3 + 2 * 2);
+        }
+    }
+    assert_eq!(writer.by_name(7, "c").unwrap().1.extras, None);
+    assert_eq!(writer.by_hash(&new_hash).unwrap().revoked_at_us, None);
+}
+
+#[test]
+#[should_panic(expected = "diverged")]
+fn a_batch_short_of_entries_is_a_divergence() {
+    let mut replica = Replica::new();
+    replica.apply_committed(&Committed::new(vec![Mutation::Create(record(1, 1, "x"))], Vec::new()));
+}

@@ -82,6 +82,7 @@ impl TokenRecord {
 
     pub(super) fn entry(&self) -> TokenEntry {
         TokenEntry {
+            hash: self.hash,
             id: self.id,
             user_id: self.user_id,
             name: Arc::clone(&self.name),
@@ -93,10 +94,13 @@ impl TokenRecord {
     }
 }
 
-/// A token as a replica keeps it: everything but the hash, which is its key,
-/// and the last use, which is kept apart (only used tokens pay for it).
+/// A token as a replica keeps it: everything but the last use, which is
+/// kept apart (only used tokens pay for it). One allocation per token,
+/// shared by every replica and both of a replica's indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenEntry {
+    /// The key of the login lookup.
+    pub hash: TokenHash,
     pub id: u64,
     pub user_id: u32,
     pub name: Arc<str>,

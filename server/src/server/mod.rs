@@ -140,14 +140,11 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Io { what: "cannot read listener address", source })?;
     let limits = StoreLimits { max_tokens_per_user: config.personal_access_token.max_tokens_per_user };
-    // Three copies of the registry: the readers' two (left-right), cloned
-    // in parallel, and the writer's own, the recovered original.
+    // Three replicas of the registry: the readers' two (left-right) and the
+    // writer's own, the recovered original. The clones share its entries,
+    // so each costs its indexes' pointers only.
     let state = opened.state();
-    let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| state.clone());
-        (state.clone(), second.join().expect("clone of the registry"))
-    });
-    let (readers, publisher) = Readers::new(first, second);
+    let (readers, publisher) = Readers::new(state.clone(), state.clone());
     let freshness = Arc::new(opened.freshness(options));
     let writer_join = opened.start_writer(inbox, limits, publisher, &freshness);
     let auth = Auth::new(

@@ -36,7 +36,8 @@ use super::{AccessChange, Change, Journal, NewToken, Outcome};
 use crate::clock::now_us;
 use crate::metrics;
 use crate::registry::{
-    LastUsed, Mutation, Publish, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenHash, TokenRecord,
+    Committed, LastUsed, Mutation, Publish, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry,
+    TokenHash, TokenRecord,
 };
 
 /// Changes committed together at most (one journal append, one sync).
@@ -224,6 +225,8 @@ impl<J: Journal, P: Publish> Writer<J, P> {
             };
             results.push(result);
         }
+        // What the resolver's replica made for this batch, for the readers'.
+        let made = self.resolver.take_made();
         if !mutations.is_empty() {
             // The metrics time the journal's write and sync of the batch, nothing else.
             let append_started = Instant::now();
@@ -231,7 +234,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 Ok(()) => {
                     let done = results.iter().filter(|result| result.is_ok()).count();
                     metrics::store_batch_committed(done as u64, append_started.elapsed());
-                    self.publish.publish(Arc::from(mutations));
+                    self.publish.publish(Committed::new(mutations, made));
                     if let Err(error) =
                         self.journal.after_append(self.resolver.state(), self.resolver.next_id())
                     {
@@ -277,6 +280,8 @@ pub struct Resolver {
     /// writer thread (where every commit would wait behind it). Kept in the
     /// writer's state only; the readers' copies have no use for it.
     expiries: BTreeMap<(u64, u64), TokenHash>,
+    /// The entries `state` made since the last [`Resolver::take_made`].
+    made: Vec<Arc<TokenEntry>>,
 }
 
 impl Resolver {
@@ -286,7 +291,14 @@ impl Resolver {
             .iter()
             .filter_map(|(hash, entry)| Some(((entry.expiry_at_us?.get(), entry.id), *hash)))
             .collect();
-        Resolver { state, next_id, limits, expiries }
+        Resolver { state, next_id, limits, expiries, made: Vec::new() }
+    }
+
+    /// The entries the state made since the last call, in order: what
+    /// [`Committed`] hands the readers' replicas with the mutations applied
+    /// since then.
+    pub fn take_made(&mut self) -> Vec<Arc<TokenEntry>> {
+        std::mem::take(&mut self.made)
     }
 
     /// The state every committed change has been applied to.
@@ -384,7 +396,7 @@ impl Resolver {
             {
                 self.expiries.remove(&(at.get(), entry.id));
             }
-            self.state.apply(mutation);
+            self.state.apply_making(mutation, &mut self.made);
             match mutation {
                 Mutation::Create(record) => {
                     self.next_id = self.next_id.max(record.id + 1);

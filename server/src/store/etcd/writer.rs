@@ -49,7 +49,7 @@ use super::keys::{
 use super::{Cluster, Loaded, UNSENT_RETRY_PAUSE, never_sent};
 use crate::clock::now_us;
 use crate::metrics;
-use crate::registry::{Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
+use crate::registry::{Committed, Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
 use crate::store::writer::{Inbox, Message, Origin, Resolver, StoreLimits};
 use crate::store::{Change, Freshness, Outcome};
 
@@ -719,8 +719,9 @@ impl<P: Publish> EtcdWriter<P> {
         // and moves nothing: `applied` counts only events applied, since the
         // compares rely on it and an etcd with etcd-io/etcd#15220 may send
         // a progress revision ahead of events it has yet to send.
+        let made = self.resolver.take_made();
         if !batch.is_empty() {
-            self.publish.publish(Arc::from(batch));
+            self.publish.publish(Committed::new(batch, made));
         }
         self.freshness.heard();
     }
