@@ -14,6 +14,10 @@
 # ROUNDS times (default 3), with the same scenario and client count; the
 # last lines give the medians and their ratio.
 # Prints one line per run: target, scenario, clients, tps, ops/s, latency.
+# With ROWS=N it measures size instead: N rows like `latchkey-bench fill`'s
+# tokens (one user, a 32-byte hash, a short name) are inserted into the same
+# schema, the table is VACUUM ANALYZEd and pg_total_relation_size (heap,
+# both indexes, TOAST) is printed, in bytes and per row; no pgbench run.
 # Usage: bench/pgbench.sh [clients...]   (default: 1 16 64; DURATION=5 s)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,6 +64,15 @@ CREATE TABLE tokens (
 INSERT INTO tokens
 SELECT decode(md5('t' || i) || md5('u' || i), 'hex'), 0, 'bench-t' || i, 0, 0 FROM generate_series(0, 9) i;
 SQL
+
+if [[ -n "${ROWS:-}" ]]; then
+    started=$(date +%s)
+    psql_ -c "INSERT INTO tokens SELECT decode(md5('f' || i) || md5('g' || i), 'hex'), 1, 'f' || (i % 16) || '-' || (i / 16), 0, 0 FROM generate_series(1, ${ROWS}) i"
+    psql_ -c "VACUUM ANALYZE tokens"
+    psql_ -tA -F ' ' -c "SELECT count(*), pg_total_relation_size('tokens'), pg_relation_size('tokens'), pg_indexes_size('tokens') FROM tokens" |
+        awk -v s="$(($(date +%s) - started))" '{ printf "PostgreSQL, %d rows: %d MiB in all (%.0f B per row): heap %d MiB, indexes %d MiB; %d s to insert\n", $1, $2 / 1048576, $2 / $1, $3 / 1048576, $4 / 1048576, s }'
+    exit 0
+fi
 
 cat >"$work/login.sql" <<'SQL'
 SELECT user_id, expiry_at_us FROM tokens WHERE hash = decode('dcd7d2cc2b7a9c3ba3ccf87aba17c5c49c43e1a83e9d1fb9f4edc52f23b21c14', 'hex');

@@ -13,7 +13,7 @@
 //! **Memory.** Every node of a cluster holds every token, three times over,
 //! so a replica holds each token as a pointer to one [`TokenEntry`]
 //! allocation that all three share: the writer's replica makes the entries a
-//! batch needs and hands them over with it ([`Committed`]), and the readers'
+//! batch needs and hands them over with it ([`Batch`]), and the readers'
 //! replicas take those instead of making their own. An entry never changes
 //! in place; a changed token gets a new one.
 //!
@@ -189,7 +189,7 @@ impl Replica {
     }
 
     /// [`Replica::apply`], handing every entry it makes to `made`, for
-    /// [`Committed`].
+    /// [`Batch`].
     pub fn apply_making(&mut self, mutation: &Mutation, made: &mut Vec<Arc<TokenEntry>>) {
         if let Err(conflict) = self.try_apply_from(mutation, &mut Entries::Make(Some(made))) {
             panic!("replica diverged: {conflict}");
@@ -198,7 +198,7 @@ impl Replica {
 
     /// Applies a batch another replica applied first, sharing the entries
     /// it made instead of making equal ones.
-    fn apply_committed(&mut self, batch: &Committed) {
+    fn apply_batch(&mut self, batch: &Batch) {
         let mut entries = Entries::Share(batch.made.iter());
         for mutation in batch.mutations.iter() {
             if let Err(conflict) = self.try_apply_from(mutation, &mut entries) {
@@ -429,16 +429,16 @@ impl Replica {
 /// the entries they made there, which the readers' replicas share instead of
 /// making equal ones of their own.
 #[derive(Debug, Clone)]
-pub struct Committed {
+pub struct Batch {
     pub mutations: Arc<[Mutation]>,
     made: Arc<[Arc<TokenEntry>]>,
 }
 
-impl Committed {
+impl Batch {
     /// `made` is what [`Replica::apply_making`] handed over for `mutations`,
     /// in order.
-    pub fn new(mutations: Vec<Mutation>, made: Vec<Arc<TokenEntry>>) -> Committed {
-        Committed { mutations: Arc::from(mutations), made: Arc::from(made) }
+    pub fn new(mutations: Vec<Mutation>, made: Vec<Arc<TokenEntry>>) -> Batch {
+        Batch { mutations: Arc::from(mutations), made: Arc::from(made) }
     }
 }
 
@@ -446,7 +446,7 @@ impl Committed {
 /// that starts from then on sees it. The store's writer calls it after the
 /// batch is durable.
 pub trait Publish: Send + 'static {
-    fn publish(&mut self, batch: Committed);
+    fn publish(&mut self, batch: Batch);
 
     /// Replaces the whole registry with `state` (a store that lost track of
     /// its history reloads it); returns once every read that starts sees it.
@@ -471,7 +471,7 @@ pub struct Readers {
 /// What the writer hands to the registry pair.
 enum RegistryOp {
     /// A committed batch, applied to each copy in turn.
-    Batch(Committed),
+    Batch(Batch),
     /// A whole recovered registry, moved into one copy (start-up only; the
     /// slot is emptied when taken, so the other copy ignores it).
     Load(Option<Box<Replica>>),
@@ -481,7 +481,7 @@ enum RegistryOp {
 pub struct RegistryPublisher(WriteHandle<Replica, RegistryOp>);
 
 impl Publish for RegistryPublisher {
-    fn publish(&mut self, batch: Committed) {
+    fn publish(&mut self, batch: Batch) {
         self.0.append(RegistryOp::Batch(batch));
         self.0.publish();
     }
@@ -501,7 +501,7 @@ impl Publish for RegistryPublisher {
 impl left_right::Absorb<RegistryOp> for Replica {
     fn absorb_first(&mut self, op: &mut RegistryOp, _other: &Self) {
         match op {
-            RegistryOp::Batch(batch) => self.apply_committed(batch),
+            RegistryOp::Batch(batch) => self.apply_batch(batch),
             RegistryOp::Load(slot) => {
                 if let Some(loaded) = slot.take() {
                     *self = *loaded;

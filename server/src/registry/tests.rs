@@ -118,9 +118,9 @@ fn the_readers_replicas_share_every_entry_the_writers_replica_made() {
         }
         // The second, empty publish brings the other readers' replica up to
         // date and shows it to the readers.
-        publisher.publish(Committed::new(mutations, made));
+        publisher.publish(Batch::new(mutations, made));
         let first = readers.read(Replica::clone);
-        publisher.publish(Committed::new(Vec::new(), Vec::new()));
+        publisher.publish(Batch::new(Vec::new(), Vec::new()));
         let second = readers.read(Replica::clone);
         (first, second)
     };
@@ -158,5 +158,5 @@ fn the_readers_replicas_share_every_entry_the_writers_replica_made() {
 #[should_panic(expected = "diverged")]
 fn a_batch_short_of_entries_is_a_divergence() {
     let mut replica = Replica::new();
-    replica.apply_committed(&Committed::new(vec![Mutation::Create(record(1, 1, "x"))], Vec::new()));
+    replica.apply_batch(&Batch::new(vec![Mutation::Create(record(1, 1, "x"))], Vec::new()));
 }

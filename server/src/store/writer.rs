@@ -36,8 +36,8 @@ use super::{AccessChange, Change, Journal, NewToken, Outcome};
 use crate::clock::now_us;
 use crate::metrics;
 use crate::registry::{
-    Committed, LastUsed, Mutation, Publish, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry,
-    TokenHash, TokenRecord,
+    Batch, LastUsed, Mutation, Publish, Replica, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry, TokenHash,
+    TokenRecord,
 };
 
 /// Changes committed together at most (one journal append, one sync).
@@ -234,7 +234,7 @@ impl<J: Journal, P: Publish> Writer<J, P> {
                 Ok(()) => {
                     let done = results.iter().filter(|result| result.is_ok()).count();
                     metrics::store_batch_committed(done as u64, append_started.elapsed());
-                    self.publish.publish(Committed::new(mutations, made));
+                    self.publish.publish(Batch::new(mutations, made));
                     if let Err(error) =
                         self.journal.after_append(self.resolver.state(), self.resolver.next_id())
                     {
@@ -295,7 +295,7 @@ impl Resolver {
     }
 
     /// The entries the state made since the last call, in order: what
-    /// [`Committed`] hands the readers' replicas with the mutations applied
+    /// [`Batch`] hands the readers' replicas with the mutations applied
     /// since then.
     pub fn take_made(&mut self) -> Vec<Arc<TokenEntry>> {
         std::mem::take(&mut self.made)

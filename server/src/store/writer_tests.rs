@@ -12,7 +12,7 @@ use latchkey_protocol::ext::TokenSelector;
 
 use super::writer::{StoreLimits, WriterHandle, spawn};
 use super::{Change, Journal, NewToken, Outcome};
-use crate::registry::{Committed, Mutation, Publish, Replica};
+use crate::registry::{Batch, Mutation, Publish, Replica};
 
 /// A journal whose append blocks until the test releases it.
 struct GatedJournal {
@@ -30,7 +30,7 @@ impl Journal for GatedJournal {
 struct Recorder(std_mpsc::Sender<Arc<[Mutation]>>);
 
 impl Publish for Recorder {
-    fn publish(&mut self, batch: Committed) {
+    fn publish(&mut self, batch: Batch) {
         self.0.send(batch.mutations).unwrap();
     }
 

@@ -49,7 +49,7 @@ use super::keys::{
 use super::{Cluster, Loaded, UNSENT_RETRY_PAUSE, never_sent};
 use crate::clock::now_us;
 use crate::metrics;
-use crate::registry::{Committed, Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
+use crate::registry::{Batch, Mutation, Publish, TokenEntry, TokenHash, TokenRecord};
 use crate::store::writer::{Inbox, Message, Origin, Resolver, StoreLimits};
 use crate::store::{Change, Freshness, Outcome};
 
@@ -721,7 +721,7 @@ impl<P: Publish> EtcdWriter<P> {
         // a progress revision ahead of events it has yet to send.
         let made = self.resolver.take_made();
         if !batch.is_empty() {
-            self.publish.publish(Committed::new(batch, made));
+            self.publish.publish(Batch::new(batch, made));
         }
         self.freshness.heard();
     }
