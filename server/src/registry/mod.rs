@@ -138,6 +138,16 @@ impl Entries<'_> {
             }
         }
     }
+
+    /// Takes back the entry [`Entries::next`] just made, when the change
+    /// turned out not to fit after all. Only a replica that makes its own
+    /// entries can meet a change that does not fit: in the others that is a
+    /// divergence, which stops the process.
+    fn unmake(&mut self) {
+        if let Entries::Make(Some(made)) = self {
+            made.pop();
+        }
+    }
 }
 
 /// One replica: tokens by hash (the login lookup), and per user by name.
@@ -179,6 +189,19 @@ impl Replica {
         Replica::default()
     }
 
+    /// An empty replica whose login index holds `tokens` without growing.
+    pub fn with_capacity(tokens: usize) -> Replica {
+        Replica { by_hash: ByHash::with_capacity_and_hasher(tokens, Default::default()), ..Replica::default() }
+    }
+
+    /// Gives back the login index's room beyond what twice its tokens need
+    /// (a replay sized it for its file, which may hold far fewer tokens).
+    pub fn trim(&mut self) {
+        if self.by_hash.capacity() > 2 * self.by_hash.len() {
+            self.by_hash.shrink_to_fit();
+        }
+    }
+
     /// Applies a committed mutation. Committed mutations were checked by the
     /// writer against the same state, so a conflict here means replicas have
     /// diverged: that would corrupt answers, so it stops the process.
@@ -217,29 +240,40 @@ impl Replica {
         self.try_apply_from(mutation, &mut Entries::Make(None))
     }
 
+    /// [`Replica::try_apply`] of a create, without wrapping the record in
+    /// a mutation (a replay's creates, millions of them).
+    pub fn try_create(&mut self, record: &TokenRecord) -> Result<(), String> {
+        self.create(record, &mut Entries::Make(None))
+    }
+
+    fn create(&mut self, record: &TokenRecord, entries: &mut Entries<'_>) -> Result<(), String> {
+        if self.by_hash.contains(&record.hash) {
+            return Err(format!("create of token id {}: its hash exists", record.id));
+        }
+        // The name index is searched once: the insert is the check (a
+        // replay makes millions of these).
+        let entry = entries.next(|| record.entry());
+        let names = self.by_user.entry(record.user_id).or_default();
+        if !names.insert(NameKeyed(Arc::clone(&entry))) {
+            entries.unmake();
+            return Err(format!(
+                "create of token id {}: user {} already has a token named {:?}",
+                record.id, record.user_id, record.name
+            ));
+        }
+        self.by_hash.insert(HashKeyed(entry));
+        if let Some(used) = record.last_used {
+            self.last_used.insert(record.id, used);
+        }
+        Ok(())
+    }
+
     /// The one place a mutation changes a replica. An entry is never changed
     /// in place (other replicas share it): a changed token gets a new entry
     /// from `entries`, taken only once the change is known to fit.
     fn try_apply_from(&mut self, mutation: &Mutation, entries: &mut Entries<'_>) -> Result<(), String> {
         match mutation {
-            Mutation::Create(record) => {
-                if self.by_hash.contains(&record.hash) {
-                    return Err(format!("create of token id {}: its hash exists", record.id));
-                }
-                if self.by_name(record.user_id, &record.name).is_some() {
-                    return Err(format!(
-                        "create of token id {}: user {} already has a token named {:?}",
-                        record.id, record.user_id, record.name
-                    ));
-                }
-                let entry = entries.next(|| record.entry());
-                self.by_user.entry(record.user_id).or_default().insert(NameKeyed(Arc::clone(&entry)));
-                self.by_hash.insert(HashKeyed(entry));
-                if let Some(used) = record.last_used {
-                    self.last_used.insert(record.id, used);
-                }
-                Ok(())
-            }
+            Mutation::Create(record) => self.create(record, entries),
             Mutation::Delete { id, hash } => {
                 let entry = self.take(*id, hash, "delete")?;
                 let names = self.by_user.get_mut(&entry.user_id).expect("user index in sync");

@@ -160,3 +160,22 @@ fn a_batch_short_of_entries_is_a_divergence() {
     let mut replica = Replica::new();
     replica.apply_batch(&Batch::new(vec![Mutation::Create(record(1, 1, "x"))], Vec::new()));
 }
+
+#[test]
+fn a_create_that_does_not_fit_changes_nothing_and_hands_over_no_entry() {
+    let mut replica = Replica::new();
+    let mut made = Vec::new();
+    replica.apply_making(&Mutation::Create(record(1, 1, "x")), &mut made);
+    let before = replica.clone();
+    let same_name = record(2, 1, "x");
+    assert!(replica.try_create(&same_name).unwrap_err().contains("already has a token named"));
+    let mut same_hash = record(3, 1, "y");
+    same_hash.hash = record(1, 1, "x").hash;
+    assert!(replica.try_create(&same_hash).unwrap_err().contains("its hash exists"));
+    let mut made_too = Vec::new();
+    let mut entries = Entries::Make(Some(&mut made_too));
+    assert!(replica.create(&same_name, &mut entries).is_err());
+    assert!(made_too.is_empty(), "a refused create hands over nothing");
+    assert_eq!(replica, before);
+    assert_eq!(made.len(), 1);
+}

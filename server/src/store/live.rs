@@ -53,10 +53,22 @@ pub(super) struct Registry {
 }
 
 impl Registry {
-    /// An empty registry, its id index sized for a file of `bytes` bytes.
+    /// An empty registry, its id index and the replica's login index sized
+    /// for a file of `bytes` bytes: a create record is about 100 bytes
+    /// (less with a short name), so a file of creates fills them without
+    /// their growing and rehashing on the way. A file of many other records
+    /// leaves the login index too large; [`Registry::finish`] trims it.
     pub fn for_file_of(bytes: usize) -> Registry {
-        // A create record is about 100 bytes: size the id index once.
-        Registry { state: Replica::new(), ids: HashMap::with_capacity(bytes / 128) }
+        let tokens = bytes / 96;
+        Registry { state: Replica::with_capacity(tokens), ids: HashMap::with_capacity(tokens) }
+    }
+
+    /// The replayed registry, its login index trimmed to its tokens (the id
+    /// index is dropped here).
+    pub fn finish(self) -> Replica {
+        let mut state = self.state;
+        state.trim();
+        state
     }
 
     fn hash_of(&self, id: u64, what: &str) -> Result<TokenHash, RecordFault> {
@@ -71,7 +83,7 @@ impl Tokens for Registry {
 
     fn create(&mut self, token: &TokenRecord, _offset: usize) -> Result<(), RecordFault> {
         // Refuses a name or hash that already exists, without changing anything.
-        self.state.try_apply(&Mutation::Create(token.clone()))?;
+        self.state.try_create(token)?;
         self.ids.insert(token.id, token.hash);
         Ok(())
     }

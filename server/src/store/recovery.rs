@@ -97,7 +97,7 @@ pub struct Recovered {
 /// file is an error here (an export is written whole).
 pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
     let replay = replay_complete(path, bytes, Registry::for_file_of(bytes.len()))?;
-    Ok((replay.tokens.state, replay.next_id))
+    Ok((replay.tokens.finish(), replay.next_id))
 }
 
 /// Replays a file that must check out to its last byte into `tokens`.
@@ -221,7 +221,7 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
     };
     Inspection {
         version: Some(replay.version),
-        state: replay.tokens.state,
+        state: replay.tokens.finish(),
         next_id: replay.next_id,
         last_seq: replay.seq,
         records: replay.records,
@@ -287,7 +287,7 @@ pub fn open(dir: &Path, policy: CompactionPolicy, truncate_at: Option<u64>) -> R
         compaction: None,
         snapshot_of_prefix,
     };
-    Ok(Recovered { state: replay.tokens.state, next_id: replay.next_id, log, report })
+    Ok(Recovered { state: replay.tokens.finish(), next_id: replay.next_id, log, report })
 }
 
 /// Opens the log and reads it whole; a new file (or one whose header was
