@@ -7,7 +7,8 @@
 #      gone), then started RESTARTS times on the same log: each start timed
 #      from exec until it logs "Latchkey listening" (polled every 10 ms),
 #      its VmRSS read 2 s later, then stopped with SIGTERM, timed.
-# Knobs: TOKENS (1000000), RESTARTS (3), SERVER (another latchkey-server
+# Knobs: TOKENS (1000000), LIFETIME (each token's lifetime, e.g. 30d;
+# default none: tokens that never expire), RESTARTS (3), SERVER (another latchkey-server
 # binary to measure: a baseline build; default this tree's release build),
 # WORK (where the data directory goes; default a fresh directory under
 # /tmp, removed at the end), FILL (1; 0 skips step 1 and restarts on the
@@ -66,7 +67,7 @@ rss_per_token() {
 echo "server: $server; tokens: $tokens"
 if [[ "${FILL:-1}" != 0 ]]; then
     start
-    "$bench" fill --addr 127.0.0.1:18490 --tokens "$tokens" --server-pid "$pid"
+    "$bench" fill --addr 127.0.0.1:18490 --tokens "$tokens" --server-pid "$pid" ${LIFETIME:+--lifetime "$LIFETIME"}
     stop
     echo "stop after the fill: $stop_ms ms"
 fi

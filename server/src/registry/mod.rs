@@ -191,7 +191,10 @@ impl Replica {
 
     /// An empty replica whose login index holds `tokens` without growing.
     pub fn with_capacity(tokens: usize) -> Replica {
-        Replica { by_hash: ByHash::with_capacity_and_hasher(tokens, Default::default()), ..Replica::default() }
+        Replica {
+            by_hash: ByHash::with_capacity_and_hasher(tokens, Default::default()),
+            ..Replica::default()
+        }
     }
 
     /// Gives back the login index's room beyond what twice its tokens need
@@ -367,6 +370,12 @@ impl Replica {
     fn take(&mut self, id: u64, hash: &TokenHash, what: &str) -> Result<Arc<TokenEntry>, String> {
         self.entry(id, hash, what)?;
         Ok(self.by_hash.take(hash).expect("checked above").0)
+    }
+
+    /// The entry itself, for an index of the writer's that points at it
+    /// too.
+    pub fn shared(&self, hash: &TokenHash) -> Option<&Arc<TokenEntry>> {
+        self.by_hash.get(hash).map(|entry| &entry.0)
     }
 
     pub fn by_hash(&self, hash: &TokenHash) -> Option<&TokenEntry> {

@@ -20,8 +20,10 @@
 //! them, and hands them back for the journal. A refused change resolves to
 //! nothing.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::num::NonZeroU64;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -274,12 +276,14 @@ pub struct Resolver {
     state: Replica,
     next_id: u64,
     limits: StoreLimits,
-    /// Every token that has an expiry, by `(expiry_at_us, id)`, with its
-    /// hash: the cleaner's purge takes the expired ones from the front, so a
-    /// purge costs what it deletes, never a scan of every token on the
-    /// writer thread (where every commit would wait behind it). Kept in the
-    /// writer's state only; the readers' copies have no use for it.
-    expiries: BTreeMap<(u64, u64), TokenHash>,
+    /// Every token that has an expiry, ordered by `(expiry_at_us, id)`: the
+    /// cleaner's purge takes the expired ones from the front, so a purge
+    /// costs what it deletes, never a scan of every token on the writer
+    /// thread (where every commit would wait behind it). It points at the
+    /// state's current entries (8 bytes a token; kept current on every
+    /// change, so it never keeps an old entry alive). Kept in the writer's
+    /// state only; the readers' copies have no use for it.
+    expiries: BTreeSet<ByExpiry>,
     /// The entries `state` made since the last [`Resolver::take_made`].
     made: Vec<Arc<TokenEntry>>,
 }
@@ -289,7 +293,8 @@ impl Resolver {
     pub fn new(state: Replica, next_id: u64, limits: StoreLimits) -> Resolver {
         let expiries = state
             .iter()
-            .filter_map(|(hash, entry)| Some(((entry.expiry_at_us?.get(), entry.id), *hash)))
+            .filter(|(_, entry)| entry.expiry_at_us.is_some())
+            .filter_map(|(hash, _)| state.shared(hash).map(|entry| ByExpiry(Arc::clone(entry))))
             .collect();
         Resolver { state, next_id, limits, expiries, made: Vec::new() }
     }
@@ -387,28 +392,32 @@ impl Resolver {
     /// next id past its own, so ids are never reused.
     pub fn apply(&mut self, mutations: &[Mutation]) {
         for mutation in mutations {
-            // Only these change a token's expiry or hash, or remove it.
-            if let Mutation::Delete { hash, .. }
-            | Mutation::Rotate { hash, .. }
-            | Mutation::Reactivate { hash, .. } = mutation
-                && let Some(entry) = self.state.by_hash(hash)
+            // The hash the token has before and after: a changed token's
+            // entry leaves the expiry index and its new one goes in.
+            let (before, after) = match mutation {
+                Mutation::Create(record) => (None, Some(record.hash)),
+                Mutation::Delete { hash, .. } => (Some(*hash), None),
+                Mutation::Rotate { hash, new_hash, .. } | Mutation::Reactivate { hash, new_hash, .. } => {
+                    (Some(*hash), Some(*new_hash))
+                }
+                Mutation::Revoke { hash, .. }
+                | Mutation::Update { hash, .. }
+                | Mutation::Access { hash, .. } => (Some(*hash), Some(*hash)),
+                Mutation::Touch { .. } => (None, None),
+            };
+            if let Some(entry) = before.and_then(|hash| self.state.by_hash(&hash))
                 && let Some(at) = entry.expiry_at_us
             {
-                self.expiries.remove(&(at.get(), entry.id));
+                self.expiries.remove(&(at.get(), entry.id) as &dyn ExpiryKey);
             }
             self.state.apply_making(mutation, &mut self.made);
-            match mutation {
-                Mutation::Create(record) => {
-                    self.next_id = self.next_id.max(record.id + 1);
-                    if let Some(at) = record.expiry_at_us {
-                        self.expiries.insert((at.get(), record.id), record.hash);
-                    }
-                }
-                Mutation::Rotate { id, new_hash, expiry_at_us: Some(at), .. }
-                | Mutation::Reactivate { id, new_hash, expiry_at_us: Some(at), .. } => {
-                    self.expiries.insert((at.get(), *id), *new_hash);
-                }
-                _ => {}
+            if let Some(entry) = after.and_then(|hash| self.state.shared(&hash))
+                && entry.expiry_at_us.is_some()
+            {
+                self.expiries.insert(ByExpiry(Arc::clone(entry)));
+            }
+            if let Mutation::Create(record) = mutation {
+                self.next_id = self.next_id.max(record.id + 1);
             }
         }
     }
@@ -626,10 +635,11 @@ impl Resolver {
     /// first: from the front of the writer's expiry index, so it costs
     /// O(max · log n), not a scan of every token.
     fn purge_expired(&self, max: usize, commit_at_us: u64, mutations: &mut Vec<Mutation>) -> Outcome {
+        let last: &dyn ExpiryKey = &(commit_at_us, u64::MAX);
         let expired: Vec<(u64, TokenHash)> = self
             .expiries
-            .range(..=(commit_at_us, u64::MAX))
-            .map(|(&(_, id), hash)| (id, *hash))
+            .range::<dyn ExpiryKey, _>((Bound::Unbounded, Bound::Included(last)))
+            .map(|ByExpiry(entry)| (entry.id, entry.hash))
             .take(max)
             .collect();
         debug_assert!(
@@ -685,3 +695,71 @@ fn expiry_at(commit_at_us: u64, lifetime_us: u64) -> Result<Option<NonZeroU64>, 
 fn count(tokens: usize) -> u32 {
     u32::try_from(tokens).unwrap_or(u32::MAX)
 }
+
+/// An entry in the writer's expiry index, ordered by `(expiry_at_us, id)`.
+/// Only entries with an expiry go in.
+struct ByExpiry(Arc<TokenEntry>);
+
+/// What the expiry index is ordered by, so that it can be searched with a
+/// bare `(expiry_at_us, id)` as well as with an entry.
+trait ExpiryKey {
+    fn expiry_key(&self) -> (u64, u64);
+}
+
+impl ExpiryKey for ByExpiry {
+    fn expiry_key(&self) -> (u64, u64) {
+        (self.0.expiry_at_us.map_or(0, NonZeroU64::get), self.0.id)
+    }
+}
+
+impl ExpiryKey for (u64, u64) {
+    fn expiry_key(&self) -> (u64, u64) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn ExpiryKey + 'a> for ByExpiry {
+    fn borrow(&self) -> &(dyn ExpiryKey + 'a) {
+        self
+    }
+}
+
+impl Ord for dyn ExpiryKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.expiry_key().cmp(&other.expiry_key())
+    }
+}
+
+impl PartialOrd for dyn ExpiryKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for dyn ExpiryKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.expiry_key() == other.expiry_key()
+    }
+}
+
+impl Eq for dyn ExpiryKey + '_ {}
+
+impl Ord for ByExpiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.expiry_key().cmp(&other.expiry_key())
+    }
+}
+
+impl PartialOrd for ByExpiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for ByExpiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.expiry_key() == other.expiry_key()
+    }
+}
+
+impl Eq for ByExpiry {}

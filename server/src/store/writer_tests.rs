@@ -470,3 +470,53 @@ mod access_and_reactivation {
         assert!(matches!(written.as_slice(), [Mutation::Rotate { id: 1, .. }]));
     }
 }
+
+/// The writer's expiry index points at the state's current entry of every
+/// token with an expiry, through every change, and at nothing else: it
+/// never keeps an old entry alive, nor misses a new one.
+#[test]
+fn the_expiry_index_follows_every_changed_entry() {
+    use std::num::NonZeroU64;
+
+    use super::writer::Resolver;
+    use crate::registry::{TokenExtras, TokenRecord};
+
+    let token = |id: u64, expiry: u64| TokenRecord {
+        id,
+        user_id: 1,
+        name: format!("t{id}").into(),
+        hash: [id as u8; 32],
+        created_at_us: 1,
+        expiry_at_us: NonZeroU64::new(expiry),
+        revoked_at_us: None,
+        extras: None,
+        last_used: None,
+    };
+    let mut resolver = Resolver::new(Replica::new(), 1, StoreLimits { max_tokens_per_user: 100 });
+    let extras = TokenExtras { description: "d".into(), ..TokenExtras::default() }.shared();
+    resolver.apply(&[
+        Mutation::Create(token(1, 50)),
+        Mutation::Create(token(2, 60)),
+        Mutation::Create(token(3, 0)),
+        Mutation::Revoke { id: 1, hash: [1; 32], at_us: NonZeroU64::MIN },
+        Mutation::Update { id: 2, hash: [2; 32], name: "renamed".into(), extras: extras.clone() },
+        Mutation::Access { id: 2, hash: [2; 32], extras: None },
+        Mutation::Rotate { id: 3, hash: [3; 32], new_hash: [33; 32], expiry_at_us: NonZeroU64::new(70) },
+    ]);
+    let _ = resolver.take_made();
+    // Two pointers from the state's own indexes, a third from the expiry index.
+    for hash in [[1; 32], [2; 32], [33; 32]] {
+        let entry = resolver.state().shared(&hash).expect("the token is there");
+        assert_eq!(std::sync::Arc::strong_count(entry), 3, "{hash:?}");
+    }
+    resolver.apply(&[Mutation::Rotate { id: 2, hash: [2; 32], new_hash: [22; 32], expiry_at_us: None }]);
+    let _ = resolver.take_made();
+    assert_eq!(std::sync::Arc::strong_count(resolver.state().shared(&[22; 32]).unwrap()), 2);
+    let mut mutations = Vec::new();
+    let Ok(Outcome::Purged { ids }) =
+        resolver.resolve(&Change::PurgeExpired { max: 10 }, 100, &mut mutations)
+    else {
+        panic!("purge refused")
+    };
+    assert_eq!(ids, [1, 3], "expired at 50 and 70; 2 no longer expires");
+}
