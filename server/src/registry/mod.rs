@@ -449,6 +449,12 @@ impl Replica {
         (visited == max).then(|| Arc::clone(last.expect("max is not zero")))
     }
 
+    /// Every token's entry itself, in no particular order (for an index of
+    /// the writer's that points at them too).
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<TokenEntry>> {
+        self.by_hash.iter().map(|entry| &entry.0)
+    }
+
     /// Every token with its hash, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&TokenHash, &TokenEntry)> {
         self.by_hash.iter().map(|entry| (&entry.0.hash, &*entry.0))
