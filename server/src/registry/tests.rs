@@ -2,6 +2,7 @@
 
 use std::num::NonZeroU64;
 
+use super::replica::Entries;
 use super::*;
 
 fn record(id: u64, user_id: u32, name: &str) -> TokenRecord {
@@ -103,7 +104,7 @@ fn a_scan_in_slices_visits_every_token_once_across_users_and_slice_edges() {
 
 /// Where `hash`'s entry lives in `replica`, and how many pointers lead to it.
 fn allocation(replica: &Replica, hash: &TokenHash) -> (*const TokenEntry, usize) {
-    let entry = &replica.by_hash.get(hash).expect("the token is there").0;
+    let entry = replica.shared(hash).expect("the token is there");
     (Arc::as_ptr(entry), Arc::strong_count(entry))
 }
 
