@@ -10,7 +10,7 @@ use latchkey_protocol::ext::TokenSelector;
 use proptest::prelude::*;
 
 use super::compaction::CompactionPolicy;
-use super::live::{LiveRecords, Registry, Tokens};
+use super::live::{IdIndex, LiveRecords, Registry, Tokens};
 use super::log::{LOG_FILE, encode_snapshot};
 use super::recovery::{open, replay_complete};
 use super::writer::{Resolver, StoreLimits};
@@ -187,4 +187,44 @@ proptest! {
         let replayed = replay_complete(&snapshot_path, &from_fold, Registry::for_file_of(from_fold.len())).unwrap();
         prop_assert_eq!(&replayed.tokens.state, &state);
     }
+}
+
+/// The replay's id index answers the same whether its ids are dense (a
+/// vector) or far apart (moved to a map on the first far id), through
+/// inserts, new hashes and removals.
+#[test]
+fn the_id_index_answers_alike_dense_and_after_moving_to_a_map() {
+    let hash = |n: u64| {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&n.to_le_bytes());
+        hash
+    };
+    let mut index = IdIndex::with_capacity(4);
+    let mut expected = std::collections::HashMap::new();
+    let check = |index: &IdIndex, expected: &std::collections::HashMap<u64, [u8; 32]>| {
+        for id in [0, 1, 2, 3, 5, 10, 999, 5_000_000, u64::MAX] {
+            assert_eq!(index.get(id), expected.get(&id), "id {id}");
+        }
+    };
+    for id in [1, 2, 3, 5, 10, 999] {
+        index.insert(id, hash(id));
+        expected.insert(id, hash(id));
+    }
+    index.insert(3, hash(33));
+    expected.insert(3, hash(33));
+    index.remove(2);
+    expected.remove(&2);
+    index.remove(4);
+    check(&index, &expected);
+    assert!(matches!(index, IdIndex::Dense { live: 5, .. }), "{index:?}");
+    // Past twice the live ids and the slack: a map from here on.
+    index.insert(5_000_000, hash(5));
+    expected.insert(5_000_000, hash(5));
+    assert!(matches!(index, IdIndex::Sparse(_)));
+    check(&index, &expected);
+    index.insert(u64::MAX, hash(7));
+    index.remove(u64::MAX);
+    index.remove(10);
+    expected.remove(&10);
+    check(&index, &expected);
 }

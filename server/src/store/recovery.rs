@@ -818,16 +818,23 @@ impl<T: Tokens> Replay<T> {
 
 #[cfg(test)]
 mod delete_replay_tests {
-    use std::collections::HashMap;
-
+    use super::super::live::IdIndex;
     use super::*;
+
+    fn id_index(pairs: &[(u64, crate::registry::TokenHash)]) -> IdIndex {
+        let mut index = IdIndex::default();
+        for &(id, hash) in pairs {
+            index.insert(id, hash);
+        }
+        index
+    }
 
     /// A replay whose id index names a token its registry does not hold:
     /// out of step, as only a bug could leave it (no record sequence does).
     fn out_of_step() -> Replay<Registry> {
         Replay {
             version: FORMAT_VERSION,
-            tokens: Registry { state: Replica::new(), ids: HashMap::from([(7, [7; 32])]) },
+            tokens: Registry { state: Replica::new(), ids: id_index(&[(7, [7; 32])]) },
             next_id: 8,
             seq: 0,
             records: 0,
@@ -846,7 +853,7 @@ mod delete_replay_tests {
         assert!(fault.contains("delete of unknown token id 7"), "{fault}");
         // Nothing changed: a fault that ends in a torn-tail cut keeps the
         // replay's state, so it must be the state before the record.
-        assert_eq!(replay.tokens.ids.get(&7), Some(&[7; 32]));
+        assert_eq!(replay.tokens.ids.get(7), Some(&[7; 32]));
         assert!(replay.tokens.state.is_empty());
     }
 }
