@@ -294,8 +294,9 @@ impl Tokens for LiveRecords<'_> {
 /// dense: a vector indexed by id serves them with no hashing, in order for
 /// a log's creates, and in half a map's memory (33 bytes a slot against a
 /// map's 41 at up to 7/8 load, at 10M tokens 330 MB against 690 MB, all of
-/// it touched while a node starts). Ids far beyond what the index holds (a
-/// registry imported from elsewhere) move it to a map for good.
+/// it touched while a node starts). An id beyond both the room reserved for
+/// the file and twice the live ids (many deleted, or a registry imported
+/// from elsewhere) moves it to a map for good.
 #[derive(Debug)]
 pub(super) enum IdIndex {
     /// Slot `id` holds token `id`'s hash; `live` slots are filled.
@@ -334,7 +335,9 @@ impl IdIndex {
     /// Sets token `id`'s hash (a create, or a new hash for a rotation).
     pub fn insert(&mut self, id: u64, hash: TokenHash) {
         if let IdIndex::Dense { slots, live } = self {
-            let reach = (2 * *live as u64).saturating_add(DENSE_SLACK).max(slots.len() as u64);
+            // Up to the room reserved for the file (a snapshot lists its
+            // ids in no order), or past it while the ids stay dense.
+            let reach = (2 * *live as u64).saturating_add(DENSE_SLACK).max(slots.capacity() as u64);
             match usize::try_from(id) {
                 Ok(slot) if id <= reach => {
                     if slot >= slots.len() {

@@ -228,3 +228,21 @@ fn the_id_index_answers_alike_dense_and_after_moving_to_a_map() {
     expected.remove(&10);
     check(&index, &expected);
 }
+
+/// A snapshot lists its tokens in no order: ids anywhere within the room
+/// reserved for the file keep the id index a vector, whatever comes first.
+#[test]
+fn ids_in_no_order_within_the_reserved_room_keep_the_id_index_a_vector() {
+    let ids = 3_000_000u64;
+    let mut index = IdIndex::with_capacity(ids as usize);
+    let mut hash = [0u8; 32];
+    // A stride coprime with the count visits every id once, far apart.
+    for n in 0..ids {
+        let id = 1 + (n * 1_000_003) % ids;
+        hash[..8].copy_from_slice(&id.to_le_bytes());
+        index.insert(id, hash);
+    }
+    assert!(matches!(index, IdIndex::Dense { live, .. } if live == ids as usize));
+    hash[..8].copy_from_slice(&2_999_999u64.to_le_bytes());
+    assert_eq!(index.get(2_999_999), Some(&hash));
+}

@@ -293,8 +293,8 @@ impl Resolver {
     pub fn new(state: Replica, next_id: u64, limits: StoreLimits) -> Resolver {
         // Sorted by a copy of each key first: sorting the index's own
         // elements would read two entries, anywhere in memory, per
-        // comparison (seconds at 10M tokens); the set then finds them in
-        // order and builds itself in one pass.
+        // comparison (seconds at 10M tokens). The set's own sort then meets
+        // them in order and only checks it: linear, not n log n.
         let mut keyed: Vec<((u64, u64), &Arc<TokenEntry>)> = state
             .entries()
             .filter_map(|entry| Some(((entry.expiry_at_us?.get(), entry.id), entry)))
