@@ -161,6 +161,22 @@ fn purge_deletes_only_expired_tokens_and_never_a_recreated_one() {
     assert!(!published.iter().any(|m| matches!(m, Mutation::Delete { id, .. } if *id == recreated.id)));
 }
 
+/// Token `id` of `user_id`, named `t<id>`, its hash `id`'s byte 32 times,
+/// expiring at `expiry` µs (0: never).
+fn token_expiring_at(id: u64, user_id: u32, expiry: u64) -> crate::registry::TokenRecord {
+    crate::registry::TokenRecord {
+        id,
+        user_id,
+        name: format!("t{id}").into(),
+        hash: [id as u8; 32],
+        created_at_us: 1,
+        expiry_at_us: std::num::NonZeroU64::new(expiry),
+        revoked_at_us: None,
+        extras: None,
+        last_used: None,
+    }
+}
+
 /// The purge reads the writer's expiry index, not a scan: after creates,
 /// rotations (a new expiry and hash), deletes and revokes, on a state
 /// loaded at start and on one built by commits, it deletes exactly the
@@ -170,19 +186,8 @@ fn purge_takes_exactly_the_expired_tokens_from_the_expiry_index() {
     use std::num::NonZeroU64;
 
     use super::writer::Resolver;
-    use crate::registry::TokenRecord;
 
-    let token = |id: u64, expiry: u64| TokenRecord {
-        id,
-        user_id: (id % 3) as u32,
-        name: format!("t{id}").into(),
-        hash: [id as u8; 32],
-        created_at_us: 1,
-        expiry_at_us: NonZeroU64::new(expiry),
-        revoked_at_us: None,
-        extras: None,
-        last_used: None,
-    };
+    let token = |id: u64, expiry: u64| token_expiring_at(id, (id % 3) as u32, expiry);
     let limits = StoreLimits { max_tokens_per_user: 1000 };
     // Loaded at start: expiries 0 (never), 10, 20, … for ids 1..=60.
     let mut loaded = Replica::new();
@@ -479,19 +484,9 @@ fn the_expiry_index_follows_every_changed_entry() {
     use std::num::NonZeroU64;
 
     use super::writer::Resolver;
-    use crate::registry::{TokenExtras, TokenRecord};
+    use crate::registry::TokenExtras;
 
-    let token = |id: u64, expiry: u64| TokenRecord {
-        id,
-        user_id: 1,
-        name: format!("t{id}").into(),
-        hash: [id as u8; 32],
-        created_at_us: 1,
-        expiry_at_us: NonZeroU64::new(expiry),
-        revoked_at_us: None,
-        extras: None,
-        last_used: None,
-    };
+    let token = |id: u64, expiry: u64| token_expiring_at(id, 1, expiry);
     let mut resolver = Resolver::new(Replica::new(), 1, StoreLimits { max_tokens_per_user: 100 });
     let extras = TokenExtras { description: "d".into(), ..TokenExtras::default() }.shared();
     resolver.apply(&[
