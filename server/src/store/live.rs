@@ -304,7 +304,7 @@ pub(super) enum IdIndex {
         slots: Vec<Option<TokenHash>>,
         live: usize,
     },
-    Sparse(HashMap<u64, TokenHash>),
+    Sparse(HashMap<u64, TokenHash, BuildHasherDefault<IdHasher>>),
 }
 
 /// Slots a dense index may hold beyond twice its live ids, before an id
@@ -372,7 +372,7 @@ impl IdIndex {
 
     fn go_sparse(&mut self) {
         if let IdIndex::Dense { slots, live } = self {
-            let mut map = HashMap::with_capacity(*live);
+            let mut map = HashMap::with_capacity_and_hasher(*live, BuildHasherDefault::default());
             map.extend(slots.iter().enumerate().filter_map(|(id, hash)| Some((id as u64, (*hash)?))));
             *self = IdIndex::Sparse(map);
         }
@@ -384,7 +384,7 @@ impl IdIndex {
 /// buys nothing here, and the product spreads them over the high bits the
 /// table's control bytes are taken from.
 #[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
+pub(super) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
