@@ -5,6 +5,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use latchkey_protocol::ext::TokenSelector;
 use proptest::prelude::*;
@@ -19,7 +20,10 @@ use crate::registry::{LastUsed, Replica, TokenExtras, TokenRecord};
 
 const START_US: u64 = 1_700_000_000_000_000;
 const USERS: u32 = 3;
-const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+/// Out of order, and three that share their first 16 bytes (the compactor
+/// sorts by those first, then by whole names): one of exactly 16 bytes and
+/// two longer ones that differ after it.
+const NAMES: [&str; 5] = ["b", "sixteen-bytes-abz", "a", "sixteen-bytes-ab", "sixteen-bytes-aba"];
 
 /// One change asked of the writer, on a small set of users and names so
 /// that changes often meet the same token.
@@ -143,8 +147,7 @@ fn commit(dir: &Path, history: &[Vec<Op>], start_us: u64) -> u64 {
 }
 
 /// The snapshot the compactor makes of the file at `path`, and the one a
-/// full registry replay gives (its tokens in id order, as the fold writes
-/// them), with the registry itself.
+/// full registry replay gives, with the registry itself.
 fn both_snapshots(path: &Path) -> (Vec<u8>, Vec<u8>, Replica) {
     let bytes = fs::read(path).unwrap();
     let full = replay_complete(path, &bytes, Registry::for_file_of(bytes.len())).unwrap();
@@ -153,8 +156,9 @@ fn both_snapshots(path: &Path) -> (Vec<u8>, Vec<u8>, Replica) {
     assert_eq!((folded.seq, folded.next_id), (full.seq, full.next_id));
     let (from_fold, records) = folded.tokens.encode_snapshot(folded.next_id, folded.seq, 7).unwrap();
     assert_eq!(records, full.tokens.len() as u64 + 1);
-    let mut tokens: Vec<TokenRecord> = full.tokens.state.records().collect();
-    tokens.sort_unstable_by_key(|token| token.id);
+    let tokens: Vec<TokenRecord> = full.tokens.state.records().collect();
+    let order = |token: &TokenRecord| (token.user_id, Arc::clone(&token.name));
+    assert!(tokens.windows(2).all(|pair| order(&pair[0]) < order(&pair[1])), "records in user, name order");
     let from_registry = encode_snapshot(&tokens, full.next_id, full.seq, 7);
     (from_fold, from_registry, full.tokens.state)
 }

@@ -917,24 +917,7 @@ impl SnapshotEncoder {
     /// what it decodes to, without decoding it (its body is kept as it is,
     /// so only the frame's seq, time and checksum are new).
     pub fn recorded(&mut self, bytes: &[u8], offset: usize) -> Result<(), RecordFault> {
-        let stored = bytes.get(offset..).unwrap_or_default();
-        let length = match stored.get(4..8) {
-            Some(field) => u32::from_le_bytes(field.try_into().expect("4 bytes")) as usize,
-            None => return Err(format!("no record at offset {offset}")),
-        };
-        let payload = stored
-            .get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)
-            .filter(|payload| payload.len() > PAYLOAD_PREFIX_BYTES)
-            .ok_or_else(|| format!("record at offset {offset} is cut short"))?;
-        let (kind, body) = (payload[16], &payload[PAYLOAD_PREFIX_BYTES..]);
-        // The creation time follows id, user id, name and hash.
-        let created_at = body.get(12).map(|&name_len| 13 + usize::from(name_len) + 32);
-        let created_at_us = match created_at.and_then(|at| body.get(at..at + 8)) {
-            Some(field) if kind == TYPE_CREATE || kind == TYPE_TOKEN => {
-                u64::from_le_bytes(field.try_into().expect("8 bytes"))
-            }
-            _ => return Err(format!("the record at offset {offset} is not a token")),
-        };
+        let StoredToken { stored, kind, body, created_at_us, .. } = StoredToken::at(bytes, offset)?;
         self.next_record();
         let start = self.out.len();
         self.out.extend_from_slice(&stored[..RECORD_HEADER_BYTES]);
@@ -960,6 +943,57 @@ impl SnapshotEncoder {
             .expect("a snapshot batch is bounded");
         self.out
     }
+}
+
+/// The token of a create or token record that replay has accepted, read in
+/// place: the fields a snapshot's encoder needs without decoding the rest.
+struct StoredToken<'a> {
+    /// The record from its frame header on.
+    stored: &'a [u8],
+    kind: u8,
+    body: &'a [u8],
+    user_id: u32,
+    name: &'a [u8],
+    created_at_us: u64,
+}
+
+impl<'a> StoredToken<'a> {
+    fn at(bytes: &'a [u8], offset: usize) -> Result<StoredToken<'a>, RecordFault> {
+        let stored = bytes.get(offset..).unwrap_or_default();
+        let length = match stored.get(4..8) {
+            Some(field) => u32::from_le_bytes(field.try_into().expect("4 bytes")) as usize,
+            None => return Err(format!("no record at offset {offset}")),
+        };
+        let payload = stored
+            .get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)
+            .filter(|payload| payload.len() > PAYLOAD_PREFIX_BYTES)
+            .ok_or_else(|| format!("record at offset {offset} is cut short"))?;
+        let (kind, body) = (payload[16], &payload[PAYLOAD_PREFIX_BYTES..]);
+        let not_a_token = || format!("the record at offset {offset} is not a token");
+        if kind != TYPE_CREATE && kind != TYPE_TOKEN {
+            return Err(not_a_token());
+        }
+        // Id (8 bytes), user id (4), the name's length (1) and the name, the
+        // hash (32), then the creation time (8).
+        let name_len = usize::from(*body.get(12).ok_or_else(not_a_token)?);
+        let (name_at, created_at) = (13, 13 + name_len + 32);
+        let field = body.get(created_at..created_at + 8).ok_or_else(not_a_token)?;
+        Ok(StoredToken {
+            stored,
+            kind,
+            body,
+            user_id: u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")),
+            name: &body[name_at..name_at + name_len],
+            created_at_us: u64::from_le_bytes(field.try_into().expect("8 bytes")),
+        })
+    }
+}
+
+/// The user id and name of the create or token record at `offset`, a record
+/// replay has accepted, read in place (the compactor orders its snapshot by
+/// them).
+pub fn recorded_user_and_name(bytes: &[u8], offset: usize) -> Result<(u32, &[u8]), RecordFault> {
+    StoredToken::at(bytes, offset).map(|token| (token.user_id, token.name))
 }
 
 impl Journal for TokenLog {
