@@ -211,9 +211,7 @@ impl Replica {
     }
 
     pub(super) fn create(&mut self, record: &TokenRecord, entries: &mut Entries<'_>) -> Result<(), String> {
-        if self.by_hash.contains(&record.hash) {
-            return Err(format!("create of token id {}: its hash exists", record.id));
-        }
+        self.check_new_hash(record)?;
         // The name index is searched once: the insert is the check (a
         // replay makes millions of these).
         let entry = entries.next(|| record.entry());
@@ -230,6 +228,36 @@ impl Replica {
             self.last_used.insert(record.id, used);
         }
         Ok(())
+    }
+
+    /// The first half of a create, for a replay that adds names to the
+    /// name index later and in bulk ([`Replica::add_name`]): the token goes
+    /// in the login index, and its entry is handed back. Until its name is
+    /// added, the replica is incomplete: only more of these, and
+    /// [`Replica::add_name`], may follow.
+    pub fn create_unnamed(&mut self, record: &TokenRecord) -> Result<Arc<TokenEntry>, String> {
+        self.check_new_hash(record)?;
+        let entry = Arc::new(record.entry());
+        self.by_hash.insert(HashKeyed(Arc::clone(&entry)));
+        if let Some(used) = record.last_used {
+            self.last_used.insert(record.id, used);
+        }
+        Ok(entry)
+    }
+
+    /// The second half: `entry`'s name in its owner's name index. False,
+    /// changing nothing, when the owner already has a token of that name:
+    /// the replica then holds a token its name index lacks, and must not be
+    /// used.
+    pub fn add_name(&mut self, entry: Arc<TokenEntry>) -> bool {
+        self.by_user.entry(entry.user_id).or_default().insert(NameKeyed(entry))
+    }
+
+    fn check_new_hash(&self, record: &TokenRecord) -> Result<(), String> {
+        match self.by_hash.contains(&record.hash) {
+            true => Err(format!("create of token id {}: its hash exists", record.id)),
+            false => Ok(()),
+        }
     }
 
     /// The one place a mutation changes a replica. An entry is never changed

@@ -156,11 +156,11 @@ fn both_snapshots(path: &Path) -> (Vec<u8>, Vec<u8>, Replica) {
     assert_eq!((folded.seq, folded.next_id), (full.seq, full.next_id));
     let (from_fold, records) = folded.tokens.encode_snapshot(folded.next_id, folded.seq, 7).unwrap();
     assert_eq!(records, full.tokens.len() as u64 + 1);
-    let tokens: Vec<TokenRecord> = full.tokens.state.records().collect();
+    let tokens: Vec<TokenRecord> = full.tokens.state().records().collect();
     let order = |token: &TokenRecord| (token.user_id, Arc::clone(&token.name));
     assert!(tokens.windows(2).all(|pair| order(&pair[0]) < order(&pair[1])), "records in user, name order");
     let from_registry = encode_snapshot(&tokens, full.next_id, full.seq, 7);
-    (from_fold, from_registry, full.tokens.state)
+    (from_fold, from_registry, full.tokens.finish())
 }
 
 proptest! {
@@ -189,7 +189,7 @@ proptest! {
         let snapshot_path = dir.path().join("snapshot.log");
         fs::write(&snapshot_path, &from_fold).unwrap();
         let replayed = replay_complete(&snapshot_path, &from_fold, Registry::for_file_of(from_fold.len())).unwrap();
-        prop_assert_eq!(&replayed.tokens.state, &state);
+        prop_assert_eq!(&replayed.tokens.finish(), &state);
     }
 }
 

@@ -819,3 +819,49 @@ fn a_token_id_created_twice_is_refused_in_appends_and_in_a_snapshot() {
     let below = refusal(&[&[(1, snapshot), (0, create(3, "a"))], &[(2, create(4, "b"))]]);
     assert!(below.contains("token id 4 reused"), "{below}");
 }
+
+/// A name used twice is refused at its own record, whether the names of
+/// the run it sits in go into the name index at once or later in bulk
+/// (recovery replays again, checking each create, when the bulk run finds
+/// one), in appends, in a snapshot and by a rename after a snapshot.
+#[test]
+fn a_name_used_twice_is_refused_at_its_record_in_appends_a_snapshot_and_a_rename() {
+    // The refusal, and the offset of each record.
+    let refusal = |batches: &[&[(u64, Record)]]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = header().to_vec();
+        let mut offsets = Vec::new();
+        for batch in batches {
+            let start = begin_batch(&mut bytes);
+            for (seq, record) in batch.iter() {
+                offsets.push(bytes.len());
+                encode_record(&mut bytes, *seq, 1, record);
+            }
+            finish_batch(&mut bytes, start, batch.len(), batch[0].0).unwrap();
+        }
+        fs::write(dir.path().join(LOG_FILE), &bytes).unwrap();
+        (open(dir.path(), policy_never(), None).err().expect("refused").to_string(), offsets)
+    };
+    let create = |id: u64, name: &str| Record::Create(token(id, 1, name, 0));
+    // Names out of order around the one used twice, so a bulk run sorts them.
+    let (appended, at) = refusal(&[
+        &[(1, create(3, "m")), (2, create(4, "z"))],
+        &[(3, create(5, "a")), (4, create(6, "m")), (5, create(7, "b"))],
+    ]);
+    assert!(appended.contains("user 1 already has a token named \"m\""), "{appended}");
+    assert!(appended.contains(&format!("record at offset {}", at[3])), "{appended}");
+
+    let snapshot = Record::Snapshot { next_id: 20, last_seq: 1, tokens: 12 };
+    let mut records = vec![(1, snapshot)];
+    records.extend((0..12).map(|n| (0, create(3 + n, ["q", "c", "x", "k"][n as usize % 4]))));
+    let (in_snapshot, at) = refusal(&[&records]);
+    assert!(in_snapshot.contains("user 1 already has a token named \"q\""), "{in_snapshot}");
+    assert!(in_snapshot.contains(&format!("record at offset {}", at[5])), "{in_snapshot}");
+
+    let snapshot = Record::Snapshot { next_id: 10, last_seq: 1, tokens: 2 };
+    let rename = Record::Update { id: 4, name: "a".into(), description: "".into() };
+    let (renamed, at) =
+        refusal(&[&[(1, snapshot), (0, create(4, "b")), (0, create(3, "a"))], &[(2, rename)]]);
+    assert!(renamed.contains("rename of token id 4: user 1 has a token named \"a\""), "{renamed}");
+    assert!(renamed.contains(&format!("record at offset {}", at[3])), "{renamed}");
+}

@@ -96,8 +96,27 @@ pub struct Recovered {
 /// touching any file: the same checks as at start, and a torn or damaged
 /// file is an error here (an export is written whole).
 pub fn read_file(path: &Path, bytes: &[u8]) -> Result<(Replica, u64), LogError> {
-    let replay = replay_complete(path, bytes, Registry::for_file_of(bytes.len()))?;
+    let replay = in_bulk_or_exactly(bytes, |tokens| replay_complete(path, bytes, tokens))?;
     Ok((replay.tokens.finish(), replay.next_id))
+}
+
+/// Runs `replay` on a registry that adds names in bulk, and once more on
+/// one that checks each create as it comes when the first found a name used
+/// twice or refused the file: the second run names the record at fault and
+/// leaves exactly the state the records before it make (see [`Registry`]).
+fn in_bulk_or_exactly(
+    bytes: &[u8],
+    replay: impl Fn(Registry) -> Result<Replay<Registry>, LogError>,
+) -> Result<Replay<Registry>, LogError> {
+    match replay(Registry::for_file_of(bytes.len())) {
+        Ok(done) if done.tokens.conflict().is_none() => Ok(done),
+        Ok(done) => {
+            let conflict = done.tokens.conflict().unwrap_or_default();
+            tracing::debug!(conflict, "replaying again, checking each create's name as it comes");
+            replay(Registry::exact_for_file_of(bytes.len()))
+        }
+        Err(_) => replay(Registry::exact_for_file_of(bytes.len())),
+    }
 }
 
 /// Replays a file that must check out to its last byte into `tokens`.
@@ -194,7 +213,9 @@ pub fn inspect(path: &Path, bytes: &[u8], visit: impl FnMut(u64, &StoredRecord))
         }
         return inspection;
     }
-    let mut replay = match Replay::start(path, bytes, Registry::for_file_of(bytes.len())) {
+    // Each create checked as it comes: `visit` sees each record once, and a
+    // name used twice is reported at its record.
+    let mut replay = match Replay::start(path, bytes, Registry::exact_for_file_of(bytes.len())) {
         Ok(replay) => replay,
         Err(error) => {
             inspection.damage = Some(Damage::Refused(error));
@@ -381,7 +402,7 @@ fn rewrite_as_snapshot(dir: &Path, path: &Path, replay: &Replay<Registry>) -> Re
             replay.valid_bytes
         );
     }
-    let tokens: Vec<TokenRecord> = replay.tokens.state.records().collect();
+    let tokens: Vec<TokenRecord> = replay.tokens.state().records().collect();
     let snapshot = encode_snapshot(&tokens, replay.next_id, replay.seq, crate::clock::now_us());
     let mut file = write_compacted(dir, &snapshot).map_err(io_error("cannot write", path))?;
     fs::rename(dir.join(COMPACT_FILE), path).map_err(io_error("cannot rename over", path))?;
@@ -502,9 +523,11 @@ fn read_prefix(path: &Path, len: usize) -> io::Result<Vec<u8>> {
 
 /// Replays a whole file (header included) into a registry.
 pub(super) fn replay(path: &Path, bytes: &[u8]) -> Result<Replay<Registry>, LogError> {
-    let mut replay = Replay::start(path, bytes, Registry::for_file_of(bytes.len()))?;
-    replay.run(path, bytes, |_, _| {})?;
-    Ok(replay)
+    in_bulk_or_exactly(bytes, |tokens| {
+        let mut replay = Replay::start(path, bytes, tokens)?;
+        replay.run(path, bytes, |_, _| {})?;
+        Ok(replay)
+    })
 }
 
 impl<T: Tokens> Replay<T> {
@@ -550,6 +573,7 @@ impl<T: Tokens> Replay<T> {
         // A compacted file is renamed into place only when whole, so a short
         // snapshot is damage, never a torn append.
         self.snapshot_missing = snapshot_left;
+        self.tokens.settle();
         Ok(())
     }
 
@@ -832,9 +856,11 @@ mod delete_replay_tests {
     /// A replay whose id index names a token its registry does not hold:
     /// out of step, as only a bug could leave it (no record sequence does).
     fn out_of_step() -> Replay<Registry> {
+        let mut tokens = Registry::exact_for_file_of(0);
+        tokens.ids = id_index(&[(7, [7; 32])]);
         Replay {
             version: FORMAT_VERSION,
-            tokens: Registry { state: Replica::new(), ids: id_index(&[(7, [7; 32])]) },
+            tokens,
             next_id: 8,
             seq: 0,
             records: 0,
@@ -854,6 +880,6 @@ mod delete_replay_tests {
         // Nothing changed: a fault that ends in a torn-tail cut keeps the
         // replay's state, so it must be the state before the record.
         assert_eq!(replay.tokens.ids.get(7), Some(&[7; 32]));
-        assert!(replay.tokens.state.is_empty());
+        assert!(replay.tokens.state().is_empty());
     }
 }
