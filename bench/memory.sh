@@ -6,7 +6,7 @@
 #   2. it is stopped with SIGTERM (the stop timed until the process is
 #      gone), then started RESTARTS times on the same log: each start timed
 #      from exec until it logs "Latchkey listening" (polled every 10 ms),
-#      its VmRSS read 2 s later, then stopped with SIGTERM, timed.
+#      its VmRSS and peak (VmHWM) read 2 s later, then stopped with SIGTERM, timed.
 # Knobs: TOKENS (1000000), LIFETIME (each token's lifetime, e.g. 30d;
 # default none: tokens that never expire), RESTARTS (3), SERVER (another latchkey-server
 # binary to measure: a baseline build; default this tree's release build),
@@ -59,8 +59,10 @@ stop() {
     pid=
 }
 
+# The RSS now, and its peak so far (VmHWM: what the replay held at most).
 rss_per_token() {
-    awk -v tokens="$tokens" '$1 == "VmRSS:" { printf "%d MiB, %.0f B per token", $2 / 1024, $2 * 1024 / tokens }' \
+    awk -v tokens="$tokens" '$1 == "VmRSS:" { printf "%d MiB, %.0f B per token", $2 / 1024, $2 * 1024 / tokens }
+        $1 == "VmHWM:" { peak = $2 } END { printf " (peak %d MiB, %.0f B per token)", peak / 1024, peak * 1024 / tokens }' \
         "/proc/$pid/status"
 }
 

@@ -6,7 +6,7 @@
 //! it, and the three replicas of a process share it: see [`Batch`].
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, hash_map};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -245,12 +245,27 @@ impl Replica {
         Ok(entry)
     }
 
-    /// The second half: `entry`'s name in its owner's name index. False,
-    /// changing nothing, when the owner already has a token of that name:
-    /// the replica then holds a token its name index lacks, and must not be
-    /// used.
-    pub fn add_name(&mut self, entry: Arc<TokenEntry>) -> bool {
-        self.by_user.entry(entry.user_id).or_default().insert(NameKeyed(entry))
+    /// The second half, for a run of `user_id`'s entries in name order:
+    /// their names in the user's name index. False when the user already
+    /// has a token of one of those names, or the run holds one twice: the
+    /// replica then holds a token its name index lacks, and must not be
+    /// used. A user with no tokens yet gets an index built in one pass (no
+    /// search per name); otherwise each name is inserted in turn, each
+    /// insert next to the one before it.
+    pub fn add_names(&mut self, user_id: u32, sorted: impl Iterator<Item = Arc<TokenEntry>>) -> bool {
+        match self.by_user.entry(user_id) {
+            hash_map::Entry::Vacant(slot) => {
+                let mut count = 0;
+                let names: BTreeSet<NameKeyed> = sorted.inspect(|_| count += 1).map(NameKeyed).collect();
+                // Collecting keeps one of equal names: count them.
+                let all = names.len() == count;
+                slot.insert(names);
+                all
+            }
+            hash_map::Entry::Occupied(mut names) => {
+                sorted.into_iter().all(|entry| names.get_mut().insert(NameKeyed(entry)))
+            }
+        }
     }
 
     fn check_new_hash(&self, record: &TokenRecord) -> Result<(), String> {

@@ -50,13 +50,14 @@ pub(super) trait Tokens {
 /// need to find a token (replicas keep none).
 ///
 /// Made by [`Registry::for_file_of`], it adds the names of a run of creates
-/// to the name index in bulk, sorted, rather than one by one: a snapshot of
-/// one user's 10M tokens in no order of name took 38–47 s to replay one by
-/// one (every insert a walk through cold memory), against 11–15 s in name
-/// order. It then finds a name used twice only when the run ends, past the
-/// record at fault: it stops taking records ([`Registry::conflict`]), and
-/// the caller replays again with [`Registry::exact_for_file_of`], which
-/// checks each create as it comes and so refuses the very record.
+/// (up to the next record that changes a token by name) to the name index
+/// in bulk: sorted, and for a user with no tokens yet built in one pass.
+/// Inserted one by one, a snapshot of one user's 10M tokens in no order of
+/// name took 38–47 s to replay (every insert a walk through cold memory).
+/// It then finds a name used twice only when the run ends, past the record
+/// at fault: it stops taking records ([`Registry::conflict`]), and the
+/// caller replays again with [`Registry::exact_for_file_of`], which checks
+/// each create as it comes and so refuses the very record.
 #[derive(Debug)]
 pub(super) struct Registry {
     state: Replica,
@@ -71,10 +72,12 @@ pub(super) struct Registry {
     conflict: Option<RecordFault>,
 }
 
-/// Names that wait for the name index at most: a run longer than this goes
-/// in in parts (each sorted), so the wait costs at most 32 MiB.
-/// (Eight in tests, so that their replays go in parts too.)
-const UNNAMED_MAX: usize = if cfg!(test) { 8 } else { 1 << 20 };
+/// Names that wait for the name index at most. Each waits in 32 bytes (its
+/// sort key and pointer), so a snapshot of 10M tokens holds 320 MB more
+/// while it replays; a run longer than this (2 GiB) goes in in parts, each
+/// sorted, the later ones inserted name by name. (Eight in tests, so that
+/// their replays go in parts too.)
+const UNNAMED_MAX: usize = if cfg!(test) { 8 } else { 1 << 26 };
 
 impl Registry {
     /// An empty registry that adds names in bulk, its id index and the
@@ -128,12 +131,12 @@ impl Registry {
     fn add_names(&mut self) {
         let mut unnamed = std::mem::take(&mut self.unnamed);
         unnamed.sort_unstable_by(|(key_a, a), (key_b, b)| key_a.cmp(key_b).then_with(|| a.name.cmp(&b.name)));
-        for (_, entry) in unnamed {
-            let (id, user_id, name) = (entry.id, entry.user_id, Arc::clone(&entry.name));
-            if !self.state.add_name(entry) {
-                self.conflict = Some(format!(
-                    "create of token id {id}: user {user_id} already has a token named {name:?}"
-                ));
+        let mut entries = unnamed.into_iter().map(|(key, entry)| (key.user_id, entry)).peekable();
+        while let Some(&(user_id, _)) = entries.peek() {
+            let run =
+                std::iter::from_fn(|| entries.next_if(|(user, _)| *user == user_id).map(|(_, entry)| entry));
+            if !self.state.add_names(user_id, run) {
+                self.conflict = Some(format!("user {user_id} has two tokens of the same name"));
                 return;
             }
         }
