@@ -326,24 +326,26 @@ impl<'a> LiveRecords<'a> {
     }
 }
 
-/// A live token's place in a snapshot: its user id, then the first
-/// [`SortKey::PREFIX`] bytes of its name padded with zeros. Padding keeps
-/// the order of names: a name that sorts before another never has a larger
-/// prefix, and two names with equal prefixes are compared in full.
+/// A token's place in name order: its user id, then the first 16 bytes of
+/// its name, padded with zeros and read as two big-endian numbers (so
+/// comparing them compares the bytes, without a call to `memcmp`). Padding
+/// keeps the order of names: a name that sorts before another never has a
+/// larger prefix, and two names with equal prefixes are compared in full.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct SortKey {
     user_id: u32,
-    prefix: [u8; SortKey::PREFIX],
+    high: u64,
+    low: u64,
 }
 
 impl SortKey {
-    const PREFIX: usize = 16;
-
     fn of(user_id: u32, name: &[u8]) -> SortKey {
-        let mut prefix = [0; SortKey::PREFIX];
-        let len = name.len().min(SortKey::PREFIX);
+        let mut prefix = [0; 16];
+        let len = name.len().min(16);
         prefix[..len].copy_from_slice(&name[..len]);
-        SortKey { user_id, prefix }
+        let (high, low) = prefix.split_at(8);
+        let read = |half: &[u8]| u64::from_be_bytes(half.try_into().expect("8 bytes"));
+        SortKey { user_id, high: read(high), low: read(low) }
     }
 }
 
