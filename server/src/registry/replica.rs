@@ -231,11 +231,11 @@ impl Replica {
     }
 
     /// The first half of a create, for a replay that adds names to the
-    /// name index later and in bulk ([`Replica::add_name`]): the token goes
+    /// name index later and in bulk ([`Replica::add_names`]): the token goes
     /// in the login index, and its entry is handed back. Until its name is
     /// added, the replica is incomplete: only more of these, and
-    /// [`Replica::add_name`], may follow.
-    pub fn create_unnamed(&mut self, record: &TokenRecord) -> Result<Arc<TokenEntry>, String> {
+    /// [`Replica::add_names`], may follow.
+    pub(crate) fn create_unnamed(&mut self, record: &TokenRecord) -> Result<Arc<TokenEntry>, String> {
         self.check_new_hash(record)?;
         let entry = Arc::new(record.entry());
         self.by_hash.insert(HashKeyed(Arc::clone(&entry)));
@@ -252,7 +252,7 @@ impl Replica {
     /// used. A user with no tokens yet gets an index built in one pass (no
     /// search per name); otherwise each name is inserted in turn, each
     /// insert next to the one before it.
-    pub fn add_names(&mut self, user_id: u32, sorted: impl Iterator<Item = Arc<TokenEntry>>) -> bool {
+    pub(crate) fn add_names(&mut self, user_id: u32, sorted: impl Iterator<Item = Arc<TokenEntry>>) -> bool {
         match self.by_user.entry(user_id) {
             hash_map::Entry::Vacant(slot) => {
                 let mut count = 0;

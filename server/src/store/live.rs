@@ -112,30 +112,41 @@ impl Registry {
 
     /// The replayed state (every name in the name index).
     pub fn state(&self) -> &Replica {
-        debug_assert!(self.unnamed.is_empty() && self.conflict.is_none(), "a replay settles its registry");
+        self.assert_settled();
         &self.state
     }
 
     /// The replayed registry, its login index trimmed to its tokens (the id
     /// index is dropped here).
     pub fn finish(self) -> Replica {
+        self.assert_settled();
         let mut state = self.state;
-        debug_assert!(self.unnamed.is_empty() && self.conflict.is_none(), "a replay settles its registry");
         state.trim();
         state
+    }
+
+    /// A replica with a token its name index lacks would answer lists and
+    /// renames wrongly from then on: never handed out (two comparisons, once
+    /// per replay).
+    fn assert_settled(&self) {
+        assert!(self.unnamed.is_empty(), "a replay settles its registry before it is read");
+        assert!(self.conflict.is_none(), "a registry that found a name used twice is replayed again");
     }
 
     /// Adds the waiting names to the name index, in order of user and name,
     /// so that each insert follows the last one down a path of the tree
     /// already in cache.
     fn add_names(&mut self) {
-        let mut unnamed = std::mem::take(&mut self.unnamed);
-        unnamed.sort_unstable_by(|(key_a, a), (key_b, b)| key_a.cmp(key_b).then_with(|| a.name.cmp(&b.name)));
-        let mut entries = unnamed.into_iter().map(|(key, entry)| (key.user_id, entry)).peekable();
+        sort_by_user_and_name(&mut self.unnamed, &[]);
+        // Drained, so that a log of creates and changes mixed keeps the
+        // vector's room from one run to the next.
+        let mut entries = self.unnamed.drain(..).map(|(key, entry)| (key.user_id, entry)).peekable();
         while let Some(&(user_id, _)) = entries.peek() {
             let run =
                 std::iter::from_fn(|| entries.next_if(|(user, _)| *user == user_id).map(|(_, entry)| entry));
             if !self.state.add_names(user_id, run) {
+                drop(entries);
+                self.unnamed.clear();
                 self.conflict = Some(format!("user {user_id} has two tokens of the same name"));
                 return;
             }
@@ -307,13 +318,9 @@ impl<'a> LiveRecords<'a> {
             let (user_id, name) = user_and_name(bytes, &live)?;
             tokens.push((SortKey::of(user_id, name), live));
         }
-        // The key holds each name's first bytes, so most comparisons read
-        // only the vector; names that share those bytes are told apart by
-        // reading them in full. (User id and name are unique to a token,
-        // so the snapshot comes out the same every time.)
-        tokens.sort_unstable_by(|(key_a, a), (key_b, b)| {
-            key_a.cmp(key_b).then_with(|| name_of(bytes, a).cmp(name_of(bytes, b)))
-        });
+        // User id and name are unique to a token, so the snapshot comes out
+        // the same every time.
+        sort_by_user_and_name(&mut tokens, bytes);
         let count = tokens.len();
         let mut snapshot = SnapshotEncoder::new(count, next_id, last_seq, commit_at_us);
         for (_, live) in tokens {
@@ -332,20 +339,70 @@ impl<'a> LiveRecords<'a> {
 /// keeps the order of names: a name that sorts before another never has a
 /// larger prefix, and two names with equal prefixes are compared in full.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct SortKey {
+pub(super) struct SortKey {
     user_id: u32,
     high: u64,
     low: u64,
 }
 
 impl SortKey {
-    fn of(user_id: u32, name: &[u8]) -> SortKey {
+    pub(super) fn of(user_id: u32, name: &[u8]) -> SortKey {
         let mut prefix = [0; 16];
         let len = name.len().min(16);
         prefix[..len].copy_from_slice(&name[..len]);
         let (high, low) = prefix.split_at(8);
         let read = |half: &[u8]| u64::from_be_bytes(half.try_into().expect("8 bytes"));
         SortKey { user_id, high: read(high), low: read(low) }
+    }
+}
+
+/// What [`sort_by_user_and_name`] sorts: a token whose name it can read,
+/// in the replayed bytes or in itself.
+pub(super) trait Named {
+    fn name<'s>(&'s self, bytes: &'s [u8]) -> &'s [u8];
+}
+
+impl Named for LiveToken {
+    fn name<'s>(&'s self, bytes: &'s [u8]) -> &'s [u8] {
+        name_of(bytes, self)
+    }
+}
+
+impl Named for Arc<TokenEntry> {
+    fn name<'s>(&'s self, _: &'s [u8]) -> &'s [u8] {
+        self.name.as_bytes()
+    }
+}
+
+/// Sorts `items` by user id and then name, each item's key made by
+/// [`SortKey::of`] from its user id and name. Items whose keys are equal
+/// share their names' first bytes: those are sorted again by the next 16
+/// bytes of their names, and so on, so that names with a long common
+/// prefix (`ci-deploy-production-0001`, …) are read once per 16 bytes, not
+/// once per comparison. A run that no further bytes can split, or a short
+/// one, is sorted by comparing whole names.
+pub(super) fn sort_by_user_and_name<X: Named>(items: &mut [(SortKey, X)], bytes: &[u8]) {
+    sort_from(items, 0, bytes);
+}
+
+fn sort_from<X: Named>(items: &mut [(SortKey, X)], depth: usize, bytes: &[u8]) {
+    const SHORT_RUN: usize = 16;
+    items.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    let mut start = 0;
+    while start < items.len() {
+        let key = &items[start].0;
+        let end = start + items[start..].iter().take_while(|(other, _)| other == key).count();
+        let run = &mut items[start..end];
+        let deeper = depth + 16;
+        if run.len() <= SHORT_RUN || run.iter().all(|(_, item)| item.name(bytes).len() <= deeper) {
+            run.sort_unstable_by(|(_, a), (_, b)| a.name(bytes).cmp(b.name(bytes)));
+        } else {
+            for (key, item) in run.iter_mut() {
+                *key = SortKey::of(key.user_id, item.name(bytes).get(deeper..).unwrap_or_default());
+            }
+            sort_from(run, deeper, bytes);
+        }
+        start = end;
     }
 }
 

@@ -11,7 +11,7 @@ use latchkey_protocol::ext::TokenSelector;
 use proptest::prelude::*;
 
 use super::compaction::CompactionPolicy;
-use super::live::{IdIndex, LiveRecords, Registry, Tokens};
+use super::live::{IdIndex, LiveRecords, Named, Registry, SortKey, Tokens, sort_by_user_and_name};
 use super::log::{LOG_FILE, encode_snapshot};
 use super::recovery::{open, replay_complete};
 use super::writer::{Resolver, StoreLimits};
@@ -249,4 +249,44 @@ fn ids_in_no_order_within_the_reserved_room_keep_the_id_index_a_vector() {
     assert!(matches!(index, IdIndex::Dense { live, .. } if live == ids as usize));
     hash[..8].copy_from_slice(&2_999_999u64.to_le_bytes());
     assert_eq!(index.get(2_999_999), Some(&hash));
+}
+
+/// A name to sort, on its own.
+#[derive(Debug)]
+struct Name(u32, Vec<u8>);
+
+impl Named for Name {
+    fn name<'s>(&'s self, _: &'s [u8]) -> &'s [u8] {
+        &self.1
+    }
+}
+
+proptest! {
+    /// The snapshot's and the replay's sort gives exactly the order of user
+    /// id, then name bytes: names that share 15, 16, 17 or 40 bytes, runs
+    /// longer than the short run it sorts whole, zero bytes that look like
+    /// the key's padding, and names used twice.
+    #[test]
+    fn the_name_sort_is_the_order_of_user_and_name_bytes(
+        names in proptest::collection::vec(
+            (
+                0..3u32,
+                proptest::sample::select(vec![0usize, 15, 16, 17, 40]),
+                proptest::collection::vec(proptest::sample::select(vec![0u8, b'a', b'b', 0xFF]), 0..40),
+            ),
+            0..300,
+        )
+    ) {
+        let names: Vec<(u32, Vec<u8>)> = names
+            .into_iter()
+            .map(|(user, shared, tail)| (user, [vec![b'p'; shared], tail].concat()))
+            .collect();
+        let mut items: Vec<(SortKey, Name)> =
+            names.iter().map(|(user, name)| (SortKey::of(*user, name), Name(*user, name.clone()))).collect();
+        sort_by_user_and_name(&mut items, &[]);
+        let mut expected = names;
+        expected.sort();
+        let sorted: Vec<(u32, Vec<u8>)> = items.into_iter().map(|(_, Name(user, name))| (user, name)).collect();
+        prop_assert_eq!(sorted, expected);
+    }
 }

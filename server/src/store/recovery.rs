@@ -111,10 +111,17 @@ fn in_bulk_or_exactly(
     match replay(Registry::for_file_of(bytes.len())) {
         Ok(done) if done.tokens.conflict().is_none() => Ok(done),
         Ok(done) => {
-            let conflict = done.tokens.conflict().unwrap_or_default();
+            let conflict = done.tokens.conflict().unwrap_or_default().to_owned();
+            // Freed first: the second replay needs as much memory again.
+            drop(done);
             tracing::debug!(conflict, "replaying again, checking each create's name as it comes");
             replay(Registry::exact_for_file_of(bytes.len()))
         }
+        // Any refusal, checksum damage included: the first run may have
+        // passed a name used twice before it, which the refusal must name
+        // instead. A file that is refused anyway is read twice; with names
+        // in no order the second read is the slow one (tens of seconds at
+        // 10M tokens).
         Err(_) => replay(Registry::exact_for_file_of(bytes.len())),
     }
 }
