@@ -263,16 +263,17 @@ impl Replica {
                 all
             }
             hash_map::Entry::Occupied(mut names) => {
-                sorted.into_iter().all(|entry| names.get_mut().insert(NameKeyed(entry)))
+                let names = names.get_mut();
+                sorted.map(NameKeyed).all(|name| names.insert(name))
             }
         }
     }
 
     fn check_new_hash(&self, record: &TokenRecord) -> Result<(), String> {
-        match self.by_hash.contains(&record.hash) {
-            true => Err(format!("create of token id {}: its hash exists", record.id)),
-            false => Ok(()),
+        if self.by_hash.contains(&record.hash) {
+            return Err(format!("create of token id {}: its hash exists", record.id));
         }
+        Ok(())
     }
 
     /// The one place a mutation changes a replica. An entry is never changed
@@ -466,10 +467,10 @@ impl Replica {
 
     /// Every token as a full record, last use included, in order of user id
     /// and then name (snapshots, backups and exports). That order is what a
-    /// replay of the file builds fastest: each user's name index takes its
-    /// names in order, so every insert goes down the same, cached, path of
-    /// the tree, where names in no order cost a walk through cold memory
-    /// each (at 10M tokens of one user, a restart 3 times slower).
+    /// replay of the file builds fastest: its sort of each run's names finds
+    /// them sorted, and the entries lie in memory in list order (at 10M
+    /// tokens of one user, 10–11 s to listening against 13–15 s for the same
+    /// file in no order; BENCHMARKS.md).
     pub fn records(&self) -> impl Iterator<Item = TokenRecord> + '_ {
         let users = self.user_ids();
         users.into_iter().flat_map(move |user_id| {

@@ -145,8 +145,7 @@ impl Registry {
             let run =
                 std::iter::from_fn(|| entries.next_if(|(user, _)| *user == user_id).map(|(_, entry)| entry));
             if !self.state.add_names(user_id, run) {
-                drop(entries);
-                self.unnamed.clear();
+                // Returning drops the drain, which takes the rest with it.
                 self.conflict = Some(format!("user {user_id} has two tokens of the same name"));
                 return;
             }
