@@ -684,7 +684,7 @@ fn broker_questions_by_name_record_no_use_only_the_login_does() {
 fn rabbitmq_questions_by_get_and_post_field_by_field() {
     let (_home, server) = start();
     let scopes = json!({"name": "amqp", "scopes": ["vhost:prod:access", "exchange:orders:write", "topic:events:read"]});
-    let (_, secret) = create(&server, scopes);
+    let (id, secret) = create(&server, scopes);
     let post = |question: &str, body: &str| {
         let headers = [("Content-Type", "application/x-www-form-urlencoded")];
         request(http(&server), "POST", &format!("/v1/rabbitmq/{question}"), &headers, body.as_bytes())
@@ -730,6 +730,18 @@ fn rabbitmq_questions_by_get_and_post_field_by_field() {
     );
     assert_eq!(answer(get("resource", &resource("resource=exchange&name=orders&permission=write"))), "allow");
     assert_eq!(answer(post("resource", &resource("resource=exchange&name=orders&permission=read"))), "deny");
+    // The refusal's audit event names the token the username names.
+    let refused = |line: &&str| {
+        line.contains("via=\"broker\"")
+            && line.contains("decision=\"scope\"")
+            && line.contains("scope=exchange:orders:read")
+            && line.contains(&format!("token_id={id} "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.logs().lines().any(|line| refused(&line)) {
+        assert!(std::time::Instant::now() < deadline, "no audit event for the refusal: {}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(answer(post("resource", &resource("resource=queue&name=orders&permission=write"))), "deny");
     assert_eq!(
         answer(post("resource", &resource("resource=exchange&name=orders&permission=delete"))),

@@ -39,9 +39,38 @@ impl Verdict {
         self.decided.allowed()
     }
 
+    fn ruling(&self) -> Ruling {
+        let decided = &self.decided;
+        Ruling {
+            decision: decided.decision,
+            user_id: decided.user_id,
+            token_id: decided.token_id,
+            hash: self.hash,
+        }
+    }
+
     /// The found token's scopes; empty means full access.
     pub fn scopes(&self) -> &[Box<str>] {
         self.extras.as_deref().map_or(&[], |extras| &extras.scopes)
+    }
+}
+
+/// What the audit event and the last-use record need of a decision: a
+/// broker's questions, which report nothing else, build only this (no copy
+/// of the username, no count taken on the token's scopes).
+#[derive(Clone, Copy)]
+struct Ruling {
+    decision: Decision,
+    user_id: u32,
+    token_id: u64,
+    hash: Option<TokenHash>,
+}
+
+impl Ruling {
+    const UNKNOWN: Ruling = Ruling { decision: Decision::Unknown, user_id: 0, token_id: 0, hash: None };
+
+    fn of(entry: &TokenEntry, hash: TokenHash, decision: Decision) -> Ruling {
+        Ruling { decision, user_id: entry.user_id, token_id: entry.id, hash: Some(hash) }
     }
 }
 
@@ -112,7 +141,7 @@ fn authorized_check(
     };
     let verdict = decide(ctx, token, required_scope, address);
     settle(
-        &verdict,
+        verdict.ruling(),
         Caller { user_id: Some(caller), via, records_use: true },
         required_scope,
         address,
@@ -158,7 +187,7 @@ pub async fn forward_auth(
     }
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     settle(
-        &verdict,
+        verdict.ruling(),
         Caller { user_id: None, via: Via::Http, records_use: true },
         &required_scope,
         Some(client),
@@ -234,10 +263,26 @@ fn judge(
     required_scope: &str,
     networks: Networks,
 ) -> Verdict {
+    Verdict {
+        decided: AuthorizeDecision {
+            decision: rule(entry, owner, now_us, required_scope, networks),
+            user_id: entry.user_id,
+            username: owner.username.clone(),
+            token_id: entry.id,
+            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
+        },
+        extras: entry.extras.clone(),
+        created_at_us: entry.created_at_us,
+        hash: Some(hash),
+    }
+}
+
+/// The decision of [`judge`] alone.
+fn rule(entry: &TokenEntry, owner: &User, now_us: u64, required_scope: &str, networks: Networks) -> Decision {
     let outside = |address: Option<SocketAddr>| {
         !entry.networks().is_empty() && !address.is_some_and(|address| entry.admits(address.ip()))
     };
-    let decision = if entry.revoked_at_us.is_some() {
+    if entry.revoked_at_us.is_some() {
         Decision::Revoked
     } else if entry.is_expired(now_us) {
         Decision::Expired
@@ -249,18 +294,6 @@ fn judge(
         Decision::Scope
     } else {
         Decision::Allowed
-    };
-    Verdict {
-        decided: AuthorizeDecision {
-            decision,
-            user_id: entry.user_id,
-            username: owner.username.clone(),
-            token_id: entry.id,
-            expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
-        },
-        extras: entry.extras.clone(),
-        created_at_us: entry.created_at_us,
-        hash: Some(hash),
     }
 }
 
@@ -282,12 +315,12 @@ pub async fn broker_login(
     client: SocketAddr,
     uses: &Mutex<Session>,
     ctx: &Context,
-) -> Result<Verdict, ErrorCode> {
+) -> Result<Decision, ErrorCode> {
     fresh(ctx, Via::Broker)?;
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
         return Err(throttled(Via::Broker, client));
     };
-    let mut verdict = unknown();
+    let mut ruling = Ruling::UNKNOWN;
     if let (Some((owner, name)), Ok(())) = (broker_username(username), token::validate(secret)) {
         let hash = ctx.auth.token_key.hash(secret);
         let users = ctx.auth.users();
@@ -298,20 +331,20 @@ pub async fn broker_login(
             // The secret must be the named token's: else the later
             // questions would be about another token than the one proven.
             (user.username == owner && *entry.name == *name)
-                .then(|| judge(entry, hash, user, now, "", Networks::Checked))
+                .then(|| Ruling::of(entry, hash, rule(entry, user, now, "", Networks::Checked)))
         }) {
-            verdict = found;
+            ruling = found;
         }
     }
-    if verdict.decided.decision == Decision::Unknown {
+    if ruling.decision == Decision::Unknown {
         drop(reservation);
     } else {
         reservation.refund();
     }
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let caller = Caller { user_id: None, via: Via::Broker, records_use: true };
-    settle(&verdict, caller, "", None, &mut session, ctx);
-    Ok(verdict)
+    settle(ruling, caller, "", None, &mut session, ctx);
+    Ok(ruling.decision)
 }
 
 /// A broker's later question about a connection it let in with
@@ -326,48 +359,48 @@ pub fn broker_check(
     address: Option<SocketAddr>,
     uses: &Mutex<Session>,
     ctx: &Context,
-) -> Result<Verdict, ErrorCode> {
+) -> Result<Decision, ErrorCode> {
     fresh(ctx, Via::Broker)?;
     let networks = if address.is_some() { Networks::Check(address) } else { Networks::Checked };
     let users = ctx.auth.users();
     let now = now_us();
-    let verdict = broker_username(username)
+    let ruling = broker_username(username)
         .and_then(|(owner, name)| {
             let user = users.by_name(owner)?;
             ctx.registry.read(|replica| {
                 let (hash, entry) = replica.by_name(user.id, name)?;
-                Some(judge(entry, *hash, user, now, required_scope, networks))
+                Some(Ruling::of(entry, *hash, rule(entry, user, now, required_scope, networks)))
             })
         })
-        .unwrap_or_else(unknown);
+        .unwrap_or(Ruling::UNKNOWN);
     let mut session = uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let caller = Caller { user_id: None, via: Via::Broker, records_use: false };
-    settle(&verdict, caller, required_scope, address, &mut session, ctx);
-    Ok(verdict)
+    settle(ruling, caller, required_scope, address, &mut session, ctx);
+    Ok(ruling.decision)
 }
 
 /// The audit event, and the last-use record of an allowed token (from the
 /// address checked, else the caller's).
 fn settle(
-    verdict: &Verdict,
+    ruling: Ruling,
     caller: Caller,
     required_scope: &str,
     address: Option<SocketAddr>,
     session: &mut Session,
     ctx: &Context,
 ) {
-    let decided = &verdict.decided;
+    let Ruling { decision, user_id, token_id, hash } = ruling;
     let peer = session.peer();
     let Caller { user_id: caller, via, records_use } = caller;
-    metrics::authorize(via, decided.decision.as_str());
+    metrics::authorize(via, decision.as_str());
     let via = via.as_str();
-    if let (true, Some(hash)) = (decided.allowed(), verdict.hash) {
+    if let (Decision::Allowed, Some(hash)) = (decision, hash) {
         if records_use {
             let used_from = address.unwrap_or(peer);
-            session.note_use(ctx, decided.token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
+            session.note_use(ctx, token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
         }
-        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);
+        tracing::debug!(target: "audit", event = "authorize", decision = "allowed", via, caller, user_id, token_id, scope = %required_scope, address = %Shown(address), %peer);
     } else {
-        tracing::info!(target: "audit", event = "authorize", decision = decided.decision.as_str(), via, caller, user_id = decided.user_id, token_id = decided.token_id, scope = %required_scope, address = %Shown(address), %peer);
+        tracing::info!(target: "audit", event = "authorize", decision = decision.as_str(), via, caller, user_id, token_id, scope = %required_scope, address = %Shown(address), %peer);
     }
 }

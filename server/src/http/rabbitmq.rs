@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
+use latchkey_protocol::ext::Decision;
 use latchkey_protocol::scope;
 
 use super::Exchange;
@@ -92,7 +93,7 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
     };
     match verdict {
         // `allow` without tags: a token gets no management or policy rights.
-        Ok(verdict) if verdict.allowed() => text("allow"),
+        Ok(Decision::Allowed) => text("allow"),
         _ => text("deny"),
     }
 }
