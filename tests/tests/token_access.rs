@@ -499,10 +499,7 @@ async fn edited_access_and_a_reactivation_survive_restarts_and_a_compaction() {
     assert_eq!(server.stop().code(), Some(0));
 
     // Compacted: the snapshot carries whole token records.
-    let compacting = spec
-        .clone()
-        .env("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", "2")
-        .env("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", "0.0");
+    let compacting = common::compacting(&spec);
     let server = TestServer::start(&home, &compacting);
     let mut root = common::root(server.address).await;
     churn_until_compacted(&server, &mut root).await;

@@ -834,10 +834,7 @@ async fn compaction_keeps_every_new_field() {
 
     // Then with a policy that compacts as soon as one record is dead; churn
     // drives the writer until a compaction has finished.
-    let compacting = spec
-        .clone()
-        .env("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", "2")
-        .env("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", "0.0");
+    let compacting = common::compacting(&spec);
     let server = TestServer::start(&home, &compacting);
     let mut root = common::root(server.address).await;
     assert_eq!(all_tokens(&mut root).await, before);

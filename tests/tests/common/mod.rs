@@ -335,6 +335,14 @@ pub async fn create(client: &mut Client, token: NewToken) -> IssuedToken {
     client.create_token(&token).await.unwrap_or_else(|error| panic!("create {name}: {error}"))
 }
 
+/// `spec` with a compaction policy that makes one due as soon as a record
+/// is dead (two records at least): what [`churn_until_compacted`] needs.
+pub fn compacting(spec: &latchkey_tests::ServerSpec) -> latchkey_tests::ServerSpec {
+    spec.clone()
+        .env("LATCHKEY_SYSTEM_COMPACTION_MIN_RECORDS", "2")
+        .env("LATCHKEY_SYSTEM_COMPACTION_DEAD_RATIO", "0.0")
+}
+
 /// Creates and deletes a token named `churn` until `server` logs that a
 /// compaction of its token log finished (it must run with a policy that
 /// makes one due after a dead record or two).
