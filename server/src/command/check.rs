@@ -26,8 +26,8 @@ use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 /// reply: the token's scopes and when it was made.
 pub struct Verdict {
     pub decided: AuthorizeDecision,
-    /// The found token's scopes and networks (`None`: full access, or no
-    /// token found).
+    /// The found token's scopes and networks (`None`: full access, no
+    /// token found, or a check that reports its decision alone).
     pub extras: Option<Arc<TokenExtras>>,
     /// When the found token was made (0 when none was found).
     pub created_at_us: u64,
@@ -105,15 +105,25 @@ pub(super) fn authorize_token(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    let verdict =
-        authorized_check(&authorize.token, &authorize.scope, &authorize.address, Via::Tcp, session, ctx)?;
+    let Authorize { token, scope, address } = &authorize;
+    let verdict = authorized_check(token, scope, address, Via::Tcp, Report::Decision, session, ctx)?;
     Ok(ReplyBody::Decision(verdict.decided))
 }
 
 /// RFC 7662 introspection: Authorize's checks of the caller, then its
 /// decision about `token` (no required scope, no address).
 pub fn introspect(token: &str, session: &mut Session, ctx: &Context) -> Result<Verdict, ErrorCode> {
-    authorized_check(token, "", "", Via::Http, session, ctx)
+    authorized_check(token, "", "", Via::Http, Report::Extras, session, ctx)
+}
+
+/// What a check reports beyond its decision.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// The decision alone (Authorize's binary reply): the token's scopes
+    /// are not taken, so no count on them is bumped per check.
+    Decision,
+    /// The token's scopes and networks too (introspection, forward auth).
+    Extras,
 }
 
 fn authorized_check(
@@ -121,6 +131,7 @@ fn authorized_check(
     required_scope: &str,
     address: &str,
     via: Via,
+    report: Report,
     session: &mut Session,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
@@ -139,7 +150,7 @@ fn authorized_check(
             Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
         }),
     };
-    let verdict = decide(ctx, token, required_scope, address);
+    let verdict = decide(ctx, token, required_scope, address, report);
     settle(
         verdict.ruling(),
         Caller { user_id: Some(caller), via, records_use: true },
@@ -173,7 +184,8 @@ pub async fn forward_auth(
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: client.ip() }).await else {
         return Err(throttled(Via::Http, client));
     };
-    let mut verdict = decide(ctx, token, required.first().copied().unwrap_or(""), Some(client));
+    let first = required.first().copied().unwrap_or("");
+    let mut verdict = decide(ctx, token, first, Some(client), Report::Extras);
     if verdict.allowed() && required.iter().skip(1).any(|wanted| !scope::allows(verdict.scopes(), wanted)) {
         verdict.decided.decision = Decision::Scope;
     }
@@ -238,7 +250,13 @@ enum Networks {
 }
 
 /// The decision about `token` at this moment, from this node's replica.
-fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<SocketAddr>) -> Verdict {
+fn decide(
+    ctx: &Context,
+    token: &str,
+    required_scope: &str,
+    address: Option<SocketAddr>,
+    report: Report,
+) -> Verdict {
     if token::validate(token).is_err() {
         return unknown();
     }
@@ -249,7 +267,7 @@ fn decide(ctx: &Context, token: &str, required_scope: &str, address: Option<Sock
         .read(|replica| {
             let entry = replica.by_hash(&hash)?;
             let owner = users.by_id(entry.user_id)?;
-            Some(judge(entry, hash, owner, now, required_scope, Networks::Check(address)))
+            Some(judge(entry, hash, owner, now, required_scope, Networks::Check(address), report))
         })
         .unwrap_or_else(unknown)
 }
@@ -262,6 +280,7 @@ fn judge(
     now_us: u64,
     required_scope: &str,
     networks: Networks,
+    report: Report,
 ) -> Verdict {
     Verdict {
         decided: AuthorizeDecision {
@@ -271,7 +290,7 @@ fn judge(
             token_id: entry.id,
             expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
         },
-        extras: entry.extras.clone(),
+        extras: if report == Report::Extras { entry.extras.clone() } else { None },
         created_at_us: entry.created_at_us,
         hash: Some(hash),
     }
