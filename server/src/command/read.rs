@@ -3,6 +3,8 @@
 //! checks). All are answered from the registry's readers with
 //! no lock, no disk and no message to the writer.
 
+use std::collections::BinaryHeap;
+
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, ClusterNode, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
     PersonalAccessTokenInfo, PersonalAccessTokens, TRANSPORT_TCP,
@@ -29,14 +31,14 @@ pub(super) fn me(session: &mut Session, ctx: &Context) -> Result<ReplyBody, Erro
 /// Iggy's token list (41): names and expiries of the caller's tokens.
 pub(super) fn iggy_tokens(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
     let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
-    let entries = ctx.registry.read(|replica| {
-        replica
-            .list_for(user_id)
-            .map(|token| PersonalAccessTokenInfo {
-                name: token.name.to_string(),
-                expiry_at_us: token.expiry_at_us.map(|at| at.get()),
-            })
-            .collect()
+    // Read in slices: the list has no pages, and a user may hold up to
+    // `max_tokens_per_user` tokens.
+    let mut entries = Vec::new();
+    ctx.registry.scan_user(user_id, |token| {
+        entries.push(PersonalAccessTokenInfo {
+            name: token.name.to_string(),
+            expiry_at_us: token.expiry_at_us.map(|at| at.get()),
+        })
     });
     Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
 }
@@ -108,7 +110,7 @@ fn page(
     };
     let now = now_us();
     ctx.registry.read(|replica| {
-        let mut entries: Vec<&TokenEntry> = replica
+        let listed = replica
             .list_for(user_id)
             .filter(|entry| entry.id > list.after_id && list.filter.admits(entry.status(now)))
             .filter(|entry| {
@@ -116,9 +118,8 @@ fn page(
                     entry.status(now) == TokenStatus::Active
                         && entry.expiry_at_us.is_some_and(|at| at.get() <= before)
                 })
-            })
-            .collect();
-        entries.sort_unstable_by_key(|entry| entry.id);
+            });
+        let mut entries = lowest_ids(listed, limit + 1);
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next_after_id = if more { entries.last().map_or(0, |entry| entry.id) } else { 0 };
@@ -132,6 +133,42 @@ fn page(
             .collect();
         TokenPage { tokens, next_after_id }
     })
+}
+
+/// The `count` tokens of `listed` with the lowest ids, in id order: one
+/// pass that keeps at most `count` of them (a heap whose top is the highest
+/// id kept), so a page costs no copy and no sort of all of a user's tokens
+/// (up to `max_tokens_per_user`), only of the page.
+fn lowest_ids<'a>(listed: impl Iterator<Item = &'a TokenEntry>, count: usize) -> Vec<&'a TokenEntry> {
+    /// A token ordered by its id alone (ids are unique).
+    struct ById<'a>(&'a TokenEntry);
+    impl PartialEq for ById<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.0.id == other.0.id
+        }
+    }
+    impl Eq for ById<'_> {}
+    impl PartialOrd for ById<'_> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for ById<'_> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.0.id.cmp(&other.0.id)
+        }
+    }
+    let mut kept: BinaryHeap<ById<'a>> = BinaryHeap::with_capacity(count.min(LIST_PAGE_TOKENS_MAX + 1));
+    for entry in listed {
+        if kept.len() < count {
+            kept.push(ById(entry));
+        } else if let Some(mut highest) = kept.peek_mut()
+            && entry.id < highest.0.id
+        {
+            *highest = ById(entry);
+        }
+    }
+    kept.into_sorted_vec().into_iter().map(|kept| kept.0).collect()
 }
 
 /// A one-node roster naming this server as the healthy leader (spec §1.5),
@@ -150,5 +187,46 @@ pub(super) fn cluster_metadata(ctx: &Context) -> ClusterMetadata {
             role: NODE_ROLE_LEADER,
             status: NODE_STATUS_HEALTHY,
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::lowest_ids;
+    use crate::registry::TokenEntry;
+
+    fn entry(id: u64) -> TokenEntry {
+        TokenEntry {
+            hash: [0; 32],
+            id,
+            user_id: 1,
+            name: Arc::from(format!("t{id}")),
+            created_at_us: 1,
+            expiry_at_us: None,
+            revoked_at_us: None,
+            extras: None,
+        }
+    }
+
+    proptest! {
+        /// The page's tokens are what sorting every listed token by id and
+        /// taking the first `count` gives, whatever order they are listed in
+        /// (a user's tokens come in name order, not id order).
+        #[test]
+        fn the_lowest_ids_are_those_of_a_whole_sort(
+            ids in proptest::collection::hash_set(1u64..10_000, 0..200),
+            count in 0usize..40,
+        ) {
+            let entries: Vec<TokenEntry> = ids.iter().map(|id| entry(*id)).collect();
+            let kept: Vec<u64> = lowest_ids(entries.iter(), count).iter().map(|entry| entry.id).collect();
+            let mut sorted: Vec<u64> = ids.into_iter().collect();
+            sorted.sort_unstable();
+            sorted.truncate(count);
+            prop_assert_eq!(kept, sorted);
+        }
     }
 }

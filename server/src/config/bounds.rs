@@ -126,10 +126,11 @@ pub const IPV6_PREFIX_BITS_MAX: u8 = 128;
 
 /// `max_tokens_per_user` at most. A user's tokens are found by id with a
 /// scan of that user's tokens, a delete-all commits them all at once, and
-/// the registry costs about 1,140 bytes per token over its three copies
-/// (BENCHMARKS.md), so one user at this bound takes some 11 GiB. The tests
+/// the whole server holds about 250–370 bytes per token (BENCHMARKS.md,
+/// 10M tokens of one user: 253 B after a restart, 373 B at its peak while
+/// starting), so one user at this bound takes some 2.5–3.7 GB. The tests
 /// and the crash harness allow one user 1,000,000 tokens and the scale
-/// benchmark 2,000,000, which this leaves room for.
+/// benchmarks 10,000,000, the bound itself.
 pub const MAX_TOKENS_PER_USER_MAX: u32 = 10_000_000;
 
 /// `max_lifetime` and `default_lifetime` at least (or "never"). The log and
