@@ -558,8 +558,7 @@ impl Door {
         let mut summaries = Vec::new();
         if let Some(base) = &self.baseline {
             let base = report::summarize(&base.label, scenario.name(), conns, depth, &theirs);
-            summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
-            summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
+            report::compare(&mut summary, &base, &mine, &theirs);
             summaries.push(base);
         }
         summaries.push(summary);

@@ -23,9 +23,64 @@ pub struct Summary {
     pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
     pub errors: u64,
-    /// Against the baseline measured in the same session, if any.
+    /// Server and client CPU per operation (µs), the median over the runs:
+    /// steadier than the rate on a shared machine, and what tells its
+    /// regimes apart (the same server costs more per request when the
+    /// cores are otherwise idle and its workers park between requests).
+    pub server_us_per_op: Option<f64>,
+    pub client_us_per_op: Option<f64>,
+    /// Against the baseline measured in the same session, if any: the
+    /// ratios of the two medians.
     pub ratio_ops: Option<f64>,
     pub ratio_p99: Option<f64>,
+    /// Run by run against the baseline's run just before it (the rates'
+    /// ratio, and the ratio of server CPU per operation): the median and
+    /// the range. A busy or quiet patch of the machine falls on both runs
+    /// of a pair, so these drift less than the ratio of the medians.
+    pub paired_ops: Option<Spread>,
+    pub paired_cpu: Option<Spread>,
+}
+
+/// A median with the range it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no values.
+    pub fn of(mut values: Vec<f64>) -> Option<Spread> {
+        values.retain(|value| value.is_finite());
+        values.sort_by(f64::total_cmp);
+        let (min, max) = (*values.first()?, *values.last()?);
+        let middle = values.len() / 2;
+        let median =
+            if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 };
+        Some(Spread { median, min, max })
+    }
+}
+
+/// CPU (in cores) per operation of `run`, in µs.
+fn us_per_op(cpu: Option<f64>, run: &RunResult) -> Option<f64> {
+    let ops = run.ops_per_sec();
+    cpu.filter(|_| ops > 0.0).map(|cores| cores / ops * 1e6)
+}
+
+/// Sets `summary`'s ratios to `base`, whose runs `theirs` alternated with
+/// `mine` (run i of each in the same pair).
+pub fn compare(summary: &mut Summary, base: &Summary, mine: &[RunResult], theirs: &[RunResult]) {
+    summary.ratio_ops = Some(summary.ops_per_sec / base.ops_per_sec.max(1e-9));
+    summary.ratio_p99 = Some(summary.p99_us as f64 / base.p99_us.max(1) as f64);
+    let pairs = || mine.iter().zip(theirs);
+    summary.paired_ops =
+        Spread::of(pairs().map(|(a, b)| a.ops_per_sec() / b.ops_per_sec().max(1e-9)).collect());
+    summary.paired_cpu = Spread::of(
+        pairs()
+            .filter_map(|(a, b)| Some(us_per_op(a.server_cpu, a)? / us_per_op(b.server_cpu, b)?))
+            .collect(),
+    );
 }
 
 pub fn summarize(
@@ -52,8 +107,14 @@ pub fn summarize(
         client_cpu: median.client_cpu,
         server_cpu: median.server_cpu,
         errors: runs.iter().map(|run| run.errors).sum(),
+        server_us_per_op: Spread::of(runs.iter().filter_map(|run| us_per_op(run.server_cpu, run)).collect())
+            .map(|spread| spread.median),
+        client_us_per_op: Spread::of(runs.iter().filter_map(|run| us_per_op(run.client_cpu, run)).collect())
+            .map(|spread| spread.median),
         ratio_ops: None,
         ratio_p99: None,
+        paired_ops: None,
+        paired_cpu: None,
     }
 }
 
@@ -83,13 +144,16 @@ fn cpu_text(cpu: Option<f64>) -> String {
 }
 
 pub fn table_header() -> String {
-    "target     scenario      conns depth       ops/s   p50 µs   p99 µs p99.9 µs  cl.cpu  sv.cpu  vs-null ops  vs-null p99  errors".to_owned()
+    "target     scenario      conns depth       ops/s   p50 µs   p99 µs p99.9 µs  cl.cpu  sv.cpu  vs-null ops  vs-null p99  errors  sv µs/op  paired ops (range)  paired cpu".to_owned()
 }
 
 pub fn table_row(summary: &Summary) -> String {
     let ratio = |value: Option<f64>| value.map_or("-".to_owned(), |ratio| format!("{ratio:.2}"));
+    let spread = |value: Option<Spread>| {
+        value.map_or("-".to_owned(), |s| format!("{:.2} ({:.2}-{:.2})", s.median, s.min, s.max))
+    };
     format!(
-        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7} {:>7} {:>12} {:>12} {:>7}",
+        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>19} {:>11}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -102,7 +166,10 @@ pub fn table_row(summary: &Summary) -> String {
         cpu_text(summary.server_cpu),
         ratio(summary.ratio_ops),
         ratio(summary.ratio_p99),
-        summary.errors
+        summary.errors,
+        summary.server_us_per_op.map_or("-".to_owned(), |us| format!("{us:.2}")),
+        spread(summary.paired_ops),
+        summary.paired_cpu.map_or("-".to_owned(), |cpu| format!("{:.2}", cpu.median)),
     )
 }
 
@@ -111,8 +178,13 @@ pub fn json_line(summary: &Summary) -> String {
     let option = |value: Option<f64>| value.map_or("null".to_owned(), |v| format!("{v:.4}"));
     let runs: Vec<String> = summary.runs_ops.iter().map(|ops| format!("{ops:.1}")).collect();
     let p99s: Vec<String> = summary.runs_p99_us.iter().map(u64::to_string).collect();
+    let spread = |value: Option<Spread>| {
+        value.map_or("null".to_owned(), |s| {
+            format!("{{\"median\":{:.4},\"min\":{:.4},\"max\":{:.4}}}", s.median, s.min, s.max)
+        })
+    };
     format!(
-        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}],\"runs_p99_us\":[{}]}}",
+        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}],\"runs_p99_us\":[{}],\"server_us_per_op\":{},\"client_us_per_op\":{},\"paired_ops\":{},\"paired_cpu\":{}}}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -127,7 +199,11 @@ pub fn json_line(summary: &Summary) -> String {
         option(summary.ratio_ops),
         option(summary.ratio_p99),
         runs.join(","),
-        p99s.join(",")
+        p99s.join(","),
+        option(summary.server_us_per_op),
+        option(summary.client_us_per_op),
+        spread(summary.paired_ops),
+        spread(summary.paired_cpu),
     )
 }
 
@@ -259,9 +335,62 @@ mod tests {
             client_cpu,
             server_cpu,
             errors: 0,
+            server_us_per_op: None,
+            client_us_per_op: None,
             ratio_ops: None,
             ratio_p99: None,
+            paired_ops: None,
+            paired_cpu: None,
         }
+    }
+
+    fn run(ops: u64, server_cpu: Option<f64>) -> RunResult {
+        RunResult {
+            ops,
+            errors: 0,
+            elapsed: std::time::Duration::from_secs(1),
+            histogram: hdrhistogram::Histogram::new(3).unwrap(),
+            client_cpu: Some(0.5),
+            server_cpu,
+        }
+    }
+
+    #[test]
+    fn a_spread_is_the_median_and_range_of_the_finite_values() {
+        let spread = |values: &[f64]| Spread::of(values.to_vec());
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some(Spread { median: 2.0, min: 1.0, max: 3.0 }));
+        assert_eq!(spread(&[4.0, 1.0, 3.0, 2.0]), Some(Spread { median: 2.5, min: 1.0, max: 4.0 }));
+        assert_eq!(spread(&[f64::NAN, 5.0, f64::INFINITY]), Some(Spread { median: 5.0, min: 5.0, max: 5.0 }));
+        assert_eq!(spread(&[]), None);
+        assert_eq!(spread(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn pairs_are_compared_run_by_run() {
+        // Run 0 is a slow patch for both, run 1 a fast one; the server under
+        // test does 0.8 × its baseline's rate at 1.25 × its CPU per op in each.
+        let theirs = [run(100_000, Some(1.0)), run(200_000, Some(1.0))];
+        let mine = [run(80_000, Some(1.0)), run(160_000, Some(1.0))];
+        let base = summarize("null", "ping", 16, 1, &theirs);
+        let mut summary = summarize("latchkey", "ping", 16, 1, &mine);
+        compare(&mut summary, &base, &mine, &theirs);
+        let ops = summary.paired_ops.unwrap();
+        assert!(
+            (ops.median - 0.8).abs() < 1e-9 && (ops.min - 0.8).abs() < 1e-9 && (ops.max - 0.8).abs() < 1e-9
+        );
+        assert!((summary.paired_cpu.unwrap().median - 1.25).abs() < 1e-9);
+        // The medians' ratio: the median run of each (the upper of two).
+        assert!((summary.ratio_ops.unwrap() - 0.8).abs() < 1e-9);
+        // µs per op: the median over the runs, 1 core at 80k and 160k ops/s.
+        assert!((summary.server_us_per_op.unwrap() - (12.5 + 6.25) / 2.0).abs() < 1e-9);
+        assert!(json_line(&summary).contains(r#""paired_ops":{"median":0.8000,"min":0.8000,"max":0.8000}"#));
+        assert!(table_row(&summary).contains("0.80 (0.80-0.80)        1.25"), "{}", table_row(&summary));
+        // Without the server's CPU, no CPU ratio.
+        let blind = [run(80_000, None), run(160_000, None)];
+        let mut summary = summarize("latchkey", "ping", 16, 1, &blind);
+        compare(&mut summary, &base, &blind, &theirs);
+        assert_eq!((summary.paired_cpu, summary.server_us_per_op), (None, None));
+        assert!(json_line(&summary).contains(r#""server_us_per_op":null,"client_us_per_op":4.6875,"#));
     }
 
     #[test]

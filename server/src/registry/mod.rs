@@ -159,28 +159,15 @@ impl Readers {
         self.scan_in_slices(SCAN_SLICE, &mut visit);
     }
 
-    /// Visits `user_id`'s tokens in name order, [`SCAN_SLICE`] at a time,
-    /// each slice inside a read of its own, as [`scan`](Self::scan) does:
-    /// a list of one user's every token (Iggy's command 41, which has no
-    /// pages) never holds the writer up for long, however many tokens the
-    /// user has. Not a snapshot, as for `scan`.
-    pub fn scan_user(&self, user_id: u32, mut visit: impl FnMut(&TokenEntry)) {
-        self.scan_user_in_slices(user_id, SCAN_SLICE, &mut visit);
-    }
-
     fn scan_in_slices(&self, slice: usize, visit: &mut impl FnMut(&TokenEntry)) {
-        for user_id in self.read(Replica::user_ids) {
-            self.scan_user_in_slices(user_id, slice, visit);
-        }
-    }
-
-    fn scan_user_in_slices(&self, user_id: u32, slice: usize, visit: &mut impl FnMut(&TokenEntry)) {
         assert!(slice > 0, "a slice holds at least one token");
-        let mut after: Option<Arc<str>> = None;
-        while let Some(last) =
-            self.read(|replica| replica.visit_slice(user_id, after.as_deref(), slice, visit))
-        {
-            after = Some(last);
+        for user_id in self.read(Replica::user_ids) {
+            let mut after: Option<Arc<str>> = None;
+            while let Some(last) =
+                self.read(|replica| replica.visit_slice(user_id, after.as_deref(), slice, visit))
+            {
+                after = Some(last);
+            }
         }
     }
 
