@@ -683,8 +683,11 @@ fn broker_questions_by_name_record_no_use_only_the_login_does() {
 #[test]
 fn rabbitmq_questions_by_get_and_post_field_by_field() {
     let (_home, server) = start();
-    let scopes = json!({"name": "amqp", "scopes": ["vhost:prod:access", "exchange:orders:write", "topic:events:read"]});
-    let (id, secret) = create(&server, scopes);
+    let granted = json!(["vhost:prod:access", "exchange:orders:write", "topic:events:read"]);
+    // Another token with the same scopes first: the audit check below can
+    // tell which of the two a question was taken to be about.
+    create(&server, json!({"name": "amqp-other", "scopes": granted}));
+    let (id, secret) = create(&server, json!({"name": "amqp", "scopes": granted}));
     let post = |question: &str, body: &str| {
         let headers = [("Content-Type", "application/x-www-form-urlencoded")];
         request(http(&server), "POST", &format!("/v1/rabbitmq/{question}"), &headers, body.as_bytes())

@@ -106,7 +106,7 @@ pub(super) fn authorize_token(
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
     let Authorize { token, scope, address } = &authorize;
-    let verdict = authorized_check(token, scope, address, Via::Tcp, Report::Decision, session, ctx)?;
+    let verdict = authorized_check(token, scope, address, Via::Tcp, Report::DecisionOnly, session, ctx)?;
     Ok(ReplyBody::Decision(verdict.decided))
 }
 
@@ -121,7 +121,7 @@ pub fn introspect(token: &str, session: &mut Session, ctx: &Context) -> Result<V
 enum Report {
     /// The decision alone (Authorize's binary reply): the token's scopes
     /// are not taken, so no count on them is bumped per check.
-    Decision,
+    DecisionOnly,
     /// The token's scopes and networks too (introspection, forward auth).
     Extras,
 }

@@ -4,6 +4,7 @@
 //! no lock, no disk and no message to the writer.
 
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use latchkey_protocol::body::{
     ClientDetails, ClusterMetadata, ClusterNode, NODE_ROLE_LEADER, NODE_STATUS_HEALTHY,
@@ -31,15 +32,19 @@ pub(super) fn me(session: &mut Session, ctx: &Context) -> Result<ReplyBody, Erro
 /// Iggy's token list (41): names and expiries of the caller's tokens.
 pub(super) fn iggy_tokens(session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
     let user_id = session.allowed(ctx, Need::Scope(scope::TOKENS_READ))?;
-    // Read in slices: the list has no pages, and a user may hold up to
-    // `max_tokens_per_user` tokens.
-    let mut entries = Vec::new();
-    ctx.registry.scan_user(user_id, |token| {
-        entries.push(PersonalAccessTokenInfo {
+    // The list has no pages, and a user may hold up to `max_tokens_per_user`
+    // tokens: the read only takes the entries (one count each), and the
+    // reply is built after it, so the writer is not held up by it. One read,
+    // so the list is one moment's (no token twice, none renamed away).
+    let shared: Vec<Arc<TokenEntry>> =
+        ctx.registry.read(|replica| replica.shared_for(user_id).cloned().collect());
+    let entries = shared
+        .iter()
+        .map(|token| PersonalAccessTokenInfo {
             name: token.name.to_string(),
             expiry_at_us: token.expiry_at_us.map(|at| at.get()),
         })
-    });
+        .collect();
     Ok(ReplyBody::Tokens(PersonalAccessTokens(entries)))
 }
 

@@ -63,7 +63,7 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
     let username = &*sent.username;
     let ctx = &exchange.ctx;
     let uses = &exchange.uses;
-    let verdict = match question {
+    let decision = match question {
         Question::User => {
             // The broker is the peer, and this question carries no client
             // address: failed logins count against the broker's.
@@ -91,7 +91,7 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
             check::broker_check(username, &required, None, uses, ctx)
         }
     };
-    match verdict {
+    match decision {
         // `allow` without tags: a token gets no management or policy rights.
         Ok(Decision::Allowed) => text("allow"),
         _ => text("deny"),

@@ -153,8 +153,11 @@ impl Readers {
     /// publish, which waits for the readers of the copy it is about to
     /// change, never waits long for it (one read over 1M tokens is tens of
     /// milliseconds). Not a snapshot: a token created or deleted during
-    /// the scan may or may not be visited; every token there throughout is
-    /// visited once.
+    /// the scan may or may not be visited, and one renamed across the
+    /// point the scan has reached in its owner's names may be visited
+    /// twice or not at all; every other token there throughout is visited
+    /// once. Fine for counts that are redone at every scrape; a list for a
+    /// client takes one read instead.
     pub fn scan(&self, mut visit: impl FnMut(&TokenEntry)) {
         self.scan_in_slices(SCAN_SLICE, &mut visit);
     }

@@ -422,7 +422,13 @@ impl Replica {
 
     /// `user_id`'s tokens, sorted by name.
     pub fn list_for(&self, user_id: u32) -> impl Iterator<Item = &TokenEntry> {
-        self.by_user.get(&user_id).into_iter().flatten().map(|entry| &*entry.0)
+        self.shared_for(user_id).map(|entry| &**entry)
+    }
+
+    /// [`list_for`](Self::list_for) as the shared entries themselves: a
+    /// caller may keep them past its read (a clone is one count).
+    pub fn shared_for(&self, user_id: u32) -> impl Iterator<Item = &Arc<TokenEntry>> {
+        self.by_user.get(&user_id).into_iter().flatten().map(|entry| &entry.0)
     }
 
     /// Every user holding a token, in id order.
