@@ -40,7 +40,10 @@ pub enum ScopeError {
     Wildcard(String),
 }
 
-fn valid_part(part: &str) -> bool {
+/// Whether `part` may stand as one part of a scope, not a wildcard: 1–64
+/// bytes of `A–Z a–z 0–9 . _ -`. A `<kind>:<name>:<action>` of valid
+/// parts is a valid required scope.
+pub fn valid_part(part: &str) -> bool {
     (1..=SCOPE_PART_BYTES_MAX).contains(&part.len())
         && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
