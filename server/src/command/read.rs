@@ -3,7 +3,6 @@
 //! checks). All are answered from the registry's readers with
 //! no lock, no disk and no message to the writer.
 
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use latchkey_protocol::body::{
@@ -140,40 +139,32 @@ fn page(
     })
 }
 
-/// The `count` tokens of `listed` with the lowest ids, in id order: one
-/// pass that keeps at most `count` of them (a heap whose top is the highest
-/// id kept), so a page costs no copy and no sort of all of a user's tokens
-/// (up to `max_tokens_per_user`), only of the page.
+/// The `count` tokens of `listed` with the lowest ids, in id order, in one
+/// pass that holds at most `2 × count` of them: whenever that many wait,
+/// the `count` lowest are selected (linear, no sort) and the rest dropped,
+/// and from then on a token above the highest id kept is passed over with
+/// one comparison. So a page costs no copy and no sort of all of a user's
+/// tokens (up to `max_tokens_per_user`), only of the page.
 fn lowest_ids<'a>(listed: impl Iterator<Item = &'a TokenEntry>, count: usize) -> Vec<&'a TokenEntry> {
-    /// A token ordered by its id alone (ids are unique).
-    struct ById<'a>(&'a TokenEntry);
-    impl PartialEq for ById<'_> {
-        fn eq(&self, other: &Self) -> bool {
-            self.0.id == other.0.id
-        }
+    if count == 0 {
+        return Vec::new();
     }
-    impl Eq for ById<'_> {}
-    impl PartialOrd for ById<'_> {
-        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for ById<'_> {
-        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-            self.0.id.cmp(&other.0.id)
-        }
-    }
-    let mut kept: BinaryHeap<ById<'a>> = BinaryHeap::with_capacity(count.min(LIST_PAGE_TOKENS_MAX + 1));
+    let mut kept: Vec<&TokenEntry> = Vec::with_capacity(2 * count);
+    let mut below = u64::MAX;
     for entry in listed {
-        if kept.len() < count {
-            kept.push(ById(entry));
-        } else if let Some(mut highest) = kept.peek_mut()
-            && entry.id < highest.0.id
-        {
-            *highest = ById(entry);
+        if entry.id > below {
+            continue;
+        }
+        kept.push(entry);
+        if kept.len() == 2 * count {
+            kept.select_nth_unstable_by_key(count - 1, |entry| entry.id);
+            kept.truncate(count);
+            below = kept[count - 1].id;
         }
     }
-    kept.into_sorted_vec().into_iter().map(|kept| kept.0).collect()
+    kept.sort_unstable_by_key(|entry| entry.id);
+    kept.truncate(count);
+    kept
 }
 
 /// A one-node roster naming this server as the healthy leader (spec §1.5),
