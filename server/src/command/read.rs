@@ -150,16 +150,16 @@ fn lowest_ids<'a>(listed: impl Iterator<Item = &'a TokenEntry>, count: usize) ->
         return Vec::new();
     }
     let mut kept: Vec<&TokenEntry> = Vec::with_capacity(2 * count);
-    let mut below = u64::MAX;
+    let mut highest_kept = u64::MAX;
     for entry in listed {
-        if entry.id > below {
+        if entry.id > highest_kept {
             continue;
         }
         kept.push(entry);
         if kept.len() == 2 * count {
             kept.select_nth_unstable_by_key(count - 1, |entry| entry.id);
             kept.truncate(count);
-            below = kept[count - 1].id;
+            highest_kept = kept[count - 1].id;
         }
     }
     kept.sort_unstable_by_key(|entry| entry.id);
