@@ -300,18 +300,11 @@ impl LoginThrottle {
     /// the reservation records a failure; [`Reservation::refund`] records
     /// none.
     pub async fn reserve(&self, attempt: Attempt<'_>) -> Result<Reservation<'_>, Throttled> {
+        if let Some(reservation) = self.reserve_at_once(attempt) {
+            return Ok(reservation);
+        }
         let client = self.address_key(attempt.address());
-        let unreserved =
-            |throttle| Reservation { throttle, client, username: None, user_taken: 0.0, reserved: false };
-        if !self.enabled {
-            return Ok(unreserved(None));
-        }
         let client_index = self.clients.index(&client);
-        if matches!(attempt, Attempt::Token { .. }) && self.clients.is_quiet(client_index) {
-            // No failure on record near this client: nothing to check, and
-            // a failure is charged when the reservation drops.
-            return Ok(unreserved(Some(self)));
-        }
         let username = attempt.username().map(str::to_owned);
         let client_settled = &self.clients.settled[client_index];
         let user_settled = &self.users.settled[username.as_ref().map_or(0, |name| self.users.index(name))];
@@ -337,6 +330,23 @@ impl LoginThrottle {
                 Decision::WaitForUser => user_turn.await,
             }
         }
+    }
+
+    /// [`LoginThrottle::reserve`]'s answer when it needs no look at the
+    /// buckets: the throttle is off, or the attempt is a token login and no
+    /// failure is on record near its client (a failure is then charged when
+    /// the reservation drops). `None`: only `reserve` can tell, and it may
+    /// have to wait.
+    pub fn reserve_at_once(&self, attempt: Attempt<'_>) -> Option<Reservation<'_>> {
+        let client = self.address_key(attempt.address());
+        let unreserved =
+            |throttle| Reservation { throttle, client, username: None, user_taken: 0.0, reserved: false };
+        if !self.enabled {
+            return Some(unreserved(None));
+        }
+        let quiet =
+            matches!(attempt, Attempt::Token { .. }) && self.clients.is_quiet(self.clients.index(&client));
+        quiet.then(|| unreserved(Some(self)))
     }
 
     /// One look at the buckets, under the client's map lock (and the

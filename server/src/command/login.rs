@@ -14,7 +14,7 @@ use latchkey_protocol::body::{IdentityInfo, LoginUser, LoginWithPersonalAccessTo
 use latchkey_protocol::{ErrorCode, token};
 
 use super::{Context, ReplyBody, Session, SessionToken};
-use crate::auth::throttle::Attempt;
+use crate::auth::throttle::{Attempt, Reservation};
 use crate::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
 use crate::clock::now_us;
 use crate::registry::{LastUsed, TokenExtras, TokenHash};
@@ -62,24 +62,54 @@ pub(super) async fn login_user(
     Ok(ReplyBody::Identity(IdentityInfo { user_id: user.id }))
 }
 
-/// No await between the reservation and its settling, so at most one token
-/// login per worker thread is in flight: the throttle reserves only where a
-/// failure is on record near the client and otherwise charges a failure
-/// afterwards (`auth/throttle.rs` says why and what that bounds).
+/// A token login on the spot, when the throttle needs no waiting (it is
+/// off, or no failure is on record near the client): the common case,
+/// answered without building the async path below. `Err` gives the login
+/// back for [`login_with_token`].
+pub(super) fn login_with_token_at_once(
+    login: LoginWithPersonalAccessToken,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<Result<ReplyBody, ErrorCode>, LoginWithPersonalAccessToken> {
+    // A registry that may be missing a revocation checks no token.
+    if let Err(code) = ctx.freshness.check() {
+        return Ok(Err(code));
+    }
+    match ctx.auth.throttle.reserve_at_once(Attempt::Token { address: session.peer().ip() }) {
+        Some(reservation) => Ok(settle_token_login(reservation, &login, session, ctx)),
+        None => Err(login),
+    }
+}
+
+/// A token login that may wait for the throttle.
 pub(super) async fn login_with_token(
     login: LoginWithPersonalAccessToken,
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    // A registry that may be missing a revocation checks no token.
     ctx.freshness.check()?;
     let peer = session.peer();
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: peer.ip() }).await else {
         tracing::warn!(target: "audit", event = "login_throttled", method = "token", %peer);
         return Err(ErrorCode::TooManyFailedLogins);
     };
+    settle_token_login(reservation, &login, session, ctx)
+}
+
+/// Checks the token and settles the reservation. Not async: nothing waits
+/// between the reservation and its settling, so at most one token login per
+/// worker thread is in flight; the throttle reserves only where a failure is
+/// on record near the client and otherwise charges a failure afterwards
+/// (`auth/throttle.rs` says why and what that bounds).
+fn settle_token_login(
+    reservation: Reservation<'_>,
+    login: &LoginWithPersonalAccessToken,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<ReplyBody, ErrorCode> {
+    let peer = session.peer();
     let now = now_us();
-    let token = match find_token(&login, peer, now, ctx) {
+    let token = match find_token(login, peer, now, ctx) {
         Ok(token) => token,
         Err((reason, code)) => {
             // Inactive owners hold real tokens: that is no guess.

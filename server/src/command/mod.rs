@@ -34,9 +34,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use latchkey_protocol::body::{
-    ClientDetails, ClusterMetadata, IdentityInfo, PersonalAccessTokens, RawPersonalAccessToken, WireEncode,
+    ClientDetails, ClusterMetadata, CreatePersonalAccessToken, DeletePersonalAccessToken, IdentityInfo,
+    LoginUser, LoginWithPersonalAccessToken, PersonalAccessTokens, RawPersonalAccessToken, WireEncode,
 };
-use latchkey_protocol::ext::{AuthorizeDecision, Count, IssuedToken, TokenDetails, TokenPage};
+use latchkey_protocol::ext::{
+    AuthorizeDecision, Count, CreateToken, DeleteToken, EditTokenAccess, IssuedToken, RevokeToken,
+    RotateToken, TokenDetails, TokenPage, UpdateToken,
+};
 use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
@@ -72,9 +76,9 @@ pub enum Started {
 
 /// Runs a request that passed decoding and the login check.
 pub async fn handle(request: Request, session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
-    match start(request, session, ctx).await {
-        Started::Done(reply) => reply,
-        Started::Pending(pending) => pending.reply().await,
+    match at_once(request, session, ctx) {
+        Ok(reply) => reply,
+        Err(waits) => waits.reply(session, ctx).await,
     }
 }
 
@@ -85,25 +89,31 @@ pub async fn handle(request: Request, session: &mut Session, ctx: &Context) -> R
 /// session. `Request::may_start_ahead` says which; every other request must
 /// wait for the replies before it.
 pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> Started {
+    match at_once(request, session, ctx) {
+        Ok(reply) => Started::Done(reply),
+        Err(waits) => waits.start(session, ctx).await,
+    }
+}
+
+/// Answers a request that waits for nothing (the reads, Authorize, Ping,
+/// logout, and a token login the throttle lets through without a look), on
+/// the spot: the hot commands build no async state. `Err`: the request
+/// waits for Argon2, the writer or the throttle; [`Waits`] runs it.
+pub fn at_once(
+    request: Request,
+    session: &mut Session,
+    ctx: &Context,
+) -> Result<Result<ReplyBody, ErrorCode>, Waits> {
     let reply = match request {
-        Request::CreatePersonalAccessToken(create) => {
-            return begun(write::create_iggy_token(create, session, ctx).await);
-        }
-        Request::CreateToken(create) => return begun(write::create_token(create, session, ctx).await),
-        Request::DeletePersonalAccessToken(delete) => {
-            return begun(write::delete_iggy_token(delete, session, ctx).await);
-        }
-        Request::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
         Request::Ping => Ok(ReplyBody::Empty),
-        Request::LoginUser(login) => {
-            let reply = login::login_user(login, session, ctx).await;
-            metrics::login(LoginMethod::Password, LoginResult::of(&reply));
-            reply
-        }
         Request::LoginWithPersonalAccessToken(login) => {
-            let reply = login::login_with_token(login, session, ctx).await;
-            metrics::login(LoginMethod::Token, LoginResult::of(&reply));
-            reply
+            match login::login_with_token_at_once(login, session, ctx) {
+                Ok(reply) => {
+                    metrics::login(LoginMethod::Token, LoginResult::of(&reply));
+                    reply
+                }
+                Err(login) => return Err(Waits::TokenLogin(login)),
+            }
         }
         Request::LogoutUser => {
             session.log_out();
@@ -117,15 +127,80 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
         Request::GetToken(get) => read::get_token(get, session, ctx),
         Request::ListTokens(list) => read::list_tokens(list, session, ctx),
         Request::Authorize(authorize) => check::authorize_token(authorize, session, ctx),
-        Request::UpdateToken(update) => write::update_token(update, session, ctx).await,
-        Request::RevokeToken(revoke) => write::revoke_token(revoke, session, ctx).await,
-        Request::RotateToken(rotate) => write::rotate_token(rotate, session, ctx).await,
-        Request::EditTokenAccess(edit) => write::edit_token_access(edit, session, ctx).await,
-        Request::RevokeAllTokens => write::revoke_all(session, ctx).await,
-        Request::DeleteAllTokens => write::delete_all(session, ctx).await,
         Request::Unserved(_) => Err(ErrorCode::FeatureUnavailable),
+        Request::LoginUser(login) => return Err(Waits::PasswordLogin(login)),
+        Request::CreatePersonalAccessToken(create) => return Err(Waits::CreateIggyToken(create)),
+        Request::CreateToken(create) => return Err(Waits::CreateToken(create)),
+        Request::DeletePersonalAccessToken(delete) => return Err(Waits::DeleteIggyToken(delete)),
+        Request::DeleteToken(delete) => return Err(Waits::DeleteToken(delete)),
+        Request::UpdateToken(update) => return Err(Waits::UpdateToken(update)),
+        Request::RevokeToken(revoke) => return Err(Waits::RevokeToken(revoke)),
+        Request::RotateToken(rotate) => return Err(Waits::RotateToken(rotate)),
+        Request::EditTokenAccess(edit) => return Err(Waits::EditTokenAccess(edit)),
+        Request::RevokeAllTokens => return Err(Waits::RevokeAllTokens),
+        Request::DeleteAllTokens => return Err(Waits::DeleteAllTokens),
     };
-    Started::Done(reply)
+    Ok(reply)
+}
+
+/// A request [`at_once`] could not answer: it waits for Argon2 (a password
+/// login), for the writer (every change), or for the failed-login throttle
+/// (a token login from a client with failures on record).
+pub enum Waits {
+    PasswordLogin(LoginUser),
+    TokenLogin(LoginWithPersonalAccessToken),
+    CreateIggyToken(CreatePersonalAccessToken),
+    CreateToken(CreateToken),
+    DeleteIggyToken(DeletePersonalAccessToken),
+    DeleteToken(DeleteToken),
+    UpdateToken(UpdateToken),
+    RevokeToken(RevokeToken),
+    RotateToken(RotateToken),
+    EditTokenAccess(EditTokenAccess),
+    RevokeAllTokens,
+    DeleteAllTokens,
+}
+
+impl Waits {
+    /// Runs the request to its reply.
+    pub async fn reply(self, session: &mut Session, ctx: &Context) -> Result<ReplyBody, ErrorCode> {
+        match self.start(session, ctx).await {
+            Started::Done(reply) => reply,
+            Started::Pending(pending) => pending.reply().await,
+        }
+    }
+
+    /// Runs the request as [`start`] does: a create or delete returns once
+    /// its change is queued.
+    async fn start(self, session: &mut Session, ctx: &Context) -> Started {
+        let reply = match self {
+            Waits::CreateIggyToken(create) => {
+                return begun(write::create_iggy_token(create, session, ctx).await);
+            }
+            Waits::CreateToken(create) => return begun(write::create_token(create, session, ctx).await),
+            Waits::DeleteIggyToken(delete) => {
+                return begun(write::delete_iggy_token(delete, session, ctx).await);
+            }
+            Waits::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
+            Waits::PasswordLogin(login) => {
+                let reply = login::login_user(login, session, ctx).await;
+                metrics::login(LoginMethod::Password, LoginResult::of(&reply));
+                reply
+            }
+            Waits::TokenLogin(login) => {
+                let reply = login::login_with_token(login, session, ctx).await;
+                metrics::login(LoginMethod::Token, LoginResult::of(&reply));
+                reply
+            }
+            Waits::UpdateToken(update) => write::update_token(update, session, ctx).await,
+            Waits::RevokeToken(revoke) => write::revoke_token(revoke, session, ctx).await,
+            Waits::RotateToken(rotate) => write::rotate_token(rotate, session, ctx).await,
+            Waits::EditTokenAccess(edit) => write::edit_token_access(edit, session, ctx).await,
+            Waits::RevokeAllTokens => write::revoke_all(session, ctx).await,
+            Waits::DeleteAllTokens => write::delete_all(session, ctx).await,
+        };
+        Started::Done(reply)
+    }
 }
 
 fn begun(queued: Result<PendingReply, ErrorCode>) -> Started {

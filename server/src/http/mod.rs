@@ -205,7 +205,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let side = Arc::clone(&exchange.side);
-    let mut stop = side.connections.stop_signal();
+    let stop = side.connections.stop_signal();
     let serving = Arc::clone(&exchange);
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let exchange = Arc::clone(&serving);
@@ -221,7 +221,7 @@ where
     builder.header_read_timeout(None).max_buf_size(side.max_header_bytes).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    if *stop.borrow_and_update() {
+    if stop.is_stopping() {
         connection.as_mut().graceful_shutdown();
     }
     let (ending_tx, mut ending) = oneshot::channel();
@@ -255,7 +255,7 @@ enum Ending {
 /// and says which on `ending`; returns without a word once `ended` fires
 /// (the connection is over).
 async fn watch(
-    mut stop: crate::net::StopSignal,
+    stop: crate::net::StopSignal,
     activity: Arc<Activity>,
     idle_timeout: Duration,
     ending: oneshot::Sender<Ending>,
@@ -265,7 +265,7 @@ async fn watch(
     loop {
         tokio::select! {
             _ = &mut ended => return,
-            _ = stop.changed() => {
+            () = stop.stopped() => {
                 let _ = ending.send(Ending::Stop);
                 return;
             }

@@ -52,7 +52,7 @@ use zeroize::Zeroize;
 use super::framing::{Framing, Route};
 use super::vsr::Vsr;
 use super::{Connections, StopSignal};
-use crate::command::{self, Context, ReplyBody, Session, Started};
+use crate::command::{self, Context, ReplyBody, Session, Started, Waits};
 use crate::config::Framing as FramingSetting;
 use crate::metrics::{self, CommandLabel, ConnKind, OpenConnection};
 
@@ -172,7 +172,7 @@ async fn detect<S: Transport>(
     waiting: &mut Waiting,
 ) -> Result<Option<FramingSetting>, String> {
     while input.len() < FRAMING_PREFIX_BYTES {
-        if !waiting.read_more(stream, input, false).await? {
+        if !waiting.read_more(stream, input, false, Instant::now()).await? {
             return Ok(None);
         }
     }
@@ -229,19 +229,35 @@ impl<S: Transport> Conversation<'_, S> {
                         queued.push((reply, Started::Done(outcome), label))
                     }
                     Route::InOrder(frame) => {
-                        finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
-                        let label = framing.answer(frame, self.session, self.ctx, &mut output).await;
+                        if !queued.is_empty() {
+                            finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
+                        }
+                        let label = match framing.answer_at_once(frame, self.session, self.ctx, &mut output) {
+                            Ok(label) => label,
+                            Err(waiting) => {
+                                framing.answer(waiting, self.session, self.ctx, &mut output).await
+                            }
+                        };
                         metrics::request(label, burst_at.elapsed());
                     }
                 }
                 answered += 1;
             }
-            finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
+            if !queued.is_empty() {
+                finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
+            }
             let more_buffered = answered == self.in_flight_max;
             let logged_in = self.session.is_logged_in();
             if !self
                 .waiting
-                .next_burst(self.stream, &mut output, &mut self.input, more_buffered, logged_in)
+                .next_burst(
+                    self.stream,
+                    &mut output,
+                    &mut self.input,
+                    more_buffered,
+                    logged_in,
+                    burst_at.into(),
+                )
                 .await?
             {
                 return Ok(());
@@ -298,17 +314,35 @@ impl Framing for Legacy {
         }
     }
 
-    async fn answer(
+    /// A request that waits, and its command.
+    type Waiting = (Waits, CommandLabel);
+
+    fn answer_at_once(
         &mut self,
         frame: Self::Frame,
         session: &mut Session,
         ctx: &Context,
         output: &mut BytesMut,
-    ) -> CommandLabel {
+    ) -> Result<CommandLabel, Self::Waiting> {
         let (label, reply) = match frame {
-            Ok(request) => (CommandLabel::of(&request), command::handle(request, session, ctx).await),
+            Ok(request) => {
+                let label = CommandLabel::of(&request);
+                (label, command::at_once(request, session, ctx).map_err(|waits| (waits, label))?)
+            }
             Err(code) => (CommandLabel::Invalid, Err(code)),
         };
+        self.encode((), reply, output);
+        Ok(label)
+    }
+
+    async fn answer(
+        &mut self,
+        (waits, label): Self::Waiting,
+        session: &mut Session,
+        ctx: &Context,
+        output: &mut BytesMut,
+    ) -> CommandLabel {
+        let reply = waits.reply(session, ctx).await;
         self.encode((), reply, output);
         label
     }
@@ -355,6 +389,8 @@ impl Waiting {
     /// Ends a burst, for both framings' loops: writes the replies in
     /// `output` (one syscall), then, unless `more_buffered` (the in-flight
     /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
+    /// The timeouts run from `began`, when the burst was taken up: one clock
+    /// read less per burst, for deadlines a burst's few microseconds early.
     pub(super) async fn next_burst<S: Transport>(
         &mut self,
         stream: &mut S,
@@ -362,27 +398,30 @@ impl Waiting {
         input: &mut BytesMut,
         more_buffered: bool,
         logged_in: bool,
+        began: Instant,
     ) -> Result<bool, String> {
         write_burst(stream, output).await.map_err(|e| format!("write failed: {e}"))?;
         if more_buffered {
             // Answer what is already buffered before reading again.
             return Ok(true);
         }
-        self.read_more(stream, input, logged_in).await
+        self.read_more(stream, input, logged_in, began).await
     }
 
-    /// Reads more input. `Ok(false)`: a clean end (the peer closed between
-    /// frames, or shutdown began); `Err`: why the connection must close.
+    /// Reads more input, the timeouts running from `now`. `Ok(false)`: a
+    /// clean end (the peer closed between frames, or shutdown began);
+    /// `Err`: why the connection must close.
     pub(super) async fn read_more<S: Transport>(
         &mut self,
         stream: &mut S,
         input: &mut BytesMut,
         logged_in: bool,
+        now: Instant,
     ) -> Result<bool, String> {
-        if *self.shutdown.borrow() {
+        if self.shutdown.is_stopping() {
             return Ok(false);
         }
-        self.rearm(logged_in);
+        self.rearm(logged_in, now);
         tokio::select! {
             read = stream.read_buf(input) => match read {
                 Ok(0) if input.is_empty() => Ok(false),
@@ -390,7 +429,7 @@ impl Waiting {
                 Ok(_) => Ok(true),
                 Err(error) => Err(format!("read failed: {error}")),
             },
-            _ = self.shutdown.changed() => Ok(false),
+            () = self.shutdown.stopped() => Ok(false),
             reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
         }
     }
@@ -399,19 +438,18 @@ impl Waiting {
     /// by shutdown and the login timeout. `Ok(None)`: shutdown began first;
     /// `Err`: the timeout passed (dropping `step` closes its socket).
     pub(super) async fn bounded<T>(&mut self, step: impl Future<Output = T>) -> Result<Option<T>, String> {
-        if *self.shutdown.borrow() {
+        if self.shutdown.is_stopping() {
             return Ok(None);
         }
-        self.rearm(false);
+        self.rearm(false, Instant::now());
         tokio::select! {
             output = step => Ok(Some(output)),
-            _ = self.shutdown.changed() => Ok(None),
+            () = self.shutdown.stopped() => Ok(None),
             reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
         }
     }
 
-    fn rearm(&mut self, logged_in: bool) {
-        let now = Instant::now();
+    fn rearm(&mut self, logged_in: bool, now: Instant) {
         if logged_in != self.was_logged_in {
             if !logged_in {
                 self.unauthenticated_since = now;

@@ -25,11 +25,27 @@ pub(super) trait Framing: Send {
     /// What to do with a frame (see [`Route`]).
     fn route(&mut self, frame: Self::Frame, session: &Session) -> Route<Self::Frame, Self::Reply>;
 
-    /// Answers a frame routed [`Route::InOrder`], appending its reply to
-    /// `output`; returns the command it turned out to be, for the metrics.
-    fn answer(
+    /// A frame routed [`Route::InOrder`] that [`Framing::answer_at_once`]
+    /// handed on, as [`Framing::answer`] takes it.
+    type Waiting: Send;
+
+    /// Answers a frame routed [`Route::InOrder`] on the spot if it waits for
+    /// nothing (a read, Authorize, a token login), appending its reply to
+    /// `output` and returning the command it turned out to be, for the
+    /// metrics; else hands it on to [`Framing::answer`].
+    fn answer_at_once(
         &mut self,
         frame: Self::Frame,
+        session: &mut Session,
+        ctx: &Context,
+        output: &mut BytesMut,
+    ) -> Result<CommandLabel, Self::Waiting>;
+
+    /// Answers a frame [`Framing::answer_at_once`] handed on, appending its
+    /// reply to `output`; returns the command, for the metrics.
+    fn answer(
+        &mut self,
+        frame: Self::Waiting,
         session: &mut Session,
         ctx: &Context,
         output: &mut BytesMut,

@@ -21,13 +21,14 @@ mod vsr;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
+
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::auth::address::AddressKey;
 use crate::command::Context;
@@ -146,11 +147,11 @@ impl Connections {
     /// A new connection's shutdown signal.
     pub(crate) fn stop_signal(&self) -> StopSignal {
         let mut stops = lock(&self.stops);
-        let (sender, receiver) = watch::channel(stops.stopping);
+        let stop = Arc::new(Stop { stopping: AtomicBool::new(stops.stopping), waker: AtomicWaker::new() });
         let key = stops.next;
         stops.next += 1;
-        stops.senders.insert(key, sender);
-        StopSignal { receiver, key, stops: Arc::clone(&self.stops) }
+        stops.signals.insert(key, Arc::clone(&stop));
+        StopSignal { stop, key, stops: Arc::clone(&self.stops) }
     }
 
     /// Tells every connection, and every one opened from now on, to finish
@@ -158,8 +159,9 @@ impl Connections {
     pub fn stop_all(&self) {
         let mut stops = lock(&self.stops);
         stops.stopping = true;
-        for sender in stops.senders.values() {
-            let _ = sender.send(true);
+        for stop in stops.signals.values() {
+            stop.stopping.store(true, Ordering::Release);
+            stop.waker.wake();
         }
     }
 }
@@ -219,33 +221,48 @@ impl RefusalLog {
 struct Stops {
     stopping: bool,
     next: u64,
-    senders: HashMap<u64, watch::Sender<bool>>,
+    signals: HashMap<u64, Arc<Stop>>,
 }
 
-/// A connection's own shutdown signal: its own channel, so waiting on it
-/// shares no lock with any other connection. Deregisters on drop.
+/// One connection's flag and the waker of the task that waits on it.
+struct Stop {
+    stopping: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// A connection's own shutdown signal: a flag and a waker of its own, so
+/// waiting on it takes no lock (the lock is taken once when the signal is
+/// made and once when it is dropped, which deregisters it). One task waits
+/// on it at a time: the connection's.
 pub(crate) struct StopSignal {
-    receiver: watch::Receiver<bool>,
+    stop: Arc<Stop>,
     key: u64,
     stops: Arc<Mutex<Stops>>,
 }
 
-impl Deref for StopSignal {
-    type Target = watch::Receiver<bool>;
-    fn deref(&self) -> &watch::Receiver<bool> {
-        &self.receiver
+impl StopSignal {
+    /// Whether shutdown has begun.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.stopping.load(Ordering::Acquire)
     }
-}
 
-impl DerefMut for StopSignal {
-    fn deref_mut(&mut self) -> &mut watch::Receiver<bool> {
-        &mut self.receiver
+    /// Resolves once shutdown has begun.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.is_stopping() {
+                return Poll::Ready(());
+            }
+            self.stop.waker.register(cx.waker());
+            // Looked at again after registering: a stop in between has
+            // found the waker, or is seen here.
+            if self.is_stopping() { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 }
 
 impl Drop for StopSignal {
     fn drop(&mut self) {
-        lock(&self.stops).senders.remove(&self.key);
+        lock(&self.stops).signals.remove(&self.key);
     }
 }
 

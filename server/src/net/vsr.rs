@@ -121,6 +121,19 @@ impl Framing for Vsr<'_> {
         }
     }
 
+    /// Every 0.11 frame is answered through [`Framing::answer`].
+    type Waiting = RequestFrame;
+
+    fn answer_at_once(
+        &mut self,
+        frame: RequestFrame,
+        _: &mut Session,
+        _: &Context,
+        _: &mut BytesMut,
+    ) -> Result<CommandLabel, RequestFrame> {
+        Err(frame)
+    }
+
     async fn answer(
         &mut self,
         mut frame: RequestFrame,
