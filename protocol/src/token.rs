@@ -8,9 +8,10 @@
 //!
 //! The alphabet is `0-9A-Za-z`, so a token survives URLs, shells and
 //! double-click selection. The prefix lets secret scanners find leaked tokens,
-//! and the checksum lets the server refuse a mistyped or made-up token before
-//! it spends a hash on it. The checksum is not a security measure: the secret
-//! is. Only a keyed hash of the whole string is ever stored.
+//! and the checksum lets a client or a scanner tell a mistyped token from a
+//! real one without asking the server. The checksum is not a security
+//! measure: the secret is. Only a keyed hash of the whole string is ever
+//! stored.
 
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -53,6 +54,14 @@ pub fn encode(secret: &[u8; SECRET_BYTES]) -> String {
     token.push_str(std::str::from_utf8(&digits).expect("base62 is ASCII"));
     debug_assert_eq!(token.len(), TOKEN_BYTES);
     token
+}
+
+/// Whether `token` has a token's length and prefix: the checks that cost
+/// nothing. A server that only ever stores tokens it minted looks a token up
+/// when this holds, and needs [`validate`] only to say why one it does not
+/// hold is unknown (malformed, or never issued).
+pub fn has_shape(token: &str) -> bool {
+    token.len() == TOKEN_BYTES && token.starts_with(PREFIX)
 }
 
 /// Checks the shape and checksum of a presented token. Cheap: no hashing,

@@ -140,6 +140,30 @@ async fn the_login_timeout_closes_silent_and_pinging_connections_and_spares_logg
 }
 
 #[tokio::test]
+async fn a_client_whose_pings_are_always_buffered_still_meets_the_login_timeout() {
+    let home = DataHome::new();
+    let spec = logging_closes(ServerSpec::default_root())
+        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "300ms")
+        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h");
+    let server = TestServer::start(&home, &spec);
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // Pings written back to back, 512 at a time, never waiting for a reply:
+    // the server always finds the next bytes ready when it reads.
+    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
+    let flood = tokio::spawn(async move { while writer.write_all(&pings).await.is_ok() {} });
+    let mut replies = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(HANG_GUARD, async {
+        while matches!(reader.read(&mut replies).await, Ok(read) if read > 0) {}
+    })
+    .await;
+    flood.abort();
+    assert!(drained.is_ok(), "a flood of pings kept an unauthenticated connection open");
+    wait_closed_for(&server, local, "login timeout");
+}
+
+#[tokio::test]
 async fn a_logout_restarts_the_login_timeout() {
     let home = DataHome::new();
     // One second: the only margin here is the client's own turnaround

@@ -422,7 +422,18 @@ impl Waiting {
             return Ok(false);
         }
         self.rearm(logged_in, now);
+        // A deadline already past is met here, not only when the timer
+        // fires: the select below polls the read first, so a client whose
+        // bytes are always ready (pipelined pings before login) would
+        // otherwise never let the timer's branch be reached. The stop is
+        // looked at above on every call for the same reason.
+        if let Some((at, reason)) = self.deadline
+            && now >= at
+        {
+            return Err(reason.to_owned());
+        }
         tokio::select! {
+            biased;
             read = stream.read_buf(input) => match read {
                 Ok(0) if input.is_empty() => Ok(false),
                 Ok(0) => Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
