@@ -123,6 +123,45 @@ async fn json_logs_carry_audit_events_with_stable_fields() {
     assert!(!logs.contains(&token) && !logs.contains("\"wrong\""), "a secret in the log");
 }
 
+/// A token login that finds no token names why in its audit event: the
+/// server looks up anything of a token's length and prefix, and checks the
+/// alphabet and checksum only after the miss.
+#[tokio::test]
+async fn a_token_login_miss_is_named_malformed_or_unknown() {
+    let home = DataHome::new();
+    let spec = ServerSpec::default_root().env("LATCHKEY_LOG_FORMAT", "json");
+    let server = TestServer::start(&home, &spec);
+    let mut client = Client::connect(server.address).await.unwrap();
+    client.login_user("iggy", "iggy").await.unwrap();
+    let deleted = client.create_personal_access_token("gone", Expiry::Never).await.unwrap();
+    client.delete_personal_access_token("gone").await.unwrap();
+    // The same length and prefix with the checksum's last digit changed.
+    let last = if deleted.ends_with('0') { '1' } else { '0' };
+    let mistyped = format!("{}{last}", &deleted[..deleted.len() - 1]);
+    let short = &deleted[..deleted.len() - 1];
+    let tries = [(short, "malformed"), (mistyped.as_str(), "malformed"), (deleted.as_str(), "unknown")];
+    for (token, _) in &tries {
+        let mut other = Client::connect(server.address).await.unwrap();
+        assert!(other.login_with_personal_access_token(token).await.is_err(), "{token} logged in");
+    }
+    let deadline = Instant::now() + common::HANG_GUARD;
+    let reasons = loop {
+        let reasons: Vec<String> = server
+            .logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["event"] == "login_failed" && line["method"] == "token")
+            .map(|line| line["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if reasons.len() >= tries.len() || Instant::now() > deadline {
+            break reasons;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let expected: Vec<&str> = tries.iter().map(|(_, reason)| *reason).collect();
+    assert_eq!(reasons, expected);
+}
+
 #[test]
 fn tokens_about_to_expire_are_announced_once_listed_and_counted() {
     use latchkey_tests::http::{basic, request};
