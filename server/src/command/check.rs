@@ -32,6 +32,8 @@ pub struct Verdict {
     /// When the found token was made (0 when none was found).
     pub created_at_us: u64,
     hash: Option<TokenHash>,
+    /// When it was decided (the token's use, if allowed).
+    at_us: u64,
 }
 
 impl Verdict {
@@ -46,6 +48,7 @@ impl Verdict {
             user_id: decided.user_id,
             token_id: decided.token_id,
             hash: self.hash,
+            at_us: self.at_us,
         }
     }
 
@@ -64,13 +67,16 @@ struct Ruling {
     user_id: u32,
     token_id: u64,
     hash: Option<TokenHash>,
+    /// When it was decided: the time of the token's use, if allowed.
+    at_us: u64,
 }
 
 impl Ruling {
-    const UNKNOWN: Ruling = Ruling { decision: Decision::Unknown, user_id: 0, token_id: 0, hash: None };
+    const UNKNOWN: Ruling =
+        Ruling { decision: Decision::Unknown, user_id: 0, token_id: 0, hash: None, at_us: 0 };
 
-    fn of(entry: &TokenEntry, hash: TokenHash, decision: Decision) -> Ruling {
-        Ruling { decision, user_id: entry.user_id, token_id: entry.id, hash: Some(hash) }
+    fn of(entry: &TokenEntry, hash: TokenHash, decision: Decision, at_us: u64) -> Ruling {
+        Ruling { decision, user_id: entry.user_id, token_id: entry.id, hash: Some(hash), at_us }
     }
 }
 
@@ -235,6 +241,7 @@ fn unknown() -> Verdict {
         extras: None,
         created_at_us: 0,
         hash: None,
+        at_us: 0,
     }
 }
 
@@ -295,6 +302,7 @@ fn judge(
         extras: if report == Report::Extras { entry.extras.clone() } else { None },
         created_at_us: entry.created_at_us,
         hash: Some(hash),
+        at_us: now_us,
     }
 }
 
@@ -354,7 +362,7 @@ pub async fn broker_login(
             // The secret must be the named token's: else the later
             // questions would be about another token than the one proven.
             (user.username == owner && *entry.name == *name)
-                .then(|| Ruling::of(entry, hash, rule(entry, user, now, "", Networks::Checked)))
+                .then(|| Ruling::of(entry, hash, rule(entry, user, now, "", Networks::Checked), now))
         }) {
             ruling = found;
         }
@@ -392,7 +400,7 @@ pub fn broker_check(
             let user = users.by_name(owner)?;
             ctx.registry.read(|replica| {
                 let (hash, entry) = replica.by_name(user.id, name)?;
-                Some(Ruling::of(entry, *hash, rule(entry, user, now, required_scope, networks)))
+                Some(Ruling::of(entry, *hash, rule(entry, user, now, required_scope, networks), now))
             })
         })
         .unwrap_or(Ruling::UNKNOWN);
@@ -412,7 +420,7 @@ fn settle(
     session: &mut Session,
     ctx: &Context,
 ) {
-    let Ruling { decision, user_id, token_id, hash } = ruling;
+    let Ruling { decision, user_id, token_id, hash, at_us } = ruling;
     let peer = session.peer();
     let Caller { user_id: caller, via, records_use } = caller;
     metrics::authorize(via, decision.as_str());
@@ -420,7 +428,7 @@ fn settle(
     if let (Decision::Allowed, Some(hash)) = (decision, hash) {
         if records_use {
             let used_from = address.unwrap_or(peer);
-            session.note_use(ctx, token_id, hash, LastUsed { at_us: now_us(), peer: used_from });
+            session.note_use(ctx, token_id, hash, LastUsed { at_us, peer: used_from });
         }
         tracing::debug!(target: "audit", event = "authorize", decision = "allowed", via, caller, user_id, token_id, scope = %required_scope, address = %Shown(address), %peer);
     } else {
