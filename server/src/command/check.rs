@@ -17,7 +17,7 @@ use latchkey_protocol::{ErrorCode, scope, token};
 
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
-use crate::auth::users::User;
+use crate::auth::users::{User, Users};
 use crate::clock::now_us;
 use crate::metrics::{self, Via};
 use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
@@ -141,9 +141,11 @@ fn authorized_check(
     session: &mut Session,
     ctx: &Context,
 ) -> Result<Verdict, ErrorCode> {
-    let caller = session.allowed(ctx, Need::Scope(scope::AUTHORIZE))?;
+    // One look at the users table for the caller's checks and the decision.
+    let users = ctx.auth.users();
+    let caller = session.allowed_among(&users, ctx, Need::Scope(scope::AUTHORIZE))?;
     fresh(ctx, via)?;
-    if !ctx.auth.users().by_id(caller).is_some_and(|user| user.can_authorize) {
+    if !users.by_id(caller).is_some_and(|user| user.can_authorize) {
         return Err(ErrorCode::AuthorizeNotPermitted);
     }
     if !required_scope.is_empty() {
@@ -156,7 +158,7 @@ fn authorized_check(
             Err(_) => SocketAddr::new(text.parse().map_err(|_| ErrorCode::InvalidFormat)?, 0),
         }),
     };
-    let verdict = decide(ctx, token, required_scope, address, report);
+    let verdict = decide(ctx, &users, token, required_scope, address, report);
     settle(
         verdict.ruling(),
         Caller { user_id: Some(caller), via, records_use: true },
@@ -191,7 +193,7 @@ pub async fn forward_auth(
         return Err(throttled(Via::Http, client));
     };
     let first = required.first().copied().unwrap_or("");
-    let mut verdict = decide(ctx, token, first, Some(client), Report::Extras);
+    let mut verdict = decide(ctx, &ctx.auth.users(), token, first, Some(client), Report::Extras);
     if verdict.allowed() && required.iter().skip(1).any(|wanted| !scope::allows(verdict.scopes(), wanted)) {
         verdict.decided.decision = Decision::Scope;
     }
@@ -259,6 +261,7 @@ enum Networks {
 /// The decision about `token` at this moment, from this node's replica.
 fn decide(
     ctx: &Context,
+    users: &Users,
     token: &str,
     required_scope: &str,
     address: Option<SocketAddr>,
@@ -270,7 +273,6 @@ fn decide(
         return unknown();
     }
     let hash = ctx.auth.token_key.hash(token);
-    let users = ctx.auth.users();
     let now = now_us();
     ctx.registry
         .read(|replica| {

@@ -45,6 +45,7 @@ use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
 use crate::auth::policy::TokenPolicy;
+use crate::auth::users::Users;
 use crate::metrics::{self, LoginMethod, LoginResult};
 use crate::registry::{
     LastUsed, Readers, Replica, TokenEntry, TokenExtras, TokenHash, UseLedger, Uses, merge_uses,
@@ -395,8 +396,14 @@ impl Session {
     /// The session's user id, if the session still stands and may do `need`
     /// (the rules at the top of this file).
     fn allowed(&mut self, ctx: &Context, need: Need<'_>) -> Result<u32, ErrorCode> {
+        self.allowed_among(&ctx.auth.users(), ctx, need)
+    }
+
+    /// [`Session::allowed`] against a users table the caller has loaded
+    /// already (and goes on to use).
+    fn allowed_among(&mut self, users: &Users, ctx: &Context, need: Need<'_>) -> Result<u32, ErrorCode> {
         let user_id = self.user_id.ok_or(ErrorCode::Unauthenticated)?;
-        if !ctx.auth.users().by_id(user_id).is_some_and(|user| user.active) {
+        if !users.by_id(user_id).is_some_and(|user| user.active) {
             tracing::info!(target: "audit", event = "session_ended", reason = "user_inactive", user_id, peer = %self.peer);
             self.log_out();
             return Err(ErrorCode::Unauthenticated);
