@@ -317,7 +317,7 @@ enum Need<'p> {
 
 impl Session {
     pub fn new(client_id: u32, peer: SocketAddr) -> Session {
-        Session { client_id, peer, user_id: None, token: None, uses: Uses::new(), uses_handed_at_us: 0 }
+        Session { client_id, peer, user_id: None, token: None, uses: Uses::default(), uses_handed_at_us: 0 }
     }
 
     pub fn is_logged_in(&self) -> bool {

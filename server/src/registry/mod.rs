@@ -46,7 +46,7 @@ use left_right::{ReadHandle, ReadHandleFactory, WriteHandle};
 
 pub use replica::{Batch, Replica};
 pub use token::{
-    LastUsed, Mutation, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry, TokenExtras, TokenHash,
+    IdHasher, LastUsed, Mutation, TOKEN_NETWORKS_MAX, TOKEN_SCOPES_MAX, TokenEntry, TokenExtras, TokenHash,
     TokenHashHasher, TokenRecord,
 };
 pub use uses::{UseLedger, Uses, merge_uses};

@@ -7,12 +7,14 @@
 //! replica, so a use never disappears from view between the two.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{LastUsed, Replica, TokenHash};
+use super::{IdHasher, LastUsed, Replica, TokenHash};
 
-/// Last uses by token id: `(hash at the time, when and from where)`.
-pub type Uses = HashMap<u64, (TokenHash, LastUsed)>;
+/// Last uses by token id: `(hash at the time, when and from where)`. A
+/// connection notes one per login or allowed Authorize.
+pub type Uses = HashMap<u64, (TokenHash, LastUsed), BuildHasherDefault<IdHasher>>;
 
 /// Merges `uses` into `into`, keeping the later use of each token.
 pub fn merge_uses(into: &mut Uses, uses: impl IntoIterator<Item = (u64, (TokenHash, LastUsed))>) {

@@ -17,11 +17,11 @@
 //! changed. That is the whole of [`LiveRecords`].
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use super::log::{Record, RecordFault, SnapshotEncoder, read_record, recorded_user_and_name};
-use crate::registry::{Mutation, Replica, TokenEntry, TokenExtras, TokenHash, TokenRecord};
+use crate::registry::{IdHasher, Mutation, Replica, TokenEntry, TokenExtras, TokenHash, TokenRecord};
 
 /// What a replay builds, fed the records it accepts in file order.
 pub(super) trait Tokens {
@@ -575,28 +575,5 @@ impl IdIndex {
             map.extend(slots.iter().enumerate().filter_map(|(id, hash)| Some((id as u64, (*hash)?))));
             *self = IdIndex::Sparse(map);
         }
-    }
-}
-
-/// Hashes a token id by one multiplication (Fibonacci hashing): ids are
-/// small sequential integers, chosen by the server, so SipHash's defence
-/// buys nothing here, and the product spreads them over the high bits the
-/// table's control bytes are taken from.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
