@@ -151,6 +151,7 @@ pub fn run(
                         histogram: new_histogram(),
                         client_cpu: client_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
                         server_cpu: None,
+                        server_user_cpu: None,
                     },
                     conflicts: 0,
                 };

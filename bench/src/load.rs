@@ -219,6 +219,10 @@ pub struct RunResult {
     /// for the server, no pid was given).
     pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
+    /// The part of `server_cpu` spent in user space: the server's own code
+    /// and its runtime, where the kernel's share (sockets, wake-ups) is
+    /// alike for every server. Small cuts show here first.
+    pub server_user_cpu: Option<f64>,
 }
 
 impl RunResult {
@@ -424,15 +428,14 @@ pub fn run(
         // CPU is sampled at the edges of the measured window.
         tokio::time::sleep_until(phase.measure_from.into()).await;
         let client_before = sys::own_cpu();
-        let server_before = target.server_pid.and_then(sys::process_cpu);
+        let server_before = target.server_pid.and_then(sys::process_times);
         tokio::time::sleep_until(phase.end.into()).await;
         let client_cpu =
             sys::own_cpu().zip(client_before).map(|(after, before)| after.saturating_sub(before));
-        let server_cpu = target
-            .server_pid
-            .and_then(sys::process_cpu)
-            .zip(server_before)
-            .map(|(after, before)| after.saturating_sub(before));
+        let server_times = target.server_pid.and_then(sys::process_times).zip(server_before);
+        let server_cpu = server_times
+            .map(|(after, before)| (after.user + after.system).saturating_sub(before.user + before.system));
+        let server_user_cpu = server_times.map(|(after, before)| after.user.saturating_sub(before.user));
         let mut total = RunResult {
             ops: 0,
             errors: 0,
@@ -440,6 +443,7 @@ pub fn run(
             histogram: new_histogram(),
             client_cpu: client_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
             server_cpu: server_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
+            server_user_cpu: server_user_cpu.map(|cpu| cpu.as_secs_f64() / timing.duration.as_secs_f64()),
         };
         for task in tasks {
             let stats = task.await.map_err(std::io::Error::other)??;

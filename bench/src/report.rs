@@ -29,6 +29,9 @@ pub struct Summary {
     /// cores are otherwise idle and its workers park between requests).
     pub server_us_per_op: Option<f64>,
     pub client_us_per_op: Option<f64>,
+    /// The server's user-space CPU per operation (µs), the median over the
+    /// runs: its own code and runtime, without the kernel's share.
+    pub server_user_us_per_op: Option<f64>,
     /// Against the baseline measured in the same session, if any: the
     /// ratios of the two medians.
     pub ratio_ops: Option<f64>,
@@ -111,6 +114,10 @@ pub fn summarize(
             .map(|spread| spread.median),
         client_us_per_op: Spread::of(runs.iter().filter_map(|run| us_per_op(run.client_cpu, run)).collect())
             .map(|spread| spread.median),
+        server_user_us_per_op: Spread::of(
+            runs.iter().filter_map(|run| us_per_op(run.server_user_cpu, run)).collect(),
+        )
+        .map(|spread| spread.median),
         ratio_ops: None,
         ratio_p99: None,
         paired_ops: None,
@@ -144,7 +151,7 @@ fn cpu_text(cpu: Option<f64>) -> String {
 }
 
 pub fn table_header() -> String {
-    "target     scenario      conns depth       ops/s   p50 µs   p99 µs p99.9 µs  cl.cpu  sv.cpu  vs-null ops  vs-null p99  errors  sv µs/op  paired ops (range)  paired cpu".to_owned()
+    "target     scenario      conns depth       ops/s   p50 µs   p99 µs p99.9 µs  cl.cpu  sv.cpu  vs-null ops  vs-null p99  errors  sv µs/op  user µs/op  paired ops (range)  paired cpu".to_owned()
 }
 
 pub fn table_row(summary: &Summary) -> String {
@@ -153,7 +160,7 @@ pub fn table_row(summary: &Summary) -> String {
         value.map_or("-".to_owned(), |s| format!("{:.2} ({:.2}-{:.2})", s.median, s.min, s.max))
     };
     format!(
-        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>19} {:>11}",
+        "{:<10} {:<13} {:>5} {:>5} {:>11.0} {:>8} {:>8} {:>8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>11} {:>19} {:>11}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -168,6 +175,7 @@ pub fn table_row(summary: &Summary) -> String {
         ratio(summary.ratio_p99),
         summary.errors,
         summary.server_us_per_op.map_or("-".to_owned(), |us| format!("{us:.2}")),
+        summary.server_user_us_per_op.map_or("-".to_owned(), |us| format!("{us:.2}")),
         spread(summary.paired_ops),
         summary.paired_cpu.map_or("-".to_owned(), |cpu| format!("{:.2}", cpu.median)),
     )
@@ -184,7 +192,7 @@ pub fn json_line(summary: &Summary) -> String {
         })
     };
     format!(
-        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}],\"runs_p99_us\":[{}],\"server_us_per_op\":{},\"client_us_per_op\":{},\"paired_ops\":{},\"paired_cpu\":{}}}",
+        "{{\"target\":\"{}\",\"scenario\":\"{}\",\"connections\":{},\"depth\":{},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"client_cpu\":{},\"server_cpu\":{},\"errors\":{},\"ratio_ops\":{},\"ratio_p99\":{},\"runs_ops_per_sec\":[{}],\"runs_p99_us\":[{}],\"server_us_per_op\":{},\"client_us_per_op\":{},\"server_user_us_per_op\":{},\"paired_ops\":{},\"paired_cpu\":{}}}",
         summary.target,
         summary.scenario,
         summary.connections,
@@ -202,6 +210,7 @@ pub fn json_line(summary: &Summary) -> String {
         p99s.join(","),
         option(summary.server_us_per_op),
         option(summary.client_us_per_op),
+        option(summary.server_user_us_per_op),
         spread(summary.paired_ops),
         spread(summary.paired_cpu),
     )
@@ -337,6 +346,7 @@ mod tests {
             errors: 0,
             server_us_per_op: None,
             client_us_per_op: None,
+            server_user_us_per_op: None,
             ratio_ops: None,
             ratio_p99: None,
             paired_ops: None,
@@ -352,6 +362,7 @@ mod tests {
             histogram: hdrhistogram::Histogram::new(3).unwrap(),
             client_cpu: Some(0.5),
             server_cpu,
+            server_user_cpu: server_cpu.map(|cores| cores / 4.0),
         }
     }
 
@@ -383,14 +394,29 @@ mod tests {
         assert!((summary.ratio_ops.unwrap() - 0.8).abs() < 1e-9);
         // µs per op: the median over the runs, 1 core at 80k and 160k ops/s.
         assert!((summary.server_us_per_op.unwrap() - (12.5 + 6.25) / 2.0).abs() < 1e-9);
+        // A quarter of it in user space.
+        assert!((summary.server_user_us_per_op.unwrap() - (12.5 + 6.25) / 8.0).abs() < 1e-9);
+        assert!(
+            json_line(&summary).contains(r#""server_user_us_per_op":2.3438,"#),
+            "{}",
+            json_line(&summary)
+        );
         assert!(json_line(&summary).contains(r#""paired_ops":{"median":0.8000,"min":0.8000,"max":0.8000}"#));
-        assert!(table_row(&summary).contains("0.80 (0.80-0.80)        1.25"), "{}", table_row(&summary));
+        assert!(
+            table_row(&summary).contains("9.38        2.34    0.80 (0.80-0.80)        1.25"),
+            "{}",
+            table_row(&summary)
+        );
         // Without the server's CPU, no CPU ratio.
         let blind = [run(80_000, None), run(160_000, None)];
         let mut summary = summarize("latchkey", "ping", 16, 1, &blind);
         compare(&mut summary, &base, &blind, &theirs);
         assert_eq!((summary.paired_cpu, summary.server_us_per_op), (None, None));
-        assert!(json_line(&summary).contains(r#""server_us_per_op":null,"client_us_per_op":4.6875,"#));
+        assert!(
+            json_line(&summary).contains(
+                r#""server_us_per_op":null,"client_us_per_op":4.6875,"server_user_us_per_op":null,"#
+            )
+        );
     }
 
     #[test]

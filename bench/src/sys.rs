@@ -21,6 +21,18 @@ pub fn own_cpu() -> Option<Duration> {
 
 /// CPU time another process has used, from /proc/PID/stat.
 pub fn process_cpu(pid: u32) -> Option<Duration> {
+    process_times(pid).map(|times| times.user + times.system)
+}
+
+/// A process's CPU time, split into user space and the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+/// [`CpuTimes`] of another process, from /proc/PID/stat (in whole ticks).
+pub fn process_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
@@ -32,8 +44,8 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     if ticks_per_second == 0 {
         return None;
     }
-    let micros = utime.checked_add(stime)?.checked_mul(1_000_000)? / ticks_per_second;
-    Some(Duration::from_micros(micros))
+    let time = |ticks: u64| Some(Duration::from_micros(ticks.checked_mul(1_000_000)? / ticks_per_second));
+    Some(CpuTimes { user: time(utime)?, system: time(stime)? })
 }
 
 /// Resident set size of a process in bytes, from /proc/PID/status.
@@ -84,8 +96,10 @@ mod tests {
     fn own_process_figures_from_proc() {
         let pid = std::process::id();
         assert!(process_rss(pid).expect("VmRSS of this process") > 0);
-        assert!(process_cpu(pid).is_some());
+        let times = process_times(pid).expect("this process's times");
+        assert_eq!(process_cpu(pid), Some(times.user + times.system));
         assert_eq!(process_cpu(u32::MAX), None, "no such process");
+        assert_eq!(process_times(u32::MAX), None, "no such process");
         assert_eq!(process_rss(u32::MAX), None, "no such process");
     }
 
