@@ -433,8 +433,7 @@ pub fn run(
         let client_cpu =
             sys::own_cpu().zip(client_before).map(|(after, before)| after.saturating_sub(before));
         let server_times = target.server_pid.and_then(sys::process_times).zip(server_before);
-        let server_cpu = server_times
-            .map(|(after, before)| (after.user + after.system).saturating_sub(before.user + before.system));
+        let server_cpu = server_times.map(|(after, before)| after.total().saturating_sub(before.total()));
         let server_user_cpu = server_times.map(|(after, before)| after.user.saturating_sub(before.user));
         let mut total = RunResult {
             ops: 0,

@@ -597,7 +597,7 @@ fn etcd_churn(args: EtcdChurnArgs) -> std::io::Result<()> {
         if pids.is_empty() {
             return None;
         }
-        pids.iter().map(|&pid| sys::process_cpu(pid)).sum()
+        pids.iter().map(|&pid| sys::process_times(pid).map(sys::CpuTimes::total)).sum()
     };
     let cores_text = |before: Option<Duration>, after: Option<Duration>, elapsed: Duration| {
         after.zip(before).map_or("-".to_owned(), |(after, before)| {

@@ -19,11 +19,6 @@ pub fn own_cpu() -> Option<Duration> {
     Duration::try_from(now).ok()
 }
 
-/// CPU time another process has used, from /proc/PID/stat.
-pub fn process_cpu(pid: u32) -> Option<Duration> {
-    process_times(pid).map(|times| times.user + times.system)
-}
-
 /// A process's CPU time, split into user space and the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
@@ -31,7 +26,15 @@ pub struct CpuTimes {
     pub system: Duration,
 }
 
-/// [`CpuTimes`] of another process, from /proc/PID/stat (in whole ticks).
+impl CpuTimes {
+    /// User and kernel time together.
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
+/// [`CpuTimes`] of another process (or this one), from /proc/PID/stat, in
+/// whole ticks.
 pub fn process_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -83,7 +86,7 @@ mod tests {
         while start.elapsed() < Duration::from_millis(20) {
             std::hint::black_box(own_cpu());
         }
-        let from_proc = process_cpu(std::process::id()).expect("this process's /proc/PID/stat");
+        let from_proc = process_times(std::process::id()).expect("this process's /proc/PID/stat").total();
         let after = own_cpu().unwrap();
         assert!(after > before, "{before:?} then {after:?}");
         // /proc counts the same CPU time in whole ticks (utime and stime each
@@ -97,8 +100,7 @@ mod tests {
         let pid = std::process::id();
         assert!(process_rss(pid).expect("VmRSS of this process") > 0);
         let times = process_times(pid).expect("this process's times");
-        assert_eq!(process_cpu(pid), Some(times.user + times.system));
-        assert_eq!(process_cpu(u32::MAX), None, "no such process");
+        assert_eq!(times.total(), times.user + times.system);
         assert_eq!(process_times(u32::MAX), None, "no such process");
         assert_eq!(process_rss(u32::MAX), None, "no such process");
     }
