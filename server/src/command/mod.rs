@@ -1,9 +1,12 @@
 //! What each served command does, given a decoded request and the session.
 //!
 //! A request arrives here from `net/` already decoded and past the login
-//! check. [`handle`] runs it to its reply; [`start`] does the same but
-//! returns a token create or delete as soon as its change is queued with the
-//! writer, so a connection that pipelines them gets one commit for the lot.
+//! check. [`at_once`] answers on the spot every request that waits for
+//! nothing (the hot ones: token login, Authorize, the reads) and hands the
+//! rest back as [`Waits`]; [`handle`] runs any request to its reply;
+//! [`start`] does the same but returns a token create or delete as soon as
+//! its change is queued with the writer, so a connection that pipelines them
+//! gets one commit for the lot.
 //! Reads (token login, lists, GetMe, Authorize) are answered from the
 //! registry without a lock; changes go through the store's writer and are
 //! answered only once durable and visible to every reader.
