@@ -220,8 +220,9 @@ pub struct RunResult {
     pub client_cpu: Option<f64>,
     pub server_cpu: Option<f64>,
     /// The part of `server_cpu` spent in user space: the server's own code
-    /// and its runtime, where the kernel's share (sockets, wake-ups) is
-    /// alike for every server. Small cuts show here first.
+    /// and its runtime, without the kernel's share (sockets, wake-ups),
+    /// which is much the same for servers answering the same requests over
+    /// the same runtime. Small cuts show here first.
     pub server_user_cpu: Option<f64>,
 }
 

@@ -65,7 +65,7 @@ pub fn has_shape(token: &str) -> bool {
 }
 
 /// Checks the shape and checksum of a presented token. Cheap: no hashing,
-/// no big-number arithmetic (it runs on every token login).
+/// no big-number arithmetic.
 pub fn validate(token: &str) -> Result<(), TokenFormatError> {
     let bytes = token.as_bytes();
     if bytes.len() != TOKEN_BYTES {

@@ -268,3 +268,17 @@ async fn token_names(server: &TestServer) -> Vec<String> {
 async fn status_of_login(address: std::net::SocketAddr, token: &str) -> u32 {
     status(connect(address).await.login_with_personal_access_token(token).await)
 }
+
+#[tokio::test]
+async fn a_request_slower_than_the_idle_timeout_does_not_spend_it() {
+    let home = DataHome::new();
+    // Every request takes 1.5 s (the failpoint sleeps in the connection's
+    // task), longer than the idle timeout: the timeout runs from when the
+    // reply is written, so the next request, sent at once, is answered.
+    let spec = failing("connection-request=sleep(1500)").env("LATCHKEY_TCP_IDLE_TIMEOUT", "1s");
+    let server = TestServer::start(&home, &spec);
+    assert_failpoints_built(&server);
+    let mut client = root(server.address).await;
+    client.ping().await.expect("the first ping");
+    client.ping().await.expect("a connection was closed as idle while its request was being answered");
+}

@@ -267,8 +267,8 @@ fn decide(
     address: Option<SocketAddr>,
     report: Report,
 ) -> Verdict {
-    // Only minted tokens are in the registry: a malformed one is not found,
-    // and the free checks spare it the hash.
+    // Only minted tokens are in the registry: a malformed one is not found.
+    // The free checks (length, prefix) spare most such tokens the hash.
     if !token::has_shape(token) {
         return unknown();
     }

@@ -101,8 +101,8 @@ pub async fn start(request: Request, session: &mut Session, ctx: &Context) -> St
 
 /// Answers a request that waits for nothing (the reads, Authorize, Ping,
 /// logout, and a token login the throttle lets through without a look), on
-/// the spot: the hot commands build no async state. `Err`: the request
-/// waits for Argon2, the writer or the throttle; [`Waits`] runs it.
+/// the spot: the hot commands build no async state. `Err`: the request may
+/// wait, for Argon2, the writer or the throttle; [`Waits`] runs it.
 pub fn at_once(
     request: Request,
     session: &mut Session,

@@ -172,7 +172,7 @@ async fn detect<S: Transport>(
     waiting: &mut Waiting,
 ) -> Result<Option<FramingSetting>, String> {
     while input.len() < FRAMING_PREFIX_BYTES {
-        if !waiting.read_more(stream, input, false, Instant::now()).await? {
+        if !waiting.read_more(stream, input, false).await? {
             return Ok(None);
         }
     }
@@ -250,14 +250,7 @@ impl<S: Transport> Conversation<'_, S> {
             let logged_in = self.session.is_logged_in();
             if !self
                 .waiting
-                .next_burst(
-                    self.stream,
-                    &mut output,
-                    &mut self.input,
-                    more_buffered,
-                    logged_in,
-                    burst_at.into(),
-                )
+                .next_burst(self.stream, &mut output, &mut self.input, more_buffered, logged_in)
                 .await?
             {
                 return Ok(());
@@ -389,8 +382,6 @@ impl Waiting {
     /// Ends a burst, for both framings' loops: writes the replies in
     /// `output` (one syscall), then, unless `more_buffered` (the in-flight
     /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
-    /// The timeouts run from `began`, when the burst was taken up: one clock
-    /// read less per burst, for deadlines a burst's few microseconds early.
     pub(super) async fn next_burst<S: Transport>(
         &mut self,
         stream: &mut S,
@@ -398,29 +389,29 @@ impl Waiting {
         input: &mut BytesMut,
         more_buffered: bool,
         logged_in: bool,
-        began: Instant,
     ) -> Result<bool, String> {
         write_burst(stream, output).await.map_err(|e| format!("write failed: {e}"))?;
         if more_buffered {
             // Answer what is already buffered before reading again.
             return Ok(true);
         }
-        self.read_more(stream, input, logged_in, began).await
+        self.read_more(stream, input, logged_in).await
     }
 
-    /// Reads more input, the timeouts running from `now`. `Ok(false)`: a
-    /// clean end (the peer closed between frames, or shutdown began);
-    /// `Err`: why the connection must close.
+    /// Reads more input, the timeouts running from now (after the burst's
+    /// replies are written: a burst may have waited for a commit, Argon2 or
+    /// a slow reader). `Ok(false)`: a clean end (the peer closed between
+    /// frames, or shutdown began); `Err`: why the connection must close.
     pub(super) async fn read_more<S: Transport>(
         &mut self,
         stream: &mut S,
         input: &mut BytesMut,
         logged_in: bool,
-        now: Instant,
     ) -> Result<bool, String> {
         if self.shutdown.is_stopping() {
             return Ok(false);
         }
+        let now = Instant::now();
         self.rearm(logged_in, now);
         // A deadline already past is met here, not only when the timer
         // fires: the select below polls the read first, so a client whose

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{IdHasher, LastUsed, Replica, TokenHash};
 
-/// Last uses by token id: `(hash at the time, when and from where)`. A
-/// connection notes one per login or allowed Authorize.
+/// Last uses by token id: `(hash at the time, when and from where)`. Keyed
+/// with the id hasher: ids are chosen by the server, never by a client.
 pub type Uses = HashMap<u64, (TokenHash, LastUsed), BuildHasherDefault<IdHasher>>;
 
 /// Merges `uses` into `into`, keeping the later use of each token.
