@@ -44,8 +44,12 @@ pub enum ScopeError {
 /// bytes of `A–Z a–z 0–9 . _ -`. A `<kind>:<name>:<action>` of valid
 /// parts is a valid required scope.
 pub fn valid_part(part: &str) -> bool {
-    (1..=SCOPE_PART_BYTES_MAX).contains(&part.len())
-        && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=SCOPE_PART_BYTES_MAX).contains(&part.len()) && part.bytes().all(part_byte)
+}
+
+/// A byte a scope part may hold: `A–Z a–z 0–9 . _ -`.
+fn part_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')
 }
 
 /// Checks a scope a token is granted.
@@ -90,7 +94,7 @@ fn is_concrete_resource(scope: &str) -> bool {
             }
             colons += 1;
             part = 0;
-        } else if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-') {
+        } else if part_byte(byte) {
             part += 1;
             if part > SCOPE_PART_BYTES_MAX {
                 return false;

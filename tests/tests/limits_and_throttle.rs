@@ -87,6 +87,15 @@ fn logging_closes(spec: ServerSpec) -> ServerSpec {
     spec.env("LATCHKEY_LOG", "info,latchkey_server=debug")
 }
 
+/// A login timeout of 300 ms, with closes logged. The idle timeout is an
+/// hour: nothing in a test can meet it, so every close is the login
+/// timeout's, and the log says so.
+fn short_login_timeout() -> ServerSpec {
+    logging_closes(ServerSpec::default_root())
+        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "300ms")
+        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h")
+}
+
 /// Waits (bounded) until the server has logged closing the connection whose
 /// client end is `client` for `reason`.
 fn wait_closed_for(server: &TestServer, client: SocketAddr, reason: &str) {
@@ -106,12 +115,7 @@ async fn wait_until_closed(stream: &mut TcpStream) {
 #[tokio::test]
 async fn the_login_timeout_closes_silent_and_pinging_connections_and_spares_logged_in_ones() {
     let home = DataHome::new();
-    // The idle timeout is an hour: nothing here can meet it, so every close
-    // below is the login timeout's, and the log says so.
-    let spec = logging_closes(ServerSpec::default_root())
-        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "300ms")
-        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h");
-    let server = TestServer::start(&home, &spec);
+    let server = TestServer::start(&home, &short_login_timeout());
     // Sends nothing at all: closed (the framing is not even known yet).
     let mut silent = TcpStream::connect(server.address).await.unwrap();
     wait_until_closed(&mut silent).await;
@@ -142,10 +146,7 @@ async fn the_login_timeout_closes_silent_and_pinging_connections_and_spares_logg
 #[tokio::test]
 async fn a_client_whose_pings_are_always_buffered_still_meets_the_login_timeout() {
     let home = DataHome::new();
-    let spec = logging_closes(ServerSpec::default_root())
-        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "300ms")
-        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h");
-    let server = TestServer::start(&home, &spec);
+    let server = TestServer::start(&home, &short_login_timeout());
     let stream = TcpStream::connect(server.address).await.unwrap();
     let local = stream.local_addr().unwrap();
     let (mut reader, mut writer) = stream.into_split();

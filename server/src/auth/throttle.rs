@@ -300,11 +300,10 @@ impl LoginThrottle {
     /// the reservation records a failure; [`Reservation::refund`] records
     /// none.
     pub async fn reserve(&self, attempt: Attempt<'_>) -> Result<Reservation<'_>, Throttled> {
-        if let Some(reservation) = self.reserve_at_once(attempt) {
-            return Ok(reservation);
-        }
-        let client = self.address_key(attempt.address());
-        let client_index = self.clients.index(&client);
+        let (client, client_index) = match self.look(attempt) {
+            Ok(reservation) => return Ok(reservation),
+            Err(client) => client,
+        };
         let username = attempt.username().map(str::to_owned);
         let client_settled = &self.clients.settled[client_index];
         let user_settled = &self.users.settled[username.as_ref().map_or(0, |name| self.users.index(name))];
@@ -338,15 +337,23 @@ impl LoginThrottle {
     /// the reservation drops). `None`: only `reserve` can tell, and it may
     /// have to wait.
     pub fn reserve_at_once(&self, attempt: Attempt<'_>) -> Option<Reservation<'_>> {
+        self.look(attempt).ok()
+    }
+
+    /// [`LoginThrottle::reserve_at_once`]'s look; when the buckets must be
+    /// looked at, the client's key and map index, for `reserve` to go on.
+    fn look(&self, attempt: Attempt<'_>) -> Result<Reservation<'_>, (AddressKey, usize)> {
         let client = self.address_key(attempt.address());
         let unreserved =
             |throttle| Reservation { throttle, client, username: None, user_taken: 0.0, reserved: false };
         if !self.enabled {
-            return Some(unreserved(None));
+            return Ok(unreserved(None));
         }
-        let quiet =
-            matches!(attempt, Attempt::Token { .. }) && self.clients.is_quiet(self.clients.index(&client));
-        quiet.then(|| unreserved(Some(self)))
+        let client_index = self.clients.index(&client);
+        if matches!(attempt, Attempt::Token { .. }) && self.clients.is_quiet(client_index) {
+            return Ok(unreserved(Some(self)));
+        }
+        Err((client, client_index))
     }
 
     /// One look at the buckets, under the client's map lock (and the

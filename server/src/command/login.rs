@@ -81,13 +81,14 @@ pub(super) fn login_with_token_at_once(
     }
 }
 
-/// A token login that may wait for the throttle.
+/// The rest of a token login [`login_with_token_at_once`] handed on (its
+/// freshness check passed, with no await since): waits for the throttle,
+/// then checks the token.
 pub(super) async fn login_with_token(
     login: LoginWithPersonalAccessToken,
     session: &mut Session,
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
-    ctx.freshness.check()?;
     let peer = session.peer();
     let Ok(reservation) = ctx.auth.throttle.reserve(Attempt::Token { address: peer.ip() }).await else {
         tracing::warn!(target: "audit", event = "login_throttled", method = "token", %peer);
