@@ -1,6 +1,28 @@
-//! Wall-clock time in the protocol's unit: µs since the Unix epoch.
+//! Wall-clock time in the protocol's unit (µs since the Unix epoch), and
+//! the cheap monotonic clock the request path times itself with.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A monotonic instant for what every request reads: its duration for the
+/// metrics, and the moment a connection's timeouts run from. Read from the
+/// CPU's time-stamp counter where it is invariant (about 10 ns on the
+/// benchmark machine, against 27 ns for `std::time::Instant`'s
+/// `clock_gettime`), from the OS clock otherwise (`quanta`). Never
+/// compared with a `std` or tokio instant: a timer is armed from a
+/// duration measured on this clock.
+pub type Stamp = quanta::Instant;
+
+/// Calibrates [`Stamp`]'s clock against the OS clock, once, at start-up:
+/// the first read would otherwise pay for it (some milliseconds).
+pub fn calibrate() {
+    let _ = Stamp::now();
+}
+
+/// The time since `start` on [`Stamp`]'s clock.
+#[inline]
+pub fn since(start: Stamp) -> Duration {
+    Stamp::now().saturating_duration_since(start)
+}
 
 pub fn now_us() -> u64 {
     SystemTime::now()

@@ -139,18 +139,30 @@ pub fn form_field<'a>(text: &'a str, name: &str) -> Option<Cow<'a, str>> {
 /// and then decoded in one pass into one allocation of the right size
 /// (RabbitMQ's usernames, `<owner>%2F<token name>`, always have one).
 pub fn decode_form_value(raw: &str) -> Option<Cow<'_, str>> {
-    if !raw.contains(['%', '+']) {
+    if !needs_decoding(raw.as_bytes()) {
         return Some(Cow::Borrowed(raw));
     }
-    let bytes = raw.as_bytes();
-    let hex = |at: usize| bytes.get(at).and_then(|&digit| char::from(digit).to_digit(16));
-    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut decoded = Vec::with_capacity(raw.len());
+    decode_form_into(raw.as_bytes(), &mut decoded);
+    String::from_utf8(decoded).ok().map(Cow::Owned)
+}
+
+/// Whether a form value has an escape or a `+` to decode.
+#[inline]
+pub fn needs_decoding(raw: &[u8]) -> bool {
+    raw.iter().any(|&byte| byte == b'%' || byte == b'+')
+}
+
+/// Appends `raw` decoded as [`decode_form_value`] decodes it (before the
+/// UTF-8 check) to `decoded`: the plain runs copied whole, decoding only
+/// at `%` and `+`.
+pub fn decode_form_into(raw: &[u8], decoded: &mut Vec<u8>) {
+    let hex = |at: usize| raw.get(at).and_then(|&digit| char::from(digit).to_digit(16));
     let mut at = 0;
-    // Copies the plain runs whole, and decodes only at `%` and `+`.
-    while let Some(run) = bytes[at..].iter().position(|&byte| byte == b'%' || byte == b'+') {
-        decoded.extend_from_slice(&bytes[at..at + run]);
+    while let Some(run) = raw[at..].iter().position(|&byte| byte == b'%' || byte == b'+') {
+        decoded.extend_from_slice(&raw[at..at + run]);
         at += run;
-        match (bytes[at], hex(at + 1), hex(at + 2)) {
+        match (raw[at], hex(at + 1), hex(at + 2)) {
             (b'%', Some(high), Some(low)) => {
                 // Two hex digits: at most 0xFF, so the cast keeps every bit.
                 decoded.push((high * 16 + low) as u8);
@@ -166,8 +178,7 @@ pub fn decode_form_value(raw: &str) -> Option<Cow<'_, str>> {
             }
         }
     }
-    decoded.extend_from_slice(&bytes[at..]);
-    String::from_utf8(decoded).ok().map(Cow::Owned)
+    decoded.extend_from_slice(&raw[at..]);
 }
 
 /// A query string or form body as name → value (percent-decoded, `+` as

@@ -21,7 +21,6 @@
 //! question missing a field is denied. docs/brokers/rabbitmq.md has the
 //! rules, the security argument and the broker's configuration.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -29,9 +28,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use latchkey_protocol::ext::Decision;
 use latchkey_protocol::scope;
+use zeroize::Zeroizing;
 
 use super::Exchange;
-use super::input::{body, decode_form_value};
+use super::input::{body, decode_form_into, needs_decoding};
 use super::reply::{Reply, with_type};
 use crate::command::check;
 
@@ -60,34 +60,34 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
         return text("deny");
     };
     let sent = Fields::read(sent);
-    let username = &*sent.username;
+    let username = sent.get(Field::Username);
     let ctx = &exchange.ctx;
     let uses = &exchange.uses;
     let decision = match question {
         Question::User => {
             // The broker is the peer, and this question carries no client
             // address: failed logins count against the broker's.
-            check::broker_login(username, &sent.password, exchange.peer, uses, ctx).await
+            check::broker_login(username, sent.get(Field::Password), exchange.peer, uses, ctx).await
         }
         Question::Vhost => {
-            let address = sent.ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
+            let address = sent.get(Field::Ip).parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0));
             if address.is_none() {
                 tracing::info!(target: "audit", event = "authorize", decision = "network", via = "broker", "a RabbitMQ vhost question without a valid ip was denied");
                 crate::metrics::authorize(crate::metrics::Via::Broker, "network");
                 return text("deny");
             }
-            let required = required_scope("vhost", &sent.vhost, "access");
+            let required = required_scope("vhost", sent.get(Field::Vhost), "access");
             check::broker_check(username, &required, address, uses, ctx)
         }
         Question::Resource | Question::Topic => {
-            let resource = if question == Question::Topic { "topic" } else { &*sent.resource };
-            let permission = &*sent.permission;
+            let resource = if question == Question::Topic { "topic" } else { sent.get(Field::Resource) };
+            let permission = sent.get(Field::Permission);
             let known = matches!(resource, "exchange" | "queue" | "topic")
                 && matches!(permission, "configure" | "write" | "read");
             if !known {
                 return text("deny");
             }
-            let required = required_scope(resource, &sent.name, permission);
+            let required = required_scope(resource, sent.get(Field::Name), permission);
             check::broker_check(username, &required, None, uses, ctx)
         }
     };
@@ -101,39 +101,110 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
 /// The fields the four questions carry, read in one pass over the query
 /// or form (a question is asked for every connection, channel and
 /// resource the broker has not cached). Each is as `input::form_field`
-/// reads it: the last value given, decoded, and empty when absent or not UTF-8
-/// once decoded. Fields a question does not use are read and ignored.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// reads it: the last value given, decoded, and empty when absent or not
+/// UTF-8 once decoded. Fields a question does not use are read and ignored.
+/// A value without escapes is read where it was sent; the ones with
+/// escapes (RabbitMQ's usernames always, the default vhost `/`) are decoded
+/// one after another into one buffer, wiped when dropped: one allocation
+/// per question at most.
 struct Fields<'a> {
-    username: Cow<'a, str>,
-    password: Cow<'a, str>,
-    vhost: Cow<'a, str>,
-    ip: Cow<'a, str>,
-    resource: Cow<'a, str>,
-    name: Cow<'a, str>,
-    permission: Cow<'a, str>,
+    sent: &'a str,
+    decoded: Zeroizing<Vec<u8>>,
+    spans: [Span; Field::COUNT],
+}
+
+/// Where a field's value is, as byte offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Span {
+    Absent,
+    /// In the text sent (no escapes).
+    Sent(usize, usize),
+    /// In [`Fields::decoded`] (valid UTF-8).
+    Decoded(usize, usize),
+}
+
+/// The fields a question may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Username,
+    Password,
+    Vhost,
+    Ip,
+    Resource,
+    Name,
+    Permission,
+}
+
+impl Field {
+    const COUNT: usize = 7;
+
+    fn named(key: &[u8]) -> Option<Field> {
+        Some(match key {
+            b"username" => Field::Username,
+            b"password" => Field::Password,
+            b"vhost" => Field::Vhost,
+            b"ip" => Field::Ip,
+            b"resource" => Field::Resource,
+            b"name" => Field::Name,
+            b"permission" => Field::Permission,
+            _ => return None,
+        })
+    }
 }
 
 impl<'a> Fields<'a> {
-    fn read(text: &'a str) -> Fields<'a> {
-        let mut raw: [&str; 7] = [""; 7];
-        for pair in text.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match key {
-                "username" => 0,
-                "password" => 1,
-                "vhost" => 2,
-                "ip" => 3,
-                "resource" => 4,
-                "name" => 5,
-                "permission" => 6,
-                _ => continue,
-            };
-            raw[slot] = value;
+    fn read(sent: &'a str) -> Fields<'a> {
+        let bytes = sent.as_bytes();
+        let mut fields = Fields { sent, decoded: Zeroizing::new(Vec::new()), spans: [Span::Absent; Field::COUNT] };
+        // One pass over the bytes: `split('&')`'s pieces (the empty text's
+        // one empty piece included), each split at its first `=`, noting
+        // whether its value has anything to decode.
+        let mut start = 0;
+        let mut equals = None;
+        let mut escaped = false;
+        for at in 0..=bytes.len() {
+            match bytes.get(at) {
+                Some(b'=') if equals.is_none() => equals = Some(at),
+                Some(b'%' | b'+') => escaped = true,
+                Some(b'&') | None => {
+                    let (key_end, value_start) = equals.map_or((at, at), |equals| (equals, equals + 1));
+                    if let Some(field) = Field::named(&bytes[start..key_end]) {
+                        // An escape in the key is not one in the value.
+                        let escaped = escaped && needs_decoding(&bytes[value_start..at]);
+                        fields.spans[field as usize] = fields.span(value_start, at, escaped);
+                    }
+                    (start, equals, escaped) = (at + 1, None, false);
+                }
+                Some(_) => {}
+            }
         }
-        let [username, password, vhost, ip, resource, name, permission] =
-            raw.map(|value| decode_form_value(value).unwrap_or_default());
-        Fields { username, password, vhost, ip, resource, name, permission }
+        fields
+    }
+
+    /// The span of the value sent at `start..end`, decoded if it is
+    /// `escaped`.
+    fn span(&mut self, start: usize, end: usize, escaped: bool) -> Span {
+        if !escaped {
+            return Span::Sent(start, end);
+        }
+        let from = self.decoded.len();
+        decode_form_into(&self.sent.as_bytes()[start..end], &mut self.decoded);
+        if std::str::from_utf8(&self.decoded[from..]).is_ok() {
+            Span::Decoded(from, self.decoded.len())
+        } else {
+            self.decoded.truncate(from);
+            Span::Absent
+        }
+    }
+
+    fn get(&self, field: Field) -> &str {
+        match self.spans[field as usize] {
+            Span::Absent => "",
+            Span::Sent(start, end) => self.sent.get(start..end).unwrap_or(""),
+            Span::Decoded(start, end) => {
+                self.decoded.get(start..end).and_then(|value| std::str::from_utf8(value).ok()).unwrap_or("")
+            }
+        }
     }
 }
 
@@ -155,7 +226,7 @@ fn text(answer: &'static str) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::{Fields, required_scope};
+    use super::{Field, Fields, required_scope};
     use crate::http::input::form_field;
 
     #[test]
@@ -171,20 +242,57 @@ mod tests {
         for form in forms {
             let fields = Fields::read(form);
             let read = [
-                (&fields.username, "username"),
-                (&fields.password, "password"),
-                (&fields.vhost, "vhost"),
-                (&fields.ip, "ip"),
-                (&fields.resource, "resource"),
-                (&fields.name, "name"),
-                (&fields.permission, "permission"),
+                (Field::Username, "username"),
+                (Field::Password, "password"),
+                (Field::Vhost, "vhost"),
+                (Field::Ip, "ip"),
+                (Field::Resource, "resource"),
+                (Field::Name, "name"),
+                (Field::Permission, "permission"),
             ];
-            for (value, name) in read {
-                assert_eq!(**value, *form_field(form, name).unwrap_or_default(), "{name} in {form:?}");
+            for (field, name) in read {
+                assert_eq!(fields.get(field), &*form_field(form, name).unwrap_or_default(), "{name} in {form:?}");
             }
         }
         let fields = Fields::read("name=first&name=second&username=iggy%2Fq&vhost=%FF");
-        assert_eq!((&*fields.name, &*fields.username, &*fields.vhost), ("second", "iggy/q", ""));
+        let read = (fields.get(Field::Name), fields.get(Field::Username), fields.get(Field::Vhost));
+        assert_eq!(read, ("second", "iggy/q", ""));
+        // Escaped values share one buffer; a value that is not UTF-8 once
+        // decoded leaves nothing in it.
+        let fields = Fields::read("username=a%2Fb&vhost=%C3%28&name=%2F&ip=1");
+        assert_eq!(&fields.decoded[..], b"a/b/");
+        assert_eq!((fields.get(Field::Vhost), fields.get(Field::Name)), ("", "/"));
+    }
+
+    proptest::proptest! {
+        /// Any form over the bytes that matter (the separators, escapes
+        /// whole and broken, the field names) is read as `form_field`
+        /// reads each field.
+        #[test]
+        fn any_form_is_read_as_form_field_reads_it(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "username", "password", "vhost", "ip", "resource", "name", "permission",
+                    "=", "&", "%", "%2F", "%2f", "%C3", "%A9", "%FF", "%4", "+", "a", "/", "é", "",
+                ]),
+                0..24,
+            )
+        ) {
+            let form = parts.concat();
+            let fields = Fields::read(&form);
+            let read = [
+                (Field::Username, "username"),
+                (Field::Password, "password"),
+                (Field::Vhost, "vhost"),
+                (Field::Ip, "ip"),
+                (Field::Resource, "resource"),
+                (Field::Name, "name"),
+                (Field::Permission, "permission"),
+            ];
+            for (field, name) in read {
+                proptest::prop_assert_eq!(fields.get(field), &*form_field(&form, name).unwrap_or_default());
+            }
+        }
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Route {
 
 /// Answers one request, and counts it in the metrics by route and status.
 pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
-    let started = std::time::Instant::now();
+    let started = crate::clock::Stamp::now();
     let resolved = resolve(request.method(), request.uri().path());
     let route = match &resolved {
         Resolved::Found(route, _) => route.metric(),
@@ -281,7 +281,7 @@ pub async fn respond(request: Request<Incoming>, exchange: &Exchange) -> Reply {
     if !(to_a_machine || check && reply.status() == StatusCode::OK) {
         console::secure(&mut reply);
     }
-    metrics::http_request(route, reply.status().as_u16(), started.elapsed());
+    metrics::http_request(route, reply.status().as_u16(), crate::clock::since(started));
     reply
 }
 

@@ -45,13 +45,14 @@ use latchkey_protocol::codec::{Inbound, LegacyRequestCodec, Reply, encode_reply}
 use latchkey_protocol::{ErrorCode, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::codec::Decoder;
 use zeroize::Zeroize;
 
 use super::framing::{Framing, Route};
 use super::vsr::Vsr;
 use super::{Connections, StopSignal};
+use crate::clock::{self, Stamp};
 use crate::command::{self, Context, ReplyBody, Session, Started, Waits};
 use crate::config::Framing as FramingSetting;
 use crate::metrics::{self, CommandLabel, ConnKind, OpenConnection};
@@ -202,7 +203,7 @@ impl<S: Transport> Conversation<'_, S> {
         let mut queued: Vec<Queued<F::Reply>> = Vec::new();
         loop {
             // Every request of this burst is timed from here.
-            let burst_at = std::time::Instant::now();
+            let burst_at = Stamp::now();
             let mut answered = 0;
             while answered < self.in_flight_max {
                 let frame = match framing.decode(&mut self.input) {
@@ -223,7 +224,7 @@ impl<S: Transport> Conversation<'_, S> {
                     }
                     Route::Known(reply, outcome, label) if queued.is_empty() => {
                         framing.encode(reply, outcome, &mut output);
-                        metrics::request(label, burst_at.elapsed());
+                        metrics::request(label, clock::since(burst_at));
                     }
                     Route::Known(reply, outcome, label) => {
                         queued.push((reply, Started::Done(outcome), label))
@@ -238,7 +239,7 @@ impl<S: Transport> Conversation<'_, S> {
                                 framing.answer(waiting, self.session, self.ctx, &mut output).await
                             }
                         };
-                        metrics::request(label, burst_at.elapsed());
+                        metrics::request(label, clock::since(burst_at));
                     }
                 }
                 answered += 1;
@@ -269,7 +270,7 @@ async fn finish_queued<F: Framing>(
     framing: &mut F,
     queued: &mut Vec<Queued<F::Reply>>,
     output: &mut BytesMut,
-    burst_at: std::time::Instant,
+    burst_at: Stamp,
 ) {
     for (reply, started, label) in queued.drain(..) {
         let outcome = match started {
@@ -277,7 +278,7 @@ async fn finish_queued<F: Framing>(
             Started::Pending(pending) => pending.reply().await,
         };
         framing.encode(reply, outcome, output);
-        metrics::request(label, burst_at.elapsed());
+        metrics::request(label, clock::since(burst_at));
     }
 }
 
@@ -353,24 +354,26 @@ impl Framing for Legacy {
 pub(super) struct Waiting {
     /// This connection's own shutdown signal (no lock shared with others).
     shutdown: StopSignal,
+    /// Armed at or before the real deadline (on tokio's clock, from a
+    /// duration measured on [`Stamp`]'s).
     timer: Pin<Box<Sleep>>,
     /// When the connection last became unauthenticated (connect or logout).
-    unauthenticated_since: Instant,
+    unauthenticated_since: Stamp,
     was_logged_in: bool,
     /// The real deadline and what it is for; the timer may be armed earlier
     /// (it is moved forward lazily, so a busy connection costs no timer work).
-    deadline: Option<(Instant, &'static str)>,
+    deadline: Option<(Stamp, &'static str)>,
     login_timeout: Duration,
     idle_timeout: Duration,
 }
 
 impl Waiting {
     fn new(connections: &Connections) -> Waiting {
-        let now = Instant::now();
+        let now = Stamp::now();
         let limits = connections.limits;
         Waiting {
             shutdown: connections.stop_signal(),
-            timer: Box::pin(tokio::time::sleep_until(now)),
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             unauthenticated_since: now,
             was_logged_in: false,
             deadline: None,
@@ -411,7 +414,7 @@ impl Waiting {
         if self.shutdown.is_stopping() {
             return Ok(false);
         }
-        let now = Instant::now();
+        let now = Stamp::now();
         self.rearm(logged_in, now);
         // A deadline already past is met here, not only when the timer
         // fires: the select below polls the read first, so a client whose
@@ -443,7 +446,7 @@ impl Waiting {
         if self.shutdown.is_stopping() {
             return Ok(None);
         }
-        self.rearm(false, Instant::now());
+        self.rearm(false, Stamp::now());
         tokio::select! {
             output = step => Ok(Some(output)),
             () = self.shutdown.stopped() => Ok(None),
@@ -451,7 +454,7 @@ impl Waiting {
         }
     }
 
-    fn rearm(&mut self, logged_in: bool, now: Instant) {
+    fn rearm(&mut self, logged_in: bool, now: Stamp) {
         if logged_in != self.was_logged_in {
             if !logged_in {
                 self.unauthenticated_since = now;
@@ -469,7 +472,7 @@ impl Waiting {
         if let Some((at, _)) = deadline
             && self.deadline.is_none_or(|(armed, _)| at < armed)
         {
-            self.timer.as_mut().reset(at);
+            arm(&mut self.timer, at, now);
         }
         self.deadline = deadline;
     }
@@ -491,17 +494,24 @@ pub(super) async fn write_burst<S: Transport>(stream: &mut S, output: &mut Bytes
 
 /// Resolves once the real deadline has passed (re-arming the timer if it
 /// fired early); never, if there is none.
-async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Instant, &'static str)>) -> &'static str {
+async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Stamp, &'static str)>) -> &'static str {
     let Some((at, reason)) = deadline else {
         return std::future::pending().await;
     };
     loop {
         timer.as_mut().await;
-        if Instant::now() >= at {
+        let now = Stamp::now();
+        if now >= at {
             return reason;
         }
-        timer.as_mut().reset(at);
+        arm(timer, at, now);
     }
+}
+
+/// Arms `timer` to fire at `at`, read on [`Stamp`]'s clock at `now`: the
+/// two clocks are not compared, only the wait between them carried over.
+fn arm(timer: &mut Pin<Box<Sleep>>, at: Stamp, now: Stamp) {
+    timer.as_mut().reset(tokio::time::Instant::now() + at.saturating_duration_since(now));
 }
 
 /// Decodes a legacy request body; the payload is wiped either way.

@@ -118,6 +118,7 @@ pub fn start(options: &Options) -> Result<Running, StartError> {
     let config = &options.config;
     limits::raise_open_files_limit(config.tcp.max_connections);
     limits::disable_core_dumps();
+    crate::clock::calibrate();
     let tls = net::tls::acceptor(&config.tcp.tls)?;
     let http_tls = if config.http.enabled { net::tls::acceptor(&config.http.tls)? } else { None };
     let data_dir = DataDir::open(&config.system.path)?;
