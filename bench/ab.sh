@@ -4,6 +4,8 @@
 # older commit: git worktree add /tmp/old REV && cargo build --release
 # --manifest-path /tmp/old/Cargo.toml -p latchkey-server).
 # Knobs: SCENARIOS (login,churn,authorize,list), CONNS (16,64), DURATION (3s), RUNS (5).
+# Both servers take the environment: LATCHKEY_SYSTEM_SHARDS=1 runs each on one
+# worker (the fastest shape on two cores with the load generator beside).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${BASELINE:?set BASELINE to the other latchkey-server binary}"

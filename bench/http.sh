@@ -12,7 +12,8 @@
 # JSON line per server and connection count) and http-runs.txt (every run).
 # Knobs: DURATION (3s), WARMUP (1s), RUNS (5), CONNS (16,64), DEPTH (1),
 # SCENARIOS (forward-auth; or RabbitMQ's questions: rabbitmq-user,
-# rabbitmq-vhost, rabbitmq-resource, rabbitmq-topic), OUT.
+# rabbitmq-vhost, rabbitmq-resource, rabbitmq-topic), OUT, THREADS (0 = one
+# per core: the null server's workers and Latchkey's `system.shards`).
 # Binaries come from $CARGO_TARGET_DIR (default target); SERVER names
 # another latchkey-server binary to measure instead (a build of an older
 # commit, for a before/after on the same machine). Run it on an otherwise
@@ -22,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration="${DURATION:-3s}"; warmup="${WARMUP:-1s}"; runs="${RUNS:-5}"
 scenarios="${SCENARIOS:-forward-auth}"
-conns="${CONNS:-16,64}"; depth="${DEPTH:-1}"; out="${OUT:-bench/results}"
+conns="${CONNS:-16,64}"; depth="${DEPTH:-1}"; out="${OUT:-bench/results}"; threads="${THREADS:-0}"
 mkdir -p "$out"
 
 cargo build --release -q -p latchkey-server -p latchkey-bench
@@ -33,11 +34,11 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8390 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8391 \
+LATCHKEY_SYSTEM_SHARDS="$threads" LATCHKEY_SYSTEM_PATH="$work/data" LATCHKEY_TCP_ADDRESS=127.0.0.1:8390 LATCHKEY_HTTP_ADDRESS=127.0.0.1:8391 \
     "$server" --config configs/server.toml --with-default-root-credentials >"$work/server.log" 2>&1 &
 server_pid=$!
 pids+=("$server_pid")
-"$bench" http-null-server --addr 127.0.0.1:8392 2>"$work/null.log" &
+"$bench" http-null-server --threads "$threads" --addr 127.0.0.1:8392 2>"$work/null.log" &
 null_pid=$!
 pids+=("$null_pid")
 
