@@ -155,7 +155,8 @@ impl Field {
 impl<'a> Fields<'a> {
     fn read(sent: &'a str) -> Fields<'a> {
         let bytes = sent.as_bytes();
-        let mut fields = Fields { sent, decoded: Zeroizing::new(Vec::new()), spans: [Span::Absent; Field::COUNT] };
+        let mut fields =
+            Fields { sent, decoded: Zeroizing::new(Vec::new()), spans: [Span::Absent; Field::COUNT] };
         // One pass over the bytes: `split('&')`'s pieces (the empty text's
         // one empty piece included), each split at its first `=`, noting
         // whether its value has anything to decode.
@@ -251,7 +252,11 @@ mod tests {
                 (Field::Permission, "permission"),
             ];
             for (field, name) in read {
-                assert_eq!(fields.get(field), &*form_field(form, name).unwrap_or_default(), "{name} in {form:?}");
+                assert_eq!(
+                    fields.get(field),
+                    &*form_field(form, name).unwrap_or_default(),
+                    "{name} in {form:?}"
+                );
             }
         }
         let fields = Fields::read("name=first&name=second&username=iggy%2Fq&vhost=%FF");
