@@ -149,7 +149,7 @@ pub fn decode_form_value(raw: &str) -> Option<Cow<'_, str>> {
 
 /// Whether a form value has an escape or a `+` to decode.
 #[inline]
-pub fn needs_decoding(raw: &[u8]) -> bool {
+fn needs_decoding(raw: &[u8]) -> bool {
     raw.iter().any(|&byte| byte == b'%' || byte == b'+')
 }
 

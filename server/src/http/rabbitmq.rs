@@ -31,7 +31,7 @@ use latchkey_protocol::scope;
 use zeroize::Zeroizing;
 
 use super::Exchange;
-use super::input::{body, decode_form_into, needs_decoding};
+use super::input::{body, decode_form_into};
 use super::reply::{Reply, with_type};
 use crate::command::check;
 
@@ -159,19 +159,17 @@ impl<'a> Fields<'a> {
             Fields { sent, decoded: Zeroizing::new(Vec::new()), spans: [Span::Absent; Field::COUNT] };
         // One pass over the bytes: `split('&')`'s pieces (the empty text's
         // one empty piece included), each split at its first `=`, noting
-        // whether its value has anything to decode.
+        // whether its value (not its key) has anything to decode.
         let mut start = 0;
         let mut equals = None;
         let mut escaped = false;
         for at in 0..=bytes.len() {
             match bytes.get(at) {
                 Some(b'=') if equals.is_none() => equals = Some(at),
-                Some(b'%' | b'+') => escaped = true,
+                Some(b'%' | b'+') if equals.is_some() => escaped = true,
                 Some(b'&') | None => {
                     let (key_end, value_start) = equals.map_or((at, at), |equals| (equals, equals + 1));
                     if let Some(field) = Field::named(&bytes[start..key_end]) {
-                        // An escape in the key is not one in the value.
-                        let escaped = escaped && needs_decoding(&bytes[value_start..at]);
                         fields.spans[field as usize] = fields.span(value_start, at, escaped);
                     }
                     (start, equals, escaped) = (at + 1, None, false);
@@ -230,6 +228,17 @@ mod tests {
     use super::{Field, Fields, required_scope};
     use crate::http::input::form_field;
 
+    /// Every field, with the name it is sent under.
+    const NAMED: [(Field, &str); Field::COUNT] = [
+        (Field::Username, "username"),
+        (Field::Password, "password"),
+        (Field::Vhost, "vhost"),
+        (Field::Ip, "ip"),
+        (Field::Resource, "resource"),
+        (Field::Name, "name"),
+        (Field::Permission, "permission"),
+    ];
+
     #[test]
     fn fields_are_read_as_form_field_reads_each() {
         let forms = [
@@ -242,16 +251,7 @@ mod tests {
         ];
         for form in forms {
             let fields = Fields::read(form);
-            let read = [
-                (Field::Username, "username"),
-                (Field::Password, "password"),
-                (Field::Vhost, "vhost"),
-                (Field::Ip, "ip"),
-                (Field::Resource, "resource"),
-                (Field::Name, "name"),
-                (Field::Permission, "permission"),
-            ];
-            for (field, name) in read {
+            for (field, name) in NAMED {
                 assert_eq!(
                     fields.get(field),
                     &*form_field(form, name).unwrap_or_default(),
@@ -285,16 +285,7 @@ mod tests {
         ) {
             let form = parts.concat();
             let fields = Fields::read(&form);
-            let read = [
-                (Field::Username, "username"),
-                (Field::Password, "password"),
-                (Field::Vhost, "vhost"),
-                (Field::Ip, "ip"),
-                (Field::Resource, "resource"),
-                (Field::Name, "name"),
-                (Field::Permission, "permission"),
-            ];
-            for (field, name) in read {
+            for (field, name) in NAMED {
                 proptest::prop_assert_eq!(fields.get(field), &*form_field(&form, name).unwrap_or_default());
             }
         }
