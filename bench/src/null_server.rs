@@ -61,7 +61,7 @@ impl Canned {
             decision: encode(Reply::Ok(&latchkey_protocol::ext::AuthorizeDecision {
                 decision: latchkey_protocol::ext::Decision::Allowed,
                 user_id: 0,
-                username: "iggy".into(),
+                username: "iggy",
                 token_id: 1,
                 expires_at_us: 0,
             })),

@@ -141,7 +141,7 @@ impl WireDecode for LoginUser {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let username = reader.short_string()?;
-        let password = Secret::new(reader.short_string()?);
+        let password = Secret::from(reader.short_str()?);
         let mut optional = || -> Result<Option<String>, ErrorCode> {
             if reader.is_empty() {
                 return Ok(None);
@@ -179,7 +179,7 @@ macro_rules! single_name_body {
         impl WireDecode for $name {
             fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
                 let mut reader = Reader::new(src);
-                let $field = <$kind>::from(reader.wire_name()?);
+                let $field = <$kind>::from(reader.wire_name_str()?);
                 Ok(($name { $field }, reader.consumed()))
             }
         }

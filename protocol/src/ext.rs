@@ -21,7 +21,7 @@ use bytes::{BufMut, BytesMut};
 use crate::body::{Command, WireDecode, WireEncode, empty_requests};
 use crate::codes;
 use crate::wire::{Reader, put_short};
-use crate::{ErrorCode, Secret};
+use crate::{ErrorCode, FieldText, Secret};
 
 /// Expiry value meaning "the server's default lifetime" in [`CreateToken`]
 /// (and in Iggy's code 42).
@@ -263,7 +263,7 @@ impl WireDecode for IssuedToken {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let id = reader.u64()?;
-        let token = Secret::new(reader.wire_name()?);
+        let token = Secret::from(reader.wire_name_str()?);
         let created_at_us = reader.u64()?;
         let expires_at_us = reader.u64()?;
         Ok((IssuedToken { id, token, created_at_us, expires_at_us }, reader.consumed()))
@@ -737,8 +737,8 @@ impl WireDecode for Count {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorize {
     pub token: Secret,
-    pub scope: String,
-    pub address: String,
+    pub scope: FieldText,
+    pub address: FieldText,
 }
 
 impl WireEncode for Authorize {
@@ -755,9 +755,9 @@ impl WireEncode for Authorize {
 impl WireDecode for Authorize {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
-        let token = Secret::new(reader.wire_name()?);
-        let scope = reader.short_string()?;
-        let address = reader.short_string()?;
+        let token = Secret::from(reader.wire_name_str()?);
+        let scope = FieldText::from(reader.short_str()?);
+        let address = FieldText::from(reader.short_str()?);
         Ok((Authorize { token, scope, address }, reader.consumed()))
     }
 }
@@ -813,29 +813,33 @@ impl Decision {
 /// Reply to 9110: `[decision u8][user_id u32][username Text8][token_id u64][expires_at u64]`.
 /// For `Unknown` every other field is zero or empty; otherwise they name the
 /// token that was found, even when it was denied.
+///
+/// `N` holds the username: a `String` where it is decoded (the SDK), any
+/// text where it is encoded (the server copies it into a fixed buffer, so
+/// an Authorize call allocates nothing for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthorizeDecision {
+pub struct AuthorizeDecision<N = String> {
     pub decision: Decision,
     pub user_id: u32,
-    pub username: String,
+    pub username: N,
     pub token_id: u64,
     pub expires_at_us: u64,
 }
 
-impl AuthorizeDecision {
+impl<N> AuthorizeDecision<N> {
     pub fn allowed(&self) -> bool {
         self.decision == Decision::Allowed
     }
 }
 
-impl WireEncode for AuthorizeDecision {
+impl<N: AsRef<str>> WireEncode for AuthorizeDecision<N> {
     fn encoded_size(&self) -> usize {
-        1 + 4 + 1 + self.username.len() + 8 + 8
+        1 + 4 + 1 + self.username.as_ref().len() + 8 + 8
     }
     fn encode(&self, dst: &mut BytesMut) {
         dst.put_u8(self.decision as u8);
         dst.put_u32_le(self.user_id);
-        put_short(dst, &self.username);
+        put_short(dst, self.username.as_ref());
         dst.put_u64_le(self.token_id);
         dst.put_u64_le(self.expires_at_us);
     }

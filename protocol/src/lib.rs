@@ -22,10 +22,12 @@ pub mod ext;
 pub mod request;
 pub mod scope;
 mod secret;
+mod small_text;
 pub mod token;
 pub mod vsr;
 pub mod wire;
 
 pub use error::ErrorCode;
 pub use request::Request;
-pub use secret::Secret;
+pub use secret::{SECRET_INLINE_BYTES, Secret};
+pub use small_text::{FIELD_INLINE_BYTES, FieldText, SmallText};

@@ -9,10 +9,18 @@
 use std::fmt;
 use std::ops::Deref;
 
-use zeroize::Zeroizing;
+use crate::small_text::SmallText;
+
+/// Room for a secret kept inline: a Latchkey token (52 bytes) and most
+/// passwords fit; with its length and tag a `Secret` is 56 bytes.
+pub const SECRET_INLINE_BYTES: usize = 54;
+
+// Every token Latchkey mints is kept inline.
+const _: () = assert!(crate::token::TOKEN_BYTES <= SECRET_INLINE_BYTES);
 
 /// A password or raw token: wiped (zeroed) when dropped, redacted when
-/// formatted.
+/// formatted. Up to 54 bytes (a token, most passwords) it is kept inline,
+/// so decoding a login allocates nothing for it.
 ///
 /// Equality is an ordinary, early-exit string comparison, not a constant-time
 /// one. That is safe because Latchkey never decides anything by comparing a
@@ -20,11 +28,12 @@ use zeroize::Zeroizing;
 /// and a password is checked by Argon2. `==` on secrets exists for tests and
 /// for comparing decoded bodies.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(Zeroizing<String>);
+pub struct Secret(SmallText<SECRET_INLINE_BYTES>);
 
 impl Secret {
+    /// Keeps `text`'s allocation (wiped when dropped, like an inline one).
     pub fn new(text: String) -> Secret {
-        Secret(Zeroizing::new(text))
+        Secret(SmallText::from(text))
     }
 
     /// The text itself, for code that hands it on on purpose (the CLI's
@@ -34,15 +43,22 @@ impl Secret {
     }
 }
 
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.wipe();
+    }
+}
+
 impl From<String> for Secret {
     fn from(text: String) -> Secret {
         Secret::new(text)
     }
 }
 
+/// Copied inline when it fits.
 impl From<&str> for Secret {
     fn from(text: &str) -> Secret {
-        Secret::new(text.to_owned())
+        Secret(SmallText::from(text))
     }
 }
 
@@ -141,11 +157,8 @@ mod tests {
             context: None,
         };
         let pat_login = LoginWithPersonalAccessToken { token: secret() };
-        let authorize = Authorize {
-            token: secret(),
-            scope: "stream:orders:write".to_owned(),
-            address: "10.1.2.3:5".to_owned(),
-        };
+        let authorize =
+            Authorize { token: secret(), scope: "stream:orders:write".into(), address: "10.1.2.3:5".into() };
         assert_debug_hidden(&login);
         assert_debug_hidden(&pat_login);
         assert_debug_hidden(&RawPersonalAccessToken { token: secret() });
@@ -163,7 +176,7 @@ mod tests {
             context: None,
         });
         // Nor through the decoded request that carries one.
-        assert_debug_hidden(&Request::LoginUser(login.clone()));
+        assert_debug_hidden(&Request::LoginUser(Box::new(login.clone())));
         assert_debug_hidden(&Request::LoginWithPersonalAccessToken(pat_login));
         assert_debug_hidden(&Request::Authorize(authorize.clone()));
         // The fields around the secret still show: they are what a log needs.

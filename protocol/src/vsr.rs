@@ -798,7 +798,7 @@ impl WireDecode for LoginRegister {
         let mut reader = Reader::new(src);
         let client_version = ClientVersionInfo::read(&mut reader)?;
         let username = reader.wire_name()?;
-        let password = Secret::new(reader.short_string()?);
+        let password = Secret::from(reader.short_str()?);
         let context = read_context(&mut reader)?;
         Ok((LoginRegister { client_version, username, password, context }, reader.consumed()))
     }
@@ -828,7 +828,7 @@ impl WireDecode for LoginRegisterWithPat {
     fn decode(src: &[u8]) -> Result<(Self, usize), ErrorCode> {
         let mut reader = Reader::new(src);
         let client_version = ClientVersionInfo::read(&mut reader)?;
-        let token = Secret::new(reader.short_string()?);
+        let token = Secret::from(reader.short_str()?);
         let context = read_context(&mut reader)?;
         Ok((LoginRegisterWithPat { client_version, token, context }, reader.consumed()))
     }

@@ -86,17 +86,27 @@ impl<'a> Reader<'a> {
 
     /// `[len u8][UTF-8]` with `len` ≥ 1 (a WireName).
     pub fn wire_name(&mut self) -> Result<String, ErrorCode> {
+        self.wire_name_str().map(str::to_owned)
+    }
+
+    /// [`Reader::wire_name`], borrowed from the input.
+    pub fn wire_name_str(&mut self) -> Result<&'a str, ErrorCode> {
         let len = self.u8()?;
         if len == 0 {
             return Err(ErrorCode::InvalidFormat);
         }
-        self.str(usize::from(len)).map(str::to_owned)
+        self.str(usize::from(len))
     }
 
     /// `[len u8][UTF-8]` where `len` may be 0 (passwords, usernames in LoginUser).
     pub fn short_string(&mut self) -> Result<String, ErrorCode> {
+        self.short_str().map(str::to_owned)
+    }
+
+    /// [`Reader::short_string`], borrowed from the input.
+    pub fn short_str(&mut self) -> Result<&'a str, ErrorCode> {
         let len = self.u8()?;
-        self.str(usize::from(len)).map(str::to_owned)
+        self.str(usize::from(len))
     }
 
     /// `[len u32][UTF-8]` (version, context, address).

@@ -917,7 +917,7 @@ fn count_round_trips_and_truncations_fail() {
 // ---------------------------------------------------------------------------
 
 fn authorize(token: &str, scope: &str, address: &str) -> Authorize {
-    Authorize { token: token.to_owned().into(), scope: scope.to_owned(), address: address.to_owned() }
+    Authorize { token: token.into(), scope: scope.into(), address: address.into() }
 }
 
 #[test]

@@ -356,8 +356,8 @@ impl Client {
     ) -> Result<AuthorizeDecision, Error> {
         let request = Authorize {
             token: Secret::from(wire_name(token, "token")?),
-            scope: text8(scope, "scope")?,
-            address: text8(address.unwrap_or(""), "address")?,
+            scope: text8(scope, "scope")?.into(),
+            address: text8(address.unwrap_or(""), "address")?.into(),
         };
         decode(&self.call(&request).await?)
     }

@@ -1,6 +1,7 @@
 //! Wall-clock time in the protocol's unit (µs since the Unix epoch), and
 //! the cheap monotonic clock the request path times itself with.
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A monotonic instant for what every request reads: its duration for the
@@ -24,7 +25,41 @@ pub fn since(start: Stamp) -> Duration {
     Stamp::now().saturating_duration_since(start)
 }
 
+/// How long a thread carries the wall clock forward on [`Stamp`]'s before
+/// it reads the OS clock again. Bounds how late [`now_us`] sees the wall
+/// clock stepped (by an operator or NTP), and its drift from the OS clock
+/// while NTP slews it (at most 500 ppm: 50 µs in this time).
+pub const WALL_ANCHOR_REFRESH: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// This thread's last read of the OS wall clock, and when it was read on
+    /// [`Stamp`]'s clock.
+    static WALL_ANCHOR: Cell<Option<(Stamp, u64)>> = const { Cell::new(None) };
+}
+
+/// The wall clock in µs since the Unix epoch: what expiry is judged by and
+/// a token's use is recorded at. On the request path this is one read of
+/// [`Stamp`]'s clock added to the thread's anchor (about 10 ns here, where
+/// the OS clock's `clock_gettime` is 27 ns); the OS clock is read again
+/// once the anchor is [`WALL_ANCHOR_REFRESH`] old.
 pub fn now_us() -> u64 {
+    let now = Stamp::now();
+    WALL_ANCHOR.with(|anchor| {
+        if let Some((at, wall_us)) = anchor.get() {
+            let since = now.saturating_duration_since(at);
+            if since < WALL_ANCHOR_REFRESH {
+                // Under 100 ms: the sum cannot overflow a clock that is sane.
+                return wall_us.saturating_add(since.as_micros() as u64);
+            }
+        }
+        let wall_us = os_now_us();
+        anchor.set(Some((now, wall_us)));
+        wall_us
+    })
+}
+
+/// The OS wall clock in µs since the Unix epoch (0 before it).
+pub fn os_now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
@@ -47,6 +82,26 @@ pub fn rfc3339_us(at_us: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_carried_wall_clock_stays_with_the_os_clock() {
+        // Both reads bracket the carried one, over more than one refresh.
+        let until = super::Stamp::now() + 3 * super::WALL_ANCHOR_REFRESH;
+        let mut reads = 0u32;
+        let mut last = 0;
+        while super::Stamp::now() < until {
+            let before = super::os_now_us();
+            let carried = super::now_us();
+            let after = super::os_now_us();
+            // A millisecond of slack for the TSC's rate against NTP's.
+            assert!(carried + 1_000 >= before && carried <= after + 1_000, "{before} {carried} {after}");
+            assert!(carried + 1_000 >= last, "went back: {last} then {carried}");
+            last = carried;
+            reads += 1;
+            std::thread::sleep(std::time::Duration::from_millis(7));
+        }
+        assert!(reads > 10);
+    }
+
     #[test]
     fn times_past_the_year_9999_do_not_panic() {
         assert_eq!(super::rfc3339_us(0), "1970-01-01T00:00:00.000000Z");

@@ -23,6 +23,51 @@ pub const USERNAME_BYTES_MAX: usize = 50;
 pub const PASSWORD_BYTES_MIN: usize = 3;
 pub const PASSWORD_BYTES_MAX: usize = 100;
 
+/// A copy of a username that needs no allocation (a username is at most
+/// [`USERNAME_BYTES_MAX`] bytes): what a token check's reply names the
+/// token's owner by, made on every Authorize call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct UsernameCopy {
+    len: u8,
+    bytes: [u8; USERNAME_BYTES_MAX],
+}
+
+impl UsernameCopy {
+    /// No name: a check that found no token.
+    pub const EMPTY: UsernameCopy = UsernameCopy { len: 0, bytes: [0; USERNAME_BYTES_MAX] };
+
+    /// `name`, which the directory holds to its bounds; a longer one (none
+    /// gets in) is copied as empty rather than cut inside a character.
+    pub fn of(name: &str) -> UsernameCopy {
+        let bytes = name.as_bytes();
+        if bytes.len() > USERNAME_BYTES_MAX {
+            debug_assert!(false, "username over {USERNAME_BYTES_MAX} bytes in the directory");
+            return UsernameCopy::EMPTY;
+        }
+        let mut copy = UsernameCopy::EMPTY;
+        copy.bytes[..bytes.len()].copy_from_slice(bytes);
+        copy.len = bytes.len() as u8;
+        copy
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Copied whole from a `str`, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl AsRef<str> for UsernameCopy {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for UsernameCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: u32,

@@ -17,7 +17,7 @@ use latchkey_protocol::{ErrorCode, scope, token};
 
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
-use crate::auth::users::{User, Users};
+use crate::auth::users::{User, UsernameCopy, Users};
 use crate::clock::now_us;
 use crate::metrics::{self, Via};
 use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
@@ -25,7 +25,7 @@ use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 /// What a check decided, with what HTTP callers report beyond the binary
 /// reply: the token's scopes and when it was made.
 pub struct Verdict {
-    pub decided: AuthorizeDecision,
+    pub decided: AuthorizeDecision<UsernameCopy>,
     /// The found token's scopes and networks (`None`: full access, no
     /// token found, or a check that reports its decision alone).
     pub extras: Option<Arc<TokenExtras>>,
@@ -236,7 +236,7 @@ fn unknown() -> Verdict {
         decided: AuthorizeDecision {
             decision: Decision::Unknown,
             user_id: 0,
-            username: String::new(),
+            username: UsernameCopy::EMPTY,
             token_id: 0,
             expires_at_us: 0,
         },
@@ -297,7 +297,7 @@ fn judge(
         decided: AuthorizeDecision {
             decision: rule(entry, owner, now_us, required_scope, networks),
             user_id: entry.user_id,
-            username: owner.username.clone(),
+            username: UsernameCopy::of(&owner.username),
             token_id: entry.id,
             expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
         },

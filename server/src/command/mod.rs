@@ -48,7 +48,7 @@ use latchkey_protocol::{ErrorCode, Request, scope};
 
 use crate::auth::Auth;
 use crate::auth::policy::TokenPolicy;
-use crate::auth::users::Users;
+use crate::auth::users::{UsernameCopy, Users};
 use crate::metrics::{self, LoginMethod, LoginResult};
 use crate::registry::{
     LastUsed, Readers, Replica, TokenEntry, TokenExtras, TokenHash, UseLedger, Uses, merge_uses,
@@ -151,7 +151,8 @@ pub fn at_once(
 /// login), for the writer (every change), or for the failed-login throttle
 /// (a token login from a client with failures on record).
 pub enum Waits {
-    PasswordLogin(LoginUser),
+    /// Boxed: the largest body, on a path that waits for Argon2 anyway.
+    PasswordLogin(Box<LoginUser>),
     TokenLogin(LoginWithPersonalAccessToken),
     CreateIggyToken(CreatePersonalAccessToken),
     CreateToken(CreateToken),
@@ -187,7 +188,7 @@ impl Waits {
             }
             Waits::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
             Waits::PasswordLogin(login) => {
-                let reply = login::login_user(login, session, ctx).await;
+                let reply = login::login_user(*login, session, ctx).await;
                 metrics::login(LoginMethod::Password, LoginResult::of(&reply));
                 reply
             }
@@ -226,7 +227,7 @@ pub enum ReplyBody {
     Details(TokenDetails),
     Page(TokenPage),
     Count(Count),
-    Decision(AuthorizeDecision),
+    Decision(AuthorizeDecision<UsernameCopy>),
 }
 
 impl ReplyBody {

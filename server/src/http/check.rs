@@ -106,7 +106,7 @@ fn allow(verdict: &Verdict) -> Reply {
     // A username or scope that is no valid header value is left out rather
     // than mangled (usernames and scopes are checked on the way in, so
     // neither happens today).
-    if let Ok(username) = HeaderValue::from_str(&decided.username) {
+    if let Ok(username) = HeaderValue::from_str(decided.username.as_str()) {
         headers.insert(USERNAME, username);
     }
     let scopes = match verdict.scopes() {
@@ -186,7 +186,7 @@ pub async fn introspect(request: Request<Incoming>, exchange: &Exchange) -> Resu
     let body = IntrospectionJson {
         active: true,
         sub: Some(decided.user_id.to_string()),
-        username: Some(&decided.username),
+        username: Some(decided.username.as_str()),
         scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
         exp: (decided.expires_at_us != 0).then(|| epoch_seconds(decided.expires_at_us)),
         iat: Some(epoch_seconds(verdict.created_at_us)),
