@@ -63,7 +63,9 @@ impl<const N: usize> SmallText<N> {
     pub(crate) fn wipe(&mut self) {
         match &mut self.0 {
             Repr::Inline { len, bytes } => {
-                bytes.zeroize();
+                // As a slice: zeroize fills a slice at once, an array byte by
+                // byte.
+                bytes.as_mut_slice().zeroize();
                 *len = 0;
             }
             Repr::Heap(text) => text.zeroize(),
