@@ -218,7 +218,7 @@ pub fn request_body_bytes(request: &Request) -> Option<Vec<u8>> {
         | Request::GetPersonalAccessTokens
         | Request::RevokeAllTokens
         | Request::DeleteAllTokens => Vec::new(),
-        Request::LoginUser(body) => encode_to_vec(&**body),
+        Request::LoginUser(body) => encode_to_vec(body),
         Request::CreatePersonalAccessToken(body) => encode_to_vec(body),
         Request::DeletePersonalAccessToken(body) => encode_to_vec(body),
         Request::LoginWithPersonalAccessToken(body) => encode_to_vec(body),

@@ -19,15 +19,15 @@ pub mod codec;
 pub mod codes;
 pub mod error;
 pub mod ext;
+mod field_text;
 pub mod request;
 pub mod scope;
 mod secret;
-mod small_text;
 pub mod token;
 pub mod vsr;
 pub mod wire;
 
 pub use error::ErrorCode;
+pub use field_text::{FIELD_INLINE_BYTES, FieldText};
 pub use request::Request;
-pub use secret::{SECRET_INLINE_BYTES, Secret};
-pub use small_text::{FIELD_INLINE_BYTES, FieldText, SmallText};
+pub use secret::Secret;

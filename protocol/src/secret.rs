@@ -9,18 +9,10 @@
 use std::fmt;
 use std::ops::Deref;
 
-use crate::small_text::SmallText;
-
-/// Room for a secret kept inline: a Latchkey token (52 bytes) and most
-/// passwords fit; with its length and tag a `Secret` is 56 bytes.
-pub const SECRET_INLINE_BYTES: usize = 54;
-
-// Every token Latchkey mints is kept inline.
-const _: () = assert!(crate::token::TOKEN_BYTES <= SECRET_INLINE_BYTES);
+use zeroize::Zeroizing;
 
 /// A password or raw token: wiped (zeroed) when dropped, redacted when
-/// formatted. Up to 54 bytes (a token, most passwords) it is kept inline,
-/// so decoding a login allocates nothing for it.
+/// formatted.
 ///
 /// Equality is an ordinary, early-exit string comparison, not a constant-time
 /// one. That is safe because Latchkey never decides anything by comparing a
@@ -28,12 +20,11 @@ const _: () = assert!(crate::token::TOKEN_BYTES <= SECRET_INLINE_BYTES);
 /// and a password is checked by Argon2. `==` on secrets exists for tests and
 /// for comparing decoded bodies.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(SmallText<SECRET_INLINE_BYTES>);
+pub struct Secret(Zeroizing<String>);
 
 impl Secret {
-    /// Keeps `text`'s allocation (wiped when dropped, like an inline one).
     pub fn new(text: String) -> Secret {
-        Secret(SmallText::from(text))
+        Secret(Zeroizing::new(text))
     }
 
     /// The text itself, for code that hands it on on purpose (the CLI's
@@ -43,22 +34,15 @@ impl Secret {
     }
 }
 
-impl Drop for Secret {
-    fn drop(&mut self) {
-        self.0.wipe();
-    }
-}
-
 impl From<String> for Secret {
     fn from(text: String) -> Secret {
         Secret::new(text)
     }
 }
 
-/// Copied inline when it fits.
 impl From<&str> for Secret {
     fn from(text: &str) -> Secret {
-        Secret(SmallText::from(text))
+        Secret::new(text.to_owned())
     }
 }
 
@@ -176,7 +160,7 @@ mod tests {
             context: None,
         });
         // Nor through the decoded request that carries one.
-        assert_debug_hidden(&Request::LoginUser(Box::new(login.clone())));
+        assert_debug_hidden(&Request::LoginUser(login.clone()));
         assert_debug_hidden(&Request::LoginWithPersonalAccessToken(pat_login));
         assert_debug_hidden(&Request::Authorize(authorize.clone()));
         // The fields around the secret still show: they are what a log needs.

@@ -165,7 +165,7 @@ fn login_user_frame_bytes() {
     assert!(buf.is_empty());
     assert_eq!(code, 38);
     assert_eq!(payload.len(), 24);
-    assert_eq!(Request::decode(code, &payload), Ok(Request::LoginUser(Box::new(value))));
+    assert_eq!(Request::decode(code, &payload), Ok(Request::LoginUser(value)));
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn requests_round_trip_through_encode_request_and_the_request_codec() {
         Request::GetMe,
         Request::LogoutUser,
         Request::GetPersonalAccessTokens,
-        Request::LoginUser(Box::new(login("iggy", "secret", Some("0.10.0")))),
+        Request::LoginUser(login("iggy", "secret", Some("0.10.0"))),
         Request::CreatePersonalAccessToken(CreatePersonalAccessToken {
             name: "tok".to_owned(),
             expiry_us: 3_600_000_000,
@@ -315,7 +315,7 @@ fn requests_round_trip_through_encode_request_and_the_request_codec() {
             Request::GetMe => put_request(&GetMe, &mut buf),
             Request::LogoutUser => put_request(&LogoutUser, &mut buf),
             Request::GetPersonalAccessTokens => put_request(&GetPersonalAccessTokens, &mut buf),
-            Request::LoginUser(body) => put_request(&**body, &mut buf),
+            Request::LoginUser(body) => put_request(body, &mut buf),
             Request::CreatePersonalAccessToken(body) => put_request(body, &mut buf),
             Request::DeletePersonalAccessToken(body) => put_request(body, &mut buf),
             Request::LoginWithPersonalAccessToken(body) => put_request(body, &mut buf),
@@ -696,7 +696,7 @@ fn invalid_utf8_is_invalid_format() {
 /// `CREATE_FRAME`, a delete of "tok-1h" and a token login with "lk_x".
 fn spec_example(code: u32) -> Request {
     match code {
-        38 => Request::LoginUser(Box::new(login("iggy", "iggy", Some("0.10.0")))),
+        38 => Request::LoginUser(login("iggy", "iggy", Some("0.10.0"))),
         42 => Request::CreatePersonalAccessToken(CreatePersonalAccessToken {
             name: "tok-1h".to_owned(),
             expiry_us: 3_600_000_000,
@@ -759,11 +759,7 @@ fn truncated_bodies_are_invalid_command() {
                 // Only LoginUser has shorter valid forms: without the
                 // context, and without the version too.
                 let version = (i == 20).then_some("0.10.0");
-                assert_eq!(
-                    result,
-                    Ok(Request::LoginUser(Box::new(login("iggy", "iggy", version)))),
-                    "prefix {i}"
-                );
+                assert_eq!(result, Ok(Request::LoginUser(login("iggy", "iggy", version))), "prefix {i}");
             } else {
                 assert_eq!(result, Err(ErrorCode::InvalidCommand), "code {code} prefix {i}");
             }
@@ -809,7 +805,7 @@ fn served_codes_decode_to_served_requests() {
 fn only_ping_and_the_logins_are_allowed_before_login() {
     let allowed = [
         Request::Ping,
-        Request::LoginUser(Box::new(login("iggy", "iggy", None))),
+        Request::LoginUser(login("iggy", "iggy", None)),
         Request::LoginWithPersonalAccessToken(LoginWithPersonalAccessToken {
             token: Secret::from("lk_x".to_owned()),
         }),

@@ -25,11 +25,25 @@ pub fn since(start: Stamp) -> Duration {
     Stamp::now().saturating_duration_since(start)
 }
 
+/// The OS wall clock in µs since the Unix epoch (0 before it): what a
+/// change is stamped with (creation, revocation, the log's records).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// How long a thread carries the wall clock forward on [`Stamp`]'s before
-/// it reads the OS clock again. Bounds how late [`now_us`] sees the wall
-/// clock stepped (by an operator or NTP), and its drift from the OS clock
-/// while NTP slews it (at most 500 ppm: 50 µs in this time).
+/// [`request_now_us`] reads the OS clock again. Bounds how late a step of
+/// the wall clock (by an operator or NTP) is seen on the request path, and
+/// the drift from the OS clock while NTP slews it (at most 500 ppm: 50 µs
+/// in this time).
 pub const WALL_ANCHOR_REFRESH: Duration = Duration::from_millis(100);
+
+/// The longest an OS clock read may take, measured on [`Stamp`]'s clock,
+/// to be kept as an anchor: a thread preempted during it would put the
+/// carried clock ahead by up to that long.
+const WALL_ANCHOR_BRACKET: Duration = Duration::from_micros(20);
 
 thread_local! {
     /// This thread's last read of the OS wall clock, and when it was read on
@@ -37,32 +51,35 @@ thread_local! {
     static WALL_ANCHOR: Cell<Option<(Stamp, u64)>> = const { Cell::new(None) };
 }
 
-/// The wall clock in µs since the Unix epoch: what expiry is judged by and
-/// a token's use is recorded at. On the request path this is one read of
-/// [`Stamp`]'s clock added to the thread's anchor (about 10 ns here, where
-/// the OS clock's `clock_gettime` is 27 ns); the OS clock is read again
-/// once the anchor is [`WALL_ANCHOR_REFRESH`] old.
-pub fn now_us() -> u64 {
+/// The wall clock as the request path reads it, in µs since the Unix epoch:
+/// what a token login and a token check judge expiry by and record a use
+/// at. One read of [`Stamp`]'s clock added to the thread's anchor (about
+/// 10 ns here, where the OS clock's `clock_gettime` is 27 ns); the OS clock
+/// is read again once the anchor is [`WALL_ANCHOR_REFRESH`] old. Against
+/// [`now_us`] it is never behind (but for the drift above) and ahead by at
+/// most [`WALL_ANCHOR_BRACKET`]: a token's expiry is never judged late.
+pub fn request_now_us() -> u64 {
     let now = Stamp::now();
     WALL_ANCHOR.with(|anchor| {
         if let Some((at, wall_us)) = anchor.get() {
             let since = now.saturating_duration_since(at);
             if since < WALL_ANCHOR_REFRESH {
-                // Under 100 ms: the sum cannot overflow a clock that is sane.
+                // Under 100 ms: `as` cannot truncate, the sum saturates.
                 return wall_us.saturating_add(since.as_micros() as u64);
             }
         }
-        let wall_us = os_now_us();
-        anchor.set(Some((now, wall_us)));
+        // The OS clock is read after `now`, so the anchor is never behind
+        // it: an expiry is never judged late. If the thread was preempted
+        // between the two reads, answer from the OS clock and try again
+        // next time.
+        let wall_us = now_us();
+        if Stamp::now().saturating_duration_since(now) <= WALL_ANCHOR_BRACKET {
+            anchor.set(Some((now, wall_us)));
+        } else {
+            anchor.set(None);
+        }
         wall_us
     })
-}
-
-/// The OS wall clock in µs since the Unix epoch (0 before it).
-pub fn os_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// The last instant RFC 3339 can write (its years have four digits).
@@ -89,12 +106,13 @@ mod tests {
         let mut reads = 0u32;
         let mut last = 0;
         while super::Stamp::now() < until {
-            let before = super::os_now_us();
-            let carried = super::now_us();
-            let after = super::os_now_us();
-            // A millisecond of slack for the TSC's rate against NTP's.
-            assert!(carried + 1_000 >= before && carried <= after + 1_000, "{before} {carried} {after}");
-            assert!(carried + 1_000 >= last, "went back: {last} then {carried}");
+            let before = super::now_us();
+            let carried = super::request_now_us();
+            let after = super::now_us();
+            // 100 µs of slack: how far ahead the anchor may be (20 µs) and
+            // the TSC's rate against the OS clock's, which NTP may slew.
+            assert!(carried + 100 >= before && carried <= after + 100, "{before} {carried} {after}");
+            assert!(carried + 100 >= last, "went back: {last} then {carried}");
             last = carried;
             reads += 1;
             std::thread::sleep(std::time::Duration::from_millis(7));

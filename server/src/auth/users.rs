@@ -181,6 +181,18 @@ pub(super) fn verify_phc(password: &str, phc: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_username_copy_reads_back_every_name_the_directory_admits() {
+        let longest = format!("{}é", "u".repeat(USERNAME_BYTES_MAX - 2));
+        for name in ["iggy", "ünïcödé", longest.as_str()] {
+            let copy = UsernameCopy::of(name);
+            assert_eq!(copy.as_str(), name);
+            assert_eq!(format!("{copy:?}"), format!("{name:?}"));
+        }
+        assert_eq!(UsernameCopy::EMPTY.as_str(), "");
+        assert_ne!(UsernameCopy::of("iggy"), UsernameCopy::of("iggz"));
+    }
+
     fn root(password: &str) -> RootCredentials {
         RootCredentials { username: "iggy".into(), password_hash: hash_password(password) }
     }

@@ -18,7 +18,7 @@ use latchkey_protocol::{ErrorCode, scope, token};
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
 use crate::auth::users::{User, UsernameCopy, Users};
-use crate::clock::now_us;
+use crate::clock::request_now_us;
 use crate::metrics::{self, Via};
 use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
 
@@ -273,7 +273,7 @@ fn decide(
         return unknown();
     }
     let hash = ctx.auth.token_key.hash(token);
-    let now = now_us();
+    let now = request_now_us();
     ctx.registry
         .read(|replica| {
             let entry = replica.by_hash(&hash)?;
@@ -357,7 +357,7 @@ pub async fn broker_login(
     {
         let hash = ctx.auth.token_key.hash(secret);
         let users = ctx.auth.users();
-        let now = now_us();
+        let now = request_now_us();
         if let Some(found) = ctx.registry.read(|replica| {
             let entry = replica.by_hash(&hash)?;
             let user = users.by_id(entry.user_id)?;
@@ -396,7 +396,7 @@ pub fn broker_check(
     fresh(ctx, Via::Broker)?;
     let networks = if address.is_some() { Networks::Check(address) } else { Networks::Checked };
     let users = ctx.auth.users();
-    let now = now_us();
+    let now = request_now_us();
     let ruling = broker_username(username)
         .and_then(|(owner, name)| {
             let user = users.by_name(owner)?;

@@ -16,7 +16,7 @@ use latchkey_protocol::{ErrorCode, token};
 use super::{Context, ReplyBody, Session, SessionToken};
 use crate::auth::throttle::{Attempt, Reservation};
 use crate::auth::users::{PASSWORD_BYTES_MAX, PASSWORD_BYTES_MIN, USERNAME_BYTES_MAX, USERNAME_BYTES_MIN};
-use crate::clock::now_us;
+use crate::clock::request_now_us;
 use crate::registry::{LastUsed, TokenExtras, TokenHash};
 
 pub(super) async fn login_user(
@@ -109,7 +109,7 @@ fn settle_token_login(
     ctx: &Context,
 ) -> Result<ReplyBody, ErrorCode> {
     let peer = session.peer();
-    let now = now_us();
+    let now = request_now_us();
     let token = match find_token(login, peer, now, ctx) {
         Ok(token) => token,
         Err((reason, code)) => {

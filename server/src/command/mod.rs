@@ -151,8 +151,7 @@ pub fn at_once(
 /// login), for the writer (every change), or for the failed-login throttle
 /// (a token login from a client with failures on record).
 pub enum Waits {
-    /// Boxed: the largest body, on a path that waits for Argon2 anyway.
-    PasswordLogin(Box<LoginUser>),
+    PasswordLogin(LoginUser),
     TokenLogin(LoginWithPersonalAccessToken),
     CreateIggyToken(CreatePersonalAccessToken),
     CreateToken(CreateToken),
@@ -188,7 +187,7 @@ impl Waits {
             }
             Waits::DeleteToken(delete) => return begun(write::delete_token(delete, session, ctx).await),
             Waits::PasswordLogin(login) => {
-                let reply = login::login_user(*login, session, ctx).await;
+                let reply = login::login_user(login, session, ctx).await;
                 metrics::login(LoginMethod::Password, LoginResult::of(&reply));
                 reply
             }

@@ -115,12 +115,12 @@ fn peer(ip: &str) -> SocketAddr {
 }
 
 fn password_login(password: &str) -> Request {
-    Request::LoginUser(Box::new(LoginUser {
+    Request::LoginUser(LoginUser {
         username: ROOT.into(),
         password: Secret::from(password),
         version: None,
         context: None,
-    }))
+    })
 }
 
 fn expect_ok(reply: Result<ReplyBody, ErrorCode>) -> ReplyBody {

@@ -304,7 +304,7 @@ fn credentials(headers: &HeaderMap) -> Result<(Command, Credential), ApiError> {
             version: None,
             context: Some("http".to_owned()),
         };
-        return Ok((Command::LoginUser(Box::new(login)), Credential::Password));
+        return Ok((Command::LoginUser(login), Credential::Password));
     }
     Err(unauthenticated("the Authorization scheme must be Bearer or Basic"))
 }

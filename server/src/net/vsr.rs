@@ -239,8 +239,7 @@ impl Vsr<'_> {
         }
         if let Ok((login, _)) = LoginRegister::decode(body) {
             let LoginRegister { username, password, context, .. } = login;
-            let request =
-                Request::LoginUser(Box::new(LoginUser { username, password, version: None, context }));
+            let request = Request::LoginUser(LoginUser { username, password, version: None, context });
             let answer = match command::handle(request, session, ctx).await {
                 Ok(reply) => self.registered(&reply),
                 Err(ErrorCode::TooManyFailedLogins) => throttled(),

@@ -387,7 +387,7 @@ pub async fn sign_in(request: Request<Incoming>, exchange: &Exchange) -> Result<
                 version: None,
                 context: Some("console".to_owned()),
             };
-            (Command::LoginUser(Box::new(login)), Credential::Password)
+            (Command::LoginUser(login), Credential::Password)
         }
         SignIn { username: None, password: None, token: Some(token) } => {
             let login = LoginWithPersonalAccessToken { token: Secret::new(token.trim().to_owned()) };
