@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier as _, SaltString};
+use arrayvec::ArrayString;
 
 use crate::config::UserConfig;
 use crate::datadir::RootCredentials;
@@ -27,32 +28,26 @@ pub const PASSWORD_BYTES_MAX: usize = 100;
 /// [`USERNAME_BYTES_MAX`] bytes): what a token check's reply names the
 /// token's owner by, made on every Authorize call.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct UsernameCopy {
-    len: u8,
-    bytes: [u8; USERNAME_BYTES_MAX],
-}
+pub struct UsernameCopy(ArrayString<USERNAME_BYTES_MAX>);
 
 impl UsernameCopy {
     /// No name: a check that found no token.
-    pub const EMPTY: UsernameCopy = UsernameCopy { len: 0, bytes: [0; USERNAME_BYTES_MAX] };
+    pub const EMPTY: UsernameCopy = UsernameCopy(ArrayString::new_const());
 
     /// `name`, which the directory holds to its bounds; a longer one (none
     /// gets in) is copied as empty rather than cut inside a character.
     pub fn of(name: &str) -> UsernameCopy {
-        let bytes = name.as_bytes();
-        if bytes.len() > USERNAME_BYTES_MAX {
-            debug_assert!(false, "username over {USERNAME_BYTES_MAX} bytes in the directory");
-            return UsernameCopy::EMPTY;
+        match ArrayString::from(name) {
+            Ok(copy) => UsernameCopy(copy),
+            Err(_) => {
+                debug_assert!(false, "username over {USERNAME_BYTES_MAX} bytes in the directory");
+                UsernameCopy::EMPTY
+            }
         }
-        let mut copy = UsernameCopy::EMPTY;
-        copy.bytes[..bytes.len()].copy_from_slice(bytes);
-        copy.len = bytes.len() as u8;
-        copy
     }
 
     pub fn as_str(&self) -> &str {
-        // Copied whole from a `str`, so always UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        &self.0
     }
 }
 
