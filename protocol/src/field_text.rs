@@ -7,7 +7,6 @@
 //! on the heap for that reason).
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 use arrayvec::ArrayString;
@@ -102,12 +101,6 @@ impl PartialEq<&str> for FieldText {
 impl PartialEq<String> for FieldText {
     fn eq(&self, other: &String) -> bool {
         self.as_str() == other.as_str()
-    }
-}
-
-impl Hash for FieldText {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
     }
 }
 

@@ -27,40 +27,16 @@ pub const PASSWORD_BYTES_MAX: usize = 100;
 /// A copy of a username that needs no allocation (a username is at most
 /// [`USERNAME_BYTES_MAX`] bytes): what a token check's reply names the
 /// token's owner by, made on every Authorize call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct UsernameCopy(ArrayString<USERNAME_BYTES_MAX>);
+pub type UsernameCopy = ArrayString<USERNAME_BYTES_MAX>;
 
-impl UsernameCopy {
-    /// No name: a check that found no token.
-    pub const EMPTY: UsernameCopy = UsernameCopy(ArrayString::new_const());
-
-    /// `name`, which the directory holds to its bounds; a longer one (none
-    /// gets in) is copied as empty rather than cut inside a character.
-    pub fn of(name: &str) -> UsernameCopy {
-        match ArrayString::from(name) {
-            Ok(copy) => UsernameCopy(copy),
-            Err(_) => {
-                debug_assert!(false, "username over {USERNAME_BYTES_MAX} bytes in the directory");
-                UsernameCopy::EMPTY
-            }
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for UsernameCopy {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::fmt::Debug for UsernameCopy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_str().fmt(f)
-    }
+/// `name` as a [`UsernameCopy`]. The directory holds names to their bounds;
+/// a longer one (none gets in) is copied as empty rather than cut inside a
+/// character.
+pub fn copy_username(name: &str) -> UsernameCopy {
+    UsernameCopy::from(name).unwrap_or_else(|_| {
+        debug_assert!(false, "username over {USERNAME_BYTES_MAX} bytes in the directory");
+        UsernameCopy::new_const()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,12 +156,12 @@ mod tests {
     fn a_username_copy_reads_back_every_name_the_directory_admits() {
         let longest = format!("{}é", "u".repeat(USERNAME_BYTES_MAX - 2));
         for name in ["iggy", "ünïcödé", longest.as_str()] {
-            let copy = UsernameCopy::of(name);
+            let copy = copy_username(name);
             assert_eq!(copy.as_str(), name);
             assert_eq!(format!("{copy:?}"), format!("{name:?}"));
         }
-        assert_eq!(UsernameCopy::EMPTY.as_str(), "");
-        assert_ne!(UsernameCopy::of("iggy"), UsernameCopy::of("iggz"));
+        assert_eq!(UsernameCopy::new_const().as_str(), "");
+        assert_ne!(copy_username("iggy"), copy_username("iggz"));
     }
 
     fn root(password: &str) -> RootCredentials {

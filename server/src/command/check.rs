@@ -17,7 +17,7 @@ use latchkey_protocol::{ErrorCode, scope, token};
 
 use super::{Context, Need, ReplyBody, Session};
 use crate::auth::throttle::Attempt;
-use crate::auth::users::{User, UsernameCopy, Users};
+use crate::auth::users::{User, UsernameCopy, Users, copy_username};
 use crate::clock::request_now_us;
 use crate::metrics::{self, Via};
 use crate::registry::{LastUsed, TokenEntry, TokenExtras, TokenHash};
@@ -236,7 +236,7 @@ fn unknown() -> Verdict {
         decided: AuthorizeDecision {
             decision: Decision::Unknown,
             user_id: 0,
-            username: UsernameCopy::EMPTY,
+            username: UsernameCopy::new_const(),
             token_id: 0,
             expires_at_us: 0,
         },
@@ -297,7 +297,7 @@ fn judge(
         decided: AuthorizeDecision {
             decision: rule(entry, owner, now_us, required_scope, networks),
             user_id: entry.user_id,
-            username: UsernameCopy::of(&owner.username),
+            username: copy_username(&owner.username),
             token_id: entry.id,
             expires_at_us: entry.expiry_at_us.map_or(0, |at| at.get()),
         },
