@@ -23,6 +23,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use arrayvec::ArrayString;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -76,18 +77,19 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
                 crate::metrics::authorize(crate::metrics::Via::Broker, "network");
                 return text("deny");
             }
-            let required = required_scope("vhost", sent.get(Field::Vhost), "access");
+            let required = required_scope(Kind::Vhost, sent.get(Field::Vhost), Action::Access);
             check::broker_check(username, &required, address, uses, ctx)
         }
         Question::Resource | Question::Topic => {
-            let resource = if question == Question::Topic { "topic" } else { sent.get(Field::Resource) };
-            let permission = sent.get(Field::Permission);
-            let known = matches!(resource, "exchange" | "queue" | "topic")
-                && matches!(permission, "configure" | "write" | "read");
-            if !known {
+            let kind = if question == Question::Topic {
+                Some(Kind::Topic)
+            } else {
+                Kind::named(sent.get(Field::Resource))
+            };
+            let (Some(kind), Some(action)) = (kind, Action::named(sent.get(Field::Permission))) else {
                 return text("deny");
-            }
-            let required = required_scope(resource, sent.get(Field::Name), permission);
+            };
+            let required = required_scope(kind, sent.get(Field::Name), action);
             check::broker_check(username, &required, None, uses, ctx)
         }
     };
@@ -106,7 +108,7 @@ pub async fn answer(question: Question, request: Request<Incoming>, exchange: &E
 /// A value without escapes is read where it was sent; the ones with
 /// escapes (RabbitMQ's usernames always, the default vhost `/`) are decoded
 /// one after another into one buffer, wiped when dropped: one allocation
-/// per question at most.
+/// per question at most, never grown.
 struct Fields<'a> {
     sent: &'a str,
     decoded: Zeroizing<Vec<u8>>,
@@ -186,6 +188,15 @@ impl<'a> Fields<'a> {
         if !escaped {
             return Span::Sent(start, end);
         }
+        if self.decoded.capacity() == 0 {
+            // Decoding never lengthens a value, so what is left of the text
+            // from here bounds every value still to decode: one allocation,
+            // and no reallocation that would leave a decoded copy (a
+            // username, or a password) unwiped in freed memory.
+            self.decoded.reserve_exact(self.sent.len() - start);
+        }
+        // Held by the reservation above: nothing ever reallocates.
+        debug_assert!(self.decoded.len() + (end - start) <= self.decoded.capacity());
         let from = self.decoded.len();
         decode_form_into(&self.sent.as_bytes()[start..end], &mut self.decoded);
         if std::str::from_utf8(&self.decoded[from..]).is_ok() {
@@ -207,16 +218,91 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// What a question is about: the first part of the scope it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Vhost,
+    Exchange,
+    Queue,
+    Topic,
+}
+
+impl Kind {
+    /// The longest [`Kind::as_str`].
+    const BYTES_MAX: usize = 8;
+
+    /// A resource question's `resource` field.
+    fn named(resource: &str) -> Option<Kind> {
+        Some(match resource {
+            "exchange" => Kind::Exchange,
+            "queue" => Kind::Queue,
+            "topic" => Kind::Topic,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Vhost => "vhost",
+            Kind::Exchange => "exchange",
+            Kind::Queue => "queue",
+            Kind::Topic => "topic",
+        }
+    }
+}
+
+/// What a question asks to do: the last part of the scope it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Access,
+    Configure,
+    Write,
+    Read,
+}
+
+impl Action {
+    /// The longest [`Action::as_str`].
+    const BYTES_MAX: usize = 9;
+
+    /// A resource or topic question's `permission` field (`access` is
+    /// the vhost question's own, never asked for).
+    fn named(permission: &str) -> Option<Action> {
+        Some(match permission {
+            "configure" => Action::Configure,
+            "write" => Action::Write,
+            "read" => Action::Read,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Access => "access",
+            Action::Configure => "configure",
+            Action::Write => "write",
+            Action::Read => "read",
+        }
+    }
+}
+
+/// The longest scope a question needs: a kind, a name part, an action and
+/// two colons.
+const REQUIRED_SCOPE_BYTES: usize = Kind::BYTES_MAX + 1 + scope::SCOPE_PART_BYTES_MAX + 1 + Action::BYTES_MAX;
+
 /// The scope a question needs: `<kind>:<name>:<action>`, or with a name
 /// that no scope can spell, `<kind>:*:<action>`, which only a wildcard
-/// grant covers.
-fn required_scope(kind: &str, name: &str, action: &str) -> String {
-    debug_assert!(scope::valid_part(kind) && scope::valid_part(action), "{kind}, {action}");
-    // The kinds and actions asked are valid parts, so the scope is valid
+/// grant covers. Built on the stack: it is asked for on every question.
+fn required_scope(kind: Kind, name: &str, action: Action) -> ArrayString<REQUIRED_SCOPE_BYTES> {
+    // The kinds and actions are valid parts, so the scope is valid
     // exactly when the name is (`validate_required`'s rule, which the test
-    // below holds this to), and it is built in one allocation.
+    // below holds this to). A valid name is at most SCOPE_PART_BYTES_MAX
+    // bytes, so the whole fits (a test checks every kind and action).
     let name = if scope::valid_part(name) { name } else { scope::WILDCARD };
-    [kind, ":", name, ":", action].concat()
+    let mut required = ArrayString::new();
+    for piece in [kind.as_str(), ":", name, ":", action.as_str()] {
+        required.push_str(piece);
+    }
+    required
 }
 
 fn text(answer: &'static str) -> Reply {
@@ -225,7 +311,7 @@ fn text(answer: &'static str) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::{Field, Fields, required_scope};
+    use super::{Action, Field, Fields, Kind, required_scope};
     use crate::http::input::form_field;
 
     /// Every field, with the name it is sent under.
@@ -293,31 +379,59 @@ mod tests {
 
     #[test]
     fn names_a_scope_cannot_spell_need_a_wildcard_grant() {
-        assert_eq!(required_scope("exchange", "orders", "write"), "exchange:orders:write");
-        assert_eq!(required_scope("queue", "amq.gen-Xa_1", "read"), "queue:amq.gen-Xa_1:read");
-        assert_eq!(required_scope("vhost", "/", "access"), "vhost:*:access");
-        assert_eq!(required_scope("queue", "a:b", "read"), "queue:*:read");
-        assert_eq!(required_scope("queue", "", "read"), "queue:*:read");
-        assert_eq!(required_scope("queue", &"q".repeat(65), "read"), "queue:*:read");
+        use Action::*;
+        use Kind::*;
+        assert_eq!(&required_scope(Exchange, "orders", Write), "exchange:orders:write");
+        assert_eq!(&required_scope(Queue, "amq.gen-Xa_1", Read), "queue:amq.gen-Xa_1:read");
+        assert_eq!(&required_scope(Vhost, "/", Access), "vhost:*:access");
+        assert_eq!(&required_scope(Queue, "a:b", Read), "queue:*:read");
+        assert_eq!(&required_scope(Queue, "", Read), "queue:*:read");
+        assert_eq!(&required_scope(Queue, &"q".repeat(65), Read), "queue:*:read");
         // What a wildcard-only name needs, and who has it.
-        let required = required_scope("vhost", "/", "access");
+        let required = required_scope(Vhost, "/", Access);
         assert!(latchkey_protocol::scope::allows(&["vhost:*:access"], &required));
         assert!(!latchkey_protocol::scope::allows(&["vhost:prod:access"], &required));
         assert!(latchkey_protocol::scope::allows::<&str>(&[], &required));
-        // The same rule as validating the whole scope, for names of every kind.
-        let names = ["orders", "a.b_c-9", "", "*", "a:b", "a b", "é", "/", &"q".repeat(64), &"q".repeat(65)];
-        for kind in ["vhost", "exchange", "queue", "topic"] {
-            for action in ["access", "configure", "write", "read"] {
+        // The same rule as validating the whole scope, for names of every
+        // kind, the longest a scope part may be among them.
+        let longest = "q".repeat(latchkey_protocol::scope::SCOPE_PART_BYTES_MAX);
+        let names = ["orders", "a.b_c-9", "", "*", "a:b", "a b", "é", "/", &longest, &"q".repeat(65)];
+        for kind in [Vhost, Exchange, Queue, Topic] {
+            assert!(
+                latchkey_protocol::scope::valid_part(kind.as_str()) && kind.as_str().len() <= Kind::BYTES_MAX
+            );
+            for action in [Access, Configure, Write, Read] {
+                assert!(
+                    latchkey_protocol::scope::valid_part(action.as_str())
+                        && action.as_str().len() <= Action::BYTES_MAX
+                );
                 for name in names {
-                    let whole = format!("{kind}:{name}:{action}");
+                    let whole = format!("{}:{name}:{}", kind.as_str(), action.as_str());
                     let expected = if latchkey_protocol::scope::validate_required(&whole).is_ok() {
                         whole
                     } else {
-                        format!("{kind}:*:{action}")
+                        format!("{}:*:{}", kind.as_str(), action.as_str())
                     };
-                    assert_eq!(required_scope(kind, name, action), expected, "{name:?}");
+                    assert_eq!(&required_scope(kind, name, action), expected.as_str(), "{name:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn resources_and_permissions_are_the_plugins_words_only() {
+        assert_eq!(Kind::named("exchange"), Some(Kind::Exchange));
+        assert_eq!(Kind::named("queue"), Some(Kind::Queue));
+        assert_eq!(Kind::named("topic"), Some(Kind::Topic));
+        // The vhost question has its own route; as a resource it is no word.
+        for word in ["vhost", "Exchange", "", "exchanges", "*"] {
+            assert_eq!(Kind::named(word), None, "{word:?}");
+        }
+        assert_eq!(Action::named("configure"), Some(Action::Configure));
+        assert_eq!(Action::named("write"), Some(Action::Write));
+        assert_eq!(Action::named("read"), Some(Action::Read));
+        for word in ["access", "READ", "", "*", "writes"] {
+            assert_eq!(Action::named(word), None, "{word:?}");
         }
     }
 }
