@@ -9,6 +9,7 @@
 //! credential, so failed checks are charged to the client's address in the
 //! failed-login throttle, exactly like a failed token login.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -197,7 +198,13 @@ pub async fn forward_auth(
     if verdict.allowed() && required.iter().skip(1).any(|wanted| !scope::allows(verdict.scopes(), wanted)) {
         verdict.decided.decision = Decision::Scope;
     }
-    let required_scope = required.join(" ");
+    // Named in the audit event; most checks need one scope or none, which
+    // need no allocation.
+    let required_scope = match required {
+        [] => Cow::Borrowed(""),
+        [one] => Cow::Borrowed(*one),
+        many => Cow::Owned(many.join(" ")),
+    };
     // Only a token nobody holds is a guess; a real token that is refused
     // (expired, revoked, wrong scope) costs its holder nothing.
     if verdict.decided.decision == Decision::Unknown {

@@ -12,6 +12,7 @@
 //! says why, and on a deny a small JSON body too (an allow has no body:
 //! proxies read its headers only).
 
+use arrayvec::ArrayVec;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -69,7 +70,9 @@ pub async fn forward(request: Request<Incoming>, exchange: &Exchange) -> Reply {
         Some(Ok(_)) | None => None,
         Some(Err(_)) => return deny(StatusCode::FORBIDDEN, "invalid_scope"),
     };
-    let required: Vec<&str> = from_query.as_deref().map(str::trim).into_iter().chain(from_header).collect();
+    // At most two: the query's and the header's (no allocation).
+    let required: ArrayVec<&str, 2> =
+        from_query.as_deref().map(str::trim).into_iter().chain(from_header).collect();
     let client = exchange.side.trusted.client(exchange.peer, headers);
     match check::forward_auth(token, &required, client, &exchange.uses, &exchange.ctx).await {
         Ok(verdict) if verdict.allowed() => allow(&verdict),
