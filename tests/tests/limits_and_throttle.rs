@@ -165,6 +165,30 @@ async fn a_client_whose_pings_are_always_buffered_still_meets_the_login_timeout(
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_replies_is_closed_at_the_login_timeout() {
+    let home = DataHome::new();
+    // Two seconds: the flood below fills both ends' socket buffers long
+    // before, so when the deadline passes the server is waiting to write.
+    let spec = logging_closes(ServerSpec::default_root())
+        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "2s")
+        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h");
+    let server = TestServer::start(&home, &spec);
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let (_unread, mut writer) = stream.into_split();
+    // Pings until a write has waited a whole second: the server has stopped
+    // reading, held up writing replies nobody reads.
+    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
+    let flooding = tokio::time::timeout(HANG_GUARD, async {
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
+    })
+    .await;
+    assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+    // Were the waiting write unbounded, this connection would stay open.
+    wait_closed_for(&server, local, "login timeout, its replies unread");
+}
+
+#[tokio::test]
 async fn a_logout_restarts_the_login_timeout() {
     let home = DataHome::new();
     // One second: the only margin here is the client's own turnaround

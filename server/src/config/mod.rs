@@ -189,7 +189,9 @@ pub struct TcpConfig {
     #[serde(with = "duration_text")]
     pub login_timeout: Duration,
     /// A logged-in connection that sends nothing for this long is closed;
-    /// "0 s" disables.
+    /// "0 s" disables. Both timeouts also bound a write of replies the
+    /// client does not read: once it has to wait, it waits at most this
+    /// long (until the login deadline, before login).
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     /// Requests answered from one read before the replies must be written:

@@ -8,7 +8,9 @@
 //! pipelining client costs one read and one write per burst, while a
 //! lockstep client (every Iggy SDK) sees one reply per request at once.
 //! The connection closes only when the framing itself is broken (a declared
-//! length over the limit), when the peer closes, or at shutdown.
+//! length over the limit), when the peer closes, at the login or idle
+//! timeout (a write that waits on a client not reading its replies counts
+//! towards them too), or at shutdown.
 //!
 //! **Framing detection** (spec §0.2), once per connection, before the first
 //! frame is decoded, when `[tcp] framing = "auto"`: read the first 4 bytes
@@ -36,23 +38,26 @@
 //! way, equal to one-by-one answers; a pipelined burst of creates and
 //! deletes shares one commit.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::task::{Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use latchkey_protocol::codec::{Inbound, LegacyRequestCodec, Reply, encode_reply};
 use latchkey_protocol::{ErrorCode, Request};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::codec::Decoder;
+use tokio_util::io::poll_read_buf;
 use zeroize::Zeroize;
 
 use super::framing::{Framing, Route};
 use super::vsr::Vsr;
 use super::{Connections, StopSignal};
-use crate::clock::{self, Stamp};
+use crate::clock::Stamp;
 use crate::command::{self, Context, ReplyBody, Session, Started, Waits};
 use crate::config::Framing as FramingSetting;
 use crate::metrics::{self, CommandLabel, ConnKind, OpenConnection};
@@ -204,6 +209,9 @@ impl<S: Transport> Conversation<'_, S> {
         loop {
             // Every request of this burst is timed from here.
             let burst_at = Stamp::now();
+            // When the last reply so far was settled; the timeouts run from
+            // there once the replies are written (one clock read less).
+            let mut settled = burst_at;
             let mut answered = 0;
             while answered < self.in_flight_max {
                 let frame = match framing.decode(&mut self.input) {
@@ -212,7 +220,11 @@ impl<S: Transport> Conversation<'_, S> {
                     Err(reason) => {
                         // Answer what came before the bad frame, then close.
                         finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
-                        let _ = write_burst(self.stream, &mut output).await;
+                        let logged_in = self.session.is_logged_in();
+                        let _ = self
+                            .waiting
+                            .next_burst(self.stream, &mut output, &mut self.input, true, logged_in, settled)
+                            .await;
                         return Err(reason);
                     }
                 };
@@ -224,7 +236,7 @@ impl<S: Transport> Conversation<'_, S> {
                     }
                     Route::Known(reply, outcome, label) if queued.is_empty() => {
                         framing.encode(reply, outcome, &mut output);
-                        metrics::request(label, clock::since(burst_at));
+                        settled = timed(label, burst_at);
                     }
                     Route::Known(reply, outcome, label) => {
                         queued.push((reply, Started::Done(outcome), label))
@@ -239,19 +251,19 @@ impl<S: Transport> Conversation<'_, S> {
                                 framing.answer(waiting, self.session, self.ctx, &mut output).await
                             }
                         };
-                        metrics::request(label, clock::since(burst_at));
+                        settled = timed(label, burst_at);
                     }
                 }
                 answered += 1;
             }
             if !queued.is_empty() {
-                finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
+                settled = finish_queued(&mut framing, &mut queued, &mut output, burst_at).await;
             }
             let more_buffered = answered == self.in_flight_max;
             let logged_in = self.session.is_logged_in();
             if !self
                 .waiting
-                .next_burst(self.stream, &mut output, &mut self.input, more_buffered, logged_in)
+                .next_burst(self.stream, &mut output, &mut self.input, more_buffered, logged_in, settled)
                 .await?
             {
                 return Ok(());
@@ -265,21 +277,31 @@ impl<S: Transport> Conversation<'_, S> {
 type Queued<R> = (R, Started, CommandLabel);
 
 /// Waits for the queued replies in order and encodes them; each request's
-/// time runs from `burst_at`.
+/// time runs from `burst_at`. Returns when the last was settled.
 async fn finish_queued<F: Framing>(
     framing: &mut F,
     queued: &mut Vec<Queued<F::Reply>>,
     output: &mut BytesMut,
     burst_at: Stamp,
-) {
+) -> Stamp {
+    let mut settled = burst_at;
     for (reply, started, label) in queued.drain(..) {
         let outcome = match started {
             Started::Done(outcome) => outcome,
             Started::Pending(pending) => pending.reply().await,
         };
         framing.encode(reply, outcome, output);
-        metrics::request(label, clock::since(burst_at));
+        settled = timed(label, burst_at);
     }
+    settled
+}
+
+/// Records a request's time in the server, from its burst's start to now,
+/// and returns now.
+fn timed(label: CommandLabel, burst_at: Stamp) -> Stamp {
+    let now = Stamp::now();
+    metrics::request(label, now.saturating_duration_since(burst_at));
+    now
 }
 
 /// The legacy length-prefixed framing (spec §1).
@@ -351,12 +373,25 @@ impl Framing for Legacy {
 
 /// Waiting for a client's next bytes, bounded by shutdown and by the login
 /// and idle timeouts. Shared by both framings' loops.
+///
+/// Its futures are hand-written polls, not `async` blocks around a
+/// `select!`: a lockstep client's every request wakes the connection once
+/// to read, and each layer of nested futures, and each registration of the
+/// task's waker with the stop signal and the timer, is paid on that wake.
+/// Both keep the waker they were last given until they use it, so they are
+/// given it again only when it changes (it does not, for a task's life) or
+/// when the timer is moved.
 pub(super) struct Waiting {
     /// This connection's own shutdown signal (no lock shared with others).
     shutdown: StopSignal,
     /// Armed at or before the real deadline (on tokio's clock, from a
     /// duration measured on [`Stamp`]'s).
     timer: Pin<Box<Sleep>>,
+    /// The waker the stop signal holds, once one is registered.
+    watched_by: Option<Waker>,
+    /// Whether the timer, as armed now, was polled with `watched_by` (and so
+    /// holds it until it fires).
+    timer_watched: bool,
     /// When the connection last became unauthenticated (connect or logout).
     unauthenticated_since: Stamp,
     was_logged_in: bool,
@@ -374,6 +409,8 @@ impl Waiting {
         Waiting {
             shutdown: connections.stop_signal(),
             timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            watched_by: None,
+            timer_watched: false,
             unauthenticated_since: now,
             was_logged_in: false,
             deadline: None,
@@ -383,60 +420,88 @@ impl Waiting {
     }
 
     /// Ends a burst, for both framings' loops: writes the replies in
-    /// `output` (one syscall), then, unless `more_buffered` (the in-flight
-    /// cap stopped the burst), reads more input. `Ok(false)`: a clean end.
-    pub(super) async fn next_burst<S: Transport>(
-        &mut self,
-        stream: &mut S,
-        output: &mut BytesMut,
-        input: &mut BytesMut,
+    /// `output` and clears it (one `write` on plain TCP; on TLS, records
+    /// sealed into rustls's buffer and sent by the flush as one vectored
+    /// write), then, unless `more_buffered` (the in-flight cap stopped the
+    /// burst), reads more input as [`Waiting::read_more`] does. `settled`
+    /// is when the last reply was settled: the timeouts run from there, or
+    /// from when the write ends if it had to wait. `Ok(false)`: a clean end.
+    ///
+    /// A write that waits (the client is not reading its replies) is
+    /// bounded by the timeouts too, rearmed when it begins to wait, but not
+    /// by shutdown, which waits for it up to `shutdown_timeout`.
+    pub(super) fn next_burst<'a, S: Transport>(
+        &'a mut self,
+        stream: &'a mut S,
+        output: &'a mut BytesMut,
+        input: &'a mut BytesMut,
         more_buffered: bool,
         logged_in: bool,
-    ) -> Result<bool, String> {
-        write_burst(stream, output).await.map_err(|e| format!("write failed: {e}"))?;
-        if more_buffered {
-            // Answer what is already buffered before reading again.
-            return Ok(true);
-        }
-        self.read_more(stream, input, logged_in).await
+        settled: Stamp,
+    ) -> impl Future<Output = Result<bool, String>> + 'a {
+        // Nothing to write: no flush either.
+        let mut written = if output.is_empty() { None } else { Some(0) };
+        // Set once the write has waited: the timeouts then run from its end.
+        let mut stalled = false;
+        let mut reading = false;
+        poll_fn(move |cx| {
+            if let Some(sent) = &mut written {
+                match poll_write_out(cx, stream, output, sent) {
+                    Poll::Ready(Ok(())) => written = None,
+                    Poll::Ready(Err(error)) => {
+                        wipe(output);
+                        return Poll::Ready(Err(format!("write failed: {error}")));
+                    }
+                    Poll::Pending => {
+                        if !stalled {
+                            stalled = true;
+                            self.rearm(logged_in, Stamp::now());
+                        }
+                        return match self.poll_watch(cx, false) {
+                            Poll::Ready(Err(reason)) => {
+                                wipe(output);
+                                Poll::Ready(Err(format!("{reason}, its replies unread")))
+                            }
+                            _ => Poll::Pending,
+                        };
+                    }
+                }
+            }
+            if more_buffered {
+                // Answer what is already buffered before reading again.
+                return Poll::Ready(Ok(true));
+            }
+            if !reading {
+                let now = if stalled { Stamp::now() } else { settled };
+                if let Err(end) = self.before_read(logged_in, now) {
+                    return Poll::Ready(end);
+                }
+                reading = true;
+            }
+            self.poll_read(cx, stream, input)
+        })
     }
 
     /// Reads more input, the timeouts running from now (after the burst's
     /// replies are written: a burst may have waited for a commit, Argon2 or
     /// a slow reader). `Ok(false)`: a clean end (the peer closed between
     /// frames, or shutdown began); `Err`: why the connection must close.
-    pub(super) async fn read_more<S: Transport>(
-        &mut self,
-        stream: &mut S,
-        input: &mut BytesMut,
+    pub(super) fn read_more<'a, S: Transport>(
+        &'a mut self,
+        stream: &'a mut S,
+        input: &'a mut BytesMut,
         logged_in: bool,
-    ) -> Result<bool, String> {
-        if self.shutdown.is_stopping() {
-            return Ok(false);
-        }
-        let now = Stamp::now();
-        self.rearm(logged_in, now);
-        // A deadline already past is met here, not only when the timer
-        // fires: the select below polls the read first, so a client whose
-        // bytes are always ready (pipelined pings before login) would
-        // otherwise never let the timer's branch be reached. The stop is
-        // looked at above on every call for the same reason.
-        if let Some((at, reason)) = self.deadline
-            && now >= at
-        {
-            return Err(reason.to_owned());
-        }
-        tokio::select! {
-            biased;
-            read = stream.read_buf(input) => match read {
-                Ok(0) if input.is_empty() => Ok(false),
-                Ok(0) => Err(format!("peer closed mid-frame ({} bytes pending)", input.len())),
-                Ok(_) => Ok(true),
-                Err(error) => Err(format!("read failed: {error}")),
-            },
-            () = self.shutdown.stopped() => Ok(false),
-            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
-        }
+    ) -> impl Future<Output = Result<bool, String>> + 'a {
+        let mut reading = false;
+        poll_fn(move |cx| {
+            if !reading {
+                if let Err(end) = self.before_read(logged_in, Stamp::now()) {
+                    return Poll::Ready(end);
+                }
+                reading = true;
+            }
+            self.poll_read(cx, stream, input)
+        })
     }
 
     /// Runs `step` (the TLS handshake) bounded as a read before login is:
@@ -447,10 +512,99 @@ impl Waiting {
             return Ok(None);
         }
         self.rearm(false, Stamp::now());
-        tokio::select! {
-            output = step => Ok(Some(output)),
-            () = self.shutdown.stopped() => Ok(None),
-            reason = expired(&mut self.timer, self.deadline) => Err(reason.to_owned()),
+        let mut step = pin!(step);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = step.as_mut().poll(cx) {
+                return Poll::Ready(Ok(Some(output)));
+            }
+            self.poll_watch(cx, true).map(|ended| ended.map(|()| None))
+        })
+        .await
+    }
+
+    /// What is looked at once before a read waits: shutdown, and the
+    /// deadline, rearmed from `now`. A deadline already past is met here,
+    /// not only when the timer fires: a read is polled before the timer, so
+    /// a client whose bytes are always ready (pipelined pings before login)
+    /// would otherwise never let the timer be looked at. `Err` holds how
+    /// the read ends instead: `Ok(false)` at shutdown, `Err` past the
+    /// deadline.
+    fn before_read(&mut self, logged_in: bool, now: Stamp) -> Result<(), Result<bool, String>> {
+        if self.shutdown.is_stopping() {
+            return Err(Ok(false));
+        }
+        self.rearm(logged_in, now);
+        if let Some((at, reason)) = self.deadline
+            && now >= at
+        {
+            return Err(Err(reason.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// One poll of a read into `input`; while it waits, of shutdown and the
+    /// deadline too (after the read, so a ready read always wins).
+    fn poll_read<S: Transport>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        stream: &mut S,
+        input: &mut BytesMut,
+    ) -> Poll<Result<bool, String>> {
+        match poll_read_buf(Pin::new(stream), cx, input) {
+            Poll::Ready(Ok(0)) if input.is_empty() => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(0)) => {
+                Poll::Ready(Err(format!("peer closed mid-frame ({} bytes pending)", input.len())))
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(format!("read failed: {error}"))),
+            Poll::Pending => self.poll_watch(cx, true).map(|ended| ended.map(|()| false)),
+        }
+    }
+
+    /// Ready once shutdown has begun (`Ok`, only if `shutdown_ends`) or the
+    /// real deadline has passed (`Err`, re-arming the timer if it fired
+    /// early). The stop signal is given the task's waker only when it holds
+    /// another (or none), and the timer is polled only when it has fired or
+    /// was moved since it was last polled with that waker: a busy
+    /// connection's wake costs two atomic loads here, not two registrations.
+    fn poll_watch(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        shutdown_ends: bool,
+    ) -> Poll<Result<(), String>> {
+        if shutdown_ends && self.shutdown.is_stopping() {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.watched_by.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+            if self.shutdown.register(cx.waker()) && shutdown_ends {
+                return Poll::Ready(Ok(()));
+            }
+            self.watched_by = Some(cx.waker().clone());
+            self.timer_watched = false;
+        }
+        let Some((at, reason)) = self.deadline else {
+            return Poll::Pending;
+        };
+        if self.timer_watched && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        loop {
+            // Outside tokio's task budget: a Sleep polled with the budget
+            // spent is pending without holding the waker, and the timer
+            // would not be polled again (a flood of ready reads spends it).
+            match Pin::new(&mut tokio::task::unconstrained(self.timer.as_mut())).poll(cx) {
+                Poll::Ready(()) => {
+                    let now = Stamp::now();
+                    if now >= at {
+                        return Poll::Ready(Err(reason.to_owned()));
+                    }
+                    self.arm(at, now);
+                }
+                Poll::Pending => {
+                    self.timer_watched = true;
+                    return Poll::Pending;
+                }
+            }
         }
     }
 
@@ -472,46 +626,43 @@ impl Waiting {
         if let Some((at, _)) = deadline
             && self.deadline.is_none_or(|(armed, _)| at < armed)
         {
-            arm(&mut self.timer, at, now);
+            self.arm(at, now);
         }
         self.deadline = deadline;
     }
+
+    /// Arms the timer to fire at `at`, read on [`Stamp`]'s clock at `now`:
+    /// the two clocks are not compared, only the wait between them carried
+    /// over. The timer must then be polled again to hold the waker.
+    fn arm(&mut self, at: Stamp, now: Stamp) {
+        self.timer.as_mut().reset(tokio::time::Instant::now() + at.saturating_duration_since(now));
+        self.timer_watched = false;
+    }
 }
 
-/// Writes a burst of replies and clears `output`: one `write` on plain TCP;
-/// on TLS, records sealed into rustls's buffer and sent by the flush (one
-/// vectored write). Flushing a TcpStream is a no-op.
-pub(super) async fn write_burst<S: Transport>(stream: &mut S, output: &mut BytesMut) -> std::io::Result<()> {
-    if output.is_empty() {
-        return Ok(());
+/// Writes `output` from `*sent` on, wipes it once all is written, and
+/// flushes (a no-op on a TcpStream).
+fn poll_write_out<S: Transport>(
+    cx: &mut std::task::Context<'_>,
+    stream: &mut S,
+    output: &mut BytesMut,
+    sent: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    while *sent < output.len() {
+        match ready!(Pin::new(&mut *stream).poll_write(cx, &output[*sent..]))? {
+            0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            more => *sent += more,
+        }
     }
-    stream.write_all(output).await?;
-    // Replies may carry a new token's secret: leave no copy in the buffer.
+    wipe(output);
+    Pin::new(stream).poll_flush(cx)
+}
+
+/// Wipes and clears a burst's replies once written, or once the write
+/// failed: they may carry a new token's secret.
+fn wipe(output: &mut BytesMut) {
     output.as_mut().zeroize();
     output.clear();
-    stream.flush().await
-}
-
-/// Resolves once the real deadline has passed (re-arming the timer if it
-/// fired early); never, if there is none.
-async fn expired(timer: &mut Pin<Box<Sleep>>, deadline: Option<(Stamp, &'static str)>) -> &'static str {
-    let Some((at, reason)) = deadline else {
-        return std::future::pending().await;
-    };
-    loop {
-        timer.as_mut().await;
-        let now = Stamp::now();
-        if now >= at {
-            return reason;
-        }
-        arm(timer, at, now);
-    }
-}
-
-/// Arms `timer` to fire at `at`, read on [`Stamp`]'s clock at `now`: the
-/// two clocks are not compared, only the wait between them carried over.
-fn arm(timer: &mut Pin<Box<Sleep>>, at: Stamp, now: Stamp) {
-    timer.as_mut().reset(tokio::time::Instant::now() + at.saturating_duration_since(now));
 }
 
 /// Decodes a legacy request body; the payload is wiped either way.

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
@@ -249,14 +249,17 @@ impl StopSignal {
     /// Resolves once shutdown has begun.
     pub(crate) fn stopped(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
-            if self.is_stopping() {
-                return Poll::Ready(());
-            }
-            self.stop.waker.register(cx.waker());
-            // Looked at again after registering: a stop in between has
-            // found the waker, or is seen here.
-            if self.is_stopping() { Poll::Ready(()) } else { Poll::Pending }
+            if self.is_stopping() || self.register(cx.waker()) { Poll::Ready(()) } else { Poll::Pending }
         })
+    }
+
+    /// Leaves `waker` to be woken when shutdown begins; it stays until then
+    /// (or until another is registered). Returns whether shutdown has begun:
+    /// looked at after registering, so a stop in between has either found
+    /// the waker or is seen here.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        self.stop.waker.register(waker);
+        self.is_stopping()
     }
 }
 
