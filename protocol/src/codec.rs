@@ -79,18 +79,20 @@ impl Default for LegacyRequestCodec {
     }
 }
 
-impl Decoder for LegacyRequestCodec {
-    type Item = Inbound;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+impl LegacyRequestCodec {
+    /// The frame at the front of `src`, found in place: `Ok(None)` wants
+    /// more bytes (room for the whole frame is reserved), `Err` means the
+    /// framing is broken. The caller reads the payload where it lies and
+    /// advances `src` by [`FrameAt::bytes`]: the server's path, which
+    /// splits nothing off the buffer. [`Decoder::decode`] is this plus the
+    /// split.
+    pub fn frame_at_front(&self, src: &mut BytesMut) -> Result<Option<FrameAt>, FrameError> {
         if src.len() < HEADER_BYTES {
             return Ok(None);
         }
         let length = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
         if length < 4 {
-            src.advance(HEADER_BYTES);
-            return Ok(Some(Inbound::Malformed { length }));
+            return Ok(Some(FrameAt::Malformed { length }));
         }
         if length > self.length_max {
             return Err(FrameError::TooLarge { declared: length, max: self.length_max });
@@ -101,9 +103,48 @@ impl Decoder for LegacyRequestCodec {
             return Ok(None);
         }
         let code = u32::from_le_bytes([src[4], src[5], src[6], src[7]]);
-        let mut frame = src.split_to(frame_bytes);
-        frame.advance(HEADER_BYTES);
-        Ok(Some(Inbound::Request { code, payload: frame }))
+        Ok(Some(FrameAt::Request { code, bytes: frame_bytes }))
+    }
+}
+
+/// A whole frame at the front of a buffer, as
+/// [`LegacyRequestCodec::frame_at_front`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameAt {
+    /// A request: its code, and the frame's end; the payload is
+    /// `src[HEADER_BYTES..bytes]`.
+    Request { code: u32, bytes: usize },
+    /// The length field was below 4: only the header is consumed; answer
+    /// `InvalidCommand` and read on.
+    Malformed { length: u32 },
+}
+
+impl FrameAt {
+    /// The bytes the frame takes at the front of the buffer.
+    pub fn bytes(self) -> usize {
+        match self {
+            FrameAt::Request { bytes, .. } => bytes,
+            FrameAt::Malformed { .. } => HEADER_BYTES,
+        }
+    }
+}
+
+impl Decoder for LegacyRequestCodec {
+    type Item = Inbound;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+        Ok(self.frame_at_front(src)?.map(|frame| match frame {
+            FrameAt::Request { code, bytes } => {
+                let mut frame = src.split_to(bytes);
+                frame.advance(HEADER_BYTES);
+                Inbound::Request { code, payload: frame }
+            }
+            FrameAt::Malformed { length } => {
+                src.advance(HEADER_BYTES);
+                Inbound::Malformed { length }
+            }
+        }))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Legacy framing (spec §1.1), the worked examples of spec §1.10, and
 //! `Request::decode` with its precedence rules (spec §1.2, §1.6, §1.7).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use latchkey_protocol::Secret;
@@ -11,7 +11,7 @@ use latchkey_protocol::body::{
     RawPersonalAccessToken, WireEncode, encode_to_vec,
 };
 use latchkey_protocol::codec::{
-    FrameError, HEADER_BYTES, Inbound, InboundReply, LegacyReplyCodec, LegacyRequestCodec,
+    FrameAt, FrameError, HEADER_BYTES, Inbound, InboundReply, LegacyReplyCodec, LegacyRequestCodec,
     REPLY_LENGTH_MAX_DEFAULT, REQUEST_LENGTH_MAX_DEFAULT, Reply, encode_reply, encode_request,
 };
 use latchkey_protocol::{ErrorCode, Request, codes};
@@ -508,6 +508,42 @@ fn request_codec_stream_fed_one_byte_at_a_time() {
     }
     assert_eq!(got, items);
     assert!(buf.is_empty());
+}
+
+/// Every frame `frame_at_front` finds in `buf`, read where it lies and then
+/// advanced past, as the server does.
+fn drain_in_place(codec: &LegacyRequestCodec, buf: &mut BytesMut) -> Vec<Inbound> {
+    let mut items = Vec::new();
+    loop {
+        let before = buf.len();
+        let Some(frame) = codec.frame_at_front(buf).unwrap() else { break };
+        assert_eq!(buf.len(), before, "finding a frame consumes nothing");
+        items.push(match frame {
+            FrameAt::Request { code, bytes } => request(code, &buf[HEADER_BYTES..bytes]),
+            FrameAt::Malformed { length } => Inbound::Malformed { length },
+        });
+        buf.advance(frame.bytes());
+    }
+    items
+}
+
+#[test]
+fn frames_found_in_place_are_the_frames_decode_splits_off_at_every_split() {
+    let (bytes, items) = request_stream();
+    let codec = LegacyRequestCodec::default();
+    for split in 0..=bytes.len() {
+        let mut buf = BytesMut::from(&bytes[..split]);
+        let mut got = drain_in_place(&codec, &mut buf);
+        buf.extend_from_slice(&bytes[split..]);
+        got.extend(drain_in_place(&codec, &mut buf));
+        assert_eq!(got, items, "split at {split}");
+        assert!(buf.is_empty());
+    }
+    // A declared length over the maximum is the same error, nothing consumed.
+    let mut too_large = BytesMut::from(&frame(REQUEST_LENGTH_MAX_DEFAULT + 1, 1, &[])[..]);
+    let error = codec.frame_at_front(&mut too_large).unwrap_err();
+    assert!(matches!(error, FrameError::TooLarge { .. }), "{error}");
+    assert_eq!(too_large.len(), HEADER_BYTES);
 }
 
 #[test]

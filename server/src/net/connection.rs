@@ -44,13 +44,12 @@ use std::pin::{Pin, pin};
 use std::task::{Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use latchkey_protocol::codec::{Inbound, LegacyRequestCodec, Reply, encode_reply};
+use bytes::{Buf, BytesMut};
+use latchkey_protocol::codec::{FrameAt, HEADER_BYTES, LegacyRequestCodec, Reply, encode_reply};
 use latchkey_protocol::{ErrorCode, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 use zeroize::Zeroize;
 
@@ -314,8 +313,24 @@ impl Framing for Legacy {
     type Frame = Result<Request, ErrorCode>;
     type Reply = ();
 
+    /// Decodes the body where it lies in `input`, wipes it (it may hold a
+    /// password or a token; the decoded request has its own copy, wiped when
+    /// dropped) and moves past it.
     fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Self::Frame>, String> {
-        self.codec.decode(input).map_err(|error| error.to_string()).map(|inbound| inbound.map(decoded))
+        let Some(frame) = self.codec.frame_at_front(input).map_err(|error| error.to_string())? else {
+            return Ok(None);
+        };
+        let request = match frame {
+            FrameAt::Request { code, bytes } => {
+                let payload = &mut input[HEADER_BYTES..bytes];
+                let request = Request::decode(code, payload);
+                payload.zeroize();
+                request
+            }
+            FrameAt::Malformed { .. } => Err(ErrorCode::InvalidCommand),
+        };
+        input.advance(frame.bytes());
+        Ok(Some(request))
     }
 
     /// The body's errors first, then the login check (spec §1.6).
@@ -663,20 +678,6 @@ fn poll_write_out<S: Transport>(
 fn wipe(output: &mut BytesMut) {
     output.as_mut().zeroize();
     output.clear();
-}
-
-/// Decodes a legacy request body; the payload is wiped either way.
-fn decoded(inbound: Inbound) -> Result<Request, ErrorCode> {
-    match inbound {
-        Inbound::Request { code, mut payload } => {
-            let request = Request::decode(code, &payload);
-            // The payload may hold a password or a token; the decoded request
-            // has its own copy (wiped when dropped), so wipe this one now.
-            payload.as_mut().zeroize();
-            request
-        }
-        Inbound::Malformed { .. } => Err(ErrorCode::InvalidCommand),
-    }
 }
 
 #[cfg(test)]
