@@ -18,6 +18,7 @@ pub mod connection;
 mod framing;
 pub mod tls;
 mod vsr;
+mod waiting;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
