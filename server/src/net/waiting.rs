@@ -38,7 +38,9 @@ pub(super) struct Waiting {
     /// This connection's own shutdown signal (no lock shared with others).
     shutdown: StopSignal,
     /// Armed at or before the real deadline (on tokio's clock, from a
-    /// duration measured on [`Stamp`]'s).
+    /// duration measured on [`Stamp`]'s), give or take the microseconds
+    /// between the reading a re-arm is given and the re-arm itself; the
+    /// deadline is judged on [`Stamp`]'s clock when the timer fires.
     timer: Pin<Box<Sleep>>,
     /// The waker the stop signal holds, once one is registered.
     watched_by: Option<Waker>,
@@ -110,6 +112,9 @@ impl Waiting {
                             stalled = true;
                             self.rearm(logged_in, Stamp::now());
                         }
+                        // A write pending for tokio's task budget, not the
+                        // client, lands here too: past the deadline it is
+                        // then closed as unread, a few microseconds early.
                         return match self.poll_watch(cx, false) {
                             Poll::Ready(Err(reason)) => {
                                 wipe(output);
@@ -135,10 +140,10 @@ impl Waiting {
         })
     }
 
-    /// Reads more input, the timeouts running from now (after the burst's
-    /// replies are written: a burst may have waited for a commit, Argon2 or
-    /// a slow reader). `Ok(false)`: a clean end (the peer closed between
-    /// frames, or shutdown began); `Err`: why the connection must close.
+    /// Reads more input (before the first burst: framing detection), the
+    /// timeouts running from now. `Ok(false)`: a clean end (the peer closed
+    /// between frames, or shutdown began); `Err`: why the connection must
+    /// close.
     pub(super) fn read_more<'a, S: Transport>(
         &'a mut self,
         stream: &'a mut S,
