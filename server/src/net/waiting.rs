@@ -113,8 +113,9 @@ impl Waiting {
                             self.rearm(logged_in, Stamp::now());
                         }
                         // A write pending for tokio's task budget, not the
-                        // client, lands here too: past the deadline it is
-                        // then closed as unread, a few microseconds early.
+                        // client, lands here too: past the deadline it then
+                        // closes with this reason, where the next read would
+                        // have closed it for the deadline alone.
                         return match self.poll_watch(cx, false) {
                             Poll::Ready(Err(reason)) => {
                                 wipe(output);
