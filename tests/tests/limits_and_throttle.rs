@@ -189,6 +189,32 @@ async fn a_client_that_never_reads_its_replies_is_closed_at_the_login_timeout() 
 }
 
 #[tokio::test]
+async fn a_logged_in_client_that_never_reads_its_replies_is_closed_at_the_idle_timeout() {
+    let home = DataHome::new();
+    // The login timeout is an hour, so the close can only be the idle one;
+    // the flood keeps the connection busy, so only the waiting write can
+    // meet it.
+    let spec = logging_closes(ServerSpec::default_root())
+        .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "1h")
+        .env("LATCHKEY_TCP_IDLE_TIMEOUT", "2s");
+    let server = TestServer::start(&home, &spec);
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(&frame(LOGIN_USER, &login_body(b"iggy", b"iggy"))).await.unwrap();
+    let mut reply = [0u8; 12];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[..4], [0; 4], "login");
+    let local = stream.local_addr().unwrap();
+    let (_unread, mut writer) = stream.into_split();
+    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
+    let flooding = tokio::time::timeout(HANG_GUARD, async {
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
+    })
+    .await;
+    assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+    wait_closed_for(&server, local, "idle timeout, its replies unread");
+}
+
+#[tokio::test]
 async fn a_logout_restarts_the_login_timeout() {
     let home = DataHome::new();
     // One second: the only margin here is the client's own turnaround
