@@ -167,8 +167,11 @@ async fn detect<S: Transport>(
     input: &mut BytesMut,
     waiting: &mut Waiting,
 ) -> Result<Option<FramingSetting>, String> {
+    // Nothing is answered before the framing is known: each read comes
+    // after a burst with no replies.
+    let mut no_replies = BytesMut::new();
     while input.len() < FRAMING_PREFIX_BYTES {
-        if !waiting.read_more(stream, input, false).await? {
+        if !waiting.next_burst(stream, &mut no_replies, input, false, false, Stamp::now()).await? {
             return Ok(None);
         }
     }

@@ -78,9 +78,11 @@ impl Waiting {
     /// `output` and clears it (one `write` on plain TCP; on TLS, records
     /// sealed into rustls's buffer and sent by the flush as one vectored
     /// write), then, unless `more_buffered` (the in-flight cap stopped the
-    /// burst), reads more input as [`Waiting::read_more`] does. `settled`
-    /// is when the last reply was settled: the timeouts run from there, or
-    /// from when the write ends if it had to wait. `Ok(false)`: a clean end.
+    /// burst), reads more input. `settled` is when the last reply was
+    /// settled: the timeouts run from there, or from when the write ends if
+    /// it had to wait. `Ok(false)`: a clean end (the peer closed between
+    /// frames, or shutdown began); `Err`: why the connection must close.
+    /// Framing detection reads through it too, with no replies to write.
     ///
     /// A write that waits (the client is not reading its replies) is
     /// bounded by the timeouts too, rearmed when it begins to wait, but not
@@ -133,28 +135,6 @@ impl Waiting {
             if !reading {
                 let now = if stalled { Stamp::now() } else { settled };
                 if let Err(end) = self.before_read(logged_in, now) {
-                    return Poll::Ready(end);
-                }
-                reading = true;
-            }
-            self.poll_read(cx, stream, input)
-        })
-    }
-
-    /// Reads more input (before the first burst: framing detection), the
-    /// timeouts running from now. `Ok(false)`: a clean end (the peer closed
-    /// between frames, or shutdown began); `Err`: why the connection must
-    /// close.
-    pub(super) fn read_more<'a, S: Transport>(
-        &'a mut self,
-        stream: &'a mut S,
-        input: &'a mut BytesMut,
-        logged_in: bool,
-    ) -> impl Future<Output = Result<bool, String>> + 'a {
-        let mut reading = false;
-        poll_fn(move |cx| {
-            if !reading {
-                if let Err(end) = self.before_read(logged_in, Stamp::now()) {
                     return Poll::Ready(end);
                 }
                 reading = true;
