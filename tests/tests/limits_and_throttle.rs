@@ -143,6 +143,23 @@ async fn the_login_timeout_closes_silent_and_pinging_connections_and_spares_logg
     client.ping().await.expect("a logged-in connection outlives the login timeout");
 }
 
+/// 512 pings back to back, written at once without waiting for replies.
+fn ping_burst() -> Vec<u8> {
+    PING.iter().copied().cycle().take(PING.len() * 512).collect()
+}
+
+/// Writes pings without reading a reply until a write has waited a whole
+/// second: the server has stopped reading, held up writing replies nobody
+/// reads.
+async fn flood_until_the_server_stops_reading(writer: &mut tokio::net::tcp::OwnedWriteHalf) {
+    let pings = ping_burst();
+    let flooding = tokio::time::timeout(HANG_GUARD, async {
+        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
+    })
+    .await;
+    assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+}
+
 #[tokio::test]
 async fn a_client_whose_pings_are_always_buffered_still_meets_the_login_timeout() {
     let home = DataHome::new();
@@ -152,7 +169,7 @@ async fn a_client_whose_pings_are_always_buffered_still_meets_the_login_timeout(
     let (mut reader, mut writer) = stream.into_split();
     // Pings written back to back, 512 at a time, never waiting for a reply:
     // the server always finds the next bytes ready when it reads.
-    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
+    let pings = ping_burst();
     let flood = tokio::spawn(async move { while writer.write_all(&pings).await.is_ok() {} });
     let mut replies = vec![0u8; 64 * 1024];
     let drained = tokio::time::timeout(HANG_GUARD, async {
@@ -176,14 +193,7 @@ async fn a_client_that_never_reads_its_replies_is_closed_at_the_login_timeout() 
     let stream = TcpStream::connect(server.address).await.unwrap();
     let local = stream.local_addr().unwrap();
     let (_unread, mut writer) = stream.into_split();
-    // Pings until a write has waited a whole second: the server has stopped
-    // reading, held up writing replies nobody reads.
-    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
-    let flooding = tokio::time::timeout(HANG_GUARD, async {
-        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
-    })
-    .await;
-    assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+    flood_until_the_server_stops_reading(&mut writer).await;
     // Were the waiting write unbounded, this connection would stay open.
     wait_closed_for(&server, local, "login timeout, its replies unread");
 }
@@ -198,19 +208,12 @@ async fn a_logged_in_client_that_never_reads_its_replies_is_closed_at_the_idle_t
         .env("LATCHKEY_TCP_LOGIN_TIMEOUT", "1h")
         .env("LATCHKEY_TCP_IDLE_TIMEOUT", "2s");
     let server = TestServer::start(&home, &spec);
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream.write_all(&frame(LOGIN_USER, &login_body(b"iggy", b"iggy"))).await.unwrap();
-    let mut reply = [0u8; 12];
-    stream.read_exact(&mut reply).await.unwrap();
-    assert_eq!(reply[..4], [0; 4], "login");
-    let local = stream.local_addr().unwrap();
-    let (_unread, mut writer) = stream.into_split();
-    let pings: Vec<u8> = PING.iter().copied().cycle().take(PING.len() * 512).collect();
-    let flooding = tokio::time::timeout(HANG_GUARD, async {
-        while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
-    })
-    .await;
-    assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+    let mut raw = Raw::connect(server.address).await;
+    let (status, _) = raw.call(LOGIN_USER, &login_body(b"iggy", b"iggy")).await;
+    assert_eq!(status, 0, "login");
+    let local = raw.stream.local_addr().unwrap();
+    let (_unread, mut writer) = raw.stream.into_split();
+    flood_until_the_server_stops_reading(&mut writer).await;
     wait_closed_for(&server, local, "idle timeout, its replies unread");
 }
 
