@@ -40,6 +40,23 @@ impl AddressKey {
     }
 }
 
+impl AddressKey {
+    /// The key mixed with `seed` by one multiplication: cheap enough for
+    /// every token login, which picks its throttle map by it, and spread
+    /// over the high bits, which do the picking. Not keyed against chosen
+    /// collisions: a collision only shares a map, whose own table hashes
+    /// its keys with SipHash.
+    pub fn mixed(&self, seed: u64) -> u64 {
+        let bits = match self.network {
+            IpAddr::V4(v4) => u128::from(v4.to_bits()),
+            IpAddr::V6(v6) => v6.to_bits(),
+        };
+        // `as` keeps the low 64 bits, on purpose: the high ones are folded in.
+        let folded = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(32) ^ u64::from(self.prefix_len);
+        (folded ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
 impl fmt::Display for AddressKey {
     /// `203.0.113.7`, `2001:db8:1:2::/64`, or a bare IPv6 address at /128.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -53,6 +70,7 @@ impl fmt::Display for AddressKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn key(text: &str, ipv6_prefix_len: u8) -> AddressKey {
         AddressKey::new(text.parse().unwrap(), ipv6_prefix_len)
@@ -104,5 +122,36 @@ mod tests {
         // Not a value the config allows; the mask arithmetic still holds.
         assert_eq!(key("2001:db8::1", 0), key("fe80::1", 0));
         assert_eq!(key("2001:db8::1", 0).to_string(), "::/0");
+    }
+
+    /// How many of `keys` land in each of 16 maps by the mix's top 4 bits.
+    fn spread(keys: impl Iterator<Item = AddressKey>, seed: u64) -> [usize; 16] {
+        let mut maps = [0; 16];
+        for key in keys {
+            maps[(key.mixed(seed) >> 60) as usize] += 1;
+        }
+        maps
+    }
+
+    #[test]
+    fn the_mix_spreads_neighbouring_addresses_over_every_map() {
+        // Clients of one service often sit in one subnet, a load balancer's
+        // in a handful of addresses: the high bits must tell them apart.
+        for seed in [0, 1, 0x5eed, u64::MAX] {
+            let v4 =
+                spread((0..1600u32).map(|n| key(&Ipv4Addr::from(0xC000_0200 + n).to_string(), 64)), seed);
+            let v6 = spread(
+                (0..1600u128).map(|n| {
+                    key(&Ipv6Addr::from(0x2001_0db8_0000_0000_u128 << 64 | n << 64).to_string(), 64)
+                }),
+                seed,
+            );
+            for maps in [v4, v6] {
+                assert!(maps.iter().all(|&count| (50..=150).contains(&count)), "seed {seed}: {maps:?}");
+            }
+        }
+        // The seed moves a key: another server puts it elsewhere.
+        let one = key("192.0.2.7", 64);
+        assert_ne!(one.mixed(1), one.mixed(2));
     }
 }

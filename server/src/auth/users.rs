@@ -6,6 +6,7 @@
 //! hash is `passwords.rs`'s.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use argon2::Argon2;
@@ -14,6 +15,7 @@ use arrayvec::ArrayString;
 
 use crate::config::UserConfig;
 use crate::datadir::RootCredentials;
+use crate::registry::IdHasher;
 
 /// The root user's id, as in Iggy.
 pub const ROOT_USER_ID: u32 = 0;
@@ -59,7 +61,9 @@ pub struct UserError {
 /// Every user Latchkey knows, by id and by name.
 #[derive(Debug, Default)]
 pub struct Users {
-    by_id: HashMap<u32, Arc<User>>,
+    /// Ids are chosen by the operator or the server, never by a client:
+    /// one multiplication hashes one (a token login looks its owner up here).
+    by_id: HashMap<u32, Arc<User>, BuildHasherDefault<IdHasher>>,
     by_name: HashMap<String, u32>,
 }
 

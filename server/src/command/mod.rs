@@ -214,7 +214,10 @@ fn begun(queued: Result<PendingReply, ErrorCode>) -> Started {
     }
 }
 
-/// Every reply body a served command can produce.
+/// Every reply body a served command can produce. The one large body, a
+/// token's details, is boxed: every reply moves through a few returns on its
+/// way to the wire, and a token login's or Authorize's should not move the
+/// size of the largest (four `memcpy` calls per token login before).
 pub enum ReplyBody {
     Empty,
     Identity(IdentityInfo),
@@ -223,7 +226,7 @@ pub enum ReplyBody {
     Me(ClientDetails),
     Cluster(ClusterMetadata),
     Issued(IssuedToken),
-    Details(TokenDetails),
+    Details(Box<TokenDetails>),
     Page(TokenPage),
     Count(Count),
     Decision(AuthorizeDecision<UsernameCopy>),
@@ -239,7 +242,7 @@ impl ReplyBody {
             ReplyBody::Me(body) => Some(body),
             ReplyBody::Cluster(body) => Some(body),
             ReplyBody::Issued(body) => Some(body),
-            ReplyBody::Details(body) => Some(body),
+            ReplyBody::Details(body) => Some(body.as_ref()),
             ReplyBody::Page(body) => Some(body),
             ReplyBody::Count(body) => Some(body),
             ReplyBody::Decision(body) => Some(body),

@@ -57,7 +57,7 @@ pub(super) fn get_token(get: GetToken, session: &mut Session, ctx: &Context) -> 
             TokenSelector::Name(name) => replica.by_name(user_id, name),
         };
         let (_, entry) = found.ok_or(ErrorCode::ResourceNotFound)?;
-        Ok(ReplyBody::Details(details(entry, session.last_used(ctx, replica, entry.id), now)))
+        Ok(ReplyBody::Details(Box::new(details(entry, session.last_used(ctx, replica, entry.id), now))))
     })
 }
 

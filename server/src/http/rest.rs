@@ -345,7 +345,7 @@ async fn details(caller: &mut Caller, id: u64, exchange: &Exchange) -> Result<To
     let ReplyBody::Details(details) = caller.run(Command::GetToken(get), exchange).await? else {
         return Err(ErrorCode::Error.into());
     };
-    Ok(TokenJson::from(details))
+    Ok(TokenJson::from(*details))
 }
 
 /// `GET /v1/tokens/{id}`.

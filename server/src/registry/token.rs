@@ -231,10 +231,10 @@ impl Hasher for TokenHashHasher {
     }
 }
 
-/// Hashes a token id by one multiplication (Fibonacci hashing): ids are
-/// small sequential integers, chosen by the server, so SipHash's defence
-/// buys nothing here, and the product spreads them over the high bits the
-/// table's control bytes are taken from.
+/// Hashes a token or user id by one multiplication (Fibonacci hashing):
+/// ids are small integers chosen by the server (a user's, by the operator),
+/// so SipHash's defence buys nothing here, and the product spreads them
+/// over the high bits the table's control bytes are taken from.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);
 
@@ -251,5 +251,10 @@ impl Hasher for IdHasher {
 
     fn write_u64(&mut self, id: u64) {
         self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    /// User ids: the same multiplication.
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
     }
 }
