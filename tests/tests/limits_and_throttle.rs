@@ -148,16 +148,20 @@ fn ping_burst() -> Vec<u8> {
     PING.iter().copied().cycle().take(PING.len() * 512).collect()
 }
 
-/// Writes pings without reading a reply until a write has waited a whole
-/// second: the server has stopped reading, held up writing replies nobody
-/// reads.
-async fn flood_until_the_server_stops_reading(writer: &mut tokio::net::tcp::OwnedWriteHalf) {
+/// Writes pings on `stream` without reading a reply until a write has
+/// waited a whole second (the server has stopped reading, held up writing
+/// replies nobody reads), then waits for the server to close it for
+/// `reason`. Were the waiting write unbounded, it would stay open.
+async fn flood_until_closed(server: &TestServer, stream: TcpStream, reason: &str) {
+    let local = stream.local_addr().unwrap();
+    let (_unread, mut writer) = stream.into_split();
     let pings = ping_burst();
     let flooding = tokio::time::timeout(HANG_GUARD, async {
         while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&pings)).await {}
     })
     .await;
     assert!(flooding.is_ok(), "the server read on without its replies being read (hang guard)");
+    wait_closed_for(server, local, reason);
 }
 
 #[tokio::test]
@@ -191,11 +195,7 @@ async fn a_client_that_never_reads_its_replies_is_closed_at_the_login_timeout() 
         .env("LATCHKEY_TCP_IDLE_TIMEOUT", "1h");
     let server = TestServer::start(&home, &spec);
     let stream = TcpStream::connect(server.address).await.unwrap();
-    let local = stream.local_addr().unwrap();
-    let (_unread, mut writer) = stream.into_split();
-    flood_until_the_server_stops_reading(&mut writer).await;
-    // Were the waiting write unbounded, this connection would stay open.
-    wait_closed_for(&server, local, "login timeout, its replies unread");
+    flood_until_closed(&server, stream, "login timeout, its replies unread").await;
 }
 
 #[tokio::test]
@@ -211,10 +211,7 @@ async fn a_logged_in_client_that_never_reads_its_replies_is_closed_at_the_idle_t
     let mut raw = Raw::connect(server.address).await;
     let (status, _) = raw.call(LOGIN_USER, &login_body(b"iggy", b"iggy")).await;
     assert_eq!(status, 0, "login");
-    let local = raw.stream.local_addr().unwrap();
-    let (_unread, mut writer) = raw.stream.into_split();
-    flood_until_the_server_stops_reading(&mut writer).await;
-    wait_closed_for(&server, local, "idle timeout, its replies unread");
+    flood_until_closed(&server, raw.stream, "idle timeout, its replies unread").await;
 }
 
 #[tokio::test]

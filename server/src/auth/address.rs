@@ -38,9 +38,7 @@ impl AddressKey {
             }
         }
     }
-}
 
-impl AddressKey {
     /// The key mixed with `seed` by one multiplication: cheap enough for
     /// every token login, which picks its throttle map by it, and spread
     /// over the high bits, which do the picking. Not keyed against chosen

@@ -34,8 +34,8 @@
 //!
 //! The buckets sit in a few mutex-guarded maps chosen by key hash (a keyed
 //! multiplication for addresses, which every token login picks its map by;
-//! SipHash for usernames), each with a lock-free count of its buckets; a lock is held for a map lookup and
-//! update, never across an await. A waiting attempt is woken when a
+//! SipHash for usernames), each with a lock-free count of its buckets; a
+//! lock is held for a map lookup and update, never across an await. A waiting attempt is woken when a
 //! reservation in its bucket's map settles. The maps are bounded; when one
 //! is full, buckets that have refilled and hold no reservation (they carry
 //! no information) are dropped first.

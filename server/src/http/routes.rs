@@ -133,13 +133,20 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
     if path == "/v1/auth/check" || path.starts_with("/v1/auth/check/") {
         return Resolved::Found(Route::AuthCheck, None);
     }
-    // RabbitMQ's four questions, the other route asked in bulk, without
-    // splitting the path (the split was most of this function's cost).
-    if let Some(question) = path.strip_prefix("/v1/rabbitmq/").and_then(Question::named) {
-        return match *method {
-            Method::GET | Method::POST => Resolved::Found(Route::Rabbit(question), None),
-            _ => Resolved::WrongMethod("GET, POST"),
+    let by_method = |choices: &[(Method, Route)], allow: &'static str, id: Option<u64>| {
+        choices
+            .iter()
+            .find(|(wanted, _)| wanted == method)
+            .map_or(Resolved::WrongMethod(allow), |(_, route)| Resolved::Found(*route, id))
+    };
+    // RabbitMQ's four questions, the other routes asked in bulk, by their
+    // prefix too: splitting the path was most of this function's cost.
+    if let Some(rest) = path.strip_prefix("/v1/rabbitmq/") {
+        let Some(question) = Question::named(rest) else {
+            return Resolved::NotFound;
         };
+        let route = Route::Rabbit(question);
+        return by_method(&[(Method::GET, route), (Method::POST, route)], "GET, POST", None);
     }
     // No route has more than four segments: a longer path is no route, and
     // the segments fit on the stack (this runs for every request).
@@ -153,12 +160,6 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
         count += 1;
     }
     let segments = &segments[..count];
-    let by_method = |choices: &[(Method, Route)], allow: &'static str, id: Option<u64>| {
-        choices
-            .iter()
-            .find(|(wanted, _)| wanted == method)
-            .map_or(Resolved::WrongMethod(allow), |(_, route)| Resolved::Found(*route, id))
-    };
     match segments {
         [""] => by_method(&[(Method::GET, Route::ConsolePage)], "GET", None),
         ["console", _] => by_method(&[(Method::GET, Route::ConsoleFile)], "GET", None),
@@ -178,13 +179,6 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
         ["v1", "me"] => by_method(&[(Method::GET, Route::Me)], "GET", None),
         ["v1", "introspect"] => by_method(&[(Method::POST, Route::Introspect)], "POST", None),
         ["v1", "admin", "backup"] => by_method(&[(Method::POST, Route::Backup)], "POST", None),
-        ["v1", "rabbitmq", question] => {
-            let Some(question) = Question::named(question) else {
-                return Resolved::NotFound;
-            };
-            let route = Route::Rabbit(question);
-            by_method(&[(Method::GET, route), (Method::POST, route)], "GET, POST", None)
-        }
         ["v1", "tokens"] => by_method(
             &[
                 (Method::GET, Route::ListTokens),
@@ -414,8 +408,8 @@ mod tests {
         assert_eq!(resolve(&Method::PATCH, "/v1/tokens/1/access/x"), Resolved::NotFound);
         assert_eq!(resolve(&Method::POST, "/v1/rabbitmq/user/x"), Resolved::NotFound);
         assert_eq!(resolve(&Method::POST, "/v1/rabbitmq/user/"), Resolved::NotFound);
-        // RabbitMQ's questions are resolved before the path is split: the
-        // same answers as the split would give.
+        // RabbitMQ's questions are resolved by their prefix, before the
+        // path is split.
         for (segment, question) in [
             ("user", Question::User),
             ("vhost", Question::Vhost),
